@@ -1,0 +1,14 @@
+"""fp8attn: FP8 attention for Hopper GPUs with randomized Hadamard rotation and block scales."""
+from .api import scaled_dot_product_attention
+from .hadamard import hadamard_transform, random_hadamard_transform
+from .quant import quantize
+from .recipe import Recipe
+
+__all__ = [
+    "Recipe",
+    "hadamard_transform",
+    "quantize",
+    "random_hadamard_transform",
+    "scaled_dot_product_attention",
+]
+__version__ = "0.1.0"

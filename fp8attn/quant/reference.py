@@ -1,0 +1,93 @@
+"""Reference quantisation of (B, H, S, D) tensors to FP8 with per-group scales (PyTorch, any device).
+
+Scale groups along the sequence are described by one number, `block_size`: row r of head (b, h)
+uses descale[b, h, r // block_size]. Every granularity maps onto that layout:
+    "block"  -> block_size = the recipe's block (NB = ceil(S / block_size))
+    "token"  -> block_size = 1                  (NB = S)
+    "head"   -> block_size = S                  (NB = 1)
+    "tensor" -> block_size = S, and the same value in every (b, h)
+so the attention kernel reads descales one way, whatever the recipe.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from ..formats import finite_amax, saturating_cast, scales_from_amax
+from ..recipe import GRANULARITIES
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedTensor:
+    """FP8 data plus float32 descales. data is (B, H, S, D), or (B, H, D, S) if `transposed`
+    (head-dim major, contiguous along the sequence: the layout the attention kernel wants for V)."""
+
+    data: torch.Tensor
+    descale: torch.Tensor
+    block_size: int
+    fmt: str
+    transposed: bool = False
+
+    @property
+    def seqlen(self) -> int:
+        return self.data.shape[-1] if self.transposed else self.data.shape[-2]
+
+    def row_descale(self) -> torch.Tensor:
+        """(B, H, S) float32: the descale of every row."""
+        idx = torch.arange(self.seqlen, device=self.descale.device) // self.block_size
+        return self.descale[..., idx]
+
+    def dequantize(self) -> torch.Tensor:
+        """float32 (B, H, S, D) values the FP8 data stands for."""
+        x = self.data.float()
+        if self.transposed:
+            x = x.transpose(-1, -2)
+        return x * self.row_descale()[..., None]
+
+
+def group_block_size(granularity: str, seqlen: int, block: int) -> int:
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+    if granularity == "block":
+        return block
+    if granularity == "token":
+        return 1
+    return max(seqlen, 1)
+
+
+def compute_descale_groups(x: torch.Tensor, granularity: str, block: int):
+    """Per-group amax of a (B, H, S, D) tensor -> (amax (B, H, NB) float32, block_size)."""
+    B, H, S, D = x.shape
+    bs = group_block_size(granularity, S, block)
+    if granularity == "tensor":
+        amax = finite_amax(x).reshape(1, 1, 1).expand(B, H, 1).contiguous()
+    else:
+        nb = -(-S // bs)
+        pad = nb * bs - S
+        xp = torch.nn.functional.pad(x.float(), (0, 0, 0, pad)) if pad else x
+        amax = finite_amax(xp.reshape(B, H, nb, bs * D), dim=-1)
+    return amax, bs
+
+
+def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block",
+                       block: int = 128, *, signs: torch.Tensor | None = None,
+                       transpose: bool = False) -> QuantizedTensor:
+    """Quantise a (B, H, S, D) tensor; if `signs` is given, rotate first by the randomized Hadamard
+    transform (fwht(x * signs)), computed in float32, as the fused kernel does."""
+    if x.dim() != 4:
+        raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
+    if not torch.is_floating_point(x) or x.element_size() == 1:
+        raise TypeError(f"quantize expects a float16/bfloat16/float32 tensor, got {x.dtype}")
+    xf = x.float()
+    if signs is not None:
+        from ..hadamard.reference import random_hadamard_reference
+        xf = random_hadamard_reference(xf, signs)
+    amax, bs = compute_descale_groups(xf, granularity, block)
+    scale, descale = scales_from_amax(amax, fmt)
+    idx = torch.arange(x.shape[-2], device=x.device) // bs
+    data = saturating_cast(xf * scale[..., idx][..., None], fmt)
+    if transpose:
+        data = data.transpose(-1, -2).contiguous()
+    return QuantizedTensor(data=data, descale=descale.contiguous(), block_size=bs, fmt=fmt,
+                           transposed=transpose)
