@@ -1,0 +1,27 @@
+"""Test setup: Triton kernels run through the interpreter when no GPU is present.
+
+TRITON_INTERPRET must be set before triton is imported, hence at conftest import time.
+FP8ATTN_TUNE=minimal asks the kernels' autotuners for a single config (fast tests, as attention-gym does).
+"""
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+os.environ.setdefault("FP8ATTN_TUNE", "minimal")
+
+HAS_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords and not HAS_CUDA:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture
+def device():
+    return torch.device("cuda" if HAS_CUDA else "cpu")
