@@ -1,6 +1,85 @@
-"""Quantisation of Q, K, V to FP8 with per-group scales: torch reference and fused Triton kernel."""
+"""Quantisation of Q, K, V to FP8 with per-group scales: torch reference and fused Triton kernel.
+
+Backends: None picks the Triton kernel for CUDA tensors and the torch reference elsewhere;
+"torch" forces the reference; "triton" forces the kernel (on the CPU through Triton's interpreter,
+TRITON_INTERPRET=1 set before triton is imported).
+"""
+from __future__ import annotations
+
+import torch
+
+from ..formats import check_fmt
+from ..hadamard.reference import hadamard_signs, split_dim
+from ..recipe import GRANULARITIES, Recipe
 from .reference import QuantizedTensor, quantize_reference
 
+__all__ = ["QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
 
-def quantize(x, fmt="e4m3", granularity="block", block=128, *, signs=None, transpose=False):
-    return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose)
+_BACKENDS = (None, "torch", "triton")
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _check(x, fmt, granularity, block, signs, transpose, backend, name="x") -> str:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    desc = f"{name} (shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device})"
+    if x.dtype not in _DTYPES:
+        raise TypeError(f"{desc}: expected float16, bfloat16 or float32")
+    if x.dim() != 4:
+        raise ValueError(f"{desc}: expected 4 dims (B, H, S, D)")
+    check_fmt(fmt)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; expected one of {GRANULARITIES}")
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive int, got {block!r}")
+    if not isinstance(transpose, bool):
+        raise TypeError(f"transpose must be a bool, got {type(transpose).__name__}")
+    if signs is not None:
+        if not isinstance(signs, torch.Tensor) or signs.shape != (x.shape[-1],):
+            got = tuple(signs.shape) if isinstance(signs, torch.Tensor) else type(signs).__name__
+            raise ValueError(f"signs must be a tensor of shape ({x.shape[-1]},) for {desc}, got {got}")
+        if signs.device != x.device:
+            raise ValueError(f"signs on {signs.device} but {desc}")
+        try:
+            split_dim(x.shape[-1])
+        except ValueError as e:
+            raise ValueError(f"{desc}: cannot rotate: {e}") from None
+    if backend not in _BACKENDS:
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if backend is None:
+        return "triton" if x.is_cuda else "torch"
+    return backend
+
+
+def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", block: int = 128, *,
+             signs: torch.Tensor | None = None, transpose: bool = False,
+             backend: str | None = None) -> QuantizedTensor:
+    """Quantise x (B, H, S, D) to FP8 with per-group float32 descales (see QuantizedTensor).
+
+    signs: optional (D,) +-1 vector: rotate first, x -> fwht(x * signs) (computed in float32).
+    transpose: store data as (B, H, D, S), contiguous along S (V for the attention kernel); the
+    Triton path returns a view of a buffer padded to S_pad = 16 * ceil(S / 16) (stride(-2) == S_pad,
+    zero tail), the torch path a contiguous tensor.
+    Any input strides: a (B, S, H, D) tensor's .transpose(1, 2) view is read without a copy.
+    """
+    if _check(x, fmt, granularity, block, signs, transpose, backend) == "torch" or x.numel() == 0:
+        return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose)
+    from .triton import quantize_triton
+    return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose)
+
+
+def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
+                 backend: str | None = None
+                 ) -> tuple[QuantizedTensor, QuantizedTensor, QuantizedTensor]:
+    """Quantise attention inputs (B, H, S, D) by `recipe`: Q and K rotated with the same signs
+    (hadamard_signs(D, recipe.seed)) when recipe.hadamard; V not rotated and stored transposed
+    (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block")."""
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        _check(t, recipe.fmt, recipe.granularity, 1, None, False, backend, name)
+    signs = hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
+    g = recipe.granularity
+    return (quantize(q, recipe.fmt, g, recipe.block_q, signs=signs, backend=backend),
+            quantize(k, recipe.fmt, g, recipe.block_kv, signs=signs, backend=backend),
+            quantize(v, recipe.fmt, g, recipe.block_kv, transpose=True, backend=backend))

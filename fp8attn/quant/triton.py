@@ -1,0 +1,207 @@
+"""Fused rotate + quantise Triton kernel: (B, H, S, D) bf16/fp16/fp32 -> FP8 + float32 descales.
+
+One kernel, three modes (constexpr MODE):
+  MODE_FUSED (0)  "block" (power-of-two block that fits a tile) and "token": each program loads a tile
+                  of BLOCK_S rows once, rotates it, takes the finite amax of each scale group inside the
+                  tile, writes the descales and the FP8 data. One read of x, one write of FP8.
+  MODE_AMAX  (1)  writes the finite amax of every rotated row (B, H, S).
+  MODE_CAST  (2)  rotates again and casts with scales computed on the host from those row amaxes.
+"head" and "tensor" (and blocks too large for one tile, or not a power of two) take MODE_AMAX then
+MODE_CAST: a group's scale depends on every row of the head (or tensor), which many programs hold, and
+a grid-wide barrier does not exist in a plain launch; the row amaxes (S floats per head, 1/D of the
+input) are reduced per group with the reference's own torch code, so scale and descale come out
+bit-identical to formats.scales_from_amax. The second pass re-reads x (partly from L2).
+
+Casts: x8 = cast(clamp(x * scale, -fp8_max, fp8_max)) with NaN kept NaN, the same on the GPU and in the
+interpreter (which does not saturate by itself).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import fp8_dtype, fp8_max, scales_from_amax
+from ..hadamard.triton import hadamard_tile, small_factor_tensor, tile_params
+from .reference import QuantizedTensor, group_block_size
+
+MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
+MAX_TILE = 32768        # elements of one [BLOCK_S, D_PAD] register tile (fp32: 128 KB per program)
+_MBITS_EMIN = {"e4m3": (3, -6), "e5m2": (2, -14)}   # mantissa bits, exponent of the smallest normal
+S_ALIGN = 16            # transposed V: rows of (B, H, D, S) start 16-element (16-byte) aligned
+
+
+def _prune(configs, named_args, **kwargs):
+    import os
+    args = {**named_args, **kwargs}
+    d_pad, mode, group = args["D_PAD"], args["MODE"], args["GROUP"]
+    ok = []
+    for c in configs:
+        rows, warps = c.kwargs["BLOCK_S"], c.num_warps
+        if rows * d_pad > MAX_TILE or (rows * d_pad > 16384 and warps < 8):
+            continue
+        if mode == MODE_FUSED and rows % group:
+            continue
+        ok.append(c)
+    if not ok:
+        ok = [c for c in configs if mode != MODE_FUSED or c.kwargs["BLOCK_S"] % group == 0][-1:]
+    return ok[:1] if os.environ.get("FP8ATTN_TUNE", "").strip().lower() == "minimal" else ok
+
+
+@triton.autotune(
+    configs=[triton.Config({"BLOCK_S": s}, num_warps=w)
+             for s, w in ((16, 4), (32, 4), (64, 4), (64, 8), (128, 4), (128, 8), (256, 8))],
+    key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE"],
+    prune_configs_by={"early_config_prune": _prune},
+)
+@triton.jit
+def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_ptr, hm_ptr,
+                  H, S, D, NB, group_rt,
+                  stride_xb, stride_xh, stride_xs, stride_xd,
+                  stride_ob, stride_oh, stride_os, stride_od,
+                  M: tl.constexpr, M_PAD: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr,
+                  D_PAD: tl.constexpr, NORM: tl.constexpr, HAS_SIGNS: tl.constexpr,
+                  MODE: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
+                  MBITS: tl.constexpr, EMIN: tl.constexpr,
+                  TRANSPOSE: tl.constexpr, BLOCK_S: tl.constexpr):
+    """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
+    + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
+    descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous."""
+    pid = tl.program_id(0)
+    n_tiles = tl.cdiv(S, BLOCK_S)
+    bh = pid // n_tiles
+    tile = pid % n_tiles
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    rows = tile * BLOCK_S + tl.arange(0, BLOCK_S)
+    groups = tl.arange(0, M_PAD)
+    col = groups[:, None] * P + tl.arange(0, P)[None, :]                 # [M_PAD, P] head-dim index
+    mask = (rows[:, None, None] < S) & (col[None, :, :] < D)
+    x_offs = rows[:, None, None].to(tl.int64) * stride_xs + col[None, :, :] * stride_xd
+    x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=mask, other=0.0)
+    x = x.to(tl.float32)
+    if HAS_SIGNS:
+        sg = tl.load(signs_ptr + col, mask=col < D, other=0.0)
+        x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM)
+
+    if MODE != MODE_CAST:
+        a = tl.abs(x)
+        a = tl.where(a < float("inf"), a, 0.0)                              # NaN, +-Inf -> 0
+        row_amax = tl.max(tl.max(a, axis=2), axis=1)                         # [BLOCK_S]
+    if MODE == MODE_AMAX:
+        tl.store(row_amax_ptr + bh.to(tl.int64) * S + rows, row_amax, mask=rows < S)
+        return
+    if MODE == MODE_FUSED:
+        G: tl.constexpr = BLOCK_S // GROUP
+        g_amax = tl.max(tl.reshape(row_amax, [G, GROUP]), axis=1)
+        zero = g_amax < 1e-30                                                # formats.AMAX_FLOOR
+        # torch evaluates `fp8_max / amax` (formats.scales_from_amax) as reciprocal(amax) * fp8_max:
+        # same two roundings here, so scales agree bit for bit with the reference
+        safe = tl.where(zero, 1.0, g_amax)
+        scale_g = tl.where(zero, 1.0, tl.math.div_rn(tl.full([G], 1.0, tl.float32), safe) * FP8_MAX)
+        descale_g = tl.where(zero, 1.0, tl.math.div_rn(safe, tl.full([G], FP8_MAX, tl.float32)))
+        g_idx = tile * G + tl.arange(0, G)
+        tl.store(descale_ptr + bh.to(tl.int64) * NB + g_idx, descale_g, mask=g_idx < NB)
+        row_scale = tl.reshape(tl.broadcast_to(scale_g[:, None], [G, GROUP]), [BLOCK_S])
+    else:
+        row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt, mask=rows < S,
+                            other=1.0)
+    y = x * row_scale[:, None, None]
+    y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # saturate, keep NaN
+    y = round_to_fp8_grid(y, MBITS, EMIN)
+    o_offs = rows[:, None, None].to(tl.int64) * stride_os + col[None, :, :] * stride_od
+    tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs, y.to(out_ptr.dtype.element_ty),
+             mask=mask)
+
+
+@triton.jit
+def round_to_fp8_grid(y, MBITS: tl.constexpr, EMIN: tl.constexpr):
+    """Round float32 y (already clamped to +-fp8_max) to the nearest FP8 value, ties to even,
+    subnormals included, in float32 arithmetic. The cast of the result is then exact everywhere:
+    the interpreter's own FP8 rounding is wrong when the mantissa carries into the exponent
+    (31.9 -> 16 instead of 32) and flushes subnormals."""
+    e = ((y.to(tl.int32, bitcast=True) >> 23) & 0xFF) - 127            # floor(log2 |y|)
+    e_ulp = tl.maximum(e, EMIN) - MBITS                                 # exponent of one FP8 ulp
+    ulp = ((e_ulp + 127) << 23).to(tl.float32, bitcast=True)
+    inv_ulp = ((127 - e_ulp) << 23).to(tl.float32, bitcast=True)
+    # |y * inv_ulp| <= 2**(MBITS + 1): adding 1.5 * 2**23 rounds it to an integer, ties to even
+    r = (y * inv_ulp + 12582912.0) - 12582912.0
+    return r * ulp
+
+
+def _tile_params(d: int, rotate: bool) -> dict:
+    if rotate:
+        return tile_params(d)
+    # no rotation: any head dim, one group of the next power of two, masked
+    p = triton.next_power_of_2(d)
+    return dict(M=1, M_PAD=1, P=p, LOG2_P=p.bit_length() - 1, NORM=1.0)
+
+
+def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
+                    signs: torch.Tensor | None = None, transpose: bool = False) -> QuantizedTensor:
+    """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
+
+    transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
+    up to a multiple of 16 (zero-filled tail): rows along S start 16-byte aligned for the attention
+    kernel's loads; data.stride(-2) == S_pad.
+    """
+    B, H, S, D = x.shape
+    bs = group_block_size(granularity, S, block)
+    nb = -(-S // bs)
+    tp = _tile_params(D, signs is not None)
+    d_pad = tp["M_PAD"] * tp["P"]
+    dev = x.device
+    dtype8 = fp8_dtype(fmt)
+    if transpose:
+        s_pad = -(-S // S_ALIGN) * S_ALIGN
+        full = torch.empty(B, H, D, s_pad, dtype=dtype8, device=dev)
+        if s_pad > S:
+            full[..., S:].zero_()
+        data = full[..., :S]
+        o_strides = (full.stride(0), full.stride(1), 1, full.stride(2))
+    else:
+        data = torch.empty(B, H, S, D, dtype=dtype8, device=dev)
+        o_strides = (data.stride(0), data.stride(1), data.stride(2), 1)
+    descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
+    hm = small_factor_tensor(tp["M"], dev)
+    signs_arg = signs.to(device=dev, dtype=torch.float32).contiguous() if signs is not None else hm
+    fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
+             and bs * d_pad <= MAX_TILE)
+
+    common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
+                  NORM=tp["NORM"], HAS_SIGNS=signs is not None, FP8_MAX=fp8_max(fmt),
+                  MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
+                  TRANSPOSE=transpose)
+    args = (x, data, descale)
+    if fused:
+        _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides,
+             MODE=MODE_FUSED, GROUP=bs, **common)
+    else:
+        row_amax = torch.empty(B, H, S, dtype=torch.float32, device=dev)
+        _run(args, descale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides,
+             MODE=MODE_AMAX, GROUP=1, **common)
+        amax = _group_amax(row_amax, granularity, bs, nb)
+        scale, descale_t = scales_from_amax(amax, fmt)
+        descale.copy_(descale_t)
+        _run(args, scale.contiguous(), row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(),
+             o_strides, MODE=MODE_CAST, GROUP=1, **common)
+    return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose)
+
+
+def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, **meta):
+    x, data, descale = args
+    grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
+    _quant_kernel[grid](x, data, descale, scale if scale is not None else descale,
+                        row_amax if row_amax is not None else descale, signs_arg, hm,
+                        H, S, D, nb, bs, *x_strides, *o_strides, **meta)
+
+
+def _group_amax(row_amax: torch.Tensor, granularity: str, bs: int, nb: int) -> torch.Tensor:
+    """(B, H, S) row amaxes -> (B, H, NB) group amaxes, as quant.reference.compute_descale_groups."""
+    B, H, S = row_amax.shape
+    if granularity == "tensor":
+        return row_amax.amax().reshape(1, 1, 1).expand(B, H, 1).contiguous()
+    pad = nb * bs - S
+    if pad:
+        row_amax = torch.nn.functional.pad(row_amax, (0, pad))
+    return row_amax.reshape(B, H, nb, bs).amax(dim=-1)
