@@ -1,0 +1,67 @@
+"""Shared helpers for the attention benchmarks: peers guarded by availability, timing, FLOPs."""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import tempfile
+
+import torch
+
+
+def attn_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: int,
+               causal: bool) -> float:
+    """4 * B * H * Sq * Sk * D (two matmuls), halved for causal, as FlashAttention counts."""
+    f = 4.0 * batch * heads * seqlen_q * seqlen_k * head_dim
+    return f / 2 if causal else f
+
+
+def bench_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:
+    """Median milliseconds of fn() (CUDA events, triton.testing.do_bench)."""
+    import triton.testing
+    return float(triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, return_mode="median"))
+
+
+def load_fa3():
+    """The fa3-fwd wheel's interface module, or None (with the reason) if it cannot be imported.
+
+    fa3-fwd imports a module `flash_attn_config` it does not ship; a one-line module re-exporting
+    fa3_fwd_config.CONFIG, written to a temporary folder on sys.path, stands in for it.
+    """
+    try:
+        importlib.import_module("fa3_fwd_config")
+    except ImportError as e:
+        return None, f"fa3-fwd not installed ({e})"
+    try:
+        importlib.import_module("flash_attn_config")
+    except ImportError:
+        d = tempfile.mkdtemp(prefix="fa3cfg_")
+        with open(os.path.join(d, "flash_attn_config.py"), "w") as f:
+            f.write("from fa3_fwd_config import CONFIG  # noqa: F401\n")
+        sys.path.insert(0, d)
+    try:
+        return importlib.import_module("fa3_fwd_interface"), ""
+    except Exception as e:  # noqa: BLE001 - report any import failure as "unavailable"
+        return None, f"fa3_fwd_interface failed to import: {type(e).__name__}: {e}"
+
+
+def fa3_out(res):
+    """fa3's flash_attn_func returns out or (out, lse) depending on the version."""
+    return res[0] if isinstance(res, tuple) else res
+
+
+def load_sage():
+    try:
+        return importlib.import_module("sageattention"), ""
+    except Exception as e:  # noqa: BLE001
+        return None, f"sageattention unavailable ({type(e).__name__})"
+
+
+def environment() -> dict:
+    import triton
+    info = {"torch": torch.__version__, "triton": triton.__version__,
+            "python": sys.version.split()[0]}
+    if torch.cuda.is_available():
+        info["device"] = torch.cuda.get_device_name()
+        info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
+    return info

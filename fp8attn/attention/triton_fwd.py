@@ -1,0 +1,355 @@
+"""Triton forward kernel for FP8 attention (Hopper), launcher at the bottom.
+
+Numerics (identical to attention/reference.py's emulation; tile sizes may differ):
+    S  = (q8 @ k8^T in fp32) * q_descale[row] * k_descale[col] * softmax_scale * log2(e)
+    online softmax in fp32 in the exp2 domain, masked entries -inf
+    p' = exp2(S - (m_i - P_SHIFT)) = p * 2**P_SHIFT        (fills FP8's range: [0, 256] for e4m3)
+    l_i = l_i * alpha + rowsum(p')                          (fp32 p, before the cast)
+    tile = (cast_fp8(p') @ v8_tile in fp32, a fresh accumulator) * v_descale_tile
+    acc  = acc * alpha + tile          (two-level accumulation: the tensor core never
+                                        accumulates across KV tiles)
+    out = acc / l_i  (0 for rows that see no key), lse = (m_i + log2(l_i) - P_SHIFT) * ln(2)
+Scaling p and l by 2**P_SHIFT is exact in fp32, so this equals the contract's unshifted form.
+
+V descale: when it is constant over a KV tile (scale blocks that are a multiple of BLOCK_N and
+aligned, per-head or per-tensor scales) it multiplies the tile result. Otherwise (token
+granularity, small blocks, varlen packing) each column's descale is folded into P before the cast,
+normalised by the tile's largest V descale so P still fills the FP8 range:
+    P8 = cast(p' * v_descale[col] / vmax_tile),  tile = (P8 @ v8) * vmax_tile.
+The kernel keeps acc in units of the current tile's V descale (acc_u = acc / vs) so one FMA per
+element does the rescale and the promotion: acc_u = acc_u * (alpha * vs_prev / vs) + (P8 @ v8).
+
+Layouts: Q8 (B, Hq, Sq, D), K8 (B, Hkv, Sk, D), V8 transposed (B, Hkv, D, Sk) -- head-dim major,
+contiguous along the sequence: Hopper's FP8 MMA wants its second operand K-major, and
+tl.dot(p, tl.trans(vt)) gives it that. Descales (B, H, NB) float32, row r uses [r // block_size].
+Varlen: B = 1 and rows are packed; cu_seqlens give each sequence's [start, end).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634  # 1 / ln 2
+LN2 = 0.6931471805599453
+
+CAUSAL_MODES = {None: 0, "top_left": 1, "bottom_right": 2}
+# How P @ V tiles are accumulated. "tile": fresh accumulator per tile, added in fp32 registers.
+# "imprecise": the same promotion done by the compiler (max_num_imprecise_acc = BLOCK_N).
+# "fp22": the tensor core accumulates across the whole loop -- the known long-context hazard,
+# kept only so tests and benchmarks can show the difference. Never the default.
+ACC_MODES = {"tile": 0, "imprecise": 1, "fp22": 2}
+
+
+@triton.jit
+def _round_mantissa(x, MBITS: tl.constexpr):
+    """Round fp32 x (>= 0, normal range) to MBITS mantissa bits, nearest-even, in fp32.
+
+    Only for the interpreter: its fp32 -> fp8 cast drops the exponent carry when rounding up to a
+    power of two (7.94 -> 4.0 instead of 8.0 in e4m3; seen with Triton 3.9). Values already on the
+    FP8 grid cast exactly there, and the GPU's cast rounds the same way by itself.
+    """
+    SH: tl.constexpr = 23 - MBITS
+    b = x.to(tl.int32, bitcast=True)
+    b = (b + ((1 << (SH - 1)) - 1) + ((b >> SH) & 1)) & ~((1 << SH) - 1)
+    return b.to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _attn_tile(acc, l_i, m_i, vs_prev, q, row_scale,
+               k_ptrs, vt_ptrs, kd_ptr, vd_ptr, start_n, kv_pos0,
+               offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
+               MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+               HEAD_DIM: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
+               ACC_MODE: tl.constexpr, P_SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
+               INTERPRET: tl.constexpr):
+    """One KV tile of the online softmax. k_ptrs / vt_ptrs point at the tile's first key."""
+    cols = start_n + offs_n
+    if MASKED:
+        col_ok = cols < seqlen_k
+        if EVEN_D:
+            k = tl.load(k_ptrs, mask=col_ok[:, None], other=0.0)
+            vt = tl.load(vt_ptrs, mask=col_ok[None, :], other=0.0)
+        else:
+            d_ok = offs_d < HEAD_DIM
+            k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok[None, :], other=0.0)
+            vt = tl.load(vt_ptrs, mask=d_ok[:, None] & col_ok[None, :], other=0.0)
+    else:
+        if EVEN_D:
+            k = tl.load(k_ptrs)
+            vt = tl.load(vt_ptrs)
+        else:
+            d_ok = offs_d < HEAD_DIM
+            k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
+            vt = tl.load(vt_ptrs, mask=d_ok[:, None], other=0.0)
+    qk = tl.dot(q, tl.trans(k))
+    if K_MODE == 1:
+        row_scale = row_scale * tl.load(kd_ptr + (kv_pos0 + start_n) // k_block)
+    elif K_MODE == 2:
+        if MASKED:
+            kd = tl.load(kd_ptr + (kv_pos0 + cols) // k_block, mask=col_ok, other=1.0)
+        else:
+            kd = tl.load(kd_ptr + (kv_pos0 + cols) // k_block)
+        qk = qk * kd[None, :]
+    if MASKED:
+        keep = col_ok[None, :]
+        if CAUSAL != 0:
+            keep = keep & (cols[None, :] <= offs_m[:, None] + causal_off)
+        qk = tl.where(keep, qk, float("-inf"))
+    # row_scale > 0 (q descale * softmax_scale * log2e), so max commutes with the scaling
+    m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)
+    if MASKED:
+        # rows that have seen no key yet keep m = -inf; exp2 must not see -inf - -inf
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = tl.math.exp2(m_i - m_use)
+    p = tl.math.exp2(qk * row_scale[:, None] - (m_use - P_SHIFT)[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    if V_PER_COL:
+        if MASKED:
+            vd = tl.load(vd_ptr + (kv_pos0 + cols) // v_block, mask=col_ok, other=0.0)
+        else:
+            vd = tl.load(vd_ptr + (kv_pos0 + cols) // v_block)
+        vs = tl.max(vd, 0)
+        p = p * (vd / vs)[None, :]
+    else:
+        vs = tl.load(vd_ptr + (kv_pos0 + start_n) // v_block)
+    # p' <= 2**P_SHIFT < the format's max: the cast never saturates, in hardware or interpreter
+    if INTERPRET:
+        p = _round_mantissa(p, 3 if P_SHIFT == 8 else 2)
+    p8 = p.to(k.dtype)
+    factor = alpha * (vs_prev / vs)
+    if ACC_MODE == 0:
+        acc = acc * factor[:, None] + tl.dot(p8, tl.trans(vt))
+    elif ACC_MODE == 1:
+        acc = tl.dot(p8, tl.trans(vt), acc * factor[:, None], max_num_imprecise_acc=BLOCK_N)
+    else:
+        acc = tl.dot(p8, tl.trans(vt), acc * factor[:, None])
+    return acc, l_i, m_new, vs
+
+
+@triton.jit
+def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
+              stride_qz, stride_qh, stride_qm, stride_qd,
+              stride_kz, stride_kh, stride_kn, stride_kd,
+              stride_vz, stride_vh, stride_vd, stride_vn,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              stride_lz, stride_lh, stride_lm,
+              H, GQA_GROUP, seqlen_q_arg, seqlen_k_arg, q_block, k_block, v_block, qk_scale,
+              tune_key,
+              CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
+              IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
+              ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
+              INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
+    pid_m = tl.program_id(0)
+    off_hz = tl.program_id(1)
+    off_b = off_hz // H
+    off_h = off_hz % H
+    off_kvh = off_h // GQA_GROUP
+    if CAUSAL != 0:
+        # longest rows first: fewer idle SMs at the end of a causal launch
+        pid_m = tl.num_programs(0) - 1 - pid_m
+    if IS_VARLEN:
+        q_pos0 = tl.load(CU_Q + off_b)
+        seqlen_q = tl.load(CU_Q + off_b + 1) - q_pos0
+        kv_pos0 = tl.load(CU_K + off_b)
+        seqlen_k = tl.load(CU_K + off_b + 1) - kv_pos0
+        off_z = 0
+    else:
+        q_pos0 = 0
+        seqlen_q = seqlen_q_arg
+        kv_pos0 = 0
+        seqlen_k = seqlen_k_arg
+        off_z = off_b
+    start_m = pid_m * BLOCK_M
+    if start_m >= seqlen_q:
+        return
+    off_z64 = off_z.to(tl.int64)
+    offs_m = start_m + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM_PAD)
+    row_ok = offs_m < seqlen_q
+
+    q_base = Q + off_z64 * stride_qz + off_h.to(tl.int64) * stride_qh + q_pos0.to(tl.int64) * stride_qm
+    q_ptrs = q_base + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd
+    if EVEN_D:
+        q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
+    else:
+        q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    qd = tl.load(QD + off_z64 * stride_qdz + off_h * stride_qdh + (q_pos0 + offs_m) // q_block,
+                 mask=row_ok, other=1.0)
+    kd_ptr = KD + off_z64 * stride_kdz + off_kvh * stride_kdh
+    vd_ptr = VD + off_z64 * stride_vdz + off_kvh * stride_vdh
+    row_scale = qd * qk_scale
+    if K_MODE == 0:
+        row_scale = row_scale * tl.load(kd_ptr + kv_pos0 // k_block)
+
+    k_base = K + off_z64 * stride_kz + off_kvh.to(tl.int64) * stride_kh + kv_pos0.to(tl.int64) * stride_kn
+    vt_base = VT + off_z64 * stride_vz + off_kvh.to(tl.int64) * stride_vh + kv_pos0.to(tl.int64) * stride_vn
+    k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
+    vt_ptrs = vt_base + offs_d[:, None] * stride_vd + offs_n[None, :] * stride_vn
+
+    m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    vs = tl.full([1], 1.0, dtype=tl.float32).sum(0)
+
+    # Keys [0, full_end) are visible to every row of this block: no masks. [full_end, hi) holds
+    # the causal diagonal and the tail beyond seqlen_k: masked.
+    if CAUSAL == 2:
+        causal_off = seqlen_k - seqlen_q
+    else:
+        causal_off = 0
+    if CAUSAL != 0:
+        last_row = tl.minimum(start_m + BLOCK_M, seqlen_q) - 1
+        hi = tl.maximum(tl.minimum(seqlen_k, last_row + causal_off + 1), 0)
+        full_end = tl.maximum(tl.minimum(seqlen_k, start_m + causal_off + 1), 0)
+        full_end = (full_end // BLOCK_N) * BLOCK_N
+    else:
+        hi = seqlen_k
+        full_end = (seqlen_k // BLOCK_N) * BLOCK_N
+
+    for start_n in range(0, full_end, BLOCK_N):
+        acc, l_i, m_i, vs = _attn_tile(
+            acc, l_i, m_i, vs, q, row_scale,
+            k_ptrs + start_n * stride_kn, vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr,
+            start_n, kv_pos0, offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
+            False, CAUSAL, EVEN_D, HEAD_DIM, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N,
+            INTERPRET)
+    for start_n in range(full_end, hi, BLOCK_N):
+        acc, l_i, m_i, vs = _attn_tile(
+            acc, l_i, m_i, vs, q, row_scale,
+            k_ptrs + start_n * stride_kn, vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr,
+            start_n, kv_pos0, offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
+            True, CAUSAL, EVEN_D, HEAD_DIM, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N,
+            INTERPRET)
+
+    # l_i == 0: the row saw no key -> 0 and lse -inf (a NaN l_i stays NaN: NaN == 0 is false)
+    no_key = l_i == 0.0
+    l_safe = tl.where(no_key, 1.0, l_i)
+    out_scale = tl.where(no_key, 0.0, vs / l_safe)
+    out = acc * out_scale[:, None]
+    o_base = O + off_z64 * stride_oz + off_h.to(tl.int64) * stride_oh + q_pos0.to(tl.int64) * stride_om
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
+    if EVEN_D:
+        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
+    else:
+        tl.store(o_ptrs, out.to(O.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    if RETURN_LSE:
+        lse = tl.where(no_key, float("-inf"), (m_i + tl.math.log2(l_safe) - P_SHIFT) * 0.6931471805599453)
+        l_ptrs = LSE + off_z64 * stride_lz + off_h * stride_lh + (q_pos0 + offs_m) * stride_lm
+        tl.store(l_ptrs, lse, mask=row_ok)
+
+
+# ----------------------------------------------------------------------------------------------
+# Autotuning and launcher
+
+def _configs():
+    if os.environ.get("FP8ATTN_TUNE", "").strip().lower() == "minimal":
+        if os.environ.get("TRITON_INTERPRET") == "1":
+            return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for s in (2, 3)]
+
+
+def _prune(configs, named_args, **kwargs):
+    """Keep configs whose accumulators fit the register file (rows per warpgroup x head dim)."""
+    d = kwargs.get("HEAD_DIM_PAD", named_args.get("HEAD_DIM_PAD"))
+    keep = []
+    for c in configs:
+        bm, bn, w = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps
+        rows_per_wg = bm // max(w // 4, 1)
+        if rows_per_wg < 64 and len(configs) > 1:
+            continue
+        if d >= 256 and (bn > 64 or rows_per_wg > 64) and len(configs) > 1:
+            continue
+        if d <= 64 and bm == 64 and len(configs) > 1:
+            continue
+        keep.append(c)
+    return keep or configs[:1]
+
+
+def _v_per_col(a):
+    """V descale varies inside a KV tile: fold it into P per column."""
+    if a["v_block"] >= a["seqlen_k_arg"]:
+        return False
+    return a["IS_VARLEN"] or a["v_block"] % a["BLOCK_N"] != 0
+
+
+def _k_mode(a):
+    """0: one K descale per head (folded into the row scale once); 1: one per tile; 2: per column."""
+    if a["k_block"] >= a["seqlen_k_arg"]:
+        return 0
+    if not a["IS_VARLEN"] and a["k_block"] % a["BLOCK_N"] == 0:
+        return 1
+    return 2
+
+
+_attn_fwd_heur = triton.heuristics({"V_PER_COL": _v_per_col, "K_MODE": _k_mode})(_attn_fwd)
+_attn_fwd_tuned = triton.autotune(
+    configs=_configs(),
+    key=["HEAD_DIM_PAD", "CAUSAL", "IS_VARLEN", "tune_key", "ACC_MODE"],
+    prune_configs_by={"early_config_prune": _prune},
+)(_attn_fwd_heur)
+
+
+def _tune_bucket(seqlen_q: int, seqlen_k: int, batch_heads: int) -> int:
+    def b(x):
+        return min(triton.next_power_of_2(max(int(x), 1)), 1 << 16)
+    return b(seqlen_q) * (1 << 20) + b(seqlen_k) * 16 + min(batch_heads.bit_length(), 15)
+
+
+def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int,
+                      k_block: int, v_block: int, softmax_scale: float, causal=None,
+                      out_dtype=torch.bfloat16, return_lse: bool = False, out=None,
+                      cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
+                      acc_mode: str = "tile", config: dict | None = None):
+    """Launch the kernel on already-quantised inputs.
+
+    q8 (B, Hq, Sq, D), k8 (B, Hkv, Sk, D), vt8 (B, Hkv, D, Sk): FP8 (e4m3fn or e5m2, all the same);
+    q/k/v_descale (B, H, NB) float32, row r of a head uses descale[..., r // *_block].
+    Varlen: B == 1, rows of all sequences packed, cu_seqlens_q/k int32 (nseq + 1,), max_seqlen_q.
+    out: optional (B, Hq, Sq, D) tensor (any strides) of out_dtype to write into.
+    config: skip autotuning, e.g. {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}.
+    Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
+    Inputs are assumed validated by the caller (fp8attn.attention.ops).
+    """
+    B, Hq, Sq, D = q8.shape
+    Hkv, Sk = k8.shape[1], k8.shape[2]
+    varlen = cu_seqlens_q is not None
+    if out is None:
+        out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
+    lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
+    stride_l = lse.stride() if return_lse else (0, 0, 0)
+    nseq = cu_seqlens_q.numel() - 1 if varlen else B
+    m_extent = int(max_seqlen_q) if varlen else Sq
+    # unused pointer arguments still need a tensor: reuse one
+    cu_q = cu_seqlens_q if varlen else q_descale
+    cu_k = cu_seqlens_k if varlen else q_descale
+    meta = dict(CAUSAL=CAUSAL_MODES[causal], HEAD_DIM=D,
+                HEAD_DIM_PAD=max(triton.next_power_of_2(D), 16), IS_VARLEN=varlen,
+                RETURN_LSE=return_lse, P_SHIFT=8 if q8.dtype == torch.float8_e4m3fn else 15,
+                ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1")
+    args = (q8, k8, vt8, q_descale, k_descale, v_descale, out, lse, cu_q, cu_k,
+            *q8.stride(), *k8.stride(), *vt8.stride(),
+            q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
+            v_descale.stride(0), v_descale.stride(1),
+            *out.stride(), *stride_l,
+            Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
+            _tune_bucket(m_extent, Sk, nseq * Hq))
+
+    def grid(m):
+        return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
+
+    if config is None:
+        _attn_fwd_tuned[grid](*args, **meta)
+    else:
+        _attn_fwd_heur[grid](*args, **meta, **config)
+    return (out, lse) if return_lse else out
