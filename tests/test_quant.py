@@ -1,0 +1,204 @@
+"""FP8 quantisation: fused Triton kernel (interpreter on the CPU) against the torch reference for every
+granularity and format, rotation, transposed V, strided inputs, odd lengths, zeros / NaN / Inf."""
+import pytest
+import torch
+
+from fp8attn import Recipe, quantize
+from fp8attn.formats import FP8_MAX, finite_amax
+from fp8attn.hadamard import hadamard_signs, random_hadamard_reference
+from fp8attn.quant import QuantizedTensor, quantize_qkv, quantize_reference
+from fp8attn.quant.triton import S_ALIGN
+
+GRANS = ("block", "token", "head", "tensor")
+MBITS_EMIN = {"e4m3": (3, -6), "e5m2": (2, -14)}
+
+
+def _x(shape, seed, dtype=torch.bfloat16, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g) * 3).to(dtype).to(device)
+
+
+def assert_same_quantization(got: QuantizedTensor, ref: QuantizedTensor, *, ignore_rows=None):
+    """Descales to 1e-6 relative; FP8 values within one FP8 ulp (the kernel's float32 rotation sums
+    in another order, which can move a value across a rounding boundary), and such moves rare.
+    ignore_rows: (B, H, S) bool of rows not compared (NaN rows: the interpreter casts NaN to a number)."""
+    assert got.fmt == ref.fmt and got.block_size == ref.block_size
+    assert got.transposed == ref.transposed and got.data.shape == ref.data.shape
+    assert got.data.dtype == ref.data.dtype and got.descale.dtype == torch.float32
+    assert got.descale.shape == ref.descale.shape
+    torch.testing.assert_close(got.descale.cpu(), ref.descale.cpu(), rtol=1e-6, atol=0)
+    a = got.data.cpu().float()
+    r = ref.data.cpu().float()
+    if got.transposed:
+        a, r = a.transpose(-1, -2), r.transpose(-1, -2)
+    if ignore_rows is not None:
+        keep = ~ignore_rows.cpu()[..., None]
+        a, r = torch.where(keep, a, 0.0), torch.where(keep, r, 0.0)
+    mbits, emin = MBITS_EMIN[ref.fmt]
+    ulp = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(2.0 ** emin))) - mbits)
+    assert ((a - r).abs() <= ulp).all()
+    assert (a != r).float().mean() <= 1e-3
+    assert torch.equal(a.isnan(), r.isnan())
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+@pytest.mark.parametrize("granularity", GRANS)
+@pytest.mark.parametrize("rotate,transpose", [(True, False), (False, True)])
+def test_triton_matches_reference(granularity, fmt, rotate, transpose, device):
+    B, H, S, D = 2, 3, 113, 64
+    x = _x((B, H, S, D), seed=GRANS.index(granularity) * 4 + 2 * (fmt == "e5m2") + rotate, device=device)
+    signs = hadamard_signs(D, 11, device) if rotate else None
+    got = quantize(x, fmt, granularity, 32, signs=signs, transpose=transpose, backend="triton")
+    ref = quantize_reference(x, fmt, granularity, 32, signs=signs, transpose=transpose)
+    assert_same_quantization(got, ref)
+    nb = {"block": 4, "token": S, "head": 1, "tensor": 1}[granularity]
+    assert got.descale.shape == (B, H, nb)
+
+
+@pytest.mark.parametrize("D,S,block,dtype", [(96, 1, 16, torch.float16), (80, 40, 24, torch.float32),
+                                             (72, 33, 64, torch.bfloat16), (128, 17, 1, torch.float32)])
+def test_odd_sizes_dtypes_and_blocks(D, S, block, dtype, device):
+    """S = 1 and odd S; a block that is no power of two (two-pass path); a block longer than S; head
+    dims with a 12/20 factor (rotated) and one the Hadamard does not support (72, not rotated)."""
+    x = _x((1, 2, S, D), seed=D + S, dtype=dtype, device=device)
+    signs = hadamard_signs(D, 1, device) if D != 72 else None
+    for transpose in (False, True):
+        got = quantize(x, "e4m3", "block", block, signs=signs, transpose=transpose, backend="triton")
+        ref = quantize_reference(x, "e4m3", "block", block, signs=signs, transpose=transpose)
+        assert_same_quantization(got, ref)
+
+
+def test_strided_bshd_input_is_read_in_place(device):
+    B, S, H, D = 2, 50, 3, 64
+    x_bshd = _x((B, S, H, D), seed=5, device=device)
+    x = x_bshd.transpose(1, 2)                         # (B, H, S, D) view, not contiguous
+    assert not x.is_contiguous()
+    signs = hadamard_signs(D, 2, device)
+    got = quantize(x, "e4m3", "block", 16, signs=signs, backend="triton")
+    ref = quantize_reference(x.contiguous(), "e4m3", "block", 16, signs=signs)
+    assert_same_quantization(got, ref)
+    assert got.data.is_contiguous()
+
+
+def test_transposed_layout_is_padded_and_aligned(device):
+    B, H, S, D = 1, 2, 37, 32
+    got = quantize(_x((B, H, S, D), 6, device=device), "e4m3", "block", 16, transpose=True,
+                   backend="triton")
+    pad = -(-S // S_ALIGN) * S_ALIGN
+    assert got.data.shape == (B, H, D, S) and got.data.stride(-1) == 1
+    assert got.data.stride(-2) == pad
+    full = torch.as_strided(got.data, (B, H, D, pad), got.data.stride())
+    assert (full[..., S:].float() == 0).all()
+    assert got.seqlen == S and got.dequantize().shape == (B, H, S, D)
+
+
+@pytest.mark.parametrize("granularity", GRANS)
+def test_dequantized_error_is_fp8_rounding(granularity, device):
+    """Round trip: |x - dequant(quant(x))| <= half an e4m3 ulp (2^-4 relative) + the scale floor."""
+    x = _x((1, 2, 70, 64), 7, dtype=torch.float32, device=device)
+    got = quantize(x, "e4m3", granularity, 32, backend="triton")
+    back = got.dequantize().cpu()
+    desc = got.row_descale().cpu()[..., None]
+    err = (back - x.cpu()).abs()
+    assert (err <= 2.0 ** -4 * x.cpu().abs() + 2.0 ** -10 * desc).all()
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_zero_block_gives_zeros_and_unit_descale(rotate, device):
+    x = _x((1, 2, 64, 32), 8, device=device)
+    x[:, :, 16:32] = 0
+    x[1:, 1] = 0
+    signs = hadamard_signs(32, 0, device) if rotate else None
+    got = quantize(x, "e4m3", "block", 16, signs=signs, backend="triton")
+    assert (got.data[:, :, 16:32].float() == 0).all()
+    assert torch.isfinite(got.descale).all()
+    assert (got.descale[:, :, 1] == 1).all()
+    assert_same_quantization(got, quantize_reference(x, "e4m3", "block", 16, signs=signs))
+    z = quantize(torch.zeros(1, 1, 5, 16, device=device), "e5m2", "tensor", backend="triton")
+    assert (z.data.float() == 0).all() and (z.descale == 1).all()
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+@pytest.mark.parametrize("granularity", ["block", "tensor"])
+def test_nan_row_does_not_poison_its_block(rotate, granularity, device):
+    x = _x((1, 1, 32, 32), 9, dtype=torch.float32, device=device)
+    x[0, 0, 5, 3] = float("nan")
+    signs = hadamard_signs(32, 0, device) if rotate else None
+    got = quantize(x, "e4m3", granularity, 16, signs=signs, backend="triton")
+    ref = quantize_reference(x, "e4m3", granularity, 16, signs=signs)
+    clean = x.clone()
+    clean[0, 0, 5] = 0
+    xr = random_hadamard_reference(clean, signs) if rotate else clean
+    expected_amax = finite_amax(xr[0, 0, :16]) if granularity == "block" else finite_amax(xr)
+    assert torch.isfinite(got.descale).all()
+    torch.testing.assert_close(got.descale[0, 0, 0].cpu(), (expected_amax / 448.0).cpu(),
+                               rtol=1e-6, atol=0)
+    nan_rows = torch.zeros(1, 1, 32, dtype=torch.bool)
+    nan_rows[0, 0, 5] = True
+    assert_same_quantization(got, ref, ignore_rows=nan_rows)
+    if x.is_cuda:                                       # the interpreter casts NaN to a number
+        assert got.data[0, 0, 5].float().isnan().any()
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_inf_saturates(fmt, device):
+    x = _x((1, 1, 20, 16), 10, dtype=torch.float32, device=device)
+    x[0, 0, 2, 4] = float("inf")
+    x[0, 0, 3, 5] = -float("inf")
+    got = quantize(x, fmt, "block", 8, backend="triton")
+    assert got.data[0, 0, 2, 4].float() == FP8_MAX[fmt]
+    assert got.data[0, 0, 3, 5].float() == -FP8_MAX[fmt]
+    assert torch.isfinite(got.descale).all()
+    assert_same_quantization(got, quantize_reference(x, fmt, "block", 8))
+
+
+def test_quantize_qkv_follows_the_recipe(device):
+    B, H, S, D = 1, 2, 45, 64
+    q, k, v = (_x((B, H, S, D), s, device=device) for s in (20, 21, 22))
+    recipe = Recipe(block_q=16, block_kv=32, seed=4)
+    qq, kq, vq = quantize_qkv(q, k, v, recipe, backend="triton")
+    signs = hadamard_signs(D, 4, device)
+    assert_same_quantization(qq, quantize_reference(q, "e4m3", "block", 16, signs=signs))
+    assert_same_quantization(kq, quantize_reference(k, "e4m3", "block", 32, signs=signs))
+    assert_same_quantization(vq, quantize_reference(v, "e4m3", "block", 32, transpose=True))
+    # same rotation on Q and K: scores survive up to FP8 rounding
+    s_ref = q.double() @ k.double().transpose(-1, -2)
+    s_q = qq.dequantize().double() @ kq.dequantize().double().transpose(-1, -2)
+    assert (s_q - s_ref).norm() / s_ref.norm() < 0.05
+    ref = quantize_qkv(q, k, v, Recipe(fmt="e5m2", granularity="token", hadamard=False),
+                       backend="torch")
+    assert ref[0].block_size == 1 and not ref[0].transposed and ref[2].transposed
+
+
+def test_bad_arguments_raise_before_launch():
+    x = torch.zeros(1, 2, 8, 16)
+    with pytest.raises(ValueError, match=r"\(2, 8, 16\)"):
+        quantize(torch.zeros(2, 8, 16), backend="triton")
+    with pytest.raises(TypeError, match="int32"):
+        quantize(x.int(), backend="triton")
+    with pytest.raises(ValueError, match="FP8 format"):
+        quantize(x, "e3m4", backend="triton")
+    with pytest.raises(ValueError, match="granularity"):
+        quantize(x, granularity="channel", backend="triton")
+    with pytest.raises(ValueError, match="block"):
+        quantize(x, block=0, backend="triton")
+    with pytest.raises(ValueError, match="signs"):
+        quantize(x, signs=torch.ones(8), backend="triton")
+    with pytest.raises(ValueError, match="unsupported Hadamard size 72"):
+        quantize(torch.zeros(1, 1, 4, 72), signs=torch.ones(72), backend="triton")
+    with pytest.raises(ValueError, match="backend"):
+        quantize(x, backend="cuda")
+    with pytest.raises(TypeError, match="Recipe"):
+        quantize_qkv(x, x, x, {"fmt": "e4m3"})
+
+
+@pytest.mark.gpu
+def test_gpu_bf16_large_against_reference():
+    for D in (64, 128, 256, 96):
+        x = _x((2, 4, 1000, D), D).cuda()
+        signs = hadamard_signs(D, 0, "cuda")
+        for granularity in GRANS:
+            for transpose, sg in ((False, signs), (True, None)):
+                got = quantize(x, "e4m3", granularity, 128, signs=sg, transpose=transpose)
+                ref = quantize_reference(x, "e4m3", granularity, 128, signs=sg, transpose=transpose)
+                assert_same_quantization(got, ref)
