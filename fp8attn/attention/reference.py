@@ -55,6 +55,8 @@ def _check(q, k, v, causal):
     if k.shape != v.shape or q.shape[0] != k.shape[0] or q.shape[-1] != k.shape[-1]:
         raise ValueError(f"incompatible shapes: query {tuple(q.shape)}, key {tuple(k.shape)}, "
                          f"value {tuple(v.shape)}")
+    if k.shape[2] == 0 and q.shape[2] > 0:
+        raise ValueError(f"key (shape {tuple(k.shape)}) has seqlen 0: attention is undefined")
     if q.shape[1] % k.shape[1] != 0:
         raise ValueError(f"query heads ({q.shape[1]}) must be a multiple of key/value heads "
                          f"({k.shape[1]})")
@@ -126,7 +128,7 @@ def _materialised(q, k, v, *, causal, softmax_scale, scores_fn, softmax_fn, pv_f
     rows_total = qg.shape[2]
     cols = torch.arange(sk, device=q.device)
     outs, lses = [], []
-    for r0 in range(0, rows_total, ROW_CHUNK):
+    for r0 in range(0, max(rows_total, 1), ROW_CHUNK):
         r1 = min(rows_total, r0 + ROW_CHUNK)
         s = scores_fn(qg[:, :, r0:r1], k)
         seen = visible(sq, sk, causal, _rows_of_chunk(r0, r1, sq, q.device), cols)
@@ -208,7 +210,10 @@ def fp8_per_tensor_baseline(q, k, v, *, causal=None, softmax_scale=None, fmt="e4
     Reading of "softmax kept in FP16" used here: S = (q8 @ k8^T in fp32) * q_descale * k_descale is
     stored in FP16 like standard FP16 attention, softmax computed in fp32 and P stored in FP16; the
     P V product takes FP16 P against the FP8 V (upcast, exact), accumulates in fp32 and multiplies by
-    v_descale. P is not cast to FP8. Output in the query's dtype."""
+    v_descale. P is not cast to FP8. Output in the query's dtype.
+    The other reading (P cast to e4m3 with a per-tensor scale before an FP8 P V product) changes the
+    RMSE little: 1.71e-2 -> 1.75e-2 on the report's default data, because the Q K^T quantisation
+    error dominates."""
     scale = _scale(softmax_scale, q.shape[-1])
     qq = quantize_reference(q, fmt, "tensor")
     kq = quantize_reference(k, fmt, "tensor")
@@ -240,7 +245,7 @@ def _flash_loop(qf, kf, vf, *, sq, causal, block_n, row_chunk, scores_tile, p_ti
     sk = kf.shape[2]
     dev = qf.device
     accs, ms, ls = [], [], []
-    for r0 in range(0, rows_total, row_chunk):
+    for r0 in range(0, max(rows_total, 1), max(row_chunk, 1)):
         r1 = min(rows_total, r0 + row_chunk)
         rows = _rows_of_chunk(r0, r1, sq, dev)
         acc = torch.zeros(b, hkv, r1 - r0, d, dtype=torch.float32, device=dev)
