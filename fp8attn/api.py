@@ -113,9 +113,25 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
                                  scale=None, enable_gqa=False, *, recipe=None):
     """FP8 attention with torch.nn.functional.scaled_dot_product_attention's signature.
 
-    query (B, Hq, Sq, D), key / value (B, Hkv, Sk, D), float16 / bfloat16 / float32; returns
-    (B, Hq, Sq, D) in query's dtype. is_causal uses torch's upper-left alignment (query i sees keys
-    j <= i). GQA needs enable_gqa=True, as in torch. attn_mask and dropout are not supported yet.
+    query (B, Hq, Sq, D), key / value (B, Hkv, Sk, D), float16 / bfloat16 / float32, all on one
+    device; returns (B, Hq, Sq, D) in query's dtype. is_causal uses torch's upper-left alignment
+    (query i sees keys j <= i; with Sq > Sk the first rows see no key and output 0). GQA needs
+    enable_gqa=True, as in torch (query head h uses kv head h // (Hq // Hkv)). scale defaults to
+    1 / sqrt(D). recipe (fp8attn.Recipe, default the FA3 recipe) chooses format, scale granularity
+    and rotation. attn_mask and dropout_p != 0 are not supported yet (ValueError). Bad ranks,
+    shapes, dtypes, head dims or mixed devices raise ValueError / TypeError before any work.
+
+    NaN / Inf in the inputs (scales come from the finite values only, so neither spreads through
+    a scale block; other heads and batches are never affected):
+      - NaN in query row i: output row i is NaN, every other row is unaffected.
+      - NaN in key row j: every query row that sees key j is NaN; rows that cannot see j (causal)
+        are unaffected.
+      - NaN in value[j, d]: column d of every query row that sees key j is NaN; other rows and
+        columns are unaffected in the CPU emulation. The GPU kernel multiplies P and V per tile, so
+        there a NaN value may also reach rows of the same tile that cannot see key j (0 * NaN).
+      - +-Inf anywhere is saturated to +-FP8 max by the cast (after the Hadamard rotation has spread
+        it as +-Inf over its row), so outputs stay finite where exact attention would give NaN or
+        Inf: the rows that depend on it (as for NaN above) are finite but meaningless.
     """
     recipe = _check_recipe(recipe)
     if attn_mask is not None:
@@ -124,6 +140,11 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if dropout_p != 0.0:
         raise ValueError(f"dropout_p={dropout_p}: dropout is not supported by fp8attn (inference only)")
     check_qkv(query, key, value, layout="bhsd", recipe=recipe, allow_gqa=enable_gqa)
+    if scale is not None:
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+            raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+        if not math.isfinite(scale) or scale == 0:
+            raise ValueError(f"scale must be finite and non-zero, got {scale}")
     if scale is None:
         scale = 1.0 / math.sqrt(query.shape[-1])
     return attention_bhsd(query, key, value, causal="top_left" if is_causal else None,
