@@ -142,6 +142,12 @@ def test_fp8_emulation_tile_size_independence():
         other = fp8_flash_emulation(q, k, v, causal="bottom_right", block_n=bn)
         assert rmse(other, base) < 0.25 * err
         assert abs(rmse(other, ref) / err - 1) < 0.05
+    # tiles of 256 keys span two V scale blocks: V's descale is folded into P (normalised by the
+    # tile's largest). P is then rounded at other values (an independent rounding: diff < err), and
+    # the row max p = 1 is no longer exact in FP8 where v_descale < vmax: measured 2-12% more error
+    wide = fp8_flash_emulation(q, k, v, causal="bottom_right", block_n=256)
+    assert rmse(wide, base) < err
+    assert 0.95 < rmse(wide, ref) / err < 1.2
 
 
 def test_gqa_equals_expanded_heads():

@@ -336,8 +336,9 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
          acc = acc * alpha + tile                              (two-level accumulation)
        V's descale multiplies the tile result when it is constant over the tile (scale blocks that
        are multiples of block_n, per head, per tensor); otherwise (token granularity, or blocks
-       smaller than / misaligned with the tile) it is folded into P before the cast:
-       P8 = cast(p * v_descale[col] * 2**P_SHIFT).
+       smaller than / misaligned with the tile) it is folded into P before the cast, normalised by
+       the tile's largest V descale vmax so P still fills the FP8 range (as the Triton kernel does):
+       P8 = cast(p * 2**P_SHIFT * v_descale[col] / vmax), tile = (P8 @ v8_tile) * vmax * 2**-P_SHIFT.
     3. out = acc / l_i (0 where no key is visible); lse = (m_i + log2 l_i) * ln 2.
     The query rows are processed all at once (block_m only chunks them to bound memory; the result
     does not depend on it); only the KV tiles are looped over.
@@ -374,16 +375,20 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
         s = qc @ k8[:, :, j0:j1].transpose(-1, -2)
         return s * q_row[:, :, r0:r1, None] * k_col[:, :, None, j0:j1]
 
+    def v_max(j0, j1):
+        return v_row[:, :, j0:j1].amax(dim=-1)[..., None, None]
+
     def p_tile(p, j0, j1):
         if per_tile:
             return saturating_cast(p * shift, fmt).float()
-        return saturating_cast((p * shift * v_row[:, :, None, j0:j1]).clamp(max=pmax), fmt).float()
+        folded = p * shift * (v_row[:, :, None, j0:j1] / v_max(j0, j1))
+        return saturating_cast(folded.clamp(max=pmax), fmt).float()
 
     def pv_tile(p8, j0, j1, seen):
         tile = _poisoned_pv(p8, v8[:, :, j0:j1], seen, v_finite)
         if per_tile:
             return tile * (v_row[:, :, j0, None, None] / shift)
-        return tile / shift
+        return tile * (v_max(j0, j1) / shift)
 
     acc, m_i, l_i = _flash_loop(q8, k8, v8, sq=sq, causal=causal, block_n=block_n,
                                 row_chunk=block_m or q8.shape[2], scores_tile=scores_tile,
