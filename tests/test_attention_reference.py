@@ -23,7 +23,8 @@ def randn(*shape, seed, dtype=torch.float16):
 
 
 def qkv(b, hq, hkv, sq, sk, d, seed, dtype=torch.float16):
-    return (randn(b, hq, sq, d, seed=seed, dtype=dtype), randn(b, hkv, sk, d, seed=seed + 1, dtype=dtype),
+    return (randn(b, hq, sq, d, seed=seed, dtype=dtype),
+            randn(b, hkv, sk, d, seed=seed + 1, dtype=dtype),
             randn(b, hkv, sk, d, seed=seed + 2, dtype=dtype))
 
 

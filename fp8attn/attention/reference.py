@@ -2,7 +2,8 @@
 
     attention_oracle          float64, exact softmax: the yardstick for every error figure
     standard_attention        "standard attention" in FP16/BF16: S and P materialised in the low dtype
-    flash_attention_fp16      FlashAttention-2/3 FP16: tiled online softmax, fp16 operands, fp32 accumulators
+    flash_attention_fp16      FlashAttention-2/3 FP16: tiled online softmax, fp16 operands, fp32
+                              accumulators
     fp8_per_tensor_baseline   the FA3 paper's FP8 baseline: per-tensor e4m3 scales, FP32 accumulation,
                               softmax kept in FP16, no rotation
     fp8_flash_emulation       the FP8 flash path of fp8attn (the Triton kernel's numerics, see below)
@@ -20,12 +21,13 @@ products and sums in fp32 (fp16 x fp16 and fp8 x fp8 products are exact in fp32,
 summation order differs from the hardware), result rounded to the output dtype where the GPU would
 store it in that dtype.
 
-NaN / Inf (exact attention semantics, kept by every function here): a non-finite value in query row i
-makes only output row i NaN. A non-finite value in key row j makes NaN every query row that sees key j
-(masked keys are replaced by -inf before the max, so rows that cannot see j stay finite). A non-finite
-value in value[j, d] makes NaN column d of every query row that sees key j: the P.V products are computed
-with non-finite V entries zeroed and the NaN put back where a visible key carried one, because a plain
-matmul would spread it through 0 * NaN to rows that cannot see the key.
+NaN (exact attention semantics, kept by every function here): a NaN in query row i makes only output
+row i NaN. A NaN in key row j makes NaN every query row that sees key j (masked keys are replaced by
+-inf before the max, so rows that cannot see j stay finite). A NaN in value[j, d] makes NaN column d
+of every query row that sees key j: P.V is computed with non-finite V entries zeroed and the NaN put
+back where a visible key carried one, because a plain matmul would spread it through 0 * NaN to rows
+that cannot see the key. +-Inf follows IEEE arithmetic in the float64 / FP16 functions; the FP8 ones
+saturate it to +-FP8 max in the cast (formats.saturating_cast), so their outputs stay finite.
 
 Only the flash-style functions bound their memory to one (G * Sq) x BLOCK_N tile per (batch, kv head);
 the oracle and the standard implementations materialise S in chunks of query rows (ROW_CHUNK).
@@ -312,7 +314,7 @@ def flash_attention_fp16(q, k, v, *, dtype=torch.float16, causal=None, softmax_s
 
 
 def _v_descale_per_tile(block_size: int, sk: int, block_n: int) -> bool:
-    """True when V's descale is constant over every KV tile (scale blocks tile-aligned, or one group)."""
+    """True when V's descale is constant over every KV tile (aligned scale blocks, or one group)."""
     return block_size >= sk or block_size % block_n == 0
 
 
