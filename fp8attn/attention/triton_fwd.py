@@ -58,41 +58,72 @@ def _round_mantissa(x, MBITS: tl.constexpr):
 
 
 @triton.jit
-def _attn_tile(acc, l_i, m_i, vs_prev, q, row_scale,
-               k_ptrs, vt_ptrs, kd_ptr, vd_ptr, start_n, kv_pos0,
-               offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
-               MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
-               HEAD_DIM: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
-               ACC_MODE: tl.constexpr, P_SHIFT: tl.constexpr, BLOCK_N: tl.constexpr,
-               INTERPRET: tl.constexpr):
-    """One KV tile of the online softmax. k_ptrs / vt_ptrs point at the tile's first key."""
+def _scores(q, k_ptrs, kd_ptr, start_n, kv_pos0, offs_n, offs_d, seqlen_k, k_block,
+            MASKED: tl.constexpr, EVEN_D: tl.constexpr, HEAD_DIM: tl.constexpr,
+            K_MODE: tl.constexpr):
+    """q8 @ k8^T for one KV tile in fp32 (times the per-column K descale when K_MODE == 2)."""
     cols = start_n + offs_n
+    col_ok = cols < seqlen_k
     if MASKED:
-        col_ok = cols < seqlen_k
         if EVEN_D:
             k = tl.load(k_ptrs, mask=col_ok[:, None], other=0.0)
-            vt = tl.load(vt_ptrs, mask=col_ok[None, :], other=0.0)
         else:
-            d_ok = offs_d < HEAD_DIM
-            k = tl.load(k_ptrs, mask=col_ok[:, None] & d_ok[None, :], other=0.0)
-            vt = tl.load(vt_ptrs, mask=d_ok[:, None] & col_ok[None, :], other=0.0)
+            k = tl.load(k_ptrs, mask=col_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
     else:
         if EVEN_D:
             k = tl.load(k_ptrs)
-            vt = tl.load(vt_ptrs)
         else:
-            d_ok = offs_d < HEAD_DIM
-            k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
-            vt = tl.load(vt_ptrs, mask=d_ok[:, None], other=0.0)
+            k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
     qk = tl.dot(q, tl.trans(k))
-    if K_MODE == 1:
-        row_scale = row_scale * tl.load(kd_ptr + (kv_pos0 + start_n) // k_block)
-    elif K_MODE == 2:
+    if K_MODE == 2:
         if MASKED:
             kd = tl.load(kd_ptr + (kv_pos0 + cols) // k_block, mask=col_ok, other=1.0)
         else:
             kd = tl.load(kd_ptr + (kv_pos0 + cols) // k_block)
         qk = qk * kd[None, :]
+    return qk
+
+
+@triton.jit
+def _load_vt(vt_ptrs, offs_d, col_ok, MASKED: tl.constexpr, EVEN_D: tl.constexpr,
+             HEAD_DIM: tl.constexpr):
+    """(len(offs_d), BLOCK_N) slice of V^T; offs_d are the head-dim rows it covers."""
+    if MASKED:
+        if EVEN_D:
+            return tl.load(vt_ptrs, mask=col_ok[None, :], other=0.0)
+        return tl.load(vt_ptrs, mask=(offs_d[:, None] < HEAD_DIM) & col_ok[None, :], other=0.0)
+    if EVEN_D:
+        return tl.load(vt_ptrs)
+    return tl.load(vt_ptrs, mask=offs_d[:, None] < HEAD_DIM, other=0.0)
+
+
+@triton.jit
+def _pv(acc, p8, vt, factor, ACC_MODE: tl.constexpr, BLOCK_N: tl.constexpr):
+    if ACC_MODE == 0:
+        return acc * factor[:, None] + tl.dot(p8, tl.trans(vt))
+    if ACC_MODE == 1:
+        return tl.dot(p8, tl.trans(vt), acc * factor[:, None], max_num_imprecise_acc=BLOCK_N)
+    return tl.dot(p8, tl.trans(vt), acc * factor[:, None])
+
+
+@triton.jit
+def _update(acc0, acc1, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_ptr, start_n,
+            kv_pos0, offs_m, offs_n, offs_dh, seqlen_k, causal_off, k_block, v_block, half_vd,
+            MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+            HEAD_DIM: tl.constexpr, DH: tl.constexpr, SPLIT: tl.constexpr,
+            K_MODE: tl.constexpr, V_PER_COL: tl.constexpr, ACC_MODE: tl.constexpr,
+            P_SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr):
+    """Online-softmax step for one KV tile given its raw scores qk (BLOCK_M, BLOCK_N).
+
+    acc0 / acc1: the output accumulator's head-dim halves when SPLIT == 2 (each P @ V product is
+    then half as wide, which keeps head dim 256 within the register file); acc1 is unused (a
+    small placeholder) when SPLIT == 1.
+    """
+    cols = start_n + offs_n
+    col_ok = cols < seqlen_k
+    vt0 = _load_vt(vt_ptrs, offs_dh, col_ok, MASKED, EVEN_D, HEAD_DIM)
+    if K_MODE == 1:
+        row_scale = row_scale * tl.load(kd_ptr + (kv_pos0 + start_n) // k_block)
     if MASKED:
         keep = col_ok[None, :]
         if CAUSAL != 0:
@@ -120,15 +151,13 @@ def _attn_tile(acc, l_i, m_i, vs_prev, q, row_scale,
     # p' <= 2**P_SHIFT < the format's max: the cast never saturates, in hardware or interpreter
     if INTERPRET:
         p = _round_mantissa(p, 3 if P_SHIFT == 8 else 2)
-    p8 = p.to(k.dtype)
+    p8 = p.to(vt0.dtype)
     factor = alpha * (vs_prev / vs)
-    if ACC_MODE == 0:
-        acc = acc * factor[:, None] + tl.dot(p8, tl.trans(vt))
-    elif ACC_MODE == 1:
-        acc = tl.dot(p8, tl.trans(vt), acc * factor[:, None], max_num_imprecise_acc=BLOCK_N)
-    else:
-        acc = tl.dot(p8, tl.trans(vt), acc * factor[:, None])
-    return acc, l_i, m_new, vs
+    acc0 = _pv(acc0, p8, vt0, factor, ACC_MODE, BLOCK_N)
+    if SPLIT == 2:
+        vt1 = _load_vt(vt_ptrs + half_vd, offs_dh + DH, col_ok, MASKED, EVEN_D, HEAD_DIM)
+        acc1 = _pv(acc1, p8, vt1, factor, ACC_MODE, BLOCK_N)
+    return acc0, acc1, l_i, m_new, vs
 
 
 @triton.jit
@@ -144,8 +173,10 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
+              SPLIT: tl.constexpr,
               INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
+    DH: tl.constexpr = HEAD_DIM_PAD // SPLIT
     pid_m = tl.program_id(0)
     off_hz = tl.program_id(1)
     off_b = off_hz // H
@@ -173,6 +204,7 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     offs_m = start_m + tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, HEAD_DIM_PAD)
+    offs_dh = tl.arange(0, DH)
     row_ok = offs_m < seqlen_q
 
     q_base = Q + off_z64 * stride_qz + off_h.to(tl.int64) * stride_qh + q_pos0.to(tl.int64) * stride_qm
@@ -192,11 +224,16 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     k_base = K + off_z64 * stride_kz + off_kvh.to(tl.int64) * stride_kh + kv_pos0.to(tl.int64) * stride_kn
     vt_base = VT + off_z64 * stride_vz + off_kvh.to(tl.int64) * stride_vh + kv_pos0.to(tl.int64) * stride_vn
     k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
-    vt_ptrs = vt_base + offs_d[:, None] * stride_vd + offs_n[None, :] * stride_vn
+    vt_ptrs = vt_base + offs_dh[:, None] * stride_vd + offs_n[None, :] * stride_vn
+    half_vd = DH * stride_vd
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
-    acc = tl.zeros([BLOCK_M, HEAD_DIM_PAD], dtype=tl.float32)
+    acc0 = tl.zeros([BLOCK_M, DH], dtype=tl.float32)
+    if SPLIT == 2:
+        acc1 = tl.zeros([BLOCK_M, DH], dtype=tl.float32)
+    else:
+        acc1 = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
     vs = tl.full([1], 1.0, dtype=tl.float32).sum(0)
 
     # Keys [0, full_end) are visible to every row of this block: no masks. [full_end, hi) holds
@@ -215,65 +252,88 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
         full_end = (seqlen_k // BLOCK_N) * BLOCK_N
 
     for start_n in range(0, full_end, BLOCK_N):
-        acc, l_i, m_i, vs = _attn_tile(
-            acc, l_i, m_i, vs, q, row_scale,
-            k_ptrs + start_n * stride_kn, vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr,
-            start_n, kv_pos0, offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
-            False, CAUSAL, EVEN_D, HEAD_DIM, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N,
-            INTERPRET)
+        qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                     offs_d, seqlen_k, k_block, False, EVEN_D, HEAD_DIM, K_MODE)
+        acc0, acc1, l_i, m_i, vs = _update(
+            acc0, acc1, l_i, m_i, vs, qk, row_scale, vt_ptrs + start_n * stride_vn,
+            kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k,
+            causal_off, k_block, v_block, half_vd, False, CAUSAL, EVEN_D, HEAD_DIM, DH,
+            SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N, INTERPRET)
     for start_n in range(full_end, hi, BLOCK_N):
-        acc, l_i, m_i, vs = _attn_tile(
-            acc, l_i, m_i, vs, q, row_scale,
-            k_ptrs + start_n * stride_kn, vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr,
-            start_n, kv_pos0, offs_m, offs_n, offs_d, seqlen_k, causal_off, k_block, v_block,
-            True, CAUSAL, EVEN_D, HEAD_DIM, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N,
-            INTERPRET)
+        qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                     offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
+        acc0, acc1, l_i, m_i, vs = _update(
+            acc0, acc1, l_i, m_i, vs, qk, row_scale, vt_ptrs + start_n * stride_vn,
+            kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k,
+            causal_off, k_block, v_block, half_vd, True, CAUSAL, EVEN_D, HEAD_DIM, DH,
+            SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N, INTERPRET)
 
     # l_i == 0: the row saw no key -> 0 and lse -inf (a NaN l_i stays NaN: NaN == 0 is false)
     no_key = l_i == 0.0
     l_safe = tl.where(no_key, 1.0, l_i)
     out_scale = tl.where(no_key, 0.0, vs / l_safe)
-    out = acc * out_scale[:, None]
     o_base = O + off_z64 * stride_oz + off_h.to(tl.int64) * stride_oh + q_pos0.to(tl.int64) * stride_om
-    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_d[None, :] * stride_od
-    if EVEN_D:
-        tl.store(o_ptrs, out.to(O.dtype.element_ty), mask=row_ok[:, None])
-    else:
-        tl.store(o_ptrs, out.to(O.dtype.element_ty),
-                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+    o_ptrs = o_base + offs_m[:, None] * stride_om + offs_dh[None, :] * stride_od
+    _store_out(o_ptrs, acc0 * out_scale[:, None], row_ok, offs_dh, EVEN_D, HEAD_DIM)
+    if SPLIT == 2:
+        _store_out(o_ptrs + DH * stride_od, acc1 * out_scale[:, None], row_ok, offs_dh + DH,
+                   EVEN_D, HEAD_DIM)
     if RETURN_LSE:
         lse = tl.where(no_key, float("-inf"), (m_i + tl.math.log2(l_safe) - P_SHIFT) * 0.6931471805599453)
         l_ptrs = LSE + off_z64 * stride_lz + off_h * stride_lh + (q_pos0 + offs_m) * stride_lm
         tl.store(l_ptrs, lse, mask=row_ok)
 
 
+@triton.jit
+def _store_out(o_ptrs, out, row_ok, offs_d, EVEN_D: tl.constexpr, HEAD_DIM: tl.constexpr):
+    if EVEN_D:
+        tl.store(o_ptrs, out.to(o_ptrs.dtype.element_ty), mask=row_ok[:, None])
+    else:
+        tl.store(o_ptrs, out.to(o_ptrs.dtype.element_ty),
+                 mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
+
+
 # ----------------------------------------------------------------------------------------------
 # Autotuning and launcher
 
+def _cfg(bm, bn, warps, stages, split=1):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT": split}, num_warps=warps,
+                         num_stages=stages)
+
+
+# Measured on an H200 (Triton 3.6, 2026-11-22, benchmarks/sweep_attention.py): the best
+# two-level configs per head dim. Head dim 256 splits P @ V into two 128-wide products (SPLIT=2):
+# one 256-wide fp32 tile beside the 256-wide accumulator does not fit the register file.
+_TUNED = {
+    64: [_cfg(128, 128, 4, 3), _cfg(64, 128, 4, 3), _cfg(128, 128, 4, 4)],
+    128: [_cfg(64, 128, 4, 3), _cfg(128, 128, 8, 3), _cfg(64, 128, 4, 2)],
+    256: [_cfg(64, 64, 4, 3, 2), _cfg(128, 128, 8, 2, 2), _cfg(64, 128, 4, 2, 2)],
+}
+
+
+def _minimal() -> bool:
+    return os.environ.get("FP8ATTN_TUNE", "").strip().lower() == "minimal"
+
+
 def _configs():
-    if os.environ.get("FP8ATTN_TUNE", "").strip().lower() == "minimal":
+    """All tuned configs; FP8ATTN_TUNE=minimal (tests): one small config per SPLIT value."""
+    if _minimal():
         if os.environ.get("TRITON_INTERPRET") == "1":
-            return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-        return [triton.Config({"BLOCK_M": 128, "BLOCK_N": 64}, num_warps=8, num_stages=2)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
-            for bm in (64, 128) for bn in (64, 128) for w in (4, 8) for s in (2, 3)]
+            return [_cfg(32, 32, 4, 1, 1), _cfg(32, 32, 4, 1, 2)]
+        return [_cfg(64, 64, 4, 2, 1), _cfg(64, 64, 4, 2, 2)]
+    return [c for cs in _TUNED.values() for c in cs]
+
+
+def _tuned_dim(d: int) -> int:
+    return 64 if d <= 64 else (128 if d <= 128 else 256)
 
 
 def _prune(configs, named_args, **kwargs):
-    """Keep configs whose accumulators fit the register file (rows per warpgroup x head dim)."""
-    d = kwargs.get("HEAD_DIM_PAD", named_args.get("HEAD_DIM_PAD"))
-    keep = []
-    for c in configs:
-        bm, bn, w = c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps
-        rows_per_wg = bm // max(w // 4, 1)
-        if rows_per_wg < 64 and len(configs) > 1:
-            continue
-        if d >= 256 and (bn > 64 or rows_per_wg > 64) and len(configs) > 1:
-            continue
-        if d <= 64 and bm == 64 and len(configs) > 1:
-            continue
-        keep.append(c)
-    return keep or configs[:1]
+    """Keep the configs tuned for this (padded) head dim."""
+    d = _tuned_dim(kwargs.get("HEAD_DIM_PAD", named_args.get("HEAD_DIM_PAD")))
+    if _minimal():
+        return [c for c in configs if c.kwargs["SPLIT"] == (2 if d == 256 else 1)][:1]
+    return [c for c in configs if c in _TUNED[d]]
 
 
 def _v_per_col(a):
@@ -317,7 +377,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     q/k/v_descale (B, H, NB) float32, row r of a head uses descale[..., r // *_block].
     Varlen: B == 1, rows of all sequences packed, cu_seqlens_q/k int32 (nseq + 1,), max_seqlen_q.
     out: optional (B, Hq, Sq, D) tensor (any strides) of out_dtype to write into.
-    config: skip autotuning, e.g. {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2}.
+    config: skip autotuning, e.g. {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
+    (SPLIT, the number of head-dim slices of P @ V, defaults to 2 for head dims above 128).
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     """
@@ -351,5 +412,6 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     if config is None:
         _attn_fwd_tuned[grid](*args, **meta)
     else:
-        _attn_fwd_heur[grid](*args, **meta, **config)
+        split = 2 if meta["HEAD_DIM_PAD"] >= 256 else 1
+        _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, **config})
     return (out, lse) if return_lse else out

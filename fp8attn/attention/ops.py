@@ -1,0 +1,284 @@
+"""torch.library custom ops around the FP8 attention kernel, so torch.compile(fullgraph=True)
+traces through them as single opaque nodes (each has a fake implementation for shapes).
+
+    fp8attn::attention         bf16/fp16/fp32 Q, K, V -> rotate + quantise (quantize_qkv) -> kernel
+    fp8attn::attention_fp8     already-quantised FP8 Q, K, V (B, S, H, D) with per-head descales
+    fp8attn::attention_varlen  packed (total, H, D) sequences with cu_seqlens, FA3 style
+
+Each op picks its backend when it runs (api.select_backend): the Triton kernel on CUDA (or on the
+CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRET=1), else the
+PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
+(api.py); ops only re-check what needs tensor values (cu_seqlens).
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from ..recipe import Recipe
+
+_CAUSAL = {"none": None, "top_left": "top_left", "bottom_right": "bottom_right"}
+
+
+def _causal_arg(causal) -> str:
+    return "none" if causal is None else causal
+
+
+def _backend(device: torch.device) -> str:
+    from ..api import select_backend
+    backend = select_backend(device)
+    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("FP8ATTN_BACKEND=triton on the CPU needs Triton's interpreter: set "
+                         "TRITON_INTERPRET=1 before triton is imported (or use the emulation)")
+    return backend
+
+
+def _quantize_qkv(q, k, v, recipe: Recipe):
+    """(B, H, S, D) views -> three QuantizedTensors (V transposed, (B, H, D, S))."""
+    from ..quant import quantize_qkv
+    backend = "triton" if q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
+    return quantize_qkv(q, k, v, recipe, backend=backend)
+
+
+def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=None, **varlen):
+    from .triton_fwd import attention_fwd_fp8
+    q_descale = q8.descale
+    if softmax_scale < 0:
+        # the kernel takes its row maxima on scaled scores and needs a positive row scale:
+        # scale * (q . k) == (-scale) * (-q . k), and -q is folded into q's descale
+        q_descale, softmax_scale = -q_descale, -softmax_scale
+    return attention_fwd_fp8(q8.data, k8.data, v8.data, q_descale, k8.descale, v8.descale,
+                             q_block=q8.block_size, k_block=k8.block_size,
+                             v_block=v8.block_size, softmax_scale=softmax_scale, causal=causal,
+                             out_dtype=out_dtype, return_lse=return_lse, out=out, **varlen)
+
+
+def _no_lse(device):
+    return torch.empty(0, dtype=torch.float32, device=device)
+
+
+# ----------------------------------------------------------------------------------------------
+# bf16 / fp16 / fp32 inputs, (B, H, S, D) ("bhsd", torch) or (B, S, H, D) ("bshd", FlashAttention)
+
+@torch.library.custom_op("fp8attn::attention", mutates_args=())
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
+               softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
+               hadamard: bool, seed: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
+                    hadamard=hadamard, seed=seed)
+    bshd = layout == "bshd"
+    qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v)) if bshd else (q, k, v)
+    if _backend(q.device) == "emulation":
+        from .reference import fp8_flash_emulation
+        res = fp8_flash_emulation(qh, kh, vh, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
+                                  recipe=recipe, return_lse=return_lse)
+        out, lse = res if return_lse else (res, _no_lse(q.device))
+        return (out.transpose(1, 2).contiguous() if bshd else out.contiguous()), lse
+    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
+                  out_dtype=q.dtype, return_lse=return_lse,
+                  out=out.transpose(1, 2) if bshd else out)
+    return out, (res[1] if return_lse else _no_lse(q.device))
+
+
+@_attention.register_fake
+def _(q, k, v, layout, causal, softmax_scale, fmt, granularity, block_q, block_kv, hadamard, seed,
+      return_lse):
+    b, h, s = (q.shape[0], q.shape[2], q.shape[1]) if layout == "bshd" else q.shape[:3]
+    lse = q.new_empty((b, h, s) if return_lse else (0,), dtype=torch.float32)
+    return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+def fp8_attention_bhsd(q, k, v, *, causal, softmax_scale: float, recipe: Recipe,
+                       return_lse: bool = False):
+    """q (B, Hq, Sq, D), k / v (B, Hkv, Sk, D), float16 / bfloat16 / float32, validated.
+
+    Returns out (B, Hq, Sq, D) in q's dtype and, if return_lse, lse float32 (B, Hq, Sq).
+    """
+    return _call_attention(q, k, v, "bhsd", causal, softmax_scale, recipe, return_lse)
+
+
+def fp8_attention_bshd(q, k, v, *, causal, softmax_scale: float, recipe: Recipe,
+                       return_lse: bool = False):
+    """FlashAttention layout: q (B, Sq, Hq, D), k / v (B, Sk, Hkv, D) -> out (B, Sq, Hq, D)."""
+    return _call_attention(q, k, v, "bshd", causal, softmax_scale, recipe, return_lse)
+
+
+def _call_attention(q, k, v, layout, causal, softmax_scale, recipe, return_lse):
+    out, lse = _attention(q, k, v, layout, _causal_arg(causal), float(softmax_scale), recipe.fmt,
+                          recipe.granularity, recipe.block_q, recipe.block_kv, recipe.hadamard,
+                          recipe.seed, return_lse)
+    return (out, lse) if return_lse else out
+
+
+# ----------------------------------------------------------------------------------------------
+# already-quantised FP8 inputs, FlashAttention layout, one descale per (batch, head)
+
+def _emulate_quantized(q8, k8, v8, causal, softmax_scale, block_n: int = 128):
+    """float32 emulation of the kernel on QuantizedTensors (per-tile V descale), (B, Hq, Sq, D).
+
+    Used on the CPU for pre-quantised inputs; same numerics as reference.fp8_flash_emulation.
+    """
+    from ..formats import P_SHIFT
+    shift = 2.0 ** P_SHIFT[q8.fmt]
+    g = q8.data.shape[1] // k8.data.shape[1]
+    q = q8.data.float()
+    k = k8.data.float().repeat_interleave(g, 1)
+    vt = v8.data.float().repeat_interleave(g, 1)
+    q_row = q8.row_descale() * (softmax_scale * 1.4426950408889634)  # 1/ln 2
+    k_col = k8.row_descale().repeat_interleave(g, 1)
+    v_col = v8.row_descale().repeat_interleave(g, 1)
+    b, h, sq, d = q.shape
+    sk = k.shape[2]
+    dev = q.device
+    m = torch.full((b, h, sq), float("-inf"), device=dev)
+    l = torch.zeros(b, h, sq, device=dev)
+    acc = torch.zeros(b, h, sq, d, device=dev)
+    off = sk - sq if causal == "bottom_right" else 0
+    rows = torch.arange(sq, device=dev)[:, None]
+    for j0 in range(0, sk, block_n):
+        j1 = min(j0 + block_n, sk)
+        s = (q @ k[:, :, j0:j1].transpose(-1, -2)) * q_row[..., None] * k_col[:, :, None, j0:j1]
+        if causal is not None:
+            s = s.masked_fill(torch.arange(j0, j1, device=dev)[None] > rows + off, float("-inf"))
+        m_new = torch.maximum(m, s.amax(-1))
+        m_use = torch.where(m_new == float("-inf"), torch.zeros_like(m_new), m_new)
+        alpha = torch.exp2(m - m_use)
+        p = torch.exp2(s - m_use[..., None])
+        l = l * alpha + p.sum(-1)
+        p8 = (p * shift).to(q8.data.dtype).float()
+        tile = p8 @ vt[:, :, :, j0:j1].transpose(-1, -2) * (v_col[:, :, j0, None, None] / shift)
+        acc = acc * alpha[..., None] + tile
+        m = m_new
+    no_key = l == 0
+    out = torch.where(no_key[..., None], torch.zeros_like(acc), acc / l.clamp_min(1e-38)[..., None])
+    lse = torch.where(no_key, torch.full_like(l, float("-inf")),
+                      (m + torch.log2(l.clamp_min(1e-38))) * math.log(2.0))
+    return out, lse
+
+
+@torch.library.custom_op("fp8attn::attention_fp8", mutates_args=())
+def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
+                   k_descale: torch.Tensor, v_descale: torch.Tensor, causal: str,
+                   softmax_scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from ..quant.reference import QuantizedTensor
+    fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
+    sq, sk = q.shape[1], k.shape[1]
+
+    def qt(x, descale, s, transposed=False):
+        return QuantizedTensor(data=x, descale=descale.float().reshape(descale.shape[0], -1, 1),
+                               block_size=max(s, 1), fmt=fmt, transposed=transposed)
+
+    q8 = qt(q.transpose(1, 2), q_descale, sq)
+    k8 = qt(k.transpose(1, 2), k_descale, sk)
+    # the kernel wants V head-dim major, contiguous along the sequence: one copy
+    v8 = qt(v.permute(0, 2, 3, 1).contiguous(), v_descale, sk, transposed=True)
+    if _backend(q.device) == "emulation":
+        out, lse = _emulate_quantized(q8, k8, v8, _CAUSAL[causal], softmax_scale)
+        return (out.transpose(1, 2).to(torch.bfloat16).contiguous(),
+                lse if return_lse else _no_lse(q.device))
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)
+    res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
+                  out_dtype=torch.bfloat16, return_lse=return_lse, out=out.transpose(1, 2))
+    return out, (res[1] if return_lse else _no_lse(q.device))
+
+
+@_attention_fp8.register_fake
+def _(q, k, v, q_descale, k_descale, v_descale, causal, softmax_scale, return_lse):
+    b, s, h = q.shape[:3]
+    lse = q.new_empty((b, h, s) if return_lse else (0,), dtype=torch.float32)
+    return q.new_empty(q.shape, dtype=torch.bfloat16), lse
+
+
+def fp8_attention_quantized(q, k, v, q_descale, k_descale, v_descale, *, causal,
+                            softmax_scale: float, return_lse: bool = False):
+    """FP8 q (B, Sq, Hq, D), k / v (B, Sk, Hkv, D) (all e4m3fn or all e5m2), descales float32
+    (B, Hq) for q and (B, Hkv) for k and v (validated by the caller). Output bf16 (B, Sq, Hq, D)."""
+    out, lse = _attention_fp8(q, k, v, q_descale, k_descale, v_descale, _causal_arg(causal),
+                              float(softmax_scale), return_lse)
+    return (out, lse) if return_lse else out
+
+
+# ----------------------------------------------------------------------------------------------
+# variable-length batches, packed (total, H, D)
+
+@torch.library.custom_op("fp8attn::attention_varlen", mutates_args=())
+def _attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+                      cu_seqlens_k: torch.Tensor, max_seqlen_q: int, causal: str,
+                      softmax_scale: float, fmt: str, granularity: str, block_q: int,
+                      block_kv: int, hadamard: bool, seed: int,
+                      return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
+                    hadamard=hadamard, seed=seed)
+    cu_q = cu_seqlens_q.cpu()
+    cu_k = cu_seqlens_k.cpu()
+    _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
+    _check_cu(cu_k, k.shape[0], "cu_seqlens_k")
+    if cu_q.numel() != cu_k.numel():
+        raise ValueError(f"cu_seqlens_q has {cu_q.numel()} entries, cu_seqlens_k {cu_k.numel()}")
+    lens_q = (cu_q[1:] - cu_q[:-1])
+    if lens_q.numel() and int(lens_q.max()) > max_seqlen_q:
+        raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
+                         f"({int(lens_q.max())})")
+    if _backend(q.device) == "emulation":
+        return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale, recipe,
+                                 return_lse)
+    # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
+    qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
+    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe)
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
+                  out_dtype=q.dtype, return_lse=return_lse,
+                  out=out.permute(1, 0, 2).unsqueeze(0),
+                  cu_seqlens_q=cu_seqlens_q.to(torch.int32), cu_seqlens_k=cu_seqlens_k.to(torch.int32),
+                  max_seqlen_q=max(int(max_seqlen_q), 1))
+    return out, (res[1][0] if return_lse else _no_lse(q.device))
+
+
+@_attention_varlen.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, fmt, granularity,
+      block_q, block_kv, hadamard, seed, return_lse):
+    lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
+    return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:
+    if cu.numel() < 2:
+        raise ValueError(f"{name} needs at least 2 entries (nseq + 1), got {cu.numel()}")
+    if int(cu[0]) != 0 or int(cu[-1]) != total or bool((cu[1:] < cu[:-1]).any()):
+        raise ValueError(f"{name} must start at 0, never decrease and end at the packed length "
+                         f"{total}; got {cu.tolist()[:8]}{'...' if cu.numel() > 8 else ''}")
+
+
+def _varlen_emulation(q, k, v, cu_q, cu_k, causal, softmax_scale, recipe, return_lse):
+    """One emulation call per sequence (scale groups restart at each sequence here, while the
+    kernel's run along the packed rows: same numerics, slightly different groups)."""
+    from .reference import fp8_flash_emulation
+    out = torch.zeros_like(q)
+    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32,
+                     device=q.device)
+    for i in range(cu_q.numel() - 1):
+        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+        if q1 == q0 or k1 == k0:
+            continue
+        o, l = fp8_flash_emulation(*(x[a:b].transpose(0, 1).unsqueeze(0) for x, a, b in
+                                     ((q, q0, q1), (k, k0, k1), (v, k0, k1))),
+                                   causal=causal, softmax_scale=softmax_scale, recipe=recipe,
+                                   return_lse=True)
+        out[q0:q1] = o[0].transpose(0, 1)
+        lse[:, q0:q1] = l[0]
+    return out, (lse if return_lse else _no_lse(q.device))
+
+
+def fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, *, causal,
+                         softmax_scale: float, recipe: Recipe, return_lse: bool = False):
+    """q (total_q, Hq, D), k / v (total_k, Hkv, D); out (total_q, Hq, D) in q's dtype and, if
+    return_lse, lse float32 (Hq, total_q)."""
+    out, lse = _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
+                                 _causal_arg(causal), float(softmax_scale), recipe.fmt,
+                                 recipe.granularity, recipe.block_q, recipe.block_kv,
+                                 recipe.hadamard, recipe.seed, return_lse)
+    return (out, lse) if return_lse else out
