@@ -98,12 +98,11 @@ def _check_recipe(recipe) -> Recipe:
 
 def attention_bhsd(q, k, v, *, causal: str | None, softmax_scale: float, recipe: Recipe,
                    return_lse: bool = False):
-    """Dispatch validated (B, H, S, D) inputs. causal: None, "top_left" (torch) or "bottom_right" (FA)."""
-    backend = select_backend(q.device)
-    if backend == "emulation":
-        from .attention.reference import fp8_flash_emulation
-        return fp8_flash_emulation(q, k, v, causal=causal, softmax_scale=softmax_scale,
-                                   recipe=recipe, return_lse=return_lse)
+    """Dispatch validated (B, H, S, D) inputs. causal: None, "top_left" (torch) or "bottom_right" (FA).
+
+    One torch.library custom op (attention/ops.py) that picks the backend when it runs, so
+    torch.compile sees a single node whichever backend serves it.
+    """
     from .attention.ops import fp8_attention_bhsd
     return fp8_attention_bhsd(q, k, v, causal=causal, softmax_scale=softmax_scale, recipe=recipe,
                               return_lse=return_lse)
@@ -149,3 +148,139 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
         scale = 1.0 / math.sqrt(query.shape[-1])
     return attention_bhsd(query, key, value, causal="top_left" if is_causal else None,
                           softmax_scale=float(scale), recipe=recipe)
+
+
+FP8_INPUT_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _softmax_scale(scale, d: int) -> float:
+    if scale is None:
+        return 1.0 / math.sqrt(d)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"softmax_scale must be a float or None, got {type(scale).__name__}")
+    if not math.isfinite(scale) or scale == 0:
+        raise ValueError(f"softmax_scale must be finite and non-zero, got {scale}")
+    return float(scale)
+
+
+def _check_descale(name: str, d, batch: int, heads: tuple, device) -> torch.Tensor:
+    """None -> ones; a float32 tensor of (batch, h) for h in `heads`, or one element -> (batch, h)."""
+    h = heads[-1]
+    if d is None:
+        return torch.ones(batch, h, dtype=torch.float32, device=device)
+    if not isinstance(d, torch.Tensor):
+        raise TypeError(f"{name} must be a float32 tensor or None, got {type(d).__name__}")
+    if d.device != device:
+        raise ValueError(f"{_fmt_t(name, d)} is not on the inputs' device {device}")
+    if d.numel() == 1:
+        return d.float().reshape(1, 1).expand(batch, h)
+    if d.dim() != 2 or d.shape[0] != batch or d.shape[1] not in heads:
+        raise ValueError(f"{_fmt_t(name, d)}: expected (batch={batch}, heads in {sorted(set(heads))})"
+                         f" or a single element")
+    return d.float()
+
+
+def _check_fp8_inputs(q, k, v, q_descale, k_descale, v_descale, recipe):
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 4:
+            raise ValueError(f"{_fmt_t(name, t)}: expected 4 dims (B, S, H, D)")
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"FP8 inputs must share one dtype: q {q.dtype}, k {k.dtype}, v {v.dtype}")
+    if recipe is not None:
+        raise TypeError("recipe applies to bf16/fp16/fp32 inputs; pre-quantised FP8 inputs carry "
+                        "their format in their dtype and their scales in q/k/v_descale")
+    if not (q.device == k.device == v.device):
+        raise ValueError(f"mixed devices: {_fmt_t('q', q)}, {_fmt_t('k', k)}, {_fmt_t('v', v)}")
+    b, _, hq, d = q.shape
+    if k.shape != v.shape or k.shape[0] != b or k.shape[-1] != d:
+        raise ValueError(f"incompatible shapes: q {tuple(q.shape)}, k {tuple(k.shape)}, "
+                         f"v {tuple(v.shape)} (expected (B, S, H, D), k and v alike)")
+    hkv = k.shape[2]
+    if hq % hkv:
+        raise ValueError(f"q has {hq} heads, k/v {hkv}: q heads must be a multiple")
+    if k.shape[1] == 0 and q.shape[1] > 0:
+        raise ValueError(f"{_fmt_t('k', k)}: seqlen_k is 0, attention is undefined")
+    if d > 256 or d < 8:
+        raise ValueError(f"head dim {d} unsupported: fp8attn supports head dims 8..256")
+    qd = _check_descale("q_descale", q_descale, b, (hkv, hq), q.device)
+    if qd.shape[1] != hq:
+        qd = qd.repeat_interleave(hq // hkv, 1)
+    return (qd.contiguous(), _check_descale("k_descale", k_descale, b, (hkv,), q.device).contiguous(),
+            _check_descale("v_descale", v_descale, b, (hkv,), q.device).contiguous())
+
+
+def flash_attn_func(q, k, v, softmax_scale=None, causal=False, *, recipe=None, return_lse=False,
+                    q_descale=None, k_descale=None, v_descale=None):
+    """FP8 attention with FlashAttention-3's signature and layout.
+
+    q (B, Sq, Hq, D), k / v (B, Sk, Hkv, D) (Hq a multiple of Hkv: MQA / GQA, query head h uses
+    kv head h // (Hq // Hkv)). causal aligns the mask to the bottom right as FlashAttention does
+    (query i sees keys j <= i + Sk - Sq; rows that see no key output 0). softmax_scale defaults
+    to 1 / sqrt(D).
+      - float16 / bfloat16 / float32 inputs: rotated and quantised by `recipe` (default: FA3's,
+        e4m3, block scales, Hadamard), then the FP8 kernel; output in q's dtype.
+      - already-quantised FP8 inputs (all float8_e4m3fn or all float8_e5m2): q/k/v_descale float32
+        of shape (B, Hkv) as in FA3 (q_descale may also be (B, Hq)), or one element, or None (1);
+        output bfloat16. V is copied once into the kernel's head-dim-major layout.
+    Returns out (B, Sq, Hq, D), and with return_lse also lse float32 (B, Hq, Sq) (natural log).
+    """
+    from .attention.ops import fp8_attention_bshd, fp8_attention_quantized
+    causal = _check_causal_flag(causal)
+    if isinstance(q, torch.Tensor) and q.dtype in FP8_INPUT_DTYPES:
+        qd, kd, vd = _check_fp8_inputs(q, k, v, q_descale, k_descale, v_descale, recipe)
+        scale = _softmax_scale(softmax_scale, q.shape[-1])
+        return fp8_attention_quantized(q, k, v, qd, kd, vd, causal=causal, softmax_scale=scale,
+                                       return_lse=return_lse)
+    if any(d is not None for d in (q_descale, k_descale, v_descale)):
+        raise ValueError("q/k/v_descale go with pre-quantised FP8 inputs; these inputs are "
+                         f"{getattr(q, 'dtype', type(q).__name__)} and get quantised by the recipe")
+    recipe = _check_recipe(recipe)
+    check_qkv(q, k, v, layout="bshd", recipe=recipe, allow_gqa=True)
+    scale = _softmax_scale(softmax_scale, q.shape[-1])
+    return fp8_attention_bshd(q, k, v, causal=causal, softmax_scale=scale, recipe=recipe,
+                              return_lse=return_lse)
+
+
+def _check_causal_flag(causal) -> str | None:
+    if not isinstance(causal, bool):
+        raise TypeError(f"causal must be a bool, got {type(causal).__name__}")
+    return "bottom_right" if causal else None
+
+
+def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                           softmax_scale=None, causal=False, *, recipe=None, return_lse=False):
+    """Variable-length FP8 attention, FlashAttention-3 style: sequences packed along dim 0.
+
+    q (total_q, Hq, D), k / v (total_k, Hkv, D), float16 / bfloat16 / float32; cu_seqlens_q / _k
+    int32 (nseq + 1,) cumulative offsets starting at 0 on the inputs' device; max_seqlen_q / _k the
+    longest sequences. Sequence i attends q[cu_q[i]:cu_q[i+1]] to k/v[cu_k[i]:cu_k[i+1]]; causal is
+    bottom-right aligned per sequence. The recipe's scale blocks run along the packed rows (on the
+    GPU a block may span two sequences; the CPU emulation quantises each sequence separately).
+    Returns out (total_q, Hq, D) in q's dtype, and with return_lse also lse float32 (Hq, total_q).
+    """
+    from .attention.ops import fp8_attention_varlen
+    causal = _check_causal_flag(causal)
+    recipe = _check_recipe(recipe)
+    for name, t in (("q", q), ("k", k), ("v", v)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            raise ValueError(f"{_fmt_t(name, t)}: expected 3 dims (total, heads, head_dim)")
+    check_qkv(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), layout="bshd", recipe=recipe,
+              allow_gqa=True)
+    for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
+        if not isinstance(cu, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(cu).__name__}")
+        if cu.dtype != torch.int32 or cu.dim() != 1 or cu.device != q.device:
+            raise ValueError(f"{_fmt_t(name, cu)}: expected a 1-D int32 tensor on {q.device}")
+    if cu_seqlens_q.shape != cu_seqlens_k.shape or cu_seqlens_q.numel() < 2:
+        raise ValueError(f"cu_seqlens_q {tuple(cu_seqlens_q.shape)} and cu_seqlens_k "
+                         f"{tuple(cu_seqlens_k.shape)} must both have nseq + 1 >= 2 entries")
+    for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
+        if isinstance(m, bool) or not isinstance(m, int) or m < 0:
+            raise ValueError(f"{name} must be a non-negative int, got {m!r}")
+    scale = _softmax_scale(softmax_scale, q.shape[-1])
+    return fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
+                                softmax_scale=scale, recipe=recipe, return_lse=return_lse)
