@@ -9,6 +9,7 @@ import sys
 # subcommand modules, imported at start-up: keep their top level light (no transformers import).
 SUBCOMMAND_MODULES = (
     "fp8attn.analysis.report",
+    "fp8attn.integration.cli",
 )
 
 
