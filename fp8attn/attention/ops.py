@@ -44,12 +44,13 @@ def _quantize_qkv(q, k, v, recipe: Recipe):
 
 def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=None, **varlen):
     from .triton_fwd import attention_fwd_fp8
-    q_descale = q8.descale
+    q_data = q8.data
     if softmax_scale < 0:
-        # the kernel takes its row maxima on scaled scores and needs a positive row scale:
-        # scale * (q . k) == (-scale) * (-q . k), and -q is folded into q's descale
-        q_descale, softmax_scale = -q_descale, -softmax_scale
-    return attention_fwd_fp8(q8.data, k8.data, v8.data, q_descale, k8.descale, v8.descale,
+        # the kernel takes row maxima of unscaled scores, so it needs a positive scale:
+        # scale * (q . k) == (-scale) * (-q . k); -q flips the FP8 sign bit (exact)
+        q_data = (q_data.view(torch.uint8) ^ 0x80).view(q_data.dtype)
+        softmax_scale = -softmax_scale
+    return attention_fwd_fp8(q_data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
                              q_block=q8.block_size, k_block=k8.block_size,
                              v_block=v8.block_size, softmax_scale=softmax_scale, causal=causal,
                              out_dtype=out_dtype, return_lse=return_lse, out=out, **varlen)

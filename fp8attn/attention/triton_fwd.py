@@ -319,7 +319,7 @@ def _configs():
     """All tuned configs; FP8ATTN_TUNE=minimal (tests): one small config per SPLIT value."""
     if _minimal():
         if os.environ.get("TRITON_INTERPRET") == "1":
-            return [_cfg(32, 32, 4, 1, 1), _cfg(32, 32, 4, 1, 2)]
+            return [_cfg(64, 64, 4, 1, 1), _cfg(64, 64, 4, 1, 2)]
         return [_cfg(64, 64, 4, 2, 1), _cfg(64, 64, 4, 2, 2)]
     return [c for cs in _TUNED.values() for c in cs]
 
