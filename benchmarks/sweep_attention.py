@@ -103,6 +103,9 @@ def rmse(a, b):
     return (a.double() - b.double()).pow(2).mean().sqrt().item()
 
 
+VARIANTS = [{}, {"SPLIT": 2}]  # extra constexprs merged into the config
+
+
 def correctness(log):
     cases = [  # B, Hq, Hkv, Sq, Sk, D, causal, fmt
         (2, 4, 4, 1000, 1000, 128, None, "e4m3"),
@@ -113,8 +116,7 @@ def correctness(log):
         (3, 2, 1, 1, 4097, 32, None, "e4m3"),
     ]
     cfgs = [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
-            dict(BLOCK_M=128, BLOCK_N=128, num_warps=8, num_stages=2),
-            dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3)]
+            dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3)]
     g = torch.Generator(device="cuda").manual_seed(0)
     res = []
     for B, Hq, Hkv, Sq, Sk, D, causal, fmt in cases:
@@ -124,20 +126,19 @@ def correctness(log):
         q8, k8, v8 = quant(q, k, v, fmt)
         scale = D ** -0.5
         ref = oracle(q, k, v, scale, causal)
-        for cfg in cfgs:
-            if D >= 256 and cfg["BLOCK_N"] > 64:
-                continue
-            for mode in ("tile", "imprecise"):
+        for cfg, var in [(cfgs[0], v) for v in VARIANTS] + [(cfgs[1], {})]:
+            mode = "tile"
+            if D < 256 or cfg["BLOCK_N"] <= 64:
                 try:
                     out = torch.full((B, Hq, Sq, D), float("nan"), device="cuda")
                     run(q8, k8, v8, scale, causal, out_dtype=torch.float32, out=out,
-                        acc_mode=mode, config=cfg)
+                        acc_mode=mode, config={**cfg, **var})
                     emu = emulate(q8, k8, v8, scale, causal, cfg["BLOCK_N"])
-                    r = dict(case=[B, Hq, Hkv, Sq, Sk, D, causal, fmt], cfg=cfg, mode=mode,
+                    r = dict(case=[B, Hq, Hkv, Sq, Sk, D, causal, fmt], cfg=cfg, mode=mode, var=var,
                              nan=bool(out.isnan().any()), rmse_oracle=rmse(out, ref),
                              rmse_emu_oracle=rmse(emu, ref), maxdiff_emu=(out - emu).abs().max().item())
                 except Exception as e:  # noqa: BLE001
-                    r = dict(case=[B, Hq, Hkv, Sq, Sk, D, causal, fmt], cfg=cfg, mode=mode,
+                    r = dict(case=[B, Hq, Hkv, Sq, Sk, D, causal, fmt], cfg=cfg, mode=mode, var=var,
                              error=f"{type(e).__name__}: {str(e)[:300]}")
                 log(r)
                 res.append(r)
@@ -166,14 +167,17 @@ def timing(log, deadline):
     fa3, why = load_fa3()
     log({"fa3": why or "ok"})
     res = []
-    sweep = {
-        64: [(128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 4, 3), (128, 128, 8, 2), (128, 64, 8, 3),
-             (128, 128, 8, 3)],
-        128: [(128, 64, 4, 2), (128, 64, 4, 3), (128, 128, 4, 2), (128, 128, 4, 3),
-              (128, 64, 8, 2), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3), (64, 64, 4, 3),
-              (64, 128, 4, 2)],
-        256: [(64, 64, 4, 2), (64, 64, 4, 3), (128, 64, 8, 2), (128, 64, 8, 3), (64, 128, 4, 2),
-              (128, 128, 8, 2)],
+    sweep = {  # (BLOCK_M, BLOCK_N, warps, stages, variant, mode)
+        128: [(64, 128, 4, 2, {}, "tile"), (64, 128, 4, 3, {}, "tile"), (128, 128, 8, 3, {}, "tile"),
+              (128, 128, 8, 4, {}, "tile"), (128, 128, 4, 3, {"SPLIT": 2}, "tile"),
+              (128, 128, 4, 3, {}, "imprecise"),
+              (128, 128, 4, 2, {"SPLIT": 2}, "tile"), (64, 128, 4, 2, {}, "fp22")],
+        256: [(128, 64, 8, 3, {}, "imprecise"), (128, 64, 8, 3, {"SPLIT": 2}, "tile"),
+              (128, 128, 8, 2, {"SPLIT": 2}, "tile"), (64, 64, 4, 3, {"SPLIT": 2}, "tile"),
+              (64, 128, 4, 2, {"SPLIT": 2}, "tile"), (128, 64, 8, 2, {"SPLIT": 2}, "tile"),
+              (64, 32, 4, 3, {"SPLIT": 2}, "tile"), (128, 128, 8, 2, {}, "fp22")],
+        64: [(128, 128, 4, 3, {}, "tile"), (128, 128, 4, 4, {}, "tile"), (128, 64, 4, 4, {}, "tile"),
+             (64, 128, 4, 3, {}, "tile"), (256, 128, 8, 3, {}, "tile"), (256, 64, 8, 3, {}, "tile")],
     }
     S = 8192
     for D in (128, 256, 64):
@@ -200,23 +204,24 @@ def timing(log, deadline):
                         r = dict(D=D, causal=causal, impl=name, error=f"{type(e).__name__}: {e}"[:300])
                     log(r)
                     res.append(r)
-            cfgs = sweep[D] if not causal else [c for c in sweep[D]][:6]
-            for bm, bn, w, st in cfgs:
-                for mode in ("tile", "imprecise") + (() if causal else ("fp22",)):
-                    if time.time() > deadline:
-                        return res
-                    cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
-                    try:
-                        out = torch.empty(B, H, S, D, device="cuda", dtype=torch.bfloat16)
-                        ms = bench_ms(lambda: run(q8, k8, v8, D ** -0.5, "top_left" if causal else None,
-                                                  out=out, acc_mode=mode, config=cfg), 10, 50)
-                        r = dict(D=D, S=S, causal=causal, impl="ours", mode=mode, cfg=[bm, bn, w, st],
-                                 ms=ms, tflops=fl / ms * 1e-9)
-                    except Exception as e:  # noqa: BLE001
-                        r = dict(D=D, causal=causal, impl="ours", mode=mode, cfg=[bm, bn, w, st],
-                                 error=f"{type(e).__name__}: {e}"[:300])
-                    log(r)
-                    res.append(r)
+            for bm, bn, w, st, var, mode in sweep[D]:
+                if time.time() > deadline:
+                    return res
+                if causal and mode == "fp22":
+                    continue
+                cfg = dict(BLOCK_M=bm, BLOCK_N=bn, num_warps=w, num_stages=st)
+                tag = dict(D=D, S=S, causal=causal, impl="ours", mode=mode, var=var,
+                           cfg=[bm, bn, w, st])
+                try:
+                    out = torch.empty(B, H, S, D, device="cuda", dtype=torch.bfloat16)
+                    ms = bench_ms(lambda: run(q8, k8, v8, D ** -0.5, "top_left" if causal else None,
+                                              out=out, acc_mode=mode, config={**cfg, **var}),
+                                  10, 50)
+                    r = dict(tag, ms=ms, tflops=fl / ms * 1e-9)
+                except Exception as e:  # noqa: BLE001
+                    r = dict(tag, error=f"{type(e).__name__}: {e}"[:300])
+                log(r)
+                res.append(r)
     return res
 
 
@@ -249,7 +254,7 @@ def main():
     for r in res.get("time", []):
         if "tflops" in r:
             print(f"D={r['D']} causal={r['causal']} {r['impl']:9s} {r.get('mode', ''):9s} "
-                  f"{str(r.get('cfg', '')):18s} {r['tflops']:7.1f} TFLOP/s")
+                  f"{str(r.get('cfg', '')):18s} {str(r.get('var', '')):28s} {r['tflops']:7.1f}")
     print(f"total {time.time() - t0:.0f}s")
 
 

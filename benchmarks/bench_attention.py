@@ -1,0 +1,240 @@
+"""FP8 attention throughput and accuracy on a Hopper GPU, beside the peers available in the run.
+
+    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick]
+
+Setting of the FlashAttention-3 paper: 16k tokens per batch (batch = 16384 / seqlen), hidden 2048
+(heads = 2048 / head_dim), head dims 64 / 128 / 256, seqlen 512 ... 16k, causal and not.
+TFLOP/s = 4 * B * H * S^2 * D / time (halved for causal), time = triton.testing.do_bench median.
+
+Rows (each guarded by availability):
+  ours kernel   FP8 inputs ready (rotated + quantised beforehand), kernel only, bf16 out
+  ours e2e      bf16 (B, S, H, D) in -> fused rotate + quantise -> kernel -> bf16 out
+                (fp8attn.flash_attn_func with the default recipe)
+  FA3 FP8 / BF16  the fa3-fwd wheel (module fa3_fwd_interface), per-(batch, head) descales of 1
+  SDPA flash / cuDNN  torch.nn.functional.scaled_dot_product_attention in bf16
+  Sage          SageAttention (INT8 QK, FP16 PV), if importable
+Accuracy (FA3's outlier distribution, batch 2, heads 16, seqlen 2048, dim 128, float64 oracle on the
+GPU): ours with the default recipe (and the emulation on the CPU), FA3 FP8 with per-head scales with
+and without a Hadamard rotation, FA3 BF16.
+Writes DIR/bench_attention.json, DIR/bench_attention.md and DIR/bench_attention.png.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import attn_flops, bench_ms, environment, fa3_out, load_fa3, load_sage  # noqa: E402
+
+import fp8attn  # noqa: E402
+from fp8attn import Recipe  # noqa: E402
+from fp8attn.attention.reference import attention_oracle, fp8_flash_emulation  # noqa: E402
+from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
+from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference  # noqa: E402
+from fp8attn.quant import quantize_qkv  # noqa: E402
+
+IMPLS = ["ours_kernel", "ours_e2e", "fa3_fp8", "fa3_bf16", "sdpa_flash", "sdpa_cudnn", "sage"]
+
+
+def _sdpa(backend):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    b = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
+
+    def run(q, k, v, causal):
+        with sdpa_kernel([b]):
+            return torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    return run
+
+
+def throughput(hdims, seqlens, log):
+    fa3, why_fa3 = load_fa3()
+    sage, why_sage = load_sage()
+    log(f"fa3: {why_fa3 or 'ok'}; sage: {why_sage or 'ok'}")
+    rows = []
+    for d in hdims:
+        for s in seqlens:
+            b, h = 16384 // s, 2048 // d
+            g = torch.Generator(device="cuda").manual_seed(s + d)
+            q, k, v = (torch.randn(b, s, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
+                       for _ in range(3))
+            qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
+            q8, k8, v8 = quantize_qkv(qh, kh, vh, Recipe())
+            ones = torch.ones(b, h, device="cuda")
+            qf, kf, vf = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
+            qc, kc, vc = (x.contiguous() for x in (qh, kh, vh))
+            for causal in (False, True):
+                out = torch.empty(b, h, s, d, device="cuda", dtype=torch.bfloat16)
+                fns = {
+                    "ours_kernel": lambda: attention_fwd_fp8(
+                        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                        q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
+                        softmax_scale=d ** -0.5, causal="bottom_right" if causal else None,
+                        out=out),
+                    "ours_e2e": lambda: fp8attn.flash_attn_func(q, k, v, causal=causal),
+                    "sdpa_flash": lambda: _sdpa("flash")(qc, kc, vc, causal),
+                    "sdpa_cudnn": lambda: _sdpa("cudnn")(qc, kc, vc, causal),
+                }
+                if fa3 is not None:
+                    fns["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(
+                        qf, kf, vf, causal=causal, q_descale=ones, k_descale=ones, v_descale=ones))
+                    fns["fa3_bf16"] = lambda: fa3_out(fa3.flash_attn_func(q, k, v, causal=causal))
+                if sage is not None:
+                    fns["sage"] = lambda: sage.sageattn(qc, kc, vc, tensor_layout="HND",
+                                                        is_causal=causal)
+                row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
+                fl = attn_flops(b, h, s, s, d, causal)
+                for name in IMPLS:
+                    if name not in fns:
+                        continue
+                    try:
+                        row[name] = fl / bench_ms(fns[name]) * 1e-9
+                    except Exception as e:  # noqa: BLE001 - a peer may not support a shape
+                        row[name] = None
+                        row[name + "_error"] = f"{type(e).__name__}: {str(e)[:160]}"
+                log(json.dumps(row))
+                rows.append(row)
+            del q, k, v, q8, k8, v8, qf, kf, vf, qc, kc, vc
+            torch.cuda.empty_cache()
+    return rows
+
+
+def accuracy(log, cpu_emulation=True):
+    """FA3's accuracy setting; RMSE of every output entry against the float64 oracle."""
+    fa3, _ = load_fa3()
+    g = torch.Generator(device="cuda").manual_seed(0)
+
+    def outl():
+        x = torch.randn(2, 16, 2048, 128, generator=g, device="cuda")
+        big = torch.rand(2, 16, 2048, 128, generator=g, device="cuda") < 1e-3
+        return x + 10.0 * torch.randn(2, 16, 2048, 128, generator=g, device="cuda") * big
+
+    q, k, v = outl(), outl(), outl()
+    res = {}
+    for causal in (False, True):
+        c = "top_left" if causal else None
+        tag = "causal" if causal else "non_causal"
+        ref = attention_oracle(q, k, v, causal=c)
+
+        def err(o, bshd=False):
+            o = o.transpose(1, 2) if bshd else o
+            return (o.double() - ref).pow(2).mean().sqrt().item()
+
+        res[f"ours_{tag}"] = err(fp8attn.scaled_dot_product_attention(
+            q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=causal).float())
+        res[f"ours_fp32_io_{tag}"] = err(fp8attn.scaled_dot_product_attention(q, k, v,
+                                                                              is_causal=causal))
+        if cpu_emulation:
+            emu = fp8_flash_emulation(q.cpu(), k.cpu(), v.cpu(), causal=c)
+            res[f"emulation_cpu_{tag}"] = err(emu.cuda())
+        if fa3 is not None:
+            qb, kb, vb = (x.transpose(1, 2).contiguous() for x in (q, k, v))
+            res[f"fa3_bf16_{tag}"] = err(fa3_out(fa3.flash_attn_func(
+                qb.bfloat16(), kb.bfloat16(), vb.bfloat16(), causal=causal)).float(), True)
+            signs = hadamard_signs(128, 0, q.device)
+            for rot in (False, True):
+                qq, kk = ((random_hadamard_reference(x, signs) if rot else x) for x in (qb, kb))
+                amax = [x.abs().amax(dim=(1, 3)) for x in (qq, kk, vb)]  # (B, H) per head
+                desc = [a.clamp_min(1e-12) / 448.0 for a in amax]
+                f8 = [(x / dd[:, None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+                      for x, dd in zip((qq, kk, vb), desc)]
+                o = fa3_out(fa3.flash_attn_func(*f8, causal=causal, q_descale=desc[0],
+                                                k_descale=desc[1], v_descale=desc[2]))
+                res[f"fa3_fp8_per_head{'_hadamard' if rot else ''}_{tag}"] = err(o.float(), True)
+    log(json.dumps(res))
+    return res
+
+
+def markdown(env, rows, acc) -> str:
+    names = {"ours_kernel": "ours kernel", "ours_e2e": "ours e2e", "fa3_fp8": "FA3 FP8",
+             "fa3_bf16": "FA3 BF16", "sdpa_flash": "SDPA flash", "sdpa_cudnn": "SDPA cuDNN",
+             "sage": "Sage"}
+    present = [n for n in IMPLS if any(r.get(n) for r in rows)]
+    lines = [f"### FP8 attention forward, {env.get('device')} ({env['date']}), torch {env['torch']}, "
+             f"triton {env['triton']}",
+             "",
+             "TFLOP/s (16k tokens per batch, hidden 2048; do_bench median). ours kernel = FP8 "
+             "inputs ready; ours e2e = bf16 in, rotate + quantise + attend, bf16 out.",
+             "",
+             "| hdim | seqlen | causal | " + " | ".join(names[n] for n in present)
+             + " | kernel / FA3 FP8 | e2e / FA3 BF16 |",
+             "|" + "---|" * (3 + len(present) + 2)]
+    for r in rows:
+        cells = [f"{r[n]:.0f}" if r.get(n) else "-" for n in present]
+        k_ratio = (f"{r['ours_kernel'] / r['fa3_fp8']:.2f}" if r.get("ours_kernel") and r.get("fa3_fp8")
+                   else "-")
+        e_ratio = (f"{r['ours_e2e'] / r['fa3_bf16']:.2f}" if r.get("ours_e2e") and r.get("fa3_bf16")
+                   else "-")
+        lines.append(f"| {r['hdim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | "
+                     + " | ".join(cells) + f" | {k_ratio} | {e_ratio} |")
+    if acc:
+        lines += ["", "Accuracy, FA3 outlier distribution (B 2, H 16, S 2048, D 128), RMSE vs "
+                      "float64 oracle:", "", "| method | non-causal | causal |", "|---|---|---|"]
+        keys = sorted({k.rsplit("_non_causal", 1)[0] for k in acc if k.endswith("_non_causal")})
+        for key in keys:
+            nc, c = acc.get(f"{key}_non_causal"), acc.get(f"{key}_causal")
+            lines.append(f"| {key} | {nc:.2e} | " + (f"{c:.2e}" if c is not None else "-") + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    hdims = sorted({r["hdim"] for r in rows})
+    fig, axes = plt.subplots(2, len(hdims), figsize=(5 * len(hdims), 8), squeeze=False)
+    for j, d in enumerate(hdims):
+        for i, causal in enumerate((False, True)):
+            ax = axes[i][j]
+            sub = [r for r in rows if r["hdim"] == d and r["causal"] == causal]
+            for n in IMPLS:
+                pts = [(r["seqlen"], r[n]) for r in sub if r.get(n)]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=n)
+            ax.set_xscale("log", base=2)
+            ax.set_title(f"hdim {d}, {'causal' if causal else 'non-causal'}")
+            ax.set_xlabel("seqlen")
+            ax.set_ylabel("TFLOP/s")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
+    ap.add_argument("--quick", action="store_true", help="head dims 64/128/256 at 1k, 4k, 16k only")
+    ap.add_argument("--hdims", default="64,128,256")
+    ap.add_argument("--no-accuracy", action="store_true")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("bench_attention needs a CUDA GPU")
+    os.makedirs(a.out, exist_ok=True)
+    env = environment()
+    env["date"] = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    def log(x):
+        print(x, flush=True)
+
+    log(json.dumps(env))
+    seqlens = [1024, 4096, 16384] if a.quick else [512, 1024, 2048, 4096, 8192, 16384]
+    hdims = [int(x) for x in a.hdims.split(",")]
+    log(f"shapes: batch = 16384 / seqlen, heads = 2048 / hdim, hdims {hdims}, seqlens {seqlens}")
+    acc = {} if a.no_accuracy else accuracy(log)
+    rows = throughput(hdims, seqlens, log)
+    with open(os.path.join(a.out, "bench_attention.json"), "w") as f:
+        json.dump({"env": env, "throughput": rows, "accuracy": acc}, f, indent=1)
+    md = markdown(env, rows, acc)
+    with open(os.path.join(a.out, "bench_attention.md"), "w") as f:
+        f.write(md)
+    plot(rows, os.path.join(a.out, "bench_attention.png"))
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
