@@ -16,10 +16,12 @@ attention on the captured inputs of the layer; the candidate with the lowest rel
 the FP32 reference replaces the base recipe only if it lowers that error by more than `min_gain`
 (relative), so noise does not flip layers away from the kernel's default.
 
-What is applied vs exported: fp8attn's attention quantises Q, K, V dynamically (scales from each
-block's own amax), so the applied result of calibration is the per-layer Recipe. The static per-head
-K / V scales are exported for inference engines whose FP8 KV cache stores K and V with fixed scales;
-`kv_cache_rel_l2` records the attention error such a cache adds on the calibration inputs.
+What is applied vs exported: by default fp8attn quantises Q, K, V dynamically (scales from each
+block's own amax), and the applied result of calibration is the per-layer Recipe.
+fp8attn.quantize_model(model, calib, static_kv_scales=True) applies the static per-kv-head K / V
+scales instead, through fp8attn's pre-quantised FP8 path (what an FP8 KV cache does). The same
+scales are exported for inference engines (export_kv_cache_scales); `kv_cache_rel_l2` records
+the attention error static-scale FP8 K / V add on the calibration inputs (FP32 attention otherwise).
 """
 from __future__ import annotations
 
@@ -142,6 +144,12 @@ class CalibratedRecipe:
             raise ValueError(f"calibrated recipe has no layer {name!r} (it knows "
                              f"{list(self.layers)[:3]}...): calibrated for another model?")
         return self.layers[name].recipe
+
+    def static_scales(self, name: str):
+        """(k_descale (Hkv,), v_descale (Hkv,), kv_fmt) of one layer, for quantize_model's
+        static_kv_scales=True."""
+        lc = self.layers[name]
+        return lc.tensors["k_scale"], lc.tensors["v_scale"], self.kv_fmt
 
     def check_layers(self, names) -> None:
         """Raise if the model's attention layer names differ from the calibrated ones."""

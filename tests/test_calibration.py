@@ -134,12 +134,26 @@ def test_recipe_round_trip_and_apply(calibrated):
     assert save_recipe(loaded, path.parent / "again").read_text().replace("again", "tiny") == \
         path.read_text()
     import fp8attn
-    fp8attn.quantize_model(model, loaded)
-    try:
-        states = fp8attn.integration.layer_states(model)
-        assert [s.recipe for s in states.values()] == [lc.recipe for lc in calib.layers.values()]
-    finally:
-        fp8attn.dequantize_model(model)
+    from fp8attn.integration.report import logit_kl
+    batch = _llama_data(4)[0]
+    with torch.no_grad():
+        base = model(**batch).logits
+        fp8attn.quantize_model(model, loaded)
+        try:
+            states = fp8attn.integration.layer_states(model)
+            assert [s.recipe for s in states.values()] == [lc.recipe for lc in calib.layers.values()]
+            assert all(s.static is None for s in states.values())
+        finally:
+            fp8attn.dequantize_model(model)
+        fp8attn.quantize_model(model, loaded, static_kv_scales=True)
+        try:
+            state = fp8attn.integration.layer_states(model)["model.layers.1.self_attn"]
+            assert torch.equal(state.static.k_descale,
+                               calib.layers["model.layers.1.self_attn"].tensors["k_scale"])
+            static_logits = model(**batch).logits
+        finally:
+            fp8attn.dequantize_model(model)
+    assert 0 < float(logit_kl(base, static_logits, batch["attention_mask"].bool())) < 0.01
 
 
 def _rewrite(path, fn):

@@ -110,6 +110,34 @@ def test_padded_keys_stay_masked_even_when_huge_or_nan():
     assert torch.equal(dirty, clean)
 
 
+@pytest.mark.parametrize("sq,sk,causal", [(7, 7, "top_left"), (7, 5, "top_left"), (3, 8, "top_left"),
+                                          (3, 8, "bottom_right"), (6, 6, None)])
+def test_static_scale_path_alignments(sq, sk, causal):
+    """Static K / V descales through the pre-quantised FP8 path keep every causal alignment."""
+    call = _call(8, b=2, sq=sq, sk=sk, causal=causal)
+    amax = lambda x: x.abs().amax(dim=(0, 2, 3)) / 448  # noqa: E731
+    static = core.StaticScales(k_descale=amax(call.key), v_descale=amax(call.value))
+    out = call.fp8(static=static).float()
+    ref = call.reference()
+    assert metrics.cosine_similarity(out, ref) > 0.998, metrics.cosine_similarity(out, ref)
+    assert metrics.relative_l2(out, ref) < 0.06  # e4m3 on Q, K, V and P: a few percent
+
+
+def test_static_scale_path_masked_keys_stay_masked():
+    call = _call(9, b=2, sq=6, sk=6)
+    mask = torch.ones(2, 1, 6, 6, dtype=torch.bool)
+    mask[1, ..., 4:] = False
+    static = core.StaticScales(k_descale=torch.full((2,), 0.01), v_descale=torch.full((2,), 0.01))
+    clean = AttentionCall("t", call.query, call.key, call.value, mask, None, call.scale).fp8(
+        static=static)
+    k, v = call.key.clone(), call.value.clone()
+    k[1, :, 4:], v[1, :, 4:] = 1e4, float("nan")
+    dirty = AttentionCall("t", call.query, k, v, mask, None, call.scale).fp8(static=static)
+    assert torch.isfinite(dirty).all() and torch.equal(dirty, clean)
+    with pytest.raises(ValueError, match="static_kv_scales=True needs a calibrated recipe"):
+        quantize_model(TinyNet(), static_kv_scales=True)
+
+
 def test_unsupported_mask_policy():
     j = torch.arange(6)
     i = torch.arange(6)[:, None]

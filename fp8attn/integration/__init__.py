@@ -17,7 +17,7 @@ import sys
 import torch
 
 from ..recipe import DEFAULT_RECIPE, Recipe
-from .core import MASK_POLICIES, AttentionCall, LayerState
+from .core import MASK_POLICIES, AttentionCall, LayerState, StaticScales
 
 _APPLIED_ATTR = "_fp8attn_applied"
 
@@ -74,7 +74,8 @@ def _resolve_recipe(name: str, index: int, default, layers) -> Recipe | None:
 
 
 def quantize_model(model: torch.nn.Module, recipe=None, *, layers=None, attention_modules=None,
-                   on_unsupported_mask: str = "fallback") -> torch.nn.Module:
+                   on_unsupported_mask: str = "fallback",
+                   static_kv_scales: bool = False) -> torch.nn.Module:
     """Run the model's attention layers through fp8attn (in place; returns the model).
 
     recipe:  a Recipe for every layer (default: the FA3 recipe), or a calibrated recipe
@@ -85,6 +86,9 @@ def quantize_model(model: torch.nn.Module, recipe=None, *, layers=None, attentio
     attention_modules: which modules are attention layers (see attention_layers).
     on_unsupported_mask: "fallback" (torch SDPA with a one-time warning per layer) or "raise"
              for masks that are not key-padding / causal masks.
+    static_kv_scales: with a calibrated recipe, quantise K and V with its static per-kv-head
+             scales (as an FP8 KV cache would) through fp8attn's pre-quantised FP8 path, instead
+             of the recipe's dynamic block scales (Q stays dynamic per head; no rotation).
     """
     if on_unsupported_mask not in MASK_POLICIES:
         raise ValueError(f"on_unsupported_mask={on_unsupported_mask!r}; expected one of {MASK_POLICIES}")
@@ -104,6 +108,9 @@ def quantize_model(model: torch.nn.Module, recipe=None, *, layers=None, attentio
                              f"{len(found)} ({found[0][0]!r} ... {found[-1][0]!r})")
     if hasattr(recipe, "check_layers"):
         recipe.check_layers([n for n, _ in found])
+    if static_kv_scales and not hasattr(recipe, "static_scales"):
+        raise ValueError("static_kv_scales=True needs a calibrated recipe (calibration.calibrate "
+                         "or calibration.load_recipe)")
     states = {}
     for index, (name, _) in enumerate(found):
         base = recipe.recipe_for(name, index) if hasattr(recipe, "recipe_for") else (
@@ -111,8 +118,12 @@ def quantize_model(model: torch.nn.Module, recipe=None, *, layers=None, attentio
         r = _resolve_recipe(name, index, base, layers)
         if r is not None and not isinstance(r, Recipe):
             raise TypeError(f"layer {name!r}: expected a Recipe or None, got {type(r).__name__}")
+        static = None
+        if static_kv_scales and r is not None:
+            k_descale, v_descale, fmt = recipe.static_scales(name)
+            static = StaticScales(k_descale=k_descale, v_descale=v_descale, fmt=fmt)
         states[name] = LayerState(name=name, index=index, recipe=r,
-                                  on_unsupported_mask=on_unsupported_mask)
+                                  on_unsupported_mask=on_unsupported_mask, static=static)
     backend = _backend_module(model)
     if getattr(model, _APPLIED_ATTR, None) is not None:
         dequantize_model(model)
@@ -151,5 +162,5 @@ def tapped(model: torch.nn.Module, tap):
             s.taps.remove(tap)
 
 
-__all__ = ["AttentionCall", "LayerState", "attention_layers", "dequantize_model", "layer_states",
+__all__ = ["AttentionCall", "LayerState", "StaticScales", "attention_layers", "dequantize_model", "layer_states",
            "quantize_model", "tapped"]

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 
 from .. import api
+from ..formats import finite_amax, saturating_cast, scales_from_amax
 from ..recipe import DEFAULT_RECIPE, Recipe
 
 MASK_POLICIES = ("fallback", "raise")
@@ -32,6 +33,47 @@ def _attend(q, k, v, *, causal, scale, recipe):
     """The FP8 attention (kernel or emulation, chosen by fp8attn.api); a seam for tests."""
     api.check_qkv(q, k, v, layout="bhsd", recipe=recipe, allow_gqa=True)
     return api.attention_bhsd(q, k, v, causal=causal, softmax_scale=scale, recipe=recipe)
+
+
+@dataclasses.dataclass(frozen=True)
+class StaticScales:
+    """Static K / V descales of one layer, as an FP8 KV cache stores them (x ~= x8 * descale).
+
+    k_descale, v_descale: (Hkv,) float32; fmt: "e4m3" or "e5m2". Values beyond 448 * descale
+    saturate. Q keeps a dynamic per-(batch, head) scale; no rotation (the scales are of raw K)."""
+
+    k_descale: torch.Tensor
+    v_descale: torch.Tensor
+    fmt: str = "e4m3"
+
+
+def _attend_static(q, k, v, *, causal, scale, static: StaticScales):
+    """Quantise K, V with static per-kv-head descales and Q per (batch, head), then run fp8attn's
+    pre-quantised FP8 path (api.flash_attn_func with q/k/v_descale). Returns q's dtype."""
+    b, hq, sq, _ = q.shape
+    hkv, sk = k.shape[1], k.shape[2]
+    if static.k_descale.shape != (hkv,) or static.v_descale.shape != (hkv,):
+        raise ValueError(f"static descales of shape {tuple(static.k_descale.shape)} / "
+                         f"{tuple(static.v_descale.shape)} for {hkv} kv heads")
+    if causal == "top_left":  # torch's alignment, rewritten for the bottom-right FP8 path
+        if sq > sk:  # rows >= Sk see every key; rows < Sk form a square causal problem
+            head = _attend_static(q[:, :, :sk], k, v, causal="bottom_right", scale=scale,
+                                  static=static)
+            tail = _attend_static(q[:, :, sk:], k, v, causal=None, scale=scale, static=static)
+            return torch.cat([head, tail], dim=2)
+        k, v, causal = k[:, :, :sq], v[:, :, :sq], "bottom_right"  # keys > Sq - 1 never seen
+    fmt = static.fmt
+    q_scale, q_descale = scales_from_amax(finite_amax(q, dim=(2, 3)), fmt)
+    q8 = saturating_cast(q.float() * q_scale[..., None, None], fmt)
+    kd = static.k_descale.to(device=q.device, dtype=torch.float32)
+    vd = static.v_descale.to(device=q.device, dtype=torch.float32)
+    k8 = saturating_cast(k.float() / kd.view(1, -1, 1, 1), fmt)
+    v8 = saturating_cast(v.float() / vd.view(1, -1, 1, 1), fmt)
+    out = api.flash_attn_func(q8.transpose(1, 2), k8.transpose(1, 2), v8.transpose(1, 2),
+                              softmax_scale=scale, causal=causal == "bottom_right",
+                              q_descale=q_descale, k_descale=kd.expand(b, hkv).contiguous(),
+                              v_descale=vd.expand(b, hkv).contiguous())
+    return out.transpose(1, 2).to(q.dtype)
 
 
 @dataclasses.dataclass
@@ -225,15 +267,23 @@ class AttentionCall:
             q, k, v, attn_mask=mask, is_causal=self.causal == "top_left", scale=self.scale)
         return out.float()
 
-    def fp8(self, recipe: Recipe | None = None) -> torch.Tensor:
+    def fp8(self, recipe: Recipe | None = None, *, static: StaticScales | None = None
+            ) -> torch.Tensor:
         """FP8 attention with `recipe` (default: FA3 recipe), exact mask semantics; query's dtype.
 
+        static: quantise K / V with these static descales instead (the recipe is then unused).
         Masks fp8attn cannot express follow on_unsupported_mask: torch SDPA fallback or ValueError.
         """
         recipe = DEFAULT_RECIPE if recipe is None else recipe
+
+        def attend(q, k, v, causal):
+            if static is not None:
+                return _attend_static(q, k, v, causal=causal, scale=self.scale, static=static)
+            return _attend(q, k, v, causal=causal, scale=self.scale, recipe=recipe)
+
         q, k, v = self.query, self.key, self.value
         if self.mask is None:
-            return _attend(q, k, v, causal=self.causal, scale=self.scale, recipe=recipe)
+            return attend(q, k, v, self.causal)
         plan = self.plan
         if plan is None:
             return self._fallback()
@@ -243,7 +293,7 @@ class AttentionCall:
             if kidx is not None:
                 gather = kidx[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
                 kg, vg = kg.gather(2, gather), vg.gather(2, gather)
-            out[bidx] = _attend(q[bidx], kg, vg, causal=causal, scale=self.scale, recipe=recipe)
+            out[bidx] = attend(q[bidx], kg, vg, causal)
         if plan.empty_rows is not None:
             out = out.masked_fill(plan.empty_rows[:, None, :, None], 0.0)
         return out
@@ -271,13 +321,15 @@ Tap = Callable[[AttentionCall, "Recipe | None"], "torch.Tensor | None"]
 class LayerState:
     """Per-layer settings attached to an attention module by quantize_model.
 
-    recipe None means the layer is skipped (runs its original attention)."""
+    recipe None means the layer is skipped (runs its original attention); static, when set,
+    replaces the recipe's dynamic K / V scales by calibrated static ones."""
 
     name: str
     index: int
     recipe: Recipe | None
     on_unsupported_mask: str = "fallback"
     taps: list = dataclasses.field(default_factory=list)
+    static: StaticScales | None = None
 
 
 def run_layer(call: AttentionCall, state: LayerState | None, baseline: Callable[[], torch.Tensor]):
@@ -289,7 +341,7 @@ def run_layer(call: AttentionCall, state: LayerState | None, baseline: Callable[
             return out.to(call.query.dtype)
     if state is not None and state.recipe is None:
         return baseline()
-    return call.fp8(recipe)
+    return call.fp8(recipe, static=state.static if state is not None else None)
 
 
 def default_scale(query: torch.Tensor, scale) -> float:
