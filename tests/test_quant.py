@@ -46,7 +46,8 @@ def assert_same_quantization(got: QuantizedTensor, ref: QuantizedTensor, *, igno
 @pytest.mark.parametrize("rotate,transpose", [(True, False), (False, True)])
 def test_triton_matches_reference(granularity, fmt, rotate, transpose, device):
     B, H, S, D = 2, 3, 113, 64
-    x = _x((B, H, S, D), seed=GRANS.index(granularity) * 4 + 2 * (fmt == "e5m2") + rotate, device=device)
+    seed = GRANS.index(granularity) * 4 + 2 * (fmt == "e5m2") + rotate
+    x = _x((B, H, S, D), seed=seed, device=device)
     signs = hadamard_signs(D, 11, device) if rotate else None
     got = quantize(x, fmt, granularity, 32, signs=signs, transpose=transpose, backend="triton")
     ref = quantize_reference(x, fmt, granularity, 32, signs=signs, transpose=transpose)

@@ -23,26 +23,39 @@ from .reference import small_hadamard, split_dim
 
 
 @triton.jit
-def sylvester_rows(x, N: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr):
-    """Unnormalised Sylvester transform of every row of a [N, P] float tile (P = 2**LOG2_P)."""
+def sylvester_rows(x, N: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr,
+                   BUTTERFLY: tl.constexpr = 0):
+    """Unnormalised Sylvester transform of every row of a [N, P] float tile (P = 2**LOG2_P).
+
+    BUTTERFLY picks one of two equivalent orders (how many register shuffles the compiler needs
+    differs; benchmarks/bench_quant.py times both): 0 = constant geometry (module docstring);
+    1 = the textbook order, stage s pairing x[i] with x[i + 2**s], low bits (held inside a thread)
+    first.
+    """
     if P > 1:
-        for _ in tl.static_range(LOG2_P):
-            x3 = tl.reshape(x, [N, 2, P // 2])            # (r, top bit, rest)
-            a, b = tl.split(tl.permute(x3, [0, 2, 1]))    # a = x[i], b = x[i + P/2]
-            x = tl.reshape(tl.join(a + b, a - b), [N, P])  # written to 2i, 2i + 1
+        for s in tl.static_range(LOG2_P):
+            if BUTTERFLY == 0:
+                x3 = tl.reshape(x, [N, 2, P // 2])                # (r, top bit, rest)
+                a, b = tl.split(tl.permute(x3, [0, 2, 1]))        # a = x[i], b = x[i + P/2]
+                x = tl.reshape(tl.join(a + b, a - b), [N, P])      # written to 2i, 2i + 1
+            else:
+                x4 = tl.reshape(x, [N, P // (2 << s), 2, 1 << s])  # (r, high bits, bit s, low bits)
+                a, b = tl.split(tl.permute(x4, [0, 1, 3, 2]))
+                x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 3, 2]), [N, P])
     return x
 
 
 @triton.jit
 def hadamard_tile(x, hm_ptr, BLOCK_ROWS: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr,
-                  P: tl.constexpr, LOG2_P: tl.constexpr, NORM: tl.constexpr):
+                  P: tl.constexpr, LOG2_P: tl.constexpr, NORM: tl.constexpr,
+                  BUTTERFLY: tl.constexpr = 0):
     """y = x @ H_d.T for a float32 tile x [BLOCK_ROWS, M_PAD, P] (d = M * P, padded groups zero).
 
     hm_ptr: float32 [M_PAD, M_PAD] row-major, the +-1 factor H_M (or H_M^T for the inverse), zero
     padded; unused when M == 1. NORM = 1 / sqrt(d).
     """
     y = tl.reshape(x, [BLOCK_ROWS * M_PAD, P])
-    y = sylvester_rows(y, BLOCK_ROWS * M_PAD, P, LOG2_P)
+    y = sylvester_rows(y, BLOCK_ROWS * M_PAD, P, LOG2_P, BUTTERFLY)
     y = tl.reshape(y, [BLOCK_ROWS, M_PAD, P])
     if M > 1:
         groups = tl.arange(0, M_PAD)
@@ -58,7 +71,7 @@ def hadamard_tile(x, hm_ptr, BLOCK_ROWS: tl.constexpr, M: tl.constexpr, M_PAD: t
 @triton.autotune(
     configs=[triton.Config({"BLOCK_ROWS": r}, num_warps=w)
              for r, w in ((16, 4), (32, 4), (64, 4), (32, 8), (64, 8), (128, 8))],
-    key=["D_PAD", "M", "HAS_SIGNS"],
+    key=["D_PAD", "M", "HAS_SIGNS", "BUTTERFLY"],
     prune_configs_by={"early_config_prune": lambda configs, named_args, **kw:
                       _prune_rows(configs, {**named_args, **kw}["D_PAD"])},
 )
@@ -67,7 +80,7 @@ def _hadamard_kernel(x_ptr, y_ptr, signs_ptr, hm_ptr, n_rows, stride_xr, stride_
                      M: tl.constexpr, M_PAD: tl.constexpr, P: tl.constexpr,
                      LOG2_P: tl.constexpr, D_PAD: tl.constexpr, NORM: tl.constexpr,
                      HAS_SIGNS: tl.constexpr, INVERSE: tl.constexpr, F64: tl.constexpr,
-                     BLOCK_ROWS: tl.constexpr):
+                     BUTTERFLY: tl.constexpr, BLOCK_ROWS: tl.constexpr):
     """y[r] = H_d x[r] (or the inverse), optionally with signs: forward fwht(x * signs),
     inverse fwht^-1(x) * signs. Computes in float32 (float64 for float64 inputs)."""
     pid = tl.program_id(0)
@@ -85,7 +98,7 @@ def _hadamard_kernel(x_ptr, y_ptr, signs_ptr, hm_ptr, n_rows, stride_xr, stride_
         sg = tl.load(signs_ptr + col, mask=groups[:, None] < M, other=0.0)
         if not INVERSE:
             x = x * sg[None, :, :]
-    y = hadamard_tile(x, hm_ptr, BLOCK_ROWS, M, M_PAD, P, LOG2_P, NORM)
+    y = hadamard_tile(x, hm_ptr, BLOCK_ROWS, M, M_PAD, P, LOG2_P, NORM, BUTTERFLY)
     if HAS_SIGNS:
         if INVERSE:
             y = y * sg[None, :, :]
@@ -126,11 +139,16 @@ def tile_params(d: int) -> dict:
                 NORM=1.0 / math.sqrt(d))
 
 
+DEFAULT_BUTTERFLY = 0
+
+
 def hadamard_transform_triton(x: torch.Tensor, signs: torch.Tensor | None = None, *,
-                              inverse: bool = False) -> torch.Tensor:
+                              inverse: bool = False, butterfly: int = DEFAULT_BUTTERFLY
+                              ) -> torch.Tensor:
     """Launch `_hadamard_kernel` over the rows of x (..., d); returns a new tensor like x.
 
     Inputs are validated by the caller (fp8attn.hadamard): float dtype, supported d.
+    butterfly: stage order of `sylvester_rows` (same result; for benchmarks).
     """
     d = x.shape[-1]
     tp = tile_params(d)
@@ -147,5 +165,6 @@ def hadamard_transform_triton(x: torch.Tensor, signs: torch.Tensor | None = None
     grid = lambda meta: (triton.cdiv(n_rows, meta["BLOCK_ROWS"]),)
     _hadamard_kernel[grid](x2, y2, signs_arg, hm, n_rows, x2.stride(0), y2.stride(0),
                            D_PAD=tp["M_PAD"] * tp["P"], HAS_SIGNS=signs is not None,
-                           INVERSE=inverse, F64=x.dtype == torch.float64, **tp)
+                           INVERSE=inverse, F64=x.dtype == torch.float64, BUTTERFLY=butterfly,
+                           **tp)
     return y

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
-from ..hadamard.triton import hadamard_tile, small_factor_tensor, tile_params
+from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from .reference import QuantizedTensor, group_block_size
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
@@ -51,7 +51,7 @@ def _prune(configs, named_args, **kwargs):
 @triton.autotune(
     configs=[triton.Config({"BLOCK_S": s}, num_warps=w)
              for s, w in ((16, 4), (32, 4), (64, 4), (64, 8), (128, 4), (128, 8), (256, 8))],
-    key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE"],
+    key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE", "BUTTERFLY"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -63,7 +63,7 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
                   D_PAD: tl.constexpr, NORM: tl.constexpr, HAS_SIGNS: tl.constexpr,
                   MODE: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
                   MBITS: tl.constexpr, EMIN: tl.constexpr,
-                  TRANSPOSE: tl.constexpr, BLOCK_S: tl.constexpr):
+                  TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, BLOCK_S: tl.constexpr):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
     descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous."""
@@ -82,36 +82,39 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
     x = x.to(tl.float32)
     if HAS_SIGNS:
         sg = tl.load(signs_ptr + col, mask=col < D, other=0.0)
-        x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM)
+        x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM,
+                          BUTTERFLY)
 
-    if MODE != MODE_CAST:
+    if MODE != 2:                                                        # not MODE_CAST
         a = tl.abs(x)
-        a = tl.where(a < float("inf"), a, 0.0)                              # NaN, +-Inf -> 0
-        row_amax = tl.max(tl.max(a, axis=2), axis=1)                         # [BLOCK_S]
-    if MODE == MODE_AMAX:
+        a = tl.where(a <= 3.4028234663852886e38, a, 0.0)                # NaN, +-Inf -> 0
+        row_amax = tl.max(tl.max(a, axis=2), axis=1)                     # [BLOCK_S]
+    if MODE == 1:                                                        # MODE_AMAX
         tl.store(row_amax_ptr + bh.to(tl.int64) * S + rows, row_amax, mask=rows < S)
-        return
-    if MODE == MODE_FUSED:
-        G: tl.constexpr = BLOCK_S // GROUP
-        g_amax = tl.max(tl.reshape(row_amax, [G, GROUP]), axis=1)
-        zero = g_amax < 1e-30                                                # formats.AMAX_FLOOR
-        # torch evaluates `fp8_max / amax` (formats.scales_from_amax) as reciprocal(amax) * fp8_max:
-        # same two roundings here, so scales agree bit for bit with the reference
-        safe = tl.where(zero, 1.0, g_amax)
-        scale_g = tl.where(zero, 1.0, tl.math.div_rn(tl.full([G], 1.0, tl.float32), safe) * FP8_MAX)
-        descale_g = tl.where(zero, 1.0, tl.math.div_rn(safe, tl.full([G], FP8_MAX, tl.float32)))
-        g_idx = tile * G + tl.arange(0, G)
-        tl.store(descale_ptr + bh.to(tl.int64) * NB + g_idx, descale_g, mask=g_idx < NB)
-        row_scale = tl.reshape(tl.broadcast_to(scale_g[:, None], [G, GROUP]), [BLOCK_S])
     else:
-        row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt, mask=rows < S,
-                            other=1.0)
-    y = x * row_scale[:, None, None]
-    y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # saturate, keep NaN
-    y = round_to_fp8_grid(y, MBITS, EMIN)
-    o_offs = rows[:, None, None].to(tl.int64) * stride_os + col[None, :, :] * stride_od
-    tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs, y.to(out_ptr.dtype.element_ty),
-             mask=mask)
+        if MODE == 0:                                                    # MODE_FUSED
+            NG: tl.constexpr = BLOCK_S // GROUP                          # groups in this tile
+            g_amax = tl.max(tl.reshape(row_amax, [NG, GROUP]), axis=1)
+            zero = g_amax < 1e-30                                        # formats.AMAX_FLOOR
+            safe = tl.where(zero, 1.0, g_amax)
+            # torch evaluates `fp8_max / amax` (formats.scales_from_amax) as
+            # reciprocal(amax) * fp8_max: the same two roundings give bit-identical scales
+            scale_g = tl.math.div_rn(tl.full([NG], 1.0, tl.float32), safe) * FP8_MAX
+            scale_g = tl.where(zero, 1.0, scale_g)
+            descale_g = tl.math.div_rn(safe, tl.full([NG], FP8_MAX, tl.float32))
+            descale_g = tl.where(zero, 1.0, descale_g)
+            g_idx = tile * NG + tl.arange(0, NG)
+            tl.store(descale_ptr + bh.to(tl.int64) * NB + g_idx, descale_g, mask=g_idx < NB)
+            row_scale = tl.reshape(tl.broadcast_to(scale_g[:, None], [NG, GROUP]), [BLOCK_S])
+        else:
+            row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt,
+                                mask=rows < S, other=1.0)
+        y = x * row_scale[:, None, None]
+        y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # saturate, keep NaN
+        y = round_to_fp8_grid(y, MBITS, EMIN)
+        o_offs = rows[:, None, None].to(tl.int64) * stride_os + col[None, :, :] * stride_od
+        tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs,
+                 y.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
@@ -138,7 +141,8 @@ def _tile_params(d: int, rotate: bool) -> dict:
 
 
 def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
-                    signs: torch.Tensor | None = None, transpose: bool = False) -> QuantizedTensor:
+                    signs: torch.Tensor | None = None, transpose: bool = False,
+                    butterfly: int = DEFAULT_BUTTERFLY) -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
@@ -171,7 +175,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
                   NORM=tp["NORM"], HAS_SIGNS=signs is not None, FP8_MAX=fp8_max(fmt),
                   MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
-                  TRANSPOSE=transpose)
+                  TRANSPOSE=transpose, BUTTERFLY=butterfly)
     args = (x, data, descale)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides,
