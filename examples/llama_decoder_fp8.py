@@ -65,11 +65,15 @@ def _divergence(a, b):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--train-steps", type=int, default=200)
+    p.add_argument("--train-steps", type=int, default=500)
     p.add_argument("--new-tokens", type=int, default=40)
     p.add_argument("--prompts", type=int, default=6)
     p.add_argument("--out", default="results/llama")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     tok = ByteTokenizer()
     sentences = read_sentences()

@@ -79,7 +79,11 @@ def main(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--seqlen", type=int, default=256)
     p.add_argument("--out", default="results/plain")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is fastest on a busy machine)")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     torch.manual_seed(0)
     model = TinyGPT().to(args.device).eval()

@@ -278,5 +278,7 @@ def test_cli_calibrate_then_evaluate(tmp_path, capsys):
     assert 0 <= report["end_to_end"]["logit_kl_mean"] < 0.01
     assert math.isfinite(report["per_layer"]["layers"]["model.layers.1.self_attn"]["comparisons"]
                          ["fp8 vs fp32"]["sqnr_db"])
+    assert main(["evaluate", "--model", "tiny-llama", "--limit", "4", "--batch-size", "4",
+                 "--recipe", str(tmp_path / "cli.json"), "--static-kv-scales", "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "chosen recipe" in out and "logit_kl_mean" in out
+    assert "chosen recipe" in out and out.count("logit_kl_mean") == 2

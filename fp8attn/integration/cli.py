@@ -30,6 +30,8 @@ def register(subparsers) -> None:
                                description=__doc__.split("\n")[0])
     _common(ev)
     ev.add_argument("--recipe", default=None, help="calibrated recipe file (JSON) to apply")
+    ev.add_argument("--static-kv-scales", action="store_true",
+                    help="with --recipe: quantise K / V with its static scales (FP8 KV cache)")
     ev.add_argument("--fmt", default="e4m3", choices=("e4m3", "e5m2"))
     ev.add_argument("--granularity", default="block", choices=("block", "head", "tensor", "token"))
     ev.add_argument("--no-hadamard", action="store_true")
@@ -106,7 +108,10 @@ def run_evaluate(args) -> int:
     show = not args.no_progress
     data = _batches(args.model, kind, tok, sentences, args.batch_size, args.device)
     base = _forward_all(model, data, "baseline", show)
-    quantize_model(model, recipe)
+    if args.static_kv_scales and not args.recipe:
+        print("--static-kv-scales needs --recipe (a calibrated recipe file)", file=sys.stderr)
+        return 2
+    quantize_model(model, recipe, static_kv_scales=args.static_kv_scales)
     test = _forward_all(model, data, "fp8attn", show)
     variants = {"fp8": None}
     if args.compare_hadamard:
