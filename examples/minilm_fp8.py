@@ -15,7 +15,6 @@ recipe: e4m3, block scales, Hadamard rotation), and reports:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
