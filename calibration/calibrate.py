@@ -11,6 +11,9 @@ x ~= x8 * descale and values beyond c saturate):
   "percentile"  c = the p-th percentile of |x|
   "mse"         c minimising the mean squared quantise-dequantise error of the sampled values:
                 a log-spaced grid over [absmax / 64, absmax], refined by scipy.optimize.minimize_scalar
+The default is "max": on all-MiniLM-L6-v2 (static K / V scales from 114 sentences, applied to 228),
+"mse" clipping lowered the average attention error but saturated rare large K / V entries, and the
+worst sentence's embedding cosine fell to 0.99867 (0.99926 with "max").
 Per-layer recipe choice: every candidate (rotation on / off x format x granularity) runs FP8
 attention on the captured inputs of the layer; the candidate with the lowest relative L2 error against
 the FP32 reference replaces the base recipe only if it lowers that error by more than `min_gain`
@@ -243,7 +246,7 @@ def _run_model(model, batches, forward, enable_progress):
 
 
 def calibrate(model: torch.nn.Module, batches, *, base_recipe: Recipe | None = None,
-              scale_method: str = "mse", percentile: float = 99.99, kv_fmt: str = "e4m3",
+              scale_method: str = "max", percentile: float = 99.99, kv_fmt: str = "e4m3",
               search: dict | None = None, min_gain: float = 0.02, forward=None,
               sample_size: int = 8192, capture_calls: int = 2, progress_bar: bool = True,
               provenance: dict | None = None, attention_modules=None) -> CalibratedRecipe:

@@ -46,7 +46,7 @@ def register(subparsers) -> None:
     ca = subparsers.add_parser("calibrate", help="observe Q/K/V on real text, choose static scales "
                                "and per-layer recipes, write a recipe file")
     _common(ca)
-    ca.add_argument("--method", default="mse", choices=("max", "percentile", "mse"),
+    ca.add_argument("--method", default="max", choices=("max", "percentile", "mse"),
                     help="static scale selection")
     ca.add_argument("--percentile", type=float, default=99.99)
     ca.add_argument("--search", default="hadamard,fmt,granularity",
