@@ -7,7 +7,8 @@ its real Q (B, Hq, Sq, D), K and V (B, Hkv, Sk, D) through it; it updates, per l
               error-minimising scale search,
   histogram   counts of |x| in power-of-two bins [2^e, 2^(e+1)), e = HIST_MIN_EXP .. HIST_MAX_EXP
               (bin 0 also holds zeros and smaller values, the last bin larger ones),
-and keeps the first `capture_calls` calls of each layer for the per-layer recipe search. Only real
+and keeps the first `capture_calls` calls of each layer (on their device, so the recipe search runs
+on the same backend as the model) for the per-layer recipe search. Only real
 tokens count: padded query rows and masked keys are excluded. The observer returns the FP32
 reference output, so calibration runs the model at full precision.
 """
@@ -106,8 +107,8 @@ class QKVObserver:
             self.tokens += int(vq.sum())
         if len(self.captured[name]) < self.capture_calls:
             self.captured[name].append(AttentionCall(
-                name=name, query=q.detach().cpu().clone(), key=k.detach().cpu().clone(),
-                value=v.detach().cpu().clone(),
-                mask=None if call.mask is None else call.mask.detach().cpu().clone(),
+                name=name, query=q.detach().clone(), key=k.detach().clone(),
+                value=v.detach().clone(),
+                mask=None if call.mask is None else call.mask.detach().clone(),
                 causal=call.causal, scale=call.scale, on_unsupported_mask="fallback"))
         return call.reference(torch.float32)
