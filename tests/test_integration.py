@@ -227,6 +227,27 @@ def test_plain_module_fp8_close_and_overrides():
         quantize_model(torch.nn.Linear(3, 3))
 
 
+class RawSDPA(torch.nn.Module):
+    def forward(self, q, k, v, **kw):
+        return torch.nn.functional.scaled_dot_product_attention(q, k, v, **kw)
+
+
+def test_plain_swap_refuses_what_torch_or_fp8attn_refuse():
+    g = _gen(10)
+    q, k, v = (torch.randn(1, 2, 5, 16, generator=g) for _ in range(3))
+    mod = quantize_model(RawSDPA(), attention_modules=[""])
+    with pytest.raises(ValueError, match="dropout_p=0.5"):
+        mod(q, k, v, dropout_p=0.5)
+    with pytest.raises(ValueError, match="attn_mask and is_causal"):
+        mod(q, k, v, attn_mask=torch.ones(5, 5, dtype=torch.bool), is_causal=True)
+    with pytest.raises(ValueError, match="enable_gqa=True"):
+        mod(q, k[:, :1], v[:, :1])
+    out = mod(q, k, v, is_causal=True, scale=0.3)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    assert metrics.cosine_similarity(out, ref) > 0.999
+    assert not torch.equal(out, ref)
+
+
 # ----------------------------------------------------------------- transformers models
 
 transformers = pytest.importorskip("transformers")
