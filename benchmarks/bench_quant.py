@@ -39,11 +39,11 @@ def _gbs(nbytes: int, ms: float) -> float:
     return nbytes / ms / 1e6
 
 
-def check() -> list[str]:
+def check(quick: bool = False) -> list[str]:
     """Triton vs torch reference on the GPU; returns a list of failures (empty when all agree)."""
     fails = []
     g = torch.Generator(device=DEVICE).manual_seed(0)
-    for d in (2, 16, 64, 96, 128, 160, 256, 1024):
+    for d in (96, 128) if quick else (2, 16, 64, 96, 128, 160, 256, 1024):
         x = torch.randn(1000, d, device=DEVICE, generator=g).to(torch.bfloat16)
         for inverse in (False, True):
             y = hadamard_transform(x, inverse=inverse).double()
@@ -51,23 +51,23 @@ def check() -> list[str]:
             tol = 2.0 ** -8 * ref.abs() + 1e-5 * x.double().norm(dim=-1, keepdim=True)
             if not ((y - ref).abs() <= tol).all():
                 fails.append(f"hadamard d={d} inverse={inverse}: max err {(y - ref).abs().max():.3g}")
-        alt = hadamard_transform_triton(x, butterfly=1).double()
+        alt = hadamard_transform_triton(x, butterfly=0).double()
         ref = fwht_reference(x.double())
         tol = 2.0 ** -8 * ref.abs() + 1e-5 * x.double().norm(dim=-1, keepdim=True)
         if not ((alt - ref).abs() <= tol).all():
-            fails.append(f"hadamard d={d} butterfly=1 differs from the reference")
+            fails.append(f"hadamard d={d} butterfly=0 differs from the reference")
         xr = random_hadamard_transform(x, 3)
         back = random_hadamard_transform(xr.float(), 3, inverse=True)
         if (back - x.float()).abs().max() > 0.05 * x.float().abs().max():
             fails.append(f"random hadamard d={d}: inverse does not undo forward")
-    for d in (64, 128, 256, 80):
+    for d in (128,) if quick else (64, 128, 256, 80):
         x = (torch.randn(2, 8, 1013, d, device=DEVICE, generator=g) * 4).to(torch.bfloat16)
         signs = hadamard_signs(d, 0, DEVICE)
         full = d in (128, 80)          # every granularity and format for two head dims (compile time)
         for fmt in ("e4m3", "e5m2") if full else ("e4m3",):
             for gran in ("block", "token", "head", "tensor") if full else ("block",):
                 for sg, tr in ((signs, False), (None, True)):
-                    bfly = 1 if (gran == "block" and fmt == "e4m3") else 0
+                    bfly = 0 if (gran == "block" and fmt == "e4m3") else 1
                     got = quantize_triton(x, fmt, gran, 128, signs=sg, transpose=tr, butterfly=bfly)
                     ref = quantize_reference(x, fmt, gran, 128, signs=sg, transpose=tr)
                     what = f"quantize d={d} {fmt} {gran} rotate={sg is not None} transpose={tr}"
@@ -91,9 +91,9 @@ def bench_copy(numel: int) -> dict:
     return dict(op="torch copy (bf16)", shape=[numel], ms=ms, bytes=nbytes, gbs=_gbs(nbytes, ms))
 
 
-def bench_hadamard(d: int, seeded: bool, butterfly: int = 0) -> dict:
+def bench_hadamard(d: int, seeded: bool, butterfly: int | None = None) -> dict:
     x = torch.randn(NUMEL // d, d, device=DEVICE).to(torch.bfloat16)
-    if butterfly:
+    if butterfly is not None:
         fn = lambda: hadamard_transform_triton(x, butterfly=butterfly)    # noqa: E731
     elif seeded:
         fn = lambda: random_hadamard_transform(x, 0)                       # noqa: E731
@@ -102,13 +102,13 @@ def bench_hadamard(d: int, seeded: bool, butterfly: int = 0) -> dict:
     ms = _bench(fn)
     nbytes = 2 * x.numel() * x.element_size()
     name = "random_hadamard_transform" if seeded else "hadamard_transform"
-    name += f" [butterfly {butterfly}]" if butterfly else ""
+    name += f" [butterfly {butterfly}]" if butterfly is not None else ""
     return dict(op=f"{name} bf16 d={d}", shape=list(x.shape), ms=ms, bytes=nbytes,
                 gbs=_gbs(nbytes, ms))
 
 
 def bench_quant(d: int, gran: str, rotate: bool, transpose: bool, bshd: bool = False,
-                reference: bool = False, butterfly: int = 0) -> dict:
+                reference: bool = False, butterfly: int | None = None) -> dict:
     B, S = 4, min(8192, NUMEL // (4 * d))
     H = max(1, NUMEL // (B * S * d))
     if bshd:      # (B, S, H, D) storage read through its (B, H, S, D) view
@@ -117,7 +117,7 @@ def bench_quant(d: int, gran: str, rotate: bool, transpose: bool, bshd: bool = F
         x = torch.randn(B, H, S, d, device=DEVICE).to(torch.bfloat16)
     signs = hadamard_signs(d, 0, DEVICE) if rotate else None
     qfn = quantize_reference if reference else quantize
-    if butterfly:
+    if butterfly is not None:
         qfn = lambda *a, **k: quantize_triton(*a, **k, butterfly=butterfly)  # noqa: E731
     out = qfn(x, "e4m3", gran, 128, signs=signs, transpose=transpose)
     ms = _bench(lambda: qfn(x, "e4m3", gran, 128, signs=signs, transpose=transpose))
@@ -125,7 +125,7 @@ def bench_quant(d: int, gran: str, rotate: bool, transpose: bool, bshd: bool = F
     name = ("torch reference " if reference else "") + ("rotate+quantise" if rotate else "quantise")
     tag = f"{gran}{' 128' if gran == 'block' else ''}{', V transposed' if transpose else ''}"
     tag += ", (B,S,H,D) view" if bshd else ""
-    tag += f", butterfly {butterfly}" if butterfly else ""
+    tag += f", butterfly {butterfly}" if butterfly is not None else ""
     return dict(op=f"{name} bf16->e4m3 d={d} ({tag})", shape=[B, H, S, d], ms=ms, bytes=nbytes,
                 gbs=_gbs(nbytes, ms))
 
@@ -134,6 +134,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results/", help="folder for the JSON and markdown")
     ap.add_argument("--check", action="store_true", help="verify against the torch reference first")
+    ap.add_argument("--quick", action="store_true", help="head dims 96 and 128 only (check and timing)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_quant needs a CUDA GPU", file=sys.stderr)
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
         # one config per kernel while checking (compile time); tuning caches cleared afterwards
         tune = os.environ.get("FP8ATTN_TUNE")
         os.environ["FP8ATTN_TUNE"] = "minimal"
-        fails = check()
+        fails = check(args.quick)
         if tune is None:
             del os.environ["FP8ATTN_TUNE"]
         else:
@@ -160,20 +161,21 @@ def main(argv=None) -> int:
 
     rows = [bench_copy(NUMEL)]
     copy_gbs = rows[0]["gbs"]
-    cases = [lambda d=d: bench_hadamard(d, False) for d in (64, 128, 256, 96)]
-    cases += [lambda d=d: bench_hadamard(d, False, butterfly=1) for d in (64, 128, 256)]
+    dims = (128,) if args.quick else (64, 128, 256)
+    cases = [lambda d=d: bench_hadamard(d, False) for d in dims + (96,)]
+    cases += [lambda d=d: bench_hadamard(d, False, butterfly=0) for d in dims]
     cases += [lambda: bench_hadamard(128, True)]
-    for d in (64, 128, 256):
+    for d in dims:
         cases += [lambda d=d: bench_quant(d, "block", True, False),
+                  lambda d=d: bench_quant(d, "block", True, False, butterfly=0),
                   lambda d=d: bench_quant(d, "block", False, True)]
     cases += [lambda: bench_quant(128, "block", False, False),
               lambda: bench_quant(128, "token", True, False),
-              lambda: bench_quant(128, "head", True, False),
-              lambda: bench_quant(128, "tensor", True, False),
-              lambda: bench_quant(128, "block", True, False, bshd=True),
-              lambda: bench_quant(128, "block", True, False, butterfly=1),
-              lambda: bench_quant(256, "block", True, False, butterfly=1),
-              lambda: bench_quant(128, "block", True, False, reference=True)]
+              lambda: bench_quant(128, "tensor", True, False)]
+    if not args.quick:
+        cases += [lambda: bench_quant(128, "head", True, False),
+                  lambda: bench_quant(128, "block", True, False, bshd=True),
+                  lambda: bench_quant(128, "block", True, False, reference=True)]
     for case in cases:
         r = case()
         r["vs_copy"] = r["gbs"] / copy_gbs

@@ -6,10 +6,11 @@ element (r, j, p) being x[r, j * P + p]. `hadamard_tile` applies H_d = kron(H_M,
 (the matrix of hadamard/reference.py): a butterfly of log2(P) stages on the P axis, then, for M > 1,
 an M x M mix of the groups (O(M) work per element, never a d x d product).
 
-Butterfly ("constant geometry", Pease): every stage takes the pairs (x[i], x[i + P/2]) and writes
-(x[i] + x[i + P/2], x[i] - x[i + P/2]) to positions (2i, 2i + 1). Each stage applies H_2 to the top
-index bit and rotates the bits left by one, so after log2(P) stages every bit got its H_2 and the bits
-are back in place: the result is Sylvester's H_P in natural order, with one identical reshape per stage.
+Butterfly, two stage orders (BUTTERFLY, same result): 1 (default) is the textbook order, stage s
+pairing x[i] with x[i + 2**s]. 0 is "constant geometry" (Pease): every stage takes the pairs
+(x[i], x[i + P/2]) and writes (x[i] + x[i + P/2], x[i] - x[i + P/2]) to positions (2i, 2i + 1); each
+stage applies H_2 to the top index bit and rotates the bits left by one, so after log2(P) stages every
+bit got its H_2 and the bits are back in place (Sylvester's H_P in natural order).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .reference import small_hadamard, split_dim
 
 @triton.jit
 def sylvester_rows(x, N: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr,
-                   BUTTERFLY: tl.constexpr = 0):
+                   BUTTERFLY: tl.constexpr = 1):
     """Unnormalised Sylvester transform of every row of a [N, P] float tile (P = 2**LOG2_P).
 
     BUTTERFLY picks one of two equivalent orders (how many register shuffles the compiler needs
@@ -48,7 +49,7 @@ def sylvester_rows(x, N: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr,
 @triton.jit
 def hadamard_tile(x, hm_ptr, BLOCK_ROWS: tl.constexpr, M: tl.constexpr, M_PAD: tl.constexpr,
                   P: tl.constexpr, LOG2_P: tl.constexpr, NORM: tl.constexpr,
-                  BUTTERFLY: tl.constexpr = 0):
+                  BUTTERFLY: tl.constexpr = 1):
     """y = x @ H_d.T for a float32 tile x [BLOCK_ROWS, M_PAD, P] (d = M * P, padded groups zero).
 
     hm_ptr: float32 [M_PAD, M_PAD] row-major, the +-1 factor H_M (or H_M^T for the inverse), zero
@@ -139,7 +140,9 @@ def tile_params(d: int) -> dict:
                 NORM=1.0 / math.sqrt(d))
 
 
-DEFAULT_BUTTERFLY = 0
+# Stage order 1 ran 15-20% faster than 0 at head dims 128/256 (bf16, H200, Triton 3.6, 2026-11-22,
+# benchmarks/bench_quant.py) and adds in the reference's order.
+DEFAULT_BUTTERFLY = 1
 
 
 def hadamard_transform_triton(x: torch.Tensor, signs: torch.Tensor | None = None, *,

@@ -56,9 +56,10 @@ def _prune(configs, named_args, **kwargs):
 )
 @triton.jit
 def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_ptr, hm_ptr,
-                  H, S, D, NB, group_rt,
+                  H, S, NB, group_rt,
                   stride_xb, stride_xh, stride_xs, stride_xd,
                   stride_ob, stride_oh, stride_os, stride_od,
+                  HEAD_DIM: tl.constexpr,
                   M: tl.constexpr, M_PAD: tl.constexpr, P: tl.constexpr, LOG2_P: tl.constexpr,
                   D_PAD: tl.constexpr, NORM: tl.constexpr, HAS_SIGNS: tl.constexpr,
                   MODE: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
@@ -76,12 +77,12 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
     rows = tile * BLOCK_S + tl.arange(0, BLOCK_S)
     groups = tl.arange(0, M_PAD)
     col = groups[:, None] * P + tl.arange(0, P)[None, :]                 # [M_PAD, P] head-dim index
-    mask = (rows[:, None, None] < S) & (col[None, :, :] < D)
+    mask = (rows[:, None, None] < S) & (col[None, :, :] < HEAD_DIM)   # constexpr: vector access
     x_offs = rows[:, None, None].to(tl.int64) * stride_xs + col[None, :, :] * stride_xd
     x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=mask, other=0.0)
     x = x.to(tl.float32)
     if HAS_SIGNS:
-        sg = tl.load(signs_ptr + col, mask=col < D, other=0.0)
+        sg = tl.load(signs_ptr + col, mask=col < HEAD_DIM, other=0.0)
         x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM,
                           BUTTERFLY)
 
@@ -197,7 +198,7 @@ def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
     _quant_kernel[grid](x, data, descale, scale if scale is not None else descale,
                         row_amax if row_amax is not None else descale, signs_arg, hm,
-                        H, S, D, nb, bs, *x_strides, *o_strides, **meta)
+                        H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
 
 
 def _group_amax(row_amax: torch.Tensor, granularity: str, bs: int, nb: int) -> torch.Tensor:
