@@ -134,7 +134,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results/", help="folder for the JSON and markdown")
     ap.add_argument("--check", action="store_true", help="verify against the torch reference first")
-    ap.add_argument("--quick", action="store_true", help="head dims 96 and 128 only (check and timing)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short run: head dims 96 and 128 checked, six rows timed")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("bench_quant needs a CUDA GPU", file=sys.stderr)
@@ -161,19 +162,25 @@ def main(argv=None) -> int:
 
     rows = [bench_copy(NUMEL)]
     copy_gbs = rows[0]["gbs"]
-    dims = (128,) if args.quick else (64, 128, 256)
-    cases = [lambda d=d: bench_hadamard(d, False) for d in dims + (96,)]
-    cases += [lambda d=d: bench_hadamard(d, False, butterfly=0) for d in dims]
-    cases += [lambda: bench_hadamard(128, True)]
-    for d in dims:
-        cases += [lambda d=d: bench_quant(d, "block", True, False),
-                  lambda d=d: bench_quant(d, "block", True, False, butterfly=0),
-                  lambda d=d: bench_quant(d, "block", False, True)]
-    cases += [lambda: bench_quant(128, "block", False, False),
-              lambda: bench_quant(128, "token", True, False),
-              lambda: bench_quant(128, "tensor", True, False)]
-    if not args.quick:
-        cases += [lambda: bench_quant(128, "head", True, False),
+    if args.quick:
+        cases = [lambda: bench_hadamard(128, False), lambda: bench_hadamard(96, False),
+                 lambda: bench_quant(128, "block", True, False),
+                 lambda: bench_quant(128, "block", False, True),
+                 lambda: bench_quant(128, "block", False, False),
+                 lambda: bench_quant(128, "token", True, False)]
+    else:
+        dims = (64, 128, 256)
+        cases = [lambda d=d: bench_hadamard(d, False) for d in dims + (96,)]
+        cases += [lambda d=d: bench_hadamard(d, False, butterfly=0) for d in dims]
+        cases += [lambda: bench_hadamard(128, True)]
+        for d in dims:
+            cases += [lambda d=d: bench_quant(d, "block", True, False),
+                      lambda d=d: bench_quant(d, "block", True, False, butterfly=0),
+                      lambda d=d: bench_quant(d, "block", False, True)]
+        cases += [lambda: bench_quant(128, "block", False, False),
+                  lambda: bench_quant(128, "token", True, False),
+                  lambda: bench_quant(128, "tensor", True, False),
+                  lambda: bench_quant(128, "head", True, False),
                   lambda: bench_quant(128, "block", True, False, bshd=True),
                   lambda: bench_quant(128, "block", True, False, reference=True)]
     for case in cases:
