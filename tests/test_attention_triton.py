@@ -54,6 +54,7 @@ CASES = [  # B, Hq, Hkv, Sq, Sk, D, causal, fmt
     (1, 1, 1, 70, 100, 96, None, "e4m3"),
     (1, 2, 2, 80, 80, 32, "top_left", "e5m2"),
     (1, 1, 1, 65, 129, 256, "bottom_right", "e4m3"),
+    (1, 2, 1, 20, 30, 16, None, "e4m3"),
 ]
 
 

@@ -234,7 +234,8 @@ def _attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,
                   out=out.permute(1, 0, 2).unsqueeze(0),
-                  cu_seqlens_q=cu_seqlens_q.to(torch.int32), cu_seqlens_k=cu_seqlens_k.to(torch.int32),
+                  cu_seqlens_q=cu_seqlens_q.to(torch.int32),
+                  cu_seqlens_k=cu_seqlens_k.to(torch.int32),
                   max_seqlen_q=max(int(max_seqlen_q), 1))
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
