@@ -60,12 +60,20 @@ def hadamard_tile(x, hm_ptr, BLOCK_ROWS: tl.constexpr, M: tl.constexpr, M_PAD: t
     y = tl.reshape(y, [BLOCK_ROWS, M_PAD, P])
     if M > 1:
         groups = tl.arange(0, M_PAD)
-        out = tl.zeros_like(y)
-        for i in tl.static_range(M):
-            h_row = tl.load(hm_ptr + i * M_PAD + groups)               # H_M[i, :]
-            y_i = tl.sum(y * h_row[None, :, None], axis=1)             # [BLOCK_ROWS, P]
-            out = tl.where(groups[None, :, None] == i, y_i[:, None, :], out)
-        y = out
+        if y.dtype == tl.float64:
+            out = tl.zeros_like(y)
+            for i in tl.static_range(M):
+                h_row = tl.load(hm_ptr + i * M_PAD + groups)           # H_M[i, :]
+                y_i = tl.sum(y * h_row[None, :, None], axis=1)         # [BLOCK_ROWS, P]
+                out = tl.where(groups[None, :, None] == i, y_i[:, None, :], out)
+            y = out
+        else:
+            # the m x m factor as a small product [rows * P, M_PAD] @ H_M^T (exact fp32 FMAs):
+            # a loop of M sums over the group axis costs M cross-lane reductions instead
+            h_t = tl.load(hm_ptr + groups[None, :] * M_PAD + groups[:, None])   # h_t[j, i] = H[i, j]
+            y2 = tl.reshape(tl.permute(y, [0, 2, 1]), [BLOCK_ROWS * P, M_PAD])
+            y2 = tl.dot(y2, h_t, input_precision="ieee")
+            y = tl.permute(tl.reshape(y2, [BLOCK_ROWS, P, M_PAD]), [0, 2, 1])
     return y * NORM
 
 
