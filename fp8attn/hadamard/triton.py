@@ -53,7 +53,8 @@ def hadamard_tile(x, hm_ptr, BLOCK_ROWS: tl.constexpr, M: tl.constexpr, M_PAD: t
     """y = x @ H_d.T for a float32 tile x [BLOCK_ROWS, M_PAD, P] (d = M * P, padded groups zero).
 
     hm_ptr: float32 [M_PAD, M_PAD] row-major, the +-1 factor H_M (or H_M^T for the inverse), zero
-    padded; unused when M == 1. NORM = 1 / sqrt(d).
+    padded; unused when M == 1. NORM = 1 / sqrt(d). For M > 1 and float32 tiles the M x M factor is a
+    tl.dot, so BLOCK_ROWS * P must be >= 16 there (float64 tiles take an exact loop instead).
     """
     y = tl.reshape(x, [BLOCK_ROWS * M_PAD, P])
     y = sylvester_rows(y, BLOCK_ROWS * M_PAD, P, LOG2_P, BUTTERFLY)
