@@ -128,9 +128,8 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
       - NaN in value[j, d]: column d of every query row that sees key j is NaN; other rows and
         columns are unaffected in the CPU emulation. The GPU kernel multiplies P and V per tile, so
         there a NaN value may also reach rows of the same tile that cannot see key j (0 * NaN).
-      - +-Inf anywhere is saturated to +-FP8 max by the cast (after the Hadamard rotation has spread
-        it as +-Inf over its row), so outputs stay finite where exact attention would give NaN or
-        Inf: the rows that depend on it (as for NaN above) are finite but meaningless.
+      - +-Inf is turned into NaN when Q, K, V are quantised (a saturated 448 would be a silent wrong
+        value), so it reaches exactly the outputs a NaN in its place would (above).
     """
     recipe = _check_recipe(recipe)
     if attn_mask is not None:

@@ -55,7 +55,8 @@ def scales_from_amax(amax: torch.Tensor, fmt: str) -> tuple[torch.Tensor, torch.
 def saturating_cast(x: torch.Tensor, fmt: str) -> torch.Tensor:
     """Cast to FP8, clamping to the finite range first (as the GPU's satfinite cast does).
 
-    NaN stays NaN (e4m3fn and e5m2 both encode it); +-Inf becomes +-fp8_max.
+    NaN stays NaN (e4m3fn and e5m2 both encode it); +-Inf becomes +-fp8_max (quantize turns
+    input Inf into NaN before it gets here, so only finite overflow saturates).
     """
     m = fp8_max(fmt)
     return x.float().clamp(-m, m).to(fp8_dtype(fmt))

@@ -142,15 +142,25 @@ def test_nan_row_does_not_poison_its_block(rotate, granularity, device):
 
 
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
-def test_inf_saturates(fmt, device):
+def test_inf_becomes_nan(fmt, device):
+    """+-Inf is quantised as NaN (not saturated to a plausible 448); its block's scale and the
+    other rows are those of the finite values."""
     x = _x((1, 1, 20, 16), 10, dtype=torch.float32, device=device)
     x[0, 0, 2, 4] = float("inf")
     x[0, 0, 3, 5] = -float("inf")
+    ref = quantize_reference(x, fmt, "block", 8)
+    assert ref.data[0, 0, 2, 4].float().isnan() and ref.data[0, 0, 3, 5].float().isnan()
+    finite = x.clone()
+    finite[0, 0, 2, 4] = finite[0, 0, 3, 5] = 0.0
+    torch.testing.assert_close(ref.descale, quantize_reference(finite, fmt, "block", 8).descale,
+                               rtol=0, atol=0)
     got = quantize(x, fmt, "block", 8, backend="triton")
-    assert got.data[0, 0, 2, 4].float() == FP8_MAX[fmt]
-    assert got.data[0, 0, 3, 5].float() == -FP8_MAX[fmt]
     assert torch.isfinite(got.descale).all()
-    assert_same_quantization(got, quantize_reference(x, fmt, "block", 8))
+    inf_rows = torch.zeros(1, 1, 20, dtype=torch.bool)
+    inf_rows[0, 0, 2:4] = True
+    assert_same_quantization(got, ref, ignore_rows=inf_rows)
+    if x.is_cuda:                                       # the interpreter casts NaN to a number
+        assert got.data[0, 0, 2, 4].float().isnan() and got.data[0, 0, 3, 5].float().isnan()
 
 
 def test_quantize_qkv_follows_the_recipe(device):

@@ -118,6 +118,17 @@ def hadamard_signs(d: int, seed: int, device=None) -> torch.Tensor:
     return (1 - 2 * bits).to(dtype=torch.float32, device=device)
 
 
+@functools.lru_cache(maxsize=64)
+def _signs_on(d: int, seed: int, device: str) -> torch.Tensor:
+    return hadamard_signs(d, seed, device)
+
+
+def cached_hadamard_signs(d: int, seed: int, device) -> torch.Tensor:
+    """hadamard_signs, built once per (d, seed, device) and reused: on a GPU this saves a host to
+    device copy (and the sync it forces) on every attention call. Read-only: do not modify it."""
+    return _signs_on(int(d), int(seed), str(torch.device(device)))
+
+
 def random_hadamard_reference(x: torch.Tensor, signs: torch.Tensor, *, inverse: bool = False
                               ) -> torch.Tensor:
     """y = fwht(x * signs); inverse: x = fwht^-1(y) * signs. Same signs for Q and K keep Q K^T."""

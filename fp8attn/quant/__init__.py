@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from ..formats import check_fmt
-from ..hadamard.reference import hadamard_signs, split_dim
+from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
 from .reference import QuantizedTensor, quantize_reference
 
@@ -78,7 +78,7 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
     for name, t in (("q", q), ("k", k), ("v", v)):
         _check(t, recipe.fmt, recipe.granularity, 1, None, False, backend, name)
-    signs = hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
+    signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
     g = recipe.granularity
     return (quantize(q, recipe.fmt, g, recipe.block_q, signs=signs, backend=backend),
             quantize(k, recipe.fmt, g, recipe.block_kv, signs=signs, backend=backend),

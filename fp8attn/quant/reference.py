@@ -79,7 +79,9 @@ def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "b
         raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x) or x.element_size() == 1:
         raise TypeError(f"quantize expects a float16/bfloat16/float32 tensor, got {x.dtype}")
-    xf = x.float()
+    # +-Inf becomes NaN: saturating it to the FP8 max would be a silent wrong value; as NaN it
+    # stays visible in exactly the outputs that depend on it (scales ignore it either way).
+    xf = torch.where(torch.isinf(x), float("nan"), x.float())
     if signs is not None:
         from ..hadamard.reference import random_hadamard_reference
         xf = random_hadamard_reference(xf, signs)

@@ -81,6 +81,7 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
     x_offs = rows[:, None, None].to(tl.int64) * stride_xs + col[None, :, :] * stride_xd
     x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=mask, other=0.0)
     x = x.to(tl.float32)
+    x = tl.where(tl.abs(x) == float("inf"), float("nan"), x)         # as the reference: Inf -> NaN
     if HAS_SIGNS:
         sg = tl.load(signs_ptr + col, mask=col < HEAD_DIM, other=0.0)
         x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM,
