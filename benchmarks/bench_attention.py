@@ -211,6 +211,9 @@ def main():
     ap.add_argument("--quick", action="store_true", help="head dims 64/128/256 at 1k, 4k, 16k only")
     ap.add_argument("--hdims", default="64,128,256")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--append-results", default=None, metavar="FILE",
+                    help="also append the markdown table to FILE (e.g. benchmarks/RESULTS.md, when "
+                         "the run's checkout is the one you commit from)")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("bench_attention needs a CUDA GPU")
@@ -233,6 +236,9 @@ def main():
     with open(os.path.join(a.out, "bench_attention.md"), "w") as f:
         f.write(md)
     plot(rows, os.path.join(a.out, "bench_attention.png"))
+    if a.append_results:
+        with open(a.append_results, "a") as f:
+            f.write("\n" + md)
     print(md)
 
 
