@@ -14,7 +14,8 @@ SUBCOMMAND_MODULES = (
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fp8attn", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="fp8attn", description="FP8 attention toolkit: error reports, model evaluation, calibration")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMAND_MODULES:
         importlib.import_module(name).register(sub)
