@@ -12,10 +12,20 @@ a grid-wide barrier does not exist in a plain launch; the row amaxes (S floats p
 input) are reduced per group with the reference's own torch code, so scale and descale come out
 bit-identical to formats.scales_from_amax. The second pass re-reads x (partly from L2).
 
-Casts: x8 = cast(clamp(x * scale, -fp8_max, fp8_max)) with NaN kept NaN, the same on the GPU and in the
-interpreter (which does not saturate by itself).
+Tile layouts (constexpr LAYOUT, same results): 1 (rotations, head dims 2**k <= 128) holds each row in
+one thread, so the butterfly needs no shuffles and no shared-memory layout conversions (the rows-first
+tile of LAYOUT 0 needed three fp32 round trips through shared memory per tile at d = 128 in sm_90 PTX;
+LAYOUT 1 ran 2.6x faster on an H200); 0 (no rotation, head dims with a 12 / 20 factor, or 256) uses
+`hadamard_tile`. `default_variant` picks; the numbers are in its docstring.
+
+Casts: x8 = cast(clamp(x * scale, -fp8_max, fp8_max)) with NaN kept NaN. The GPU's cast
+(cvt.rn.satfinite) rounds to nearest even and saturates finite values by itself, so the clamp and the
+software rounding (`round_to_fp8_grid`) run only under the interpreter, whose cast does neither
+(SOFT_CAST; benchmarks/sweep_quant.py and tests/test_quant.py check the two bit for bit on the GPU).
 """
 from __future__ import annotations
+
+import os
 
 import torch
 import triton
@@ -32,26 +42,39 @@ S_ALIGN = 16            # transposed V: rows of (B, H, D, S) start 16-element (1
 
 
 def _prune(configs, named_args, **kwargs):
-    import os
     args = {**named_args, **kwargs}
-    d_pad, mode, group = args["D_PAD"], args["MODE"], args["GROUP"]
+    d_pad, mode, group, layout = args["D_PAD"], args["MODE"], args["GROUP"], args["LAYOUT"]
     ok = []
     for c in configs:
         rows, warps = c.kwargs["BLOCK_S"], c.num_warps
-        if rows * d_pad > MAX_TILE or (rows * d_pad > 16384 and warps < 8):
+        if layout == 1:
+            if rows != 32 * warps:            # one row per thread: the lanes cover the rows once
+                continue
+        elif rows * d_pad > MAX_TILE or (rows * d_pad > 16384 and warps < 8) or warps < 4:
             continue
         if mode == MODE_FUSED and rows % group:
             continue
         ok.append(c)
     if not ok:
         ok = [c for c in configs if mode != MODE_FUSED or c.kwargs["BLOCK_S"] % group == 0][-1:]
-    return ok[:1] if os.environ.get("FP8ATTN_TUNE", "").strip().lower() == "minimal" else ok
+    return ok[:1] if _env("FP8ATTN_TUNE") == "minimal" else ok
+
+
+def _env(name: str) -> str:
+    return os.environ.get(name, "").strip().lower()
+
+
+# LAYOUT 1 (one row per thread) first: under FP8ATTN_TUNE=minimal the first config that fits is used
+CONFIGS = ([triton.Config({"BLOCK_S": 32 * w}, num_warps=w) for w in (4, 1, 2, 8)]
+           + [triton.Config({"BLOCK_S": s}, num_warps=w)
+              for s, w in ((16, 4), (32, 4), (64, 4), (64, 8), (128, 4), (128, 8), (256, 8),
+                           (128, 16), (256, 16))])
 
 
 @triton.autotune(
-    configs=[triton.Config({"BLOCK_S": s}, num_warps=w)
-             for s, w in ((16, 4), (32, 4), (64, 4), (64, 8), (128, 4), (128, 8), (256, 8))],
-    key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE", "BUTTERFLY"],
+    configs=CONFIGS,
+    key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE", "BUTTERFLY", "LAYOUT",
+         "SOFT_CAST", "SOFT_AMAX", "STORE_2D"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
@@ -64,10 +87,23 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
                   D_PAD: tl.constexpr, NORM: tl.constexpr, HAS_SIGNS: tl.constexpr,
                   MODE: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
                   MBITS: tl.constexpr, EMIN: tl.constexpr,
-                  TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, BLOCK_S: tl.constexpr):
+                  TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, LAYOUT: tl.constexpr,
+                  P_LO: tl.constexpr, LOG2_LO: tl.constexpr, SOFT_CAST: tl.constexpr,
+                  SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr,
+                  BLOCK_S: tl.constexpr):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
-    descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous."""
+    descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous.
+
+    LAYOUT 0: the tile is [BLOCK_S, M_PAD, P] (rows first), rotated by `hadamard_tile`.
+    LAYOUT 1 (M == 1 only): the tile is [P // P_LO, BLOCK_S, P_LO], element (j, r, i) = x[r, j*P_LO + i]:
+    the coalescer spreads the lanes over the rows, so each thread holds whole rows and every butterfly
+    stage stays inside a thread (no shuffles, no shared-memory layout conversions).
+    SOFT_CAST: clamp and round in software before the cast (the interpreter's cast neither saturates
+    nor rounds right); the GPU's cast rounds to nearest even and saturates finite values by itself.
+    SOFT_AMAX: zero NaN and Inf before the max. Without it (GPU only, a benchmark variant) the
+    max.f32 reductions skip NaN by themselves and an all-NaN row or group is zeroed after the
+    reduction, but an Inf made by the rotation (inputs near the float32 limit) would set the scale."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(S, BLOCK_S)
     bh = pid // n_tiles
@@ -75,23 +111,39 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
     b = (bh // H).to(tl.int64)
     h = (bh % H).to(tl.int64)
     rows = tile * BLOCK_S + tl.arange(0, BLOCK_S)
-    groups = tl.arange(0, M_PAD)
-    col = groups[:, None] * P + tl.arange(0, P)[None, :]                 # [M_PAD, P] head-dim index
-    mask = (rows[:, None, None] < S) & (col[None, :, :] < HEAD_DIM)   # constexpr: vector access
-    x_offs = rows[:, None, None].to(tl.int64) * stride_xs + col[None, :, :] * stride_xd
+    if LAYOUT == 0:
+        groups = tl.arange(0, M_PAD)
+        col = groups[:, None] * P + tl.arange(0, P)[None, :]            # [M_PAD, P] head-dim index
+        col = col[None, :, :]
+        r3 = rows[:, None, None]
+    else:
+        P_HI: tl.constexpr = P // P_LO
+        col = tl.arange(0, P_HI)[:, None, None] * P_LO + tl.arange(0, P_LO)[None, None, :]
+        r3 = rows[None, :, None]
+    mask = (r3 < S) & (col < HEAD_DIM)
+    x_offs = r3.to(tl.int64) * stride_xs + col * stride_xd
     x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=mask, other=0.0)
     x = x.to(tl.float32)
     x = tl.where(tl.abs(x) == float("inf"), float("nan"), x)         # as the reference: Inf -> NaN
     if HAS_SIGNS:
         sg = tl.load(signs_ptr + col, mask=col < HEAD_DIM, other=0.0)
-        x = hadamard_tile(x * sg[None, :, :], hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM,
-                          BUTTERFLY)
+        if LAYOUT == 0:
+            x = hadamard_tile(x * sg, hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM, BUTTERFLY)
+        else:
+            x = _fwht_in_thread(x * sg, P // P_LO, BLOCK_S, P_LO, LOG2_P - LOG2_LO, LOG2_LO)
+            x = x * NORM
 
     if MODE != 2:                                                        # not MODE_CAST
         a = tl.abs(x)
-        a = tl.where(a <= 3.4028234663852886e38, a, 0.0)                # NaN, +-Inf -> 0
+        if SOFT_AMAX:
+            a = tl.where(a <= 3.4028234663852886e38, a, 0.0)            # NaN (Inf is NaN now) -> 0
         if MODE == 1 or BLOCK_S != GROUP:
-            row_amax = tl.max(tl.max(a, axis=2), axis=1)                 # [BLOCK_S]
+            if LAYOUT == 0:
+                row_amax = tl.max(tl.max(a, axis=2), axis=1)             # [BLOCK_S]
+            else:
+                row_amax = tl.max(tl.max(a, axis=2), axis=0)
+            if not SOFT_AMAX:
+                row_amax = tl.where(row_amax == row_amax, row_amax, 0.0)  # an all-NaN row
     if MODE == 1:                                                        # MODE_AMAX
         tl.store(row_amax_ptr + bh.to(tl.int64) * S + rows, row_amax, mask=rows < S)
     else:
@@ -99,9 +151,10 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
             NG: tl.constexpr = BLOCK_S // GROUP                          # groups in this tile
             if NG == 1:
                 # one group per tile: a whole-tile max reduces inside each thread first, then
-                # across lanes once. Per-row maxima first cost 12x the shuffles (sm_90 PTX of a
-                # 128 x 128 tile, Triton 3.9: 487 shfl -> 40; not yet timed on the GPU)
+                # across lanes once (12x fewer shuffles than per-row maxima first)
                 g_amax = tl.zeros([1], dtype=tl.float32) + tl.max(a)
+                if not SOFT_AMAX:
+                    g_amax = tl.where(g_amax == g_amax, g_amax, 0.0)
             else:
                 g_amax = tl.max(tl.reshape(row_amax, [NG, GROUP]), axis=1)
             zero = g_amax < 1e-30                                        # formats.AMAX_FLOOR
@@ -114,16 +167,58 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
             descale_g = tl.where(zero, 1.0, descale_g)
             g_idx = tile * NG + tl.arange(0, NG)
             tl.store(descale_ptr + bh.to(tl.int64) * NB + g_idx, descale_g, mask=g_idx < NB)
-            row_scale = tl.reshape(tl.broadcast_to(scale_g[:, None], [NG, GROUP]), [BLOCK_S])
+            if NG == 1:
+                y = x * tl.max(scale_g)                                  # one scalar for the tile
+            else:
+                row_scale = tl.reshape(tl.broadcast_to(scale_g[:, None], [NG, GROUP]), [BLOCK_S])
+                y = x * _rows_expand(row_scale, LAYOUT)
         else:
             row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt,
                                 mask=rows < S, other=1.0)
-        y = x * row_scale[:, None, None]
-        y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # saturate, keep NaN
-        y = round_to_fp8_grid(y, MBITS, EMIN)
-        o_offs = rows[:, None, None].to(tl.int64) * stride_os + col[None, :, :] * stride_od
-        tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs,
-                 y.to(out_ptr.dtype.element_ty), mask=mask)
+            y = x * _rows_expand(row_scale, LAYOUT)
+        if SOFT_CAST:
+            y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
+            y = round_to_fp8_grid(y, MBITS, EMIN)
+        y8 = y.to(out_ptr.dtype.element_ty)
+        if LAYOUT == 1 and STORE_2D:
+            # FP8 rows as a [BLOCK_S, P] tile: the store takes the coalescer's layout (16-byte
+            # vectors, consecutive lanes on consecutive bytes), the FP8 values pass through shared
+            # memory once (1 byte each) instead of every lane writing 8 bytes of its own row
+            rows2 = rows[:, None]
+            col2 = tl.arange(0, P)[None, :]
+            o_offs2 = rows2.to(tl.int64) * stride_os + col2 * stride_od
+            y2 = tl.reshape(tl.permute(y8, [1, 0, 2]), [BLOCK_S, P])
+            tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs2, y2,
+                     mask=(rows2 < S) & (col2 < HEAD_DIM))
+        else:
+            o_offs = r3.to(tl.int64) * stride_os + col * stride_od
+            tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs, y8, mask=mask)
+
+
+@triton.jit
+def _rows_expand(v, LAYOUT: tl.constexpr):
+    """[BLOCK_S] per-row values -> broadcastable against the tile of LAYOUT."""
+    if LAYOUT == 0:
+        return v[:, None, None]
+    else:
+        return v[None, :, None]
+
+
+@triton.jit
+def _fwht_in_thread(x, P_HI: tl.constexpr, N: tl.constexpr, P_LO: tl.constexpr,
+                    LOG2_HI: tl.constexpr, LOG2_LO: tl.constexpr):
+    """Unnormalised Sylvester transform along the head dim of a [P_HI, N, P_LO] tile (column
+    j * P_LO + i at (j, :, i)): the textbook stage order of `sylvester_rows` (bit s of the column
+    index at stage s: the P_LO bits first, then the P_HI bits), so the sums are the same."""
+    for s in tl.static_range(LOG2_LO):                     # bits of i
+        x5 = tl.reshape(x, [P_HI, N, P_LO // (2 << s), 2, 1 << s])
+        a, b = tl.split(tl.permute(x5, [0, 1, 2, 4, 3]))
+        x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 2, 4, 3]), [P_HI, N, P_LO])
+    for s in tl.static_range(LOG2_HI):                     # bits of j
+        x5 = tl.reshape(x, [P_HI // (2 << s), 2, 1 << s, N, P_LO])
+        a, b = tl.split(tl.permute(x5, [0, 2, 3, 4, 1]))
+        x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 4, 1, 2, 3]), [P_HI, N, P_LO])
+    return x
 
 
 @triton.jit
@@ -149,14 +244,37 @@ def _tile_params(d: int, rotate: bool) -> dict:
     return dict(M=1, M_PAD=1, P=p, LOG2_P=p.bit_length() - 1, NORM=1.0)
 
 
+def default_variant(d: int, rotate: bool) -> dict:
+    """Kernel variant (same results) for head dim d: LAYOUT 1 for rotations where the tile allows
+    it (M == 1, rows of 8 to 128 columns, one per thread), LAYOUT 0 without rotation; FP8 rows stored
+    through a [BLOCK_S, P] tile; software rounding only under the interpreter; Inf and NaN zeroed
+    before the max (SOFT_AMAX: exact for any finite input). On an H200 (Triton 3.6, 2026-11-22,
+    benchmarks/sweep_quant.py, bf16 (4, 32, 8192, 128), % of a bf16 copy): rotate + quantise block 128
+    27% -> 69% (LAYOUT 1), token 26% -> 42%; without rotation LAYOUT 0 with the GPU's cast won
+    (quantise 62% -> 75%, V transposed 47% -> 57%; LAYOUT 1 55% and 56%).
+    Environment overrides, for benchmarks: FP8ATTN_QUANT_LAYOUT=0|1, FP8ATTN_QUANT_STORE2D=0|1,
+    FP8ATTN_QUANT_SOFT=1 (software rounding on the GPU too)."""
+    tp = _tile_params(d, rotate)
+    layout = 1 if rotate and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
+    forced = _env("FP8ATTN_QUANT_LAYOUT")
+    if forced == "0" or (forced == "1" and tp["M"] == 1 and tp["P"] >= 8):
+        layout = int(forced)
+    soft = os.environ.get("TRITON_INTERPRET") == "1" or _env("FP8ATTN_QUANT_SOFT") == "1"
+    store_2d = _env("FP8ATTN_QUANT_STORE2D") != "0"
+    return dict(layout=layout, soft_cast=soft, soft_amax=True, store_2d=store_2d)
+
+
 def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                     signs: torch.Tensor | None = None, transpose: bool = False,
-                    butterfly: int = DEFAULT_BUTTERFLY) -> QuantizedTensor:
+                    butterfly: int = DEFAULT_BUTTERFLY, variant: dict | None = None,
+                    config: dict | None = None) -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
     up to a multiple of 16 (zero-filled tail): rows along S start 16-byte aligned for the attention
     kernel's loads; data.stride(-2) == S_pad.
+    variant: dict(layout, soft_cast, soft_amax) (default `default_variant`; same results, for
+    benchmarks). config: dict(BLOCK_S, num_warps[, maxnreg]) launches that config without autotuning.
     """
     B, H, S, D = x.shape
     bs = group_block_size(granularity, S, block)
@@ -178,35 +296,44 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
     hm = small_factor_tensor(tp["M"], dev)
     signs_arg = signs.to(device=dev, dtype=torch.float32).contiguous() if signs is not None else hm
+    var = {**default_variant(D, signs is not None), **(variant or {})}
+    p_lo = min(8, tp["P"])
     fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
              and bs * d_pad <= MAX_TILE)
 
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
                   NORM=tp["NORM"], HAS_SIGNS=signs is not None, FP8_MAX=fp8_max(fmt),
                   MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
-                  TRANSPOSE=transpose, BUTTERFLY=butterfly)
+                  TRANSPOSE=transpose, BUTTERFLY=butterfly, LAYOUT=var["layout"],
+                  P_LO=p_lo, LOG2_LO=p_lo.bit_length() - 1, SOFT_CAST=var["soft_cast"],
+                  SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"])
     args = (x, data, descale)
     if fused:
-        _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides,
+        _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,
              MODE=MODE_FUSED, GROUP=bs, **common)
     else:
         row_amax = torch.empty(B, H, S, dtype=torch.float32, device=dev)
         _run(args, descale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides,
-             MODE=MODE_AMAX, GROUP=1, **common)
+             config, MODE=MODE_AMAX, GROUP=1, **common)
         amax = _group_amax(row_amax, granularity, bs, nb)
         scale, descale_t = scales_from_amax(amax, fmt)
         descale.copy_(descale_t)
         _run(args, scale.contiguous(), row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(),
-             o_strides, MODE=MODE_CAST, GROUP=1, **common)
+             o_strides, config, MODE=MODE_CAST, GROUP=1, **common)
     return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose)
 
 
-def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, **meta):
+def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
+         **meta):
     x, data, descale = args
+    kernel = _quant_kernel
+    if config is not None:                  # a forced config: the jitted function, no autotuning
+        kernel = _quant_kernel.fn
+        meta.update(config)
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
-    _quant_kernel[grid](x, data, descale, scale if scale is not None else descale,
-                        row_amax if row_amax is not None else descale, signs_arg, hm,
-                        H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
+    kernel[grid](x, data, descale, scale if scale is not None else descale,
+                 row_amax if row_amax is not None else descale, signs_arg, hm,
+                 H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
 
 
 def _group_amax(row_amax: torch.Tensor, granularity: str, bs: int, nb: int) -> torch.Tensor:
