@@ -1,7 +1,6 @@
 """Triton forward kernel for FP8 attention (Hopper), launcher at the bottom.
 
-Numerics (those of attention/reference.py's emulation, tile sizes may differ; the one difference
-is the per-column V descale below):
+Numerics (those of attention/reference.py's emulation; only the tile sizes may differ):
     S  = (q8 @ k8^T in fp32) * q_descale[row] * k_descale[col] * softmax_scale * log2(e)
     online softmax in fp32 in the exp2 domain, masked entries -inf
     p' = exp2(S - (m_i - P_SHIFT)) = p * 2**P_SHIFT        (fills FP8's range: [0, 256] for e4m3)
@@ -16,10 +15,8 @@ V descale: when it is constant over a KV tile (scale blocks that are a multiple 
 aligned, per-head or per-tensor scales) it multiplies the tile result. Otherwise (token
 granularity, small blocks, varlen packing) each column's descale is folded into P before the cast,
 normalised by the tile's largest V descale so P still fills the FP8 range:
-    P8 = cast(p' * v_descale[col] / vmax_tile),  tile = (P8 @ v8) * vmax_tile.
-(reference.fp8_flash_emulation folds the raw descale, cast(p' * v_descale[col]), which flushes P
-for a V of small magnitude and saturates it for a large one; tests hold the kernel to the
-emulation's error budget on those paths.)
+    P8 = cast(p' * v_descale[col] / vmax_tile),  tile = (P8 @ v8) * vmax_tile
+(reference.fp8_flash_emulation folds it the same way).
 The kernel keeps acc in units of the current tile's V descale (acc_u = acc / vs) so one FMA per
 element does the rescale and the promotion: acc_u = acc_u * (alpha * vs_prev / vs) + (P8 @ v8).
 
