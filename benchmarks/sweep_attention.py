@@ -20,6 +20,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import attn_flops, bench_ms, environment, fa3_out, load_fa3  # noqa: E402
 
+from fp8attn.analysis.metrics import rmse  # noqa: E402
 from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
 from fp8attn.hadamard.reference import hadamard_signs  # noqa: E402
 from fp8attn.quant.reference import quantize_reference  # noqa: E402
@@ -97,10 +98,6 @@ def emulate(q8, k8, v8, scale, causal, block_n):
         acc = acc * alpha[..., None] + tile
         m = mn
     return torch.where(l[..., None] == 0, torch.zeros_like(acc), acc / l[..., None])
-
-
-def rmse(a, b):
-    return (a.double() - b.double()).pow(2).mean().sqrt().item()
 
 
 VARIANTS = [{}, {"SPLIT": 2}]  # extra constexprs merged into the config

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 import fp8attn
+from fp8attn.analysis.metrics import cosine_similarity as cosine
 from fp8attn.integration import dequantize_model, quantize_model, tapped
 from fp8attn.integration.report import LayerErrorRecorder, format_rotation_table, format_table
 
@@ -68,10 +69,6 @@ class TinyGPT(torch.nn.Module):
         for blk in self.blocks:
             x = blk(x, mask, causal)
         return x
-
-
-def cosine(a, b):
-    return float(F.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
 
 
 def main(argv=None):

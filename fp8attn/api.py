@@ -13,6 +13,7 @@ import os
 
 import torch
 
+from .attention.reference import default_softmax_scale
 from .hadamard.reference import is_supported_dim
 from .recipe import DEFAULT_RECIPE, Recipe
 
@@ -138,27 +139,22 @@ def scaled_dot_product_attention(query, key, value, attn_mask=None, dropout_p=0.
     if dropout_p != 0.0:
         raise ValueError(f"dropout_p={dropout_p}: dropout is not supported by fp8attn (inference only)")
     check_qkv(query, key, value, layout="bhsd", recipe=recipe, allow_gqa=enable_gqa)
-    if scale is not None:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-        if not math.isfinite(scale) or scale == 0:
-            raise ValueError(f"scale must be finite and non-zero, got {scale}")
-    if scale is None:
-        scale = 1.0 / math.sqrt(query.shape[-1])
+    scale = _softmax_scale(scale, query.shape[-1], name="scale")
     return attention_bhsd(query, key, value, causal="top_left" if is_causal else None,
-                          softmax_scale=float(scale), recipe=recipe)
+                          softmax_scale=scale, recipe=recipe)
 
 
 FP8_INPUT_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
-def _softmax_scale(scale, d: int) -> float:
+def _softmax_scale(scale, d: int, name: str = "softmax_scale") -> float:
+    """Validated softmax scale; None -> 1 / sqrt(d). `name` is the caller's argument name."""
     if scale is None:
-        return 1.0 / math.sqrt(d)
+        return default_softmax_scale(None, d)
     if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"softmax_scale must be a float or None, got {type(scale).__name__}")
+        raise TypeError(f"{name} must be a float or None, got {type(scale).__name__}")
     if not math.isfinite(scale) or scale == 0:
-        raise ValueError(f"softmax_scale must be finite and non-zero, got {scale}")
+        raise ValueError(f"{name} must be finite and non-zero, got {scale}")
     return float(scale)
 
 

@@ -64,7 +64,8 @@ def _check(q, k, v, causal):
                          f"({k.shape[1]})")
 
 
-def _scale(softmax_scale, d):
+def default_softmax_scale(softmax_scale, d: int) -> float:
+    """softmax_scale, or 1 / sqrt(d) when it is None (no validation: see api._softmax_scale)."""
     return 1.0 / math.sqrt(d) if softmax_scale is None else float(softmax_scale)
 
 
@@ -161,7 +162,7 @@ def attention_oracle(q, k, v, *, causal=None, softmax_scale=None, return_lse=Fal
 
     Inputs (B, Hq, Sq, D) / (B, Hkv, Sk, D) of any float dtype are upcast to float64; returns float64
     (B, Hq, Sq, D) and, with return_lse, the float64 lse (B, Hq, Sq)."""
-    scale = _scale(softmax_scale, q.shape[-1])
+    scale = default_softmax_scale(softmax_scale, q.shape[-1])
     kd, vd = k.double(), v.double()
     return _materialised(
         q.double(), kd, vd, causal=causal, softmax_scale=scale,
@@ -188,7 +189,7 @@ def standard_attention(q, k, v, *, dtype=torch.float16, causal=None, softmax_sca
     Emulated steps: Q, K, V rounded to `dtype`; Q K^T with fp32 accumulation, stored in `dtype`;
     times softmax_scale in `dtype` (a second rounding); softmax computed in fp32, P stored in `dtype`;
     P V with fp32 accumulation, output stored in `dtype`. Returns the output in `dtype`."""
-    scale = _scale(softmax_scale, q.shape[-1])
+    scale = default_softmax_scale(softmax_scale, q.shape[-1])
     ql, kl, vl = q.to(dtype), k.to(dtype), v.to(dtype)
     kf, vf = kl.float(), vl.float()
 
@@ -216,7 +217,7 @@ def fp8_per_tensor_baseline(q, k, v, *, causal=None, softmax_scale=None, fmt="e4
     The other reading (P cast to e4m3 with a per-tensor scale before an FP8 P V product) changes the
     RMSE little: 1.71e-2 -> 1.75e-2 on the report's default data, because the Q K^T quantisation
     error dominates."""
-    scale = _scale(softmax_scale, q.shape[-1])
+    scale = default_softmax_scale(softmax_scale, q.shape[-1])
     qq = quantize_reference(q, fmt, "tensor")
     kq = quantize_reference(k, fmt, "tensor")
     vq = quantize_reference(v, fmt, "tensor")
@@ -298,7 +299,7 @@ def flash_attention_fp16(q, k, v, *, dtype=torch.float16, causal=None, softmax_s
     (m_i, l_i); P cast to `dtype`; acc = acc * alpha + P16 @ v16 (fp32). out = acc / l_i in `dtype`.
     block_m only chunks the query rows (numerics do not depend on it)."""
     _check(q, k, v, causal)
-    scale = _scale(softmax_scale, q.shape[-1]) * LOG2E
+    scale = default_softmax_scale(softmax_scale, q.shape[-1]) * LOG2E
     b, hq, sq, d = q.shape
     hkv = k.shape[1]
     qf = _group(q.to(dtype).float(), hkv)
@@ -360,7 +361,7 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     qq = quantize_reference(q, fmt, recipe.granularity, recipe.block_q, signs=signs)
     kq = quantize_reference(k, fmt, recipe.granularity, recipe.block_kv, signs=signs)
     vq = quantize_reference(v, fmt, recipe.granularity, recipe.block_kv)
-    scale = _scale(softmax_scale, d) * LOG2E
+    scale = default_softmax_scale(softmax_scale, d) * LOG2E
     # q descale and softmax scale folded per row, k descale per column (same product as the kernel)
     q8 = _group(qq.data.float(), hkv)
     q_row = _group(qq.row_descale(), hkv) * scale

@@ -14,7 +14,6 @@ causal flag. fp8attn's kernel knows no masks, only causal alignment, so a mask i
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 import weakref
 from typing import Callable
@@ -343,6 +342,3 @@ def run_layer(call: AttentionCall, state: LayerState | None, baseline: Callable[
         return baseline()
     return call.fp8(recipe, static=state.static if state is not None else None)
 
-
-def default_scale(query: torch.Tensor, scale) -> float:
-    return 1.0 / math.sqrt(query.shape[-1]) if scale is None else float(scale)

@@ -14,7 +14,8 @@ import inspect
 import torch
 from torch.overrides import TorchFunctionMode
 
-from .core import AttentionCall, LayerState, default_scale, run_layer
+from ..attention.reference import default_softmax_scale
+from .core import AttentionCall, LayerState, run_layer
 
 _SDPA_FUNCS = {torch.nn.functional.scaled_dot_product_attention,
                torch._C._nn.scaled_dot_product_attention}
@@ -53,7 +54,7 @@ class _RedirectSDPA(TorchFunctionMode):
                              f"(as torch SDPA does)")
         call = AttentionCall(name=self.state.name, query=q, key=k, value=v, mask=a["attn_mask"],
                              causal="top_left" if a["is_causal"] else None,
-                             scale=default_scale(q, a["scale"]),
+                             scale=default_softmax_scale(a["scale"], q.shape[-1]),
                              on_unsupported_mask=self.state.on_unsupported_mask)
         return run_layer(call, self.state, baseline=lambda: func(*args, **kwargs))
 

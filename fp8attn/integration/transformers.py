@@ -20,7 +20,8 @@ from transformers import AttentionInterface, AttentionMaskInterface, PreTrainedM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from .core import AttentionCall, LayerState, default_scale, run_layer
+from ..attention.reference import default_softmax_scale
+from .core import AttentionCall, LayerState, run_layer
 
 IMPLEMENTATION = "fp8attn"
 STATE_ATTR = "_fp8attn_state"
@@ -56,7 +57,7 @@ def fp8attn_attention_forward(module: torch.nn.Module, query: torch.Tensor, key:
     causal = "top_left" if (attention_mask is None and is_causal and sq > 1) else None
     name = state.name if state is not None else f"layer{getattr(module, 'layer_idx', '?')}"
     call = AttentionCall(name=name, query=query, key=key, value=value, mask=attention_mask,
-                         causal=causal, scale=default_scale(query, scaling),
+                         causal=causal, scale=default_softmax_scale(scaling, query.shape[-1]),
                          on_unsupported_mask=state.on_unsupported_mask if state else "fallback")
     out = run_layer(call, state, baseline=lambda: call.reference(query.dtype).to(query.dtype))
     return out.transpose(1, 2).contiguous(), None
