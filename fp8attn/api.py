@@ -30,6 +30,9 @@ def select_backend(device: torch.device) -> str:
     if forced:
         if forced not in BACKENDS:
             raise ValueError(f"FP8ATTN_BACKEND={forced!r}; expected one of {BACKENDS}")
+        if forced == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+            raise ValueError("FP8ATTN_BACKEND=triton on the CPU needs Triton's interpreter: set "
+                             "TRITON_INTERPRET=1 before triton is imported (or use the emulation)")
         return forced
     if device.type == "cpu":
         return "emulation"

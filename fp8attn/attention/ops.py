@@ -28,11 +28,7 @@ def _causal_arg(causal) -> str:
 
 def _backend(device: torch.device) -> str:
     from ..api import select_backend
-    backend = select_backend(device)
-    if backend == "triton" and device.type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("FP8ATTN_BACKEND=triton on the CPU needs Triton's interpreter: set "
-                         "TRITON_INTERPRET=1 before triton is imported (or use the emulation)")
-    return backend
+    return select_backend(device)
 
 
 def _quantize_qkv(q, k, v, recipe: Recipe):
