@@ -52,6 +52,17 @@ def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=Non
                              out_dtype=out_dtype, return_lse=return_lse, out=out, **varlen)
 
 
+def _dispatch(op, impl, *args):
+    """Call the custom op under torch.compile (and for inputs autograd tracks, so they get the
+    op's behaviour); plain eager calls run its implementation directly: the dispatcher's Python
+    layers cost about as much host time per call as the kernels' GPU time at short sequences."""
+    q, k, v = args[:3]           # every op's first three arguments
+    if torch.compiler.is_compiling() or (torch.is_grad_enabled() and (
+            q.requires_grad or k.requires_grad or v.requires_grad)):
+        return op(*args)
+    return impl(*args)
+
+
 def _no_lse(device):
     return torch.empty(0, dtype=torch.float32, device=device)
 
@@ -59,8 +70,7 @@ def _no_lse(device):
 # ----------------------------------------------------------------------------------------------
 # bf16 / fp16 / fp32 inputs, (B, H, S, D) ("bhsd", torch) or (B, S, H, D) ("bshd", FlashAttention)
 
-@torch.library.custom_op("fp8attn::attention", mutates_args=())
-def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
+def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
                softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
                hadamard: bool, seed: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
@@ -79,6 +89,9 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, c
                   out_dtype=q.dtype, return_lse=return_lse,
                   out=out.transpose(1, 2) if bshd else out)
     return out, (res[1] if return_lse else _no_lse(q.device))
+
+
+_attention = torch.library.custom_op("fp8attn::attention", mutates_args=())(_attention_impl)
 
 
 @_attention.register_fake
@@ -105,9 +118,9 @@ def fp8_attention_bshd(q, k, v, *, causal, softmax_scale: float, recipe: Recipe,
 
 
 def _call_attention(q, k, v, layout, causal, softmax_scale, recipe, return_lse):
-    out, lse = _attention(q, k, v, layout, _causal_arg(causal), float(softmax_scale), recipe.fmt,
-                          recipe.granularity, recipe.block_q, recipe.block_kv, recipe.hadamard,
-                          recipe.seed, return_lse)
+    out, lse = _dispatch(_attention, _attention_impl, q, k, v, layout, _causal_arg(causal),
+                         float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
+                         recipe.block_kv, recipe.hadamard, recipe.seed, return_lse)
     return (out, lse) if return_lse else out
 
 
@@ -157,8 +170,7 @@ def _emulate_quantized(q8, k8, v8, causal, softmax_scale, block_n: int = 128):
     return out, lse
 
 
-@torch.library.custom_op("fp8attn::attention_fp8", mutates_args=())
-def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
+def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
                    k_descale: torch.Tensor, v_descale: torch.Tensor, causal: str,
                    softmax_scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from ..quant.reference import QuantizedTensor
@@ -183,6 +195,10 @@ def _attention_fp8(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale:
     return out, (res[1] if return_lse else _no_lse(q.device))
 
 
+_attention_fp8 = torch.library.custom_op("fp8attn::attention_fp8", mutates_args=())(
+    _attention_fp8_impl)
+
+
 @_attention_fp8.register_fake
 def _(q, k, v, q_descale, k_descale, v_descale, causal, softmax_scale, return_lse):
     b, s, h = q.shape[:3]
@@ -194,16 +210,15 @@ def fp8_attention_quantized(q, k, v, q_descale, k_descale, v_descale, *, causal,
                             softmax_scale: float, return_lse: bool = False):
     """FP8 q (B, Sq, Hq, D), k / v (B, Sk, Hkv, D) (all e4m3fn or all e5m2), descales float32
     (B, Hq) for q and (B, Hkv) for k and v (validated by the caller). Output bf16 (B, Sq, Hq, D)."""
-    out, lse = _attention_fp8(q, k, v, q_descale, k_descale, v_descale, _causal_arg(causal),
-                              float(softmax_scale), return_lse)
+    out, lse = _dispatch(_attention_fp8, _attention_fp8_impl, q, k, v, q_descale, k_descale,
+                         v_descale, _causal_arg(causal), float(softmax_scale), return_lse)
     return (out, lse) if return_lse else out
 
 
 # ----------------------------------------------------------------------------------------------
 # variable-length batches, packed (total, H, D)
 
-@torch.library.custom_op("fp8attn::attention_varlen", mutates_args=())
-def _attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
+def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, causal: str,
                       softmax_scale: float, fmt: str, granularity: str, block_q: int,
                       block_kv: int, hadamard: bool, seed: int,
@@ -234,6 +249,10 @@ def _attention_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seql
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
                   max_seqlen_q=max(int(max_seqlen_q), 1))
     return out, (res[1][0] if return_lse else _no_lse(q.device))
+
+
+_attention_varlen = torch.library.custom_op("fp8attn::attention_varlen", mutates_args=())(
+    _attention_varlen_impl)
 
 
 @_attention_varlen.register_fake
@@ -275,8 +294,8 @@ def fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int,
                          softmax_scale: float, recipe: Recipe, return_lse: bool = False):
     """q (total_q, Hq, D), k / v (total_k, Hkv, D); out (total_q, Hq, D) in q's dtype and, if
     return_lse, lse float32 (Hq, total_q)."""
-    out, lse = _attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q),
-                                 _causal_arg(causal), float(softmax_scale), recipe.fmt,
-                                 recipe.granularity, recipe.block_q, recipe.block_kv,
-                                 recipe.hadamard, recipe.seed, return_lse)
+    out, lse = _dispatch(_attention_varlen, _attention_varlen_impl, q, k, v, cu_seqlens_q,
+                         cu_seqlens_k, int(max_seqlen_q), _causal_arg(causal),
+                         float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
+                         recipe.block_kv, recipe.hadamard, recipe.seed, return_lse)
     return (out, lse) if return_lse else out
