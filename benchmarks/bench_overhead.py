@@ -1,0 +1,101 @@
+"""Host (CPU) time per call of the public functions against their GPU time, on a CUDA GPU.
+
+At short sequences an attention call's Python work (checks, dispatch, three quantiser launches and
+the kernel launch) can take longer than the GPU work it queues; then every timing of the call,
+do_bench's included, measures the host. For each shape this prints:
+  host us  per call, from a loop of N calls without synchronisation (the GPU queue never empties
+           when host time < GPU time, so this is the host's cost);
+  gpu us   the same calls replayed from a CUDA graph (no host work at all);
+and the top functions of a cProfile of the host loop for the first shape.
+
+    PYTHONPATH=. python3 benchmarks/bench_overhead.py [--out DIR]
+"""
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import environment  # noqa: E402
+
+import fp8attn  # noqa: E402
+
+# (batch, seqlen, heads, head_dim): decode-ish and prefill-ish shapes, and the benchmark's 1024
+SHAPES = [(1, 128, 32, 128), (4, 512, 32, 128), (16, 1024, 16, 128), (4, 4096, 16, 128)]
+
+
+def host_us(fn, n: int = 200) -> float:
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    host = time.perf_counter() - t0
+    torch.cuda.synchronize()
+    return host / n * 1e6
+
+
+def graph_us(fn, n: int = 50) -> float:
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(s)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        for _ in range(n):
+            fn()
+    g.replay()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    g.replay()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / n * 1e3
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    rows = []
+    prof_text = ""
+    for i, (b, s, h, d) in enumerate(SHAPES):
+        q, k, v = (torch.randn(b, s, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        for causal in (False, True):
+            def fn():
+                return fp8attn.flash_attn_func(q, k, v, causal=causal)
+            row = dict(shape=[b, s, h, d], causal=causal, host_us=host_us(fn), gpu_us=graph_us(fn))
+            rows.append(row)
+            print(f"{(b, s, h, d)} causal={causal}: host {row['host_us']:.0f} us, "
+                  f"gpu {row['gpu_us']:.0f} us", flush=True)
+        if i == 0:
+            pr = cProfile.Profile()
+            pr.enable()
+            for _ in range(200):
+                fp8attn.flash_attn_func(q, k, v)
+            pr.disable()
+            torch.cuda.synchronize()
+            buf = io.StringIO()
+            pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
+            prof_text = buf.getvalue()
+    print(prof_text)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "bench_overhead.json"), "w") as f:
+            json.dump(dict(env=environment(), rows=rows, profile=prof_text), f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
