@@ -100,7 +100,46 @@ def emulate(q8, k8, v8, scale, causal, block_n):
     return torch.where(l[..., None] == 0, torch.zeros_like(acc), acc / l[..., None])
 
 
-VARIANTS = [{}, {"SPLIT": 2}]  # extra constexprs merged into the config
+# (config, extra constexprs) checked against the emulation on every correctness case
+CHECKED = [
+    (dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2), {}),
+    (dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2), {"SPLIT": 2}),
+    (dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3), {}),
+    (dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3), {"ONE_LOOP": True}),
+    (dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=3), {"SPLIT": 2, "REVERSE": False}),
+    (dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=2), {"SPLIT": 4, "ONE_LOOP": True}),
+]
+_KERNELS = []
+
+
+def _capture_compiled():
+    """Record the compiled kernel of each launch (registers / spills for the timing table)."""
+    from fp8attn.attention import triton_fwd
+    heur = triton_fwd._attn_fwd_heur
+    orig = heur.run
+
+    def run_and_keep(*args, **kwargs):
+        k = orig(*args, **kwargs)
+        _KERNELS.append(k)
+        return k
+    heur.run = run_and_keep
+
+
+def _last_kernel_info():
+    k = _KERNELS[-1] if _KERNELS else None
+    if k is None:
+        return {}
+    info = {}
+    for name in ("n_regs", "n_spills"):
+        try:
+            info[name] = int(getattr(k, name))
+        except Exception:  # noqa: BLE001 - attribute missing on some versions
+            pass
+    try:
+        info["smem"] = int(k.metadata.shared)
+    except Exception:  # noqa: BLE001
+        pass
+    return info
 
 
 def correctness(log):
@@ -112,8 +151,6 @@ def correctness(log):
         (1, 2, 2, 513, 300, 96, None, "e5m2"),
         (3, 2, 1, 1, 4097, 32, None, "e4m3"),
     ]
-    cfgs = [dict(BLOCK_M=128, BLOCK_N=64, num_warps=8, num_stages=2),
-            dict(BLOCK_M=64, BLOCK_N=128, num_warps=4, num_stages=3)]
     g = torch.Generator(device="cuda").manual_seed(0)
     res = []
     for B, Hq, Hkv, Sq, Sk, D, causal, fmt in cases:
@@ -123,8 +160,10 @@ def correctness(log):
         q8, k8, v8 = quant(q, k, v, fmt)
         scale = D ** -0.5
         ref = oracle(q, k, v, scale, causal)
-        for cfg, var in [(cfgs[0], v) for v in VARIANTS] + [(cfgs[1], {})]:
+        for cfg, var in CHECKED:
             mode = "tile"
+            if var.get("SPLIT", 1) == 4 and D < 128:
+                continue
             if D < 256 or cfg["BLOCK_N"] <= 64:
                 try:
                     out = torch.full((B, Hq, Sq, D), float("nan"), device="cuda")
@@ -160,23 +199,30 @@ def long_context(log):
     return res
 
 
-def timing(log, deadline):
+def timing(log, deadline, seqlens=(8192,)):
     fa3, why = load_fa3()
     log({"fa3": why or "ok"})
     res = []
+    S2, S4, OL, NR = {"SPLIT": 2}, {"SPLIT": 4}, {"ONE_LOOP": True}, {"REVERSE": False}
     sweep = {  # (BLOCK_M, BLOCK_N, warps, stages, variant, mode)
-        128: [(64, 128, 4, 2, {}, "tile"), (64, 128, 4, 3, {}, "tile"), (128, 128, 8, 3, {}, "tile"),
-              (128, 128, 8, 4, {}, "tile"), (128, 128, 4, 3, {"SPLIT": 2}, "tile"),
-              (128, 128, 4, 3, {}, "imprecise"),
-              (128, 128, 4, 2, {"SPLIT": 2}, "tile"), (64, 128, 4, 2, {}, "fp22")],
-        256: [(128, 64, 8, 3, {}, "imprecise"), (128, 64, 8, 3, {"SPLIT": 2}, "tile"),
-              (128, 128, 8, 2, {"SPLIT": 2}, "tile"), (64, 64, 4, 3, {"SPLIT": 2}, "tile"),
-              (64, 128, 4, 2, {"SPLIT": 2}, "tile"), (128, 64, 8, 2, {"SPLIT": 2}, "tile"),
-              (64, 32, 4, 3, {"SPLIT": 2}, "tile"), (128, 128, 8, 2, {}, "fp22")],
-        64: [(128, 128, 4, 3, {}, "tile"), (128, 128, 4, 4, {}, "tile"), (128, 64, 4, 4, {}, "tile"),
-             (64, 128, 4, 3, {}, "tile"), (256, 128, 8, 3, {}, "tile"), (256, 64, 8, 3, {}, "tile")],
+        256: [(64, 64, 4, 3, S2, "tile"), (64, 64, 4, 3, {**S2, **NR}, "tile"),
+              (64, 64, 4, 3, {**S2, **OL}, "tile"), (64, 64, 4, 2, {**S2, **OL}, "tile"),
+              (64, 64, 4, 2, {**S4, **OL}, "tile"), (64, 64, 4, 2, S4, "tile"),
+              (64, 64, 4, 3, {**S4, **OL, **NR}, "tile")],
+        128: [(64, 128, 4, 3, {}, "tile"), (64, 128, 4, 2, {}, "tile"), (128, 128, 8, 2, {}, "tile"),
+              (64, 64, 4, 4, {}, "tile"), (64, 64, 4, 3, {}, "tile"), (64, 128, 4, 3, OL, "tile"),
+              (64, 128, 4, 3, S2, "tile"), (128, 128, 8, 3, {}, "tile")],
+        64: [(128, 128, 4, 3, {}, "tile"), (64, 128, 4, 3, {}, "tile"), (64, 128, 4, 4, {}, "tile"),
+             (64, 64, 4, 4, {}, "tile"), (128, 128, 8, 3, {}, "tile"), (64, 256, 4, 2, {}, "tile"),
+             (128, 256, 8, 2, {}, "tile"), (64, 128, 4, 3, OL, "tile")],
     }
-    S = 8192
+    for S in seqlens:
+        res += _time_seqlen(log, deadline, fa3, sweep, S)
+    return res
+
+
+def _time_seqlen(log, deadline, fa3, sweep, S):
+    res = []
     for D in (128, 256, 64):
         H = 2048 // D
         B = 16384 // S
@@ -214,7 +260,7 @@ def timing(log, deadline):
                     ms = bench_ms(lambda: run(q8, k8, v8, D ** -0.5, "top_left" if causal else None,
                                               out=out, acc_mode=mode, config={**cfg, **var}),
                                   10, 50)
-                    r = dict(tag, ms=ms, tflops=fl / ms * 1e-9)
+                    r = dict(tag, ms=ms, tflops=fl / ms * 1e-9, **_last_kernel_info())
                 except Exception as e:  # noqa: BLE001
                     r = dict(tag, error=f"{type(e).__name__}: {e}"[:300])
                 log(r)
@@ -227,6 +273,7 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "."))
     ap.add_argument("--budget-s", type=float, default=480)
     ap.add_argument("--skip", default="", help="comma list of: correct,long,time")
+    ap.add_argument("--seqlens", default="8192", help="comma list of timed sequence lengths")
     a = ap.parse_args()
     t0 = time.time()
     skip = set(a.skip.split(","))
@@ -245,13 +292,19 @@ def main():
     if "long" not in skip:
         res["long"] = long_context(log)
     if "time" not in skip:
-        res["time"] = timing(log, t0 + a.budget_s)
+        _capture_compiled()
+        res["time"] = timing(log, t0 + a.budget_s, [int(x) for x in a.seqlens.split(",")])
     with open(os.path.join(a.out, "sweep.json"), "w") as f:
         json.dump(res, f, indent=1)
     for r in res.get("time", []):
         if "tflops" in r:
-            print(f"D={r['D']} causal={r['causal']} {r['impl']:9s} {r.get('mode', ''):9s} "
-                  f"{str(r.get('cfg', '')):18s} {str(r.get('var', '')):28s} {r['tflops']:7.1f}")
+            print(f"D={r['D']} S={r.get('S')} causal={r['causal']:d} {r['impl']:8s} "
+                  f"{str(r.get('cfg', '')):17s} {str(r.get('var', '')):45s} {r['tflops']:7.1f} "
+                  f"regs={r.get('n_regs', '-')} spills={r.get('n_spills', '-')}")
+    for r in res.get("correct", []):
+        print("CORRECT", r["case"], r["cfg"]["BLOCK_M"], r["cfg"]["BLOCK_N"], r["var"],
+              r.get("error") or f"nan={r['nan']} oracle={r['rmse_oracle']:.3e} "
+              f"emu={r['rmse_emu_oracle']:.3e} maxdiff_emu={r['maxdiff_emu']:.2e}")
     print(f"total {time.time() - t0:.0f}s")
 
 

@@ -24,6 +24,11 @@ Layouts: Q8 (B, Hq, Sq, D), K8 (B, Hkv, Sk, D), V8 transposed (B, Hkv, D, Sk) --
 contiguous along the sequence: Hopper's FP8 MMA wants its second operand K-major, and
 tl.dot(p, tl.trans(vt)) gives it that. Descales (B, H, NB) float32, row r uses [r // block_size].
 Varlen: B = 1 and rows are packed; cu_seqlens give each sequence's [start, end).
+
+Code-shape constexprs (same arithmetic, chosen per config by the autotuner): SPLIT (P @ V in 1, 2
+or 4 head-dim slices), ONE_LOOP (one masked loop body instead of an unmasked loop plus a masked
+one for the causal diagonal and the tail), REVERSE (causal: last query block first). They exist
+because at 255 registers small code changes decide whether ptxas spills in the main loop.
 """
 from __future__ import annotations
 
@@ -107,17 +112,29 @@ def _pv(acc, p8, vt, factor, ACC_MODE: tl.constexpr, BLOCK_N: tl.constexpr):
 
 
 @triton.jit
-def _update(acc0, acc1, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_ptr, start_n,
-            kv_pos0, offs_m, offs_n, offs_dh, seqlen_k, causal_off, k_block, v_block, half_vd,
-            MASKED: tl.constexpr, CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
+def _mask_scores(qk, cols, col_ok, offs_m, causal_off, CAUSAL: tl.constexpr):
+    keep = col_ok[None, :]
+    if CAUSAL != 0:
+        keep = keep & (cols[None, :] <= offs_m[:, None] + causal_off)
+    return tl.where(keep, qk, float("-inf"))
+
+
+@triton.jit
+def _update(acc0, acc1, acc2, acc3, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_ptr,
+            start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k, causal_off, k_block, v_block,
+            slice_vd, full_end, MASKED: tl.constexpr, DIAG_ONLY: tl.constexpr,
+            CAUSAL: tl.constexpr, EVEN_D: tl.constexpr,
             HEAD_DIM: tl.constexpr, DH: tl.constexpr, SPLIT: tl.constexpr,
             K_MODE: tl.constexpr, V_PER_COL: tl.constexpr, ACC_MODE: tl.constexpr,
             P_SHIFT: tl.constexpr, BLOCK_N: tl.constexpr, INTERPRET: tl.constexpr):
     """Online-softmax step for one KV tile given its raw scores qk (BLOCK_M, BLOCK_N).
 
-    acc0 / acc1: the output accumulator's head-dim halves when SPLIT == 2 (each P @ V product is
-    then half as wide, which keeps head dim 256 within the register file); acc1 is unused (a
-    small placeholder) when SPLIT == 1.
+    acc0 .. acc3: the output accumulator's head-dim slices, SPLIT of them (each P @ V product is
+    then 1/SPLIT as wide: its fresh fp32 result must sit in registers beside the accumulator,
+    which at head dim 256 only fits in slices); unused ones are small placeholders.
+    slice_vd: pointer offset from one head-dim slice of V^T to the next.
+    MASKED: loads masked at seqlen_k and scores masked (causal and tail); with DIAG_ONLY the
+    score mask is applied only to tiles at or beyond full_end (the single-loop form).
     """
     cols = start_n + offs_n
     col_ok = cols < seqlen_k
@@ -125,10 +142,11 @@ def _update(acc0, acc1, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_pt
     if K_MODE == 1:
         row_scale = row_scale * tl.load(kd_ptr + (kv_pos0 + start_n) // k_block)
     if MASKED:
-        keep = col_ok[None, :]
-        if CAUSAL != 0:
-            keep = keep & (cols[None, :] <= offs_m[:, None] + causal_off)
-        qk = tl.where(keep, qk, float("-inf"))
+        if DIAG_ONLY:
+            if start_n >= full_end:
+                qk = _mask_scores(qk, cols, col_ok, offs_m, causal_off, CAUSAL)
+        else:
+            qk = _mask_scores(qk, cols, col_ok, offs_m, causal_off, CAUSAL)
     # row_scale > 0 (q descale * softmax_scale * log2e), so max commutes with the scaling
     m_new = tl.maximum(m_i, tl.max(qk, 1) * row_scale)
     if MASKED:
@@ -154,10 +172,15 @@ def _update(acc0, acc1, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_pt
     p8 = p.to(vt0.dtype)
     factor = alpha * (vs_prev / vs)
     acc0 = _pv(acc0, p8, vt0, factor, ACC_MODE, BLOCK_N)
-    if SPLIT == 2:
-        vt1 = _load_vt(vt_ptrs + half_vd, offs_dh + DH, col_ok, MASKED, EVEN_D, HEAD_DIM)
+    if SPLIT >= 2:
+        vt1 = _load_vt(vt_ptrs + slice_vd, offs_dh + DH, col_ok, MASKED, EVEN_D, HEAD_DIM)
         acc1 = _pv(acc1, p8, vt1, factor, ACC_MODE, BLOCK_N)
-    return acc0, acc1, l_i, m_new, vs
+    if SPLIT == 4:
+        vt2 = _load_vt(vt_ptrs + 2 * slice_vd, offs_dh + 2 * DH, col_ok, MASKED, EVEN_D, HEAD_DIM)
+        acc2 = _pv(acc2, p8, vt2, factor, ACC_MODE, BLOCK_N)
+        vt3 = _load_vt(vt_ptrs + 3 * slice_vd, offs_dh + 3 * DH, col_ok, MASKED, EVEN_D, HEAD_DIM)
+        acc3 = _pv(acc3, p8, vt3, factor, ACC_MODE, BLOCK_N)
+    return acc0, acc1, acc2, acc3, l_i, m_new, vs
 
 
 @triton.jit
@@ -173,7 +196,7 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
-              SPLIT: tl.constexpr,
+              SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
               INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
     DH: tl.constexpr = HEAD_DIM_PAD // SPLIT
@@ -183,8 +206,9 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
     if CAUSAL != 0:
-        # longest rows first: fewer idle SMs at the end of a causal launch
-        pid_m = tl.num_programs(0) - 1 - pid_m
+        if REVERSE:
+            # longest rows first: fewer idle SMs at the end of a causal launch
+            pid_m = tl.num_programs(0) - 1 - pid_m
     if IS_VARLEN:
         q_pos0 = tl.load(CU_Q + off_b)
         seqlen_q = tl.load(CU_Q + off_b + 1) - q_pos0
@@ -228,15 +252,14 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     vt_base = VT + off_z64 * stride_vz + off_kvh64 * stride_vh + kv_pos64 * stride_vn
     k_ptrs = k_base + offs_n[:, None] * stride_kn + offs_d[None, :] * stride_kd
     vt_ptrs = vt_base + offs_dh[:, None] * stride_vd + offs_n[None, :] * stride_vn
-    half_vd = DH * stride_vd
+    slice_vd = DH * stride_vd
 
     m_i = tl.full([BLOCK_M], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BLOCK_M], dtype=tl.float32)
     acc0 = tl.zeros([BLOCK_M, DH], dtype=tl.float32)
-    if SPLIT == 2:
-        acc1 = tl.zeros([BLOCK_M, DH], dtype=tl.float32)
-    else:
-        acc1 = tl.zeros([BLOCK_M, 16], dtype=tl.float32)
+    acc1 = tl.zeros([BLOCK_M, DH if SPLIT >= 2 else 16], dtype=tl.float32)
+    acc2 = tl.zeros([BLOCK_M, DH if SPLIT == 4 else 16], dtype=tl.float32)
+    acc3 = tl.zeros([BLOCK_M, DH if SPLIT == 4 else 16], dtype=tl.float32)
     vs = tl.full([1], 1.0, dtype=tl.float32).sum(0)
 
     # Keys [0, full_end) are visible to every row of this block: no masks. [full_end, hi) holds
@@ -254,22 +277,37 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
         hi = seqlen_k
         full_end = (seqlen_k // BLOCK_N) * BLOCK_N
 
-    for start_n in range(0, full_end, BLOCK_N):
-        qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
-                     offs_d, seqlen_k, k_block, False, EVEN_D, HEAD_DIM, K_MODE)
-        acc0, acc1, l_i, m_i, vs = _update(
-            acc0, acc1, l_i, m_i, vs, qk, row_scale, vt_ptrs + start_n * stride_vn,
-            kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k,
-            causal_off, k_block, v_block, half_vd, False, CAUSAL, EVEN_D, HEAD_DIM, DH,
-            SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N, INTERPRET)
-    for start_n in range(full_end, hi, BLOCK_N):
-        qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
-                     offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
-        acc0, acc1, l_i, m_i, vs = _update(
-            acc0, acc1, l_i, m_i, vs, qk, row_scale, vt_ptrs + start_n * stride_vn,
-            kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k,
-            causal_off, k_block, v_block, half_vd, True, CAUSAL, EVEN_D, HEAD_DIM, DH,
-            SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT, BLOCK_N, INTERPRET)
+    if ONE_LOOP:
+        # one loop body: loads always masked, scores masked only from full_end on (fewer live
+        # registers than two inlined bodies: keeps head dim 256 causal free of spills)
+        for start_n in range(0, hi, BLOCK_N):
+            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
+            acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
+                acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
+                vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
+                offs_dh, seqlen_k, causal_off, k_block, v_block, slice_vd, full_end, True, True,
+                CAUSAL, EVEN_D, HEAD_DIM, DH, SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT,
+                BLOCK_N, INTERPRET)
+    else:
+        for start_n in range(0, full_end, BLOCK_N):
+            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, False, EVEN_D, HEAD_DIM, K_MODE)
+            acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
+                acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
+                vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
+                offs_dh, seqlen_k, causal_off, k_block, v_block, slice_vd, full_end, False,
+                False, CAUSAL, EVEN_D, HEAD_DIM, DH, SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT,
+                BLOCK_N, INTERPRET)
+        for start_n in range(full_end, hi, BLOCK_N):
+            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
+            acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
+                acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
+                vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
+                offs_dh, seqlen_k, causal_off, k_block, v_block, slice_vd, full_end, True,
+                False, CAUSAL, EVEN_D, HEAD_DIM, DH, SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT,
+                BLOCK_N, INTERPRET)
 
     # l_i == 0: the row saw no key -> 0 and lse -inf (a NaN l_i stays NaN: NaN == 0 is false)
     no_key = l_i == 0.0
@@ -278,9 +316,14 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     o_base = O + off_z64 * stride_oz + off_h64 * stride_oh + q_pos0.to(tl.int64) * stride_om
     o_ptrs = o_base + offs_m[:, None] * stride_om + offs_dh[None, :] * stride_od
     _store_out(o_ptrs, acc0 * out_scale[:, None], row_ok, offs_dh, EVEN_D, HEAD_DIM)
-    if SPLIT == 2:
+    if SPLIT >= 2:
         _store_out(o_ptrs + DH * stride_od, acc1 * out_scale[:, None], row_ok, offs_dh + DH,
                    EVEN_D, HEAD_DIM)
+    if SPLIT == 4:
+        _store_out(o_ptrs + 2 * DH * stride_od, acc2 * out_scale[:, None], row_ok,
+                   offs_dh + 2 * DH, EVEN_D, HEAD_DIM)
+        _store_out(o_ptrs + 3 * DH * stride_od, acc3 * out_scale[:, None], row_ok,
+                   offs_dh + 3 * DH, EVEN_D, HEAD_DIM)
     if RETURN_LSE:
         lse2 = m_i + tl.math.log2(l_safe) - P_SHIFT
         lse = tl.where(no_key, float("-inf"), lse2 * 0.6931471805599453)  # ln 2
@@ -300,18 +343,23 @@ def _store_out(o_ptrs, out, row_ok, offs_d, EVEN_D: tl.constexpr, HEAD_DIM: tl.c
 # ----------------------------------------------------------------------------------------------
 # Autotuning and launcher
 
-def _cfg(bm, bn, warps, stages, split=1):
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT": split}, num_warps=warps,
-                         num_stages=stages)
+def _cfg(bm, bn, warps, stages, split=1, one_loop=False, reverse=True):
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT": split, "ONE_LOOP": one_loop,
+                          "REVERSE": reverse}, num_warps=warps, num_stages=stages)
 
 
-# Measured on an H200 (Triton 3.6, 2026-11-22, benchmarks/sweep_attention.py): the best
-# two-level configs per head dim. Head dim 256 splits P @ V into two 128-wide products (SPLIT=2):
-# one 256-wide fp32 tile beside the 256-wide accumulator does not fit the register file.
+# Measured on an H200 (Triton 3.6, 2026-11-22 04:39 UTC, benchmarks/sweep_attention.py, run 3 in
+# benchmarks/results/attention_notes.md): the best two-level configs per head dim, picked per
+# causal mode and seqlen bucket by the autotuner. Head dim 256 splits P @ V into two 128-wide
+# products (SPLIT=2: one 256-wide fp32 tile beside the 256-wide accumulator does not fit) and runs
+# causal blocks in launch order (REVERSE=False): with the reversed order ptxas spills 68 registers
+# in the main loop and causal ran at half speed. ONE_LOOP: hdim 64 causal (no spills, unlike
+# 128 x 128) and hdim 128 at short seqlen.
 _TUNED = {
-    64: [_cfg(128, 128, 4, 3), _cfg(64, 128, 4, 3), _cfg(128, 128, 4, 4)],
-    128: [_cfg(64, 128, 4, 3), _cfg(128, 128, 8, 3), _cfg(64, 128, 4, 2)],
-    256: [_cfg(64, 64, 4, 3, 2), _cfg(128, 128, 8, 2, 2), _cfg(64, 32, 4, 3, 2)],
+    64: [_cfg(128, 128, 4, 3), _cfg(64, 128, 4, 3, one_loop=True), _cfg(64, 128, 4, 3)],
+    128: [_cfg(64, 128, 4, 3), _cfg(64, 128, 4, 3, one_loop=True), _cfg(128, 128, 8, 3)],
+    256: [_cfg(64, 64, 4, 3, 2, reverse=False), _cfg(64, 64, 4, 3, 2, one_loop=True),
+          _cfg(64, 64, 4, 2, 4, one_loop=True)],
 }
 
 
@@ -382,7 +430,9 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     Varlen: B == 1, rows of all sequences packed, cu_seqlens_q/k int32 (nseq + 1,), max_seqlen_q.
     out: optional (B, Hq, Sq, D) tensor (any strides) of out_dtype to write into.
     config: skip autotuning, e.g. {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
-    (SPLIT, the number of head-dim slices of P @ V, defaults to 2 for head dims above 128).
+    (SPLIT, the number of head-dim slices of P @ V (1, 2 or 4), defaults to 2 for head dims above
+    128; ONE_LOOP (one masked loop body instead of an unmasked and a masked one) defaults to
+    False; REVERSE (causal: last query block first) defaults to True).
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     """
@@ -418,5 +468,6 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
         _attn_fwd_tuned[grid](*args, **meta)
     else:
         split = 2 if meta["HEAD_DIM_PAD"] >= 256 else 1
-        _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, **config})
+        _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, "ONE_LOOP": False,
+                                                "REVERSE": True, **config})
     return (out, lse) if return_lse else out
