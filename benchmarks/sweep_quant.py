@@ -14,7 +14,13 @@ times 1 ulp off the kernel's division (within the tests' 1e-6); n_data_diff coun
 differ (NaN = NaN; the software rounding writes +0 where torch writes -0).
 
 Writes sweep_quant.json under --out (rows appended as they finish; a --budget in seconds stops
-starting new variants, so a time-limited run still returns what it measured).
+starting new variants, so a time-limited run still returns what it measured). --profile 'case:name;..'
+launches just those variants (for ncu: `ncu --clock-control none -k regex:pairs_kernel ...`).
+
+"P ..." variants are `_pairs_kernel` (fp8attn.quant.triton layout 2; default_variant has the
+numbers). Caution: at ~0.11 ms a call, the same kernel timed up to 2x apart between runs and
+within one (H200, 2026-11-22), while the older, slower kernels stayed within 1%; repeat the
+interesting rows (the "again" entries) and read ncu's kernel durations.
 """
 from __future__ import annotations
 
@@ -39,47 +45,43 @@ ON = dict(soft_cast=True, soft_amax=True)              # "soft": clamp + softwar
 NANMAX = dict(soft_cast=False, soft_amax=False)        # "hw nanmax": the max skips NaN by itself
 
 
-def _cfg(rows, warps, maxnreg=None):
+def _cfg(rows, warps, maxnreg=None, r_lo=None, dq=None):
     c = dict(BLOCK_S=rows, num_warps=warps)
     if maxnreg:
         c["maxnreg"] = maxnreg
+    if r_lo is not None:
+        c.update(R_LO=r_lo, DQ=dq)
     return c
 
 
+def _p(**kw):
+    """A `_pairs_kernel` variant (layout 2): the GPU's cast, exact amax, plus kw."""
+    return dict(layout=2, **OFF, **kw)
+
+
 # (case, name, variant, config): variant None = fp8attn's default, config None = the autotuner.
-# "old default": LAYOUT 0 with software rounding at the config the autotuner chose on an H200 before.
+# "old default": the variant the default was before (2026-11-22 03:25 run), timed in the same run.
 # Most informative first (a time budget may cut the tail); refs are recomputed when the case changes.
 VARIANTS = [
-    ("block", "L0 soft 128x4 (old default)", dict(layout=0, **ON), _cfg(128, 4)),
-    ("block", "L1 hw 128x4 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
-    ("block", "L1 hw 128x4 direct", dict(layout=1, store_2d=False, **OFF), _cfg(128, 4)),
-    ("block", "L1 hw 256x8 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(256, 8)),
-    ("block", "L1 hw autotuned (new default)", None, None),
-    ("vt", "L0 soft 128x8 (old default)", dict(layout=0, **ON), _cfg(128, 8)),
-    ("vt", "L1 hw 128x4 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
-    ("vt", "L1 hw 128x4 direct", dict(layout=1, store_2d=False, **OFF), _cfg(128, 4)),
-    ("vt", "L0 hw 128x8", dict(layout=0, **OFF), _cfg(128, 8)),
-    ("vt", "L1 hw autotuned (new default)", None, None),
-    ("token", "L0 soft 16x4 (old default)", dict(layout=0, **ON), _cfg(16, 4)),
-    ("token", "L1 hw 128x4 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
-    ("token", "L1 hw 32x1 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(32, 1)),
-    ("token", "L1 hw 128x4 direct", dict(layout=1, store_2d=False, **OFF), _cfg(128, 4)),
-    ("token", "L1 hw autotuned (new default)", None, None),
-    ("q", "L0 soft 128x4 (old default)", dict(layout=0, **ON), _cfg(128, 4)),
-    ("q", "L1 hw 128x4 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
-    ("q", "L0 hw 128x4", dict(layout=0, **OFF), _cfg(128, 4)),
-    ("q", "L1 hw autotuned (new default)", None, None),
-    ("block_e5m2", "L1 hw 128x4 store2d e5m2", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
-    ("block", "L1 soft 128x4 store2d", dict(layout=1, store_2d=True, **ON), _cfg(128, 4)),
-    ("block", "L1 hw 128x4 store2d maxnreg168", dict(layout=1, store_2d=True, **OFF),
-     _cfg(128, 4, 168)),
-    ("block", "L0 hw 128x4", dict(layout=0, **OFF), _cfg(128, 4)),
-    ("block", "L1 hw nanmax 128x4 store2d", dict(layout=1, store_2d=True, **NANMAX), _cfg(128, 4)),
-    ("token", "L1 hw nanmax 128x4 store2d", dict(layout=1, store_2d=True, **NANMAX), _cfg(128, 4)),
-    ("block", "L0 hw 128x16", dict(layout=0, **OFF), _cfg(128, 16)),
-    ("block_e5m2", "L0 hw 128x8 e5m2", dict(layout=0, **OFF), _cfg(128, 8)),
-    ("token", "L1 hw 64x2 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(64, 2)),
-    ("vt", "L1 hw 256x8 store2d", dict(layout=1, store_2d=True, **OFF), _cfg(256, 8)),
+    ("block", "L1 hw 128x4 store2d (old default)", dict(layout=1, store_2d=True, **OFF), _cfg(128, 4)),
+    ("block", "P 128x4 coalesced (new default)", None, None),
+    ("block", "P 128x4 row-per-lane loads", _p(coalesced=False), _cfg(128, 4, r_lo=1, dq=1)),
+    ("block", "P 128x4 coalesced, signs loaded", _p(const_signs=False), _cfg(128, 4, 168, r_lo=1,
+                                                                              dq=1)),
+    ("vt", "L0 hw 128x8 (old default)", dict(layout=0, **OFF), _cfg(128, 8)),
+    ("vt", "P vt r4 q4 w4 maxnreg168 (new default)", None, None),
+    ("vt", "P vt r4 q4 w4 maxnreg160", _p(), _cfg(128, 4, 160, r_lo=4, dq=4)),
+    ("vt", "P vt r4 q4 w4 no maxnreg", _p(), _cfg(128, 4, r_lo=4, dq=4)),
+    ("token", "L1 hw autotuned (old default)", dict(layout=1, store_2d=True, **OFF), None),
+    ("token", "P 64x2 coalesced (new default)", None, None),
+    ("q", "L0 hw 128x4 (old default)", dict(layout=0, **OFF), _cfg(128, 4)),
+    ("q", "P 128x4 maxnreg168 (new default)", None, None),
+    ("block_e5m2", "P 128x4 coalesced e5m2 (new default)", None, None),
+    ("vt", "P vt (new default) again", None, None),
+    ("block", "P 128x4 coalesced (new default) again", None, None),
+    ("token", "P 64x2 coalesced (new default) again", None, None),
+    ("vt", "P vt (new default) third", None, None),
+    ("q", "P 128x4 maxnreg168 (new default) again", None, None),
 ]
 
 CASES = {   # case: (fmt, granularity, rotate, transpose, label)
@@ -116,15 +118,43 @@ def _compare(got, ref) -> dict:
                 nan_positions_equal=nan_ok, n_data_diff=ndiff)
 
 
+def _launcher(x, signs, case, var, cfg):
+    fmt, gran, rotate, transpose, _ = CASES[case]
+    sg = signs if rotate else None
+    return lambda: quantize_triton(x, fmt, gran, 128, signs=sg, transpose=transpose,
+                                   variant=var, config=cfg)
+
+
+def _profile(spec: str) -> int:
+    """Each named variant launched twice (compile, then the launch ncu should read)."""
+    x = _input()
+    signs = hadamard_signs(SHAPE[-1], 0, "cuda")
+    named = {(case, name): (var, cfg) for case, name, var, cfg in VARIANTS}
+    for item in filter(None, spec.split(";")):
+        case, name = item.split(":", 1)
+        fn = _launcher(x, signs, case, *named[(case, name)])
+        fn()
+        torch.cuda.synchronize()
+        fn()
+        torch.cuda.synchronize()
+        print(f"profiled {case} / {name}", flush=True)
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default="benchmarks/results/")
     ap.add_argument("--budget", type=float, default=100.0, help="seconds; no new variant after")
     ap.add_argument("--only", default="", help="comma-separated cases")
+    ap.add_argument("--profile", default="",
+                    help="'case:variant;case:variant': launch just these, twice each, untimed "
+                         "(run under ncu)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("sweep_quant needs a CUDA GPU", file=sys.stderr)
         return 2
+    if args.profile:
+        return _profile(args.profile)
     t0 = time.time()
     dev = torch.cuda.get_device_name()
     meta = dict(device=dev, torch=torch.__version__, triton=triton.__version__,

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from fp8attn import Recipe, quantize
-from fp8attn.formats import FP8_MAX, finite_amax
+from fp8attn.formats import finite_amax
 from fp8attn.hadamard import hadamard_signs, random_hadamard_reference
 from fp8attn.quant import QuantizedTensor, quantize_qkv, quantize_reference
 from fp8attn.quant.triton import S_ALIGN, quantize_triton
@@ -215,10 +215,14 @@ def test_gpu_bf16_large_against_reference():
                 assert_same_quantization(got, ref)
 
 
-_VARIANTS = [dict(layout=0), dict(layout=1, store_2d=True), dict(layout=1, store_2d=False)]
+_VARIANTS = [dict(layout=0), dict(layout=1, store_2d=True), dict(layout=1, store_2d=False),
+             dict(layout=2), dict(layout=2, const_signs=False, store_2d=False),
+             dict(layout=2, words=False), dict(layout=2, coalesced=True)]
 
 
-@pytest.mark.parametrize("variant", _VARIANTS, ids=["layout0", "layout1-store2d", "layout1-direct"])
+@pytest.mark.parametrize("variant", _VARIANTS, ids=["layout0", "layout1-store2d", "layout1-direct",
+                                                     "pairs", "pairs-signs-loaded-direct",
+                                                     "pairs-element-loads", "pairs-coalesced"])
 @pytest.mark.parametrize("granularity,rotate,transpose", [("block", True, False),
                                                           ("token", True, False),
                                                           ("head", True, False),
@@ -253,9 +257,10 @@ def test_gpu_hardware_cast_is_bit_identical(fmt):
     for granularity in ("block", "token"):
         for sg, transpose in ((signs, False), (None, True)):
             ref = quantize_reference(x, fmt, granularity, 128, signs=sg, transpose=transpose)
-            for layout in (0, 1):
+            for var in (dict(layout=0), dict(layout=1), dict(layout=2),
+                        dict(layout=2, coalesced=True)):
                 outs = [quantize_triton(x, fmt, granularity, 128, signs=sg, transpose=transpose,
-                                        variant=dict(layout=layout, soft_cast=soft))
+                                        variant=dict(var, soft_cast=soft))
                         for soft in (False, True)]
                 # descales: the same code for both casts; torch on the GPU divides by fp8_max as a
                 # product with its reciprocal (1 ulp off the kernel's division at times)
@@ -265,3 +270,39 @@ def test_gpu_hardware_cast_is_bit_identical(fmt):
                     a, r = got.data.float(), ref.data.float()
                     assert torch.equal(a.isnan(), r.isnan())
                     assert torch.equal(torch.nan_to_num(a), torch.nan_to_num(r))
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_nonfinite_and_overflow_tiles(rotate, device):
+    """The pairs kernel's rare path (a tile holding NaN or Inf after the rotation): rows with a NaN
+    or Inf input are NaN rows when rotated, only those elements when not; a finite row whose
+    rotation overflows float32 keeps its finite values in the amax and saturates the rest."""
+    x = _x((1, 2, 40, 32), 51, device=device)
+    x[0, 0, 3, 5] = float("nan")
+    x[0, 0, 9, 1] = float("inf")
+    x[0, 1, 20, :2] = 3.0e38                # bf16: the rotation's first sums overflow float32
+    x[0, 1, 33, 6:8] = -3.0e38              # (Inf in half the row's outputs, no NaN)
+    signs = hadamard_signs(32, 5, device) if rotate else None
+    got = quantize_triton(x, "e4m3", "block", 16, signs=signs, variant=dict(layout=2))
+    ref = quantize_reference(x, "e4m3", "block", 16, signs=signs)
+    bad = torch.zeros(1, 2, 40, dtype=torch.bool)
+    bad[0, 0, 3] = bad[0, 0, 9] = True     # the interpreter casts NaN to a number
+    assert torch.isfinite(got.descale).all()
+    assert_same_quantization(got, ref, ignore_rows=bad)
+    a, r = got.data.cpu().float(), ref.data.cpu().float()
+    # the rest of a non-rotated row keeps its values (only its Inf / NaN element is NaN)
+    assert torch.equal(a[~r.isnan()], r[~r.isnan()])
+    if x.is_cuda:
+        assert torch.equal(a.isnan(), r.isnan())
+
+
+def test_signs_changed_in_place_are_seen(device):
+    """The kernel bakes the signs in as constants, cached per signs tensor and version."""
+    x = _x((1, 1, 24, 16), 52, device=device)
+    signs = hadamard_signs(16, 6, device)
+    first = quantize_triton(x, "e4m3", "block", 8, signs=signs, variant=dict(layout=2))
+    assert_same_quantization(first, quantize_reference(x, "e4m3", "block", 8, signs=signs))
+    signs[:5] *= -1
+    second = quantize_triton(x, "e4m3", "block", 8, signs=signs, variant=dict(layout=2))
+    assert_same_quantization(second, quantize_reference(x, "e4m3", "block", 8, signs=signs))
+    assert not torch.equal(first.data.float(), second.data.float())
