@@ -362,3 +362,20 @@ def test_lse_matches_logsumexp_definition(triton_backend, device):
                                      recipe=Recipe(hadamard=False))
     s = (q[0, :, 0].double() @ k[0, :, 0].double().T) / math.sqrt(64)
     assert (lse[0, 0].double().cpu() - torch.logsumexp(s, -1).cpu()).abs().max().item() < 0.1
+
+
+def test_repeat_calls_launch_the_cached_config_identically(triton_backend, device, monkeypatch):
+    """The first call of a launch key goes through the autotuner; later calls launch its choice
+    directly (attention_fwd_fp8's _BEST): same kernel, same bits, for every K/V descale mode."""
+    monkeypatch.setattr(triton_fwd, "_BEST", {})      # leave the real cache as it was
+    g = torch.Generator().manual_seed(21)
+    q = torch.randn(1, 77, 4, 64, generator=g).to(device)
+    k = torch.randn(1, 90, 2, 64, generator=g).to(device)
+    v = torch.randn(1, 90, 2, 64, generator=g).to(device)
+    for recipe in (Recipe(), Recipe(granularity="token"), Recipe(granularity="head")):
+        triton_fwd._BEST.clear()
+        first = fp8attn.flash_attn_func(q, k, v, causal=True, recipe=recipe, return_lse=True)
+        n_keys = len(triton_fwd._BEST)
+        again = fp8attn.flash_attn_func(q, k, v, causal=True, recipe=recipe, return_lse=True)
+        assert len(triton_fwd._BEST) == n_keys >= 1
+        assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])

@@ -412,6 +412,9 @@ _attn_fwd_tuned = triton.autotune(
 )(_attn_fwd_heur)
 
 
+_BEST: dict = {}   # launch key -> the autotuner's choice for it (see attention_fwd_fp8)
+
+
 def _tune_bucket(seqlen_q: int, seqlen_k: int, batch_heads: int) -> int:
     def b(x):
         return min(triton.next_power_of_2(max(int(x), 1)), 1 << 16)
@@ -465,7 +468,20 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
         return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
 
     if config is None:
-        _attn_fwd_tuned[grid](*args, **meta)
+        key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, args[-1], meta["ACC_MODE"],
+               q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"])
+        best = _BEST.get(key)
+        if best is None:
+            _attn_fwd_tuned[grid](*args, **meta)
+            _BEST[key] = _attn_fwd_tuned.best_config
+        else:
+            # the tuned config of this key, launched without the autotuner's and heuristics'
+            # Python layers (about a third of the host time of a short attention call)
+            bn = best.kwargs["BLOCK_N"]
+            heur = dict(v_block=v_block, k_block=k_block, seqlen_k_arg=Sk, IS_VARLEN=varlen,
+                        BLOCK_N=bn)
+            _attn_fwd_tuned.fn.fn[grid](*args, **meta, **best.all_kwargs(),
+                                        V_PER_COL=_v_per_col(heur), K_MODE=_k_mode(heur))
     else:
         split = 2 if meta["HEAD_DIM_PAD"] >= 256 else 1
         _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, "ONE_LOOP": False,
