@@ -62,7 +62,12 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     zero tail), the torch path a contiguous tensor.
     Any input strides: a (B, S, H, D) tensor's .transpose(1, 2) view is read without a copy.
     """
-    if _check(x, fmt, granularity, block, signs, transpose, backend) == "torch" or x.numel() == 0:
+    backend = _check(x, fmt, granularity, block, signs, transpose, backend)
+    return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend)
+
+
+def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str):
+    if backend == "torch" or x.numel() == 0:
         return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose)
     from .triton import quantize_triton
     return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose)
@@ -76,10 +81,11 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block")."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        _check(t, recipe.fmt, recipe.granularity, 1, None, False, backend, name)
     signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
-    g = recipe.granularity
-    return (quantize(q, recipe.fmt, g, recipe.block_q, signs=signs, backend=backend),
-            quantize(k, recipe.fmt, g, recipe.block_kv, signs=signs, backend=backend),
-            quantize(v, recipe.fmt, g, recipe.block_kv, transpose=True, backend=backend))
+    fmt, g = recipe.fmt, recipe.granularity
+    # every check before the first launch; the blocks are the recipe's (validated there)
+    used = [_check(t, fmt, g, 1, s, False, backend, name)
+            for name, t, s in (("q", q, signs), ("k", k, signs), ("v", v, None))]
+    return (_quantize_checked(q, fmt, g, recipe.block_q, signs, False, used[0]),
+            _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1]),
+            _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2]))
