@@ -17,7 +17,7 @@ Writes sweep_quant.json under --out (rows appended as they finish; a --budget in
 starting new variants, so a time-limited run still returns what it measured). --profile 'case:name;..'
 launches just those variants (for ncu: `ncu --clock-control none -k regex:pairs_kernel ...`).
 
-"P ..." variants are `_pairs_kernel` (fp8attn.quant.triton layout 2; default_variant has the
+"P ..." variants are `_pairs_kernel` (fp8attn.quant.triton_pairs, layout 2; default_variant has the
 numbers). Caution: at ~0.11 ms a call, the same kernel timed up to 2x apart between runs and
 within one (H200, 2026-11-22), while the older, slower kernels stayed within 1%; repeat the
 interesting rows (the "again" entries) and read ncu's kernel durations.

@@ -1,0 +1,382 @@
+"""Layout-2 quantise kernel (`_pairs_kernel`), the default for block and token scales at
+power-of-two head dims >= 8 (rotation up to 128); `quant/triton.py` routes to it and keeps the
+other cases. Design and measured numbers: `quant/triton.py` `default_variant`."""
+from __future__ import annotations
+
+import weakref
+
+import torch
+import triton
+import triton.language as tl
+
+from ..formats import fp8_max
+from .triton_cast import _MBITS_EMIN, _env, round_to_fp8_grid
+
+
+@triton.jit
+def _max_nan(a, b):
+    """max that returns NaN if either operand is NaN (max.NaN.f32: one instruction)."""
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+def _prune_pairs(configs, named_args, **kwargs):
+    """The first config that fits (the fastest measured), unless FP8ATTN_TUNE=all: the autotuner
+    picked slower configs than the measured best at times (H200, 2026-11-22: token 58% of a copy
+    against 82% for 64x2)."""
+    a = {**named_args, **kwargs}
+    ok = [c for c in configs if _pairs_fits(c.kwargs, c.num_warps, a["P"], a["GROUP"], a["HAS_SIGNS"],
+                                            a["TRANSPOSE"])]
+    return ok if _env("FP8ATTN_TUNE") == "all" else ok[:1]
+
+
+def _pairs_fits(kw, warps, p, group, rotate, transpose) -> bool:
+    """A config of `_pairs_kernel` covers its tile exactly: lanes over 32 row groups, warps over DQ
+    column slices then rows; rotations keep whole rows in a thread; at most 128 values a thread."""
+    r_lo, dq, rows = kw["R_LO"], kw["DQ"], kw["BLOCK_S"]
+    words_lo = min(4, p // 2)
+    return (warps % dq == 0 and rows == r_lo * 32 * (warps // dq) and (p // 2) % (words_lo * dq) == 0
+            and r_lo * p // dq <= 128 and rows % group == 0 and not (rotate and (r_lo, dq) != (1, 1))
+            and (r_lo >= 4) == transpose)
+
+
+# (BLOCK_S, R_LO, DQ, warps, maxnreg); the first that fits is the default (FP8ATTN_TUNE=all:
+# autotune over all that fit)
+# maxnreg 168: three 4-warp programs an SM (the rotation needs about that many registers anyway;
+# without it ptxas takes up to 255 for the rare NaN / Inf path: H200, no rotation 81% -> 84% of a
+# copy, V transposed 71% -> 79%)
+PAIRS_CONFIGS = [triton.Config({"BLOCK_S": s, "R_LO": r, "DQ": q}, num_warps=w, maxnreg=n)
+                 for s, r, q, w, n in ((64, 1, 1, 2, 168), (128, 1, 1, 4, 168), (128, 4, 4, 4, 168),
+                                       (256, 1, 1, 8, None), (32, 1, 1, 1, None),
+                                       (128, 4, 8, 8, 128), (256, 4, 4, 8, None))]
+
+
+@triton.autotune(configs=PAIRS_CONFIGS,
+                 key=["HEAD_DIM", "P", "GROUP", "HAS_SIGNS", "WORDS", "TRANSPOSE", "STORE_2D",
+                      "SOFT_CAST", "SIGN_BITS", "COALESCED"],
+                 prune_configs_by={"early_config_prune": _prune_pairs})
+@triton.heuristics({"EVEN_S": lambda a: a["S"] % a["BLOCK_S"] == 0})
+@triton.jit
+def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
+                  stride_xb, stride_xh, stride_xs, stride_xd,
+                  stride_ob, stride_oh, stride_os, stride_od,
+                  HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
+                  HAS_SIGNS: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
+                  MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
+                  TRANSPOSE: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
+                  SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
+                  R_LO: tl.constexpr, DQ: tl.constexpr, BLOCK_S: tl.constexpr):
+    """MODE_FUSED for head dims P = 2**k (>= 8, HEAD_DIM <= P, even), rotation without a 12 / 20
+    factor. x (B, H, S, HEAD_DIM) -> out at out_ptr + b*stride_ob + h*stride_oh + s*stride_os
+    + d*stride_od; descale float32 (B, H, NB) contiguous.
+
+    The tile holds column pairs: lo = x[:, 2k], hi = x[:, 2k + 1] (WORDS: x_ptr is the bf16 input
+    viewed as int32, one word per pair, unpacked with one integer op per value), laid out as
+    [R_HI, DQ, R_LO, W_HI, W_LO] with row = R_LO * rh + rl and word k = (q * W_HI + j) * W_LO + i:
+    the coalescer orders the dims after the contiguous one (W_LO, one 16-byte vector) by index, so
+    lanes and warps go over rh, then q, and each thread holds 2 * W_LO * W_HI columns of R_LO rows
+    (no shuffles). Each lane loads 16-byte pieces of its own rows, or (COALESCED, whole rows a
+    thread) the warp loads whole rows and one conversion through shared memory follows.
+    Rotations need DQ == R_LO == 1; the first butterfly stage pairs lo with hi, with the signs
+    folded in (lo * s0 +- hi * s1: exact, as +-1 products are; SIGN_BITS >= 0: compile-time
+    signs, so the products become operand negations). FP8 rows leave through a [BLOCK_S, D] tile
+    (STORE_2D: 16-byte coalesced stores after one pass through shared memory); transposed stores
+    (stride_os == 1) write R_LO consecutive rows of a column per thread as one word.
+
+    NaN / Inf cost nothing per element: one NaN-propagating max gives both the amax and whether the
+    tile holds a non-finite value; only such tiles re-read x to find the rows with a non-finite
+    input (NaN rows when rotated, as the reference turns Inf into NaN first; else just those
+    elements) and take the amax of the finite values. EVEN_S: S % BLOCK_S == 0, no row masks."""
+    _pairs_tile(tl.program_id(0), x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB, stride_xb,
+                stride_xh, stride_xs, stride_xd, stride_ob, stride_oh, stride_os, stride_od,
+                HEAD_DIM, P, NORM, HAS_SIGNS, GROUP, FP8_MAX, MBITS, EMIN, WORDS, SOFT_CAST,
+                STORE_2D, SIGN_BITS, EVEN_S, COALESCED, R_LO, DQ, BLOCK_S)
+
+
+@triton.jit
+def _pairs_tile(pid, x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
+                stride_xb, stride_xh, stride_xs, stride_xd,
+                stride_ob, stride_oh, stride_os, stride_od,
+                HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
+                HAS_SIGNS: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
+                MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
+                SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr, SIGN_BITS: tl.constexpr,
+                EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
+                R_LO: tl.constexpr, DQ: tl.constexpr, BLOCK_S: tl.constexpr):
+    """One [BLOCK_S, HEAD_DIM] tile (program or loop index pid) of `_pairs_kernel`."""
+    W: tl.constexpr = P // 2
+    W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
+    W_HI: tl.constexpr = W // W_LO // DQ
+    R_HI: tl.constexpr = BLOCK_S // R_LO
+    NG: tl.constexpr = BLOCK_S // GROUP
+    LW_LO: tl.constexpr = W_LO.bit_length() - 1
+    LW_HI: tl.constexpr = W_HI.bit_length() - 1
+    n_tiles = tl.cdiv(S, BLOCK_S)
+    bh = pid // n_tiles
+    tile = pid % n_tiles
+    b = (bh // H).to(tl.int64)
+    h = (bh % H).to(tl.int64)
+    row0 = tile * BLOCK_S
+    # [R_HI, DQ, R_LO, W_HI, W_LO] index tensors
+    rh = tl.arange(0, R_HI)[:, None, None, None, None]
+    qq = tl.arange(0, DQ)[None, :, None, None, None]
+    rl = tl.arange(0, R_LO)[None, None, :, None, None]
+    jj = tl.arange(0, W_HI)[None, None, None, :, None]
+    rows = row0 + rh * R_LO + rl                                     # [R_HI, 1, R_LO, 1, 1]
+    wbase = (qq * W_HI + jj) * W_LO                                   # [1, DQ, 1, W_HI, 1]
+    x_base = x_ptr + b * stride_xb + h * stride_xh
+    lo, hi = _load_pairs(x_base, rows, wbase, S, stride_xs, stride_xd, HEAD_DIM, W_LO, WORDS,
+                         EVEN_S, COALESCED and R_LO == 1 and DQ == 1, row0, BLOCK_S, W_HI,
+                         LW_HI)
+    if HAS_SIGNS:
+        if SIGN_BITS >= 0:
+            # the signs as compile-time constants: x * (+-1) folds into the adds' operand signs
+            c0 = 2 * (wbase + tl.arange(0, W_LO))
+            s0 = _const_sign(c0, SIGN_BITS)
+            s1 = _const_sign(c0 + 1, SIGN_BITS)
+        else:
+            c2 = 2 * wbase + tl.arange(0, 2 * W_LO)
+            sg = tl.load(signs_ptr + c2, mask=c2 < HEAD_DIM, other=0.0)  # 16-byte vectors
+            s0, s1 = tl.split(tl.reshape(sg, [1, DQ, 1, W_HI, W_LO, 2]))
+        t = lo * s0
+        u0 = t + hi * s1
+        u1 = t - hi * s1
+        u0 = tl.reshape(_fwht_rows(tl.reshape(u0, [BLOCK_S, W_HI, W_LO]), BLOCK_S, W_HI, W_LO,
+                                   LW_HI, LW_LO), [R_HI, DQ, R_LO, W_HI, W_LO])
+        u1 = tl.reshape(_fwht_rows(tl.reshape(u1, [BLOCK_S, W_HI, W_LO]), BLOCK_S, W_HI, W_LO,
+                                   LW_HI, LW_LO), [R_HI, DQ, R_LO, W_HI, W_LO])
+    else:
+        u0 = lo
+        u1 = hi
+    m = _max_nan(tl.abs(u0), tl.abs(u1))
+    m = tl.reduce(tl.reduce(m, 4, _max_nan, keep_dims=True), 3, _max_nan, keep_dims=True)
+    m_row = tl.reduce(m, 1, _max_nan, keep_dims=True)                # [R_HI, 1, R_LO, 1, 1]
+    t_max = tl.reduce(tl.reshape(m_row, [BLOCK_S]), 0, _max_nan)
+    row_bad = tl.zeros(m_row.shape, dtype=tl.int1)
+    if (t_max != t_max) | (t_max == float("inf")):
+        # rare: a NaN or Inf in the tile; the amax takes finite values only. The reference turns
+        # Inf into NaN: rotated, a row with a non-finite input is a NaN row; else that element.
+        if HAS_SIGNS:
+            row_bad = _rows_nonfinite(x_base, rows, S, stride_xs, stride_xd, HEAD_DIM, WORDS,
+                                      W_HI, R_LO, DQ, R_HI, W_LO)
+        else:
+            u0 = tl.where(tl.abs(u0) == float("inf"), float("nan"), u0)
+            u1 = tl.where(tl.abs(u1) == float("inf"), float("nan"), u1)
+        f0 = tl.where(tl.abs(u0) <= 3.4028234663852886e38, tl.abs(u0), 0.0)
+        f1 = tl.where(tl.abs(u1) <= 3.4028234663852886e38, tl.abs(u1), 0.0)
+        f = tl.max(tl.max(tl.maximum(f0, f1), 4, keep_dims=True), 3, keep_dims=True)
+        m_row = tl.where(row_bad, 0.0, tl.max(f, 1, keep_dims=True))
+        t_max = tl.max(tl.reshape(m_row, [BLOCK_S]), 0)
+    # scale groups of GROUP rows: row = R_LO * rh + rl
+    if NG == 1:
+        g_amax = tl.zeros([1], dtype=tl.float32) + t_max
+    elif GROUP == 1:
+        g_amax = m_row
+    else:
+        g_amax = tl.max(tl.reshape(m_row, [NG, GROUP]), 1)
+    g_amax = g_amax * NORM             # rounding is monotonic: max(|u| * NORM) == max(|u|) * NORM
+    zero = g_amax < 1e-30                                                # formats.AMAX_FLOOR
+    safe = tl.where(zero, 1.0, g_amax)
+    scale_g = tl.where(zero, 1.0, tl.math.div_rn(tl.full(safe.shape, 1.0, tl.float32), safe)
+                       * FP8_MAX)      # as torch's fp8_max / amax: reciprocal, then product
+    descale_g = tl.where(zero, 1.0, tl.math.div_rn(safe, tl.full(safe.shape, FP8_MAX, tl.float32)))
+    desc_ptr = descale_ptr + bh.to(tl.int64) * NB
+    if NG == 1:
+        tl.store(desc_ptr + tile + tl.arange(0, 1), descale_g)
+        row_scale = tl.where(row_bad, float("nan"), tl.max(scale_g, 0))
+    elif GROUP == 1:
+        tl.store(desc_ptr + rows, descale_g, mask=rows < S)
+        row_scale = tl.where(row_bad, float("nan"), scale_g)
+    else:
+        g_idx = tile * NG + tl.arange(0, NG)
+        tl.store(desc_ptr + g_idx, descale_g, mask=g_idx < NB)
+        rs = tl.reshape(tl.broadcast_to(scale_g[:, None], [NG, GROUP]), [R_HI, 1, R_LO, 1, 1])
+        row_scale = tl.where(row_bad, float("nan"), rs)
+    if HAS_SIGNS:
+        u0 = u0 * NORM
+        u1 = u1 * NORM
+    y = tl.join(u0 * row_scale, u1 * row_scale)                   # [..., W_LO, 2]: column order
+    if SOFT_CAST:
+        y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
+        y = round_to_fp8_grid(y, MBITS, EMIN)
+    y8 = tl.reshape(y.to(out_ptr.dtype.element_ty), [R_HI, DQ, R_LO, W_HI, 2 * W_LO])
+    o_base = out_ptr + b * stride_ob + h * stride_oh
+    cols = 2 * wbase + tl.arange(0, 2 * W_LO)
+    if STORE_2D:
+        # non-transposed: FP8 rows as a [BLOCK_S, D_PAD] tile, the coalescer's store layout
+        # (16-byte vectors along a row); the bytes pass once through shared memory
+        D_PAD: tl.constexpr = 2 * W
+        y2 = tl.reshape(tl.permute(y8, [0, 2, 1, 3, 4]), [BLOCK_S, D_PAD])
+        r2 = row0 + tl.arange(0, BLOCK_S)[:, None]
+        c2 = tl.arange(0, D_PAD)[None, :]
+        tl.store(o_base + r2.to(tl.int64) * stride_os + c2 * stride_od, y2,
+                 mask=(r2 < S) & (c2 < HEAD_DIM))
+    else:
+        # direct from the registers, rows innermost: R_LO consecutive rows of one column form
+        # one word when transposed (stride_os == 1)
+        # ([R_HI, DQ, W_HI, 2 W_LO, R_LO]: the store's coalesced layout, rows innermost, is the
+        # tile's own, lanes over rh then warps over q, as for the load)
+        yt = tl.permute(y8, [0, 1, 3, 4, 2])
+        ct = tl.permute(cols, [0, 1, 3, 4, 2])
+        rt = tl.permute(rows, [0, 1, 3, 4, 2])
+        tl.store(o_base + rt.to(tl.int64) * stride_os + ct * stride_od, yt,
+                 mask=(rt < S) & (ct < HEAD_DIM))
+
+
+@triton.jit
+def _const_sign(col, SIGN_BITS: tl.constexpr):
+    """+-1.0 for column indices `col` (thread-independent, so constant per register): bit c of
+    SIGN_BITS set = column c negated. Built from 31-bit slices to stay in int32 arithmetic."""
+    sign = tl.zeros(col.shape, tl.float32) + 1.0
+    for k in tl.static_range(0, 8):
+        chunk = (SIGN_BITS >> (31 * k)) & 0x7FFFFFFF               # a constexpr
+        if chunk != 0:
+            inside = (col >= 31 * k) & (col < 31 * k + 31)
+            bit = (chunk >> tl.where(inside, col - 31 * k, 0).to(tl.int32)) & 1  # shift < 31
+            sign = tl.where(inside & (bit != 0), -1.0, sign)
+    return sign
+
+
+@triton.jit
+def _fwht_rows(x, N: tl.constexpr, P_HI: tl.constexpr, P_LO: tl.constexpr,
+               LOG2_HI: tl.constexpr, LOG2_LO: tl.constexpr):
+    """Unnormalised Sylvester transform along the head dim of a [N, P_HI, P_LO] tile (column
+    j * P_LO + i at (:, j, i)), textbook stage order (the P_LO bits, then the P_HI bits)."""
+    for s in tl.static_range(LOG2_LO):                     # bits of i
+        x5 = tl.reshape(x, [N, P_HI, P_LO // (2 << s), 2, 1 << s])
+        a, b = tl.split(tl.permute(x5, [0, 1, 2, 4, 3]))
+        x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 2, 4, 3]), [N, P_HI, P_LO])
+    for s in tl.static_range(LOG2_HI):                     # bits of j
+        x5 = tl.reshape(x, [N, P_HI // (2 << s), 2, 1 << s, P_LO])
+        a, b = tl.split(tl.permute(x5, [0, 1, 3, 4, 2]))
+        x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 1, 4, 2, 3]), [N, P_HI, P_LO])
+    return x
+
+
+@triton.jit
+def _load_pairs(x_base, rows, wbase, S, stride_xs, stride_xd, HEAD_DIM: tl.constexpr,
+                W_LO: tl.constexpr, WORDS: tl.constexpr, EVEN_S: tl.constexpr,
+                COALESCED: tl.constexpr = False, row0=0, N_ROWS: tl.constexpr = 1,
+                N_WHI: tl.constexpr = 1, LOG2_WHI: tl.constexpr = 0):
+    """(lo, hi) float32 [.., W_LO]: columns (2k, 2k + 1) for the words k = wbase + i, i < W_LO,
+    rows `rows`; zero outside S x HEAD_DIM."""
+    if WORDS:
+        # x_ptr is the bf16 input seen as int32 (strides in words): bf16 -> float32 is a 16-bit
+        # shift, one integer op per value
+        word = wbase + tl.arange(0, W_LO)
+        if COALESCED:
+            # (R_LO == DQ == 1) lanes along a row (a warp load: 2 rows of 256 bytes, whole
+            # sectors; 16-byte pieces of 32 rows fetch each sector twice from L2 when L1 misses),
+            # then whole rows into each thread: the split / join pairs of every word-index bit
+            # ask for that layout, so the compiler converts once, through shared memory
+            r3 = tl.arange(0, N_ROWS)[None, :, None] + row0
+            k3 = tl.arange(0, N_WHI)[:, None, None] * W_LO + tl.arange(0, W_LO)[None, None, :]
+            w3 = tl.load(x_base + r3.to(tl.int64) * stride_xs + k3 * stride_xd,
+                         mask=((r3 < S) | EVEN_S) & (k3 < HEAD_DIM // 2), other=0)
+            w = tl.reshape(tl.permute(w3, [1, 0, 2]), [N_ROWS, 1, 1, N_WHI, W_LO])
+            for s in tl.static_range(LOG2_WHI):
+                w6 = tl.reshape(w, [N_ROWS, 1, 1, N_WHI // (2 << s), 2, (1 << s) * W_LO])
+                u, v = tl.split(tl.permute(w6, [0, 1, 2, 3, 5, 4]))
+                w = tl.reshape(tl.permute(tl.join(u, v), [0, 1, 2, 3, 5, 4]),
+                               [N_ROWS, 1, 1, N_WHI, W_LO])
+        else:
+            w = tl.load(x_base + rows.to(tl.int64) * stride_xs + word * stride_xd,
+                        mask=((rows < S) | EVEN_S) & (word < HEAD_DIM // 2), other=0)  # even D
+        lo = (w << 16).to(tl.float32, bitcast=True)
+        hi = (w & -65536).to(tl.float32, bitcast=True)
+    else:
+        cols = 2 * wbase + tl.arange(0, 2 * W_LO)              # 2 W_LO contiguous columns
+        x = tl.load(x_base + rows.to(tl.int64) * stride_xs + cols * stride_xd,
+                    mask=((rows < S) | EVEN_S) & (cols < HEAD_DIM), other=0.0).to(tl.float32)
+        n0: tl.constexpr = x.shape[0]
+        n1: tl.constexpr = x.shape[1]
+        n2: tl.constexpr = x.shape[2]
+        n3: tl.constexpr = x.shape[3]
+        lo, hi = tl.split(tl.reshape(x, [n0, n1, n2, n3, W_LO, 2]))
+    return lo, hi
+
+
+@triton.jit
+def _rows_nonfinite(x_base, rows, S, stride_xs, stride_xd, HEAD_DIM: tl.constexpr,
+                    WORDS: tl.constexpr, W_HI: tl.constexpr, R_LO: tl.constexpr, DQ: tl.constexpr,
+                    R_HI: tl.constexpr, W_LO: tl.constexpr):
+    """[R_HI, 1, R_LO, 1, 1] bool: the row holds a NaN or Inf input (re-read, W_HI slices)."""
+    bad = tl.zeros([R_HI, 1, R_LO, 1, 1], dtype=tl.float32)
+    for j in tl.static_range(W_HI):
+        qq = tl.arange(0, DQ)[None, :, None, None, None]
+        lo, hi = _load_pairs(x_base, rows, (qq * W_HI + j) * W_LO, S, stride_xs, stride_xd,
+                             HEAD_DIM, W_LO, WORDS, False)
+        a = tl.where(_max_nan(tl.abs(lo), tl.abs(hi)) <= 3.4028234663852886e38, 0.0, 1.0)
+        bad = tl.maximum(bad, tl.max(tl.max(a, 4, keep_dims=True), 1, keep_dims=True))
+    return bad != 0.0
+
+
+
+
+def _pairs_ok(x, tp, bs, rotate, transpose) -> bool:
+    """`_pairs_kernel` takes the tile: 2**k columns (>= 8), an even head dim, some config fits."""
+    d, p = x.shape[-1], tp["P"]
+    if tp["M"] != 1 or p < 8 or d % 2 or (rotate and p > 128):
+        return False
+    return _pairs_first_config(p, bs, rotate, transpose) is not None
+
+
+def _pairs_first_config(p, bs, rotate, transpose):
+    return next((c for c in PAIRS_CONFIGS
+                 if _pairs_fits(c.kwargs, c.num_warps, p, bs, rotate, transpose)), None)
+
+
+def _as_words(x: torch.Tensor):
+    """x viewed as int32 (one word per bf16 column pair) if its layout allows, else None."""
+    if x.dtype != torch.bfloat16 or x.stride(-1) != 1 or x.storage_offset() % 2:
+        return None
+    if any(st % 2 for st in x.stride()[:-1]):
+        return None
+    return x.view(torch.int32)
+
+
+def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
+               config):
+    B, H, S, D = x.shape
+    xw = _as_words(x)
+    words = xw is not None and var.get("words", True)
+    xin = xw if words else x
+    meta = dict(HEAD_DIM=D, P=tp["P"], NORM=tp["NORM"], HAS_SIGNS=rotate,
+                GROUP=bs, FP8_MAX=fp8_max(fmt), MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
+                WORDS=words, TRANSPOSE=transpose, SOFT_CAST=var["soft_cast"],
+                STORE_2D=var.get("store_2d", True) and not transpose,
+                SIGN_BITS=_sign_bits(signs_arg) if rotate and var.get("const_signs", True) else -1,
+                COALESCED=var.get("coalesced", rotate))
+    kernel = _pairs_kernel
+    if config is None and _env("FP8ATTN_TUNE") != "all":
+        # the first config that fits (as `_prune_pairs`), launched without the autotuner's and
+        # heuristics' Python layers: at ~0.11 ms a launch, host time is not negligible
+        c = _pairs_first_config(tp["P"], bs, rotate, transpose)
+        config = dict(c.kwargs, num_warps=c.num_warps)
+        if c.maxnreg:
+            config["maxnreg"] = c.maxnreg
+    if config is not None:                  # no autotuning, no heuristics
+        kernel = _pairs_kernel.fn.fn
+        meta.update(config)
+        meta["EVEN_S"] = S % config["BLOCK_S"] == 0
+
+    grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
+    kernel[grid](xin, data, descale, signs_arg, H, S, nb, *xin.stride(), *o_strides, **meta)
+
+
+_SIGN_BITS: dict = {}
+
+
+def _sign_bits(signs: torch.Tensor) -> int:
+    """The +-1 signs as an int (bit c set: column c negative), read to the host once per signs
+    tensor (cached_hadamard_signs hands out one tensor per (d, seed, device)) and version."""
+    hit = _SIGN_BITS.get(id(signs))
+    if hit is not None and hit[0]() is signs and hit[1] == signs._version:
+        return hit[2]
+    neg = (signs.detach().float().cpu() < 0).tolist()
+    bits = sum(1 << c for c, n in enumerate(neg) if n)
+    if len(_SIGN_BITS) > 64:                       # drop entries of tensors freed since
+        for k in [k for k, v in _SIGN_BITS.items() if v[0]() is None]:
+            del _SIGN_BITS[k]
+    _SIGN_BITS[id(signs)] = (weakref.ref(signs), signs._version, bits)
+    return bits
+
