@@ -24,7 +24,7 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment  # noqa: E402
+from common import environment, graph_ms  # noqa: E402
 
 import fp8attn  # noqa: E402
 
@@ -44,27 +44,6 @@ def host_us(fn, n: int = 200) -> float:
     return host / n * 1e6
 
 
-def graph_us(fn, n: int = 50) -> float:
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(n):
-            fn()
-    g.replay()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    g.replay()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / n * 1e3
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -76,7 +55,8 @@ def main():
         for causal in (False, True):
             def fn():
                 return fp8attn.flash_attn_func(q, k, v, causal=causal)
-            row = dict(shape=[b, s, h, d], causal=causal, host_us=host_us(fn), gpu_us=graph_us(fn))
+            row = dict(shape=[b, s, h, d], causal=causal, host_us=host_us(fn),
+                       gpu_us=graph_ms(fn, calls=50, replays=1, warmup=3) * 1e3)
             rows.append(row)
             print(f"{(b, s, h, d)} causal={causal}: host {row['host_us']:.0f} us, "
                   f"gpu {row['gpu_us']:.0f} us", flush=True)

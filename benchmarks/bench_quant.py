@@ -30,42 +30,21 @@ from fp8attn.hadamard.triton import _hadamard_kernel, hadamard_transform_triton
 from fp8attn.quant import quantize, quantize_reference
 from fp8attn.quant.triton import _quant_kernel, quantize_triton
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import graph_ms  # noqa: E402
+
 NUMEL = 1 << 27          # 128 Mi elements: 256 MB of bf16 per input, far beyond L2
 DEVICE = "cuda"
-
-
-def _graph_ms(fn, calls: int = 10, replays: int = 7) -> float | None:
-    """Median GPU milliseconds per call of fn replayed from a CUDA graph: no host work between
-    launches, so a launch path slower than the ~0.1 ms kernel cannot leave the GPU idle."""
-    try:
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(calls):
-                fn()
-    except Exception:  # noqa: BLE001 - ops that sync or allocate on the host cannot be captured
-        return None
-    graph.replay()
-    times = []
-    for _ in range(replays):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        graph.replay()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end) / calls)
-    return sorted(times)[len(times) // 2]
 
 
 def _bench(fn) -> dict:
     """ms per call: the CUDA-graph replay time when fn can be captured, else do_bench's median;
     ms_do_bench: do_bench's median (it flushes L2 between calls; host launch gaps included)."""
     ms = do_bench(fn, warmup=25, rep=100, return_mode="median")
-    graph = _graph_ms(fn)
+    try:
+        graph = graph_ms(fn)
+    except Exception:  # noqa: BLE001 - ops that sync or allocate on the host cannot be captured
+        graph = None
     return dict(ms=ms if graph is None else graph, ms_do_bench=ms, graph=graph is not None)
 
 

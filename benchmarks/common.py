@@ -1,4 +1,4 @@
-"""Shared helpers for the attention benchmarks: peers guarded by availability, timing, FLOPs."""
+"""Shared helpers for the benchmarks: peers guarded by availability, timing, FLOPs."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +14,32 @@ def attn_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: i
     """4 * B * H * Sq * Sk * D (two matmuls), halved for causal, as FlashAttention counts."""
     f = 4.0 * batch * heads * seqlen_q * seqlen_k * head_dim
     return f / 2 if causal else f
+
+
+def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
+    """Median GPU milliseconds per call of fn, replayed from a CUDA graph of `calls` calls: no host
+    work between launches, so a host path slower than the kernels cannot leave the GPU idle.
+    Raises if fn cannot be captured (host syncs, host allocations)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):             # warm-up (compiles, autotunes) off the capture
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    graph.replay()
+    times = []
+    for _ in range(replays):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        graph.replay()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / calls)
+    return sorted(times)[len(times) // 2]
 
 
 def bench_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:

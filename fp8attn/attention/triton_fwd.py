@@ -456,19 +456,20 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                 HEAD_DIM_PAD=max(triton.next_power_of_2(D), 32), IS_VARLEN=varlen,
                 RETURN_LSE=return_lse, P_SHIFT=8 if q8.dtype == torch.float8_e4m3fn else 15,
                 ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1")
+    tune_key = _tune_bucket(m_extent, Sk, nseq * Hq)
     args = (q8, k8, vt8, q_descale, k_descale, v_descale, out, lse, cu_q, cu_k,
             *q8.stride(), *k8.stride(), *vt8.stride(),
             q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
             v_descale.stride(0), v_descale.stride(1),
             *out.stride(), *stride_l,
             Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-            _tune_bucket(m_extent, Sk, nseq * Hq))
+            tune_key)
 
     def grid(m):
         return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
 
     if config is None:
-        key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, args[-1], meta["ACC_MODE"],
+        key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, tune_key, meta["ACC_MODE"],
                q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"])
         best = _BEST.get(key)
         if best is None:

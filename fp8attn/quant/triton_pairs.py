@@ -80,29 +80,14 @@ def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
     folded in (lo * s0 +- hi * s1: exact, as +-1 products are; SIGN_BITS >= 0: compile-time
     signs, so the products become operand negations). FP8 rows leave through a [BLOCK_S, D] tile
     (STORE_2D: 16-byte coalesced stores after one pass through shared memory); transposed stores
-    (stride_os == 1) write R_LO consecutive rows of a column per thread as one word.
+    (stride_os == 1) write R_LO consecutive rows of a column per thread as one word (TRANSPOSE
+    only selects the launch configs).
 
     NaN / Inf cost nothing per element: one NaN-propagating max gives both the amax and whether the
     tile holds a non-finite value; only such tiles re-read x to find the rows with a non-finite
     input (NaN rows when rotated, as the reference turns Inf into NaN first; else just those
     elements) and take the amax of the finite values. EVEN_S: S % BLOCK_S == 0, no row masks."""
-    _pairs_tile(tl.program_id(0), x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB, stride_xb,
-                stride_xh, stride_xs, stride_xd, stride_ob, stride_oh, stride_os, stride_od,
-                HEAD_DIM, P, NORM, HAS_SIGNS, GROUP, FP8_MAX, MBITS, EMIN, WORDS, SOFT_CAST,
-                STORE_2D, SIGN_BITS, EVEN_S, COALESCED, R_LO, DQ, BLOCK_S)
-
-
-@triton.jit
-def _pairs_tile(pid, x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
-                stride_xb, stride_xh, stride_xs, stride_xd,
-                stride_ob, stride_oh, stride_os, stride_od,
-                HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
-                HAS_SIGNS: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
-                MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
-                SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr, SIGN_BITS: tl.constexpr,
-                EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
-                R_LO: tl.constexpr, DQ: tl.constexpr, BLOCK_S: tl.constexpr):
-    """One [BLOCK_S, HEAD_DIM] tile (program or loop index pid) of `_pairs_kernel`."""
+    pid = tl.program_id(0)
     W: tl.constexpr = P // 2
     W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
     W_HI: tl.constexpr = W // W_LO // DQ
