@@ -53,7 +53,7 @@ def _check(x, fmt, granularity, block, signs, transpose, backend, name="x") -> s
 
 def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", block: int = 128, *,
              signs: torch.Tensor | None = None, transpose: bool = False,
-             backend: str | None = None) -> QuantizedTensor:
+             residual: bool = False, backend: str | None = None) -> QuantizedTensor:
     """Quantise x (B, H, S, D) to FP8 with per-group float32 descales (see QuantizedTensor).
 
     signs: optional (D,) +-1 vector: rotate first, x -> fwht(x * signs) (computed in float32).
@@ -61,16 +61,24 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     Triton path returns a view of a buffer padded to S_pad = 16 * ceil(S / 16) (stride(-2) == S_pad,
     zero tail), the torch path a contiguous tensor.
     Any input strides: a (B, S, H, D) tensor's .transpose(1, 2) view is read without a copy.
+    residual: also produce the second FP8 term (QuantizedTensor.residual: cast(y - float(data)),
+    y = x * scale, same descale and layout as data; Recipe.q_terms == 2 asks it for Q); both
+    backends give the same bits.
     """
     backend = _check(x, fmt, granularity, block, signs, transpose, backend)
-    return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend)
+    if not isinstance(residual, bool):
+        raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
+    return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual)
 
 
-def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str):
+def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,
+                      residual: bool = False):
     if backend == "torch" or x.numel() == 0:
-        return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose)
+        return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose,
+                                  residual=residual)
     from .triton import quantize_triton
-    return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose)
+    return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose,
+                           residual=residual)
 
 
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
@@ -78,7 +86,8 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
                  ) -> tuple[QuantizedTensor, QuantizedTensor, QuantizedTensor]:
     """Quantise attention inputs (B, H, S, D) by `recipe`: Q and K rotated with the same signs
     (hadamard_signs(D, recipe.seed)) when recipe.hadamard; V not rotated and stored transposed
-    (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block")."""
+    (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block").
+    recipe.q_terms == 2: Q also carries its second FP8 term (QuantizedTensor.residual)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
     signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
@@ -86,6 +95,7 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     # every check before the first launch; the blocks are the recipe's (validated there)
     used = [_check(t, fmt, g, 1, s, False, backend, name)
             for name, t, s in (("q", q, signs), ("k", k, signs), ("v", v, None))]
-    return (_quantize_checked(q, fmt, g, recipe.block_q, signs, False, used[0]),
+    return (_quantize_checked(q, fmt, g, recipe.block_q, signs, False, used[0],
+                              recipe.q_terms == 2),
             _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1]),
             _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2]))

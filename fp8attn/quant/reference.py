@@ -21,13 +21,20 @@ from ..recipe import GRANULARITIES
 @dataclasses.dataclass(frozen=True)
 class QuantizedTensor:
     """FP8 data plus float32 descales. data is (B, H, S, D), or (B, H, D, S) if `transposed`
-    (head-dim major, contiguous along the sequence: the layout the attention kernel wants for V)."""
+    (head-dim major, contiguous along the sequence: the layout the attention kernel wants for V).
+
+    residual: None, or the second FP8 term (Recipe.q_terms == 2, used for Q): same shape, dtype
+    and layout as data, and the SAME descale: with y = x * scale (rotated first if asked, the value
+    cast to data), residual = cast(y - float(data)). |y - data| <= half an ulp of data, far inside
+    the format's range (it underflows only for |y| below ~0.25), so no scale of its own is needed.
+    """
 
     data: torch.Tensor
     descale: torch.Tensor
     block_size: int
     fmt: str
     transposed: bool = False
+    residual: torch.Tensor | None = None
 
     @property
     def seqlen(self) -> int:
@@ -39,8 +46,12 @@ class QuantizedTensor:
         return self.descale[..., idx]
 
     def dequantize(self) -> torch.Tensor:
-        """float32 (B, H, S, D) values the FP8 data stands for."""
+        """float32 (B, H, S, D) values the FP8 data stands for: (data + residual, if present)
+        * descale (data + residual is exact in float32: their bits span fewer than 24 binary
+        digits)."""
         x = self.data.float()
+        if self.residual is not None:
+            x = x + self.residual.float()
         if self.transposed:
             x = x.transpose(-1, -2)
         return x * self.row_descale()[..., None]
@@ -72,9 +83,11 @@ def compute_descale_groups(x: torch.Tensor, granularity: str, block: int):
 
 def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block",
                        block: int = 128, *, signs: torch.Tensor | None = None,
-                       transpose: bool = False) -> QuantizedTensor:
+                       transpose: bool = False, residual: bool = False) -> QuantizedTensor:
     """Quantise a (B, H, S, D) tensor; if `signs` is given, rotate first by the randomized Hadamard
-    transform (fwht(x * signs)), computed in float32, as the fused kernel does."""
+    transform (fwht(x * signs)), computed in float32, as the fused kernel does.
+    residual: also return the second FP8 term cast(y - float(data)), y = x * scale in float32
+    (QuantizedTensor.residual; same descale, shape and layout as data)."""
     if x.dim() != 4:
         raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x) or x.element_size() == 1:
@@ -88,8 +101,13 @@ def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "b
     amax, bs = compute_descale_groups(xf, granularity, block)
     scale, descale = scales_from_amax(amax, fmt)
     idx = torch.arange(x.shape[-2], device=x.device) // bs
-    data = saturating_cast(xf * scale[..., idx][..., None], fmt)
+    y = xf * scale[..., idx][..., None]
+    data = saturating_cast(y, fmt)
+    # y - float(data) is exact in float32 (data is y rounded to a coarser grid, or saturated by
+    # a float32 rounding's worth); NaN stays NaN
+    res = saturating_cast(y - data.float(), fmt) if residual else None
     if transpose:
         data = data.transpose(-1, -2).contiguous()
+        res = None if res is None else res.transpose(-1, -2).contiguous()
     return QuantizedTensor(data=data, descale=descale.contiguous(), block_size=bs, fmt=fmt,
-                           transposed=transpose)
+                           transposed=transpose, residual=res)

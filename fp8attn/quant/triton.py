@@ -39,8 +39,8 @@ import triton.language as tl
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from .reference import QuantizedTensor, group_block_size
-from .triton_cast import _MBITS_EMIN, _env, round_to_fp8_grid
-from .triton_pairs import _pairs_ok, _run_pairs
+from .triton_cast import _MBITS_EMIN, _env
+from .triton_pairs import _cast_fp8, _pairs_ok, _run_pairs
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
 MAX_TILE = 32768        # elements of one [BLOCK_S, D_PAD] register tile (fp32: 128 KB per program)
@@ -76,12 +76,12 @@ CONFIGS = ([triton.Config({"BLOCK_S": 32 * w}, num_warps=w) for w in (4, 1, 2, 8
 @triton.autotune(
     configs=CONFIGS,
     key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE", "BUTTERFLY", "LAYOUT",
-         "SOFT_CAST", "SOFT_AMAX", "STORE_2D"],
+         "SOFT_CAST", "SOFT_AMAX", "STORE_2D", "RESIDUAL"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
-def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_ptr, hm_ptr,
-                  H, S, NB, group_rt,
+def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_ptr,
+                  hm_ptr, H, S, NB, group_rt,
                   stride_xb, stride_xh, stride_xs, stride_xd,
                   stride_ob, stride_oh, stride_os, stride_od,
                   HEAD_DIM: tl.constexpr,
@@ -91,7 +91,7 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
                   MBITS: tl.constexpr, EMIN: tl.constexpr,
                   TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, LAYOUT: tl.constexpr,
                   P_LO: tl.constexpr, LOG2_LO: tl.constexpr, SOFT_CAST: tl.constexpr,
-                  SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr,
+                  SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr, RESIDUAL: tl.constexpr,
                   BLOCK_S: tl.constexpr):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
@@ -105,7 +105,9 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
     nor rounds right); the GPU's cast rounds to nearest even and saturates finite values by itself.
     SOFT_AMAX: zero NaN and Inf before the max. Without it (GPU only, a benchmark variant) the
     max.f32 reductions skip NaN by themselves and an all-NaN row or group is zeroed after the
-    reduction, but an Inf made by the rotation (inputs near the float32 limit) would set the scale."""
+    reduction, but an Inf made by the rotation (inputs near the float32 limit) would set the scale.
+    RESIDUAL (MODE_FUSED / MODE_CAST): also store cast(y - float(cast(y))), the second FP8 term of
+    the same y = x * scale, at res_ptr with out_ptr's strides."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(S, BLOCK_S)
     bh = pid // n_tiles
@@ -178,23 +180,33 @@ def _quant_kernel(x_ptr, out_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_pt
             row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt,
                                 mask=rows < S, other=1.0)
             y = x * _rows_expand(row_scale, LAYOUT)
-        if SOFT_CAST:
-            y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
-            y = round_to_fp8_grid(y, MBITS, EMIN)
-        y8 = y.to(out_ptr.dtype.element_ty)
-        if LAYOUT == 1 and STORE_2D:
-            # FP8 rows as a [BLOCK_S, P] tile: the store takes the coalescer's layout (16-byte
-            # vectors, consecutive lanes on consecutive bytes), the FP8 values pass through shared
-            # memory once (1 byte each) instead of every lane writing 8 bytes of its own row
-            rows2 = rows[:, None]
-            col2 = tl.arange(0, P)[None, :]
-            o_offs2 = rows2.to(tl.int64) * stride_os + col2 * stride_od
-            y2 = tl.reshape(tl.permute(y8, [1, 0, 2]), [BLOCK_S, P])
-            tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs2, y2,
-                     mask=(rows2 < S) & (col2 < HEAD_DIM))
-        else:
-            o_offs = r3.to(tl.int64) * stride_os + col * stride_od
-            tl.store(out_ptr + b * stride_ob + h * stride_oh + o_offs, y8, mask=mask)
+        y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
+        o_off = b * stride_ob + h * stride_oh
+        _store_q(out_ptr + o_off, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM, P,
+                 LAYOUT, STORE_2D, BLOCK_S)
+        if RESIDUAL:
+            # second FP8 term of the same y (exact float32 difference), same scale
+            r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
+            _store_q(res_ptr + o_off, r8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM,
+                     P, LAYOUT, STORE_2D, BLOCK_S)
+
+
+@triton.jit
+def _store_q(o_base, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM: tl.constexpr,
+             P: tl.constexpr, LAYOUT: tl.constexpr, STORE_2D: tl.constexpr,
+             BLOCK_S: tl.constexpr):
+    if LAYOUT == 1 and STORE_2D:
+        # FP8 rows as a [BLOCK_S, P] tile: the store takes the coalescer's layout (16-byte
+        # vectors, consecutive lanes on consecutive bytes), the FP8 values pass through shared
+        # memory once (1 byte each) instead of every lane writing 8 bytes of its own row
+        rows2 = rows[:, None]
+        col2 = tl.arange(0, P)[None, :]
+        o_offs2 = rows2.to(tl.int64) * stride_os + col2 * stride_od
+        y2 = tl.reshape(tl.permute(y8, [1, 0, 2]), [BLOCK_S, P])
+        tl.store(o_base + o_offs2, y2, mask=(rows2 < S) & (col2 < HEAD_DIM))
+    else:
+        o_offs = r3.to(tl.int64) * stride_os + col * stride_od
+        tl.store(o_base + o_offs, y8, mask=mask)
 
 
 @triton.jit
@@ -273,7 +285,7 @@ def default_variant(d: int, rotate: bool) -> dict:
 def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                     signs: torch.Tensor | None = None, transpose: bool = False,
                     butterfly: int = DEFAULT_BUTTERFLY, variant: dict | None = None,
-                    config: dict | None = None) -> QuantizedTensor:
+                    config: dict | None = None, residual: bool = False) -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
@@ -281,6 +293,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     kernel's loads; data.stride(-2) == S_pad.
     variant: dict(layout, soft_cast, soft_amax) (default `default_variant`; same results, for
     benchmarks). config: dict(BLOCK_S, num_warps[, maxnreg]) launches that config without autotuning.
+    residual: also write the second FP8 term (QuantizedTensor.residual, same layout as data) in
+    the same launch, every kernel path.
     """
     B, H, S, D = x.shape
     bs = group_block_size(granularity, S, block)
@@ -296,9 +310,11 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
             full[..., S:].zero_()
         data = full[..., :S]
         o_strides = (full.stride(0), full.stride(1), 1, full.stride(2))
+        res = torch.zeros_like(full)[..., :S] if residual else None
     else:
         data = torch.empty(B, H, S, D, dtype=dtype8, device=dev)
         o_strides = (data.stride(0), data.stride(1), data.stride(2), 1)
+        res = torch.empty_like(data) if residual else None
     descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
     hm = small_factor_tensor(tp["M"], dev)
     signs_arg = signs.to(device=dev, dtype=torch.float32).contiguous() if signs is not None else hm
@@ -309,9 +325,9 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
 
     if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
-                   transpose, config)
+                   transpose, config, res)
         return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
-                               transposed=transpose)
+                               transposed=transpose, residual=res)
     if var["layout"] == 2:
         var["layout"] = 1 if signs is not None and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
@@ -319,8 +335,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                   MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
                   TRANSPOSE=transpose, BUTTERFLY=butterfly, LAYOUT=var["layout"],
                   P_LO=p_lo, LOG2_LO=p_lo.bit_length() - 1, SOFT_CAST=var["soft_cast"],
-                  SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"])
-    args = (x, data, descale)
+                  SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"], RESIDUAL=residual)
+    args = (x, data, data if res is None else res, descale)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,
              MODE=MODE_FUSED, GROUP=bs, **common)
@@ -333,18 +349,19 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
         descale.copy_(descale_t)
         _run(args, scale.contiguous(), row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(),
              o_strides, config, MODE=MODE_CAST, GROUP=1, **common)
-    return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose)
+    return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose,
+                           residual=res)
 
 
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
          **meta):
-    x, data, descale = args
+    x, data, res, descale = args
     kernel = _quant_kernel
     if config is not None:                  # a forced config: the jitted function, no autotuning
         kernel = _quant_kernel.fn
         meta.update(config)
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
-    kernel[grid](x, data, descale, scale if scale is not None else descale,
+    kernel[grid](x, data, res, descale, scale if scale is not None else descale,
                  row_amax if row_amax is not None else descale, signs_arg, hm,
                  H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
 

@@ -52,11 +52,11 @@ PAIRS_CONFIGS = [triton.Config({"BLOCK_S": s, "R_LO": r, "DQ": q}, num_warps=w, 
 
 @triton.autotune(configs=PAIRS_CONFIGS,
                  key=["HEAD_DIM", "P", "GROUP", "HAS_SIGNS", "WORDS", "TRANSPOSE", "STORE_2D",
-                      "SOFT_CAST", "SIGN_BITS", "COALESCED"],
+                      "SOFT_CAST", "SIGN_BITS", "COALESCED", "RESIDUAL"],
                  prune_configs_by={"early_config_prune": _prune_pairs})
 @triton.heuristics({"EVEN_S": lambda a: a["S"] % a["BLOCK_S"] == 0})
 @triton.jit
-def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
+def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
                   stride_xb, stride_xh, stride_xs, stride_xd,
                   stride_ob, stride_oh, stride_os, stride_od,
                   HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
@@ -64,7 +64,8 @@ def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
                   MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
                   TRANSPOSE: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
                   SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
-                  R_LO: tl.constexpr, DQ: tl.constexpr, BLOCK_S: tl.constexpr):
+                  RESIDUAL: tl.constexpr, R_LO: tl.constexpr, DQ: tl.constexpr,
+                  BLOCK_S: tl.constexpr):
     """MODE_FUSED for head dims P = 2**k (>= 8, HEAD_DIM <= P, even), rotation without a 12 / 20
     factor. x (B, H, S, HEAD_DIM) -> out at out_ptr + b*stride_ob + h*stride_oh + s*stride_os
     + d*stride_od; descale float32 (B, H, NB) contiguous.
@@ -86,7 +87,9 @@ def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
     NaN / Inf cost nothing per element: one NaN-propagating max gives both the amax and whether the
     tile holds a non-finite value; only such tiles re-read x to find the rows with a non-finite
     input (NaN rows when rotated, as the reference turns Inf into NaN first; else just those
-    elements) and take the amax of the finite values. EVEN_S: S % BLOCK_S == 0, no row masks."""
+    elements) and take the amax of the finite values. EVEN_S: S % BLOCK_S == 0, no row masks.
+    RESIDUAL: also store the second FP8 term cast(y - float(cast(y))) at res_ptr (same strides
+    as out_ptr; the quantised value y = x * scale is the one cast to out)."""
     pid = tl.program_id(0)
     W: tl.constexpr = P // 2
     W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
@@ -180,16 +183,44 @@ def _pairs_kernel(x_ptr, out_ptr, descale_ptr, signs_ptr, H, S, NB,
         u0 = u0 * NORM
         u1 = u1 * NORM
     y = tl.join(u0 * row_scale, u1 * row_scale)                   # [..., W_LO, 2]: column order
-    if SOFT_CAST:
-        y = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
-        y = round_to_fp8_grid(y, MBITS, EMIN)
-    y8 = tl.reshape(y.to(out_ptr.dtype.element_ty), [R_HI, DQ, R_LO, W_HI, 2 * W_LO])
-    o_base = out_ptr + b * stride_ob + h * stride_oh
+    y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
     cols = 2 * wbase + tl.arange(0, 2 * W_LO)
+    o_off = b * stride_ob + h * stride_oh
+    _store_tile(out_ptr + o_off, y8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
+                STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
+    if RESIDUAL:
+        # the second FP8 term (two-term Q): cast(y - float(y8)), same scale; the difference
+        # is exact in float32
+        r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
+        _store_tile(res_ptr + o_off, r8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
+                    STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
+
+
+@triton.jit
+def _cast_fp8(y, out_ptr, SOFT_CAST: tl.constexpr, FP8_MAX: tl.constexpr,
+              MBITS: tl.constexpr, EMIN: tl.constexpr):
+    """(y cast to out_ptr's FP8 type, the float32 value of that cast). SOFT_CAST (interpreter):
+    clamp (NaN kept) and round in software first, so the cast is exact; else the GPU's satfinite
+    round-to-nearest-even."""
+    if SOFT_CAST:
+        yq = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
+        yq = round_to_fp8_grid(yq, MBITS, EMIN)
+        return yq.to(out_ptr.dtype.element_ty), yq
+    y8 = y.to(out_ptr.dtype.element_ty)
+    return y8, y8.to(tl.float32)
+
+
+@triton.jit
+def _store_tile(o_base, y8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM: tl.constexpr,
+                STORE_2D: tl.constexpr, BLOCK_S: tl.constexpr, R_HI: tl.constexpr,
+                DQ: tl.constexpr, R_LO: tl.constexpr, W_HI: tl.constexpr, W_LO: tl.constexpr):
+    """Store the FP8 tile y8 ([R_HI, DQ, R_LO, W_HI, W_LO, 2] column pairs) at o_base + row *
+    stride_os + col * stride_od."""
+    y8 = tl.reshape(y8, [R_HI, DQ, R_LO, W_HI, 2 * W_LO])
     if STORE_2D:
         # non-transposed: FP8 rows as a [BLOCK_S, D_PAD] tile, the coalescer's store layout
         # (16-byte vectors along a row); the bytes pass once through shared memory
-        D_PAD: tl.constexpr = 2 * W
+        D_PAD: tl.constexpr = 2 * W_LO * W_HI * DQ
         y2 = tl.reshape(tl.permute(y8, [0, 2, 1, 3, 4]), [BLOCK_S, D_PAD])
         r2 = row0 + tl.arange(0, BLOCK_S)[:, None]
         c2 = tl.arange(0, D_PAD)[None, :]
@@ -320,7 +351,8 @@ def _as_words(x: torch.Tensor):
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
-               config):
+               config, res=None):
+    """res: None, or the residual's buffer (same strides as data): also write the second term."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -330,7 +362,7 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                 WORDS=words, TRANSPOSE=transpose, SOFT_CAST=var["soft_cast"],
                 STORE_2D=var.get("store_2d", True) and not transpose,
                 SIGN_BITS=_sign_bits(signs_arg) if rotate and var.get("const_signs", True) else -1,
-                COALESCED=var.get("coalesced", rotate))
+                COALESCED=var.get("coalesced", rotate), RESIDUAL=res is not None)
     kernel = _pairs_kernel
     if config is None and _env("FP8ATTN_TUNE") != "all":
         # the first config that fits (as `_prune_pairs`), launched without the autotuner's and
@@ -345,7 +377,8 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
         meta["EVEN_S"] = S % config["BLOCK_S"] == 0
 
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
-    kernel[grid](xin, data, descale, signs_arg, H, S, nb, *xin.stride(), *o_strides, **meta)
+    kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, nb,
+                 *xin.stride(), *o_strides, **meta)
 
 
 _SIGN_BITS: dict = {}
