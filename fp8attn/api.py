@@ -221,7 +221,8 @@ def flash_attn_func(q, k, v, softmax_scale=None, causal=False, *, recipe=None, r
         e4m3, block scales, Hadamard), then the FP8 kernel; output in q's dtype.
       - already-quantised FP8 inputs (all float8_e4m3fn or all float8_e5m2): q/k/v_descale float32
         of shape (B, Hkv) as in FA3 (q_descale may also be (B, Hq)), or one element, or None (1);
-        output bfloat16. V is copied once into the kernel's head-dim-major layout.
+        output bfloat16. V is copied once into the kernel's head-dim-major layout. They take no
+        recipe (TypeError), so no two-term Q (Recipe.q_terms=2 needs the unquantised inputs).
     Returns out (B, Sq, Hq, D), and with return_lse also lse float32 (B, Hq, Sq) (natural log).
     """
     from .attention.ops import fp8_attention_bshd, fp8_attention_quantized

@@ -3,8 +3,10 @@ traces through them as single opaque nodes (each has a fake implementation for s
 
     fp8attn::attention         bf16/fp16/fp32 Q, K, V -> rotate + quantise (quantize_qkv) -> kernel
     fp8attn::attention_fp8     already-quantised FP8 Q, K, V (B, S, H, D) with per-head descales
+                               (one FP8 term for Q: no recipe, so no q_terms)
     fp8attn::attention_varlen  packed (total, H, D) sequences with cu_seqlens, FA3 style
 
+The recipe travels as its fields (fmt, granularity, block_q, block_kv, hadamard, seed, q_terms).
 Each op picks its backend when it runs (api.select_backend): the Triton kernel on CUDA (or on the
 CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRET=1), else the
 PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
@@ -40,16 +42,19 @@ def _quantize_qkv(q, k, v, recipe: Recipe):
 
 def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=None, **varlen):
     from .triton_fwd import attention_fwd_fp8
-    q_data = q8.data
+    q_data, q_lo = q8.data, q8.residual       # q_lo: Q's second FP8 term (Recipe.q_terms == 2)
     if softmax_scale < 0:
         # the kernel takes row maxima of unscaled scores, so it needs a positive scale:
         # scale * (q . k) == (-scale) * (-q . k); -q flips the FP8 sign bit (exact)
         q_data = (q_data.view(torch.uint8) ^ 0x80).view(q_data.dtype)
+        if q_lo is not None:
+            q_lo = (q_lo.view(torch.uint8) ^ 0x80).view(q_lo.dtype)
         softmax_scale = -softmax_scale
     return attention_fwd_fp8(q_data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
                              q_block=q8.block_size, k_block=k8.block_size,
                              v_block=v8.block_size, softmax_scale=softmax_scale, causal=causal,
-                             out_dtype=out_dtype, return_lse=return_lse, out=out, **varlen)
+                             out_dtype=out_dtype, return_lse=return_lse, out=out, q_lo=q_lo,
+                             **varlen)
 
 
 def _dispatch(op, impl, *args):
@@ -72,9 +77,10 @@ def _no_lse(device):
 
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
                softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
-               hadamard: bool, seed: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+               hadamard: bool, seed: int, q_terms: int,
+               return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
-                    hadamard=hadamard, seed=seed)
+                    hadamard=hadamard, seed=seed, q_terms=q_terms)
     bshd = layout == "bshd"
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v)) if bshd else (q, k, v)
     if _backend(q.device) == "emulation":
@@ -96,7 +102,7 @@ _attention = torch.library.custom_op("fp8attn::attention", mutates_args=())(_att
 
 @_attention.register_fake
 def _(q, k, v, layout, causal, softmax_scale, fmt, granularity, block_q, block_kv, hadamard, seed,
-      return_lse):
+      q_terms, return_lse):
     b, h, s = (q.shape[0], q.shape[2], q.shape[1]) if layout == "bshd" else q.shape[:3]
     lse = q.new_empty((b, h, s) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
@@ -120,7 +126,8 @@ def fp8_attention_bshd(q, k, v, *, causal, softmax_scale: float, recipe: Recipe,
 def _call_attention(q, k, v, layout, causal, softmax_scale, recipe, return_lse):
     out, lse = _dispatch(_attention, _attention_impl, q, k, v, layout, _causal_arg(causal),
                          float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
-                         recipe.block_kv, recipe.hadamard, recipe.seed, return_lse)
+                         recipe.block_kv, recipe.hadamard, recipe.seed, recipe.q_terms,
+                         return_lse)
     return (out, lse) if return_lse else out
 
 
@@ -221,10 +228,10 @@ def fp8_attention_quantized(q, k, v, q_descale, k_descale, v_descale, *, causal,
 def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, causal: str,
                       softmax_scale: float, fmt: str, granularity: str, block_q: int,
-                      block_kv: int, hadamard: bool, seed: int,
+                      block_kv: int, hadamard: bool, seed: int, q_terms: int,
                       return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
-                    hadamard=hadamard, seed=seed)
+                    hadamard=hadamard, seed=seed, q_terms=q_terms)
     cu_q = cu_seqlens_q.cpu()
     cu_k = cu_seqlens_k.cpu()
     _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
@@ -257,7 +264,7 @@ _attention_varlen = torch.library.custom_op("fp8attn::attention_varlen", mutates
 
 @_attention_varlen.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, fmt, granularity,
-      block_q, block_kv, hadamard, seed, return_lse):
+      block_q, block_kv, hadamard, seed, q_terms, return_lse):
     lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
@@ -297,5 +304,6 @@ def fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int,
     out, lse = _dispatch(_attention_varlen, _attention_varlen_impl, q, k, v, cu_seqlens_q,
                          cu_seqlens_k, int(max_seqlen_q), _causal_arg(causal),
                          float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
-                         recipe.block_kv, recipe.hadamard, recipe.seed, return_lse)
+                         recipe.block_kv, recipe.hadamard, recipe.seed, recipe.q_terms,
+                         return_lse)
     return (out, lse) if return_lse else out

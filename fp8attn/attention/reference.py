@@ -329,8 +329,11 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     1. Quantise with quantize_reference: Q with block_q rows per scale block, K and V with block_kv
        (or per head / tensor / token as the recipe says); with recipe.hadamard, Q and K are first
        rotated by fwht(x * hadamard_signs(D, recipe.seed)) (same signs: Q K^T is unchanged).
+       With recipe.q_terms == 2, Q also gets its second FP8 term q8_lo = cast(y - float(q8))
+       (y = rotated Q * its scale, the value cast to q8; same descale as q8).
     2. Per KV tile of block_n keys (default recipe.block_kv), in fp32:
          S = (q8 @ k8^T) * q_descale[row] * k_descale[col] * softmax_scale * log2(e)
+         (q_terms == 2: S = (q8 @ k8^T + q8_lo @ k8^T) * the same factors)
          masked / tail entries -> -inf
          m_new = max(m_i, rowmax S); alpha = exp2(m_i - m_new); p = exp2(S - m_new)
          l_i = l_i * alpha + rowsum(p)                         (fp32 p, like FA3)
@@ -358,12 +361,14 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     if recipe.hadamard:
         from ..hadamard.reference import hadamard_signs
         signs = hadamard_signs(d, recipe.seed, q.device)
-    qq = quantize_reference(q, fmt, recipe.granularity, recipe.block_q, signs=signs)
+    qq = quantize_reference(q, fmt, recipe.granularity, recipe.block_q, signs=signs,
+                            residual=recipe.q_terms == 2)
     kq = quantize_reference(k, fmt, recipe.granularity, recipe.block_kv, signs=signs)
     vq = quantize_reference(v, fmt, recipe.granularity, recipe.block_kv)
     scale = default_softmax_scale(softmax_scale, d) * LOG2E
     # q descale and softmax scale folded per row, k descale per column (same product as the kernel)
     q8 = _group(qq.data.float(), hkv)
+    q8_lo = None if qq.residual is None else _group(qq.residual.float(), hkv)
     q_row = _group(qq.row_descale(), hkv) * scale
     k8 = kq.data.float()
     k_col = kq.row_descale()
@@ -375,7 +380,10 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     pmax = fp8_max(fmt)
 
     def scores_tile(qc, r0, r1, j0, j1):
-        s = qc @ k8[:, :, j0:j1].transpose(-1, -2)
+        kt = k8[:, :, j0:j1].transpose(-1, -2)
+        s = qc @ kt
+        if q8_lo is not None:
+            s = s + q8_lo[:, :, r0:r1] @ kt
         return s * q_row[:, :, r0:r1, None] * k_col[:, :, None, j0:j1]
 
     def v_max(j0, j1):

@@ -2,6 +2,9 @@
 
 Numerics (those of attention/reference.py's emulation; only the tile sizes may differ):
     S  = (q8 @ k8^T in fp32) * q_descale[row] * k_descale[col] * softmax_scale * log2(e)
+         (Q_TERMS == 2, Recipe.q_terms: S = (q8 @ k8^T + q8_lo @ k8^T in fp32) * the same factors,
+          q8_lo = cast(y - float(q8)) the second FP8 term of Q with q8's descale; computed as
+          tl.dot(q_lo, kT, tl.dot(q, kT)): one accumulator, no extra register tile)
     online softmax in fp32 in the exp2 domain, masked entries -inf
     p' = exp2(S - (m_i - P_SHIFT)) = p * 2**P_SHIFT        (fills FP8's range: [0, 256] for e4m3)
     l_i = l_i * alpha + rowsum(p')                          (fp32 p, before the cast)
@@ -63,10 +66,11 @@ def _round_mantissa(x, MBITS: tl.constexpr):
 
 
 @triton.jit
-def _scores(q, k_ptrs, kd_ptr, start_n, kv_pos0, offs_n, offs_d, seqlen_k, k_block,
+def _scores(q, q_lo, k_ptrs, kd_ptr, start_n, kv_pos0, offs_n, offs_d, seqlen_k, k_block,
             MASKED: tl.constexpr, EVEN_D: tl.constexpr, HEAD_DIM: tl.constexpr,
-            K_MODE: tl.constexpr):
-    """q8 @ k8^T for one KV tile in fp32 (times the per-column K descale when K_MODE == 2)."""
+            K_MODE: tl.constexpr, Q_TERMS: tl.constexpr):
+    """q8 @ k8^T (+ q8_lo @ k8^T when Q_TERMS == 2) for one KV tile in fp32 (times the
+    per-column K descale when K_MODE == 2)."""
     cols = start_n + offs_n
     col_ok = cols < seqlen_k
     if MASKED:
@@ -79,7 +83,10 @@ def _scores(q, k_ptrs, kd_ptr, start_n, kv_pos0, offs_n, offs_d, seqlen_k, k_blo
             k = tl.load(k_ptrs)
         else:
             k = tl.load(k_ptrs, mask=offs_d[None, :] < HEAD_DIM, other=0.0)
-    qk = tl.dot(q, tl.trans(k))
+    if Q_TERMS == 2:
+        qk = tl.dot(q_lo, tl.trans(k), tl.dot(q, tl.trans(k)))
+    else:
+        qk = tl.dot(q, tl.trans(k))
     if K_MODE == 2:
         if MASKED:
             kd = tl.load(kd_ptr + (kv_pos0 + cols) // k_block, mask=col_ok, other=1.0)
@@ -184,7 +191,7 @@ def _update(acc0, acc1, acc2, acc3, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, k
 
 
 @triton.jit
-def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
+def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               stride_qz, stride_qh, stride_qm, stride_qd,
               stride_kz, stride_kh, stride_kn, stride_kd,
               stride_vz, stride_vh, stride_vd, stride_vn,
@@ -197,7 +204,8 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
               SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
-              INTERPRET: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+              INTERPRET: tl.constexpr, Q_TERMS: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
     DH: tl.constexpr = HEAD_DIM_PAD // SPLIT
     pid_m = tl.program_id(0)
@@ -239,6 +247,16 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
         q = tl.load(q_ptrs, mask=row_ok[:, None], other=0.0)
     else:
         q = tl.load(q_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    if Q_TERMS == 2:
+        # Q's second FP8 term: same layout and strides as Q, loaded once beside it
+        ql_ptrs = (QL + off_z64 * stride_qz + off_h64 * stride_qh + q_pos0.to(tl.int64) * stride_qm
+                   + offs_m[:, None] * stride_qm + offs_d[None, :] * stride_qd)
+        if EVEN_D:
+            q_lo = tl.load(ql_ptrs, mask=row_ok[:, None], other=0.0)
+        else:
+            q_lo = tl.load(ql_ptrs, mask=row_ok[:, None] & (offs_d[None, :] < HEAD_DIM), other=0.0)
+    else:
+        q_lo = q
     qd = tl.load(QD + off_z64 * stride_qdz + off_h * stride_qdh + (q_pos0 + offs_m) // q_block,
                  mask=row_ok, other=1.0)
     kd_ptr = KD + off_z64 * stride_kdz + off_kvh * stride_kdh
@@ -281,8 +299,8 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
         # one loop body: loads always masked, scores masked only from full_end on (fewer live
         # registers than two inlined bodies: keeps head dim 256 causal free of spills)
         for start_n in range(0, hi, BLOCK_N):
-            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
-                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
+            qk = _scores(q, q_lo, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE, Q_TERMS)
             acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
                 acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
                 vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
@@ -291,8 +309,8 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
                 BLOCK_N, INTERPRET)
     else:
         for start_n in range(0, full_end, BLOCK_N):
-            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
-                         offs_d, seqlen_k, k_block, False, EVEN_D, HEAD_DIM, K_MODE)
+            qk = _scores(q, q_lo, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, False, EVEN_D, HEAD_DIM, K_MODE, Q_TERMS)
             acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
                 acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
                 vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
@@ -300,8 +318,8 @@ def _attn_fwd(Q, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
                 False, CAUSAL, EVEN_D, HEAD_DIM, DH, SPLIT, K_MODE, V_PER_COL, ACC_MODE, P_SHIFT,
                 BLOCK_N, INTERPRET)
         for start_n in range(full_end, hi, BLOCK_N):
-            qk = _scores(q, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
-                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE)
+            qk = _scores(q, q_lo, k_ptrs + start_n * stride_kn, kd_ptr, start_n, kv_pos0, offs_n,
+                         offs_d, seqlen_k, k_block, True, EVEN_D, HEAD_DIM, K_MODE, Q_TERMS)
             acc0, acc1, acc2, acc3, l_i, m_i, vs = _update(
                 acc0, acc1, acc2, acc3, l_i, m_i, vs, qk, row_scale,
                 vt_ptrs + start_n * stride_vn, kd_ptr, vd_ptr, start_n, kv_pos0, offs_m, offs_n,
@@ -407,7 +425,7 @@ def _k_mode(a):
 _attn_fwd_heur = triton.heuristics({"V_PER_COL": _v_per_col, "K_MODE": _k_mode})(_attn_fwd)
 _attn_fwd_tuned = triton.autotune(
     configs=_configs(),
-    key=["HEAD_DIM_PAD", "CAUSAL", "IS_VARLEN", "tune_key", "ACC_MODE"],
+    key=["HEAD_DIM_PAD", "CAUSAL", "IS_VARLEN", "tune_key", "ACC_MODE", "Q_TERMS"],
     prune_configs_by={"early_config_prune": _prune},
 )(_attn_fwd_heur)
 
@@ -425,7 +443,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                       k_block: int, v_block: int, softmax_scale: float, causal=None,
                       out_dtype=torch.bfloat16, return_lse: bool = False, out=None,
                       cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
-                      acc_mode: str = "tile", config: dict | None = None):
+                      acc_mode: str = "tile", config: dict | None = None, q_lo=None):
     """Launch the kernel on already-quantised inputs.
 
     q8 (B, Hq, Sq, D), k8 (B, Hkv, Sk, D), vt8 (B, Hkv, D, Sk): FP8 (e4m3fn or e5m2, all the same);
@@ -436,9 +454,18 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     (SPLIT, the number of head-dim slices of P @ V (1, 2 or 4), defaults to 2 for head dims above
     128; ONE_LOOP (one masked loop body instead of an unmasked and a masked one) defaults to
     False; REVERSE (causal: last query block first) defaults to True).
+    q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; QuantizedTensor.residual): same
+    shape, dtype and strides as q8, sharing q_descale; the scores become
+    (q8 @ k8^T + q_lo @ k8^T) * descales.
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     """
+    if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
+                             or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
+        raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, dtype {q_lo.dtype}, strides "
+                         f"{q_lo.stride()}, device {q_lo.device}) must match q8 (shape "
+                         f"{tuple(q8.shape)}, dtype {q8.dtype}, strides {q8.stride()}, "
+                         f"device {q8.device})")
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
     varlen = cu_seqlens_q is not None
@@ -455,9 +482,11 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                 # FP8 MMAs reduce over 32 elements at least: pad (masked) small head dims
                 HEAD_DIM_PAD=max(triton.next_power_of_2(D), 32), IS_VARLEN=varlen,
                 RETURN_LSE=return_lse, P_SHIFT=8 if q8.dtype == torch.float8_e4m3fn else 15,
-                ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1")
+                ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
+                Q_TERMS=1 if q_lo is None else 2)
     tune_key = _tune_bucket(m_extent, Sk, nseq * Hq)
-    args = (q8, k8, vt8, q_descale, k_descale, v_descale, out, lse, cu_q, cu_k,
+    args = (q8, q8 if q_lo is None else q_lo, k8, vt8, q_descale, k_descale, v_descale, out, lse,
+            cu_q, cu_k,
             *q8.stride(), *k8.stride(), *vt8.stride(),
             q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
             v_descale.stride(0), v_descale.stride(1),
@@ -470,7 +499,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
 
     if config is None:
         key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, tune_key, meta["ACC_MODE"],
-               q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"])
+               q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"], meta["Q_TERMS"])
         best = _BEST.get(key)
         if best is None:
             _attn_fwd_tuned[grid](*args, **meta)
