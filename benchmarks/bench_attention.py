@@ -1,6 +1,6 @@
 """FP8 attention throughput and accuracy on a Hopper GPU, beside the peers available in the run.
 
-    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick]
+    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick] [--q-terms 1,2]
 
 Setting of the FlashAttention-3 paper: 16k tokens per batch (batch = 16384 / seqlen), hidden 2048
 (heads = 2048 / head_dim), head dims 64 / 128 / 256, seqlen 512 ... 16k, causal and not.
@@ -13,9 +13,12 @@ Rows (each guarded by availability):
   FA3 FP8 / BF16  the fa3-fwd wheel (module fa3_fwd_interface), per-(batch, head) descales of 1
   SDPA flash / cuDNN  torch.nn.functional.scaled_dot_product_attention in bf16
   Sage          SageAttention (INT8 QK, FP16 PV), if importable
+  ours kernel q2 / ours e2e q2 (--q-terms 1,2): the same with Recipe(q_terms=2), Q as two FP8
+                terms (one more QK MMA per tile), beside the one-term rows of the same run
 Accuracy (FA3's outlier distribution, batch 2, heads 16, seqlen 2048, dim 128, float64 oracle on the
 GPU): ours with the default recipe (and the emulation on the CPU), FA3 FP8 with per-head scales with
-and without a Hadamard rotation, FA3 BF16.
+and without a Hadamard rotation, FA3 BF16; with --q-terms 2 also ours (and the CPU emulation) with
+Recipe(q_terms=2).
 Writes DIR/bench_attention.json, DIR/bench_attention.md and DIR/bench_attention.png.
 """
 from __future__ import annotations
@@ -41,6 +44,17 @@ from fp8attn.quant import quantize_qkv  # noqa: E402
 IMPLS = ["ours_kernel", "ours_e2e", "fa3_fp8", "fa3_bf16", "sdpa_flash", "sdpa_cudnn", "sage"]
 
 
+def _suffix(q_terms: int) -> str:
+    """Row-name suffix of a q_terms value: "" for the default 1 (names unchanged), else "_q2"."""
+    return "" if q_terms == 1 else f"_q{q_terms}"
+
+
+def impls(q_terms=(1,)) -> list:
+    """Row names: ours_kernel / ours_e2e once per q_terms value, then the peers."""
+    ours = [f"ours_{v}{_suffix(t)}" for t in q_terms for v in ("kernel", "e2e")]
+    return ours + IMPLS[2:]
+
+
 def _sdpa(backend):
     from torch.nn.attention import SDPBackend, sdpa_kernel
     b = {"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION}[backend]
@@ -51,7 +65,7 @@ def _sdpa(backend):
     return run
 
 
-def throughput(hdims, seqlens, log):
+def throughput(hdims, seqlens, log, q_terms=(1,)):
     fa3, why_fa3 = load_fa3()
     sage, why_sage = load_sage()
     log(f"fa3: {why_fa3 or 'ok'}; sage: {why_sage or 'ok'}")
@@ -63,22 +77,27 @@ def throughput(hdims, seqlens, log):
             q, k, v = (torch.randn(b, s, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
                        for _ in range(3))
             qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
-            q8, k8, v8 = quantize_qkv(qh, kh, vh, Recipe())
+            quant = {t: quantize_qkv(qh, kh, vh, Recipe(q_terms=t)) for t in q_terms}
             ones = torch.ones(b, h, device="cuda")
             qf, kf, vf = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
             qc, kc, vc = (x.contiguous() for x in (qh, kh, vh))
             for causal in (False, True):
                 out = torch.empty(b, h, s, d, device="cuda", dtype=torch.bfloat16)
                 fns = {
-                    "ours_kernel": lambda: attention_fwd_fp8(
-                        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                        q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                        softmax_scale=d ** -0.5, causal="bottom_right" if causal else None,
-                        out=out),
-                    "ours_e2e": lambda: fp8attn.flash_attn_func(q, k, v, causal=causal),
                     "sdpa_flash": lambda: _sdpa("flash")(qc, kc, vc, causal),
                     "sdpa_cudnn": lambda: _sdpa("cudnn")(qc, kc, vc, causal),
                 }
+                for t in q_terms:
+                    q8, k8, v8 = quant[t]
+                    fns["ours_kernel" + _suffix(t)] = (
+                        lambda q8=q8, k8=k8, v8=v8: attention_fwd_fp8(
+                            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                            q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
+                            softmax_scale=d ** -0.5, causal="bottom_right" if causal else None,
+                            out=out, q_lo=q8.residual))
+                    fns["ours_e2e" + _suffix(t)] = (
+                        lambda r=Recipe(q_terms=t): fp8attn.flash_attn_func(q, k, v, causal=causal,
+                                                                            recipe=r))
                 if fa3 is not None:
                     fns["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(
                         qf, kf, vf, causal=causal, q_descale=ones, k_descale=ones, v_descale=ones))
@@ -88,7 +107,7 @@ def throughput(hdims, seqlens, log):
                                                         is_causal=causal)
                 row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
                 fl = attn_flops(b, h, s, s, d, causal)
-                for name in IMPLS:
+                for name in impls(q_terms):
                     if name not in fns:
                         continue
                     try:
@@ -98,12 +117,12 @@ def throughput(hdims, seqlens, log):
                         row[name + "_error"] = f"{type(e).__name__}: {str(e)[:160]}"
                 log(json.dumps(row))
                 rows.append(row)
-            del q, k, v, q8, k8, v8, qf, kf, vf, qc, kc, vc
+            del q, k, v, quant, qf, kf, vf, qc, kc, vc
             torch.cuda.empty_cache()
     return rows
 
 
-def accuracy(log, cpu_emulation=True):
+def accuracy(log, cpu_emulation=True, q_terms=(1,)):
     """FA3's accuracy setting; RMSE of every output entry against the float64 oracle."""
     fa3, _ = load_fa3()
     g = torch.Generator(device="cuda").manual_seed(0)
@@ -131,6 +150,17 @@ def accuracy(log, cpu_emulation=True):
         if cpu_emulation:
             emu = fp8_flash_emulation(q.cpu(), k.cpu(), v.cpu(), causal=c)
             res[f"emulation_cpu_{tag}"] = err(emu.cuda())
+        for t in q_terms:
+            if t == 1:
+                continue
+            r = Recipe(q_terms=t)
+            res[f"ours_q{t}_{tag}"] = err(fp8attn.scaled_dot_product_attention(
+                q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=causal, recipe=r).float())
+            res[f"ours_q{t}_fp32_io_{tag}"] = err(fp8attn.scaled_dot_product_attention(
+                q, k, v, is_causal=causal, recipe=r))
+            if cpu_emulation:
+                emu = fp8_flash_emulation(q.cpu(), k.cpu(), v.cpu(), causal=c, recipe=r)
+                res[f"emulation_cpu_q{t}_{tag}"] = err(emu.cuda())
         if fa3 is not None:
             qb, kb, vb = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             res[f"fa3_bf16_{tag}"] = err(fa3_out(fa3.flash_attn_func(
@@ -149,11 +179,13 @@ def accuracy(log, cpu_emulation=True):
     return res
 
 
-def markdown(env, rows, acc) -> str:
-    names = {"ours_kernel": "ours kernel", "ours_e2e": "ours e2e", "fa3_fp8": "FA3 FP8",
-             "fa3_bf16": "FA3 BF16", "sdpa_flash": "SDPA flash", "sdpa_cudnn": "SDPA cuDNN",
-             "sage": "Sage"}
-    present = [n for n in IMPLS if any(r.get(n) for r in rows)]
+def markdown(env, rows, acc, q_terms=(1,)) -> str:
+    names = {"fa3_fp8": "FA3 FP8", "fa3_bf16": "FA3 BF16", "sdpa_flash": "SDPA flash",
+             "sdpa_cudnn": "SDPA cuDNN", "sage": "Sage"}
+    for t in q_terms:
+        for v in ("kernel", "e2e"):
+            names[f"ours_{v}{_suffix(t)}"] = f"ours {v}" + (f" q{t}" if t != 1 else "")
+    present = [n for n in impls(q_terms) if any(r.get(n) for r in rows)]
     lines = [f"### FP8 attention forward, {env.get('device')} ({env['date']}), torch {env['torch']}, "
              f"triton {env['triton']}",
              "",
@@ -161,16 +193,24 @@ def markdown(env, rows, acc) -> str:
              "inputs ready; ours e2e = bf16 in, rotate + quantise + attend, bf16 out.",
              "",
              "| hdim | seqlen | causal | " + " | ".join(names[n] for n in present)
-             + " | kernel / FA3 FP8 | e2e / FA3 BF16 |",
-             "|" + "---|" * (3 + len(present) + 2)]
+             + " | kernel / FA3 FP8 | e2e / FA3 BF16 |"
+             + "".join(f" kernel q{t} / q1 | kernel q{t} / FA3 FP8 |" for t in q_terms if t != 1),
+             "|" + "---|" * (3 + len(present) + 2 + 2 * sum(t != 1 for t in q_terms))]
     for r in rows:
         cells = [f"{r[n]:.0f}" if r.get(n) else "-" for n in present]
         k_ratio = (f"{r['ours_kernel'] / r['fa3_fp8']:.2f}" if r.get("ours_kernel") and r.get("fa3_fp8")
                    else "-")
         e_ratio = (f"{r['ours_e2e'] / r['fa3_bf16']:.2f}" if r.get("ours_e2e") and r.get("fa3_bf16")
                    else "-")
+        extra = ""
+        for t in q_terms:
+            if t == 1:
+                continue
+            kq = r.get(f"ours_kernel_q{t}")
+            extra += (f" {kq / r['ours_kernel']:.2f} |" if kq and r.get("ours_kernel") else " - |")
+            extra += f" {kq / r['fa3_fp8']:.2f} |" if kq and r.get("fa3_fp8") else " - |"
         lines.append(f"| {r['hdim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | "
-                     + " | ".join(cells) + f" | {k_ratio} | {e_ratio} |")
+                     + " | ".join(cells) + f" | {k_ratio} | {e_ratio} |" + extra)
     if acc:
         lines += ["", "Accuracy, FA3 outlier distribution (B 2, H 16, S 2048, D 128), RMSE vs "
                       "float64 oracle:", "", "| method | non-causal | causal |", "|---|---|---|"]
@@ -181,7 +221,7 @@ def markdown(env, rows, acc) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path):
+def plot(rows, path, q_terms=(1,)):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -191,7 +231,7 @@ def plot(rows, path):
         for i, causal in enumerate((False, True)):
             ax = axes[i][j]
             sub = [r for r in rows if r["hdim"] == d and r["causal"] == causal]
-            for n in IMPLS:
+            for n in impls(q_terms):
                 pts = [(r["seqlen"], r[n]) for r in sub if r.get(n)]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=n)
@@ -210,7 +250,15 @@ def main():
     ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
     ap.add_argument("--quick", action="store_true", help="head dims 64/128/256 at 1k, 4k, 16k only")
     ap.add_argument("--hdims", default="64,128,256")
+    ap.add_argument("--seqlens", default=None,
+                    help="comma-separated seqlens (default: 1024,4096,16384 with --quick, else "
+                         "512 ... 16384)")
+    ap.add_argument("--q-terms", default="1",
+                    help="comma-separated Recipe.q_terms values timed for ours (e.g. 1,2: the "
+                         "two-term Q rows beside the default ones); default 1")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--no-cpu-emulation", action="store_true",
+                    help="accuracy without the CPU emulation rows (they take ~10 s each)")
     ap.add_argument("--append-results", default=None, metavar="FILE",
                     help="also append the markdown table to FILE (e.g. benchmarks/RESULTS.md, when "
                          "the run's checkout is the one you commit from)")
@@ -226,16 +274,22 @@ def main():
 
     log(json.dumps(env))
     seqlens = [1024, 4096, 16384] if a.quick else [512, 1024, 2048, 4096, 8192, 16384]
+    if a.seqlens:
+        seqlens = [int(x) for x in a.seqlens.split(",")]
     hdims = [int(x) for x in a.hdims.split(",")]
+    q_terms = tuple(int(x) for x in a.q_terms.split(","))
+    for t in q_terms:
+        Recipe(q_terms=t)                       # validates
     log(f"shapes: batch = 16384 / seqlen, heads = 2048 / hdim, hdims {hdims}, seqlens {seqlens}")
-    acc = {} if a.no_accuracy else accuracy(log)
-    rows = throughput(hdims, seqlens, log)
+    acc = {} if a.no_accuracy else accuracy(log, cpu_emulation=not a.no_cpu_emulation,
+                                            q_terms=q_terms)
+    rows = throughput(hdims, seqlens, log, q_terms)
     with open(os.path.join(a.out, "bench_attention.json"), "w") as f:
         json.dump({"env": env, "throughput": rows, "accuracy": acc}, f, indent=1)
-    md = markdown(env, rows, acc)
+    md = markdown(env, rows, acc, q_terms)
     with open(os.path.join(a.out, "bench_attention.md"), "w") as f:
         f.write(md)
-    plot(rows, os.path.join(a.out, "bench_attention.png"))
+    plot(rows, os.path.join(a.out, "bench_attention.png"), q_terms)
     if a.append_results:
         with open(a.append_results, "a") as f:
             f.write("\n" + md)
