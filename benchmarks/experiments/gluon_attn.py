@@ -1,0 +1,357 @@
+"""FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6): prototype, compile-checked only.
+
+Non-causal, non-varlen, head dim 128 (any multiple of 32 up to 256 is accepted by the layouts),
+e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of fp8attn/attention/triton_fwd.py),
+per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16. Numerics are those of
+triton_fwd.py, step for step:
+    row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
+    m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
+    p' = exp2(qk * row_scale - (m_new - P_SHIFT));  l_i = l_i * alpha + rowsum(p')
+    acc_u = acc_u * (alpha * vs_prev / vs) + (cast_fp8(p') @ v8_tile, fresh fp32 accumulator)
+    out = acc_u * vs / l_i  (0 where l_i == 0)
+(acc_u is the accumulator in units of the current tile's V descale vs, as in triton_fwd.py.)
+
+Structure (MODE constexpr):
+  0 "plain":   one 8-warp partition (two warpgroups, 64 query rows each, in lockstep) that also
+               issues the TMA loads of K and V^T STAGES-1 tiles ahead. No warp specialisation.
+  1 "ws":      gl.warp_specialize: default partition = the 8-warp consumer above; one 1-warp
+               worker = producer issuing TMA loads into a STAGES-deep ring of K and V^T tiles
+               (mbarriers k_full / v_full per stage, kv_empty released by the consumer after P@V).
+               worker_num_regs gives the producer few registers so the consumers get more.
+  2 "pingpong": default partition = consumer warpgroup 0 (rows 0-63), worker 0 = consumer
+               warpgroup 1 (rows 64-127), worker 1 = producer. The consumers take turns issuing
+               their GEMMs (QK^T of one, then of the other, then P@V of one, ...), ordered by two
+               mbarriers, so one warpgroup's softmax runs under the other's GEMMs (FA3's ping-pong).
+
+Layouts: Q tile (128, D) and K tiles (BLOCK_N, D) are row-major with D contiguous; V^T tiles are
+(D, BLOCK_N), sequence contiguous: both B operands (K^T and V) are then K-major in shared memory as
+the FP8 wgmma requires. P goes in registers as the A operand of P @ V. TMA descriptors are 2-D over
+flattened views: Q (B*Hq*Sq, D), K (B*Hkv*Sk, D), V^T (B*Hkv*D, Sk) with V^T's row stride
+vt8.stride(-2) (Sk rounded up to 16 is fine). A K tile past the end of a head reads the next
+head's rows (or TMA's zero fill): those columns are masked to -inf before the softmax, and their
+P is exactly 0; V^T tiles never cross a head (the column extent is Sk, zero-filled beyond).
+"""
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import (
+    fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
+
+LOG2E = 1.4426950408889634
+MODES = {"plain": 0, "ws": 1, "pingpong": 2}
+
+
+@gluon.jit
+def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, start_n, slot):
+    """TMA loads of one K tile (BLOCK_N, D) and one V^T tile (D, BLOCK_N) into ring slot `slot`."""
+    kb = k_full.index(slot)
+    vb = v_full.index(slot)
+    mbarrier.expect(kb, k_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(k_desc, [kv_row0 + start_n, 0], kb, k_smem.index(slot))
+    mbarrier.expect(vb, v_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(v_desc, [vt_row0, start_n], vb, v_smem.index(slot))
+
+
+@gluon.jit
+def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0, vt_row0,
+              seqlen_k, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    """Worker partition: fill the ring; wait for a slot's previous tile to be released first.
+
+    A fresh mbarrier counts as having completed the phase before phase 0, so the first pass over
+    the ring waits on parity 1 and returns at once.
+    """
+    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    for j in range(n_tiles):
+        slot = j % STAGES
+        mbarrier.wait(kv_empty.index(slot), ((j // STAGES) & 1) ^ 1)
+        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, j * BLOCK_N,
+                  slot)
+
+
+@gluon.jit
+def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_empty, turn,
+          kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn,
+          turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
+          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+          P_SHIFT: gl.constexpr, NW: gl.constexpr):
+    """One KV tile of the online softmax for this consumer's ROWS query rows."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    slot = j % STAGES
+    phase = (j // STAGES) & 1
+    k_s = k_smem.index(slot)
+    v_s = v_smem.index(slot)
+
+    mbarrier.wait(k_full.index(slot), phase)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    qk = warpgroup_mma(q_smem, k_s.permute((1, 0)),
+                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    # K_MODE 1: one K descale per tile (k_block a multiple of BLOCK_N); the load overlaps the MMA
+    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
+    vs = gl.load(vd_ptr + start_n // v_block)
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_smem, k_s])
+
+    if MASKED:
+        cols = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
+    # row_scale > 0, so the max commutes with the scaling (as in triton_fwd.py)
+    m_new = gl.maximum(m_i, gl.max(qk, 1) * row_scale)
+    if MASKED:
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = gl.exp2(m_i - m_use)
+    p = gl.exp2(qk * gl.expand_dims(row_scale, 1) - gl.expand_dims(m_use - P_SHIFT, 1))
+    l_i = l_i * alpha + gl.sum(p, 1)
+    # p' <= 2**P_SHIFT: the e4m3 cast never saturates
+    p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+
+    mbarrier.wait(v_full.index(slot), phase)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    pv = warpgroup_mma(p8, v_s.permute((1, 0)),
+                       gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    factor = gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, o_layout))
+    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
+    # both operands of this tile are consumed: hand the slot back to the producer
+    mbarrier.arrive(kv_empty.index(slot))
+    acc = acc * gl.expand_dims(factor, 1) + pv
+    return acc, m_new, l_i, vs, turn_phase
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+              QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+              PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
+    """Rows [start_m + row0, start_m + row0 + ROWS) of one (batch, head): the whole KV loop."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    rows = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+    row_ok = rows < seqlen_q
+    qd = gl.load(QD + off_b * stride_qdz + off_h * stride_qdh + rows // q_block, mask=row_ok,
+                 other=1.0)
+    row_scale0 = qd * qk_scale
+    kd_ptr = KD + off_b * stride_kdz + off_kvh * stride_kdh
+    vd_ptr = VD + off_b * stride_vdz + off_kvh * stride_vdh
+
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    vs = gl.to_tensor(1.0)  # as triton_fwd.py: acc is 0 and alpha 0 on the first tile
+    other_turn = 1 - my_turn
+    turn_phase = 0
+
+    q_s = q_smem.slice(row0, ROWS, dim=0)
+    mbarrier.wait(q_bar, 0)
+
+    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    n_full = seqlen_k // BLOCK_N
+    if INLINE_LOADS:
+        for t in gl.static_range(STAGES - 1):
+            if t < n_tiles:
+                _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0,
+                          t * BLOCK_N, t)
+    for j in range(n_full):
+        if INLINE_LOADS:
+            # the slot of tile j + STAGES - 1 held tile j - 1, finished by this same partition
+            nxt = j + STAGES - 1
+            if nxt < n_tiles:
+                _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0,
+                          nxt * BLOCK_N, nxt % STAGES)
+        acc, m_i, l_i, vs, turn_phase = _tile(
+            acc, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty, turn, kd_ptr,
+            vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn,
+            turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
+    if n_full < n_tiles:
+        # the tail tile (columns >= seqlen_k masked); every earlier load was issued already
+        acc, m_i, l_i, vs, turn_phase = _tile(
+            acc, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty, turn, kd_ptr,
+            vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block, row_scale0, my_turn,
+            other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
+
+    no_key = l_i == 0.0
+    l_safe = gl.where(no_key, 1.0, l_i)
+    out_scale = gl.where(no_key, 0.0, vs / l_safe)
+    out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
+    out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
+    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
+              + gl.expand_dims(ocol * stride_od, 0))
+    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+
+
+@gluon.jit
+def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
+                    stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                    stride_oz, stride_oh, stride_om, stride_od,
+                    H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale,
+                    MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
+                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):
+    pid_m = gl.program_id(0)
+    off_hz = gl.program_id(1)
+    off_b = off_hz // H
+    off_h = off_hz % H
+    off_kvh = off_h // GQA_GROUP
+    start_m = pid_m * BLOCK_M
+    hkv = H // GQA_GROUP
+    kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
+    vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
+
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
+    v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+    N_CONSUMERS: gl.constexpr = 2 if MODE == 2 else 1
+    mbarrier.init(q_bar, count=1)
+    for s in gl.static_range(STAGES):
+        mbarrier.init(k_full.index(s), count=1)
+        mbarrier.init(v_full.index(s), count=1)
+        mbarrier.init(kv_empty.index(s), count=N_CONSUMERS)
+    mbarrier.init(turn.index(0), count=1)
+    mbarrier.init(turn.index(1), count=1)
+    fence_async_shared()
+
+    q_bar0 = q_bar
+    mbarrier.expect(q_bar0, q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar0, q_smem)
+
+    if MODE == 0:
+        _consumer(q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+                  QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
+                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                  stride_oz, stride_oh, stride_om, stride_od,
+                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                  BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(), False, True)
+    elif MODE == 1:
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+                         v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
+                         vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                         stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                         BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(), False,
+                         False)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0,
+                         vt_row0, seqlen_k, BLOCK_N, STAGES)),
+        ], [1], [PRODUCER_REGS])
+    else:
+        # consumer warpgroup 0 starts: its first turn is already granted
+        mbarrier.arrive(turn.index(0))
+        HALF: gl.constexpr = BLOCK_M // 2
+        gl.warp_specialize([
+            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+                         v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
+                         vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                         stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True, False)),
+            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+                         v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
+                         vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                         stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True, False)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0,
+                         vt_row0, seqlen_k, BLOCK_N, STAGES)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+
+
+# ----------------------------------------------------------------------------------------------
+# Host side
+
+def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
+                  producer_regs: int = 24, consumer_regs: int = 240) -> dict:
+    """Constexprs and launch options of one variant (BLOCK_M is 128 rows per CTA in all)."""
+    num_warps = 4 if mode == "pingpong" else 8
+    return dict(MODE=MODES[mode], BLOCK_M=128, BLOCK_N=block_n, STAGES=stages,
+                PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=num_warps)
+
+
+def smem_layouts(head_dim: int, block_m: int, block_n: int):
+    """NVMMA shared layouts of the Q, K and V^T tiles (used by the descriptors and the kernel)."""
+    q = gl.NVMMASharedLayout.get_default_for([block_m, head_dim], gl.float8e4nv)
+    k = gl.NVMMASharedLayout.get_default_for([block_n, head_dim], gl.float8e4nv)
+    v = gl.NVMMASharedLayout.get_default_for([head_dim, block_n], gl.float8e4nv)
+    return q, k, v
+
+
+def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
+                        softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
+                        stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240):
+    """Non-causal FP8 attention forward on already-quantised inputs (CUDA, Hopper).
+
+    q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
+    float8_e4m3fn with unit stride along Sk and a row stride (stride(-2)) that is a multiple of 16
+    (a view of a (B, Hkv, D, Sk16) buffer is fine); q/k/v_descale (B, H, NB) float32, row r uses
+    descale[..., r // *_block]. k_block and v_block must be multiples of block_n (one K and one V
+    descale per KV tile). out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
+    Returns out.
+    """
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    B, Hq, Sq, D = q8.shape
+    Hkv, Sk = k8.shape[1], k8.shape[2]
+    for name, t in (("q8", q8), ("k8", k8), ("vt8", vt8)):
+        if t.dtype != torch.float8_e4m3fn:
+            raise TypeError(f"{name} must be float8_e4m3fn, got {t.dtype}")
+    if D % 32 or D > 256:
+        raise ValueError(f"head dim {D} must be a multiple of 32 up to 256")
+    if not (q8.is_contiguous() and k8.is_contiguous()):
+        raise ValueError(f"q8 {tuple(q8.stride())} and k8 {tuple(k8.stride())} must be contiguous")
+    rs = vt8.stride(-2)
+    if vt8.shape != (B, Hkv, D, Sk) or vt8.stride(-1) != 1 or rs % 16 \
+            or vt8.stride(1) != D * rs or vt8.stride(0) != Hkv * D * rs:
+        raise ValueError(f"vt8 shape {tuple(vt8.shape)} strides {tuple(vt8.stride())}: want "
+                         f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
+                         f"heads packed")
+    if k_block % block_n or v_block % block_n:
+        raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
+                         f"block_n {block_n} (per-tile K/V descales)")
+    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs)
+    bm = cfg["BLOCK_M"]
+    if out is None:
+        out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
+    ql, kl, vl = smem_layouts(D, bm, block_n)
+    q2 = q8.view(B * Hq * Sq, D)
+    k2 = k8.view(B * Hkv * Sk, D)
+    q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [bm, D], ql)
+    k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [block_n, D], kl)
+    # V^T as (B*Hkv*D, Sk) rows of stride rs: columns >= Sk are zero-filled by TMA
+    v_desc = TensorDescriptor(vt8, [B * Hkv * D, Sk], [rs, 1], [D, block_n], vl)
+    grid = (triton.cdiv(Sq, bm), B * Hq)
+    _attn_fwd_gluon[grid](
+        q_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
+        q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
+        v_descale.stride(0), v_descale.stride(1), *out.stride(),
+        Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
+        HEAD_DIM=D, P_SHIFT=8, **cfg)
+    return out

@@ -1,0 +1,100 @@
+"""Offline sm_90a compile check of benchmarks/experiments/gluon_attn.py (no GPU needed).
+
+    PYTHONPATH=/tmp/t36:/work/main /work/venv/bin/python benchmarks/experiments/gluon_compile.py
+
+(/tmp/t36: the Triton 3.6 wheel unpacked, the version the device machine runs.) Prints per variant:
+compile OK or the error, registers / spills from ptxas -v, shared memory, the number of wgmma
+instructions in the PTX and the setmaxnreg values. Optional arguments: variant names to build
+(default: all), e.g. `ws pingpong`. PTX and TTGIR land in /tmp/gluon_attn_<variant>.{ptx,ttgir}.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import traceback
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gluon_attn  # noqa: E402
+
+PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+# name -> kernel_config kwargs
+VARIANTS = {
+    "plain_s2": dict(mode="plain", stages=2),
+    "ws_s2": dict(mode="ws", stages=2),
+    "ws_s3": dict(mode="ws", stages=3),
+    "pingpong_s2": dict(mode="pingpong", stages=2),
+    "pingpong_s3": dict(mode="pingpong", stages=3),
+}
+
+
+def build(head_dim=128, **kw):
+    cfg = gluon_attn.kernel_config(**kw)
+    num_warps = cfg.pop("num_warps")
+    ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
+    descs = dict(q_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
+                 k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
+                 v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
+    consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8)
+    fn = gluon_attn._attn_fwd_gluon
+    sig, attrs = {}, {}
+    for i, n in enumerate(fn.arg_names):
+        if n in descs:
+            sig[n] = descs[n]
+        elif n in consts:
+            sig[n] = "constexpr"
+        elif n in ("QD", "KD", "VD"):
+            sig[n] = "*fp32"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n == "O":
+            sig[n] = "*bf16"
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n == "qk_scale":
+            sig[n] = "fp32"
+        else:
+            sig[n] = "i32"
+    src = GluonASTSource(fn=fn, signature=sig, constexprs={k: consts[k] for k in consts
+                                                           if k in fn.arg_names}, attrs=attrs)
+    return triton.compile(src, target=GPUTarget("cuda", 90, 32),
+                          options=dict(num_warps=num_warps))
+
+
+def report(name, kern):
+    ptx = kern.asm["ptx"]
+    base = f"/tmp/gluon_attn_{name}"
+    with open(base + ".ptx", "w") as f:
+        f.write(ptx)
+    with open(base + ".ttgir", "w") as f:
+        f.write(kern.asm["ttgir"])
+    r = subprocess.run([PTXAS, "-arch=sm_90a", "-v", base + ".ptx", "-o", base + ".o"],
+                       capture_output=True, text=True)
+    regs = re.findall(r"Used (\d+) registers", r.stderr)
+    spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
+    setmax = re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)
+    return dict(regs=regs, spills=spill, smem=kern.metadata.shared,
+                wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
+                setmaxnreg=sorted(set(f"{a}{b}" for a, b in setmax)),
+                ptxas_rc=r.returncode, ptxas_err=r.stderr.strip()[-400:] if r.returncode else "")
+
+
+def main(names):
+    for name in names or VARIANTS:
+        t = time.time()
+        try:
+            kern = build(**VARIANTS[name])
+        except Exception as e:  # report and go on with the next variant
+            msg = "".join(traceback.format_exception_only(type(e), e)).strip()
+            print(f"{name}: COMPILE ERROR ({time.time() - t:.1f}s): {msg[-1500:]}")
+            continue
+        print(f"{name}: OK ({time.time() - t:.1f}s) {report(name, kern)}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

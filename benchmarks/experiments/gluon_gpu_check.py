@@ -1,0 +1,195 @@
+"""GPU check of the Gluon FP8 attention prototype (benchmarks/experiments/gluon_attn.py).
+
+    PYTHONPATH=. python benchmarks/experiments/gluon_gpu_check.py [--variants ws_s2,pingpong_s2]
+        [--seqlens 1024,4096,16384] [--timeout 90] [--json out.json]
+
+Every Gluon variant runs in its own subprocess with a timeout (an mbarrier protocol error hangs
+the kernel; the parent then reports "timeout" and goes on). Per variant:
+  1. correctness on small odd shapes (tail tiles, GQA) against fp8attn's attention_fwd_fp8 on the
+     same quantised inputs (quantize_qkv, fp8attn.Recipe(): max |diff|, count of differing
+     elements) and the relative RMSE of both vs the float64 oracle (attention_oracle);
+  2. TFLOP/s at FA3's setting (16k tokens, hidden 2048, hdim 128, non-causal) for each seqlen.
+The package kernel ("ours", autotuned) and FA3 FP8 (per-(batch, head) descales of 1, as
+bench_attention.py) are timed in a subprocess of their own on the same shapes.
+Imports cleanly on a CPU machine (prints that CUDA is absent and exits 0).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path[:0] = [HERE, os.path.join(ROOT, "benchmarks"), ROOT]
+
+VARIANTS = {
+    "plain_s2": dict(mode="plain", stages=2),
+    "ws_s2": dict(mode="ws", stages=2),
+    "ws_s3": dict(mode="ws", stages=3),
+    "pingpong_s2": dict(mode="pingpong", stages=2),
+    "pingpong_s3": dict(mode="pingpong", stages=3),
+}
+# (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
+CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
+                (1, 2, 2, 4096, 4096)]
+HDIM = 128
+
+
+def _inputs(b, hq, hkv, sq, sk, seed):
+    from fp8attn import Recipe
+    from fp8attn.quant import quantize_qkv
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(b, hq, sq, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
+    return (q, k, v), quantize_qkv(q, k, v, Recipe())
+
+
+def _ours(q8, k8, v8, out=None):
+    from fp8attn.attention.triton_fwd import attention_fwd_fp8
+    return attention_fwd_fp8(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                             q_block=q8.block_size, k_block=k8.block_size,
+                             v_block=v8.block_size, softmax_scale=HDIM ** -0.5, out=out)
+
+
+def _gluon(q8, k8, v8, cfg, out=None):
+    from gluon_attn import gluon_attention_fwd
+    return gluon_attention_fwd(q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale,
+                               k8.descale, v8.descale, q8.block_size, k8.block_size,
+                               v8.block_size, HDIM ** -0.5, out=out, **cfg)
+
+
+def _rel_rmse(o, ref):
+    return float(((o.double() - ref) ** 2).mean().sqrt() / ref.pow(2).mean().sqrt())
+
+
+def _fa3_setting(s):
+    return 16384 // s, 2048 // HDIM
+
+
+def run_variant(name, seqlens):
+    """Child process: correctness then timing of one Gluon variant; one JSON line per result."""
+    from common import attn_flops, bench_ms
+    from fp8attn.attention.reference import attention_oracle
+    cfg = VARIANTS[name]
+    for (b, hq, hkv, sq, sk) in CHECK_SHAPES:
+        (q, k, v), (q8, k8, v8) = _inputs(b, hq, hkv, sq, sk, seed=sq + sk)
+        row = dict(variant=name, kind="check", shape=[b, hq, hkv, sq, sk])
+        try:
+            o_g = _gluon(q8, k8, v8, cfg)
+            torch.cuda.synchronize()
+            o_t = _ours(q8, k8, v8)
+            d = (o_g.float() - o_t.float()).abs()
+            row.update(max_abs_diff_vs_ours=float(d.nan_to_num(float("inf")).max()),
+                       n_diff=int((d != 0).sum()), n_nan=int(o_g.isnan().sum()))
+            if sq * sk * hq * b <= 2 * 4096 * 4096:
+                ref = attention_oracle(q, k.repeat_interleave(hq // hkv, 1),
+                                       v.repeat_interleave(hq // hkv, 1))
+                row.update(rel_rmse_gluon=_rel_rmse(o_g, ref), rel_rmse_ours=_rel_rmse(o_t, ref))
+        except Exception as e:  # noqa: BLE001 - report and go on
+            row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+        print(json.dumps(row), flush=True)
+    for s in seqlens:
+        b, h = _fa3_setting(s)
+        _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s + HDIM)
+        out = torch.empty(b, h, s, HDIM, device="cuda", dtype=torch.bfloat16)
+        row = dict(variant=name, kind="time", seqlen=s, batch=b, heads=h)
+        try:
+            ms = bench_ms(lambda: _gluon(q8, k8, v8, cfg, out))
+            row.update(ms=ms, tflops=attn_flops(b, h, s, s, HDIM, False) / ms * 1e-9)
+        except Exception as e:  # noqa: BLE001
+            row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
+        print(json.dumps(row), flush=True)
+
+
+def run_refs(seqlens):
+    """Child process: the package kernel and FA3 FP8 at the same shapes."""
+    from common import attn_flops, bench_ms, fa3_out, load_fa3
+    fa3, why = load_fa3()
+    for s in seqlens:
+        b, h = _fa3_setting(s)
+        _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s + HDIM)
+        out = torch.empty(b, h, s, HDIM, device="cuda", dtype=torch.bfloat16)
+        fl = attn_flops(b, h, s, s, HDIM, False)
+        row = dict(variant="ours", kind="time", seqlen=s, batch=b, heads=h)
+        row["tflops"] = fl / bench_ms(lambda: _ours(q8, k8, v8, out)) * 1e-9
+        print(json.dumps(row), flush=True)
+        row = dict(variant="fa3_fp8", kind="time", seqlen=s, batch=b, heads=h)
+        if fa3 is None:
+            row["error"] = why
+        else:
+            g = torch.Generator(device="cuda").manual_seed(s)
+            qf, kf, vf = (torch.randn(b, s, h, HDIM, generator=g, device="cuda",
+                                      dtype=torch.bfloat16).to(torch.float8_e4m3fn)
+                          for _ in range(3))
+            ones = torch.ones(b, h, device="cuda")
+            row["tflops"] = fl / bench_ms(lambda: fa3_out(fa3.flash_attn_func(
+                qf, kf, vf, causal=False, q_descale=ones, k_descale=ones,
+                v_descale=ones))) * 1e-9
+        print(json.dumps(row), flush=True)
+
+
+def _child(args, timeout):
+    t = time.time()
+    cmd = [sys.executable, os.path.abspath(__file__), *args]
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
+        if r.returncode:
+            rows.append(dict(child=args, error=f"rc {r.returncode}: {r.stderr[-1500:]}"))
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        rows = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+        rows.append(dict(child=args, error=f"timeout after {timeout}s (hang?)"))
+    for row in rows:
+        print(json.dumps(row), flush=True)
+    print(f"# {' '.join(args)}: {time.time() - t:.0f}s", flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default=",".join(VARIANTS))
+    ap.add_argument("--seqlens", default="1024,4096,16384")
+    ap.add_argument("--timeout", type=int, default=90, help="seconds per child process")
+    ap.add_argument("--json", default="")
+    ap.add_argument("--one", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--refs", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    seqlens = [int(x) for x in a.seqlens.split(",")]
+    if not torch.cuda.is_available():
+        print("CUDA is absent: nothing to check here (run this on the device machine)")
+        return
+    if a.one:
+        run_variant(a.one, seqlens)
+        return
+    if a.refs:
+        run_refs(seqlens)
+        return
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
+    rows = _child(["--refs", "--seqlens", a.seqlens], a.timeout * 2)
+    for name in a.variants.split(","):
+        rows += _child(["--one", name, "--seqlens", a.seqlens], a.timeout)
+    ref = {(r["variant"], r.get("seqlen")): r.get("tflops") for r in rows if r.get("kind") == "time"}
+    print("\n| variant | " + " | ".join(f"{s} TFLOP/s (x ours, x FA3)" for s in seqlens) + " |")
+    print("|---|" + "---|" * len(seqlens))
+    for name in ["ours", "fa3_fp8", *a.variants.split(",")]:
+        cells = []
+        for s in seqlens:
+            t, o, f = ref.get((name, s)), ref.get(("ours", s)), ref.get(("fa3_fp8", s))
+            cells.append("-" if not t else f"{t:.0f} ({t / o:.2f}, {t / f:.2f})" if o and f
+                         else f"{t:.0f}")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
