@@ -180,12 +180,13 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
             row_scale = tl.load(scale_ptr + bh.to(tl.int64) * NB + rows // group_rt,
                                 mask=rows < S, other=1.0)
             y = x * _rows_expand(row_scale, LAYOUT)
-        y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
+        y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN, RESIDUAL)
         o_off = b * stride_ob + h * stride_oh
         _store_q(out_ptr + o_off, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM, P,
                  LAYOUT, STORE_2D, BLOCK_S)
         if RESIDUAL:
-            # second FP8 term of the same y (exact float32 difference), same scale
+            # second FP8 term of the same y (exact float32 difference; launched without FP
+            # fusion, so y is rounded before the subtraction as in the reference), same scale
             r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
             _store_q(res_ptr + o_off, r8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM,
                      P, LAYOUT, STORE_2D, BLOCK_S)
@@ -336,6 +337,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                   TRANSPOSE=transpose, BUTTERFLY=butterfly, LAYOUT=var["layout"],
                   P_LO=p_lo, LOG2_LO=p_lo.bit_length() - 1, SOFT_CAST=var["soft_cast"],
                   SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"], RESIDUAL=residual)
+    if residual:
+        common["enable_fp_fusion"] = False      # y - float(cast(y)) from the rounded y
     args = (x, data, data if res is None else res, descale)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,

@@ -183,14 +183,15 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
         u0 = u0 * NORM
         u1 = u1 * NORM
     y = tl.join(u0 * row_scale, u1 * row_scale)                   # [..., W_LO, 2]: column order
-    y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
+    y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN, RESIDUAL)
     cols = 2 * wbase + tl.arange(0, 2 * W_LO)
     o_off = b * stride_ob + h * stride_oh
     _store_tile(out_ptr + o_off, y8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
                 STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
     if RESIDUAL:
         # the second FP8 term (two-term Q): cast(y - float(y8)), same scale; the difference
-        # is exact in float32
+        # is exact in float32 (launched with enable_fp_fusion=False: y * scale - yq must not
+        # become one FMA, which would skip the rounding of y the reference does)
         r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
         _store_tile(res_ptr + o_off, r8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
                     STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
@@ -198,16 +199,18 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
 
 @triton.jit
 def _cast_fp8(y, out_ptr, SOFT_CAST: tl.constexpr, FP8_MAX: tl.constexpr,
-              MBITS: tl.constexpr, EMIN: tl.constexpr):
-    """(y cast to out_ptr's FP8 type, the float32 value of that cast). SOFT_CAST (interpreter):
-    clamp (NaN kept) and round in software first, so the cast is exact; else the GPU's satfinite
-    round-to-nearest-even."""
-    if SOFT_CAST:
+              MBITS: tl.constexpr, EMIN: tl.constexpr, NEED_VALUE: tl.constexpr = False):
+    """(y cast to out_ptr's FP8 type, float32 value of that cast when SOFT_CAST or NEED_VALUE,
+    else y). SOFT_CAST (interpreter) or NEED_VALUE: clamp (NaN kept) and round in software first
+    (the same bits as the GPU's cast: tests/test_quant.py), so the cast is exact; else the GPU's
+    satfinite round-to-nearest-even. The value is never read back from the FP8 register: on
+    the H200 (Triton 3.6, 2026-11-22) float32 values converted back from FP8 registers in these
+    kernels came out wrong at some positions (residuals up to the FP8 max, NaN)."""
+    if SOFT_CAST or NEED_VALUE:
         yq = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
         yq = round_to_fp8_grid(yq, MBITS, EMIN)
         return yq.to(out_ptr.dtype.element_ty), yq
-    y8 = y.to(out_ptr.dtype.element_ty)
-    return y8, y8.to(tl.float32)
+    return y.to(out_ptr.dtype.element_ty), y
 
 
 @triton.jit
@@ -363,6 +366,8 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                 STORE_2D=var.get("store_2d", True) and not transpose,
                 SIGN_BITS=_sign_bits(signs_arg) if rotate and var.get("const_signs", True) else -1,
                 COALESCED=var.get("coalesced", rotate), RESIDUAL=res is not None)
+    if res is not None:
+        meta["enable_fp_fusion"] = False        # y - float(y8) from the rounded y (see kernel)
     kernel = _pairs_kernel
     if config is None and _env("FP8ATTN_TUNE") != "all":
         # the first config that fits (as `_prune_pairs`), launched without the autotuner's and
