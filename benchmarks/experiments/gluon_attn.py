@@ -56,19 +56,70 @@ def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, 
 
 
 @gluon.jit
-def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0, vt_row0,
-              seqlen_k, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty, kv_row0,
+              vt_row0, seqlen_k, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+              SPLIT_EMPTY: gl.constexpr):
     """Worker partition: fill the ring; wait for a slot's previous tile to be released first.
 
     A fresh mbarrier counts as having completed the phase before phase 0, so the first pass over
-    the ring waits on parity 1 and returns at once.
+    the ring waits on parity 1 and returns at once. SPLIT_EMPTY: K slots are released by
+    kv_empty (after QK^T) and V slots by v_empty (after P @ V), so the next K load starts while
+    the previous P @ V still reads its V (the overlapped consumer needs K one tile ahead).
     """
     n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
     for j in range(n_tiles):
         slot = j % STAGES
-        mbarrier.wait(kv_empty.index(slot), ((j // STAGES) & 1) ^ 1)
-        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, j * BLOCK_N,
-                  slot)
+        ph = ((j // STAGES) & 1) ^ 1
+        if SPLIT_EMPTY:
+            kb = k_full.index(slot)
+            mbarrier.wait(kv_empty.index(slot), ph)
+            mbarrier.expect(kb, k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row0 + j * BLOCK_N, 0], kb,
+                                            k_smem.index(slot))
+            vb = v_full.index(slot)
+            mbarrier.wait(v_empty.index(slot), ph)
+            mbarrier.expect(vb, v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [vt_row0, j * BLOCK_N], vb,
+                                            v_smem.index(slot))
+        else:
+            mbarrier.wait(kv_empty.index(slot), ph)
+            _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0,
+                      j * BLOCK_N, slot)
+
+
+@gluon.jit
+def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
+             BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, P_SHIFT: gl.constexpr,
+             NW: gl.constexpr):
+    """Online-softmax update of one S tile (ROWS, BLOCK_N): returns (p' in fp32, m_new, l_new,
+    alpha), the formulas of triton_fwd.py step for step; _to_p8 makes the P @ V operand."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    if MASKED:
+        cols = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
+        qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
+    # row_scale > 0, so the max commutes with the scaling (as in triton_fwd.py)
+    m_new = gl.maximum(m_i, gl.max(qk, 1) * row_scale)
+    if MASKED:
+        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+    else:
+        m_use = m_new
+    alpha = gl.exp2(m_i - m_use)
+    p = gl.exp2(qk * gl.expand_dims(row_scale, 1) - gl.expand_dims(m_use - P_SHIFT, 1))
+    l_i = l_i * alpha + gl.sum(p, 1)
+    return p, m_new, l_i, alpha
+
+
+@gluon.jit
+def _to_p8(p, HEAD_DIM: gl.constexpr, NW: gl.constexpr):
+    """p' (fp32, S layout) -> e4m3 A operand of P @ V (p' <= 2**P_SHIFT: the cast never
+    saturates)."""
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    return gl.convert_layout(p.to(gl.float8e4nv), p_layout)
 
 
 @gluon.jit
@@ -82,7 +133,6 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
     slot = j % STAGES
     phase = (j // STAGES) & 1
     k_s = k_smem.index(slot)
@@ -102,20 +152,9 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
     vs = gl.load(vd_ptr + start_n // v_block)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_smem, k_s])
 
-    if MASKED:
-        cols = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
-    # row_scale > 0, so the max commutes with the scaling (as in triton_fwd.py)
-    m_new = gl.maximum(m_i, gl.max(qk, 1) * row_scale)
-    if MASKED:
-        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-    else:
-        m_use = m_new
-    alpha = gl.exp2(m_i - m_use)
-    p = gl.exp2(qk * gl.expand_dims(row_scale, 1) - gl.expand_dims(m_use - P_SHIFT, 1))
-    l_i = l_i * alpha + gl.sum(p, 1)
-    # p' <= 2**P_SHIFT: the e4m3 cast never saturates
-    p8 = gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+    p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
+                                    BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+    p8 = _to_p8(p, HEAD_DIM, NW)
 
     mbarrier.wait(v_full.index(slot), phase)
     if PINGPONG:
@@ -205,13 +244,166 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_d
 
 
 @gluon.jit
+def _ovl_step(acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+              v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
+              other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
+    """Overlapped steady state (FA3 section 3.2): issue S_j = Q K_j^T and P_{j-1} @ V_{j-1}
+    back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
+    still runs, then fold that P @ V tile into acc with the factor of tile j-1."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    slot = j % STAGES
+    pslot = (j - 1) % STAGES
+    k_s = k_smem.index(slot)
+    v_s = v_smem.index(pslot)
+    mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
+    mbarrier.wait(v_full.index(pslot), ((j - 1) // STAGES) & 1)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
+                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    pv = warpgroup_mma(p8, v_s.permute((1, 0)),
+                       gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    start_n = j * BLOCK_N
+    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
+    vs_new = gl.load(vd_ptr + start_n // v_block)
+    # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s, k_s])
+    mbarrier.arrive(kv_empty.index(slot))
+    p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
+                                  BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+    factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
+    # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6.) The new
+    # P is cast only after this wait, as FA3 does: writing it into the registers of the P that
+    # the in-flight wgmma reads makes ptxas wait for that wgmma before the softmax (seen in SASS)
+    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
+    p8_new = _to_p8(p, HEAD_DIM, NW)
+    mbarrier.arrive(v_empty.index(pslot))
+    acc = acc * gl.expand_dims(factor, 1) + pv
+    return acc, m_i, l_i, p8_new, factor_new, vs_new, turn_phase
+
+
+@gluon.jit
+def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
+                  VD, O, row0, start_m, off_b, off_h, off_kvh,
+                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                  stride_oz, stride_oh, stride_om, stride_od,
+                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+                  PINGPONG: gl.constexpr):
+    """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
+    every tile's update is the same expression, only the issue order changes)."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    rows = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
+    row_ok = rows < seqlen_q
+    qd = gl.load(QD + off_b * stride_qdz + off_h * stride_qdh + rows // q_block, mask=row_ok,
+                 other=1.0)
+    row_scale0 = qd * qk_scale
+    kd_ptr = KD + off_b * stride_kdz + off_kvh * stride_kdh
+    vd_ptr = VD + off_b * stride_vdz + off_kvh * stride_vdh
+
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    other_turn = 1 - my_turn
+    turn_phase = 0
+    q_s = q_smem.slice(row0, ROWS, dim=0)
+    mbarrier.wait(q_bar, 0)
+    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    n_full = seqlen_k // BLOCK_N
+
+    # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
+    k_s = k_smem.index(0)
+    mbarrier.wait(k_full.index(0), 0)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
+                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    row_scale = row_scale0 * gl.load(kd_ptr)
+    vs = gl.load(vd_ptr)
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
+    mbarrier.arrive(kv_empty.index(0))
+    if n_full == 0:
+        p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, True,
+                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+    else:
+        p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, False,
+                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+    p8 = _to_p8(p, HEAD_DIM, NW)
+    # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
+    factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
+
+    for j in range(1, n_full):
+        acc, m_i, l_i, p8, factor, vs, turn_phase = _ovl_step(
+            acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+            v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
+            other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
+    if n_full < n_tiles:
+        if n_full > 0:
+            acc, m_i, l_i, p8, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, n_full, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW)
+
+    # epilogue: P @ V of the last tile
+    last = n_tiles - 1
+    lslot = last % STAGES
+    v_s = v_smem.index(lslot)
+    mbarrier.wait(v_full.index(lslot), (last // STAGES) & 1)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    pv = warpgroup_mma(p8, v_s.permute((1, 0)),
+                       gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6; ptxas
+    # tracks the register operand of an in-flight wgmma itself)
+    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
+    mbarrier.arrive(v_empty.index(lslot))
+    acc = acc * gl.expand_dims(factor, 1) + pv
+
+    no_key = l_i == 0.0
+    l_safe = gl.where(no_key, 1.0, l_i)
+    out_scale = gl.where(no_key, 0.0, vs / l_safe)
+    out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
+    out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
+    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
+              + gl.expand_dims(ocol * stride_od, 0))
+    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+
+
+@gluon.jit
 def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr):
+                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                    OVERLAP: gl.constexpr):
     pid_m = gl.program_id(0)
     off_hz = gl.program_id(1)
     off_b = off_hz // H
@@ -229,6 +421,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     N_CONSUMERS: gl.constexpr = 2 if MODE == 2 else 1
     mbarrier.init(q_bar, count=1)
@@ -236,6 +429,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
         mbarrier.init(k_full.index(s), count=1)
         mbarrier.init(v_full.index(s), count=1)
         mbarrier.init(kv_empty.index(s), count=N_CONSUMERS)
+        mbarrier.init(v_empty.index(s), count=N_CONSUMERS)
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
     fence_async_shared()
@@ -251,6 +445,18 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                   stride_oz, stride_oh, stride_om, stride_od,
                   seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                   BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(), False, True)
+    elif MODE == 1 and OVERLAP:
+        gl.warp_specialize([
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                             BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(),
+                             False)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
+        ], [1], [PRODUCER_REGS])
     elif MODE == 1:
         gl.warp_specialize([
             (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
@@ -260,9 +466,28 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                          BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(), False,
                          False)),
-            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0,
-                         vt_row0, seqlen_k, BLOCK_N, STAGES)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
+    elif OVERLAP:
+        mbarrier.arrive(turn.index(0))
+        HALF: gl.constexpr = BLOCK_M // 2
+        gl.warp_specialize([
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True)),
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # consumer warpgroup 0 starts: its first turn is already granted
         mbarrier.arrive(turn.index(0))
@@ -280,8 +505,8 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True, False)),
-            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, kv_row0,
-                         vt_row0, seqlen_k, BLOCK_N, STAGES)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -289,11 +514,16 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
 # Host side
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
-                  producer_regs: int = 24, consumer_regs: int = 240) -> dict:
-    """Constexprs and launch options of one variant (BLOCK_M is 128 rows per CTA in all)."""
-    num_warps = 4 if mode == "pingpong" else 8
-    return dict(MODE=MODES[mode], BLOCK_M=128, BLOCK_N=block_n, STAGES=stages,
-                PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, num_warps=num_warps)
+                  producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
+                  block_m: int = 128) -> dict:
+    """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
+    _consumer_ovl (modes ws and pingpong only)."""
+    if overlap and mode == "plain":
+        raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
+    num_warps = 4 if mode == "pingpong" else block_m // 16
+    return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
+                PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
+                num_warps=num_warps)
 
 
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
@@ -306,7 +536,8 @@ def smem_layouts(head_dim: int, block_m: int, block_n: int):
 
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
-                        stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240):
+                        stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
+                        overlap: bool = False, block_m: int = 128):
     """Non-causal FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -336,7 +567,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if k_block % block_n or v_block % block_n:
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
                          f"block_n {block_n} (per-tile K/V descales)")
-    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs)
+    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)

@@ -32,6 +32,11 @@ VARIANTS = {
     "ws_s3": dict(mode="ws", stages=3),
     "pingpong_s2": dict(mode="pingpong", stages=2),
     "pingpong_s3": dict(mode="pingpong", stages=3),
+    # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
+    "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
+    "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
+    "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
+    "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
 }
 
 
@@ -81,7 +86,8 @@ def report(name, kern):
     return dict(regs=regs, spills=spill, smem=kern.metadata.shared,
                 wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
                 setmaxnreg=sorted(set(f"{a}{b}" for a, b in setmax)),
-                ptxas_rc=r.returncode, ptxas_err=r.stderr.strip()[-400:] if r.returncode else "")
+                ptxas_rc=r.returncode, ptxas_err=r.stderr.strip()[-400:] if r.returncode else "",
+                ptxas_warn=sorted(set(re.findall(r"warning[^\n]*", r.stderr)))[:3])
 
 
 def main(names):

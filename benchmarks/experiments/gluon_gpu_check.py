@@ -34,6 +34,11 @@ VARIANTS = {
     "ws_s3": dict(mode="ws", stages=3),
     "pingpong_s2": dict(mode="pingpong", stages=2),
     "pingpong_s3": dict(mode="pingpong", stages=3),
+    # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
+    "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
+    "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
+    "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
+    "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
 }
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
