@@ -1,4 +1,8 @@
-"""FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6): prototype, compile-checked only.
+"""FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6): prototype, GPU-checked.
+
+Fastest variant (H200, 2026-11-22, results in benchmarks/results/attention_notes.md): mode
+"pingpong" with overlap=True, stages=3: bit-identical to attention_fwd_fp8, 1.08x of it at
+seqlen 16k, equal at 4k, 0.86x at 1k (non-causal, hdim 128).
 
 Non-causal, non-varlen, head dim 128 (any multiple of 32 up to 256 is accepted by the layouts),
 e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of fp8attn/attention/triton_fwd.py),
@@ -22,6 +26,11 @@ Structure (MODE constexpr):
                warpgroup 1 (rows 64-127), worker 1 = producer. The consumers take turns issuing
                their GEMMs (QK^T of one, then of the other, then P@V of one, ...), ordered by two
                mbarriers, so one warpgroup's softmax runs under the other's GEMMs (FA3's ping-pong).
+  overlap=True (modes ws / pingpong, _consumer_ovl): FA3's intra-warpgroup overlap: S_j = Q K_j^T
+               and P_{j-1} @ V_{j-1} are issued back to back in ONE ping-pong turn, the softmax
+               of S_j runs while P_{j-1} @ V_{j-1} is in flight, then that tile is folded into
+               acc. K and V slots are released separately (kv_empty after QK^T, v_empty after
+               P @ V). turns=False (mode pingpong): two consumer warpgroups without turn barriers.
 
 Layouts: Q tile (128, D) and K tiles (BLOCK_N, D) are row-major with D contiguous; V^T tiles are
 (D, BLOCK_N), sequence contiguous: both B operands (K^T and V) are then K-major in shared memory as
@@ -244,14 +253,20 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_d
 
 
 @gluon.jit
-def _ovl_step(acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
               v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
               other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
     """Overlapped steady state (FA3 section 3.2): issue S_j = Q K_j^T and P_{j-1} @ V_{j-1}
     back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
-    still runs, then fold that P @ V tile into acc with the factor of tile j-1."""
+    still runs, then fold that P @ V tile into acc with the factor of tile j-1.
+
+    p (fp32 p' of tile j-1) crosses the loop's back edge and is cast to e4m3 here, just before
+    its GEMM: a loop-carried 8-bit register tensor costs one register per byte plus ~180
+    repacking ALU ops per tile (SASS of the first version). Both wgmma groups are waited for
+    inside the step: an accumulator in flight across the back edge (a rotated loop) made ptxas
+    serialise every wgmma ("insufficient register resources")."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -262,6 +277,7 @@ def _ovl_step(acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full
     v_s = v_smem.index(pslot)
     mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
     mbarrier.wait(v_full.index(pslot), ((j - 1) // STAGES) & 1)
+    p8 = _to_p8(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
@@ -283,13 +299,12 @@ def _ovl_step(acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full
                                   BLOCK_N, HEAD_DIM, P_SHIFT, NW)
     factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
     # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6.) The new
-    # P is cast only after this wait, as FA3 does: writing it into the registers of the P that
-    # the in-flight wgmma reads makes ptxas wait for that wgmma before the softmax (seen in SASS)
+    # P stays fp32 until the next step: casting it into the registers of the P that the
+    # in-flight wgmma reads made ptxas wait for that wgmma before the softmax (seen in SASS)
     pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
-    p8_new = _to_p8(p, HEAD_DIM, NW)
     mbarrier.arrive(v_empty.index(pslot))
     acc = acc * gl.expand_dims(factor, 1) + pv
-    return acc, m_i, l_i, p8_new, factor_new, vs_new, turn_phase
+    return acc, m_i, l_i, p, factor_new, vs_new, turn_phase
 
 
 @gluon.jit
@@ -346,19 +361,18 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     else:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, False,
                                       BLOCK_N, HEAD_DIM, P_SHIFT, NW)
-    p8 = _to_p8(p, HEAD_DIM, NW)
     # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
     factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
 
     for j in range(1, n_full):
-        acc, m_i, l_i, p8, factor, vs, turn_phase = _ovl_step(
-            acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+        acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+            acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
             other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
     if n_full < n_tiles:
         if n_full > 0:
-            acc, m_i, l_i, p8, factor, vs, turn_phase = _ovl_step(
-                acc, m_i, l_i, p8, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, n_full, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
                 STAGES, P_SHIFT, NW)
@@ -368,6 +382,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     lslot = last % STAGES
     v_s = v_smem.index(lslot)
     mbarrier.wait(v_full.index(lslot), (last // STAGES) & 1)
+    p8 = _to_p8(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     pv = warpgroup_mma(p8, v_s.permute((1, 0)),
@@ -403,7 +418,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    OVERLAP: gl.constexpr):
+                    OVERLAP: gl.constexpr, TURNS: gl.constexpr):
     pid_m = gl.program_id(0)
     off_hz = gl.program_id(1)
     off_b = off_hz // H
@@ -478,13 +493,13 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True)),
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True)),
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -498,13 +513,13 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True, False)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
             (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, True, False)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -515,15 +530,16 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
-                  block_m: int = 128) -> dict:
+                  block_m: int = 128, turns: bool = True) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
-    _consumer_ovl (modes ws and pingpong only)."""
+    _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
+    barriers (two independent consumer warpgroups)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                num_warps=num_warps)
+                TURNS=turns, num_warps=num_warps)
 
 
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
@@ -537,7 +553,7 @@ def smem_layouts(head_dim: int, block_m: int, block_n: int):
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
-                        overlap: bool = False, block_m: int = 128):
+                        overlap: bool = False, block_m: int = 128, turns: bool = True):
     """Non-causal FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -567,7 +583,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if k_block % block_n or v_block % block_n:
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
                          f"block_n {block_n} (per-tile K/V descales)")
-    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m)
+    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
+                        turns)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)

@@ -37,6 +37,14 @@ VARIANTS = {
     "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
     "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
     "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
+    # two consumer warpgroups without turn barriers (is the turn protocol the cost?)
+    "dual_s2": dict(mode="pingpong", stages=2, turns=False),
+    "dual_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False),
+    "dual_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False),
+    # BLOCK_N 64: S and P take half the registers, so the overlap fits beside acc and P @ V
+    "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
+    "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
+    "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
 }
 
 
@@ -87,7 +95,8 @@ def report(name, kern):
                 wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
                 setmaxnreg=sorted(set(f"{a}{b}" for a, b in setmax)),
                 ptxas_rc=r.returncode, ptxas_err=r.stderr.strip()[-400:] if r.returncode else "",
-                ptxas_warn=sorted(set(re.findall(r"warning[^\n]*", r.stderr)))[:3])
+                ptxas_warn=sorted(set(re.findall(r"(?:warning|Performance Loss)[^\n]*",
+                                                  r.stderr)))[:3])
 
 
 def main(names):

@@ -39,6 +39,14 @@ VARIANTS = {
     "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
     "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
     "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
+    # two consumer warpgroups without turn barriers (is the turn protocol the cost?)
+    "dual_s2": dict(mode="pingpong", stages=2, turns=False),
+    "dual_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False),
+    "dual_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False),
+    # BLOCK_N 64: S and P take half the registers, so the overlap fits beside acc and P @ V
+    "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
+    "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
+    "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
 }
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
