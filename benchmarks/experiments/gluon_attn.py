@@ -315,7 +315,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                  PINGPONG: gl.constexpr):
+                  PINGPONG: gl.constexpr, UNROLL2: gl.constexpr):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -364,11 +364,35 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
     factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
 
-    for j in range(1, n_full):
-        acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
-            acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
-            v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
-            other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
+    if UNROLL2:
+        # two steps per loop iteration: in SASS the first step of each pair then overlaps fully
+        # (only the step that writes the loop-carried p waits for P @ V early)
+        n_pairs = (n_full - 1) // 2
+        for jj in range(n_pairs):
+            j = 1 + 2 * jj
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW)
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j + 1, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW)
+        if 1 + 2 * n_pairs < n_full:
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, n_full - 1, seqlen_k, k_block, v_block,
+                row_scale0, my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N,
+                HEAD_DIM, STAGES, P_SHIFT, NW)
+    else:
+        for j in range(1, n_full):
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW)
     if n_full < n_tiles:
         if n_full > 0:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
@@ -418,7 +442,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    OVERLAP: gl.constexpr, TURNS: gl.constexpr):
+                    OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr):
     pid_m = gl.program_id(0)
     off_hz = gl.program_id(1)
     off_b = off_hz // H
@@ -468,7 +492,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, gl.num_warps(),
-                             False)),
+                             False, UNROLL2)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
@@ -493,13 +517,15 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS)),
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
+                             UNROLL2)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS)),
+                             HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
+                             UNROLL2)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -530,16 +556,17 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
-                  block_m: int = 128, turns: bool = True) -> dict:
+                  block_m: int = 128, turns: bool = True, unroll2: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
-    barriers (two independent consumer warpgroups)."""
+    barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two
+    (compile-checked only)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, num_warps=num_warps)
+                TURNS=turns, UNROLL2=unroll2, num_warps=num_warps)
 
 
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
@@ -553,7 +580,8 @@ def smem_layouts(head_dim: int, block_m: int, block_n: int):
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
-                        overlap: bool = False, block_m: int = 128, turns: bool = True):
+                        overlap: bool = False, block_m: int = 128, turns: bool = True,
+                        unroll2: bool = False):
     """Non-causal FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -584,7 +612,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
                          f"block_n {block_n} (per-tile K/V descales)")
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns)
+                        turns, unroll2)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)

@@ -45,6 +45,9 @@ VARIANTS = {
     "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
     "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
+    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
+    "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
+    "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
 }
 
 

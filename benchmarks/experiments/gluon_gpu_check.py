@@ -47,6 +47,9 @@ VARIANTS = {
     "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
     "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
+    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
+    "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
+    "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
 }
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
