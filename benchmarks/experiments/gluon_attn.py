@@ -183,15 +183,12 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
 
 
 @gluon.jit
-def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
-              QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
-              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-              stride_oz, stride_oh, stride_om, stride_od,
-              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-              PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
-    """Rows [start_m + row0, start_m + row0 + ROWS) of one (batch, head): the whole KV loop."""
+def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
+                   stride_kdz, stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale,
+                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                   NW: gl.constexpr):
+    """A consumer's rows: their Q descale times the softmax scale, the K / V descale row
+    pointers of this head, and the online-softmax state (m = -inf, l = 0, acc = 0)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -203,10 +200,46 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_d
     row_scale0 = qd * qk_scale
     kd_ptr = KD + off_b * stride_kdz + off_kvh * stride_kdh
     vd_ptr = VD + off_b * stride_vdz + off_kvh * stride_vdh
-
     m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
     l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    return row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc
+
+
+@gluon.jit
+def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                    stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    NW: gl.constexpr):
+    """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows."""
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    no_key = l_i == 0.0
+    l_safe = gl.where(no_key, 1.0, l_i)
+    out_scale = gl.where(no_key, 0.0, vs / l_safe)
+    out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
+    out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
+    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
+              + gl.expand_dims(ocol * stride_od, 0))
+    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+
+
+@gluon.jit
+def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+              QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+              PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
+    """Rows [start_m + row0, start_m + row0 + ROWS) of one (batch, head): the whole KV loop."""
+    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
+        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
+        NW)
     vs = gl.to_tensor(1.0)  # as triton_fwd.py: acc is 0 and alpha 0 on the first tile
     other_turn = 1 - my_turn
     turn_phase = 0
@@ -239,17 +272,8 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_d
             vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block, row_scale0, my_turn,
             other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
 
-    no_key = l_i == 0.0
-    l_safe = gl.where(no_key, 1.0, l_i)
-    out_scale = gl.where(no_key, 0.0, vs / l_safe)
-    out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
-    out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
-    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
-              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
-              + gl.expand_dims(ocol * stride_od, 0))
-    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW)
 
 
 @gluon.jit
@@ -322,17 +346,10 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
-    rows = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
-    row_ok = rows < seqlen_q
-    qd = gl.load(QD + off_b * stride_qdz + off_h * stride_qdh + rows // q_block, mask=row_ok,
-                 other=1.0)
-    row_scale0 = qd * qk_scale
-    kd_ptr = KD + off_b * stride_kdz + off_kvh * stride_kdh
-    vd_ptr = VD + off_b * stride_vdz + off_kvh * stride_vdh
-
-    m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
-    l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
-    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
+        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
+        NW)
     other_turn = 1 - my_turn
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
@@ -421,17 +438,8 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     mbarrier.arrive(v_empty.index(lslot))
     acc = acc * gl.expand_dims(factor, 1) + pv
 
-    no_key = l_i == 0.0
-    l_safe = gl.where(no_key, 1.0, l_i)
-    out_scale = gl.where(no_key, 0.0, vs / l_safe)
-    out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
-    out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
-    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
-              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
-              + gl.expand_dims(ocol * stride_od, 0))
-    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW)
 
 
 @gluon.jit
@@ -553,6 +561,32 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
 
 # ----------------------------------------------------------------------------------------------
 # Host side
+
+# the variants the scripts compile and time: name -> kernel_config kwargs
+VARIANTS = {
+    "plain_s2": dict(mode="plain", stages=2),
+    "ws_s2": dict(mode="ws", stages=2),
+    "ws_s3": dict(mode="ws", stages=3),
+    "pingpong_s2": dict(mode="pingpong", stages=2),
+    "pingpong_s3": dict(mode="pingpong", stages=3),
+    # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
+    "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
+    "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
+    "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
+    "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
+    # two consumer warpgroups without turn barriers (is the turn protocol the cost?)
+    "dual_s2": dict(mode="pingpong", stages=2, turns=False),
+    "dual_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False),
+    "dual_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False),
+    # BLOCK_N 64: S and P take half the registers, so the overlap fits beside acc and P @ V
+    "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
+    "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
+    "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
+    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
+    "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
+    "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
+}
+
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,

@@ -25,30 +25,7 @@ import gluon_attn  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 
-# name -> kernel_config kwargs
-VARIANTS = {
-    "plain_s2": dict(mode="plain", stages=2),
-    "ws_s2": dict(mode="ws", stages=2),
-    "ws_s3": dict(mode="ws", stages=3),
-    "pingpong_s2": dict(mode="pingpong", stages=2),
-    "pingpong_s3": dict(mode="pingpong", stages=3),
-    # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
-    "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
-    "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
-    "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
-    "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
-    # two consumer warpgroups without turn barriers (is the turn protocol the cost?)
-    "dual_s2": dict(mode="pingpong", stages=2, turns=False),
-    "dual_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False),
-    "dual_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False),
-    # BLOCK_N 64: S and P take half the registers, so the overlap fits beside acc and P @ V
-    "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
-    "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
-    "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
-    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
-    "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
-    "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
-}
+VARIANTS = gluon_attn.VARIANTS
 
 
 def build(head_dim=128, **kw):

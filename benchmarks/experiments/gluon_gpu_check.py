@@ -28,29 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, os.path.join(ROOT, "benchmarks"), ROOT]
 
-VARIANTS = {
-    "plain_s2": dict(mode="plain", stages=2),
-    "ws_s2": dict(mode="ws", stages=2),
-    "ws_s3": dict(mode="ws", stages=3),
-    "pingpong_s2": dict(mode="pingpong", stages=2),
-    "pingpong_s3": dict(mode="pingpong", stages=3),
-    # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
-    "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
-    "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
-    "pingpong_ovl_s2": dict(mode="pingpong", stages=2, overlap=True),
-    "pingpong_ovl_s3": dict(mode="pingpong", stages=3, overlap=True),
-    # two consumer warpgroups without turn barriers (is the turn protocol the cost?)
-    "dual_s2": dict(mode="pingpong", stages=2, turns=False),
-    "dual_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False),
-    "dual_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False),
-    # BLOCK_N 64: S and P take half the registers, so the overlap fits beside acc and P @ V
-    "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
-    "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
-    "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
-    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
-    "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
-    "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
-}
+from gluon_attn import VARIANTS  # noqa: E402
+
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
                 (1, 2, 2, 4096, 4096)]
