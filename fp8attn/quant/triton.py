@@ -39,8 +39,8 @@ import triton.language as tl
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from .reference import QuantizedTensor, group_block_size
-from .triton_cast import _MBITS_EMIN, _env
-from .triton_pairs import _cast_fp8, _pairs_ok, _run_pairs
+from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
+from .triton_pairs import _pairs_ok, _run_pairs
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
 MAX_TILE = 32768        # elements of one [BLOCK_S, D_PAD] register tile (fp32: 128 KB per program)

@@ -1,4 +1,5 @@
-"""Pieces both quantise kernels share: FP8 format constants, software rounding, env knobs."""
+"""Pieces both quantise kernels share: FP8 format constants, software rounding, the FP8 cast,
+env knobs."""
 from __future__ import annotations
 
 import os
@@ -27,3 +28,18 @@ def round_to_fp8_grid(y, MBITS: tl.constexpr, EMIN: tl.constexpr):
     r = (y * inv_ulp + 12582912.0) - 12582912.0
     return r * ulp
 
+
+@triton.jit
+def _cast_fp8(y, out_ptr, SOFT_CAST: tl.constexpr, FP8_MAX: tl.constexpr,
+              MBITS: tl.constexpr, EMIN: tl.constexpr, NEED_VALUE: tl.constexpr = False):
+    """(y cast to out_ptr's FP8 type, float32 value of that cast when SOFT_CAST or NEED_VALUE,
+    else y). SOFT_CAST (interpreter) or NEED_VALUE: clamp (NaN kept) and round in software first
+    (the same bits as the GPU's cast: tests/test_quant.py), so the cast is exact; else the GPU's
+    satfinite round-to-nearest-even. The value is never read back from the FP8 register: on
+    the H200 (Triton 3.6, 2026-11-22) float32 values converted back from FP8 registers in these
+    kernels came out wrong at some positions (residuals up to the FP8 max, NaN)."""
+    if SOFT_CAST or NEED_VALUE:
+        yq = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
+        yq = round_to_fp8_grid(yq, MBITS, EMIN)
+        return yq.to(out_ptr.dtype.element_ty), yq
+    return y.to(out_ptr.dtype.element_ty), y

@@ -10,7 +10,7 @@ import triton
 import triton.language as tl
 
 from ..formats import fp8_max
-from .triton_cast import _MBITS_EMIN, _env, round_to_fp8_grid
+from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
 
 
 @triton.jit
@@ -195,22 +195,6 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
         r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
         _store_tile(res_ptr + o_off, r8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
                     STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
-
-
-@triton.jit
-def _cast_fp8(y, out_ptr, SOFT_CAST: tl.constexpr, FP8_MAX: tl.constexpr,
-              MBITS: tl.constexpr, EMIN: tl.constexpr, NEED_VALUE: tl.constexpr = False):
-    """(y cast to out_ptr's FP8 type, float32 value of that cast when SOFT_CAST or NEED_VALUE,
-    else y). SOFT_CAST (interpreter) or NEED_VALUE: clamp (NaN kept) and round in software first
-    (the same bits as the GPU's cast: tests/test_quant.py), so the cast is exact; else the GPU's
-    satfinite round-to-nearest-even. The value is never read back from the FP8 register: on
-    the H200 (Triton 3.6, 2026-11-22) float32 values converted back from FP8 registers in these
-    kernels came out wrong at some positions (residuals up to the FP8 max, NaN)."""
-    if SOFT_CAST or NEED_VALUE:
-        yq = tl.where(y != y, y, tl.minimum(tl.maximum(y, -FP8_MAX), FP8_MAX))  # keep NaN
-        yq = round_to_fp8_grid(yq, MBITS, EMIN)
-        return yq.to(out_ptr.dtype.element_ty), yq
-    return y.to(out_ptr.dtype.element_ty), y
 
 
 @triton.jit
