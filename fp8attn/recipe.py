@@ -27,6 +27,17 @@ class Recipe:
                   S = (q8 @ k8^T + q8_lo @ k8^T) in fp32 * q_descale * k_descale * softmax_scale
                   * log2(e): one more QK MMA per tile for about 17% less RMSE on FA3's outlier data
                   (65% of the recipe's error energy comes from rounding the rotated Q and K).
+    q_search:     candidate scales tried for each row of Q (1..64; default 1: off). With
+                  q_search > 1 Q gets one scale per token (whatever `granularity` says; K and V
+                  keep it), chosen among amax-scale * 2**(-j/q_search), j < q_search, as the one
+                  with the least squared rounding error of the row
+                  (quant.reference.search_row_scales). e4m3's rounding error of a row depends on
+                  where its values fall on the grid, so another scale can round it better. The
+                  kernel applies per-row Q descales at no cost; the search runs in the quantiser:
+                  on an H200 (2026-11-30, FA3's outlier data, bf16 in) q_search=4 took the RMSE
+                  from 9.00e-3 to 8.63e-3 (-4%), but made quantize_qkv 0.24-0.29 ms slower at 16k
+                  tokens x 16 heads x 128 (26% less end-to-end throughput at seqlen 4096, 7% at
+                  16384), hence off by default. q_terms=2 gains more (7.41e-3) for kernel time.
     """
 
     fmt: str = "e4m3"
@@ -36,6 +47,7 @@ class Recipe:
     hadamard: bool = True
     seed: int = 0
     q_terms: int = 1
+    q_search: int = 1
 
     def __post_init__(self):
         check_fmt(self.fmt)
@@ -51,6 +63,10 @@ class Recipe:
         if (isinstance(self.q_terms, bool) or not isinstance(self.q_terms, int)
                 or self.q_terms not in (1, 2)):
             raise ValueError(f"q_terms must be 1 or 2 (FP8 terms of Q), got {self.q_terms!r}")
+        if (isinstance(self.q_search, bool) or not isinstance(self.q_search, int)
+                or not 1 <= self.q_search <= 64):
+            raise ValueError(f"q_search must be an int in 1..64 (candidate scales per Q row), "
+                             f"got {self.q_search!r}")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

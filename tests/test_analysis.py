@@ -101,11 +101,12 @@ def test_report_claims_on_small_configuration():
 
 def test_evaluate_claims_can_fail():
     good = dict(standard_fp16=3e-4, flash_fp16=1e-4, fp8_baseline=2e-2, fp8_fa3=8e-3,
-                fp8_no_block=8.5e-3, fp8_no_hadamard=2e-2)
+                fp8_no_block=8.5e-3, fp8_no_hadamard=2e-2, fp8_q_search=7.7e-3)
     assert all(c["passed"] for c in report.evaluate_claims(good))
-    bad = dict(good, fp8_no_hadamard=1.1e-2, fp8_no_block=1.2e-2, flash_fp16=5e-4)
+    bad = dict(good, fp8_no_hadamard=1.1e-2, fp8_no_block=1.2e-2, flash_fp16=5e-4,
+               fp8_q_search=8e-3)
     passed = [c["passed"] for c in report.evaluate_claims(bad)]
-    assert passed == [False, True, True, False, False, False]
+    assert passed == [False, True, True, False, False, False, False]
 
 
 def test_cli_report_json(tmp_path, capsys):
@@ -117,7 +118,7 @@ def test_cli_report_json(tmp_path, capsys):
     data = json.loads(path.read_text())
     assert data["shape"] == {"batch": 1, "heads": 2, "seqlen": 256, "head_dim": 64}
     assert data["causal"] is True and data["seed"] == 3
-    assert len(data["rows"]) == 6 and len(data["claims"]) == 6
+    assert len(data["rows"]) == 7 and len(data["claims"]) == 7
     assert all(0 < r["rmse"] < 0.1 for r in data["rows"])
 
 

@@ -55,7 +55,8 @@ def _long_context_rel_rmse(seqlen_k, acc_mode):
     v = outliers(1, 8, seqlen_k, 128, gen=g) + 0.5  # a mean keeps the output away from 0
     q8, k8, v8 = quantize_qkv(q, k, v, Recipe())
     out = triton_fwd.attention_fwd_fp8(q8.data, k8.data, v8.data, q8.descale, k8.descale,
-                                       v8.descale, q_block=128, k_block=128, v_block=128,
+                                       v8.descale, q_block=q8.block_size, k_block=128,
+                                       v_block=128,
                                        softmax_scale=128 ** -0.5, out_dtype=torch.float32,
                                        acc_mode=acc_mode)
     ref = attention_oracle(q, k, v)

@@ -10,8 +10,7 @@ from fp8attn.analysis.metrics import cosine_similarity, relative_l2, rmse, sqnr_
 from fp8attn.attention.reference import (attention_oracle, flash_attention_fp16,
                                          fp8_flash_emulation, fp8_per_tensor_baseline,
                                          standard_attention)
-from fp8attn.hadamard.reference import hadamard_signs
-from fp8attn.quant.reference import quantize_reference
+from fp8attn.quant import quantize_qkv
 from fp8attn.recipe import Recipe
 
 CAUSAL = (None, "top_left", "bottom_right")
@@ -115,10 +114,7 @@ def test_fp8_emulation_equals_exact_attention_of_its_quantised_inputs(recipe, ca
     FP8 rounding of P (e4m3: relative step <= 2^-3, averaged over keys) -- and lse is exact up to
     fp32 rounding, which checks the exp2 / log2 bookkeeping and the descale placement."""
     q, k, v = qkv(2, 4, 2, 113, 77, 64, seed=21)
-    signs = hadamard_signs(64, recipe.seed) if recipe.hadamard else None
-    qd = quantize_reference(q, recipe.fmt, recipe.granularity, recipe.block_q, signs=signs)
-    kd = quantize_reference(k, recipe.fmt, recipe.granularity, recipe.block_kv, signs=signs)
-    vd = quantize_reference(v, recipe.fmt, recipe.granularity, recipe.block_kv)
+    qd, kd, vd = quantize_qkv(q, k, v, recipe, backend="torch")     # the recipe's quantisation
     ref, lse_ref = attention_oracle(qd.dequantize(), kd.dequantize(), vd.dequantize(),
                                     causal=causal, return_lse=True)
     out, lse = fp8_flash_emulation(q, k, v, causal=causal, recipe=recipe, return_lse=True)

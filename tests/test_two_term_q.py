@@ -237,8 +237,8 @@ def test_code_shapes_agree_with_two_terms(device):
 
     def run(q_lo, **var):
         return triton_fwd.attention_fwd_fp8(
-            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=64,
-            k_block=64, v_block=64, softmax_scale=0.09, causal="top_left",
+            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+            q_block=q8.block_size, k_block=64, v_block=64, softmax_scale=0.09, causal="top_left",
             out_dtype=torch.float32, q_lo=q_lo,
             config=dict(BLOCK_M=64, BLOCK_N=64, num_warps=4, num_stages=stages, **var))
     base = run(q8.residual, SPLIT=1)

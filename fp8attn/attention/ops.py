@@ -6,7 +6,8 @@ traces through them as single opaque nodes (each has a fake implementation for s
                                (one FP8 term for Q: no recipe, so no q_terms)
     fp8attn::attention_varlen  packed (total, H, D) sequences with cu_seqlens, FA3 style
 
-The recipe travels as its fields (fmt, granularity, block_q, block_kv, hadamard, seed, q_terms).
+The recipe travels as its fields (fmt, granularity, block_q, block_kv, hadamard, seed, q_terms,
+q_search).
 Each op picks its backend when it runs (api.select_backend): the Triton kernel on CUDA (or on the
 CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRET=1), else the
 PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
@@ -77,10 +78,11 @@ def _no_lse(device):
 
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
                softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
-               hadamard: bool, seed: int, q_terms: int,
+               hadamard: bool, seed: int, q_terms: int, q_search: int,
                return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
-                    hadamard=hadamard, seed=seed, q_terms=q_terms)
+                    hadamard=hadamard, seed=seed, q_terms=q_terms,
+                    q_search=q_search)
     bshd = layout == "bshd"
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v)) if bshd else (q, k, v)
     if _backend(q.device) == "emulation":
@@ -102,7 +104,7 @@ _attention = torch.library.custom_op("fp8attn::attention", mutates_args=())(_att
 
 @_attention.register_fake
 def _(q, k, v, layout, causal, softmax_scale, fmt, granularity, block_q, block_kv, hadamard, seed,
-      q_terms, return_lse):
+      q_terms, q_search, return_lse):
     b, h, s = (q.shape[0], q.shape[2], q.shape[1]) if layout == "bshd" else q.shape[:3]
     lse = q.new_empty((b, h, s) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
@@ -127,6 +129,7 @@ def _call_attention(q, k, v, layout, causal, softmax_scale, recipe, return_lse):
     out, lse = _dispatch(_attention, _attention_impl, q, k, v, layout, _causal_arg(causal),
                          float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
                          recipe.block_kv, recipe.hadamard, recipe.seed, recipe.q_terms,
+                         recipe.q_search,
                          return_lse)
     return (out, lse) if return_lse else out
 
@@ -229,9 +232,10 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, causal: str,
                       softmax_scale: float, fmt: str, granularity: str, block_q: int,
                       block_kv: int, hadamard: bool, seed: int, q_terms: int,
-                      return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                      q_search: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
-                    hadamard=hadamard, seed=seed, q_terms=q_terms)
+                    hadamard=hadamard, seed=seed, q_terms=q_terms,
+                    q_search=q_search)
     cu_q = cu_seqlens_q.cpu()
     cu_k = cu_seqlens_k.cpu()
     _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
@@ -264,7 +268,7 @@ _attention_varlen = torch.library.custom_op("fp8attn::attention_varlen", mutates
 
 @_attention_varlen.register_fake
 def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, fmt, granularity,
-      block_q, block_kv, hadamard, seed, q_terms, return_lse):
+      block_q, block_kv, hadamard, seed, q_terms, q_search, return_lse):
     lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
 
@@ -305,5 +309,6 @@ def fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int,
                          cu_seqlens_k, int(max_seqlen_q), _causal_arg(causal),
                          float(softmax_scale), recipe.fmt, recipe.granularity, recipe.block_q,
                          recipe.block_kv, recipe.hadamard, recipe.seed, recipe.q_terms,
+                         recipe.q_search,
                          return_lse)
     return (out, lse) if return_lse else out

@@ -329,6 +329,8 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     1. Quantise with quantize_reference: Q with block_q rows per scale block, K and V with block_kv
        (or per head / tensor / token as the recipe says); with recipe.hadamard, Q and K are first
        rotated by fwht(x * hadamard_signs(D, recipe.seed)) (same signs: Q K^T is unchanged).
+       With recipe.q_search > 1, Q's scales are per token, each row's the best of q_search
+       candidates (quant.reference.search_row_scales).
        With recipe.q_terms == 2, Q also gets its second FP8 term q8_lo = cast(y - float(q8))
        (y = rotated Q * its scale, the value cast to q8; same descale as q8).
     2. Per KV tile of block_n keys (default recipe.block_kv), in fp32:
@@ -361,8 +363,9 @@ def fp8_flash_emulation(q, k, v, *, causal=None, softmax_scale=None, recipe=None
     if recipe.hadamard:
         from ..hadamard.reference import hadamard_signs
         signs = hadamard_signs(d, recipe.seed, q.device)
-    qq = quantize_reference(q, fmt, recipe.granularity, recipe.block_q, signs=signs,
-                            residual=recipe.q_terms == 2)
+    qq = quantize_reference(q, fmt, "token" if recipe.q_search > 1 else recipe.granularity,
+                            recipe.block_q, signs=signs, residual=recipe.q_terms == 2,
+                            search=recipe.q_search)
     kq = quantize_reference(k, fmt, recipe.granularity, recipe.block_kv, signs=signs)
     vq = quantize_reference(v, fmt, recipe.granularity, recipe.block_kv)
     scale = default_softmax_scale(softmax_scale, d) * LOG2E

@@ -11,7 +11,7 @@ import torch
 from ..formats import check_fmt
 from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
-from .reference import QuantizedTensor, quantize_reference
+from .reference import MAX_SEARCH, QuantizedTensor, quantize_reference
 
 __all__ = ["QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
 
@@ -53,7 +53,8 @@ def _check(x, fmt, granularity, block, signs, transpose, backend, name="x") -> s
 
 def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", block: int = 128, *,
              signs: torch.Tensor | None = None, transpose: bool = False,
-             residual: bool = False, backend: str | None = None) -> QuantizedTensor:
+             residual: bool = False, search: int = 1,
+             backend: str | None = None) -> QuantizedTensor:
     """Quantise x (B, H, S, D) to FP8 with per-group float32 descales (see QuantizedTensor).
 
     signs: optional (D,) +-1 vector: rotate first, x -> fwht(x * signs) (computed in float32).
@@ -64,21 +65,35 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     residual: also produce the second FP8 term (QuantizedTensor.residual: cast(y - float(data)),
     y = x * scale, same descale and layout as data; Recipe.q_terms == 2 asks it for Q); both
     backends give the same bits.
+    search: 1, or up to 64 candidate scales per row (granularity "token", transpose=False): each
+    row keeps the candidate with the least squared rounding error (reference.search_row_scales;
+    Recipe.q_search asks it for Q). The backends agree bit for bit except where two candidates'
+    errors tie to float32 rounding (sums in another order).
     """
     backend = _check(x, fmt, granularity, block, signs, transpose, backend)
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
-    return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual)
+    _check_search(search, granularity, transpose)
+    return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual,
+                             search)
+
+
+def _check_search(search, granularity: str, transpose: bool) -> None:
+    if isinstance(search, bool) or not isinstance(search, int) or not 1 <= search <= MAX_SEARCH:
+        raise ValueError(f"search must be an int in 1..{MAX_SEARCH}, got {search!r}")
+    if search > 1 and (granularity != "token" or transpose):
+        raise ValueError(f"search={search} picks one scale per row: it needs granularity 'token' "
+                         f"and transpose=False, got {granularity!r} and transpose={transpose}")
 
 
 def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,
-                      residual: bool = False):
+                      residual: bool = False, search: int = 1):
     if backend == "torch" or x.numel() == 0:
         return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                                  residual=residual)
+                                  residual=residual, search=search)
     from .triton import quantize_triton
     return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                           residual=residual)
+                           residual=residual, search=search)
 
 
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
@@ -87,7 +102,9 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     """Quantise attention inputs (B, H, S, D) by `recipe`: Q and K rotated with the same signs
     (hadamard_signs(D, recipe.seed)) when recipe.hadamard; V not rotated and stored transposed
     (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block").
-    recipe.q_terms == 2: Q also carries its second FP8 term (QuantizedTensor.residual)."""
+    recipe.q_search > 1: Q gets one scale per token, the best of q_search candidates (K and V
+    keep recipe.granularity). recipe.q_terms == 2: Q also carries its second FP8 term
+    (QuantizedTensor.residual)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
     signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
@@ -95,7 +112,8 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     # every check before the first launch; the blocks are the recipe's (validated there)
     used = [_check(t, fmt, g, 1, s, False, backend, name)
             for name, t, s in (("q", q, signs), ("k", k, signs), ("v", v, None))]
-    return (_quantize_checked(q, fmt, g, recipe.block_q, signs, False, used[0],
-                              recipe.q_terms == 2),
+    q_gran = "token" if recipe.q_search > 1 else g
+    return (_quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
+                              recipe.q_terms == 2, recipe.q_search),
             _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1]),
             _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2]))

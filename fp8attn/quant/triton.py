@@ -30,6 +30,7 @@ software rounding (`round_to_fp8_grid`) run only under the interpreter, whose ca
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -38,8 +39,8 @@ import triton.language as tl
 
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
-from .reference import QuantizedTensor, group_block_size
-from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
+from .reference import QuantizedTensor, group_block_size, search_factors
+from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
 from .triton_pairs import _pairs_ok, _run_pairs
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
@@ -76,12 +77,12 @@ CONFIGS = ([triton.Config({"BLOCK_S": 32 * w}, num_warps=w) for w in (4, 1, 2, 8
 @triton.autotune(
     configs=CONFIGS,
     key=["D_PAD", "M", "MODE", "GROUP", "HAS_SIGNS", "TRANSPOSE", "BUTTERFLY", "LAYOUT",
-         "SOFT_CAST", "SOFT_AMAX", "STORE_2D", "RESIDUAL"],
+         "SOFT_CAST", "SOFT_AMAX", "STORE_2D", "RESIDUAL", "SEARCH"],
     prune_configs_by={"early_config_prune": _prune},
 )
 @triton.jit
 def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr, signs_ptr,
-                  hm_ptr, H, S, NB, group_rt,
+                  hm_ptr, search_ptr, H, S, NB, group_rt,
                   stride_xb, stride_xh, stride_xs, stride_xd,
                   stride_ob, stride_oh, stride_os, stride_od,
                   HEAD_DIM: tl.constexpr,
@@ -92,7 +93,7 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
                   TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, LAYOUT: tl.constexpr,
                   P_LO: tl.constexpr, LOG2_LO: tl.constexpr, SOFT_CAST: tl.constexpr,
                   SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr, RESIDUAL: tl.constexpr,
-                  BLOCK_S: tl.constexpr):
+                  SEARCH: tl.constexpr, BLOCK_S: tl.constexpr):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
     descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous.
@@ -107,7 +108,9 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
     max.f32 reductions skip NaN by themselves and an all-NaN row or group is zeroed after the
     reduction, but an Inf made by the rotation (inputs near the float32 limit) would set the scale.
     RESIDUAL (MODE_FUSED / MODE_CAST): also store cast(y - float(cast(y))), the second FP8 term of
-    the same y = x * scale, at res_ptr with out_ptr's strides."""
+    the same y = x * scale, at res_ptr with out_ptr's strides.
+    SEARCH > 1 (MODE_FUSED, GROUP 1): each row's scale is the best of SEARCH candidates
+    (quant.reference.search_row_scales; search_ptr holds its (2, SEARCH) factor table)."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(S, BLOCK_S)
     bh = pid // n_tiles
@@ -169,6 +172,9 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
             scale_g = tl.where(zero, 1.0, scale_g)
             descale_g = tl.math.div_rn(safe, tl.full([NG], FP8_MAX, tl.float32))
             descale_g = tl.where(zero, 1.0, descale_g)
+            if SEARCH > 1:
+                scale_g, descale_g = _search_rows(x, scale_g, descale_g, search_ptr, SEARCH,
+                                                  MBITS, EMIN, LAYOUT)
             g_idx = tile * NG + tl.arange(0, NG)
             tl.store(descale_ptr + bh.to(tl.int64) * NB + g_idx, descale_g, mask=g_idx < NB)
             if NG == 1:
@@ -208,6 +214,35 @@ def _store_q(o_base, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM:
     else:
         o_offs = r3.to(tl.int64) * stride_os + col * stride_od
         tl.store(o_base + o_offs, y8, mask=mask)
+
+
+@triton.jit
+def _row_sq_err(y, MBITS: tl.constexpr, EMIN: tl.constexpr, LAYOUT: tl.constexpr):
+    """Per row: sum of (y - y rounded to the FP8 grid)**2 (|y| <= fp8_max: no clamp needed).
+    Software rounding (the exact value the cast gives): FP8 registers are never read back."""
+    e = y - round_to_fp8_grid(y, MBITS, EMIN)
+    if LAYOUT == 0:
+        return tl.sum(tl.sum(e * e, axis=2), axis=1)
+    return tl.sum(tl.sum(e * e, axis=2), axis=0)
+
+
+@triton.jit
+def _search_rows(x, scale, descale, search_ptr, SEARCH: tl.constexpr, MBITS: tl.constexpr,
+                 EMIN: tl.constexpr, LAYOUT: tl.constexpr):
+    """quant.reference.search_row_scales for the rows of one tile: (scale, descale) [BLOCK_S] of
+    the candidate scale * 2**(-j/SEARCH) with the least squared rounding error."""
+    best_s = scale
+    best_d = descale
+    best_e = _row_sq_err(x * _rows_expand(scale, LAYOUT), MBITS, EMIN, LAYOUT) * descale * descale
+    for j in tl.static_range(1, SEARCH):
+        s_j = scale * tl.load(search_ptr + j)
+        d_j = descale * tl.load(search_ptr + SEARCH + j)
+        err = _row_sq_err(x * _rows_expand(s_j, LAYOUT), MBITS, EMIN, LAYOUT) * d_j * d_j
+        better = err < best_e
+        best_e = tl.where(better, err, best_e)
+        best_s = tl.where(better, s_j, best_s)
+        best_d = tl.where(better, d_j, best_d)
+    return best_s, best_d
 
 
 @triton.jit
@@ -286,7 +321,8 @@ def default_variant(d: int, rotate: bool) -> dict:
 def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                     signs: torch.Tensor | None = None, transpose: bool = False,
                     butterfly: int = DEFAULT_BUTTERFLY, variant: dict | None = None,
-                    config: dict | None = None, residual: bool = False) -> QuantizedTensor:
+                    config: dict | None = None, residual: bool = False,
+                    search: int = 1) -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
@@ -296,6 +332,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     benchmarks). config: dict(BLOCK_S, num_warps[, maxnreg]) launches that config without autotuning.
     residual: also write the second FP8 term (QuantizedTensor.residual, same layout as data) in
     the same launch, every kernel path.
+    search: > 1 (granularity "token", not transposed: checked by the caller) picks each row's
+    scale among `search` candidates in the same pass (`_quant_kernel` only: layout 1 or 0).
     """
     B, H, S, D = x.shape
     bs = group_block_size(granularity, S, block)
@@ -324,22 +362,31 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
              and bs * d_pad <= MAX_TILE)
 
-    if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
+    if search > 1 and not fused:
+        raise ValueError(f"search={search} needs per-token scale groups (got block size {bs})")
+    if (fused and var["layout"] == 2 and search == 1
+            and _pairs_ok(x, tp, bs, signs is not None, transpose)):
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
                    transpose, config, res)
         return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
                                transposed=transpose, residual=res)
     if var["layout"] == 2:
         var["layout"] = 1 if signs is not None and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
+    if search > 1 and not _search_in_kernel(var["layout"], tp, x):
+        from .reference import quantize_reference
+        return quantize_reference(x, fmt, granularity, block, signs=signs, residual=residual,
+                                  search=search)
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
                   NORM=tp["NORM"], HAS_SIGNS=signs is not None, FP8_MAX=fp8_max(fmt),
                   MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
                   TRANSPOSE=transpose, BUTTERFLY=butterfly, LAYOUT=var["layout"],
                   P_LO=p_lo, LOG2_LO=p_lo.bit_length() - 1, SOFT_CAST=var["soft_cast"],
-                  SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"], RESIDUAL=residual)
+                  SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"], RESIDUAL=residual,
+                  SEARCH=search)
     if residual:
         common["enable_fp_fusion"] = False      # y - float(cast(y)) from the rounded y
-    args = (x, data, data if res is None else res, descale)
+    args = (x, data, data if res is None else res, descale,
+            _search_table(search, dev) if search > 1 else descale)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,
              MODE=MODE_FUSED, GROUP=bs, **common)
@@ -356,16 +403,33 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                            residual=res)
 
 
+def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
+    """Where `_quant_kernel` runs the scale search: LAYOUT 1 (rotated rows, one per thread) at
+    head dims 32..128, checked on the H200 (Triton 3.6, 2026-11-30). Elsewhere (no rotation,
+    head dims 96 / 256 / 16: LAYOUT 0 or narrow rows) it failed there (a compile error at 256;
+    the GPU tests at 96, 16 and without rotation failed too, not yet looked into), so the
+    launcher uses the torch reference on x's device (same results, slower). The interpreter,
+    which runs both layouts bit-identical to the reference, keeps the kernel for the tests."""
+    if os.environ.get("TRITON_INTERPRET") == "1" or not x.is_cuda:
+        return True
+    return layout == 1 and tp["M"] == 1 and 32 <= tp["P"] <= 128
+
+
+@functools.lru_cache(maxsize=None)
+def _search_table(n: int, device: torch.device) -> torch.Tensor:
+    return search_factors(n, device)
+
+
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
          **meta):
-    x, data, res, descale = args
+    x, data, res, descale, search_tab = args
     kernel = _quant_kernel
     if config is not None:                  # a forced config: the jitted function, no autotuning
         kernel = _quant_kernel.fn
         meta.update(config)
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
     kernel[grid](x, data, res, descale, scale if scale is not None else descale,
-                 row_amax if row_amax is not None else descale, signs_arg, hm,
+                 row_amax if row_amax is not None else descale, signs_arg, hm, search_tab,
                  H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
 
 
