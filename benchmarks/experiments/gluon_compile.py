@@ -1,4 +1,4 @@
-"""Offline sm_90a compile check of benchmarks/experiments/gluon_attn.py (no GPU needed).
+"""Offline sm_90a compile check of fp8attn/attention/gluon_fwd.py (no GPU needed).
 
     PYTHONPATH=/tmp/t36:/work/main /work/venv/bin/python benchmarks/experiments/gluon_compile.py
 
@@ -21,7 +21,7 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gluon_attn  # noqa: E402
+from fp8attn.attention import gluon_fwd as gluon_attn  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 

@@ -1,4 +1,4 @@
-"""GPU check of the Gluon FP8 attention prototype (benchmarks/experiments/gluon_attn.py).
+"""GPU check of the Gluon FP8 attention prototype (fp8attn/attention/gluon_fwd.py).
 
     PYTHONPATH=. python benchmarks/experiments/gluon_gpu_check.py [--variants ws_s2,pingpong_s2]
         [--seqlens 1024,4096,16384] [--timeout 90] [--json out.json]
@@ -28,7 +28,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [HERE, os.path.join(ROOT, "benchmarks"), ROOT]
 
-from gluon_attn import VARIANTS  # noqa: E402
+from fp8attn.attention.gluon_fwd import VARIANTS  # noqa: E402
 
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
@@ -54,7 +54,7 @@ def _ours(q8, k8, v8, out=None):
 
 
 def _gluon(q8, k8, v8, cfg, out=None):
-    from gluon_attn import gluon_attention_fwd
+    from fp8attn.attention.gluon_fwd import gluon_attention_fwd
     return gluon_attention_fwd(q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale,
                                k8.descale, v8.descale, q8.block_size, k8.block_size,
                                v8.block_size, HDIM ** -0.5, out=out, **cfg)

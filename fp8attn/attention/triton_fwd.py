@@ -41,6 +41,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import gluon_dispatch
+
 LOG2E = 1.4426950408889634  # 1 / ln 2
 
 CAUSAL_MODES = {None: 0, "top_left": 1, "bottom_right": 2}
@@ -459,6 +461,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     (q8 @ k8^T + q_lo @ k8^T) * descales.
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
+    With FP8ATTN_GLUON=1 the calls gluon_dispatch.why_not accepts run the Gluon kernel instead
+    (same bits; hdim 128, non-causal, long sequences on sm_90).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
@@ -471,6 +475,12 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     varlen = cu_seqlens_q is not None
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
+    if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
+                              varlen=varlen, return_lse=return_lse, q_lo=q_lo,
+                              out_dtype=out.dtype, acc_mode=acc_mode, config=config) is None:
+        return gluon_dispatch.launch(q8, k8, vt8, q_descale, k_descale, v_descale,
+                                     q_block=q_block, k_block=k_block, v_block=v_block,
+                                     softmax_scale=softmax_scale, out=out)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
     stride_l = lse.stride() if return_lse else (0, 0, 0)
     nseq = cu_seqlens_q.numel() - 1 if varlen else B

@@ -1,8 +1,13 @@
-"""FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6): prototype, GPU-checked.
+"""FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6).
 
-Fastest variant (H200, 2026-11-22, results in benchmarks/results/attention_notes.md): mode
-"pingpong" with overlap=True, stages=3: bit-identical to attention_fwd_fp8, 1.08x of it at
-seqlen 16k, equal at 4k, 0.86x at 1k (non-causal, hdim 128).
+attention_fwd_fp8 hands the calls it covers to this kernel when FP8ATTN_GLUON=1
+(attention/gluon_dispatch.py says which and why); the tl kernel (triton_fwd.py) stays the
+reference, the fallback and what the interpreter tests. The other modes below are kept for the
+experiments (benchmarks/experiments/gluon_gpu_check.py, gluon_compile.py).
+
+Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 4"): mode "pingpong" with
+overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8, 1.13x of it at seqlen
+16k, 1.06x at 4k, 0.90x at 1k (non-causal, hdim 128); 0.90x / 0.89x / 0.73x FA3 FP8.
 
 Non-causal, non-varlen, head dim 128 (any multiple of 32 up to 256 is accepted by the layouts),
 e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of fp8attn/attention/triton_fwd.py),

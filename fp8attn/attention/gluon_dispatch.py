@@ -1,0 +1,108 @@
+"""Which attention_fwd_fp8 calls go to the Gluon kernel (attention/gluon_fwd.py), and the launch.
+
+The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
+one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; the loop
+unrolled by two). It gives the same bits as the tl kernel and ran at 1.06x its speed at seqlen
+4096 and 1.13x at 16384, 0.90x at 1024 (H200, Triton 3.6, hdim 128, non-causal, 16k tokens,
+2026-11-30: benchmarks/RESULTS.md, "Session 4"). It covers only what was written and measured:
+
+    CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
+    e4m3 Q / K / V, one Q term, head dim 128, non-causal, not varlen, no LSE, bf16 output,
+    two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
+    v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned
+    (the package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (below it the tl kernel
+    was faster: 0.90x at 1024; 2048 was not measured).
+
+Everything else runs the tl kernel. Opt-in for now: FP8ATTN_GLUON=1. This dispatch has not yet
+run on a GPU (the kernel has, through benchmarks/experiments/gluon_gpu_check.py); the GPU tests
+in tests/test_gluon_dispatch.py check it against the tl kernel bit for bit.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+
+# the variant the package launches (gluon_fwd.VARIANTS["pingpong_ovl_u2_s3"])
+VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
+BLOCK_N = 128
+HEAD_DIM = 128
+MIN_SEQLEN_K = 2048
+TRITON_SERIES = "3.6."
+
+
+def enabled() -> bool:
+    return os.environ.get("FP8ATTN_GLUON", "").strip() == "1"
+
+
+def _vt_layout_ok(vt8: torch.Tensor) -> bool:
+    B, H, D, _ = vt8.shape
+    rs = vt8.stride(-2)
+    return (vt8.stride(-1) == 1 and rs % 16 == 0 and vt8.stride(1) == D * rs
+            and vt8.stride(0) == H * D * rs)
+
+
+def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool,
+            return_lse: bool, q_lo, out_dtype, acc_mode: str, config) -> str | None:
+    """None if the call can go to the Gluon kernel, else the first reason it cannot."""
+    if not enabled():
+        return "off (FP8ATTN_GLUON=1 turns it on)"
+    if os.environ.get("TRITON_INTERPRET") == "1" or not q8.is_cuda:
+        return "needs CUDA (no interpreter for Gluon)"
+    return reason(
+        capability=torch.cuda.get_device_capability(q8.device), triton_version=triton.__version__,
+        dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_k=k8.shape[2], k_block=k_block,
+        v_block=v_block, causal=causal, varlen=varlen, return_lse=return_lse,
+        two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
+        forced_config=config is not None,
+        contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
+
+
+def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_k: int,
+           k_block: int, v_block: int, causal, varlen: bool, return_lse: bool, two_terms: bool,
+           out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
+           vt_ok: bool) -> str | None:
+    """The checks of why_not on plain values (testable without a GPU)."""
+    checks = [
+        (tuple(capability) == (9, 0), f"needs sm_90, got sm_{capability[0]}{capability[1]}"),
+        (triton_version.startswith(TRITON_SERIES),
+         f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
+        (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
+        (head_dim == HEAD_DIM, f"head dim {head_dim} (only {HEAD_DIM})"),
+        (causal is None, "causal masks"),
+        (not varlen, "varlen batches"),
+        (not return_lse, "return_lse"),
+        (not two_terms, "two-term Q"),
+        (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
+        (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
+        (not forced_config, "a forced tl config"),
+        (k_block % BLOCK_N == 0 or k_block >= seqlen_k,
+         f"k_block {k_block} splits a {BLOCK_N}-key tile"),
+        (v_block % BLOCK_N == 0 or v_block >= seqlen_k,
+         f"v_block {v_block} splits a {BLOCK_N}-key tile"),
+        (seqlen_k >= MIN_SEQLEN_K, f"seqlen_k {seqlen_k} < {MIN_SEQLEN_K}"),
+        (contiguous, "q8 / k8 not contiguous"),
+        (vt_ok, "V^T rows not 16-byte aligned or heads not packed"),
+    ]
+    for ok, why in checks:
+        if not ok:
+            return why
+    return None
+
+
+def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
+           v_block: int, softmax_scale: float, out: torch.Tensor) -> torch.Tensor:
+    """Run the Gluon kernel into out (B, Hq, Sq, D) bf16, any strides; why_not(...) was None."""
+    from .gluon_fwd import gluon_attention_fwd
+    # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
+    return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
+                               q_block, _tile_block(k_block), _tile_block(v_block),
+                               softmax_scale, out=out, block_n=BLOCK_N, **VARIANT)
+
+
+def _tile_block(block: int) -> int:
+    """gluon_attention_fwd wants multiples of BLOCK_N; a per-head block (>= seqlen_k) indexes
+    descale[start_n // block] == 0 for every tile either way, as does any multiple of BLOCK_N
+    at least as large."""
+    return block if block % BLOCK_N == 0 else -(-block // BLOCK_N) * BLOCK_N
