@@ -333,7 +333,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     residual: also write the second FP8 term (QuantizedTensor.residual, same layout as data) in
     the same launch, every kernel path.
     search: > 1 (granularity "token", not transposed: checked by the caller) picks each row's
-    scale among `search` candidates in the same pass (`_quant_kernel` only: layout 1 or 0).
+    scale among `search` candidates in the same pass of `_quant_kernel` where
+    `_search_in_kernel` allows it, else with the torch reference on x's device.
     """
     B, H, S, D = x.shape
     bs = group_block_size(granularity, S, block)
