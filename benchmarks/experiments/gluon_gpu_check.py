@@ -1,14 +1,16 @@
 """GPU check of the Gluon FP8 attention prototype (fp8attn/attention/gluon_fwd.py).
 
     PYTHONPATH=. python benchmarks/experiments/gluon_gpu_check.py [--variants ws_s2,pingpong_s2]
-        [--seqlens 1024,4096,16384] [--timeout 90] [--json out.json]
+        [--seqlens 1024,4096,16384] [--head-dim 128] [--causal top_left] [--timeout 90]
+        [--json out.json]
 
 Every Gluon variant runs in its own subprocess with a timeout (an mbarrier protocol error hangs
 the kernel; the parent then reports "timeout" and goes on). Per variant:
   1. correctness on small odd shapes (tail tiles, GQA) against fp8attn's attention_fwd_fp8 on the
      same quantised inputs (quantize_qkv, fp8attn.Recipe(): max |diff|, count of differing
      elements) and the relative RMSE of both vs the float64 oracle (attention_oracle);
-  2. TFLOP/s at FA3's setting (16k tokens, hidden 2048, hdim 128, non-causal) for each seqlen.
+  2. TFLOP/s at FA3's setting (16k tokens, hidden 2048, hdim --head-dim, --causal) for each
+     seqlen (hdim 64 compiles for sm_90a with 0 spills, 2026-11-30; 256 spills 8 KB: do not).
 The package kernel ("ours", autotuned) and FA3 FP8 (per-(batch, head) descales of 1, as
 bench_attention.py) are timed in a subprocess of their own on the same shapes.
 Imports cleanly on a CPU machine (prints that CUDA is absent and exits 0).
@@ -34,6 +36,7 @@ from fp8attn.attention.gluon_fwd import VARIANTS  # noqa: E402
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
                 (1, 2, 2, 4096, 4096)]
 HDIM = 128
+CAUSAL = None       # --causal: None, "top_left" or "bottom_right" (modes pingpong + overlap only)
 
 
 def _inputs(b, hq, hkv, sq, sk, seed):
@@ -50,14 +53,15 @@ def _ours(q8, k8, v8, out=None):
     from fp8attn.attention.triton_fwd import attention_fwd_fp8
     return attention_fwd_fp8(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
                              q_block=q8.block_size, k_block=k8.block_size,
-                             v_block=v8.block_size, softmax_scale=HDIM ** -0.5, out=out)
+                             v_block=v8.block_size, softmax_scale=HDIM ** -0.5, out=out,
+                             causal=CAUSAL)
 
 
 def _gluon(q8, k8, v8, cfg, out=None):
     from fp8attn.attention.gluon_fwd import gluon_attention_fwd
     return gluon_attention_fwd(q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale,
                                k8.descale, v8.descale, q8.block_size, k8.block_size,
-                               v8.block_size, HDIM ** -0.5, out=out, **cfg)
+                               v8.block_size, HDIM ** -0.5, out=out, causal=CAUSAL, **cfg)
 
 
 def _rel_rmse(o, ref):
@@ -85,7 +89,7 @@ def run_variant(name, seqlens):
                        n_diff=int((d != 0).sum()), n_nan=int(o_g.isnan().sum()))
             if sq * sk * hq * b <= 2 * 4096 * 4096:
                 ref = attention_oracle(q, k.repeat_interleave(hq // hkv, 1),
-                                       v.repeat_interleave(hq // hkv, 1))
+                                       v.repeat_interleave(hq // hkv, 1), causal=CAUSAL)
                 row.update(rel_rmse_gluon=_rel_rmse(o_g, ref), rel_rmse_ours=_rel_rmse(o_t, ref))
         except Exception as e:  # noqa: BLE001 - report and go on
             row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
@@ -97,7 +101,7 @@ def run_variant(name, seqlens):
         row = dict(variant=name, kind="time", seqlen=s, batch=b, heads=h)
         try:
             ms = bench_ms(lambda: _gluon(q8, k8, v8, cfg, out))
-            row.update(ms=ms, tflops=attn_flops(b, h, s, s, HDIM, False) / ms * 1e-9)
+            row.update(ms=ms, tflops=attn_flops(b, h, s, s, HDIM, CAUSAL is not None) / ms * 1e-9)
         except Exception as e:  # noqa: BLE001
             row["error"] = f"{type(e).__name__}: {str(e)[:400]}"
         print(json.dumps(row), flush=True)
@@ -111,7 +115,7 @@ def run_refs(seqlens):
         b, h = _fa3_setting(s)
         _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s + HDIM)
         out = torch.empty(b, h, s, HDIM, device="cuda", dtype=torch.bfloat16)
-        fl = attn_flops(b, h, s, s, HDIM, False)
+        fl = attn_flops(b, h, s, s, HDIM, CAUSAL is not None)
         row = dict(variant="ours", kind="time", seqlen=s, batch=b, heads=h)
         row["tflops"] = fl / bench_ms(lambda: _ours(q8, k8, v8, out)) * 1e-9
         print(json.dumps(row), flush=True)
@@ -125,7 +129,7 @@ def run_refs(seqlens):
                           for _ in range(3))
             ones = torch.ones(b, h, device="cuda")
             row["tflops"] = fl / bench_ms(lambda: fa3_out(fa3.flash_attn_func(
-                qf, kf, vf, causal=False, q_descale=ones, k_descale=ones,
+                qf, kf, vf, causal=CAUSAL is not None, q_descale=ones, k_descale=ones,
                 v_descale=ones))) * 1e-9
         print(json.dumps(row), flush=True)
 
@@ -153,10 +157,15 @@ def main():
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--seqlens", default="1024,4096,16384")
     ap.add_argument("--timeout", type=int, default=90, help="seconds per child process")
+    ap.add_argument("--head-dim", type=int, default=128)
+    ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
     ap.add_argument("--json", default="")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     ap.add_argument("--refs", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    global HDIM, CAUSAL
+    HDIM = a.head_dim
+    CAUSAL = a.causal or None
     seqlens = [int(x) for x in a.seqlens.split(",")]
     if not torch.cuda.is_available():
         print("CUDA is absent: nothing to check here (run this on the device machine)")
@@ -168,9 +177,10 @@ def main():
         run_refs(seqlens)
         return
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
-    rows = _child(["--refs", "--seqlens", a.seqlens], a.timeout * 2)
+    hd = ["--head-dim", str(HDIM)] + (["--causal", CAUSAL] if CAUSAL else [])
+    rows = _child(["--refs", "--seqlens", a.seqlens, *hd], a.timeout * 2)
     for name in a.variants.split(","):
-        rows += _child(["--one", name, "--seqlens", a.seqlens], a.timeout)
+        rows += _child(["--one", name, "--seqlens", a.seqlens, *hd], a.timeout)
     ref = {(r["variant"], r.get("seqlen")): r.get("tflops") for r in rows if r.get("kind") == "time"}
     print("\n| variant | " + " | ".join(f"{s} TFLOP/s (x ours, x FA3)" for s in seqlens) + " |")
     print("|---|" + "---|" * len(seqlens))

@@ -2,20 +2,25 @@
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; the loop
-unrolled by two). It gives the same bits as the tl kernel and ran at 1.06x its speed at seqlen
-4096 and 1.13x at 16384, 0.90x at 1024 (H200, Triton 3.6, hdim 128, non-causal, 16k tokens,
-2026-11-30: benchmarks/RESULTS.md, "Session 4"). It covers only what was written and measured:
+unrolled by two). Non-causal, it gives the same bits as the tl kernel and ran at 1.06x its speed
+at seqlen 4096 and 1.13x at 16384, 0.90x at 1024 (H200, Triton 3.6, hdim 128, 16k tokens,
+2026-11-30: benchmarks/RESULTS.md, "Session 4"). The calls it takes:
 
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, head dim 128, non-causal, not varlen, no LSE, bf16 output,
+    e4m3 Q / K / V, one Q term, head dim 128 (or 64: compile-checked only), not varlen, no
+    LSE, bf16 output;
+    non-causal, or causal where every row sees key 0 (top-left; bottom-right with
+    seqlen_k >= seqlen_q), through the variant without the unrolled loop: compile-checked for
+    sm_90a (0 spills) but never run on a GPU yet; it may differ from the tl kernel by rounding
+    (see gluon_fwd._consumer_ovl);
     two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
     v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned
     (the package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (below it the tl kernel
     was faster: 0.90x at 1024; 2048 was not measured).
 
 Everything else runs the tl kernel. Opt-in for now: FP8ATTN_GLUON=1. This dispatch has not yet
-run on a GPU (the kernel has, through benchmarks/experiments/gluon_gpu_check.py); the GPU tests
-in tests/test_gluon_dispatch.py check it against the tl kernel bit for bit.
+run on a GPU (the non-causal kernel has, through benchmarks/experiments/gluon_gpu_check.py); the
+GPU tests in tests/test_gluon_dispatch.py check it against the tl kernel.
 """
 from __future__ import annotations
 
@@ -24,10 +29,12 @@ import os
 import torch
 import triton
 
-# the variant the package launches (gluon_fwd.VARIANTS["pingpong_ovl_u2_s3"])
+# the variants the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3" and, for causal
+# masks, "pingpong_ovl_s3": with the causal code the unrolled loop spills, 0 B without)
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
+VARIANT_CAUSAL = dict(mode="pingpong", stages=3, overlap=True, unroll2=False)
 BLOCK_N = 128
-HEAD_DIM = 128
+HEAD_DIMS = (64, 128)     # 64: compile-checked for sm_90a (0 spills), never run on a GPU yet
 MIN_SEQLEN_K = 2048
 TRITON_SERIES = "3.6."
 
@@ -52,14 +59,15 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool,
         return "needs CUDA (no interpreter for Gluon)"
     return reason(
         capability=torch.cuda.get_device_capability(q8.device), triton_version=triton.__version__,
-        dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_k=k8.shape[2], k_block=k_block,
+        dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
+        k_block=k_block,
         v_block=v_block, causal=causal, varlen=varlen, return_lse=return_lse,
         two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
         forced_config=config is not None,
         contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
 
 
-def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_k: int,
+def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
            k_block: int, v_block: int, causal, varlen: bool, return_lse: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
            vt_ok: bool) -> str | None:
@@ -69,8 +77,9 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_k: i
         (triton_version.startswith(TRITON_SERIES),
          f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
-        (head_dim == HEAD_DIM, f"head dim {head_dim} (only {HEAD_DIM})"),
-        (causal is None, "causal masks"),
+        (head_dim in HEAD_DIMS, f"head dim {head_dim} (only {HEAD_DIMS})"),
+        (causal in (None, "top_left") or (causal == "bottom_right" and seqlen_k >= seqlen_q),
+         f"causal {causal!r} with seqlen_q {seqlen_q} > seqlen_k {seqlen_k} (rows without keys)"),
         (not varlen, "varlen batches"),
         (not return_lse, "return_lse"),
         (not two_terms, "two-term Q"),
@@ -92,13 +101,14 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_k: i
 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
-           v_block: int, softmax_scale: float, out: torch.Tensor) -> torch.Tensor:
+           v_block: int, softmax_scale: float, out: torch.Tensor, causal=None) -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16, any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
-                               softmax_scale, out=out, block_n=BLOCK_N, **VARIANT)
+                               softmax_scale, out=out, block_n=BLOCK_N, causal=causal,
+                               **(VARIANT if causal is None else VARIANT_CAUSAL))
 
 
 def _tile_block(block: int) -> int:

@@ -104,16 +104,24 @@ def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
 @gluon.jit
 def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
              BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, P_SHIFT: gl.constexpr,
-             NW: gl.constexpr):
+             NW: gl.constexpr, row_lo=0, causal_off=0, CAUSAL: gl.constexpr = 0):
     """Online-softmax update of one S tile (ROWS, BLOCK_N): returns (p' in fp32, m_new, l_new,
-    alpha), the formulas of triton_fwd.py step for step; _to_p8 makes the P @ V operand."""
+    alpha), the formulas of triton_fwd.py step for step; _to_p8 makes the P @ V operand.
+    CAUSAL (masked tiles only): column c is visible to query row r (row_lo + the tile's row
+    index) when c <= r + causal_off, as triton_fwd.py's _mask_scores."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     if MASKED:
         cols = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
+        if CAUSAL != 0:
+            rows = row_lo + gl.arange(0, qk.shape[0], layout=gl.SliceLayout(1, s_layout))
+            keep = (gl.expand_dims(cols < seqlen_k, 0)
+                    & (gl.expand_dims(cols, 0) <= gl.expand_dims(rows + causal_off, 1)))
+            qk = gl.where(keep, qk, float("-inf"))
+        else:
+            qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
     # row_scale > 0, so the max commutes with the scaling (as in triton_fwd.py)
     m_new = gl.maximum(m_i, gl.max(qk, 1) * row_scale)
     if MASKED:
@@ -286,7 +294,8 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
               v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
               other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
+              causal_off=0, CAUSAL: gl.constexpr = 0):
     """Overlapped steady state (FA3 section 3.2): issue S_j = Q K_j^T and P_{j-1} @ V_{j-1}
     back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
     still runs, then fold that P @ V tile into acc with the factor of tile j-1.
@@ -325,7 +334,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s, k_s])
     mbarrier.arrive(kv_empty.index(slot))
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                  BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+                                  BLOCK_N, HEAD_DIM, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
     # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6.) The new
     # P stays fp32 until the next step: casting it into the registers of the P that the
@@ -344,9 +353,16 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                  PINGPONG: gl.constexpr, UNROLL2: gl.constexpr):
+                  PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
+                  causal_off=0, CAUSAL: gl.constexpr = 0):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
-    every tile's update is the same expression, only the issue order changes)."""
+    every tile's update is the same expression, only the issue order changes).
+
+    CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
+    gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
+    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; on a
+    tile past its own rows' diagonal a warpgroup's p is 0 and only acc's V-descale units change
+    (an extra rounding against triton_fwd.py, which skips such tiles)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -359,8 +375,13 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
-    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-    n_full = seqlen_k // BLOCK_N
+    if CAUSAL != 0:
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
+        n_full = full_end // BLOCK_N
+    else:
+        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+        n_full = seqlen_k // BLOCK_N
+    row_lo = start_m + row0
 
     # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
     k_s = k_smem.index(0)
@@ -379,7 +400,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     mbarrier.arrive(kv_empty.index(0))
     if n_full == 0:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, True,
-                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     else:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, False,
                                       BLOCK_N, HEAD_DIM, P_SHIFT, NW)
@@ -389,7 +410,10 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     if UNROLL2:
         # two steps per loop iteration: in SASS the first step of each pair then overlaps fully
         # (only the step that writes the loop-carried p waits for P @ V early)
-        n_pairs = (n_full - 1) // 2
+        if CAUSAL != 0:
+            n_pairs = gl.maximum(n_full - 1, 0) // 2     # causal: n_full can be 0
+        else:
+            n_pairs = (n_full - 1) // 2
         for jj in range(n_pairs):
             j = 1 + 2 * jj
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
@@ -415,7 +439,23 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                 v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
                 STAGES, P_SHIFT, NW)
-    if n_full < n_tiles:
+    if CAUSAL != 0:
+        # the diagonal and the tail beyond seqlen_k: at most two tiles after the prologue's
+        # (kv_end - full_end < BLOCK_M = BLOCK_N), written out: a second loop made ptxas spill
+        j0 = gl.maximum(n_full, 1)
+        if j0 < n_tiles:
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j0, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+        if j0 + 1 < n_tiles:
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j0 + 1, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+    elif n_full < n_tiles:
         if n_full > 0:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
@@ -455,13 +495,29 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr):
+                    OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
+                    CAUSAL: gl.constexpr = 0):
+    """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
+    CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q)."""
     pid_m = gl.program_id(0)
+    if CAUSAL != 0:
+        pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
     off_hz = gl.program_id(1)
     off_b = off_hz // H
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
     start_m = pid_m * BLOCK_M
+    # keys [0, kv_end) are this CTA's (the producer loads them), [0, full_end) visible to all
+    # of its rows (triton_fwd.py's hi and full_end for a 128-row block)
+    kv_end = seqlen_k
+    full_end = seqlen_k
+    causal_off = 0
+    if CAUSAL == 2:
+        causal_off = seqlen_k - seqlen_q
+    if CAUSAL != 0:
+        last_row = gl.minimum(start_m + BLOCK_M, seqlen_q) - 1
+        kv_end = gl.maximum(gl.minimum(seqlen_k, last_row + causal_off + 1), 0)
+        full_end = gl.maximum(gl.minimum(seqlen_k, start_m + causal_off + 1), 0)
     hkv = H // GQA_GROUP
     kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
@@ -531,16 +587,16 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
-                             UNROLL2)),
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
-                             UNROLL2)),
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
+                         kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
     else:
         # consumer warpgroup 0 starts: its first turn is already granted
@@ -620,14 +676,18 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
-                        unroll2: bool = False):
-    """Non-causal FP8 attention forward on already-quantised inputs (CUDA, Hopper).
+                        unroll2: bool = False, causal=None):
+    """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
     float8_e4m3fn with unit stride along Sk and a row stride (stride(-2)) that is a multiple of 16
     (a view of a (B, Hkv, D, Sk16) buffer is fine); q/k/v_descale (B, H, NB) float32, row r uses
     descale[..., r // *_block]. k_block and v_block must be multiples of block_n (one K and one V
     descale per KV tile). out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
+    causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
+    overlap only; bottom-right needs Sk >= Sq so that every row sees a key). Compile-checked
+    for sm_90a only (2026-11-30): 0 spills without unroll2; with unroll2 ptxas spills (20 B
+    top-left, 1.5 KB bottom-right), so the package launches causal calls without it.
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -647,6 +707,12 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         raise ValueError(f"vt8 shape {tuple(vt8.shape)} strides {tuple(vt8.stride())}: want "
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
+    causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
+    if causal_mode and not (mode == "pingpong" and overlap):
+        raise ValueError("causal needs mode 'pingpong' with overlap=True")
+    if causal_mode == 2 and Sk < Sq:
+        raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
+                         f"keys are not handled by this kernel")
     if k_block % block_n or v_block % block_n:
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
                          f"block_n {block_n} (per-tile K/V descales)")
@@ -668,5 +734,5 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-        HEAD_DIM=D, P_SHIFT=8, **cfg)
+        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, **cfg)
     return out

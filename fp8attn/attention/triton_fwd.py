@@ -462,7 +462,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     With FP8ATTN_GLUON=1 the calls gluon_dispatch.why_not accepts run the Gluon kernel instead
-    (same bits; hdim 128, non-causal, long sequences on sm_90).
+    (hdim 128, long sequences on sm_90; non-causal: the same bits).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
@@ -480,7 +480,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                               out_dtype=out.dtype, acc_mode=acc_mode, config=config) is None:
         return gluon_dispatch.launch(q8, k8, vt8, q_descale, k_descale, v_descale,
                                      q_block=q_block, k_block=k_block, v_block=v_block,
-                                     softmax_scale=softmax_scale, out=out)
+                                     softmax_scale=softmax_scale, out=out, causal=causal)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
     stride_l = lse.stride() if return_lse else (0, 0, 0)
     nseq = cu_seqlens_q.numel() - 1 if varlen else B
