@@ -13,7 +13,7 @@ from fp8attn.quant import quantize_qkv
 
 GOOD = dict(capability=(9, 0), triton_version="3.6.0", dtype=torch.float8_e4m3fn, head_dim=128,
             seqlen_q=4096, seqlen_k=4096, k_block=128, v_block=128, causal=None, varlen=False,
-            return_lse=False, two_terms=False, out_dtype=torch.bfloat16, acc_mode="tile",
+            two_terms=False, out_dtype=torch.bfloat16, acc_mode="tile",
             forced_config=False, contiguous=True, vt_ok=True)
 
 
@@ -34,7 +34,6 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=256), "head dim"),
     (dict(causal="bottom_right", seqlen_q=4097), "causal"),
     (dict(varlen=True), "varlen"),
-    (dict(return_lse=True), "lse"),
     (dict(two_terms=True), "two-term"),
     (dict(out_dtype=torch.float16), "bfloat16"),
     (dict(acc_mode="fp22"), "acc_mode"),
@@ -53,7 +52,7 @@ def test_reason_names_what_is_not_covered(change, words):
 def test_off_by_default_and_cuda_only(monkeypatch):
     x = torch.zeros(1, 1, 8, 128).to(torch.float8_e4m3fn)
     vt = torch.zeros(1, 1, 128, 16).to(torch.float8_e4m3fn)
-    kw = dict(k_block=128, v_block=128, causal=None, varlen=False, return_lse=False, q_lo=None,
+    kw = dict(k_block=128, v_block=128, causal=None, varlen=False, q_lo=None,
               out_dtype=torch.bfloat16, acc_mode="tile", config=None)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     assert "off" in gluon_dispatch.why_not(x, x, vt, **kw)
@@ -83,9 +82,11 @@ def spy(monkeypatch):
 
 
 def _run(q8, k8, v8, causal=None):
+    """(out, lse) of attention_fwd_fp8."""
     return triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
-        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=128 ** -0.5, causal=causal)
+        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=128 ** -0.5, causal=causal,
+        return_lse=True)
 
 
 @pytest.mark.gpu
@@ -105,12 +106,13 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, d, sp
             for _ in range(2))
     q8, k8, v8 = quantize_qkv(q, k, v, recipe)
     monkeypatch.setenv("FP8ATTN_GLUON", "0")
-    ref = _run(q8, k8, v8)
+    ref, ref_lse = _run(q8, k8, v8)
     monkeypatch.setenv("FP8ATTN_GLUON", "1")
-    got = _run(q8, k8, v8)
+    got, got_lse = _run(q8, k8, v8)
     assert len(spy) == 1
     assert not got.isnan().any()
     assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
 
 
 @pytest.mark.gpu
@@ -132,19 +134,21 @@ def test_gpu_gluon_causal_matches_tl_kernel(b, h, sq, sk, causal, d, spy, monkey
             for _ in range(2))
     q8, k8, v8 = quantize_qkv(q, k, v, Recipe())
     monkeypatch.setenv("FP8ATTN_GLUON", "0")
-    ref = _run(q8, k8, v8, causal)
+    ref, ref_lse = _run(q8, k8, v8, causal)
     monkeypatch.setenv("FP8ATTN_GLUON", "1")
-    got = _run(q8, k8, v8, causal)
+    got, got_lse = _run(q8, k8, v8, causal)
     assert len(spy) == 1
     assert not got.isnan().any()
     torch.testing.assert_close(got.float(), ref.float(), rtol=1e-2, atol=1e-3)
+    # m and l do not see the extra tiles (p = 0, alpha = 1 there): the LSE is exact
+    assert torch.equal(got_lse, ref_lse)
 
 
 @pytest.mark.gpu
 @needs_gluon
 def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
-    """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel; LSE
-    calls stay on the tl kernel, with the same results as without the switch."""
+    """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel, with the
+    results of the tl kernel (bit for bit without the causal mask), and the LSE."""
     g = torch.Generator(device="cuda").manual_seed(3)
     q, k, v = (torch.randn(1, 2048, 8, 128, generator=g, device="cuda", dtype=torch.bfloat16)
                for _ in range(3))
@@ -154,6 +158,6 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     monkeypatch.setenv("FP8ATTN_GLUON", "1")
     gots = [fp8attn.flash_attn_func(q, k, v), fp8attn.flash_attn_func(q, k, v, causal=True),
             fp8attn.flash_attn_func(q, k, v, return_lse=True)[0]]
-    assert len(spy) == 2                        # non-causal and causal; not the LSE call
+    assert len(spy) == 3
     assert torch.equal(gots[0], refs[0]) and torch.equal(gots[2], refs[2])
     torch.testing.assert_close(gots[1].float(), refs[1].float(), rtol=1e-2, atol=1e-3)

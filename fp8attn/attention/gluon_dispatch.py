@@ -7,8 +7,8 @@ at seqlen 4096 and 1.13x at 16384, 0.90x at 1024 (H200, Triton 3.6, hdim 128, 16
 2026-11-30: benchmarks/RESULTS.md, "Session 4"). The calls it takes:
 
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, head dim 128 (or 64: compile-checked only), not varlen, no
-    LSE, bf16 output;
+    e4m3 Q / K / V, one Q term, head dim 128 (or 64: compile-checked only), not varlen, bf16
+    output, LSE or not (the LSE store: compile-checked only);
     non-causal, or causal where every row sees key 0 (top-left; bottom-right with
     seqlen_k >= seqlen_q), through the variant without the unrolled loop: compile-checked for
     sm_90a (0 spills) but never run on a GPU yet; it may differ from the tl kernel by rounding
@@ -50,8 +50,8 @@ def _vt_layout_ok(vt8: torch.Tensor) -> bool:
             and vt8.stride(0) == H * D * rs)
 
 
-def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool,
-            return_lse: bool, q_lo, out_dtype, acc_mode: str, config) -> str | None:
+def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
+            out_dtype, acc_mode: str, config) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot."""
     if not enabled():
         return "off (FP8ATTN_GLUON=1 turns it on)"
@@ -61,14 +61,13 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool,
         capability=torch.cuda.get_device_capability(q8.device), triton_version=triton.__version__,
         dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
         k_block=k_block,
-        v_block=v_block, causal=causal, varlen=varlen, return_lse=return_lse,
-        two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
+        v_block=v_block, causal=causal, varlen=varlen, two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
         forced_config=config is not None,
         contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
 
 
 def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
-           k_block: int, v_block: int, causal, varlen: bool, return_lse: bool, two_terms: bool,
+           k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
            vt_ok: bool) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
@@ -81,7 +80,6 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (causal in (None, "top_left") or (causal == "bottom_right" and seqlen_k >= seqlen_q),
          f"causal {causal!r} with seqlen_q {seqlen_q} > seqlen_k {seqlen_k} (rows without keys)"),
         (not varlen, "varlen batches"),
-        (not return_lse, "return_lse"),
         (not two_terms, "two-term Q"),
         (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
         (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
@@ -101,13 +99,15 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
-           v_block: int, softmax_scale: float, out: torch.Tensor, causal=None) -> torch.Tensor:
-    """Run the Gluon kernel into out (B, Hq, Sq, D) bf16, any strides; why_not(...) was None."""
+           v_block: int, softmax_scale: float, out: torch.Tensor, causal=None,
+           lse=None) -> torch.Tensor:
+    """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
+    given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
-                               softmax_scale, out=out, block_n=BLOCK_N, causal=causal,
+                               softmax_scale, out=out, block_n=BLOCK_N, causal=causal, lse=lse,
                                **(VARIANT if causal is None else VARIANT_CAUSAL))
 
 

@@ -222,8 +222,10 @@ def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz,
 @gluon.jit
 def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
-                    NW: gl.constexpr):
-    """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows."""
+                    NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
+                    RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8):
+    """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
+    RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     no_key = l_i == 0.0
@@ -237,6 +239,13 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
               + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
               + gl.expand_dims(ocol * stride_od, 0))
     gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    if RETURN_LSE:
+        lse2 = m_i + gl.log2(l_safe) - P_SHIFT
+        lse = gl.where(no_key, float("-inf"), lse2 * 0.6931471805599453)  # ln 2
+        lrow = start_m + row0 + gl.arange(0, ROWS, layout=l_i.type.layout)
+        l_ptrs = (LSE + off_b.to(gl.int64) * stride_lz + off_h.to(gl.int64) * stride_lh
+                  + lrow.to(gl.int64) * stride_lm)
+        gl.store(l_ptrs, lse, mask=lrow < seqlen_q)
 
 
 @gluon.jit
@@ -354,7 +363,8 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
-                  causal_off=0, CAUSAL: gl.constexpr = 0):
+                  causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
+                  stride_lm=0, RETURN_LSE: gl.constexpr = False):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
 
@@ -484,19 +494,20 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     acc = acc * gl.expand_dims(factor, 1) + pv
 
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
-                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW)
+                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
+                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
 
 
 @gluon.jit
-def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
+def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-                    stride_oz, stride_oh, stride_om, stride_od,
+                    stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
-                    CAUSAL: gl.constexpr = 0):
+                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q)."""
     pid_m = gl.program_id(0)
@@ -587,14 +598,16 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
-                             UNROLL2, kv_end, full_end, causal_off, CAUSAL)),
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                             stride_lh, stride_lm, RETURN_LSE)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                              stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
-                             UNROLL2, kv_end, full_end, causal_off, CAUSAL)),
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                             stride_lh, stride_lm, RETURN_LSE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -676,7 +689,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
-                        unroll2: bool = False, causal=None):
+                        unroll2: bool = False, causal=None, lse=None):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -688,6 +701,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). Compile-checked
     for sm_90a only (2026-11-30): 0 spills without unroll2; with unroll2 ptxas spills (20 B
     top-left, 1.5 KB bottom-right), so the package launches causal calls without it.
+    lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
+    receives the natural-log LSE of every row, as attention_fwd_fp8's.
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -708,8 +723,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
-    if causal_mode and not (mode == "pingpong" and overlap):
-        raise ValueError("causal needs mode 'pingpong' with overlap=True")
+    if (causal_mode or lse is not None) and not (mode == "pingpong" and overlap):
+        raise ValueError("causal and lse need mode 'pingpong' with overlap=True")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
@@ -731,8 +746,10 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     grid = (triton.cdiv(Sq, bm), B * Hq)
     _attn_fwd_gluon[grid](
         q_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
+        out if lse is None else lse,
         q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
+        *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, **cfg)
+        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None, **cfg)
     return out

@@ -475,13 +475,14 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     varlen = cu_seqlens_q is not None
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
-    if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
-                              varlen=varlen, return_lse=return_lse, q_lo=q_lo,
-                              out_dtype=out.dtype, acc_mode=acc_mode, config=config) is None:
-        return gluon_dispatch.launch(q8, k8, vt8, q_descale, k_descale, v_descale,
-                                     q_block=q_block, k_block=k_block, v_block=v_block,
-                                     softmax_scale=softmax_scale, out=out, causal=causal)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
+    if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
+                              varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
+                              config=config) is None:
+        gluon_dispatch.launch(q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block,
+                              k_block=k_block, v_block=v_block, softmax_scale=softmax_scale,
+                              out=out, causal=causal, lse=lse if return_lse else None)
+        return (out, lse) if return_lse else out
     stride_l = lse.stride() if return_lse else (0, 0, 0)
     nseq = cu_seqlens_q.numel() - 1 if varlen else B
     m_extent = int(max_seqlen_q) if varlen else Sq
