@@ -1,6 +1,6 @@
 """FP8 attention throughput and accuracy on a Hopper GPU, beside the peers available in the run.
 
-    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick] [--q-terms 1,2]
+    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick] [--q-terms 1,2] [--gluon]
 
 Setting of the FlashAttention-3 paper: 16k tokens per batch (batch = 16384 / seqlen), hidden 2048
 (heads = 2048 / head_dim), head dims 64 / 128 / 256, seqlen 512 ... 16k, causal and not.
@@ -15,6 +15,8 @@ Rows (each guarded by availability):
   Sage          SageAttention (INT8 QK, FP16 PV), if importable
   ours kernel q2 / ours e2e q2 (--q-terms 1,2): the same with Recipe(q_terms=2), Q as two FP8
                 terms (one more QK MMA per tile), beside the one-term rows of the same run
+  ours kernel Gluon / ours e2e Gluon (--gluon): the same calls with FP8ATTN_GLUON=1, timed only
+                where attention/gluon_dispatch.py takes them (else the row's gluon_skipped says why)
 Accuracy (FA3's outlier distribution, batch 2, heads 16, seqlen 2048, dim 128, float64 oracle on the
 GPU): ours with the default recipe (and the emulation on the CPU), FA3 FP8 with per-head scales with
 and without a Hadamard rotation, FA3 BF16; with --q-terms 2 also ours (and the CPU emulation) with
@@ -24,6 +26,7 @@ Writes DIR/bench_attention.json, DIR/bench_attention.md and DIR/bench_attention.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -37,6 +40,7 @@ from common import attn_flops, bench_ms, environment, fa3_out, load_fa3, load_sa
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention.reference import attention_oracle, fp8_flash_emulation  # noqa: E402
+from fp8attn.attention import gluon_dispatch  # noqa: E402
 from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
 from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference  # noqa: E402
 from fp8attn.quant import quantize_qkv  # noqa: E402
@@ -49,10 +53,27 @@ def _suffix(q_terms: int) -> str:
     return "" if q_terms == 1 else f"_q{q_terms}"
 
 
-def impls(q_terms=(1,)) -> list:
-    """Row names: ours_kernel / ours_e2e once per q_terms value, then the peers."""
+def impls(q_terms=(1,), gluon=False) -> list:
+    """Row names: ours_kernel / ours_e2e once per q_terms value (and through the Gluon kernel
+    with `gluon`), then the peers."""
     ours = [f"ours_{v}{_suffix(t)}" for t in q_terms for v in ("kernel", "e2e")]
+    if gluon:
+        ours += ["ours_kernel_gluon", "ours_e2e_gluon"]
     return ours + IMPLS[2:]
+
+
+@contextlib.contextmanager
+def _gluon_env(on: bool):
+    """FP8ATTN_GLUON=1 (attention/gluon_dispatch.py) while timing the _gluon rows."""
+    old = os.environ.get("FP8ATTN_GLUON")
+    os.environ["FP8ATTN_GLUON"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["FP8ATTN_GLUON"]
+        else:
+            os.environ["FP8ATTN_GLUON"] = old
 
 
 def _sdpa(backend):
@@ -65,7 +86,7 @@ def _sdpa(backend):
     return run
 
 
-def throughput(hdims, seqlens, log, q_terms=(1,)):
+def throughput(hdims, seqlens, log, q_terms=(1,), gluon=False):
     fa3, why_fa3 = load_fa3()
     sage, why_sage = load_sage()
     log(f"fa3: {why_fa3 or 'ok'}; sage: {why_sage or 'ok'}")
@@ -98,6 +119,22 @@ def throughput(hdims, seqlens, log, q_terms=(1,)):
                     fns["ours_e2e" + _suffix(t)] = (
                         lambda r=Recipe(q_terms=t): fp8attn.flash_attn_func(q, k, v, causal=causal,
                                                                             recipe=r))
+                row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
+                if gluon and 1 not in quant:
+                    row["gluon_skipped"] = "the Gluon rows need --q-terms to include 1"
+                elif gluon:
+                    q8, k8, v8 = quant[1]
+                    c = "bottom_right" if causal else None
+                    with _gluon_env(True):
+                        why = gluon_dispatch.why_not(
+                            q8.data, k8.data, v8.data, k_block=k8.block_size,
+                            v_block=v8.block_size, causal=c, varlen=False, q_lo=None,
+                            out_dtype=out.dtype, acc_mode="tile", config=None)
+                    if why is None:
+                        fns["ours_kernel_gluon"] = fns["ours_kernel"]
+                        fns["ours_e2e_gluon"] = fns["ours_e2e"]
+                    else:       # the tl kernel would run: no _gluon figure for this shape
+                        row["gluon_skipped"] = why
                 if fa3 is not None:
                     fns["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(
                         qf, kf, vf, causal=causal, q_descale=ones, k_descale=ones, v_descale=ones))
@@ -105,13 +142,13 @@ def throughput(hdims, seqlens, log, q_terms=(1,)):
                 if sage is not None:
                     fns["sage"] = lambda: sage.sageattn(qc, kc, vc, tensor_layout="HND",
                                                         is_causal=causal)
-                row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
                 fl = attn_flops(b, h, s, s, d, causal)
-                for name in impls(q_terms):
+                for name in impls(q_terms, gluon):
                     if name not in fns:
                         continue
                     try:
-                        row[name] = fl / bench_ms(fns[name]) * 1e-9
+                        with _gluon_env(name.endswith("_gluon")):
+                            row[name] = fl / bench_ms(fns[name]) * 1e-9
                     except Exception as e:  # noqa: BLE001 - a peer may not support a shape
                         row[name] = None
                         row[name + "_error"] = f"{type(e).__name__}: {str(e)[:160]}"
@@ -179,13 +216,15 @@ def accuracy(log, cpu_emulation=True, q_terms=(1,)):
     return res
 
 
-def markdown(env, rows, acc, q_terms=(1,)) -> str:
+def markdown(env, rows, acc, q_terms=(1,), gluon=False) -> str:
     names = {"fa3_fp8": "FA3 FP8", "fa3_bf16": "FA3 BF16", "sdpa_flash": "SDPA flash",
-             "sdpa_cudnn": "SDPA cuDNN", "sage": "Sage"}
+             "sdpa_cudnn": "SDPA cuDNN", "sage": "Sage", "ours_kernel_gluon": "ours kernel Gluon",
+             "ours_e2e_gluon": "ours e2e Gluon"}
     for t in q_terms:
         for v in ("kernel", "e2e"):
             names[f"ours_{v}{_suffix(t)}"] = f"ours {v}" + (f" q{t}" if t != 1 else "")
-    present = [n for n in impls(q_terms) if any(r.get(n) for r in rows)]
+    present = [n for n in impls(q_terms, gluon) if any(r.get(n) for r in rows)]
+    gl_cols = gluon and "ours_kernel_gluon" in present
     lines = [f"### FP8 attention forward, {env.get('device')} ({env['date']}), torch {env['torch']}, "
              f"triton {env['triton']}",
              "",
@@ -194,8 +233,10 @@ def markdown(env, rows, acc, q_terms=(1,)) -> str:
              "",
              "| hdim | seqlen | causal | " + " | ".join(names[n] for n in present)
              + " | kernel / FA3 FP8 | e2e / FA3 BF16 |"
-             + "".join(f" kernel q{t} / q1 | kernel q{t} / FA3 FP8 |" for t in q_terms if t != 1),
-             "|" + "---|" * (3 + len(present) + 2 + 2 * sum(t != 1 for t in q_terms))]
+             + "".join(f" kernel q{t} / q1 | kernel q{t} / FA3 FP8 |" for t in q_terms if t != 1)
+             + (" Gluon kernel / FA3 FP8 | Gluon e2e / FA3 BF16 |" if gl_cols else ""),
+             "|" + "---|" * (3 + len(present) + 2 + 2 * sum(t != 1 for t in q_terms)
+                             + 2 * gl_cols)]
     for r in rows:
         cells = [f"{r[n]:.0f}" if r.get(n) else "-" for n in present]
         k_ratio = (f"{r['ours_kernel'] / r['fa3_fp8']:.2f}" if r.get("ours_kernel") and r.get("fa3_fp8")
@@ -209,6 +250,10 @@ def markdown(env, rows, acc, q_terms=(1,)) -> str:
             kq = r.get(f"ours_kernel_q{t}")
             extra += (f" {kq / r['ours_kernel']:.2f} |" if kq and r.get("ours_kernel") else " - |")
             extra += f" {kq / r['fa3_fp8']:.2f} |" if kq and r.get("fa3_fp8") else " - |"
+        if gl_cols:
+            for mine, peer in (("ours_kernel_gluon", "fa3_fp8"), ("ours_e2e_gluon", "fa3_bf16")):
+                a, b = r.get(mine), r.get(peer)
+                extra += f" {a / b:.2f} |" if a and b else " - |"
         lines.append(f"| {r['hdim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | "
                      + " | ".join(cells) + f" | {k_ratio} | {e_ratio} |" + extra)
     if acc:
@@ -221,7 +266,7 @@ def markdown(env, rows, acc, q_terms=(1,)) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path, q_terms=(1,)):
+def plot(rows, path, q_terms=(1,), gluon=False):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -231,7 +276,7 @@ def plot(rows, path, q_terms=(1,)):
         for i, causal in enumerate((False, True)):
             ax = axes[i][j]
             sub = [r for r in rows if r["hdim"] == d and r["causal"] == causal]
-            for n in impls(q_terms):
+            for n in impls(q_terms, gluon):
                 pts = [(r["seqlen"], r[n]) for r in sub if r.get(n)]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=n)
@@ -256,6 +301,9 @@ def main():
     ap.add_argument("--q-terms", default="1",
                     help="comma-separated Recipe.q_terms values timed for ours (e.g. 1,2: the "
                          "two-term Q rows beside the default ones); default 1")
+    ap.add_argument("--gluon", action="store_true",
+                    help="also time ours through the Gluon kernel (FP8ATTN_GLUON=1) where "
+                         "attention/gluon_dispatch.py takes the call (rows *_gluon)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--no-cpu-emulation", action="store_true",
                     help="accuracy without the CPU emulation rows (they take ~10 s each)")
@@ -283,13 +331,13 @@ def main():
     log(f"shapes: batch = 16384 / seqlen, heads = 2048 / hdim, hdims {hdims}, seqlens {seqlens}")
     acc = {} if a.no_accuracy else accuracy(log, cpu_emulation=not a.no_cpu_emulation,
                                             q_terms=q_terms)
-    rows = throughput(hdims, seqlens, log, q_terms)
+    rows = throughput(hdims, seqlens, log, q_terms, a.gluon)
     with open(os.path.join(a.out, "bench_attention.json"), "w") as f:
         json.dump({"env": env, "throughput": rows, "accuracy": acc}, f, indent=1)
-    md = markdown(env, rows, acc, q_terms)
+    md = markdown(env, rows, acc, q_terms, a.gluon)
     with open(os.path.join(a.out, "bench_attention.md"), "w") as f:
         f.write(md)
-    plot(rows, os.path.join(a.out, "bench_attention.png"), q_terms)
+    plot(rows, os.path.join(a.out, "bench_attention.png"), q_terms, a.gluon)
     if a.append_results:
         with open(a.append_results, "a") as f:
             f.write("\n" + md)

@@ -161,3 +161,21 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     assert len(spy) == 3
     assert torch.equal(gots[0], refs[0]) and torch.equal(gots[2], refs[2])
     torch.testing.assert_close(gots[1].float(), refs[1].float(), rtol=1e-2, atol=1e-3)
+
+
+def test_bench_markdown_gluon_columns():
+    """bench_attention.py --gluon: Gluon rows and their ratios, '-' where the dispatch declined."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import bench_attention
+    rows = [dict(hdim=128, seqlen=4096, causal=False, ours_kernel=700, ours_e2e=600, fa3_fp8=830,
+                 fa3_bf16=645, ours_kernel_gluon=747, ours_e2e_gluon=630),
+            dict(hdim=256, seqlen=4096, causal=False, ours_kernel=700, ours_e2e=600, fa3_fp8=1100,
+                 fa3_bf16=645, gluon_skipped="head dim 256")]
+    md = bench_attention.markdown({"device": "X", "date": "d", "torch": "t", "triton": "3.6"},
+                                  rows, {}, (1,), gluon=True)
+    lines = md.splitlines()
+    assert "Gluon kernel / FA3 FP8" in lines[4] and "ours kernel Gluon" in lines[4]
+    assert lines[6].endswith("| 0.90 | 0.98 |") and lines[7].endswith("| - | - |")
+    assert "ours_kernel_gluon" not in bench_attention.impls((1,))

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Device calls for the Gluon fast path (FP8ATTN_GLUON=1, fp8attn/attention/gluon_dispatch.py),
+# in stages that each fit one 10-minute call:
+#   tests   the GPU tests that hold the Gluon path to the tl kernel (bit for bit without a causal
+#           mask, to rounding with one; the LSE bit for bit), the Q-scale-search and attention
+#           GPU tests                                                           (~3 min)
+#   check   gluon_gpu_check.py on the paths compiled but never run: causal (both alignments)
+#           and hdim 64, each timed beside the tl kernel and FA3 FP8           (~4 min)
+#   bench   bench_attention.py --quick --gluon at hdim 64 / 128: ours, ours through Gluon, FA3
+#           FP8 / BF16, SDPA in the same run                                   (~5 min)
+# Usage (on the device machine, wheels carried in .whl):
+#   pip install --no-deps --target /tmp/site .whl/*.whl
+#   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
+#   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh bench
+set -o pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-benchmarks/results}
+PY=${PYTHON:-python3}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+for stage in "$@"; do
+    date -u +"%Y-%m-%d %H:%M:%S UTC: $stage"
+    case $stage in
+    tests)
+        timeout 240 $PY -m pytest -q -n 12 tests/test_gluon_dispatch.py tests/test_q_search.py \
+            tests/test_attention_gpu.py 2>&1 | tail -25 | tee "$OUT/pytest_gluon.log" ;;
+    check)
+        for causal in top_left bottom_right; do
+            timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
+                --variants pingpong_ovl_s3 --causal $causal --seqlens 1024,4096,16384 \
+                --json "$OUT/gluon_check_$causal.json" 2>&1 | tail -8
+        done
+        timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
+            --variants pingpong_ovl_u2_s3 --head-dim 64 --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
+    bench)
+        timeout 330 $PY benchmarks/bench_attention.py --quick --gluon --hdims 64,128 \
+            --no-cpu-emulation --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
+    *)
+        echo "unknown stage $stage (tests, check, bench)" >&2; exit 2 ;;
+    esac
+done
+date -u +"%Y-%m-%d %H:%M:%S UTC: done"
