@@ -35,7 +35,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import attn_flops, bench_ms, environment, fa3_out, load_fa3, load_sage  # noqa: E402
+from common import (attn_flops, bench_ms, environment, fa3_accuracy_inputs, fa3_out,  # noqa: E402
+                    load_fa3, load_sage)
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -162,14 +163,7 @@ def throughput(hdims, seqlens, log, q_terms=(1,), gluon=False):
 def accuracy(log, cpu_emulation=True, q_terms=(1,)):
     """FA3's accuracy setting; RMSE of every output entry against the float64 oracle."""
     fa3, _ = load_fa3()
-    g = torch.Generator(device="cuda").manual_seed(0)
-
-    def outl():
-        x = torch.randn(2, 16, 2048, 128, generator=g, device="cuda")
-        big = torch.rand(2, 16, 2048, 128, generator=g, device="cuda") < 1e-3
-        return x + 10.0 * torch.randn(2, 16, 2048, 128, generator=g, device="cuda") * big
-
-    q, k, v = outl(), outl(), outl()
+    q, k, v = fa3_accuracy_inputs()
     res = {}
     for causal in (False, True):
         c = "top_left" if causal else None

@@ -16,6 +16,20 @@ def attn_flops(batch: int, heads: int, seqlen_q: int, seqlen_k: int, head_dim: i
     return f / 2 if causal else f
 
 
+def fa3_accuracy_inputs(shape=(2, 16, 2048, 128), seed: int = 0):
+    """Q, K, V (float32, CUDA) of FA3's accuracy test, N(0, 1) + N(0, 100) * Bernoulli(0.001),
+    drawn in this order from one CUDA generator: the data of every GPU accuracy figure in
+    RESULTS.md (bench_attention.py and the probes in experiments/)."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+
+    def draw():
+        x = torch.randn(*shape, generator=g, device="cuda")
+        big = torch.rand(*shape, generator=g, device="cuda") < 1e-3
+        return x + 10.0 * torch.randn(*shape, generator=g, device="cuda") * big
+
+    return draw(), draw(), draw()
+
+
 def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
     """Median GPU milliseconds per call of fn, replayed from a CUDA graph of `calls` calls: no host
     work between launches, so a host path slower than the kernels cannot leave the GPU idle.

@@ -6,6 +6,7 @@ import dataclasses
 from .formats import check_fmt
 
 GRANULARITIES = ("block", "head", "tensor", "token")
+MAX_SEARCH = 64     # most candidate scales a row's search may try (Recipe.q_search, quantize)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +65,9 @@ class Recipe:
                 or self.q_terms not in (1, 2)):
             raise ValueError(f"q_terms must be 1 or 2 (FP8 terms of Q), got {self.q_terms!r}")
         if (isinstance(self.q_search, bool) or not isinstance(self.q_search, int)
-                or not 1 <= self.q_search <= 64):
-            raise ValueError(f"q_search must be an int in 1..64 (candidate scales per Q row), "
-                             f"got {self.q_search!r}")
+                or not 1 <= self.q_search <= MAX_SEARCH):
+            raise ValueError(f"q_search must be an int in 1..{MAX_SEARCH} (candidate scales per "
+                             f"Q row), got {self.q_search!r}")
 
     def replace(self, **changes) -> "Recipe":
         return dataclasses.replace(self, **changes)

@@ -17,7 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import attn_flops, bench_ms, fa3_out, load_fa3  # noqa: E402
+from common import attn_flops, bench_ms, fa3_accuracy_inputs, fa3_out, load_fa3  # noqa: E402
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -28,14 +28,7 @@ SEARCHES = (1, 4)
 
 
 def accuracy(log):
-    g = torch.Generator(device="cuda").manual_seed(0)
-
-    def outl():
-        x = torch.randn(2, 16, 2048, 128, generator=g, device="cuda")
-        big = torch.rand(2, 16, 2048, 128, generator=g, device="cuda") < 1e-3
-        return x + 10.0 * torch.randn(2, 16, 2048, 128, generator=g, device="cuda") * big
-
-    q, k, v = outl(), outl(), outl()
+    q, k, v = fa3_accuracy_inputs()
     res = {}
     for causal in (False, True):
         ref = attention_oracle(q, k, v, causal="top_left" if causal else None)

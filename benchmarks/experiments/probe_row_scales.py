@@ -21,7 +21,7 @@ import os
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from common import attn_flops, bench_ms, fa3_out, load_fa3  # noqa: E402
+from common import attn_flops, bench_ms, fa3_accuracy_inputs, fa3_out, load_fa3  # noqa: E402
 
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention.reference import attention_oracle  # noqa: E402
@@ -80,14 +80,7 @@ def run(vv, d, causal, out=None):
 
 
 def accuracy(log):
-    g = torch.Generator(device="cuda").manual_seed(0)
-
-    def outl():
-        x = torch.randn(2, 16, 2048, 128, generator=g, device="cuda")
-        big = torch.rand(2, 16, 2048, 128, generator=g, device="cuda") < 1e-3
-        return x + 10.0 * torch.randn(2, 16, 2048, 128, generator=g, device="cuda") * big
-
-    q, k, v = outl(), outl(), outl()   # the same draw as bench_attention.py's accuracy()
+    q, k, v = fa3_accuracy_inputs()   # the same draw as bench_attention.py's accuracy()
     res = {}
     for causal in (None, "top_left"):
         ref = attention_oracle(q, k, v, causal=causal)

@@ -60,8 +60,8 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
     return reason(
         capability=torch.cuda.get_device_capability(q8.device), triton_version=triton.__version__,
         dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
-        k_block=k_block,
-        v_block=v_block, causal=causal, varlen=varlen, two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
+        k_block=k_block, v_block=v_block, causal=causal, varlen=varlen,
+        two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
         forced_config=config is not None,
         contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
 

@@ -9,10 +9,11 @@ Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 4"): mode "pin
 overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8, 1.13x of it at seqlen
 16k, 1.06x at 4k, 0.90x at 1k (non-causal, hdim 128); 0.90x / 0.89x / 0.73x FA3 FP8.
 
-Non-causal, non-varlen, head dim 128 (any multiple of 32 up to 256 is accepted by the layouts),
-e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of fp8attn/attention/triton_fwd.py),
-per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16. Numerics are those of
-triton_fwd.py, step for step:
+Non-varlen, head dims 64 and 128 (any multiple of 32 up to 256 is accepted by the layouts; 256
+spills), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q
+descale, P_SHIFT 8, two-level accumulation, output bf16; causal masks and the LSE output in mode
+pingpong with overlap only (CAUSAL / RETURN_LSE; compile-checked, not yet run on a GPU).
+Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
     p' = exp2(qk * row_scale - (m_new - P_SHIFT));  l_i = l_i * alpha + rowsum(p')

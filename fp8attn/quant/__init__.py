@@ -11,7 +11,7 @@ import torch
 from ..formats import check_fmt
 from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
-from .reference import MAX_SEARCH, QuantizedTensor, quantize_reference
+from .reference import QuantizedTensor, check_search, quantize_reference
 
 __all__ = ["QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
 
@@ -73,17 +73,9 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     backend = _check(x, fmt, granularity, block, signs, transpose, backend)
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
-    _check_search(search, granularity, transpose)
+    check_search(search, granularity, transpose)
     return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual,
                              search)
-
-
-def _check_search(search, granularity: str, transpose: bool) -> None:
-    if isinstance(search, bool) or not isinstance(search, int) or not 1 <= search <= MAX_SEARCH:
-        raise ValueError(f"search must be an int in 1..{MAX_SEARCH}, got {search!r}")
-    if search > 1 and (granularity != "token" or transpose):
-        raise ValueError(f"search={search} picks one scale per row: it needs granularity 'token' "
-                         f"and transpose=False, got {granularity!r} and transpose={transpose}")
 
 
 def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,

@@ -15,7 +15,7 @@ import dataclasses
 import torch
 
 from ..formats import finite_amax, saturating_cast, scales_from_amax
-from ..recipe import GRANULARITIES
+from ..recipe import GRANULARITIES, MAX_SEARCH
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +81,14 @@ def compute_descale_groups(x: torch.Tensor, granularity: str, block: int):
     return amax, bs
 
 
-MAX_SEARCH = 64
+def check_search(search, granularity: str, transpose: bool) -> None:
+    """`search` of quantize / quantize_reference: an int in 1..MAX_SEARCH, > 1 only for
+    per-token groups of rows that are not transposed."""
+    if isinstance(search, bool) or not isinstance(search, int) or not 1 <= search <= MAX_SEARCH:
+        raise ValueError(f"search must be an int in 1..{MAX_SEARCH}, got {search!r}")
+    if search > 1 and (granularity != "token" or transpose):
+        raise ValueError(f"search={search} picks one scale per row: it needs granularity 'token' "
+                         f"and transpose=False, got {granularity!r} and transpose={transpose}")
 
 
 def search_factors(n: int, device=None) -> torch.Tensor:
@@ -132,9 +139,7 @@ def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "b
     (QuantizedTensor.residual; same descale, shape and layout as data).
     search: > 1 picks each row's scale among `search` candidates (search_row_scales); needs
     granularity "token" and transpose=False."""
-    if search != 1 and (granularity != "token" or transpose):
-        raise ValueError(f"search={search} needs granularity 'token' and transpose=False "
-                         f"(got {granularity!r}, transpose={transpose})")
+    check_search(search, granularity, transpose)
     if x.dim() != 4:
         raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x) or x.element_size() == 1:

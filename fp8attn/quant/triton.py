@@ -342,6 +342,19 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     tp = _tile_params(D, signs is not None)
     d_pad = tp["M_PAD"] * tp["P"]
     dev = x.device
+    var = {**default_variant(D, signs is not None), **(variant or {})}
+    fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
+             and bs * d_pad <= MAX_TILE)
+    if search > 1:
+        # decided before allocating: the torch reference makes its own outputs
+        if not fused:
+            raise ValueError(f"search={search} needs per-token scale groups (got block size {bs})")
+        if var["layout"] == 2:                  # the pairs kernel has no search
+            var["layout"] = _quant_kernel_layout(tp, signs is not None)
+        if not _search_in_kernel(var["layout"], tp, x):
+            from .reference import quantize_reference
+            return quantize_reference(x, fmt, granularity, block, signs=signs, residual=residual,
+                                      search=search)
     dtype8 = fp8_dtype(fmt)
     if transpose:
         s_pad = -(-S // S_ALIGN) * S_ALIGN
@@ -358,25 +371,15 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
     hm = small_factor_tensor(tp["M"], dev)
     signs_arg = signs.to(device=dev, dtype=torch.float32).contiguous() if signs is not None else hm
-    var = {**default_variant(D, signs is not None), **(variant or {})}
     p_lo = min(8, tp["P"])
-    fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
-             and bs * d_pad <= MAX_TILE)
 
-    if search > 1 and not fused:
-        raise ValueError(f"search={search} needs per-token scale groups (got block size {bs})")
-    if (fused and var["layout"] == 2 and search == 1
-            and _pairs_ok(x, tp, bs, signs is not None, transpose)):
+    if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
                    transpose, config, res)
         return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
                                transposed=transpose, residual=res)
     if var["layout"] == 2:
-        var["layout"] = 1 if signs is not None and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
-    if search > 1 and not _search_in_kernel(var["layout"], tp, x):
-        from .reference import quantize_reference
-        return quantize_reference(x, fmt, granularity, block, signs=signs, residual=residual,
-                                  search=search)
+        var["layout"] = _quant_kernel_layout(tp, signs is not None)
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
                   NORM=tp["NORM"], HAS_SIGNS=signs is not None, FP8_MAX=fp8_max(fmt),
                   MBITS=_MBITS_EMIN[fmt][0], EMIN=_MBITS_EMIN[fmt][1],
@@ -402,6 +405,12 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
              o_strides, config, MODE=MODE_CAST, GROUP=1, **common)
     return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose,
                            residual=res)
+
+
+def _quant_kernel_layout(tp: dict, rotate: bool) -> int:
+    """`_quant_kernel`'s layout where the pairs kernel does not run: 1 for rotations of head
+    dims 2**k from 8 to 128, else 0."""
+    return 1 if rotate and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
 
 
 def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
