@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Device calls for the Gluon fast path (FP8ATTN_GLUON=1, fp8attn/attention/gluon_dispatch.py),
+# Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
-#   tests   the GPU tests that hold the Gluon path to the tl kernel (bit for bit without a causal
-#           mask, to rounding with one; the LSE bit for bit), the Q-scale-search and attention
-#           GPU tests                                                           (~3 min)
-#   check   gluon_gpu_check.py on the paths compiled but never run: causal (both alignments)
+#   tests   the GPU tests of the attention kernels, the API and the quantiser, with the Gluon
+#           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
+#                                                                               (~3 min)
+#   check   gluon_gpu_check.py on the kernel's undispatched code: causal (both alignments)
 #           and hdim 64, each timed beside the tl kernel and FA3 FP8           (~4 min)
-#   bench   bench_attention.py --quick --gluon at hdim 64 / 128: ours, ours through Gluon, FA3
-#           FP8 / BF16, SDPA in the same run                                   (~5 min)
+#   bench   bench_attention.py --gluon at hdim 128, seqlen 1k-16k: ours (tl kernel), ours
+#           through Gluon, FA3 FP8 / BF16, SDPA in the same run                (~5 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -22,8 +22,10 @@ for stage in "$@"; do
     date -u +"%Y-%m-%d %H:%M:%S UTC: $stage"
     case $stage in
     tests)
-        timeout 240 $PY -m pytest -q -n 12 tests/test_gluon_dispatch.py tests/test_q_search.py \
-            tests/test_attention_gpu.py 2>&1 | tail -25 | tee "$OUT/pytest_gluon.log" ;;
+        timeout 300 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py tests/test_q_search.py \
+            tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
+            tests/test_two_term_q.py tests/test_quant.py 2>&1 | tail -40 \
+            | tee "$OUT/pytest_gluon.log" ;;
     check)
         for causal in top_left bottom_right; do
             timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
@@ -34,7 +36,8 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3 --head-dim 64 --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
     bench)
-        timeout 330 $PY benchmarks/bench_attention.py --quick --gluon --hdims 64,128 \
+        timeout 420 $PY benchmarks/bench_attention.py --gluon --hdims 128 \
+            --seqlens 1024,2048,4096,8192,16384 \
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, bench)" >&2; exit 2 ;;

@@ -2,25 +2,19 @@
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; the loop
-unrolled by two). Non-causal, it gives the same bits as the tl kernel and ran at 1.06x its speed
-at seqlen 4096 and 1.13x at 16384, 0.90x at 1024 (H200, Triton 3.6, hdim 128, 16k tokens,
-2026-11-30: benchmarks/RESULTS.md, "Session 4"). The calls it takes:
-
+unrolled by two). On the calls below it gives the same bits as the tl kernel with 128-key tiles
+(GPU tests: tests/test_gluon_dispatch.py) and is faster from 2k-4k keys (H200, Triton 3.6:
+benchmarks/RESULTS.md, sessions 4 and 5). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, head dim 128 (or 64: compile-checked only), not varlen, bf16
-    output, LSE or not (the LSE store: compile-checked only);
-    non-causal, or causal where every row sees key 0 (top-left; bottom-right with
-    seqlen_k >= seqlen_q), through the variant without the unrolled loop: compile-checked for
-    sm_90a (0 spills) but never run on a GPU yet; it may differ from the tl kernel by rounding
-    (see gluon_fwd._consumer_ovl);
-    two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
-    v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned
-    (the package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (below it the tl kernel
-    was faster: 0.90x at 1024; 2048 was not measured).
-
-Everything else runs the tl kernel. Opt-in for now: FP8ATTN_GLUON=1. This dispatch has not yet
-run on a GPU (the non-causal kernel has, through benchmarks/experiments/gluon_gpu_check.py); the
-GPU tests in tests/test_gluon_dispatch.py check it against the tl kernel.
+    e4m3 Q / K / V, one Q term, head dim 128, not varlen, no causal mask, bf16 output, LSE or
+    not; two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
+    v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
+    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (below it the tl kernel was
+    faster: 0.90x at 1024).
+Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
+H200 (2026-11-30, benchmarks/results/gluon_check_*_s5.json): causal masks (Gluon / tl 0.77,
+0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right) and head dim 64 (0.72-0.84).
+Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off.
 """
 from __future__ import annotations
 
@@ -29,18 +23,16 @@ import os
 import torch
 import triton
 
-# the variants the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3" and, for causal
-# masks, "pingpong_ovl_s3": with the causal code the unrolled loop spills, 0 B without)
+# the variant the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3")
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
-VARIANT_CAUSAL = dict(mode="pingpong", stages=3, overlap=True, unroll2=False)
 BLOCK_N = 128
-HEAD_DIMS = (64, 128)     # 64: compile-checked for sm_90a (0 spills), never run on a GPU yet
+HEAD_DIMS = (128,)
 MIN_SEQLEN_K = 2048
 TRITON_SERIES = "3.6."
 
 
 def enabled() -> bool:
-    return os.environ.get("FP8ATTN_GLUON", "").strip() == "1"
+    return os.environ.get("FP8ATTN_GLUON", "").strip() != "0"
 
 
 def _vt_layout_ok(vt8: torch.Tensor) -> bool:
@@ -54,7 +46,7 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
             out_dtype, acc_mode: str, config) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot."""
     if not enabled():
-        return "off (FP8ATTN_GLUON=1 turns it on)"
+        return "off (FP8ATTN_GLUON=0)"
     if os.environ.get("TRITON_INTERPRET") == "1" or not q8.is_cuda:
         return "needs CUDA (no interpreter for Gluon)"
     return reason(
@@ -77,8 +69,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
          f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
         (head_dim in HEAD_DIMS, f"head dim {head_dim} (only {HEAD_DIMS})"),
-        (causal in (None, "top_left") or (causal == "bottom_right" and seqlen_k >= seqlen_q),
-         f"causal {causal!r} with seqlen_q {seqlen_q} > seqlen_k {seqlen_k} (rows without keys)"),
+        (causal is None, f"causal {causal!r} (slower than the tl kernel there)"),
         (not varlen, "varlen batches"),
         (not two_terms, "two-term Q"),
         (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
@@ -99,7 +90,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
-           v_block: int, softmax_scale: float, out: torch.Tensor, causal=None,
+           v_block: int, softmax_scale: float, out: torch.Tensor,
            lse=None) -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
@@ -107,8 +98,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
-                               softmax_scale, out=out, block_n=BLOCK_N, causal=causal, lse=lse,
-                               **(VARIANT if causal is None else VARIANT_CAUSAL))
+                               softmax_scale, out=out, block_n=BLOCK_N, lse=lse, **VARIANT)
 
 
 def _tile_block(block: int) -> int:

@@ -461,8 +461,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     (q8 @ k8^T + q_lo @ k8^T) * descales.
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
-    With FP8ATTN_GLUON=1 the calls gluon_dispatch.why_not accepts run the Gluon kernel instead
-    (hdim 128, long sequences on sm_90; non-causal: the same bits).
+    The calls gluon_dispatch.why_not accepts run the Gluon kernel instead (sm_90 with Triton 3.6,
+    hdim 128, non-causal, seqlen_k >= 2048: the same bits; FP8ATTN_GLUON=0 turns it off).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
@@ -481,7 +481,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                               config=config) is None:
         gluon_dispatch.launch(q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block,
                               k_block=k_block, v_block=v_block, softmax_scale=softmax_scale,
-                              out=out, causal=causal, lse=lse if return_lse else None)
+                              out=out, lse=lse if return_lse else None)
         return (out, lse) if return_lse else out
     stride_l = lse.stride() if return_lse else (0, 0, 0)
     nseq = cu_seqlens_q.numel() - 1 if varlen else B
