@@ -18,6 +18,7 @@ Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off.
 """
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -50,12 +51,18 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
     if os.environ.get("TRITON_INTERPRET") == "1" or not q8.is_cuda:
         return "needs CUDA (no interpreter for Gluon)"
     return reason(
-        capability=torch.cuda.get_device_capability(q8.device), triton_version=triton.__version__,
+        capability=_capability(q8.device.index), triton_version=triton.__version__,
         dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
         k_block=k_block, v_block=v_block, causal=causal, varlen=varlen,
         two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
         forced_config=config is not None,
         contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
+
+
+@functools.lru_cache(maxsize=None)
+def _capability(index) -> tuple:
+    """Cached: the torch query was a tenth of a Gluon launch's host time (cProfile, H200)."""
+    return tuple(torch.cuda.get_device_capability(index))
 
 
 def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
