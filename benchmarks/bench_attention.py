@@ -1,13 +1,15 @@
 """FP8 attention throughput and accuracy on a Hopper GPU, beside the peers available in the run.
 
-    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick] [--q-terms 1,2] [--gluon]
+    PYTHONPATH=. python benchmarks/bench_attention.py --out DIR [--quick] [--q-terms 1,2] [--tl]
 
 Setting of the FlashAttention-3 paper: 16k tokens per batch (batch = 16384 / seqlen), hidden 2048
 (heads = 2048 / head_dim), head dims 64 / 128 / 256, seqlen 512 ... 16k, causal and not.
 TFLOP/s = 4 * B * H * S^2 * D / time (halved for causal), time = triton.testing.do_bench median.
 
 Rows (each guarded by availability):
-  ours kernel   FP8 inputs ready (rotated + quantised beforehand), kernel only, bf16 out
+  ours kernel   FP8 inputs ready (rotated + quantised beforehand), kernel only, bf16 out; the
+                package's default path: the Gluon kernel where attention/gluon_dispatch.py takes
+                the call (column "path"), else the tl kernel
   ours e2e      bf16 (B, S, H, D) in -> fused rotate + quantise -> kernel -> bf16 out
                 (fp8attn.flash_attn_func with the default recipe)
   FA3 FP8 / BF16  the fa3-fwd wheel (module fa3_fwd_interface), per-(batch, head) descales of 1
@@ -15,8 +17,8 @@ Rows (each guarded by availability):
   Sage          SageAttention (INT8 QK, FP16 PV), if importable
   ours kernel q2 / ours e2e q2 (--q-terms 1,2): the same with Recipe(q_terms=2), Q as two FP8
                 terms (one more QK MMA per tile), beside the one-term rows of the same run
-  ours kernel Gluon / ours e2e Gluon (--gluon): the same calls with FP8ATTN_GLUON=1, timed only
-                where attention/gluon_dispatch.py takes them (else the row's gluon_skipped says why)
+  ours kernel tl / ours e2e tl (--tl): the same calls with FP8ATTN_GLUON=0 (the tl kernel), timed
+                only where the Gluon kernel takes them by default (elsewhere "ours" is the tl kernel)
 Accuracy (FA3's outlier distribution, batch 2, heads 16, seqlen 2048, dim 128, float64 oracle on the
 GPU): ours with the default recipe (and the emulation on the CPU), FA3 FP8 with per-head scales with
 and without a Hadamard rotation, FA3 BF16; with --q-terms 2 also ours (and the CPU emulation) with
@@ -54,25 +56,27 @@ def _suffix(q_terms: int) -> str:
     return "" if q_terms == 1 else f"_q{q_terms}"
 
 
-def impls(q_terms=(1,), gluon=False) -> list:
-    """Row names: ours_kernel / ours_e2e once per q_terms value (and through the Gluon kernel
-    with `gluon`), then the peers."""
+def impls(q_terms=(1,), tl=False) -> list:
+    """Row names: ours_kernel / ours_e2e once per q_terms value (and with the Gluon path off
+    with `tl`), then the peers."""
     ours = [f"ours_{v}{_suffix(t)}" for t in q_terms for v in ("kernel", "e2e")]
-    if gluon:
-        ours += ["ours_kernel_gluon", "ours_e2e_gluon"]
+    if tl:
+        ours += ["ours_kernel_tl", "ours_e2e_tl"]
     return ours + IMPLS[2:]
 
 
 @contextlib.contextmanager
-def _gluon_env(on: bool):
-    """FP8ATTN_GLUON=1 (attention/gluon_dispatch.py) while timing the _gluon rows."""
+def _tl_env(on: bool):
+    """FP8ATTN_GLUON=0 (attention/gluon_dispatch.py) while timing the _tl rows; the other rows
+    run with the environment as it is."""
     old = os.environ.get("FP8ATTN_GLUON")
-    os.environ["FP8ATTN_GLUON"] = "1" if on else "0"
+    if on:
+        os.environ["FP8ATTN_GLUON"] = "0"
     try:
         yield
     finally:
         if old is None:
-            del os.environ["FP8ATTN_GLUON"]
+            os.environ.pop("FP8ATTN_GLUON", None)
         else:
             os.environ["FP8ATTN_GLUON"] = old
 
@@ -87,7 +91,7 @@ def _sdpa(backend):
     return run
 
 
-def throughput(hdims, seqlens, log, q_terms=(1,), gluon=False):
+def throughput(hdims, seqlens, log, q_terms=(1,), tl=False):
     fa3, why_fa3 = load_fa3()
     sage, why_sage = load_sage()
     log(f"fa3: {why_fa3 or 'ok'}; sage: {why_sage or 'ok'}")
@@ -121,21 +125,15 @@ def throughput(hdims, seqlens, log, q_terms=(1,), gluon=False):
                         lambda r=Recipe(q_terms=t): fp8attn.flash_attn_func(q, k, v, causal=causal,
                                                                             recipe=r))
                 row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
-                if gluon and 1 not in quant:
-                    row["gluon_skipped"] = "the Gluon rows need --q-terms to include 1"
-                elif gluon:
-                    q8, k8, v8 = quant[1]
-                    c = "bottom_right" if causal else None
-                    with _gluon_env(True):
-                        why = gluon_dispatch.why_not(
-                            q8.data, k8.data, v8.data, k_block=k8.block_size,
-                            v_block=v8.block_size, causal=c, varlen=False, q_lo=None,
-                            out_dtype=out.dtype, acc_mode="tile", config=None)
-                    if why is None:
-                        fns["ours_kernel_gluon"] = fns["ours_kernel"]
-                        fns["ours_e2e_gluon"] = fns["ours_e2e"]
-                    else:       # the tl kernel would run: no _gluon figure for this shape
-                        row["gluon_skipped"] = why
+                q8, k8, v8 = quant[q_terms[0]]
+                why = gluon_dispatch.why_not(
+                    q8.data, k8.data, v8.data, k_block=k8.block_size, v_block=v8.block_size,
+                    causal="bottom_right" if causal else None, varlen=False, q_lo=q8.residual,
+                    out_dtype=out.dtype, acc_mode="tile", config=None)
+                row["path"] = "gluon" if why is None else f"tl ({why})"
+                if tl and why is None:
+                    fns["ours_kernel_tl"] = fns["ours_kernel" + _suffix(q_terms[0])]
+                    fns["ours_e2e_tl"] = fns["ours_e2e" + _suffix(q_terms[0])]
                 if fa3 is not None:
                     fns["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(
                         qf, kf, vf, causal=causal, q_descale=ones, k_descale=ones, v_descale=ones))
@@ -144,11 +142,11 @@ def throughput(hdims, seqlens, log, q_terms=(1,), gluon=False):
                     fns["sage"] = lambda: sage.sageattn(qc, kc, vc, tensor_layout="HND",
                                                         is_causal=causal)
                 fl = attn_flops(b, h, s, s, d, causal)
-                for name in impls(q_terms, gluon):
+                for name in impls(q_terms, tl):
                     if name not in fns:
                         continue
                     try:
-                        with _gluon_env(name.endswith("_gluon")):
+                        with _tl_env(name.endswith("_tl")):
                             row[name] = fl / bench_ms(fns[name]) * 1e-9
                     except Exception as e:  # noqa: BLE001 - a peer may not support a shape
                         row[name] = None
@@ -210,27 +208,28 @@ def accuracy(log, cpu_emulation=True, q_terms=(1,)):
     return res
 
 
-def markdown(env, rows, acc, q_terms=(1,), gluon=False) -> str:
+def markdown(env, rows, acc, q_terms=(1,), tl=False) -> str:
     names = {"fa3_fp8": "FA3 FP8", "fa3_bf16": "FA3 BF16", "sdpa_flash": "SDPA flash",
-             "sdpa_cudnn": "SDPA cuDNN", "sage": "Sage", "ours_kernel_gluon": "ours kernel Gluon",
-             "ours_e2e_gluon": "ours e2e Gluon"}
+             "sdpa_cudnn": "SDPA cuDNN", "sage": "Sage", "ours_kernel_tl": "ours kernel tl",
+             "ours_e2e_tl": "ours e2e tl"}
     for t in q_terms:
         for v in ("kernel", "e2e"):
             names[f"ours_{v}{_suffix(t)}"] = f"ours {v}" + (f" q{t}" if t != 1 else "")
-    present = [n for n in impls(q_terms, gluon) if any(r.get(n) for r in rows)]
-    gl_cols = gluon and "ours_kernel_gluon" in present
+    present = [n for n in impls(q_terms, tl) if any(r.get(n) for r in rows)]
+    tl_cols = tl and "ours_kernel_tl" in present
     lines = [f"### FP8 attention forward, {env.get('device')} ({env['date']}), torch {env['torch']}, "
              f"triton {env['triton']}",
              "",
              "TFLOP/s (16k tokens per batch, hidden 2048; do_bench median). ours kernel = FP8 "
-             "inputs ready; ours e2e = bf16 in, rotate + quantise + attend, bf16 out.",
+             "inputs ready; ours e2e = bf16 in, rotate + quantise + attend, bf16 out; path = the "
+             "kernel the package's default path ran (gluon or tl).",
              "",
-             "| hdim | seqlen | causal | " + " | ".join(names[n] for n in present)
+             "| hdim | seqlen | causal | path | " + " | ".join(names[n] for n in present)
              + " | kernel / FA3 FP8 | e2e / FA3 BF16 |"
              + "".join(f" kernel q{t} / q1 | kernel q{t} / FA3 FP8 |" for t in q_terms if t != 1)
-             + (" Gluon kernel / FA3 FP8 | Gluon e2e / FA3 BF16 |" if gl_cols else ""),
-             "|" + "---|" * (3 + len(present) + 2 + 2 * sum(t != 1 for t in q_terms)
-                             + 2 * gl_cols)]
+             + (" kernel / tl | e2e / tl |" if tl_cols else ""),
+             "|" + "---|" * (4 + len(present) + 2 + 2 * sum(t != 1 for t in q_terms)
+                             + 2 * tl_cols)]
     for r in rows:
         cells = [f"{r[n]:.0f}" if r.get(n) else "-" for n in present]
         k_ratio = (f"{r['ours_kernel'] / r['fa3_fp8']:.2f}" if r.get("ours_kernel") and r.get("fa3_fp8")
@@ -244,11 +243,12 @@ def markdown(env, rows, acc, q_terms=(1,), gluon=False) -> str:
             kq = r.get(f"ours_kernel_q{t}")
             extra += (f" {kq / r['ours_kernel']:.2f} |" if kq and r.get("ours_kernel") else " - |")
             extra += f" {kq / r['fa3_fp8']:.2f} |" if kq and r.get("fa3_fp8") else " - |"
-        if gl_cols:
-            for mine, peer in (("ours_kernel_gluon", "fa3_fp8"), ("ours_e2e_gluon", "fa3_bf16")):
-                a, b = r.get(mine), r.get(peer)
+        if tl_cols:
+            for mine, base in (("ours_kernel", "ours_kernel_tl"), ("ours_e2e", "ours_e2e_tl")):
+                a, b = r.get(mine), r.get(base)
                 extra += f" {a / b:.2f} |" if a and b else " - |"
-        lines.append(f"| {r['hdim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | "
+        path = r.get("path", "-").split(" (")[0]
+        lines.append(f"| {r['hdim']} | {r['seqlen']} | {'yes' if r['causal'] else 'no'} | {path} | "
                      + " | ".join(cells) + f" | {k_ratio} | {e_ratio} |" + extra)
     if acc:
         lines += ["", "Accuracy, FA3 outlier distribution (B 2, H 16, S 2048, D 128), RMSE vs "
@@ -260,7 +260,7 @@ def markdown(env, rows, acc, q_terms=(1,), gluon=False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(rows, path, q_terms=(1,), gluon=False):
+def plot(rows, path, q_terms=(1,), tl=False):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -270,7 +270,7 @@ def plot(rows, path, q_terms=(1,), gluon=False):
         for i, causal in enumerate((False, True)):
             ax = axes[i][j]
             sub = [r for r in rows if r["hdim"] == d and r["causal"] == causal]
-            for n in impls(q_terms, gluon):
+            for n in impls(q_terms, tl):
                 pts = [(r["seqlen"], r[n]) for r in sub if r.get(n)]
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=n)
@@ -295,9 +295,9 @@ def main():
     ap.add_argument("--q-terms", default="1",
                     help="comma-separated Recipe.q_terms values timed for ours (e.g. 1,2: the "
                          "two-term Q rows beside the default ones); default 1")
-    ap.add_argument("--gluon", action="store_true",
-                    help="also time ours through the Gluon kernel (FP8ATTN_GLUON=1) where "
-                         "attention/gluon_dispatch.py takes the call (rows *_gluon)")
+    ap.add_argument("--tl", action="store_true",
+                    help="also time ours with FP8ATTN_GLUON=0 (the tl kernel) where the Gluon "
+                         "kernel takes the call by default (rows *_tl)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--no-cpu-emulation", action="store_true",
                     help="accuracy without the CPU emulation rows (they take ~10 s each)")
@@ -325,13 +325,13 @@ def main():
     log(f"shapes: batch = 16384 / seqlen, heads = 2048 / hdim, hdims {hdims}, seqlens {seqlens}")
     acc = {} if a.no_accuracy else accuracy(log, cpu_emulation=not a.no_cpu_emulation,
                                             q_terms=q_terms)
-    rows = throughput(hdims, seqlens, log, q_terms, a.gluon)
+    rows = throughput(hdims, seqlens, log, q_terms, a.tl)
     with open(os.path.join(a.out, "bench_attention.json"), "w") as f:
         json.dump({"env": env, "throughput": rows, "accuracy": acc}, f, indent=1)
-    md = markdown(env, rows, acc, q_terms, a.gluon)
+    md = markdown(env, rows, acc, q_terms, a.tl)
     with open(os.path.join(a.out, "bench_attention.md"), "w") as f:
         f.write(md)
-    plot(rows, os.path.join(a.out, "bench_attention.png"), q_terms, a.gluon)
+    plot(rows, os.path.join(a.out, "bench_attention.png"), q_terms, a.tl)
     if a.append_results:
         with open(a.append_results, "a") as f:
             f.write("\n" + md)

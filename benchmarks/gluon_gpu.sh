@@ -3,11 +3,12 @@
 # in stages that each fit one 10-minute call:
 #   tests   the GPU tests of the attention kernels, the API and the quantiser, with the Gluon
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
-#                                                                               (~3 min)
+#                                                                               (~3.5 min)
 #   check   gluon_gpu_check.py on the kernel's undispatched code: causal (both alignments)
 #           and hdim 64, each timed beside the tl kernel and FA3 FP8           (~4 min)
-#   bench   bench_attention.py --gluon at hdim 128, seqlen 1k-16k: ours (tl kernel), ours
-#           through Gluon, FA3 FP8 / BF16, SDPA in the same run                (~5 min)
+#   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
+#           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
+#           same run                                                            (~3 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -36,9 +37,8 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3 --head-dim 64 --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
     bench)
-        timeout 420 $PY benchmarks/bench_attention.py --gluon --hdims 128 \
-            --seqlens 1024,2048,4096,8192,16384 \
-            --no-cpu-emulation --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
+        timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
+            --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, bench)" >&2; exit 2 ;;
     esac

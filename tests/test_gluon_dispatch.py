@@ -42,6 +42,7 @@ def test_reason_accepts_the_covered_call():
     (dict(k_block=64), "k_block"),
     (dict(v_block=1), "v_block"),
     (dict(seqlen_k=1024, k_block=1024, v_block=1024), "seqlen_k"),
+    (dict(seqlen_k=4095), "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(vt_ok=False), "V^T"),
 ])
@@ -107,10 +108,10 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed):
 @needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
     (1, 16, 16, 4096, 4096, Recipe()),
-    (2, 3, 3, 1000, 2100, Recipe()),                  # tails on both sides
-    (1, 4, 2, 777, 3000, Recipe()),                   # GQA
-    (1, 2, 2, 2500, 2500, Recipe(granularity="head")),  # one descale per head
-    (1, 2, 2, 2048, 2048, Recipe(q_search=4)),        # per-row Q descales
+    (2, 3, 3, 1000, 4200, Recipe()),                  # tails on both sides
+    (1, 4, 2, 777, 4500, Recipe()),                   # GQA
+    (1, 2, 2, 2500, 4096, Recipe(granularity="head")),  # one descale per head
+    (1, 2, 2, 4096, 4096, Recipe(q_search=4)),        # per-row Q descales
 ])
 def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, monkeypatch):
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk)
@@ -158,7 +159,7 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     (whose autotuned tl kernel may use other tiles, hence not the same bits)."""
     from fp8attn.attention.reference import attention_oracle
     g = torch.Generator(device="cuda").manual_seed(3)
-    q, k, v = (torch.randn(1, 2048, 8, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
                for _ in range(3))
     oracle = attention_oracle(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
 
@@ -173,25 +174,29 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     got = fp8attn.flash_attn_func(q, k, v)
     got_lse, lse = fp8attn.flash_attn_func(q, k, v, return_lse=True)
     assert len(spy) == 2
-    assert torch.equal(got, got_lse) and lse.shape == (1, 8, 2048) and lse.isfinite().all()
+    assert torch.equal(got, got_lse) and lse.shape == (1, 4, 4096) and lse.isfinite().all()
     assert err(got) <= 1.05 * err(ref)
     assert torch.equal(fp8attn.flash_attn_func(q, k, v, causal=True), ref_causal)
     assert len(spy) == 2
 
 
-def test_bench_markdown_gluon_columns():
-    """bench_attention.py --gluon: Gluon rows and their ratios, '-' where the dispatch declined."""
+def test_bench_markdown_tl_columns():
+    """bench_attention.py --tl: the tl kernel's rows beside ours (the default path) and ours / tl,
+    '-' where the default path is the tl kernel anyway; the path column says which ran."""
     import os
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
     import bench_attention
-    rows = [dict(hdim=128, seqlen=4096, causal=False, ours_kernel=700, ours_e2e=600, fa3_fp8=830,
-                 fa3_bf16=645, ours_kernel_gluon=747, ours_e2e_gluon=630),
-            dict(hdim=256, seqlen=4096, causal=False, ours_kernel=700, ours_e2e=600, fa3_fp8=1100,
-                 fa3_bf16=645, gluon_skipped="head dim 256")]
+    rows = [dict(hdim=128, seqlen=4096, causal=False, path="gluon", ours_kernel=747, ours_e2e=630,
+                 fa3_fp8=830, fa3_bf16=645, ours_kernel_tl=700, ours_e2e_tl=600),
+            dict(hdim=256, seqlen=4096, causal=False, path="tl (head dim 256 (only (128,)))",
+                 ours_kernel=700, ours_e2e=600, fa3_fp8=1100, fa3_bf16=645)]
     md = bench_attention.markdown({"device": "X", "date": "d", "torch": "t", "triton": "3.6"},
-                                  rows, {}, (1,), gluon=True)
+                                  rows, {}, (1,), tl=True)
     lines = md.splitlines()
-    assert "Gluon kernel / FA3 FP8" in lines[4] and "ours kernel Gluon" in lines[4]
-    assert lines[6].endswith("| 0.90 | 0.98 |") and lines[7].endswith("| - | - |")
-    assert "ours_kernel_gluon" not in bench_attention.impls((1,))
+    assert "| path |" in lines[4] and "kernel / tl | e2e / tl |" in lines[4]
+    assert "ours kernel tl" in lines[4]
+    assert lines[6].startswith("| 128 | 4096 | no | gluon | 747 |")
+    assert lines[6].endswith("| 0.90 | 0.98 | 1.07 | 1.05 |")
+    assert lines[7].startswith("| 256 | 4096 | no | tl |") and lines[7].endswith("| - | - |")
+    assert "ours_kernel_tl" not in bench_attention.impls((1,))

@@ -3,14 +3,16 @@
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; the loop
 unrolled by two). On the calls below it gives the same bits as the tl kernel with 128-key tiles
-(GPU tests: tests/test_gluon_dispatch.py) and is faster from 2k-4k keys (H200, Triton 3.6:
-benchmarks/RESULTS.md, sessions 4 and 5). The calls it takes:
+(GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
+benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, one Q term, head dim 128, not varlen, no causal mask, bf16 output, LSE or
     not; two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
     v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
-    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (below it the tl kernel was
-    faster: 0.90x at 1024).
+    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
+    nothing (1.00x the tl kernel at 2048, 0.90x at 1024) while its launch costs 0.06 ms more
+    host time (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound
+    end-to-end calls.
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30, benchmarks/results/gluon_check_*_s5.json): causal masks (Gluon / tl 0.77,
 0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right) and head dim 64 (0.72-0.84).
@@ -28,7 +30,7 @@ import triton
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
 BLOCK_N = 128
 HEAD_DIMS = (128,)
-MIN_SEQLEN_K = 2048
+MIN_SEQLEN_K = 4096
 TRITON_SERIES = "3.6."
 
 
