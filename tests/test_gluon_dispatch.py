@@ -180,6 +180,33 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     assert len(spy) == 2
 
 
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_path_under_cuda_graph_capture(spy):
+    """The Gluon launch (host-side TMA descriptors, passed by value) replays from a CUDA graph:
+    the README's advice for short host-bound calls. Replays follow new data in the same
+    buffers and give the eager call's bits."""
+    g = torch.Generator(device="cuda").manual_seed(5)
+    q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fp8attn.flash_attn_func(q, k, v)           # warm-up: compiles outside the capture
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fp8attn.flash_attn_func(q, k, v)
+    assert len(spy) == 2
+    for seed in (6, 7):
+        g.manual_seed(seed)
+        for t in (q, k, v):
+            t.copy_(torch.randn(t.shape, generator=g, device="cuda", dtype=t.dtype))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, fp8attn.flash_attn_func(q, k, v))
+
+
 def test_bench_markdown_tl_columns():
     """bench_attention.py --tl: the tl kernel's rows beside ours (the default path) and ours / tl,
     '-' where the default path is the tl kernel anyway; the path column says which ran."""
