@@ -6,6 +6,9 @@ do_bench's included, measures the host. For each shape this prints:
   host us  per call, from a loop of N calls without synchronisation (the GPU queue never empties
            when host time < GPU time, so this is the host's cost);
   gpu us   the same calls replayed from a CUDA graph (no host work at all);
+  wall us  per call of the same loop waited for (what a caller sees: the larger of the two);
+  compiled wall us  the same for torch.compile(mode="reduce-overhead") of the call (Inductor
+           replays it from a CUDA graph; compile and warm-up calls not counted);
 and the top functions of a cProfile of the host loop for the first shape.
 
     PYTHONPATH=. python3 benchmarks/bench_overhead.py [--out DIR]
@@ -44,6 +47,17 @@ def host_us(fn, n: int = 200) -> float:
     return host / n * 1e6
 
 
+def wall_us(fn, n: int = 200) -> float:
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    torch.cuda.synchronize()
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -55,11 +69,16 @@ def main():
         for causal in (False, True):
             def fn():
                 return fp8attn.flash_attn_func(q, k, v, causal=causal)
+            compiled = torch.compile(
+                lambda a, b_, c, causal=causal: fp8attn.flash_attn_func(a, b_, c, causal=causal),
+                mode="reduce-overhead", fullgraph=True)
             row = dict(shape=[b, s, h, d], causal=causal, host_us=host_us(fn),
-                       gpu_us=graph_ms(fn, calls=50, replays=1, warmup=3) * 1e3)
+                       gpu_us=graph_ms(fn, calls=50, replays=1, warmup=3) * 1e3,
+                       wall_us=wall_us(fn), compiled_wall_us=wall_us(lambda: compiled(q, k, v)))
             rows.append(row)
             print(f"{(b, s, h, d)} causal={causal}: host {row['host_us']:.0f} us, "
-                  f"gpu {row['gpu_us']:.0f} us", flush=True)
+                  f"gpu {row['gpu_us']:.0f} us, wall {row['wall_us']:.0f} us, compiled "
+                  f"(reduce-overhead) wall {row['compiled_wall_us']:.0f} us", flush=True)
         if i == 0:
             pr = cProfile.Profile()
             pr.enable()

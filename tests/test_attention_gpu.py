@@ -146,6 +146,19 @@ def test_torch_compile_inductor():
     assert torch.equal(compiled(q, k, v), eager * 2)
 
 
+def test_torch_compile_reduce_overhead():
+    """mode="reduce-overhead" (Inductor's CUDA graphs, the fix for short host-bound calls):
+    replays give the eager bits on new data in new tensors."""
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b, c: fp8attn.flash_attn_func(a, b, c),
+                             mode="reduce-overhead", fullgraph=True)
+    g = torch.Generator(device="cuda").manual_seed(8)
+    for _ in range(4):          # the first calls record, later ones replay the graph
+        q, k, v = (torch.randn(2, 512, 4, 128, generator=g, device="cuda").bfloat16()
+                   for _ in range(3))
+        assert torch.equal(compiled(q, k, v).clone(), fp8attn.flash_attn_func(q, k, v))
+
+
 def test_prequantised_like_fa3():
     """FA3-style FP8 inputs with (B, Hkv) descales: same result as quantising the dequantised
     values per head with the kernel's own path (no rotation)."""
