@@ -153,6 +153,27 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk", [
+    (1, 4, 4, 4096, 4096),
+    (2, 3, 3, 1000, 2100),     # tails on both sides
+    (1, 4, 2, 777, 3000),      # GQA
+])
+def test_gpu_gluon_kernel_hdim256_matches_tl_kernel(b, hq, hkv, sq, sk):
+    """Head dim 256 (P @ V in four parts, _tile_split; not dispatched yet), 64-key tiles: the
+    bits of the tl kernel's hdim-256 config with the same tiles."""
+    from fp8attn.attention.gluon_fwd import gluon_attention_fwd
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk)
+    ref, _ = _run(q8, k8, v8, config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4,
+                                      "num_stages": 3, "SPLIT": 2, "REVERSE": False})
+    got = gluon_attention_fwd(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                              q8.block_size, k8.block_size, v8.block_size, 256 ** -0.5,
+                              mode="pingpong", stages=3, block_n=64)
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.gpu
+@needs_gluon
 def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel (non-causal,
     with and without the LSE), causal calls the tl kernel; same accuracy as with FP8ATTN_GLUON=0

@@ -15,7 +15,8 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     end-to-end calls.
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30, benchmarks/results/gluon_check_*_s5.json): causal masks (Gluon / tl 0.77,
-0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right) and head dim 64 (0.72-0.84).
+0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right), head dim 64 (0.72-0.84) and
+head dim 256 (0.86, 0.93, 1.09: gluon_check_d256_s5.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off.
 """
 from __future__ import annotations

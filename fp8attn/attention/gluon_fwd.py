@@ -1,18 +1,19 @@
 """FA3-style FP8 attention forward for Hopper in Gluon (Triton 3.6).
 
-attention_fwd_fp8 hands the calls it covers to this kernel when FP8ATTN_GLUON=1
-(attention/gluon_dispatch.py says which and why); the tl kernel (triton_fwd.py) stays the
-reference, the fallback and what the interpreter tests. The other modes below are kept for the
-experiments (benchmarks/experiments/gluon_gpu_check.py, gluon_compile.py).
+attention_fwd_fp8 hands the calls it covers to this kernel (attention/gluon_dispatch.py says
+which and why; FP8ATTN_GLUON=0 turns it off); the tl kernel (triton_fwd.py) stays the reference,
+the fallback and what the interpreter tests. The other modes below are kept for the experiments
+(benchmarks/experiments/gluon_gpu_check.py, gluon_compile.py).
 
-Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 4"): mode "pingpong" with
-overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8, 1.13x of it at seqlen
-16k, 1.06x at 4k, 0.90x at 1k (non-causal, hdim 128); 0.90x / 0.89x / 0.73x FA3 FP8.
+Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 5"): mode "pingpong" with
+overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8 with 128-key tiles,
+1.15-1.21x of it at seqlen 8k-16k, 1.06-1.17x at 4k (non-causal, hdim 128); 0.85-0.87x FA3 FP8.
 
-Non-varlen, head dims 64 and 128 (any multiple of 32 up to 256 is accepted by the layouts; 256
-spills), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q
-descale, P_SHIFT 8, two-level accumulation, output bf16; causal masks and the LSE output in mode
-pingpong with overlap only (CAUSAL / RETURN_LSE; compile-checked, not yet run on a GPU).
+Non-varlen, head dims 64, 128 and 256 (256: mode "pingpong" without overlap, P @ V in four
+quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False
+of triton_fwd.py), per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16; causal
+masks and the LSE output in mode pingpong with overlap only (CAUSAL / RETURN_LSE; bit-identical
+to the tl kernel on the GPU, but slower than it: not dispatched).
 Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
@@ -199,6 +200,74 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
 
 
 @gluon.jit
+def _pv_part(acc, p8, v_s, factor, PART: gl.constexpr, ROWS: gl.constexpr,
+             PART_D: gl.constexpr, NW: gl.constexpr):
+    """acc * factor + P @ V[:, PART * PART_D : (PART + 1) * PART_D], the product into a fresh
+    accumulator (two-level accumulation), issued and waited for here."""
+    h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, PART_D, 32])
+    v_part = v_s.slice(PART * PART_D, PART_D, dim=0)
+    pv = warpgroup_mma(p8, v_part.permute((1, 0)), gl.zeros([ROWS, PART_D], gl.float32, h_layout),
+                       use_acc=False, is_async=True)
+    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_part])
+    return acc * factor + pv
+
+
+@gluon.jit
+def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, k_full, v_full,
+                kv_empty, turn, kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block,
+                row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
+                PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+                HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
+                NW: gl.constexpr):
+    """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
+    one after the other, each into a fresh quarter-width accumulator added into its quarter
+    (triton_fwd.py's SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled
+    3-7 KB; halves still spilled 1.5 KB (three 64-register accumulator blocks + S)."""
+    PART_D: gl.constexpr = HEAD_DIM // 4
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, PART_D, 32])
+    slot = j % STAGES
+    phase = (j // STAGES) & 1
+    k_s = k_smem.index(slot)
+    v_s = v_smem.index(slot)
+
+    mbarrier.wait(k_full.index(slot), phase)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
+                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    if PINGPONG:
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
+    vs = gl.load(vd_ptr + start_n // v_block)
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
+
+    p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
+                                    BLOCK_N, PART_D, P_SHIFT, NW)
+    p8 = _to_p8(p, PART_D, NW)
+    factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
+                            1)
+
+    mbarrier.wait(v_full.index(slot), phase)
+    if PINGPONG:
+        mbarrier.wait(turn.index(my_turn), turn_phase)
+    acc0 = _pv_part(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
+    acc1 = _pv_part(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
+    acc2 = _pv_part(acc2, p8, v_s, factor, 2, ROWS, PART_D, NW)
+    if PINGPONG:    # the other warpgroup's S GEMM may start under the last part
+        mbarrier.arrive(turn.index(other_turn))
+        turn_phase ^= 1
+    acc3 = _pv_part(acc3, p8, v_s, factor, 3, ROWS, PART_D, NW)
+    mbarrier.arrive(kv_empty.index(slot))
+    return acc0, acc1, acc2, acc3, m_new, l_i, vs, turn_phase
+
+
+@gluon.jit
 def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
                    stride_kdz, stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
@@ -355,6 +424,79 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     mbarrier.arrive(v_empty.index(pslot))
     acc = acc * gl.expand_dims(factor, 1) + pv
     return acc, m_i, l_i, p, factor_new, vs_new, turn_phase
+
+
+@gluon.jit
+def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
+                    QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
+                    stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                    stride_oz, stride_oh, stride_om, stride_od,
+                    seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                    STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+                    PINGPONG: gl.constexpr):
+    """_consumer (loads by the producer partition) for head dims above 128, via _tile_split."""
+    PART_D: gl.constexpr = HEAD_DIM // 4
+    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
+        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, PART_D,
+        NW)
+    acc1 = gl.zeros_like(acc0)
+    acc2 = gl.zeros_like(acc0)
+    acc3 = gl.zeros_like(acc0)
+    vs = gl.to_tensor(1.0)  # as triton_fwd.py: acc is 0 and alpha 0 on the first tile
+    other_turn = 1 - my_turn
+    turn_phase = 0
+    q_s = q_smem.slice(row0, ROWS, dim=0)
+    mbarrier.wait(q_bar, 0)
+    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    n_full = seqlen_k // BLOCK_N
+    for j in range(n_full):
+        acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
+            acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+            turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
+            my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
+            P_SHIFT, NW)
+    if n_full < n_tiles:
+        acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
+            acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+            turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
+            row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
+            HEAD_DIM, STAGES, P_SHIFT, NW)
+    _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                    stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+    _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
+                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+    _consumer_store(acc2, l_i, vs, O + 2 * PART_D * stride_od, row0, start_m, off_b, off_h,
+                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+    _consumer_store(acc3, l_i, vs, O + 3 * PART_D * stride_od, row0, start_m, off_b, off_h,
+                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+
+
+@gluon.jit
+def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+                  QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
+                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                  stride_oz, stride_oh, stride_om, stride_od,
+                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                  ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                  STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+                  PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
+    """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only)."""
+    if HEAD_DIM > 128:
+        _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
+                        QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
+                        stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                        stride_oz, stride_oh, stride_om, stride_od,
+                        seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG)
+    else:
+        _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+                  QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
+                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                  stride_oz, stride_oh, stride_om, stride_od,
+                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                  ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, INLINE_LOADS)
 
 
 @gluon.jit
@@ -619,13 +761,13 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
         mbarrier.arrive(turn.index(0))
         HALF: gl.constexpr = BLOCK_M // 2
         gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+            (_consumer_any, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
-            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+            (_consumer_any, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
@@ -730,6 +872,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
     if (causal_mode or lse is not None) and not (mode == "pingpong" and overlap):
         raise ValueError("causal and lse need mode 'pingpong' with overlap=True")
+    if D > 128 and not (mode == "pingpong" and not overlap):
+        raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
+                         f"with overlap=False, so no causal mask and no lse either")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
