@@ -62,6 +62,24 @@ def test_on_by_default_off_with_env_and_cuda_only(monkeypatch):
     assert "off" in gluon_dispatch.why_not(x, x, vt, **kw)
 
 
+def test_failed_launch_warns_once_and_falls_back(monkeypatch):
+    """A launch that raises (e.g. a ptxas the kernel was never built with) warns, and the path
+    stays off for the process: why_not says so, the caller runs the tl kernel."""
+    def broken(*a, **kw):
+        raise RuntimeError("PTX .version 8.7 does not support .target sm_90a")
+    monkeypatch.setattr(gluon_dispatch, "launch", broken)
+    monkeypatch.setattr(gluon_dispatch, "_failed", [])
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    with pytest.warns(RuntimeWarning, match="Gluon attention kernel failed"):
+        assert gluon_dispatch.try_launch() is False
+    x = torch.zeros(1, 1, 8, 128).to(torch.float8_e4m3fn)
+    vt = torch.zeros(1, 1, 128, 16).to(torch.float8_e4m3fn)
+    why = gluon_dispatch.why_not(x, x, vt, k_block=128, v_block=128, causal=None, varlen=False,
+                                 q_lo=None, out_dtype=torch.bfloat16, acc_mode="tile",
+                                 config=None)
+    assert "failed launch" in why and "sm_90a" in why
+
+
 def _gluon_gpu() -> bool:
     return (torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
             and triton.__version__.startswith(gluon_dispatch.TRITON_SERIES))

@@ -17,12 +17,15 @@ Left to the tl kernel although gluon_fwd.py has the code, because it ran slower 
 H200 (2026-11-30, benchmarks/results/gluon_check_*_s5.json): causal masks (Gluon / tl 0.77,
 0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right), head dim 64 (0.72-0.84) and
 head dim 256 (0.86, 0.93, 1.09: gluon_check_d256_s5.json).
-Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off.
+Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
+raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
+process goes on with the tl kernel, which gives the same results.
 """
 from __future__ import annotations
 
 import functools
 import os
+import warnings
 
 import torch
 import triton
@@ -33,6 +36,7 @@ BLOCK_N = 128
 HEAD_DIMS = (128,)
 MIN_SEQLEN_K = 4096
 TRITON_SERIES = "3.6."
+_failed: list = []      # the first launch error, if any: the path stays off for the process
 
 
 def enabled() -> bool:
@@ -51,6 +55,8 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
     """None if the call can go to the Gluon kernel, else the first reason it cannot."""
     if not enabled():
         return "off (FP8ATTN_GLUON=0)"
+    if _failed:
+        return f"off after a failed launch ({_failed[0]})"
     if os.environ.get("TRITON_INTERPRET") == "1" or not q8.is_cuda:
         return "needs CUDA (no interpreter for Gluon)"
     return reason(
@@ -109,6 +115,19 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
                                softmax_scale, out=out, block_n=BLOCK_N, lse=lse, **VARIANT)
+
+
+def try_launch(*args, **kwargs) -> bool:
+    """launch(...); False (with a warning, once) if it raised: the caller runs the tl kernel."""
+    try:
+        launch(*args, **kwargs)
+        return True
+    except Exception as e:  # noqa: BLE001 - any compile / launch error: fall back, say so
+        _failed.append(f"{type(e).__name__}: {str(e)[:300]}")
+        warnings.warn(f"fp8attn: the Gluon attention kernel failed ({_failed[0]}); using the "
+                      "Triton kernel from now on (same results). FP8ATTN_GLUON=0 skips it.",
+                      RuntimeWarning, stacklevel=3)
+        return False
 
 
 def _tile_block(block: int) -> int:
