@@ -17,8 +17,9 @@ Rows (each guarded by availability):
   Sage          SageAttention (INT8 QK, FP16 PV), if importable
   ours kernel q2 / ours e2e q2 (--q-terms 1,2): the same with Recipe(q_terms=2), Q as two FP8
                 terms (one more QK MMA per tile), beside the one-term rows of the same run
-  ours kernel tl / ours e2e tl (--tl): the same calls with FP8ATTN_GLUON=0 (the tl kernel), timed
-                only where the Gluon kernel takes them by default (elsewhere "ours" is the tl kernel)
+  ours kernel tl / ours e2e tl (--tl): the same calls with FP8ATTN_GLUON=0 (the tl kernel),
+                timed only where the Gluon kernel takes them by default (elsewhere "ours" is
+                the tl kernel)
 Accuracy (FA3's outlier distribution, batch 2, heads 16, seqlen 2048, dim 128, float64 oracle on the
 GPU): ours with the default recipe (and the emulation on the CPU), FA3 FP8 with per-head scales with
 and without a Hadamard rotation, FA3 BF16; with --q-terms 2 also ours (and the CPU emulation) with
