@@ -107,16 +107,14 @@ def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
 
 @gluon.jit
 def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
-             BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, P_SHIFT: gl.constexpr,
-             NW: gl.constexpr, row_lo=0, causal_off=0, CAUSAL: gl.constexpr = 0):
+             BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
+             causal_off=0, CAUSAL: gl.constexpr = 0):
     """Online-softmax update of one S tile (ROWS, BLOCK_N): returns (p' in fp32, m_new, l_new,
     alpha), the formulas of triton_fwd.py step for step; _to_p8 makes the P @ V operand.
     CAUSAL (masked tiles only): column c is visible to query row r (row_lo + the tile's row
     index) when c <= r + causal_off, as triton_fwd.py's _mask_scores."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32])
     if MASKED:
         cols = start_n + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
         if CAUSAL != 0:
@@ -149,25 +147,20 @@ def _to_p8(p, HEAD_DIM: gl.constexpr, NW: gl.constexpr):
 
 
 @gluon.jit
-def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_empty, turn,
-          kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn,
-          turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-          P_SHIFT: gl.constexpr, NW: gl.constexpr):
-    """One KV tile of the online softmax for this consumer's ROWS query rows."""
+def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n,
+                    seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
+                    MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
+                    BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
+    """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
+    this warpgroup's turn), its K and V descales, and the online-softmax update. Returns
+    (p' fp32, m_new, l_new, alpha, vs, turn_phase)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32])
-    slot = j % STAGES
-    phase = (j // STAGES) & 1
     k_s = k_smem.index(slot)
-    v_s = v_smem.index(slot)
-
     mbarrier.wait(k_full.index(slot), phase)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = warpgroup_mma(q_smem, k_s.permute((1, 0)),
+    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
                        gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
                        is_async=True)
     if PINGPONG:
@@ -176,10 +169,28 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
     # K_MODE 1: one K descale per tile (k_block a multiple of BLOCK_N); the load overlaps the MMA
     row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
     vs = gl.load(vd_ptr + start_n // v_block)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_smem, k_s])
-
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                    BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+                                    BLOCK_N, P_SHIFT, NW)
+    return p, m_new, l_i, alpha, vs, turn_phase
+
+
+@gluon.jit
+def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_empty, turn,
+          kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn,
+          turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
+          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+          P_SHIFT: gl.constexpr, NW: gl.constexpr):
+    """One KV tile of the online softmax for this consumer's ROWS query rows."""
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    slot = j % STAGES
+    phase = (j // STAGES) & 1
+    v_s = v_smem.index(slot)
+    p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
+        m_i, l_i, q_smem, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
+        k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
+        BLOCK_N, P_SHIFT, NW)
     p8 = _to_p8(p, HEAD_DIM, NW)
 
     mbarrier.wait(v_full.index(slot), phase)
@@ -225,30 +236,15 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     (triton_fwd.py's SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled
     3-7 KB; halves still spilled 1.5 KB (three 64-register accumulator blocks + S)."""
     PART_D: gl.constexpr = HEAD_DIM // 4
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, BLOCK_N, 32])
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
     slot = j % STAGES
     phase = (j // STAGES) & 1
-    k_s = k_smem.index(slot)
     v_s = v_smem.index(slot)
-
-    mbarrier.wait(k_full.index(slot), phase)
-    if PINGPONG:
-        mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
-                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
-                       is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
-    vs = gl.load(vd_ptr + start_n // v_block)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
-
-    p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                    BLOCK_N, PART_D, P_SHIFT, NW)
+    p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
+        m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
+        k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
+        BLOCK_N, P_SHIFT, NW)
     p8 = _to_p8(p, PART_D, NW)
     factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
                             1)
@@ -415,7 +411,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s, k_s])
     mbarrier.arrive(kv_empty.index(slot))
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                  BLOCK_N, HEAD_DIM, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                                  BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
     # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6.) The new
     # P stays fp32 until the next step: casting it into the registers of the P that the
@@ -555,10 +551,10 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     mbarrier.arrive(kv_empty.index(0))
     if n_full == 0:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, True,
-                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                                      BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     else:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, False,
-                                      BLOCK_N, HEAD_DIM, P_SHIFT, NW)
+                                      BLOCK_N, P_SHIFT, NW)
     # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
     factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
 
