@@ -35,27 +35,19 @@ import fp8attn  # noqa: E402
 SHAPES = [(1, 128, 32, 128), (4, 512, 32, 128), (16, 1024, 16, 128), (4, 4096, 16, 128)]
 
 
-def host_us(fn, n: int = 200) -> float:
+def loop_us(fn, n: int = 200) -> tuple[float, float]:
+    """(host, wall) microseconds per call of n calls after 5 warm-up calls: host = the time to
+    issue them (no synchronisation), wall = until the GPU has finished them too."""
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
     t0 = time.perf_counter()
     for _ in range(n):
         fn()
-    host = time.perf_counter() - t0
+    issued = time.perf_counter()
     torch.cuda.synchronize()
-    return host / n * 1e6
-
-
-def wall_us(fn, n: int = 200) -> float:
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / n * 1e6
+    done = time.perf_counter()
+    return (issued - t0) / n * 1e6, (done - t0) / n * 1e6
 
 
 def main():
@@ -72,9 +64,10 @@ def main():
             compiled = torch.compile(
                 lambda a, b_, c, causal=causal: fp8attn.flash_attn_func(a, b_, c, causal=causal),
                 mode="reduce-overhead", fullgraph=True)
-            row = dict(shape=[b, s, h, d], causal=causal, host_us=host_us(fn),
+            host, wall = loop_us(fn)
+            row = dict(shape=[b, s, h, d], causal=causal, host_us=host, wall_us=wall,
                        gpu_us=graph_ms(fn, calls=50, replays=1, warmup=3) * 1e3,
-                       wall_us=wall_us(fn), compiled_wall_us=wall_us(lambda: compiled(q, k, v)))
+                       compiled_wall_us=loop_us(lambda: compiled(q, k, v))[1])
             rows.append(row)
             print(f"{(b, s, h, d)} causal={causal}: host {row['host_us']:.0f} us, "
                   f"gpu {row['gpu_us']:.0f} us, wall {row['wall_us']:.0f} us, compiled "

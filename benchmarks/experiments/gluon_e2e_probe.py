@@ -7,11 +7,11 @@ time (wall time to issue a call, no sync) of each piece, tl kernel vs Gluon, hdi
 import json
 import os
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_overhead import loop_us  # noqa: E402
 from common import bench_ms  # noqa: E402
 
 import fp8attn  # noqa: E402
@@ -21,15 +21,8 @@ from fp8attn.quant import quantize_qkv  # noqa: E402
 
 
 def host_ms(fn, n=30):
-    """Milliseconds of host time per call (issue n calls without waiting for the GPU)."""
-    fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    t1 = time.perf_counter()
-    torch.cuda.synchronize()
-    return (t1 - t0) / n * 1e3
+    """Milliseconds of host time per call (bench_overhead.loop_us: issue n calls, no sync)."""
+    return loop_us(fn, n)[0] * 1e-3
 
 
 def main():
