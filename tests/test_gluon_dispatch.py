@@ -114,6 +114,14 @@ def _run(q8, k8, v8, causal=None, config=None):
         causal=causal, return_lse=True, config=config)
 
 
+def _gluon_direct(q8, k8, v8, **variant):
+    """gluon_attention_fwd on QuantizedTensors (the kernel without the dispatch)."""
+    from fp8attn.attention.gluon_fwd import gluon_attention_fwd
+    return gluon_attention_fwd(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                               q8.block_size, k8.block_size, v8.block_size,
+                               q8.data.shape[-1] ** -0.5, **variant)
+
+
 def _quantized(b, hq, hkv, sq, sk, d, recipe, seed):
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(b, hq, sq, d, generator=g, device="cuda", dtype=torch.bfloat16)
@@ -156,14 +164,11 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, 
 def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causal, d):
     """The kernel's causal and head-dim-64 code (gluon_fwd.py; not dispatched, slower there),
     called directly with the variants the dispatch would use: the tl kernel's bits."""
-    from fp8attn.attention.gluon_fwd import gluon_attention_fwd
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
     variant = dict(gluon_dispatch.VARIANT, unroll2=causal is None)   # unroll2 spills if causal
-    got = gluon_attention_fwd(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                              q8.block_size, 128, 128, d ** -0.5, causal=causal, lse=lse,
-                              **variant)
+    got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     assert torch.equal(lse, ref_lse)
@@ -179,13 +184,10 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
 def test_gpu_gluon_kernel_hdim256_matches_tl_kernel(b, hq, hkv, sq, sk):
     """Head dim 256 (P @ V in four parts, _tile_split; not dispatched yet), 64-key tiles: the
     bits of the tl kernel's hdim-256 config with the same tiles."""
-    from fp8attn.attention.gluon_fwd import gluon_attention_fwd
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk)
     ref, _ = _run(q8, k8, v8, config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4,
                                       "num_stages": 3, "SPLIT": 2, "REVERSE": False})
-    got = gluon_attention_fwd(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                              q8.block_size, k8.block_size, v8.block_size, 256 ** -0.5,
-                              mode="pingpong", stages=3, block_n=64)
+    got = _gluon_direct(q8, k8, v8, mode="pingpong", stages=3, block_n=64)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
 
