@@ -11,9 +11,10 @@ import torch
 from ..formats import check_fmt
 from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
+from .key_order import KEY_ORDERS, check_key_order
 from .reference import QuantizedTensor, check_search, quantize_reference
 
-__all__ = ["QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
+__all__ = ["KEY_ORDERS", "QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
 
 _BACKENDS = (None, "torch", "triton")
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
@@ -53,7 +54,7 @@ def _check(x, fmt, granularity, block, signs, transpose, backend, name="x") -> s
 
 def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", block: int = 128, *,
              signs: torch.Tensor | None = None, transpose: bool = False,
-             residual: bool = False, search: int = 1,
+             residual: bool = False, search: int = 1, key_order: str = "natural",
              backend: str | None = None) -> QuantizedTensor:
     """Quantise x (B, H, S, D) to FP8 with per-group float32 descales (see QuantizedTensor).
 
@@ -69,36 +70,48 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     row keeps the candidate with the least squared rounding error (reference.search_row_scales;
     Recipe.q_search asks it for Q). The backends agree bit for bit except where two candidates'
     errors tie to float32 rounding (sums in another order).
+    key_order: with transpose=True, "natural" or "mma": V^T's keys permuted inside groups of 16
+    (quant/key_order.py), the order the Gluon attention kernel reads fastest; the data is then a
+    view of rows padded to a multiple of 16. Both backends give the same bits.
     """
     backend = _check(x, fmt, granularity, block, signs, transpose, backend)
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
     check_search(search, granularity, transpose)
+    _check_order(key_order, transpose)
     return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual,
-                             search)
+                             search, key_order)
+
+
+def _check_order(key_order, transpose: bool) -> None:
+    check_key_order(key_order)
+    if key_order != "natural" and not transpose:
+        raise ValueError(f"key_order {key_order!r} needs transpose=True (V^T)")
 
 
 def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,
-                      residual: bool = False, search: int = 1):
+                      residual: bool = False, search: int = 1, key_order: str = "natural"):
     if backend == "torch" or x.numel() == 0:
         return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                                  residual=residual, search=search)
+                                  residual=residual, search=search, key_order=key_order)
     from .triton import quantize_triton
     return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                           residual=residual, search=search)
+                           residual=residual, search=search, key_order=key_order)
 
 
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
-                 backend: str | None = None
+                 backend: str | None = None, v_key_order: str = "natural"
                  ) -> tuple[QuantizedTensor, QuantizedTensor, QuantizedTensor]:
     """Quantise attention inputs (B, H, S, D) by `recipe`: Q and K rotated with the same signs
     (hadamard_signs(D, recipe.seed)) when recipe.hadamard; V not rotated and stored transposed
     (B, H, D, S). Q groups of recipe.block_q rows, K and V of recipe.block_kv (granularity "block").
     recipe.q_search > 1: Q gets one scale per token, the best of q_search candidates (K and V
     keep recipe.granularity). recipe.q_terms == 2: Q also carries its second FP8 term
-    (QuantizedTensor.residual)."""
+    (QuantizedTensor.residual). v_key_order: the key order of V^T ("natural" or "mma", see
+    quantize)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
+    _check_order(v_key_order, True)
     signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
     fmt, g = recipe.fmt, recipe.granularity
     # every check before the first launch; the blocks are the recipe's (validated there)
@@ -108,4 +121,5 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     return (_quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
                               recipe.q_terms == 2, recipe.q_search),
             _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1]),
-            _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2]))
+            _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2],
+                              key_order=v_key_order))

@@ -16,6 +16,7 @@ import torch
 
 from ..formats import finite_amax, saturating_cast, scales_from_amax
 from ..recipe import GRANULARITIES, MAX_SEARCH
+from .key_order import check_key_order, to_mma, to_natural
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,11 @@ class QuantizedTensor:
     and layout as data, and the SAME descale: with y = x * scale (rotated first if asked, the value
     cast to data), residual = cast(y - float(data)). |y - data| <= half an ulp of data, far inside
     the format's range (it underflows only for |y| below ~0.25), so no scale of its own is needed.
+
+    key_order: "natural", or "mma" (transposed only): the keys of every 16-key group of data
+    (and residual) permuted as quant/key_order.py describes, the order the Gluon attention
+    kernel reads V^T in; data is then a view of rows padded to a multiple of 16 positions.
+    dequantize() and row_descale() are in natural key order either way.
     """
 
     data: torch.Tensor
@@ -35,6 +41,12 @@ class QuantizedTensor:
     fmt: str
     transposed: bool = False
     residual: torch.Tensor | None = None
+    key_order: str = "natural"
+
+    def __post_init__(self):
+        check_key_order(self.key_order)
+        if self.key_order != "natural" and not self.transposed:
+            raise ValueError(f"key_order {self.key_order!r} needs transposed data")
 
     @property
     def seqlen(self) -> int:
@@ -49,9 +61,10 @@ class QuantizedTensor:
         """float32 (B, H, S, D) values the FP8 data stands for: (data + residual, if present)
         * descale (data + residual is exact in float32: their bits span fewer than 24 binary
         digits)."""
-        x = self.data.float()
+        natural = to_natural if self.key_order == "mma" else (lambda t: t)
+        x = natural(self.data).float()
         if self.residual is not None:
-            x = x + self.residual.float()
+            x = x + natural(self.residual).float()
         if self.transposed:
             x = x.transpose(-1, -2)
         return x * self.row_descale()[..., None]
@@ -132,14 +145,18 @@ def search_row_scales(xf: torch.Tensor, scale: torch.Tensor, descale: torch.Tens
 def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block",
                        block: int = 128, *, signs: torch.Tensor | None = None,
                        transpose: bool = False, residual: bool = False,
-                       search: int = 1) -> QuantizedTensor:
+                       search: int = 1, key_order: str = "natural") -> QuantizedTensor:
     """Quantise a (B, H, S, D) tensor; if `signs` is given, rotate first by the randomized Hadamard
     transform (fwht(x * signs)), computed in float32, as the fused kernel does.
     residual: also return the second FP8 term cast(y - float(data)), y = x * scale in float32
     (QuantizedTensor.residual; same descale, shape and layout as data).
     search: > 1 picks each row's scale among `search` candidates (search_row_scales); needs
-    granularity "token" and transpose=False."""
+    granularity "token" and transpose=False.
+    key_order: "natural" or "mma" (transpose=True: see QuantizedTensor)."""
     check_search(search, granularity, transpose)
+    check_key_order(key_order)
+    if key_order != "natural" and not transpose:
+        raise ValueError(f"key_order {key_order!r} needs transpose=True")
     if x.dim() != 4:
         raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x) or x.element_size() == 1:
@@ -161,7 +178,8 @@ def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "b
     # a float32 rounding's worth); NaN stays NaN
     res = saturating_cast(y - data.float(), fmt) if residual else None
     if transpose:
-        data = data.transpose(-1, -2).contiguous()
-        res = None if res is None else res.transpose(-1, -2).contiguous()
+        order = to_mma if key_order == "mma" else (lambda t: t.contiguous())
+        data = order(data.transpose(-1, -2))
+        res = None if res is None else order(res.transpose(-1, -2))
     return QuantizedTensor(data=data, descale=descale.contiguous(), block_size=bs, fmt=fmt,
-                           transposed=transpose, residual=res)
+                           transposed=transpose, residual=res, key_order=key_order)

@@ -30,6 +30,7 @@ software rounding (`round_to_fp8_grid`) run only under the interpreter, whose ca
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 
@@ -39,6 +40,7 @@ import triton.language as tl
 
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
+from .key_order import to_mma
 from .reference import QuantizedTensor, group_block_size, search_factors
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
 from .triton_pairs import _pairs_ok, _run_pairs
@@ -322,7 +324,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                     signs: torch.Tensor | None = None, transpose: bool = False,
                     butterfly: int = DEFAULT_BUTTERFLY, variant: dict | None = None,
                     config: dict | None = None, residual: bool = False,
-                    search: int = 1) -> QuantizedTensor:
+                    search: int = 1, key_order: str = "natural") -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
@@ -335,6 +337,9 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     search: > 1 (granularity "token", not transposed: checked by the caller) picks each row's
     scale among `search` candidates in the same pass of `_quant_kernel` where
     `_search_in_kernel` allows it, else with the torch reference on x's device.
+    key_order "mma" (transpose=True): V^T's keys permuted as quant/key_order.py says, in the
+    same pass where `_pairs_kernel` runs with scale groups of a multiple of 16 rows, else by
+    one gather after the kernel (key_order.to_mma).
     """
     B, H, S, D = x.shape
     bs = group_block_size(granularity, S, block)
@@ -374,10 +379,14 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     p_lo = min(8, tp["P"])
 
     if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
+        in_kernel = key_order == "mma" and bs % 16 == 0
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
-                   transpose, config, res)
-        return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
-                               transposed=transpose, residual=res)
+                   transpose, config, res, key_perm=in_kernel)
+        if in_kernel:
+            return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
+                                   transposed=True, residual=res, key_order="mma")
+        return _in_order(QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
+                                         transposed=transpose, residual=res), key_order)
     if var["layout"] == 2:
         var["layout"] = _quant_kernel_layout(tp, signs is not None)
     common = dict(M=tp["M"], M_PAD=tp["M_PAD"], P=tp["P"], LOG2_P=tp["LOG2_P"], D_PAD=d_pad,
@@ -403,8 +412,16 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
         descale.copy_(descale_t)
         _run(args, scale.contiguous(), row_amax, signs_arg, hm, B, H, S, D, nb, bs, x.stride(),
              o_strides, config, MODE=MODE_CAST, GROUP=1, **common)
-    return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=transpose,
-                           residual=res)
+    return _in_order(QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
+                                     transposed=transpose, residual=res), key_order)
+
+
+def _in_order(qt: QuantizedTensor, key_order: str) -> QuantizedTensor:
+    """qt (natural order) in `key_order`."""
+    if key_order == "natural":
+        return qt
+    res = None if qt.residual is None else to_mma(qt.residual)
+    return dataclasses.replace(qt, data=to_mma(qt.data), residual=res, key_order=key_order)
 
 
 def _quant_kernel_layout(tp: dict, rotate: bool) -> int:

@@ -10,6 +10,7 @@ import triton
 import triton.language as tl
 
 from ..formats import fp8_max
+from .key_order import mma_key_tl
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
 
 
@@ -52,11 +53,11 @@ PAIRS_CONFIGS = [triton.Config({"BLOCK_S": s, "R_LO": r, "DQ": q}, num_warps=w, 
 
 @triton.autotune(configs=PAIRS_CONFIGS,
                  key=["HEAD_DIM", "P", "GROUP", "HAS_SIGNS", "WORDS", "TRANSPOSE", "STORE_2D",
-                      "SOFT_CAST", "SIGN_BITS", "COALESCED", "RESIDUAL"],
+                      "SOFT_CAST", "SIGN_BITS", "COALESCED", "RESIDUAL", "KEY_PERM"],
                  prune_configs_by={"early_config_prune": _prune_pairs})
 @triton.heuristics({"EVEN_S": lambda a: a["S"] % a["BLOCK_S"] == 0})
 @triton.jit
-def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
+def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE, NB,
                   stride_xb, stride_xh, stride_xs, stride_xd,
                   stride_ob, stride_oh, stride_os, stride_od,
                   HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
@@ -64,8 +65,8 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
                   MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
                   TRANSPOSE: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
                   SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
-                  RESIDUAL: tl.constexpr, R_LO: tl.constexpr, DQ: tl.constexpr,
-                  BLOCK_S: tl.constexpr):
+                  RESIDUAL: tl.constexpr, KEY_PERM: tl.constexpr, R_LO: tl.constexpr,
+                  DQ: tl.constexpr, BLOCK_S: tl.constexpr):
     """MODE_FUSED for head dims P = 2**k (>= 8, HEAD_DIM <= P, even), rotation without a 12 / 20
     factor. x (B, H, S, HEAD_DIM) -> out at out_ptr + b*stride_ob + h*stride_oh + s*stride_os
     + d*stride_od; descale float32 (B, H, NB) contiguous.
@@ -89,7 +90,11 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
     input (NaN rows when rotated, as the reference turns Inf into NaN first; else just those
     elements) and take the amax of the finite values. EVEN_S: S % BLOCK_S == 0, no row masks.
     RESIDUAL: also store the second FP8 term cast(y - float(cast(y))) at res_ptr (same strides
-    as out_ptr; the quantised value y = x * scale is the one cast to out)."""
+    as out_ptr; the quantised value y = x * scale is the one cast to out).
+    KEY_PERM (transposed V in the "mma" key order, quant/key_order.py; GROUP and BLOCK_S
+    multiples of 16): output row r is input row mma_key(r), so the loads take the permuted rows
+    and the stores stay as they are; rows up to S_STORE (S rounded up to 16) are stored, zeros
+    for the keys past S. Else S_STORE == S."""
     pid = tl.program_id(0)
     W: tl.constexpr = P // 2
     W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
@@ -110,11 +115,12 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
     rl = tl.arange(0, R_LO)[None, None, :, None, None]
     jj = tl.arange(0, W_HI)[None, None, None, :, None]
     rows = row0 + rh * R_LO + rl                                     # [R_HI, 1, R_LO, 1, 1]
+    src = mma_key_tl(rows) if KEY_PERM else rows                     # the input row of a row
     wbase = (qq * W_HI + jj) * W_LO                                   # [1, DQ, 1, W_HI, 1]
     x_base = x_ptr + b * stride_xb + h * stride_xh
-    lo, hi = _load_pairs(x_base, rows, wbase, S, stride_xs, stride_xd, HEAD_DIM, W_LO, WORDS,
-                         EVEN_S, COALESCED and R_LO == 1 and DQ == 1, row0, BLOCK_S, W_HI,
-                         LW_HI)
+    lo, hi = _load_pairs(x_base, src, wbase, S, stride_xs, stride_xd, HEAD_DIM, W_LO, WORDS,
+                         EVEN_S, COALESCED and R_LO == 1 and DQ == 1 and not KEY_PERM, row0,
+                         BLOCK_S, W_HI, LW_HI)
     if HAS_SIGNS:
         if SIGN_BITS >= 0:
             # the signs as compile-time constants: x * (+-1) folds into the adds' operand signs
@@ -144,7 +150,7 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
         # rare: a NaN or Inf in the tile; the amax takes finite values only. The reference turns
         # Inf into NaN: rotated, a row with a non-finite input is a NaN row; else that element.
         if HAS_SIGNS:
-            row_bad = _rows_nonfinite(x_base, rows, S, stride_xs, stride_xd, HEAD_DIM, WORDS,
+            row_bad = _rows_nonfinite(x_base, src, S, stride_xs, stride_xd, HEAD_DIM, WORDS,
                                       W_HI, R_LO, DQ, R_HI, W_LO)
         else:
             u0 = tl.where(tl.abs(u0) == float("inf"), float("nan"), u0)
@@ -186,15 +192,15 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, NB,
     y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN, RESIDUAL)
     cols = 2 * wbase + tl.arange(0, 2 * W_LO)
     o_off = b * stride_ob + h * stride_oh
-    _store_tile(out_ptr + o_off, y8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
+    _store_tile(out_ptr + o_off, y8, rows, cols, row0, S_STORE, stride_os, stride_od, HEAD_DIM,
                 STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
     if RESIDUAL:
         # the second FP8 term (two-term Q): cast(y - float(y8)), same scale; the difference
         # is exact in float32 (launched with enable_fp_fusion=False: y * scale - yq must not
         # become one FMA, which would skip the rounding of y the reference does)
         r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
-        _store_tile(res_ptr + o_off, r8, rows, cols, row0, S, stride_os, stride_od, HEAD_DIM,
-                    STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
+        _store_tile(res_ptr + o_off, r8, rows, cols, row0, S_STORE, stride_os, stride_od,
+                    HEAD_DIM, STORE_2D, BLOCK_S, R_HI, DQ, R_LO, W_HI, W_LO)
 
 
 @triton.jit
@@ -338,8 +344,10 @@ def _as_words(x: torch.Tensor):
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
-               config, res=None):
-    """res: None, or the residual's buffer (same strides as data): also write the second term."""
+               config, res=None, key_perm=False):
+    """res: None, or the residual's buffer (same strides as data): also write the second term.
+    key_perm: transposed output in the "mma" key order (bs a multiple of 16; data a view of
+    rows padded to a multiple of 16)."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -349,7 +357,8 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                 WORDS=words, TRANSPOSE=transpose, SOFT_CAST=var["soft_cast"],
                 STORE_2D=var.get("store_2d", True) and not transpose,
                 SIGN_BITS=_sign_bits(signs_arg) if rotate and var.get("const_signs", True) else -1,
-                COALESCED=var.get("coalesced", rotate), RESIDUAL=res is not None)
+                COALESCED=var.get("coalesced", rotate), RESIDUAL=res is not None,
+                KEY_PERM=key_perm)
     if res is not None:
         meta["enable_fp_fusion"] = False        # y - float(y8) from the rounded y (see kernel)
     kernel = _pairs_kernel
@@ -365,8 +374,12 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
         meta.update(config)
         meta["EVEN_S"] = S % config["BLOCK_S"] == 0
 
+    if key_perm and (bs % 16 or (config is not None and config["BLOCK_S"] % 16)):
+        raise ValueError(f"key order 'mma' needs scale groups ({bs}) and BLOCK_S in multiples "
+                         f"of 16")
+    s_store = -(-S // 16) * 16 if key_perm else S
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
-    kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, nb,
+    kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
                  *xin.stride(), *o_strides, **meta)
 
 
