@@ -47,7 +47,7 @@ from fp8attn.attention.reference import attention_oracle, fp8_flash_emulation  #
 from fp8attn.attention import gluon_dispatch  # noqa: E402
 from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
 from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
+from fp8attn.quant import KEY_ORDERS, quantize_qkv  # noqa: E402
 
 IMPLS = ["ours_kernel", "ours_e2e", "fa3_fp8", "fa3_bf16", "sdpa_flash", "sdpa_cudnn", "sage"]
 
@@ -104,7 +104,9 @@ def throughput(hdims, seqlens, log, q_terms=(1,), tl=False):
             q, k, v = (torch.randn(b, s, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
                        for _ in range(3))
             qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
-            quant = {t: quantize_qkv(qh, kh, vh, Recipe(q_terms=t)) for t in q_terms}
+            # V^T in both key orders: the package's path reads "mma" where the Gluon kernel runs
+            quant = {(t, o): quantize_qkv(qh, kh, vh, Recipe(q_terms=t), v_key_order=o)
+                     for t in q_terms for o in KEY_ORDERS}
             ones = torch.ones(b, h, device="cuda")
             qf, kf, vf = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
             qc, kc, vc = (x.contiguous() for x in (qh, kh, vh))
@@ -114,26 +116,34 @@ def throughput(hdims, seqlens, log, q_terms=(1,), tl=False):
                     "sdpa_flash": lambda: _sdpa("flash")(qc, kc, vc, causal),
                     "sdpa_cudnn": lambda: _sdpa("cudnn")(qc, kc, vc, causal),
                 }
+                c = "bottom_right" if causal else None
+
+                def kernel(t, order, c=c, out=out):
+                    q8, k8, v8 = quant[(t, order)]
+                    return lambda: attention_fwd_fp8(
+                        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+                        q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
+                        softmax_scale=d ** -0.5, causal=c, out=out, q_lo=q8.residual,
+                        v_key_order=order)
+
                 for t in q_terms:
-                    q8, k8, v8 = quant[t]
-                    fns["ours_kernel" + _suffix(t)] = (
-                        lambda q8=q8, k8=k8, v8=v8: attention_fwd_fp8(
-                            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                            q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                            softmax_scale=d ** -0.5, causal="bottom_right" if causal else None,
-                            out=out, q_lo=q8.residual))
+                    # the V^T key order the package quantises into for this call
+                    order = gluon_dispatch.v_key_order_for(
+                        qh, kh, fmt="e4m3", granularity="block", block_kv=128, causal=c,
+                        varlen=False, two_terms=t == 2, out_dtype=out.dtype)
+                    fns["ours_kernel" + _suffix(t)] = kernel(t, order)
                     fns["ours_e2e" + _suffix(t)] = (
                         lambda r=Recipe(q_terms=t): fp8attn.flash_attn_func(q, k, v, causal=causal,
                                                                             recipe=r))
                 row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
-                q8, k8, v8 = quant[q_terms[0]]
+                q8, k8, v8 = quant[(q_terms[0], "natural")]
                 why = gluon_dispatch.why_not(
                     q8.data, k8.data, v8.data, k_block=k8.block_size, v_block=v8.block_size,
                     causal="bottom_right" if causal else None, varlen=False, q_lo=q8.residual,
                     out_dtype=out.dtype, acc_mode="tile", config=None)
                 row["path"] = "gluon" if why is None else f"tl ({why})"
                 if tl and why is None:
-                    fns["ours_kernel_tl"] = fns["ours_kernel" + _suffix(q_terms[0])]
+                    fns["ours_kernel_tl"] = kernel(q_terms[0], "natural")
                     fns["ours_e2e_tl"] = fns["ours_e2e" + _suffix(q_terms[0])]
                 if fa3 is not None:
                     fns["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(

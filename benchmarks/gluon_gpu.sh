@@ -25,7 +25,7 @@ for stage in "$@"; do
     tests)
         timeout 300 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py tests/test_q_search.py \
             tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
-            tests/test_two_term_q.py tests/test_quant.py 2>&1 | tail -40 \
+            tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         for causal in top_left bottom_right; do

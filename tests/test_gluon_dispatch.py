@@ -95,7 +95,7 @@ def spy(monkeypatch):
     real = gluon_dispatch.launch
 
     def counted(*a, **kw):
-        calls.append(a[0].shape)
+        calls.append(kw.get("v_key_order", "natural"))      # the order V^T reached it in
         return real(*a, **kw)
     monkeypatch.setattr(gluon_dispatch, "launch", counted)
     return calls
@@ -107,11 +107,12 @@ TL_128 = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
 def _run(q8, k8, v8, causal=None, config=None):
-    """(out, lse) of attention_fwd_fp8."""
+    """(out, lse) of attention_fwd_fp8 (V^T in v8's key order: an "mma"-order one goes back to
+    the natural order for the tl kernel)."""
     return triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
         k_block=k8.block_size, v_block=v8.block_size, softmax_scale=q8.data.shape[-1] ** -0.5,
-        causal=causal, return_lse=True, config=config)
+        causal=causal, return_lse=True, config=config, v_key_order=v8.key_order)
 
 
 def _gluon_direct(q8, k8, v8, **variant):
@@ -122,30 +123,37 @@ def _gluon_direct(q8, k8, v8, **variant):
                                q8.data.shape[-1] ** -0.5, **variant)
 
 
-def _quantized(b, hq, hkv, sq, sk, d, recipe, seed):
+def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(b, hq, sq, d, generator=g, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(b, hkv, sk, d, generator=g, device="cuda", dtype=torch.bfloat16)
             for _ in range(2))
-    return quantize_qkv(q, k, v, recipe)
+    return quantize_qkv(q, k, v, recipe, v_key_order=v_key_order)
 
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("v_key_order", ["mma", "natural"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
     (1, 16, 16, 4096, 4096, Recipe()),
     (2, 3, 3, 1000, 4200, Recipe()),                  # tails on both sides
     (1, 4, 2, 777, 4500, Recipe()),                   # GQA
+    (1, 2, 2, 2500, 4103, Recipe()),                  # a partial 16-key group at the end
     (1, 2, 2, 2500, 4096, Recipe(granularity="head")),  # one descale per head
     (1, 2, 2, 4096, 4096, Recipe(q_search=4)),        # per-row Q descales
 ])
-def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, monkeypatch):
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk)
+def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, v_key_order, spy,
+                                               monkeypatch):
+    """V^T in the kernel's "mma" key order (what the package quantises into) or natural
+    (permuted before the launch); the tl kernel, forced, gets it back in natural order: the
+    keys of a 16-key group enter the P @ V sums in another order, the bits stay the same."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk,
+                            v_key_order=v_key_order)
     ref, ref_lse = _run(q8, k8, v8, config=TL_128)     # a forced config: the tl kernel
     assert not spy
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)   # on by default
     got, got_lse = _run(q8, k8, v8)
-    assert len(spy) == 1
+    assert spy == [v_key_order]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     assert torch.equal(got_lse, ref_lse)
@@ -214,7 +222,7 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     monkeypatch.delenv("FP8ATTN_GLUON")
     got = fp8attn.flash_attn_func(q, k, v)
     got_lse, lse = fp8attn.flash_attn_func(q, k, v, return_lse=True)
-    assert len(spy) == 2
+    assert spy == ["mma", "mma"]        # quantised straight into the kernel's V^T key order
     assert torch.equal(got, got_lse) and lse.shape == (1, 4, 4096) and lse.isfinite().all()
     assert err(got) <= 1.05 * err(ref)
     assert torch.equal(fp8attn.flash_attn_func(q, k, v, causal=True), ref_causal)

@@ -20,6 +20,12 @@ head dim 256 (0.86, 0.93, 1.09: gluon_check_d256_s5.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
+
+The kernel reads V^T with the keys of every 16-key group permuted (the "mma" key order,
+quant/key_order.py), so that P goes from the S accumulator to the P @ V wgmma without moving
+between lanes. v_key_order_for tells the callers that quantise V which order to write (the
+quantiser does it in the same pass); a natural-order V^T is permuted before the launch, and an
+"mma"-order one that ends up on the tl kernel is put back in natural order first.
 """
 from __future__ import annotations
 
@@ -105,16 +111,38 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
     return None
 
 
+def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: str,
+                    block_kv: int, causal, varlen: bool, two_terms: bool, out_dtype,
+                    contiguous: bool = True) -> str:
+    """The key order to write V^T in for a call on q (.., Sq, D) and k (.., Sk, D), decided
+    before quantisation: "mma" where why_not will accept the quantised call, else "natural".
+    contiguous: whether the FP8 Q and K the kernel gets will be contiguous (the quantiser's
+    output is; V^T rows are aligned either way)."""
+    from ..formats import fp8_dtype
+    from ..quant.reference import group_block_size
+    if not enabled() or _failed or os.environ.get("TRITON_INTERPRET") == "1" or not q.is_cuda:
+        return "natural"
+    kv_block = group_block_size(granularity, k.shape[-2], block_kv)
+    why = reason(
+        capability=_capability(q.device.index), triton_version=triton.__version__,
+        dtype=fp8_dtype(fmt), head_dim=q.shape[-1], seqlen_q=q.shape[-2], seqlen_k=k.shape[-2],
+        k_block=kv_block, v_block=kv_block, causal=causal, varlen=varlen, two_terms=two_terms,
+        out_dtype=out_dtype, acc_mode="tile", forced_config=False, contiguous=contiguous,
+        vt_ok=True)
+    return "mma" if why is None else "natural"
+
+
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
-           lse=None) -> torch.Tensor:
+           lse=None, v_key_order: str = "natural") -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
-                               softmax_scale, out=out, block_n=BLOCK_N, lse=lse, **VARIANT)
+                               softmax_scale, out=out, block_n=BLOCK_N, lse=lse,
+                               v_key_order=v_key_order, **VARIANT)
 
 
 def try_launch(*args, **kwargs) -> bool:

@@ -110,7 +110,7 @@ def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
              BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
              causal_off=0, CAUSAL: gl.constexpr = 0):
     """Online-softmax update of one S tile (ROWS, BLOCK_N): returns (p' in fp32, m_new, l_new,
-    alpha), the formulas of triton_fwd.py step for step; _to_p8 makes the P @ V operand.
+    alpha), the formulas of triton_fwd.py step for step; _pack_p makes the P @ V operand.
     CAUSAL (masked tiles only): column c is visible to query row r (row_lo + the tile's row
     index) when c <= r + causal_off, as triton_fwd.py's _mask_scores."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -137,13 +137,53 @@ def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
 
 
 @gluon.jit
-def _to_p8(p, HEAD_DIM: gl.constexpr, NW: gl.constexpr):
-    """p' (fp32, S layout) -> e4m3 A operand of P @ V (p' <= 2**P_SHIFT: the cast never
-    saturates)."""
+def _pack_p(p, PV_D: gl.constexpr, NW: gl.constexpr):
+    """p' (fp32, S accumulator layout (ROWS, BLOCK_N)) -> e4m3 P in int32 words (ROWS,
+    BLOCK_N // 4), four keys a word, in the P @ V wgmma's A-operand order for V^T stored in the
+    "mma" key order (fp8attn/quant/key_order.py). p' <= 2**P_SHIFT: the cast never saturates.
+
+    The S accumulator and the A operand of an e4m3 wgmma (k32) give a thread the same rows and
+    as many keys, but different keys of each 16-key group (accumulator: lane bits 0-1 on key
+    bits 1-2; A operand: on key bits 2-3). Permuting the keys of every group (key bits (0, 1,
+    2, 3) of column a = bits (0, 2, 3, 1) of a) makes the two hold the same values in the same
+    lanes: the conversion is a register renaming, and V^T's keys are stored in that order.
+    Without it Triton moves P between lanes (about 24 SHFL + 16 SEL + 24 PRMT a tile and warp;
+    ncu, H200). The words are built here, at the end of a step: a loop-carried 8-bit tensor
+    would be one byte a register (repacked before every wgmma), a loop-carried fp32 p' packed at
+    the start of the next step made ptxas spill (2 KB)."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32])
-    p_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
-    return gl.convert_layout(p.to(gl.float8e4nv), p_layout)
+                                                       instr_shape=[16, PV_D, 32])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    R: gl.constexpr = p.shape[0]
+    C: gl.constexpr = p.shape[1]
+    p6 = gl.permute(gl.reshape(p, [R, C // 16, 2, 2, 2, 2]), (0, 1, 3, 4, 2, 5))
+    pa = gl.convert_layout(gl.reshape(p6, [R, C]), a_layout)
+    # the four keys of a word are consecutive in the A operand: split them out, cast in pairs
+    e0, e1 = gl.split(gl.reshape(pa, [R, C // 4, 2, 2]))
+    x0, x2 = gl.split(e0)
+    x1, x3 = gl.split(e1)
+    return gl.inline_asm_elementwise(
+        "{ .reg .b16 lo, hi; cvt.rn.satfinite.e4m3x2.f32 lo, $2, $1; "
+        "cvt.rn.satfinite.e4m3x2.f32 hi, $4, $3; mov.b32 $0, {lo, hi}; }",
+        "=r,r,r,r,r", [x0, x1, x2, x3], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _p_operand(w, PV_D: gl.constexpr, NW: gl.constexpr):
+    """_pack_p's words -> the e4m3 A operand (ROWS, BLOCK_N) of P @ V (byte k of a word is key
+    4 i + k of the permuted order). LLVM folds the byte split and the wgmma's repacking, so the
+    words go to the wgmma as they are (SASS: no PRMT left in the loop)."""
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, PV_D, 32])
+    a_layout: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=o_layout, k_width=4)
+    R: gl.constexpr = w.shape[0]
+    C4: gl.constexpr = w.shape[1]
+    b0 = w.to(gl.int8).to(gl.float8e4nv, bitcast=True)
+    b1 = (w >> 8).to(gl.int8).to(gl.float8e4nv, bitcast=True)
+    b2 = (w >> 16).to(gl.int8).to(gl.float8e4nv, bitcast=True)
+    b3 = (w >> 24).to(gl.int8).to(gl.float8e4nv, bitcast=True)
+    p = gl.reshape(gl.join(gl.join(b0, b2), gl.join(b1, b3)), [R, C4 * 4])
+    return gl.convert_layout(p, a_layout)
 
 
 @gluon.jit
@@ -191,7 +231,7 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
         m_i, l_i, q_smem, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
         BLOCK_N, P_SHIFT, NW)
-    p8 = _to_p8(p, HEAD_DIM, NW)
+    p8 = _p_operand(_pack_p(p, HEAD_DIM, NW), HEAD_DIM, NW)
 
     mbarrier.wait(v_full.index(slot), phase)
     if PINGPONG:
@@ -245,7 +285,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
         BLOCK_N, P_SHIFT, NW)
-    p8 = _to_p8(p, PART_D, NW)
+    p8 = _p_operand(_pack_p(p, PART_D, NW), PART_D, NW)
     factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
                             1)
 
@@ -377,11 +417,11 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
     still runs, then fold that P @ V tile into acc with the factor of tile j-1.
 
-    p (fp32 p' of tile j-1) crosses the loop's back edge and is cast to e4m3 here, just before
-    its GEMM: a loop-carried 8-bit register tensor costs one register per byte plus ~180
-    repacking ALU ops per tile (SASS of the first version). Both wgmma groups are waited for
-    inside the step: an accumulator in flight across the back edge (a rotated loop) made ptxas
-    serialise every wgmma ("insufficient register resources")."""
+    p (tile j-1's P as _pack_p's int32 words) crosses the loop's back edge; the new P is
+    packed at the end of the step, after the P @ V wait: packing it into the registers the
+    in-flight wgmma reads made ptxas wait for that wgmma before the softmax (SASS, session 3).
+    Both wgmma groups are waited for inside the step: an accumulator in flight across the back
+    edge (a rotated loop) made ptxas serialise every wgmma ("insufficient register resources")."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -392,7 +432,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     v_s = v_smem.index(pslot)
     mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
     mbarrier.wait(v_full.index(pslot), ((j - 1) // STAGES) & 1)
-    p8 = _to_p8(p, HEAD_DIM, NW)
+    p8 = _p_operand(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
@@ -413,13 +453,11 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                   BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
-    # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6.) The new
-    # P stays fp32 until the next step: casting it into the registers of the P that the
-    # in-flight wgmma reads made ptxas wait for that wgmma before the softmax (seen in SASS)
+    # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6)
     pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
     mbarrier.arrive(v_empty.index(pslot))
     acc = acc * gl.expand_dims(factor, 1) + pv
-    return acc, m_i, l_i, p, factor_new, vs_new, turn_phase
+    return acc, m_i, l_i, _pack_p(p, HEAD_DIM, NW), factor_new, vs_new, turn_phase
 
 
 @gluon.jit
@@ -555,6 +593,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     else:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, False,
                                       BLOCK_N, P_SHIFT, NW)
+    p = _pack_p(p, HEAD_DIM, NW)
     # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
     factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
 
@@ -619,7 +658,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     lslot = last % STAGES
     v_s = v_smem.index(lslot)
     mbarrier.wait(v_full.index(lslot), (last // STAGES) & 1)
-    p8 = _to_p8(p, HEAD_DIM, NW)
+    p8 = _p_operand(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     pv = warpgroup_mma(p8, v_s.permute((1, 0)),
@@ -832,14 +871,18 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
-                        unroll2: bool = False, causal=None, lse=None):
+                        unroll2: bool = False, causal=None, lse=None,
+                        v_key_order: str = "natural"):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
     float8_e4m3fn with unit stride along Sk and a row stride (stride(-2)) that is a multiple of 16
-    (a view of a (B, Hkv, D, Sk16) buffer is fine); q/k/v_descale (B, H, NB) float32, row r uses
-    descale[..., r // *_block]. k_block and v_block must be multiples of block_n (one K and one V
-    descale per KV tile). out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
+    (a view of a (B, Hkv, D, Sk16) buffer is fine), its keys in `v_key_order`: "mma" (the order
+    the kernel reads, quant/key_order.py; what quantize(..., key_order="mma") writes) or
+    "natural" (permuted here first: one more pass over V^T); q/k/v_descale (B, H, NB) float32,
+    row r uses descale[..., r // *_block]. k_block and v_block must be multiples of block_n
+    (one K and one V descale per KV tile). out: optional (B, Hq, Sq, D) bfloat16 tensor (any
+    strides).
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). Compile-checked
     for sm_90a only (2026-11-30): 0 spills without unroll2; with unroll2 ptxas spills (20 B
@@ -850,6 +893,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+    from ..quant.key_order import check_key_order, padded_view, to_mma
+
+    check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
     for name, t in (("q8", q8), ("k8", k8), ("vt8", vt8)):
@@ -887,8 +933,14 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     k2 = k8.view(B * Hkv * Sk, D)
     q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [bm, D], ql)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [block_n, D], kl)
-    # V^T as (B*Hkv*D, Sk) rows of stride rs: columns >= Sk are zero-filled by TMA
-    v_desc = TensorDescriptor(vt8, [B * Hkv * D, Sk], [rs, 1], [D, block_n], vl)
+    # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16: in the "mma" order
+    # the last group's positions past Sk can hold keys below Sk; columns >= Sk16 are zero-filled
+    # by TMA
+    if v_key_order == "natural":
+        vt8 = to_mma(vt8)
+        rs = vt8.stride(-2)
+    vt16 = padded_view(vt8)
+    v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
     grid = (triton.cdiv(Sq, bm), B * Hq)
     _attn_fwd_gluon[grid](
         q_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,

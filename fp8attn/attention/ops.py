@@ -34,11 +34,17 @@ def _backend(device: torch.device) -> str:
     return select_backend(device)
 
 
-def _quantize_qkv(q, k, v, recipe: Recipe):
-    """(B, H, S, D) views -> three QuantizedTensors (V transposed, (B, H, D, S))."""
+def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
+                  out_dtype=torch.bfloat16):
+    """(B, H, S, D) views -> three QuantizedTensors (V transposed, (B, H, D, S), in the key
+    order the kernel that will take the call reads: gluon_dispatch.v_key_order_for)."""
     from ..quant import quantize_qkv
+    from .gluon_dispatch import v_key_order_for
     backend = "triton" if q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
-    return quantize_qkv(q, k, v, recipe, backend=backend)
+    order = v_key_order_for(q, k, fmt=recipe.fmt, granularity=recipe.granularity,
+                            block_kv=recipe.block_kv, causal=causal, varlen=varlen,
+                            two_terms=recipe.q_terms == 2, out_dtype=out_dtype)
+    return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order)
 
 
 def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=None, **varlen):
@@ -55,7 +61,7 @@ def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=Non
                              q_block=q8.block_size, k_block=k8.block_size,
                              v_block=v8.block_size, softmax_scale=softmax_scale, causal=causal,
                              out_dtype=out_dtype, return_lse=return_lse, out=out, q_lo=q_lo,
-                             **varlen)
+                             v_key_order=v8.key_order, **varlen)
 
 
 def _dispatch(op, impl, *args):
@@ -91,7 +97,7 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: s
                                   recipe=recipe, return_lse=return_lse)
         out, lse = res if return_lse else (res, _no_lse(q.device))
         return (out.transpose(1, 2).contiguous() if bshd else out.contiguous()), lse
-    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe)
+    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], out_dtype=q.dtype)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,
@@ -187,14 +193,24 @@ def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_des
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     sq, sk = q.shape[1], k.shape[1]
 
-    def qt(x, descale, s, transposed=False):
+    def qt(x, descale, s, transposed=False, key_order="natural"):
         return QuantizedTensor(data=x, descale=descale.float().reshape(descale.shape[0], -1, 1),
-                               block_size=max(s, 1), fmt=fmt, transposed=transposed)
+                               block_size=max(s, 1), fmt=fmt, transposed=transposed,
+                               key_order=key_order)
 
     q8 = qt(q.transpose(1, 2), q_descale, sq)
     k8 = qt(k.transpose(1, 2), k_descale, sk)
-    # the kernel wants V head-dim major, contiguous along the sequence: one copy
-    v8 = qt(v.permute(0, 2, 3, 1).contiguous(), v_descale, sk, transposed=True)
+    # the kernel wants V head-dim major, contiguous along the sequence: one copy, in the key
+    # order of the kernel that will take the call
+    from ..quant.key_order import to_mma
+    from .gluon_dispatch import v_key_order_for
+    order = v_key_order_for(q8.data, k8.data, fmt=fmt, granularity="head",
+                            block_kv=max(sk, 1), causal=_CAUSAL[causal], varlen=False,
+                            two_terms=False, out_dtype=torch.bfloat16,
+                            contiguous=q8.data.is_contiguous() and k8.data.is_contiguous())
+    vt = v.permute(0, 2, 3, 1)
+    v8 = qt(to_mma(vt) if order == "mma" else vt.contiguous(), v_descale, sk, transposed=True,
+            key_order=order)
     if _backend(q.device) == "emulation":
         out, lse = _emulate_quantized(q8, k8, v8, _CAUSAL[causal], softmax_scale)
         return (out.transpose(1, 2).to(torch.bfloat16).contiguous(),
@@ -251,7 +267,8 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                                  return_lse)
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
-    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe)
+    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
+                               out_dtype=q.dtype)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,

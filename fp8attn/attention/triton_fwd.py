@@ -41,6 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..quant.key_order import check_key_order, to_natural
 from . import gluon_dispatch
 
 LOG2E = 1.4426950408889634  # 1 / ln 2
@@ -445,7 +446,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                       k_block: int, v_block: int, softmax_scale: float, causal=None,
                       out_dtype=torch.bfloat16, return_lse: bool = False, out=None,
                       cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
-                      acc_mode: str = "tile", config: dict | None = None, q_lo=None):
+                      acc_mode: str = "tile", config: dict | None = None, q_lo=None,
+                      v_key_order: str = "natural"):
     """Launch the kernel on already-quantised inputs.
 
     q8 (B, Hq, Sq, D), k8 (B, Hkv, Sk, D), vt8 (B, Hkv, D, Sk): FP8 (e4m3fn or e5m2, all the same);
@@ -459,6 +461,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; QuantizedTensor.residual): same
     shape, dtype and strides as q8, sharing q_descale; the scores become
     (q8 @ k8^T + q_lo @ k8^T) * descales.
+    v_key_order: the order of vt8's keys, "natural" or "mma" (quant/key_order.py: what the
+    Gluon kernel reads; the tl kernel gets a natural-order copy).
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     The calls gluon_dispatch.why_not accepts run the Gluon kernel instead (sm_90 with Triton 3.6,
@@ -476,13 +480,16 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
+    check_key_order(v_key_order)
     if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
                               varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
                               config=config) is None and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
-            lse=lse if return_lse else None):
+            lse=lse if return_lse else None, v_key_order=v_key_order):
         return (out, lse) if return_lse else out
+    if v_key_order == "mma":
+        vt8 = to_natural(vt8)
     stride_l = lse.stride() if return_lse else (0, 0, 0)
     nseq = cu_seqlens_q.numel() - 1 if varlen else B
     m_extent = int(max_seqlen_q) if varlen else Sq
