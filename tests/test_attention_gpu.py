@@ -148,8 +148,16 @@ def test_torch_compile_inductor():
 
 def test_torch_compile_reduce_overhead():
     """mode="reduce-overhead" (Inductor's CUDA graphs, the fix for short host-bound calls):
-    replays give the eager bits on new data in new tensors."""
+    replays give the eager bits on new data in new tensors. One eager call first, as the README
+    says: it builds the small tables the package keeps on the device (rotation signs); built
+    inside the compiled call's first pass they would land in the CUDA-graph pool, which then
+    raises ("tensor(s) in the cudagraph pool not tracked as outputs": H200, 2026-11-30, when
+    the compiled call was a fresh process's first; building them on a side stream did not
+    keep them out of the pool)."""
     torch._dynamo.reset()
+    g = torch.Generator(device="cuda").manual_seed(8)
+    fp8attn.flash_attn_func(*(torch.randn(2, 512, 4, 128, generator=g, device="cuda").bfloat16()
+                              for _ in range(3)))
     compiled = torch.compile(lambda a, b, c: fp8attn.flash_attn_func(a, b, c),
                              mode="reduce-overhead", fullgraph=True)
     g = torch.Generator(device="cuda").manual_seed(8)
