@@ -2,6 +2,8 @@
 with Triton 3.6, the tl kernel's bits (with 128-key tiles) for the calls it takes. The kernel's
 causal and head-dim-64 code, not dispatched (slower there), is held to the tl kernel too.
 """
+import dataclasses
+
 import pytest
 import torch
 import triton
@@ -10,11 +12,12 @@ import fp8attn
 from fp8attn import Recipe
 from fp8attn.attention import gluon_dispatch, triton_fwd
 from fp8attn.quant import quantize_qkv
+from fp8attn.quant.key_order import to_natural
 
 GOOD = dict(capability=(9, 0), triton_version="3.6.0", dtype=torch.float8_e4m3fn, head_dim=128,
             seqlen_q=4096, seqlen_k=4096, k_block=128, v_block=128, causal=None, varlen=False,
             two_terms=False, out_dtype=torch.bfloat16, acc_mode="tile",
-            forced_config=False, contiguous=True, vt_ok=True)
+            forced_config=False, contiguous=True, vt_ok=True, mma_order=True)
 
 
 def test_reason_accepts_the_covered_call():
@@ -45,6 +48,7 @@ def test_reason_accepts_the_covered_call():
     (dict(seqlen_k=4095), "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(vt_ok=False), "V^T"),
+    (dict(mma_order=False), "natural key order"),
 ])
 def test_reason_names_what_is_not_covered(change, words):
     why = gluon_dispatch.reason(**dict(GOOD, **change))
@@ -133,7 +137,6 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("v_key_order", ["mma", "natural"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
     (1, 16, 16, 4096, 4096, Recipe()),
     (2, 3, 3, 1000, 4200, Recipe()),                  # tails on both sides
@@ -142,21 +145,23 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     (1, 2, 2, 2500, 4096, Recipe(granularity="head")),  # one descale per head
     (1, 2, 2, 4096, 4096, Recipe(q_search=4)),        # per-row Q descales
 ])
-def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, v_key_order, spy,
-                                               monkeypatch):
-    """V^T in the kernel's "mma" key order (what the package quantises into) or natural
-    (permuted before the launch); the tl kernel, forced, gets it back in natural order: the
-    keys of a 16-key group enter the P @ V sums in another order, the bits stay the same."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk,
-                            v_key_order=v_key_order)
+def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, monkeypatch):
+    """V^T in the kernel's "mma" key order (what the package quantises into); the tl kernel,
+    forced, gets it back in natural order: the keys of a 16-key group enter the P @ V sums in
+    another order, the bits stay the same. A natural-order V^T stays on the tl kernel."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk, v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, config=TL_128)     # a forced config: the tl kernel
     assert not spy
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)   # on by default
     got, got_lse = _run(q8, k8, v8)
-    assert spy == [v_key_order]
+    assert spy == ["mma"]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     assert torch.equal(got_lse, ref_lse)
+    nat = dataclasses.replace(v8, data=to_natural(v8.data), key_order="natural")
+    assert torch.equal(_run(q8, k8, nat, config=TL_128)[0], ref)
+    _run(q8, k8, nat)
+    assert spy == ["mma"]                     # natural order: the tl kernel
 
 
 @pytest.mark.gpu

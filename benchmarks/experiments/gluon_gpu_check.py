@@ -39,14 +39,16 @@ HDIM = 128
 CAUSAL = None       # --causal: None, "top_left" or "bottom_right" (modes pingpong + overlap only)
 
 
-def _inputs(b, hq, hkv, sq, sk, seed):
+def _inputs(b, hq, hkv, sq, sk, seed, v_key_order="natural"):
+    """V^T in `v_key_order`: "mma" for the Gluon kernel (what it reads), natural for the tl
+    kernel (what it reads), so that neither timing includes a permuting copy."""
     from fp8attn import Recipe
     from fp8attn.quant import quantize_qkv
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(b, hq, sq, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
-    return (q, k, v), quantize_qkv(q, k, v, Recipe())
+    return (q, k, v), quantize_qkv(q, k, v, Recipe(), v_key_order=v_key_order)
 
 
 def _ours(q8, k8, v8, out=None):
@@ -54,14 +56,15 @@ def _ours(q8, k8, v8, out=None):
     return attention_fwd_fp8(q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
                              q_block=q8.block_size, k_block=k8.block_size,
                              v_block=v8.block_size, softmax_scale=HDIM ** -0.5, out=out,
-                             causal=CAUSAL)
+                             causal=CAUSAL, v_key_order=v8.key_order)
 
 
 def _gluon(q8, k8, v8, cfg, out=None):
     from fp8attn.attention.gluon_fwd import gluon_attention_fwd
     return gluon_attention_fwd(q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale,
                                k8.descale, v8.descale, q8.block_size, k8.block_size,
-                               v8.block_size, HDIM ** -0.5, out=out, causal=CAUSAL, **cfg)
+                               v8.block_size, HDIM ** -0.5, out=out, causal=CAUSAL,
+                               v_key_order=v8.key_order, **cfg)
 
 
 def _rel_rmse(o, ref):
@@ -78,7 +81,7 @@ def run_variant(name, seqlens):
     from fp8attn.attention.reference import attention_oracle
     cfg = VARIANTS[name]
     for (b, hq, hkv, sq, sk) in CHECK_SHAPES:
-        (q, k, v), (q8, k8, v8) = _inputs(b, hq, hkv, sq, sk, seed=sq + sk)
+        (q, k, v), (q8, k8, v8) = _inputs(b, hq, hkv, sq, sk, seed=sq + sk, v_key_order="mma")
         row = dict(variant=name, kind="check", shape=[b, hq, hkv, sq, sk])
         try:
             o_g = _gluon(q8, k8, v8, cfg)
@@ -96,7 +99,7 @@ def run_variant(name, seqlens):
         print(json.dumps(row), flush=True)
     for s in seqlens:
         b, h = _fa3_setting(s)
-        _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s + HDIM)
+        _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s + HDIM, v_key_order="mma")
         out = torch.empty(b, h, s, HDIM, device="cuda", dtype=torch.bfloat16)
         row = dict(variant=name, kind="time", seqlen=s, batch=b, heads=h)
         try:

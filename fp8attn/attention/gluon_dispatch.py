@@ -24,8 +24,9 @@ process goes on with the tl kernel, which gives the same results.
 The kernel reads V^T with the keys of every 16-key group permuted (the "mma" key order,
 quant/key_order.py), so that P goes from the S accumulator to the P @ V wgmma without moving
 between lanes. v_key_order_for tells the callers that quantise V which order to write (the
-quantiser does it in the same pass); a natural-order V^T is permuted before the launch, and an
-"mma"-order one that ends up on the tl kernel is put back in natural order first.
+quantiser does it in the same pass); a call with a natural-order V^T goes to the tl kernel (a
+permuting copy first costs more than the Gluon kernel gains), and an "mma"-order one that ends
+up on the tl kernel is put back in natural order first.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def _vt_layout_ok(vt8: torch.Tensor) -> bool:
 
 
 def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
-            out_dtype, acc_mode: str, config) -> str | None:
+            out_dtype, acc_mode: str, config, v_key_order: str = "mma") -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot."""
     if not enabled():
         return "off (FP8ATTN_GLUON=0)"
@@ -71,7 +72,8 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
         k_block=k_block, v_block=v_block, causal=causal, varlen=varlen,
         two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
         forced_config=config is not None,
-        contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8))
+        contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8),
+        mma_order=v_key_order == "mma")
 
 
 @functools.lru_cache(maxsize=None)
@@ -83,7 +85,7 @@ def _capability(index) -> tuple:
 def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
            k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
-           vt_ok: bool) -> str | None:
+           vt_ok: bool, mma_order: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
     checks = [
         (tuple(capability) == (9, 0), f"needs sm_90, got sm_{capability[0]}{capability[1]}"),
@@ -104,6 +106,9 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (seqlen_k >= MIN_SEQLEN_K, f"seqlen_k {seqlen_k} < {MIN_SEQLEN_K}"),
         (contiguous, "q8 / k8 not contiguous"),
         (vt_ok, "V^T rows not 16-byte aligned or heads not packed"),
+        # a natural-order V^T would need a permuting copy first: slower than the tl kernel up
+        # to 16k keys (H200, 2026-11-30: 431 vs 613 TFLOP/s at 4k, 678 vs 684 at 16k, causal)
+        (mma_order, "V^T in natural key order (quantise it with key_order='mma')"),
     ]
     for ok, why in checks:
         if not ok:

@@ -483,7 +483,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     check_key_order(v_key_order)
     if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
                               varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
-                              config=config) is None and gluon_dispatch.try_launch(
+                              config=config, v_key_order=v_key_order) is None \
+            and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
             lse=lse if return_lse else None, v_key_order=v_key_order):
