@@ -14,9 +14,11 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     host time (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound
     end-to-end calls.
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
-H200 (2026-11-30, benchmarks/results/gluon_check_*_s5.json): causal masks (Gluon / tl 0.77,
-0.89, 1.02 at 1k / 4k / 16k top-left; 0.62-0.70 bottom-right), head dim 64 (0.72-0.84) and
-head dim 256 (0.86, 0.93, 1.09: gluon_check_d256_s5.json).
+H200 (2026-11-30, benchmarks/results/gluon_check_*_s6.json, V^T in the "mma" order): causal
+masks (Gluon / tl 0.82, 0.98, 1.18 at 1k / 4k / 16k top-left; 0.83, 0.96, 1.13 bottom-right:
+faster from 16k keys, but the dispatch's unrolled variant spills with the causal code, and the
+causal launch through the dispatch is not GPU-tested yet), head dim 64 (0.78 at 1k) and head
+dim 256 (0.86, 0.93, 1.09 before the P change: gluon_check_d256_s5.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
