@@ -136,11 +136,11 @@ def throughput(hdims, seqlens, log, q_terms=(1,), tl=False):
                         lambda r=Recipe(q_terms=t): fp8attn.flash_attn_func(q, k, v, causal=causal,
                                                                             recipe=r))
                 row = dict(hdim=d, seqlen=s, batch=b, heads=h, causal=causal)
-                q8, k8, v8 = quant[(q_terms[0], "natural")]
+                q8, k8, v8 = quant[(q_terms[0], "mma")]
                 why = gluon_dispatch.why_not(
                     q8.data, k8.data, v8.data, k_block=k8.block_size, v_block=v8.block_size,
                     causal="bottom_right" if causal else None, varlen=False, q_lo=q8.residual,
-                    out_dtype=out.dtype, acc_mode="tile", config=None)
+                    out_dtype=out.dtype, acc_mode="tile", config=None, v_key_order="mma")
                 row["path"] = "gluon" if why is None else f"tl ({why})"
                 if tl and why is None:
                     fns["ours_kernel_tl"] = kernel(q_terms[0], "natural")

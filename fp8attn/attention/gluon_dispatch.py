@@ -60,8 +60,9 @@ def _vt_layout_ok(vt8: torch.Tensor) -> bool:
 
 
 def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
-            out_dtype, acc_mode: str, config, v_key_order: str = "mma") -> str | None:
-    """None if the call can go to the Gluon kernel, else the first reason it cannot."""
+            out_dtype, acc_mode: str, config, v_key_order: str = "natural") -> str | None:
+    """None if the call can go to the Gluon kernel, else the first reason it cannot
+    (v_key_order: vt8's, quant/key_order.py)."""
     if not enabled():
         return "off (FP8ATTN_GLUON=0)"
     if _failed:
