@@ -5,9 +5,11 @@ which and why; FP8ATTN_GLUON=0 turns it off); the tl kernel (triton_fwd.py) stay
 the fallback and what the interpreter tests. The other modes below are kept for the experiments
 (benchmarks/experiments/gluon_gpu_check.py, gluon_compile.py).
 
-Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 5"): mode "pingpong" with
+Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6"): mode "pingpong" with
 overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8 with 128-key tiles,
-1.15-1.21x of it at seqlen 8k-16k, 1.06-1.17x at 4k (non-causal, hdim 128); 0.85-0.87x FA3 FP8.
+1.21x of it at seqlen 4k and 16k (non-causal, hdim 128); 0.92-0.93x FA3 FP8. It reads V^T in
+the "mma" key order (quant/key_order.py; _pack_p says why); gluon_attention_fwd permutes a
+natural-order V^T first.
 
 Non-varlen, head dims 64, 128 and 256 (256: mode "pingpong" without overlap, P @ V in four
 quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False

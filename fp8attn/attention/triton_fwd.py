@@ -25,7 +25,8 @@ element does the rescale and the promotion: acc_u = acc_u * (alpha * vs_prev / v
 
 Layouts: Q8 (B, Hq, Sq, D), K8 (B, Hkv, Sk, D), V8 transposed (B, Hkv, D, Sk) -- head-dim major,
 contiguous along the sequence: Hopper's FP8 MMA wants its second operand K-major, and
-tl.dot(p, tl.trans(vt)) gives it that. Descales (B, H, NB) float32, row r uses [r // block_size].
+tl.dot(p, tl.trans(vt)) gives it that (keys in natural order; the Gluon kernel's "mma" order is
+put back before this kernel runs). Descales (B, H, NB) float32, row r uses [r // block_size].
 Varlen: B = 1 and rows are packed; cu_seqlens give each sequence's [start, end).
 
 Code-shape constexprs (same arithmetic, chosen per config by the autotuner): SPLIT (P @ V in 1, 2
