@@ -78,15 +78,9 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
     if not isinstance(residual, bool):
         raise TypeError(f"residual must be a bool, got {type(residual).__name__}")
     check_search(search, granularity, transpose)
-    _check_order(key_order, transpose)
+    check_key_order(key_order, transpose)
     return _quantize_checked(x, fmt, granularity, block, signs, transpose, backend, residual,
                              search, key_order)
-
-
-def _check_order(key_order, transpose: bool) -> None:
-    check_key_order(key_order)
-    if key_order != "natural" and not transpose:
-        raise ValueError(f"key_order {key_order!r} needs transpose=True (V^T)")
 
 
 def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,
@@ -111,7 +105,7 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     quantize)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
-    _check_order(v_key_order, True)
+    check_key_order(v_key_order)
     signs = cached_hadamard_signs(q.shape[-1], recipe.seed, q.device) if recipe.hadamard else None
     fmt, g = recipe.fmt, recipe.granularity
     # every check before the first launch; the blocks are the recipe's (validated there)

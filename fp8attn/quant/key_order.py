@@ -25,9 +25,12 @@ KEY_ORDERS = ("natural", "mma")
 GROUP = 16
 
 
-def check_key_order(key_order) -> None:
+def check_key_order(key_order, transposed: bool = True) -> None:
+    """A known order, and "mma" only for transposed data (V^T: the order is along S)."""
     if key_order not in KEY_ORDERS:
         raise ValueError(f"key_order must be one of {KEY_ORDERS}, got {key_order!r}")
+    if key_order != "natural" and not transposed:
+        raise ValueError(f"key_order {key_order!r} needs transpose=True (transposed V^T data)")
 
 
 def padded_len(s: int) -> int:

@@ -44,9 +44,7 @@ class QuantizedTensor:
     key_order: str = "natural"
 
     def __post_init__(self):
-        check_key_order(self.key_order)
-        if self.key_order != "natural" and not self.transposed:
-            raise ValueError(f"key_order {self.key_order!r} needs transposed data")
+        check_key_order(self.key_order, self.transposed)
 
     @property
     def seqlen(self) -> int:
@@ -154,9 +152,7 @@ def quantize_reference(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "b
     granularity "token" and transpose=False.
     key_order: "natural" or "mma" (transpose=True: see QuantizedTensor)."""
     check_search(search, granularity, transpose)
-    check_key_order(key_order)
-    if key_order != "natural" and not transpose:
-        raise ValueError(f"key_order {key_order!r} needs transpose=True")
+    check_key_order(key_order, transpose)
     if x.dim() != 4:
         raise ValueError(f"quantize expects (B, H, S, D), got shape {tuple(x.shape)}")
     if not torch.is_floating_point(x) or x.element_size() == 1:
