@@ -189,6 +189,18 @@ def _p_operand(w, PV_D: gl.constexpr, NW: gl.constexpr):
 
 
 @gluon.jit
+def _tile_descale(ptr, start_n, BLOCK: gl.constexpr):
+    """The descale of the KV tile at start_n: one per BLOCK keys (a multiple of the tile), or
+    BLOCK 0: one for the whole head. A compile-time divisor: the runtime divisions were 75 of
+    the unrolled loop's 1005 instructions (SASS, Triton 3.6)."""
+    if BLOCK == 0:
+        d = gl.load(ptr)
+    else:
+        d = gl.load(ptr + start_n // BLOCK)
+    return d
+
+
+@gluon.jit
 def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
@@ -209,8 +221,8 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
         mbarrier.arrive(turn.index(other_turn))
         turn_phase ^= 1
     # K_MODE 1: one K descale per tile (k_block a multiple of BLOCK_N); the load overlaps the MMA
-    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
-    vs = gl.load(vd_ptr + start_n // v_block)
+    row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
+    vs = _tile_descale(vd_ptr, start_n, v_block)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                     BLOCK_N, P_SHIFT, NW)
@@ -447,8 +459,8 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
         mbarrier.arrive(turn.index(other_turn))
         turn_phase ^= 1
     start_n = j * BLOCK_N
-    row_scale = row_scale0 * gl.load(kd_ptr + start_n // k_block)
-    vs_new = gl.load(vd_ptr + start_n // v_block)
+    row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
+    vs_new = _tile_descale(vd_ptr, start_n, v_block)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s, k_s])
     mbarrier.arrive(kv_empty.index(slot))
@@ -684,7 +696,8 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
 def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
-                    H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale,
+                    H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
+                    v_block: gl.constexpr, qk_scale,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -883,8 +896,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     the kernel reads, quant/key_order.py; what quantize(..., key_order="mma") writes) or
     "natural" (permuted here first: one more pass over V^T); q/k/v_descale (B, H, NB) float32,
     row r uses descale[..., r // *_block]. k_block and v_block must be multiples of block_n
-    (one K and one V descale per KV tile). out: optional (B, Hq, Sq, D) bfloat16 tensor (any
-    strides).
+    (one K and one V descale per KV tile) or cover all Sk keys (one per head); each value
+    compiles its own kernel. out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). Compile-checked
     for sm_90a only (2026-11-30): 0 spills without unroll2; with unroll2 ptxas spills (20 B
@@ -922,9 +935,12 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
-    if k_block % block_n or v_block % block_n:
+    if (k_block < Sk and k_block % block_n) or (v_block < Sk and v_block % block_n):
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
-                         f"block_n {block_n} (per-tile K/V descales)")
+                         f"block_n {block_n} or cover all {Sk} keys (per-tile K/V descales)")
+    # compile-time descale blocks: 0 = one descale for the whole head
+    k_block = 0 if k_block >= Sk else k_block
+    v_block = 0 if v_block >= Sk else v_block
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2)
     bm = cfg["BLOCK_M"]
