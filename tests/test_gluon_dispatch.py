@@ -22,6 +22,11 @@ GOOD = dict(capability=(9, 0), triton_version="3.6.0", dtype=torch.float8_e4m3fn
 
 def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**GOOD) is None
+    # causal masks from MIN_SEQLEN_K_CAUSAL keys
+    for causal in ("top_left", "bottom_right"):
+        assert gluon_dispatch.reason(**dict(GOOD, causal=causal, seqlen_k=16384)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, causal="top_left", seqlen_q=20000,
+                                        seqlen_k=16384)) is None
     # per-head descales (one block for the whole sequence) are per-tile descales too
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
@@ -37,6 +42,7 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=256), "head dim"),
     (dict(causal="top_left"), "causal"),
     (dict(causal="bottom_right"), "causal"),
+    (dict(causal="bottom_right", seqlen_q=20000, seqlen_k=16384), "bottom-right"),
     (dict(varlen=True), "varlen"),
     (dict(two_terms=True), "two-term"),
     (dict(out_dtype=torch.float16), "bfloat16"),
@@ -162,6 +168,26 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, 
     assert torch.equal(_run(q8, k8, nat, config=TL_128)[0], ref)
     _run(q8, k8, nat)
     assert spy == ["mma"]                     # natural order: the tl kernel
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("sq,sk,causal", [
+    (16384, 16384, "top_left"),
+    (3000, 16400, "bottom_right"),       # causal_off 13400, a tail tile and a partial group
+    (16500, 16384, "top_left"),          # more queries than keys
+])
+def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, spy, monkeypatch):
+    """Causal calls from MIN_SEQLEN_K_CAUSAL keys go to the Gluon kernel (the loop without the
+    unrolling) and give the tl kernel's bits, LSE included."""
+    q8, k8, v8 = _quantized(1, 2, 2, sq, sk, 128, Recipe(), seed=sq + 5 * sk, v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = _run(q8, k8, v8, causal)
+    assert spy == ["mma"]
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
 
 
 @pytest.mark.gpu

@@ -6,7 +6,8 @@ unrolled by two). On the calls below it gives the same bits as the tl kernel wit
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, head dim 128, not varlen, no causal mask, bf16 output, LSE or
+    e4m3 Q / K / V, one Q term, head dim 128, not varlen, causal masks only from
+    MIN_SEQLEN_K_CAUSAL keys (bottom-right ones with seqlen_k >= seqlen_q), bf16 output, LSE or
     not; two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
     v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
@@ -15,10 +16,10 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     end-to-end calls.
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30, benchmarks/results/gluon_check_*_s6.json, V^T in the "mma" order): causal
-masks (Gluon / tl 0.82, 0.98, 1.18 at 1k / 4k / 16k top-left; 0.83, 0.96, 1.13 bottom-right:
-faster from 16k keys, but the dispatch's unrolled variant spills with the causal code, and the
-causal launch through the dispatch is not GPU-tested yet), head dim 64 (0.78 at 1k) and head
-dim 256 (0.86, 0.93, 1.09 before the P change: gluon_check_d256_s5.json).
+masks below 16k keys (Gluon / tl 0.82, 0.98, 1.18 at 1k / 4k / 16k top-left; 0.83, 0.96, 1.13
+bottom-right; causal calls launch the loop without the unrolling, which spills with the causal
+code), head dim 64 (0.78 at 1k) and head dim 256 (0.86, 0.93, 1.09 before the P change:
+gluon_check_d256_s5.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
@@ -39,11 +40,16 @@ import warnings
 import torch
 import triton
 
-# the variant the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3")
+# the variant the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3"); causal calls
+# without the unrolled loop, which spills with the causal code ("pingpong_ovl_s3")
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
+CAUSAL_VARIANT = dict(VARIANT, unroll2=False)
 BLOCK_N = 128
 HEAD_DIMS = (128,)
 MIN_SEQLEN_K = 4096
+# causal: 1.13-1.18x the tl kernel at 16k keys, 0.96-0.98x at 4k (H200, 2026-11-30 10:27 UTC,
+# results/gluon_check_*_s6.json); 8k not measured
+MIN_SEQLEN_K_CAUSAL = 16384
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
 
@@ -96,7 +102,11 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
          f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
         (head_dim in HEAD_DIMS, f"head dim {head_dim} (only {HEAD_DIMS})"),
-        (causal is None, f"causal {causal!r} (slower than the tl kernel there)"),
+        (causal is None or seqlen_k >= MIN_SEQLEN_K_CAUSAL,
+         f"causal {causal!r} with seqlen_k {seqlen_k} < {MIN_SEQLEN_K_CAUSAL} (slower than the "
+         f"tl kernel there)"),
+        (causal != "bottom_right" or seqlen_k >= seqlen_q,
+         f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, "varlen batches"),
         (not two_terms, "two-term Q"),
         (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
@@ -142,7 +152,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
-           lse=None, v_key_order: str = "natural") -> torch.Tensor:
+           lse=None, v_key_order: str = "natural", causal=None) -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
@@ -150,7 +160,8 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
                                softmax_scale, out=out, block_n=BLOCK_N, lse=lse,
-                               v_key_order=v_key_order, **VARIANT)
+                               causal=causal, v_key_order=v_key_order,
+                               **(VARIANT if causal is None else CAUSAL_VARIANT))
 
 
 def try_launch(*args, **kwargs) -> bool:

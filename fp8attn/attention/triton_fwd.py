@@ -488,7 +488,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
-            lse=lse if return_lse else None, v_key_order=v_key_order):
+            lse=lse if return_lse else None, v_key_order=v_key_order, causal=causal):
         return (out, lse) if return_lse else out
     if v_key_order == "mma":
         vt8 = to_natural(vt8)
