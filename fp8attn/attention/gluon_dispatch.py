@@ -156,13 +156,11 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
-    from .triton_fwd import CAUSAL_HEADS_FIRST
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block), _tile_block(v_block),
                                softmax_scale, out=out, block_n=BLOCK_N, lse=lse,
                                causal=causal, v_key_order=v_key_order,
-                               heads_first=CAUSAL_HEADS_FIRST,
                                **(VARIANT if causal is None else CAUSAL_VARIANT))
 
 

@@ -702,20 +702,13 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
-                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
-                    HEADS_FIRST: gl.constexpr = False):
+                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q)."""
-    if HEADS_FIRST:         # grid (heads, query blocks), as triton_fwd.py's HEADS_FIRST
-        off_hz = gl.program_id(0)
-        pid_m = gl.program_id(1)
-        n_m = gl.num_programs(1)
-    else:
-        pid_m = gl.program_id(0)
-        off_hz = gl.program_id(1)
-        n_m = gl.num_programs(0)
+    pid_m = gl.program_id(0)
     if CAUSAL != 0:
-        pid_m = n_m - 1 - pid_m      # longest rows first, as triton_fwd.py
+        pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
+    off_hz = gl.program_id(1)
     off_b = off_hz // H
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
@@ -894,7 +887,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
-                        v_key_order: str = "natural", heads_first: bool = True):
+                        v_key_order: str = "natural"):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -911,7 +904,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     top-left, 1.5 KB bottom-right), so the package launches causal calls without it.
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
-    heads_first: causal launch order, as triton_fwd.CAUSAL_HEADS_FIRST (ignored otherwise).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -967,9 +959,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         rs = vt8.stride(-2)
     vt16 = padded_view(vt8)
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
-    heads_first = heads_first and causal_mode != 0
-    n_m = triton.cdiv(Sq, bm)
-    grid = (B * Hq, n_m) if heads_first else (n_m, B * Hq)
+    grid = (triton.cdiv(Sq, bm), B * Hq)
     _attn_fwd_gluon[grid](
         q_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
@@ -977,6 +967,5 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
-        HEADS_FIRST=heads_first, **cfg)
+        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None, **cfg)
     return out

@@ -53,9 +53,6 @@ CAUSAL_MODES = {None: 0, "top_left": 1, "bottom_right": 2}
 # "fp22": the tensor core accumulates across the whole loop -- the known long-context hazard,
 # kept only so tests and benchmarks can show the difference. Never the default.
 ACC_MODES = {"tile": 0, "imprecise": 1, "fp22": 2}
-# Causal launch order: a (heads, query blocks) grid, so the longest blocks of every head run
-# before any shorter block (longest-first across the whole launch, not per head).
-CAUSAL_HEADS_FIRST = True
 
 
 @triton.jit
@@ -211,26 +208,19 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
               SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
-              INTERPRET: tl.constexpr, Q_TERMS: tl.constexpr, HEADS_FIRST: tl.constexpr,
-              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+              INTERPRET: tl.constexpr, Q_TERMS: tl.constexpr, BLOCK_M: tl.constexpr,
+              BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
     DH: tl.constexpr = HEAD_DIM_PAD // SPLIT
-    if HEADS_FIRST:
-        # grid (heads, query blocks): every head's block r before any head's block r + 1
-        off_hz = tl.program_id(0)
-        pid_m = tl.program_id(1)
-        n_m = tl.num_programs(1)
-    else:
-        pid_m = tl.program_id(0)
-        off_hz = tl.program_id(1)
-        n_m = tl.num_programs(0)
+    pid_m = tl.program_id(0)
+    off_hz = tl.program_id(1)
     off_b = off_hz // H
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
     if CAUSAL != 0:
         if REVERSE:
             # longest rows first: fewer idle SMs at the end of a causal launch
-            pid_m = n_m - 1 - pid_m
+            pid_m = tl.num_programs(0) - 1 - pid_m
     if IS_VARLEN:
         q_pos0 = tl.load(CU_Q + off_b)
         seqlen_q = tl.load(CU_Q + off_b + 1) - q_pos0
@@ -513,8 +503,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                 HEAD_DIM_PAD=max(triton.next_power_of_2(D), 32), IS_VARLEN=varlen,
                 RETURN_LSE=return_lse, P_SHIFT=8 if q8.dtype == torch.float8_e4m3fn else 15,
                 ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
-                Q_TERMS=1 if q_lo is None else 2, HEADS_FIRST=causal is not None
-                and CAUSAL_HEADS_FIRST)
+                Q_TERMS=1 if q_lo is None else 2)
     tune_key = _tune_bucket(m_extent, Sk, nseq * Hq)
     args = (q8, q8 if q_lo is None else q_lo, k8, vt8, q_descale, k_descale, v_descale, out, lse,
             cu_q, cu_k,
@@ -526,8 +515,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             tune_key)
 
     def grid(m):
-        n_m = triton.cdiv(m_extent, m["BLOCK_M"])
-        return (nseq * Hq, n_m) if m["HEADS_FIRST"] else (n_m, nseq * Hq)
+        return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
 
     if config is None:
         key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, tune_key, meta["ACC_MODE"],
