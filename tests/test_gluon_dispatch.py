@@ -1,6 +1,7 @@
 """The Gluon fast path (attention/gluon_dispatch.py): which calls it takes, and on an sm_90 GPU
 with Triton 3.6, the tl kernel's bits (with 128-key tiles) for the calls it takes. The kernel's
-causal and head-dim-64 code, not dispatched (slower there), is held to the tl kernel too.
+causal code on short shapes and its head-dim-64 code (not dispatched: slower there) are held to
+the tl kernel too.
 """
 import dataclasses
 
@@ -22,14 +23,16 @@ GOOD = dict(capability=(9, 0), triton_version="3.6.0", dtype=torch.float8_e4m3fn
 
 def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**GOOD) is None
-    # causal masks from MIN_SEQLEN_K_CAUSAL keys
+    # causal masks (bottom-right ones need at least as many keys as queries)
     for causal in ("top_left", "bottom_right"):
-        assert gluon_dispatch.reason(**dict(GOOD, causal=causal, seqlen_k=16384)) is None
-    assert gluon_dispatch.reason(**dict(GOOD, causal="top_left", seqlen_q=20000,
-                                        seqlen_k=16384)) is None
+        assert gluon_dispatch.reason(**dict(GOOD, causal=causal)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, causal="top_left", seqlen_q=20000)) is None
     # per-head descales (one block for the whole sequence) are per-tile descales too
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, lse=True)) is None
+    # head dim 256: 64-key tiles, non-causal without the LSE
+    assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -39,10 +42,11 @@ def test_reason_accepts_the_covered_call():
     (dict(dtype=torch.float8_e5m2), "e4m3"),
     (dict(head_dim=64), "head dim"),
     (dict(head_dim=96), "head dim"),
-    (dict(head_dim=256), "head dim"),
-    (dict(causal="top_left"), "causal"),
-    (dict(causal="bottom_right"), "causal"),
-    (dict(causal="bottom_right", seqlen_q=20000, seqlen_k=16384), "bottom-right"),
+    (dict(head_dim=256, causal="top_left"), "head dim 256"),
+    (dict(head_dim=256, lse=True), "head dim 256"),
+    (dict(head_dim=256, k_block=96), "k_block"),
+    (dict(causal="bottom_right", seqlen_q=20000), "bottom-right"),
+    (dict(causal="top_left", seqlen_k=4095), "seqlen_k"),
     (dict(varlen=True), "varlen"),
     (dict(two_terms=True), "two-term"),
     (dict(out_dtype=torch.float16), "bfloat16"),
@@ -116,13 +120,13 @@ def spy(monkeypatch):
 TL_128 = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
-def _run(q8, k8, v8, causal=None, config=None):
-    """(out, lse) of attention_fwd_fp8 (V^T in v8's key order: an "mma"-order one goes back to
-    the natural order for the tl kernel)."""
+def _run(q8, k8, v8, causal=None, config=None, lse=True):
+    """(out, lse) of attention_fwd_fp8, or out if not lse (V^T in v8's key order: an
+    "mma"-order one goes back to the natural order for the tl kernel)."""
     return triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
         k_block=k8.block_size, v_block=v8.block_size, softmax_scale=q8.data.shape[-1] ** -0.5,
-        causal=causal, return_lse=True, config=config, v_key_order=v8.key_order)
+        causal=causal, return_lse=lse, config=config, v_key_order=v8.key_order)
 
 
 def _gluon_direct(q8, k8, v8, **variant):
@@ -173,12 +177,12 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, 
 @pytest.mark.gpu
 @needs_gluon
 @pytest.mark.parametrize("sq,sk,causal", [
-    (16384, 16384, "top_left"),
+    (4096, 4096, "top_left"),
     (3000, 16400, "bottom_right"),       # causal_off 13400, a tail tile and a partial group
-    (16500, 16384, "top_left"),          # more queries than keys
+    (4500, 4100, "top_left"),            # more queries than keys, a tail tile
 ])
 def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, spy, monkeypatch):
-    """Causal calls from MIN_SEQLEN_K_CAUSAL keys go to the Gluon kernel (the loop without the
+    """Causal calls from MIN_SEQLEN_K keys go to the Gluon kernel (the loop without the
     unrolling) and give the tl kernel's bits, LSE included."""
     q8, k8, v8 = _quantized(1, 2, 2, sq, sk, 128, Recipe(), seed=sq + 5 * sk, v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
@@ -201,7 +205,7 @@ def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, spy, monke
     (1, 8, 3000, 3000, "bottom_right", 64),
 ])
 def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causal, d):
-    """The kernel's causal and head-dim-64 code (gluon_fwd.py; not dispatched, slower there),
+    """The kernel's causal code below 4096 keys and its head-dim-64 code (not dispatched there),
     called directly with the variants the dispatch would use: the tl kernel's bits."""
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
@@ -217,47 +221,61 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
 @needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk", [
     (1, 4, 4, 4096, 4096),
-    (2, 3, 3, 1000, 2100),     # tails on both sides
-    (1, 4, 2, 777, 3000),      # GQA
+    (2, 3, 3, 1000, 4200),     # tails on both sides
+    (1, 4, 2, 777, 4500),      # GQA
 ])
-def test_gpu_gluon_kernel_hdim256_matches_tl_kernel(b, hq, hkv, sq, sk):
-    """Head dim 256 (P @ V in four parts, _tile_split; not dispatched yet), 64-key tiles: the
-    bits of the tl kernel's hdim-256 config with the same tiles."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk)
-    ref, _ = _run(q8, k8, v8, config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4,
-                                      "num_stages": 3, "SPLIT": 2, "REVERSE": False})
-    got = _gluon_direct(q8, k8, v8, mode="pingpong", stages=3, block_n=64)
+def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, spy, monkeypatch):
+    """Head dim 256 (P @ V in four parts, _tile_split, 64-key tiles) through the dispatch,
+    non-causal without the LSE: the bits of the tl kernel's hdim-256 config with the same
+    tiles. With the LSE or a causal mask the call stays on the tl kernel."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, lse=False, config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4,
+                                              "num_stages": 3, "SPLIT": 2, "REVERSE": False})
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got = _run(q8, k8, v8, lse=False)
+    assert spy == ["mma"]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
+    _run(q8, k8, v8)
+    _run(q8, k8, v8, causal="top_left", lse=False)
+    assert spy == ["mma"]
 
 
 @pytest.mark.gpu
 @needs_gluon
 def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
-    """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel (non-causal,
-    with and without the LSE), causal calls the tl kernel; same accuracy as with FP8ATTN_GLUON=0
-    (whose autotuned tl kernel may use other tiles, hence not the same bits)."""
+    """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel (causal or
+    not, with and without the LSE), a call below MIN_SEQLEN_K keys runs the tl kernel; same
+    accuracy as with FP8ATTN_GLUON=0 (whose autotuned tl kernel may use other tiles, hence not
+    the same bits)."""
     from fp8attn.attention.reference import attention_oracle
     g = torch.Generator(device="cuda").manual_seed(3)
     q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
                for _ in range(3))
-    oracle = attention_oracle(*(t.transpose(1, 2) for t in (q, k, v))).transpose(1, 2)
+    oracles = {c: attention_oracle(*(t.transpose(1, 2) for t in (q, k, v)),
+                                   causal="top_left" if c else None).transpose(1, 2)
+               for c in (False, True)}
 
-    def err(o):
-        return float((o.double() - oracle).pow(2).mean().sqrt())
+    def err(o, causal=False):
+        return float((o.double() - oracles[causal]).pow(2).mean().sqrt())
 
+    short = [t[:, :2048] for t in (q, k, v)]
     monkeypatch.setenv("FP8ATTN_GLUON", "0")
     ref = fp8attn.flash_attn_func(q, k, v)
     ref_causal = fp8attn.flash_attn_func(q, k, v, causal=True)
+    ref_short = fp8attn.flash_attn_func(*short)
     assert not spy
     monkeypatch.delenv("FP8ATTN_GLUON")
     got = fp8attn.flash_attn_func(q, k, v)
     got_lse, lse = fp8attn.flash_attn_func(q, k, v, return_lse=True)
-    assert spy == ["mma", "mma"]        # quantised straight into the kernel's V^T key order
+    got_causal = fp8attn.flash_attn_func(q, k, v, causal=True)
+    assert spy == ["mma"] * 3        # quantised straight into the kernel's V^T key order
     assert torch.equal(got, got_lse) and lse.shape == (1, 4, 4096) and lse.isfinite().all()
     assert err(got) <= 1.05 * err(ref)
-    assert torch.equal(fp8attn.flash_attn_func(q, k, v, causal=True), ref_causal)
-    assert len(spy) == 2
+    assert err(got_causal, True) <= 1.05 * err(ref_causal, True)
+    assert torch.equal(fp8attn.flash_attn_func(*short), ref_short)
+    assert len(spy) == 3
 
 
 @pytest.mark.gpu

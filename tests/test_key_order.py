@@ -129,8 +129,12 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
               two_terms=False, out_dtype=torch.bfloat16)
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **kw) == "mma"
     assert gluon_dispatch.v_key_order_for(t(100), t(5000), **dict(kw, granularity="head")) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **dict(kw, causal="top_left")) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(4096, 256), t(4096, 256), **kw) == "mma"
     for q, k, change in [(t(4096), t(2048), {}), (t(4096, 64), t(4096, 64), {}),
-                         (t(4096), t(4096), dict(causal="top_left")),
+                         (t(5000), t(4096), dict(causal="bottom_right")),  # Sq > Sk
+                         (t(4096, 256), t(4096, 256), dict(causal="top_left")),
+                         (t(4096, 256), t(4096, 256), dict(lse=True)),
                          (t(4096), t(4096), dict(varlen=True)),
                          (t(4096), t(4096), dict(two_terms=True)),
                          (t(4096), t(4096), dict(fmt="e5m2")),

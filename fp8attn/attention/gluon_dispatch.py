@@ -6,20 +6,22 @@ unrolled by two). On the calls below it gives the same bits as the tl kernel wit
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, head dim 128, not varlen, causal masks only from
-    MIN_SEQLEN_K_CAUSAL keys (bottom-right ones with seqlen_k >= seqlen_q), bf16 output, LSE or
-    not; two-level accumulation ("tile"), one K and one V descale per 128-key tile (k_block and
-    v_block multiples of 128, or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
+    e4m3 Q / K / V, one Q term, not varlen, bf16 output, two-level accumulation ("tile");
+    head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not;
+    head dim 256: non-causal without the LSE (the kernel's four-part P @ V loop has neither);
+    one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
+    or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
-    nothing (1.00x the tl kernel at 2048, 0.90x at 1024) while its launch costs 0.06 ms more
-    host time (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound
-    end-to-end calls.
+    nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
+    while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
+    leaves the GPU idle in host-bound end-to-end calls. Causal calls launch the loop without
+    the unrolling (it spills with the causal code): 1.07x / 1.11x / 1.06x the tl kernel at 4k /
+    8k / 16k keys (H200, 2026-11-30 11:02 UTC, results/probe_causal_order_s7.jsonl).
+Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
+16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
-H200 (2026-11-30, benchmarks/results/gluon_check_*_s6.json, V^T in the "mma" order): causal
-masks below 16k keys (Gluon / tl 0.82, 0.98, 1.18 at 1k / 4k / 16k top-left; 0.83, 0.96, 1.13
-bottom-right; causal calls launch the loop without the unrolling, which spills with the causal
-code), head dim 64 (0.78 at 1k) and head dim 256 (0.86, 0.93, 1.09 before the P change:
-gluon_check_d256_s5.json).
+H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
+probe_causal_order_s7.jsonl).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
@@ -40,16 +42,14 @@ import warnings
 import torch
 import triton
 
-# the variant the package launches (gluon_fwd.VARIANTS "pingpong_ovl_u2_s3"); causal calls
-# without the unrolled loop, which spills with the causal code ("pingpong_ovl_s3")
+# the variants the package launches (gluon_fwd.VARIANTS): head dim 128 "pingpong_ovl_u2_s3",
+# causal calls without the unrolled loop, which spills with the causal code ("pingpong_ovl_s3");
+# head dim 256 "pingpong_n64_s3" (P @ V in four head-dim quarters, no overlap)
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
 CAUSAL_VARIANT = dict(VARIANT, unroll2=False)
-BLOCK_N = 128
-HEAD_DIMS = (128,)
-MIN_SEQLEN_K = 4096
-# causal: 1.13-1.18x the tl kernel at 16k keys, 0.96-0.98x at 4k (H200, 2026-11-30 10:27 UTC,
-# results/gluon_check_*_s6.json); 8k not measured
-MIN_SEQLEN_K_CAUSAL = 16384
+VARIANT_D256 = dict(mode="pingpong", stages=3)
+TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
+MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
 
@@ -66,9 +66,10 @@ def _vt_layout_ok(vt8: torch.Tensor) -> bool:
 
 
 def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
-            out_dtype, acc_mode: str, config, v_key_order: str = "natural") -> str | None:
+            out_dtype, acc_mode: str, config, v_key_order: str = "natural",
+            lse: bool = False) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot
-    (v_key_order: vt8's, quant/key_order.py)."""
+    (v_key_order: vt8's, quant/key_order.py; lse: whether the call returns the LSE)."""
     if not enabled():
         return "off (FP8ATTN_GLUON=0)"
     if _failed:
@@ -79,7 +80,7 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
         capability=_capability(q8.device.index), triton_version=triton.__version__,
         dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
         k_block=k_block, v_block=v_block, causal=causal, varlen=varlen,
-        two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode,
+        two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode, lse=lse,
         forced_config=config is not None,
         contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8),
         mma_order=v_key_order == "mma")
@@ -94,17 +95,17 @@ def _capability(index) -> tuple:
 def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
            k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
-           vt_ok: bool, mma_order: bool = True) -> str | None:
+           vt_ok: bool, mma_order: bool = True, lse: bool = False) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
+    bn = TILE_KEYS.get(head_dim, 1)
     checks = [
         (tuple(capability) == (9, 0), f"needs sm_90, got sm_{capability[0]}{capability[1]}"),
         (triton_version.startswith(TRITON_SERIES),
          f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
-        (head_dim in HEAD_DIMS, f"head dim {head_dim} (only {HEAD_DIMS})"),
-        (causal is None or seqlen_k >= MIN_SEQLEN_K_CAUSAL,
-         f"causal {causal!r} with seqlen_k {seqlen_k} < {MIN_SEQLEN_K_CAUSAL} (slower than the "
-         f"tl kernel there)"),
+        (head_dim in TILE_KEYS, f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
+        (head_dim != 256 or (causal is None and not lse),
+         "head dim 256 with a causal mask or the LSE"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, "varlen batches"),
@@ -112,10 +113,8 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
         (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
         (not forced_config, "a forced tl config"),
-        (k_block % BLOCK_N == 0 or k_block >= seqlen_k,
-         f"k_block {k_block} splits a {BLOCK_N}-key tile"),
-        (v_block % BLOCK_N == 0 or v_block >= seqlen_k,
-         f"v_block {v_block} splits a {BLOCK_N}-key tile"),
+        (k_block % bn == 0 or k_block >= seqlen_k, f"k_block {k_block} splits a {bn}-key tile"),
+        (v_block % bn == 0 or v_block >= seqlen_k, f"v_block {v_block} splits a {bn}-key tile"),
         (seqlen_k >= MIN_SEQLEN_K, f"seqlen_k {seqlen_k} < {MIN_SEQLEN_K}"),
         (contiguous, "q8 / k8 not contiguous"),
         (vt_ok, "V^T rows not 16-byte aligned or heads not packed"),
@@ -131,7 +130,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
 
 def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: str,
                     block_kv: int, causal, varlen: bool, two_terms: bool, out_dtype,
-                    contiguous: bool = True) -> str:
+                    contiguous: bool = True, lse: bool = False) -> str:
     """The key order to write V^T in for a call on q (.., Sq, D) and k (.., Sk, D), decided
     before quantisation: "mma" where why_not will accept the quantised call, else "natural".
     contiguous: whether the FP8 Q and K the kernel gets will be contiguous (the quantiser's
@@ -146,7 +145,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
         dtype=fp8_dtype(fmt), head_dim=q.shape[-1], seqlen_q=q.shape[-2], seqlen_k=k.shape[-2],
         k_block=kv_block, v_block=kv_block, causal=causal, varlen=varlen, two_terms=two_terms,
         out_dtype=out_dtype, acc_mode="tile", forced_config=False, contiguous=contiguous,
-        vt_ok=True)
+        vt_ok=True, lse=lse)
     return "mma" if why is None else "natural"
 
 
@@ -156,12 +155,14 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
+    d = q8.shape[-1]
+    bn = TILE_KEYS[d]
+    variant = VARIANT_D256 if d == 256 else VARIANT if causal is None else CAUSAL_VARIANT
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
-                               q_block, _tile_block(k_block), _tile_block(v_block),
-                               softmax_scale, out=out, block_n=BLOCK_N, lse=lse,
-                               causal=causal, v_key_order=v_key_order,
-                               **(VARIANT if causal is None else CAUSAL_VARIANT))
+                               q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
+                               softmax_scale, out=out, block_n=bn, lse=lse,
+                               causal=causal, v_key_order=v_key_order, **variant)
 
 
 def try_launch(*args, **kwargs) -> bool:
@@ -177,8 +178,8 @@ def try_launch(*args, **kwargs) -> bool:
         return False
 
 
-def _tile_block(block: int) -> int:
-    """gluon_attention_fwd wants multiples of BLOCK_N; a per-head block (>= seqlen_k) indexes
-    descale[start_n // block] == 0 for every tile either way, as does any multiple of BLOCK_N
+def _tile_block(block: int, block_n: int) -> int:
+    """gluon_attention_fwd wants multiples of block_n; a per-head block (>= seqlen_k) indexes
+    descale[start_n // block] == 0 for every tile either way, as does any multiple of block_n
     at least as large."""
-    return block if block % BLOCK_N == 0 else -(-block // BLOCK_N) * BLOCK_N
+    return block if block % block_n == 0 else -(-block // block_n) * block_n

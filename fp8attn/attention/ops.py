@@ -35,7 +35,7 @@ def _backend(device: torch.device) -> str:
 
 
 def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
-                  out_dtype=torch.bfloat16):
+                  out_dtype=torch.bfloat16, lse: bool = False):
     """(B, H, S, D) views -> three QuantizedTensors (V transposed, (B, H, D, S), in the key
     order the kernel that will take the call reads: gluon_dispatch.v_key_order_for)."""
     from ..quant import quantize_qkv
@@ -43,7 +43,7 @@ def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
     backend = "triton" if q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
     order = v_key_order_for(q, k, fmt=recipe.fmt, granularity=recipe.granularity,
                             block_kv=recipe.block_kv, causal=causal, varlen=varlen,
-                            two_terms=recipe.q_terms == 2, out_dtype=out_dtype)
+                            two_terms=recipe.q_terms == 2, out_dtype=out_dtype, lse=lse)
     return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order)
 
 
@@ -97,7 +97,8 @@ def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: s
                                   recipe=recipe, return_lse=return_lse)
         out, lse = res if return_lse else (res, _no_lse(q.device))
         return (out.transpose(1, 2).contiguous() if bshd else out.contiguous()), lse
-    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], out_dtype=q.dtype)
+    q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], out_dtype=q.dtype,
+                               lse=return_lse)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,
@@ -206,7 +207,7 @@ def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_des
     from .gluon_dispatch import v_key_order_for
     order = v_key_order_for(q8.data, k8.data, fmt=fmt, granularity="head",
                             block_kv=max(sk, 1), causal=_CAUSAL[causal], varlen=False,
-                            two_terms=False, out_dtype=torch.bfloat16,
+                            two_terms=False, out_dtype=torch.bfloat16, lse=return_lse,
                             contiguous=q8.data.is_contiguous() and k8.data.is_contiguous())
     vt = v.permute(0, 2, 3, 1)
     v8 = qt(to_mma(vt) if order == "mma" else vt.contiguous(), v_descale, sk, transposed=True,
@@ -268,7 +269,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
     q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
-                               out_dtype=q.dtype)
+                               out_dtype=q.dtype, lse=return_lse)
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,

@@ -467,7 +467,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     The calls gluon_dispatch.why_not accepts run the Gluon kernel instead (sm_90 with Triton 3.6,
-    hdim 128, non-causal, seqlen_k >= 4096: the same bits; FP8ATTN_GLUON=0 turns it off).
+    hdim 128 (causal or not) and 256 (non-causal, no LSE), seqlen_k >= 4096: the same bits;
+    FP8ATTN_GLUON=0 turns it off).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
@@ -484,7 +485,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     check_key_order(v_key_order)
     if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
                               varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
-                              config=config, v_key_order=v_key_order) is None \
+                              config=config, v_key_order=v_key_order, lse=return_lse) is None \
             and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
