@@ -9,9 +9,10 @@ do_bench's included, measures the host. For each shape this prints:
   wall us  per call of the same loop waited for (what a caller sees: the larger of the two);
   compiled wall us  the same for torch.compile(mode="reduce-overhead") of the call (Inductor
            replays it from a CUDA graph; compile and warm-up calls not counted);
-and the top functions of a cProfile of the host loop for the first shape.
+and the top functions of a cProfile of the host loop for the first shape (--profile: another
+shape, e.g. 4,4096,16,128,causal; by own time, then fp8attn's functions by cumulative time).
 
-    PYTHONPATH=. python3 benchmarks/bench_overhead.py [--out DIR]
+    PYTHONPATH=. python3 benchmarks/bench_overhead.py [--out DIR] [--profile B,S,H,D[,causal]]
 """
 from __future__ import annotations
 
@@ -53,7 +54,10 @@ def loop_us(fn, n: int = 200) -> tuple[float, float]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
+    ap.add_argument("--profile", default=",".join(map(str, SHAPES[0])))
     args = ap.parse_args()
+    pf = args.profile.split(",")
+    prof_shape, prof_causal = tuple(int(x) for x in pf[:4]), pf[4:] == ["causal"]
     rows = []
     prof_text = ""
     for i, (b, s, h, d) in enumerate(SHAPES):
@@ -72,15 +76,18 @@ def main():
             print(f"{(b, s, h, d)} causal={causal}: host {row['host_us']:.0f} us, "
                   f"gpu {row['gpu_us']:.0f} us, wall {row['wall_us']:.0f} us, compiled "
                   f"(reduce-overhead) wall {row['compiled_wall_us']:.0f} us", flush=True)
-        if i == 0:
+        if (b, s, h, d) == prof_shape:
             pr = cProfile.Profile()
             pr.enable()
             for _ in range(200):
-                fp8attn.flash_attn_func(q, k, v)
+                fp8attn.flash_attn_func(q, k, v, causal=prof_causal)
             pr.disable()
             torch.cuda.synchronize()
             buf = io.StringIO()
-            pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(25)
+            buf.write(f"cProfile of 200 calls, {prof_shape} causal={prof_causal}\n")
+            stats = pstats.Stats(pr, stream=buf)
+            stats.sort_stats("tottime").print_stats(25)
+            stats.sort_stats("cumulative").print_stats("fp8attn", 30)
             prof_text = buf.getvalue()
     print(prof_text)
     if args.out:
