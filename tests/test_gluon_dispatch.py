@@ -280,6 +280,31 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
 
 @pytest.mark.gpu
 @needs_gluon
+def test_gpu_gluon_path_takes_prequantised_fp8_inputs(spy, monkeypatch):
+    """flash_attn_func on FP8 (B, S, H, D) inputs with FA3-style descales: Q and K are copied
+    contiguous so that the Gluon kernel takes the call (causal or not), with the tl kernel's
+    bits (128-key tiles) on the same data."""
+    g = torch.Generator(device="cuda").manual_seed(11)
+    b, s, h, d = 1, 4096, 4, 128
+    q, k, v = ((torch.randn(b, s, h, d, generator=g, device="cuda") * 3).to(torch.float8_e4m3fn)
+               for _ in range(3))
+    qd, kd, vd = (torch.rand(b, h, generator=g, device="cuda") + 0.5 for _ in range(3))
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    for causal in (False, True):
+        got = fp8attn.flash_attn_func(q, k, v, causal=causal, q_descale=qd, k_descale=kd,
+                                      v_descale=vd)
+        ref = triton_fwd.attention_fwd_fp8(
+            q.transpose(1, 2), k.transpose(1, 2), v.permute(0, 2, 3, 1).contiguous(),
+            qd.reshape(b, h, 1), kd.reshape(b, h, 1), vd.reshape(b, h, 1), q_block=s,
+            k_block=s, v_block=s, softmax_scale=d ** -0.5,
+            causal="bottom_right" if causal else None, config=TL_128)
+        assert not got.isnan().any()
+        assert torch.equal(got, ref.transpose(1, 2))
+    assert spy == ["mma", "mma"]
+
+
+@pytest.mark.gpu
+@needs_gluon
 def test_gpu_gluon_path_under_cuda_graph_capture(spy):
     """The Gluon launch (host-side TMA descriptors, passed by value) replays from a CUDA graph:
     the README's advice for short host-bound calls. Replays follow new data in the same
