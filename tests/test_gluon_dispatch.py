@@ -31,6 +31,7 @@ def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
     assert gluon_dispatch.reason(**dict(GOOD, lse=True)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
 
@@ -48,7 +49,7 @@ def test_reason_accepts_the_covered_call():
     (dict(causal="bottom_right", seqlen_q=20000), "bottom-right"),
     (dict(causal="top_left", seqlen_k=4095), "seqlen_k"),
     (dict(varlen=True), "varlen"),
-    (dict(two_terms=True), "two-term"),
+    (dict(two_terms=True, head_dim=256, k_block=64, v_block=64), "two-term"),
     (dict(out_dtype=torch.float16), "bfloat16"),
     (dict(acc_mode="fp22"), "acc_mode"),
     (dict(forced_config=True), "config"),
@@ -126,7 +127,8 @@ def _run(q8, k8, v8, causal=None, config=None, lse=True):
     return triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
         k_block=k8.block_size, v_block=v8.block_size, softmax_scale=q8.data.shape[-1] ** -0.5,
-        causal=causal, return_lse=lse, config=config, v_key_order=v8.key_order)
+        causal=causal, return_lse=lse, config=config, v_key_order=v8.key_order,
+        q_lo=q8.residual)
 
 
 def _gluon_direct(q8, k8, v8, **variant):
@@ -154,6 +156,7 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     (1, 2, 2, 2500, 4103, Recipe()),                  # a partial 16-key group at the end
     (1, 2, 2, 2500, 4096, Recipe(granularity="head")),  # one descale per head
     (1, 2, 2, 4096, 4096, Recipe(q_search=4)),        # per-row Q descales
+    (1, 3, 3, 1000, 4200, Recipe(q_terms=2)),          # Q's second FP8 term
 ])
 def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, monkeypatch):
     """V^T in the kernel's "mma" key order (what the package quantises into); the tl kernel,
@@ -176,15 +179,18 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, 
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("sq,sk,causal", [
-    (4096, 4096, "top_left"),
-    (3000, 16400, "bottom_right"),       # causal_off 13400, a tail tile and a partial group
-    (4500, 4100, "top_left"),            # more queries than keys, a tail tile
+@pytest.mark.parametrize("sq,sk,causal,q_terms", [
+    (4096, 4096, "top_left", 1),
+    (3000, 16400, "bottom_right", 1),    # causal_off 13400, a tail tile and a partial group
+    (4500, 4100, "top_left", 1),         # more queries than keys, a tail tile
+    (4000, 4100, "bottom_right", 2),     # Q's second FP8 term
 ])
-def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, spy, monkeypatch):
+def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, q_terms, spy,
+                                                      monkeypatch):
     """Causal calls from MIN_SEQLEN_K keys go to the Gluon kernel (the loop without the
     unrolling) and give the tl kernel's bits, LSE included."""
-    q8, k8, v8 = _quantized(1, 2, 2, sq, sk, 128, Recipe(), seed=sq + 5 * sk, v_key_order="mma")
+    q8, k8, v8 = _quantized(1, 2, 2, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + 5 * sk,
+                            v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     got, got_lse = _run(q8, k8, v8, causal)

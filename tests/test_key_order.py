@@ -131,16 +131,17 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
     assert gluon_dispatch.v_key_order_for(t(100), t(5000), **dict(kw, granularity="head")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **dict(kw, causal="top_left")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 256), t(4096, 256), **kw) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **dict(kw, two_terms=True)) == "mma"
     for q, k, change in [(t(4096), t(2048), {}), (t(4096, 64), t(4096, 64), {}),
                          (t(5000), t(4096), dict(causal="bottom_right")),  # Sq > Sk
                          (t(4096, 256), t(4096, 256), dict(causal="top_left")),
                          (t(4096, 256), t(4096, 256), dict(lse=True)),
                          (t(4096), t(4096), dict(varlen=True)),
-                         (t(4096), t(4096), dict(two_terms=True)),
+                         (t(4096, 256), t(4096, 256), dict(two_terms=True)),
                          (t(4096), t(4096), dict(fmt="e5m2")),
                          (t(4096), t(4096), dict(block_kv=64)),
                          (t(4096), t(4096), dict(out_dtype=torch.float16)),
-                         # pre-quantised (B, S, H, D) inputs: strided Q / K views
+                         # Q / K the caller will not make contiguous
                          (t(4096), t(4096), dict(contiguous=False))]:
         assert gluon_dispatch.v_key_order_for(q, k, **dict(kw, **change)) == "natural", change
     monkeypatch.setenv("FP8ATTN_GLUON", "0")

@@ -28,17 +28,18 @@ PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bi
 VARIANTS = gluon_attn.VARIANTS
 
 
-def build(head_dim=128, causal=0, lse=False, kv_block=128, **kw):
+def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
     only. kv_block: the K and V descale block (compile-time; 0 = one per head)."""
     cfg = gluon_attn.kernel_config(**kw)
     num_warps = cfg.pop("num_warps")
     ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
     descs = dict(q_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
+                 ql_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
-                  k_block=kv_block, v_block=kv_block)
+                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms)
     fn = gluon_attn._attn_fwd_gluon
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):

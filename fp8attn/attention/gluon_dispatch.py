@@ -6,9 +6,11 @@ unrolled by two). On the calls below it gives the same bits as the tl kernel wit
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, one Q term, not varlen, bf16 output, two-level accumulation ("tile");
-    head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not;
-    head dim 256: non-causal without the LSE (the kernel's four-part P @ V loop has neither);
+    e4m3 Q / K / V, not varlen, bf16 output, two-level accumulation ("tile");
+    head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
+    one or two Q terms (Recipe.q_terms);
+    head dim 256: non-causal without the LSE, one Q term (the kernel's four-part P @ V loop
+    has none of these);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
@@ -82,7 +84,9 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
         k_block=k_block, v_block=v_block, causal=causal, varlen=varlen,
         two_terms=q_lo is not None, out_dtype=out_dtype, acc_mode=acc_mode, lse=lse,
         forced_config=config is not None,
-        contiguous=q8.is_contiguous() and k8.is_contiguous(), vt_ok=_vt_layout_ok(vt8),
+        contiguous=(q8.is_contiguous() and k8.is_contiguous()
+                    and (q_lo is None or q_lo.is_contiguous())),
+        vt_ok=_vt_layout_ok(vt8),
         mma_order=v_key_order == "mma")
 
 
@@ -109,7 +113,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, "varlen batches"),
-        (not two_terms, "two-term Q"),
+        (not two_terms or head_dim == 128, "two-term Q at head dim 256"),
         (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
         (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
         (not forced_config, "a forced tl config"),
@@ -151,7 +155,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
-           lse=None, v_key_order: str = "natural", causal=None) -> torch.Tensor:
+           lse=None, v_key_order: str = "natural", causal=None, q_lo=None) -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
@@ -162,7 +166,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
                                softmax_scale, out=out, block_n=bn, lse=lse,
-                               causal=causal, v_key_order=v_key_order, **variant)
+                               causal=causal, v_key_order=v_key_order, q_lo=q_lo, **variant)
 
 
 def try_launch(*args, **kwargs) -> bool:

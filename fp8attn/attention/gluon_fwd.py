@@ -421,6 +421,19 @@ def _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_d
 
 
 @gluon.jit
+def _qk_issue(q_s, k_s, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, s_layout: gl.constexpr):
+    """Issue S = Q K^T (async) for q_s, a tuple of Q's FP8 terms: with two (Recipe.q_terms ==
+    2, the same descale) the second wgmma accumulates into the first one's registers, so S =
+    Q_hi K^T + Q_lo K^T costs one more MMA and no registers."""
+    qk = warpgroup_mma(q_s[0], k_s.permute((1, 0)),
+                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
+                       is_async=True)
+    if len(q_s) == 2:
+        qk = warpgroup_mma(q_s[1], k_s.permute((1, 0)), qk, is_async=True)
+    return qk
+
+
+@gluon.jit
 def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
               v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
               other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
@@ -449,9 +462,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     p8 = _p_operand(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
-                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
-                       is_async=True)
+    qk = _qk_issue(q_s, k_s, ROWS, BLOCK_N, s_layout)
     pv = warpgroup_mma(p8, v_s.permute((1, 0)),
                        gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout), use_acc=False,
                        is_async=True)
@@ -462,7 +473,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs_new = _tile_descale(vd_ptr, start_n, v_block)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s, k_s])
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
     mbarrier.arrive(kv_empty.index(slot))
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                   BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
@@ -557,9 +568,10 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
-                  stride_lm=0, RETURN_LSE: gl.constexpr = False):
+                  stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
+    q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
 
     CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
@@ -576,7 +588,11 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
         NW)
     other_turn = 1 - my_turn
     turn_phase = 0
-    q_s = q_smem.slice(row0, ROWS, dim=0)
+    if Q_TERMS == 2:
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
+               q_smem.index(1).slice(row0, ROWS, dim=0))
+    else:
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
     mbarrier.wait(q_bar, 0)
     if CAUSAL != 0:
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
@@ -591,15 +607,13 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     mbarrier.wait(k_full.index(0), 0)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
-                       gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
-                       is_async=True)
+    qk = _qk_issue(q_s, k_s, ROWS, BLOCK_N, s_layout)
     if PINGPONG:
         mbarrier.arrive(turn.index(other_turn))
         turn_phase ^= 1
     row_scale = row_scale0 * gl.load(kd_ptr)
     vs = gl.load(vd_ptr)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
+    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s[0], k_s])
     mbarrier.arrive(kv_empty.index(0))
     if n_full == 0:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, True,
@@ -693,7 +707,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
 
 
 @gluon.jit
-def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
+def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
@@ -702,7 +716,8 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
-                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False):
+                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
+                    Q_TERMS: gl.constexpr = 1):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q)."""
     pid_m = gl.program_id(0)
@@ -728,7 +743,8 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
 
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [BLOCK_M, HEAD_DIM], q_desc.layout)
+    # Q's FP8 terms (ql_desc: the second, Q_TERMS == 2 with mode pingpong + overlap only)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, BLOCK_M, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -749,11 +765,16 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     fence_async_shared()
 
     q_bar0 = q_bar
-    mbarrier.expect(q_bar0, q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar0, q_smem)
+    mbarrier.expect(q_bar0, Q_TERMS * q_desc.block_type.nbytes)
+    tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar0,
+                                    q_smem.index(0))
+    if Q_TERMS == 2:
+        tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar0,
+                                        q_smem.index(1))
+    q_one = q_smem.index(0)     # the consumers without overlap take one Q term
 
     if MODE == 0:
-        _consumer(q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc, v_desc,
+        _consumer(q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
                   stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                   stride_oz, stride_oh, stride_om, stride_od,
@@ -773,7 +794,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
         ], [1], [PRODUCER_REGS])
     elif MODE == 1:
         gl.warp_specialize([
-            (_consumer, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+            (_consumer, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
@@ -794,7 +815,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -802,7 +823,7 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                              HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -811,13 +832,13 @@ def _attn_fwd_gluon(q_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
         mbarrier.arrive(turn.index(0))
         HALF: gl.constexpr = BLOCK_M // 2
         gl.warp_specialize([
-            (_consumer_any, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+            (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
-            (_consumer_any, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
+            (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
@@ -887,7 +908,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
-                        v_key_order: str = "natural"):
+                        v_key_order: str = "natural", q_lo=None):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -904,6 +925,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     top-left, 1.5 KB bottom-right), so the package launches causal calls without it.
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
+    q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
+    sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -927,8 +950,13 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
-    if (causal_mode or lse is not None) and not (mode == "pingpong" and overlap):
-        raise ValueError("causal and lse need mode 'pingpong' with overlap=True")
+    if (causal_mode or lse is not None or q_lo is not None) and not (mode == "pingpong"
+                                                                    and overlap):
+        raise ValueError("causal, lse and q_lo need mode 'pingpong' with overlap=True")
+    if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
+                             or not q_lo.is_contiguous()):
+        raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
+                         f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
     if D > 128 and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no causal mask and no lse either")
@@ -950,6 +978,10 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     q2 = q8.view(B * Hq * Sq, D)
     k2 = k8.view(B * Hkv * Sk, D)
     q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [bm, D], ql)
+    ql_desc = q_desc
+    if q_lo is not None:
+        ql2 = q_lo.view(B * Hq * Sq, D)
+        ql_desc = TensorDescriptor(ql2, list(ql2.shape), list(ql2.stride()), [bm, D], ql)
     k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [block_n, D], kl)
     # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16: in the "mma" order
     # the last group's positions past Sk can hold keys below Sk; columns >= Sk16 are zero-filled
@@ -961,11 +993,12 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
     grid = (triton.cdiv(Sq, bm), B * Hq)
     _attn_fwd_gluon[grid](
-        q_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
+        q_desc, ql_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
         q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None, **cfg)
+        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
+        Q_TERMS=1 if q_lo is None else 2, **cfg)
     return out

@@ -489,7 +489,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
-            lse=lse if return_lse else None, v_key_order=v_key_order, causal=causal):
+            lse=lse if return_lse else None, v_key_order=v_key_order, causal=causal,
+            q_lo=q_lo):
         return (out, lse) if return_lse else out
     if v_key_order == "mma":
         vt8 = to_natural(vt8)
