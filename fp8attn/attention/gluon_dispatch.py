@@ -12,13 +12,15 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     head dim 256: non-causal without the LSE, one Q term (the kernel's four-part P @ V loop
     has none of these);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
-    or per head), q8 / k8 contiguous, V^T rows 16-byte aligned (the
+    or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
     nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
     while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
     leaves the GPU idle in host-bound end-to-end calls. Causal calls launch the loop without
-    the unrolling (it spills with the causal code): 1.07x / 1.11x / 1.06x the tl kernel at 4k /
-    8k / 16k keys (H200, 2026-11-30 11:02 UTC, results/probe_causal_order_s7.jsonl).
+    the unrolling (it spills with the causal code): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
+    8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
+    path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
 16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the

@@ -5,17 +5,18 @@ which and why; FP8ATTN_GLUON=0 turns it off); the tl kernel (triton_fwd.py) stay
 the fallback and what the interpreter tests. The other modes below are kept for the experiments
 (benchmarks/experiments/gluon_gpu_check.py, gluon_compile.py).
 
-Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6"): mode "pingpong" with
-overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8 with 128-key tiles,
-1.21x of it at seqlen 4k and 16k (non-causal, hdim 128); 0.92-0.93x FA3 FP8. It reads V^T in
-the "mma" key order (quant/key_order.py; _pack_p says why); gluon_attention_fwd permutes a
-natural-order V^T first.
+Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6" and "Session 7"): mode
+"pingpong" with overlap=True, unroll2=True, stages=3: bit-identical to attention_fwd_fp8 with
+128-key tiles, 1.14-1.32x of it at seqlen 4k-16k (non-causal, hdim 128); 0.91-0.95x FA3 FP8.
+It reads V^T in the "mma" key order (quant/key_order.py; _pack_p says why);
+gluon_attention_fwd permutes a natural-order V^T first.
 
 Non-varlen, head dims 64, 128 and 256 (256: mode "pingpong" without overlap, P @ V in four
 quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False
 of triton_fwd.py), per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16; causal
-masks and the LSE output in mode pingpong with overlap only (CAUSAL / RETURN_LSE; bit-identical
-to the tl kernel on the GPU, but slower than it: not dispatched).
+masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
+RETURN_LSE / Q_TERMS; bit-identical to the tl kernel on the GPU). gluon_dispatch.py says which
+of these the package launches (hdim 64 is slower than the tl kernel).
 Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
@@ -920,9 +921,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     (one K and one V descale per KV tile) or cover all Sk keys (one per head); each value
     compiles its own kernel. out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
-    overlap only; bottom-right needs Sk >= Sq so that every row sees a key). Compile-checked
-    for sm_90a only (2026-11-30): 0 spills without unroll2; with unroll2 ptxas spills (20 B
-    top-left, 1.5 KB bottom-right), so the package launches causal calls without it.
+    overlap only; bottom-right needs Sk >= Sq so that every row sees a key). sm_90a, Triton
+    3.6: 0 spills without unroll2; with unroll2 ptxas spills (20 B top-left, 1.5 KB
+    bottom-right), so the package launches causal calls without it.
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
