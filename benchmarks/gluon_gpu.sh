@@ -4,8 +4,9 @@
 #   tests   the GPU tests of the attention kernels, the API and the quantiser, with the Gluon
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
 #                                                                               (~3.5 min)
-#   check   gluon_gpu_check.py on the kernel's undispatched code: causal (both alignments)
-#           and hdim 64, each timed beside the tl kernel and FA3 FP8           (~4 min)
+#   check   gluon_gpu_check.py on the kernel's causal code (both alignments, 1k-16k keys: the
+#           dispatch takes it from 4k) and hdim 64 (not dispatched), each timed beside the
+#           tl kernel and FA3 FP8                                              (~4 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)

@@ -211,8 +211,9 @@ def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, q_terms, s
     (1, 8, 3000, 3000, "bottom_right", 64),
 ])
 def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causal, d):
-    """The kernel's causal code below 4096 keys and its head-dim-64 code (not dispatched there),
-    called directly with the variants the dispatch would use: the tl kernel's bits."""
+    """The kernel's causal and head-dim-64 code called directly (causal calls below 4096 keys
+    and hdim 64 are not dispatched), with the variants the dispatch would use: the tl kernel's
+    bits."""
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
