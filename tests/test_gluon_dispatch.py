@@ -31,6 +31,8 @@ def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
     assert gluon_dispatch.reason(**dict(GOOD, lse=True)) is None
+    for dtype in (torch.float16, torch.float32):
+        assert gluon_dispatch.reason(**dict(GOOD, out_dtype=dtype)) is None
     assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
@@ -50,7 +52,7 @@ def test_reason_accepts_the_covered_call():
     (dict(causal="top_left", seqlen_k=4095), "seqlen_k"),
     (dict(varlen=True), "varlen"),
     (dict(two_terms=True, head_dim=256, k_block=64, v_block=64), "two-term"),
-    (dict(out_dtype=torch.float16), "bfloat16"),
+    (dict(out_dtype=torch.float8_e4m3fn), "bfloat16"),
     (dict(acc_mode="fp22"), "acc_mode"),
     (dict(forced_config=True), "config"),
     (dict(k_block=64), "k_block"),
@@ -283,6 +285,31 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     assert err(got_causal, True) <= 1.05 * err(ref_causal, True)
     assert torch.equal(fp8attn.flash_attn_func(*short), ref_short)
     assert len(spy) == 3
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causal, spy,
+                                                                monkeypatch):
+    """fp16 / fp32 outputs (the store converts as the tl kernel's does): the tl kernel's bits,
+    LSE included."""
+    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 128, Recipe(), seed=17, v_key_order="mma")
+
+    def run(config=None):
+        return triton_fwd.attention_fwd_fp8(
+            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+            q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
+            softmax_scale=128 ** -0.5, causal=causal, return_lse=True, config=config,
+            v_key_order=v8.key_order, out_dtype=out_dtype)
+    ref, ref_lse = run(config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = run()
+    assert spy == ["mma"]
+    assert got.dtype == out_dtype and not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
 
 
 @pytest.mark.gpu

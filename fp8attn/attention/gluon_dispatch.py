@@ -6,7 +6,7 @@ unrolled by two). On the calls below it gives the same bits as the tl kernel wit
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, not varlen, bf16 output, two-level accumulation ("tile");
+    e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms);
     head dim 256: non-causal without the LSE, one Q term (the kernel's four-part P @ V loop
@@ -54,6 +54,7 @@ CAUSAL_VARIANT = dict(VARIANT, unroll2=False)
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
 
@@ -116,7 +117,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
          f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, "varlen batches"),
         (not two_terms or head_dim == 128, "two-term Q at head dim 256"),
-        (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
+        (out_dtype in OUT_DTYPES, f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
         (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
         (not forced_config, "a forced tl config"),
         (k_block % bn == 0 or k_block >= seqlen_k, f"k_block {k_block} splits a {bn}-key tile"),
@@ -158,7 +159,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
            lse=None, v_key_order: str = "natural", causal=None, q_lo=None) -> torch.Tensor:
-    """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
+    """Run the Gluon kernel into out (B, Hq, Sq, D) of OUT_DTYPES (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]

@@ -919,7 +919,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     "natural" (permuted here first: one more pass over V^T); q/k/v_descale (B, H, NB) float32,
     row r uses descale[..., r // *_block]. k_block and v_block must be multiples of block_n
     (one K and one V descale per KV tile) or cover all Sk keys (one per head); each value
-    compiles its own kernel. out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
+    compiles its own kernel. out: optional (B, Hq, Sq, D) tensor (any strides) of bfloat16
+    (the default), float16 or float32: the store converts to out's type, as triton_fwd.py's.
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). sm_90a, Triton
     3.6: 0 spills without unroll2; with unroll2 ptxas spills (20 B top-left, 1.5 KB
@@ -975,6 +976,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
+    if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
     ql, kl, vl = smem_layouts(D, bm, block_n)
     q2 = q8.view(B * Hq * Sq, D)
     k2 = k8.view(B * Hkv * Sk, D)
