@@ -6,7 +6,7 @@
 #                                                                               (~3.5 min)
 #   check   gluon_gpu_check.py on the kernel's causal code (both alignments, 1k-16k keys: the
 #           dispatch takes it from 4k) and hdim 64 (not dispatched), each timed beside the
-#           tl kernel and FA3 FP8                                              (~4 min)
+#           tl kernel and FA3 FP8; causal with and without the unrolled loop  (~6 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
@@ -30,8 +30,9 @@ for stage in "$@"; do
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         for causal in top_left bottom_right; do
-            timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
-                --variants pingpong_ovl_s3 --causal $causal --seqlens 1024,4096,16384 \
+            timeout 170 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
+                --variants pingpong_ovl_s3,pingpong_ovl_u2_s3 --causal $causal \
+                --seqlens 1024,4096,16384 \
                 --json "$OUT/gluon_check_$causal.json" 2>&1 | tail -8
         done
         timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \

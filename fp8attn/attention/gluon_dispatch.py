@@ -16,9 +16,9 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
     nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
     while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
-    leaves the GPU idle in host-bound end-to-end calls. Causal calls launch the loop without
-    the unrolling (it spills with the causal code): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
-    8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    leaves the GPU idle in host-bound end-to-end calls. Causal calls, without the unrolled
+    loop (session 7's dispatch; this branch unrolls them too, not timed yet): 1.07x / 1.11x /
+    1.09x the tl kernel at 4k / 8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
@@ -47,10 +47,11 @@ import torch
 import triton
 
 # the variants the package launches (gluon_fwd.VARIANTS): head dim 128 "pingpong_ovl_u2_s3",
-# causal calls without the unrolled loop, which spills with the causal code ("pingpong_ovl_s3");
-# head dim 256 "pingpong_n64_s3" (P @ V in four head-dim quarters, no overlap)
+# causal calls too (offline sm_90a, Triton 3.6, 2026-11-30: 0 spills with the causal code
+# except top-left with the LSE, 16 B; in session 6 it spilled 20 B / 1.5 KB and causal calls
+# ran "pingpong_ovl_s3"); head dim 256 "pingpong_n64_s3" (P @ V in four head-dim quarters)
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
-CAUSAL_VARIANT = dict(VARIANT, unroll2=False)
+CAUSAL_VARIANT = VARIANT
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)

@@ -923,8 +923,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     (the default), float16 or float32: the store converts to out's type, as triton_fwd.py's.
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). sm_90a, Triton
-    3.6: 0 spills without unroll2; with unroll2 ptxas spills (20 B top-left, 1.5 KB
-    bottom-right), so the package launches causal calls without it.
+    3.6 (2026-11-30, after the descale and P changes): 0 spills with or without unroll2,
+    except unroll2 with top-left and the LSE (16 B).
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
