@@ -314,6 +314,29 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,q_terms,lse", [
+    (1, 16, 16, 1024, 4096, 1, False),     # 128 items: fewer than SMs, one a CTA
+    (4, 40, 40, 1000, 1000, 1, True),      # 1280 items over 132 CTAs, tails, the LSE
+    (2, 6, 2, 777, 4200, 2, True),         # GQA, two Q terms, tails
+])
+def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse):
+    """The persistent variant (one CTA per SM looping over (query block, head) items; not
+    dispatched): the tl kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist
+    first on a new machine: a barrier bug hangs this test (the script times out instead)."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
+    ref, ref_lse = _run(q8, k8, v8, config=TL_128)
+    out_lse = torch.empty_like(ref_lse) if lse else None
+    from fp8attn.attention.gluon_fwd import VARIANTS
+    got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual,
+                        **VARIANTS["pingpong_ovl_u2_s3_persist"])
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    if lse:
+        assert torch.equal(out_lse, ref_lse)
+
+
+@pytest.mark.gpu
+@needs_gluon
 def test_gpu_gluon_path_takes_prequantised_fp8_inputs(spy, monkeypatch):
     """flash_attn_func on FP8 (B, S, H, D) inputs with FA3-style descales: Q and K are copied
     contiguous so that the Gluon kernel takes the call (causal or not), with the tl kernel's
