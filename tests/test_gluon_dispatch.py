@@ -151,55 +151,39 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
-    (1, 16, 16, 4096, 4096, Recipe()),
-    (2, 3, 3, 1000, 4200, Recipe()),                  # tails on both sides
-    (1, 4, 2, 777, 4500, Recipe()),                   # GQA
-    (1, 2, 2, 2500, 4103, Recipe()),                  # a partial 16-key group at the end
-    (1, 2, 2, 2500, 4096, Recipe(granularity="head")),  # one descale per head
-    (1, 2, 2, 4096, 4096, Recipe(q_search=4)),        # per-row Q descales
-    (1, 3, 3, 1000, 4200, Recipe(q_terms=2)),          # Q's second FP8 term
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe,causal", [
+    (1, 16, 16, 4096, 4096, Recipe(), None),
+    (2, 3, 3, 1000, 4200, Recipe(), None),                  # tails on both sides
+    (1, 4, 2, 777, 4500, Recipe(), None),                   # GQA
+    (1, 2, 2, 2500, 4103, Recipe(), None),                  # a partial 16-key group at the end
+    (1, 2, 2, 2500, 4096, Recipe(granularity="head"), None),  # one descale per head
+    (1, 2, 2, 4096, 4096, Recipe(q_search=4), None),        # per-row Q descales
+    (1, 3, 3, 1000, 4200, Recipe(q_terms=2), None),         # Q's second FP8 term
+    # causal calls (the loop without the unrolling)
+    (1, 2, 2, 4096, 4096, Recipe(), "top_left"),
+    (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),  # causal_off 13400, tail, partial group
+    (1, 2, 2, 4500, 4100, Recipe(), "top_left"),       # more queries than keys, a tail tile
+    (1, 2, 2, 4000, 4100, Recipe(q_terms=2), "bottom_right"),
 ])
-def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy, monkeypatch):
+def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
+                                               monkeypatch):
     """V^T in the kernel's "mma" key order (what the package quantises into); the tl kernel,
     forced, gets it back in natural order: the keys of a 16-key group enter the P @ V sums in
-    another order, the bits stay the same. A natural-order V^T stays on the tl kernel."""
+    another order, the bits stay the same, LSE included, causal or not (from MIN_SEQLEN_K
+    keys). A natural-order V^T stays on the tl kernel."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, recipe, seed=sq + sk, v_key_order="mma")
-    ref, ref_lse = _run(q8, k8, v8, config=TL_128)     # a forced config: the tl kernel
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)     # a forced config: the tl kernel
     assert not spy
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)   # on by default
-    got, got_lse = _run(q8, k8, v8)
-    assert spy == ["mma"]
-    assert not got.isnan().any()
-    assert torch.equal(got, ref)
-    assert torch.equal(got_lse, ref_lse)
-    nat = dataclasses.replace(v8, data=to_natural(v8.data), key_order="natural")
-    assert torch.equal(_run(q8, k8, nat, config=TL_128)[0], ref)
-    _run(q8, k8, nat)
-    assert spy == ["mma"]                     # natural order: the tl kernel
-
-
-@pytest.mark.gpu
-@needs_gluon
-@pytest.mark.parametrize("sq,sk,causal,q_terms", [
-    (4096, 4096, "top_left", 1),
-    (3000, 16400, "bottom_right", 1),    # causal_off 13400, a tail tile and a partial group
-    (4500, 4100, "top_left", 1),         # more queries than keys, a tail tile
-    (4000, 4100, "bottom_right", 2),     # Q's second FP8 term
-])
-def test_gpu_gluon_path_causal_same_bits_as_tl_kernel(sq, sk, causal, q_terms, spy,
-                                                      monkeypatch):
-    """Causal calls from MIN_SEQLEN_K keys go to the Gluon kernel (the loop without the
-    unrolling) and give the tl kernel's bits, LSE included."""
-    q8, k8, v8 = _quantized(1, 2, 2, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + 5 * sk,
-                            v_key_order="mma")
-    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
-    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     got, got_lse = _run(q8, k8, v8, causal)
     assert spy == ["mma"]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     assert torch.equal(got_lse, ref_lse)
+    nat = dataclasses.replace(v8, data=to_natural(v8.data), key_order="natural")
+    assert torch.equal(_run(q8, k8, nat, causal, config=TL_128)[0], ref)
+    _run(q8, k8, nat, causal)
+    assert spy == ["mma"]                     # natural order: the tl kernel
 
 
 @pytest.mark.gpu
