@@ -9,8 +9,9 @@
 #           tl kernel and FA3 FP8; causal with and without the unrolled loop; hdim 256
 #           causal (the split consumer, not dispatched)                       (~8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
-#           block, head) items; wip, compile-checked only) beside the dispatched one, hdim
-#           128 non-causal, 1k-16k keys; each variant in a child process with a timeout, so a
+#           block, head) items; dispatched non-causal since session 8) beside the
+#           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
+#           process with a timeout, so a
 #           barrier bug shows as "timeout" instead of a hung call               (~3 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
@@ -48,7 +49,7 @@ for stage in "$@"; do
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256_causal.json" 2>&1 \
             | tail -8 ;;
     persist)
-        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 70 \
+        timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 \
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
             | tail -8 ;;

@@ -1052,10 +1052,10 @@ VARIANTS = {
     "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
     "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
-    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
+    # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
-    # compile-checked only: one CTA per SM looping over (query block, head) items
+    # one CTA per SM looping over (query block, head) items (dispatched non-causal, session 8)
     "pingpong_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                        persistent=True),
 }
@@ -1067,9 +1067,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   persistent: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
-    barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two
-    (compile-checked only). persistent: one CTA per SM looping over (query block, head) items
-    (mode pingpong with overlap, non-causal; compile-checked only)."""
+    barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
+    persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
+    overlap, non-causal; GPU tests: tests/test_gluon_dispatch.py)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1121,7 +1121,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
-    non-causal only; compile-checked only).
+    non-causal only).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
