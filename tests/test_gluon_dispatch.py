@@ -203,9 +203,10 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
-    # hdim 64 is not dispatched: the non-persistent variant, as session 7 timed it
-    variant = (gluon_dispatch.VARIANT if causal is None and d == 128
-               else gluon_dispatch.CAUSAL_VARIANT)
+    # hdim 64 is not dispatched: the non-persistent unrolled variant, as session 7 timed it
+    from fp8attn.attention.gluon_fwd import VARIANTS
+    variant = ((gluon_dispatch.VARIANT if causal is None else gluon_dispatch.CAUSAL_VARIANT)
+               if d == 128 else VARIANTS["pingpong_ovl_u2_s3"])
     got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
@@ -325,20 +326,25 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("b,hq,hkv,sq,sk,q_terms,lse", [
-    (1, 16, 16, 1024, 4096, 1, False),     # 128 items: fewer than SMs, one a CTA
-    (4, 40, 40, 1000, 1000, 1, True),      # 1280 items over 132 CTAs, tails, the LSE
-    (2, 6, 2, 777, 4200, 2, True),         # GQA, two Q terms, tails
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,q_terms,lse,causal", [
+    (1, 16, 16, 1024, 4096, 1, False, None),     # 128 items: fewer than SMs, one a CTA
+    (4, 40, 40, 1000, 1000, 1, True, None),      # 1280 items over 132 CTAs, tails, the LSE
+    (2, 6, 2, 777, 4200, 2, True, None),         # GQA, two Q terms, tails
+    # causal: longest-first items in sections of heads (gluon_fwd._section_heads)
+    (2, 20, 20, 2000, 2000, 1, True, "top_left"),      # sections of 32 heads: 32 + 8
+    (1, 6, 6, 2048, 16384, 1, False, "bottom_right"),  # sections of 4 heads: 4 + 2
+    (1, 8, 4, 1000, 3000, 1, True, "bottom_right"),    # GQA, causal_off 2000 (not a tile multiple)
+    (1, 4, 4, 3000, 2200, 2, True, "top_left"),        # more queries than keys, two Q terms
 ])
-def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse):
-    """The persistent variant (one CTA per SM looping over (query block, head) items; not
-    dispatched): the tl kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist
-    first on a new machine: a barrier bug hangs this test (the script times out instead)."""
+def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse, causal):
+    """The persistent variant (one CTA per SM looping over (query block, head) items): the tl
+    kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a
+    barrier bug hangs this test (the script times out instead)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
-    ref, ref_lse = _run(q8, k8, v8, config=TL_128)
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     out_lse = torch.empty_like(ref_lse) if lse else None
     from fp8attn.attention.gluon_fwd import VARIANTS
-    got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual,
+    got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual, causal=causal,
                         **VARIANTS["pingpong_ovl_u2_s3_persist"])
     assert not got.isnan().any()
     assert torch.equal(got, ref)

@@ -766,12 +766,42 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
 
 @gluon.jit
-def _work_item(w, n_m, H, GQA_GROUP, seqlen_k, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr):
+def _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, CAUSAL: gl.constexpr):
+    """(kv_end, full_end, causal_off) of the query block at start_m: keys [0, kv_end) are the
+    block's (the producer loads them), [0, full_end) visible to all of its rows (triton_fwd.py's
+    hi and full_end for a 128-row block); non-causal: every key, unmasked."""
+    kv_end = seqlen_k
+    full_end = seqlen_k
+    causal_off = 0
+    if CAUSAL == 2:
+        causal_off = seqlen_k - seqlen_q
+    if CAUSAL != 0:
+        last_row = gl.minimum(start_m + BLOCK_M, seqlen_q) - 1
+        kv_end = gl.maximum(gl.minimum(seqlen_k, last_row + causal_off + 1), 0)
+        full_end = gl.maximum(gl.minimum(seqlen_k, start_m + causal_off + 1), 0)
+    return kv_end, full_end, causal_off
+
+
+@gluon.jit
+def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
+               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr):
     """Persistent CTAs: work item w -> (start_m, off_hz, off_b, off_h, off_kvh, kv_row0,
-    vt_row0). Query blocks of one head are consecutive items, so the CTAs working at the same
-    time share a head's K / V in L2 (as the non-persistent grid's order)."""
-    pid_m = w % n_m
-    off_hz = w // n_m
+    vt_row0). Non-causal: the query blocks of one head are consecutive items, so the CTAs
+    working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
+    Causal (a block's work grows with its index): heads in sections of section_heads (the
+    last one may be smaller) whose K / V fit in L2 together; within a section the longest
+    query blocks first, heads minor, so that the CTAs' strided shares even out (FA3's
+    longest-processing-time-first order)."""
+    if CAUSAL != 0:
+        per_section = n_m * section_heads
+        sec = w // per_section
+        r = w - sec * per_section
+        heads = gl.minimum(section_heads, n_work // n_m - sec * section_heads)
+        pid_m = n_m - 1 - r // heads
+        off_hz = sec * section_heads + r % heads
+    else:
+        pid_m = w % n_m
+        off_hz = w // n_m
     off_b = off_hz // H
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
@@ -783,17 +813,19 @@ def _work_item(w, n_m, H, GQA_GROUP, seqlen_k, BLOCK_M: gl.constexpr, HEAD_DIM: 
 @gluon.jit
 def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
-                         seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                         HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, Q_TERMS: gl.constexpr):
+                         seqlen_q, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
+                         BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr):
     """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
-    previous item's Q: q_empty) and then its K / V tiles, the ring position g running on
-    across items (the consumers count the same way)."""
-    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    previous item's Q: q_empty) and then its K / V tiles (causal: those below the item's
+    kv_end), the ring position g running on across items (the consumers count the same way)."""
     g = 0
     it = 0
     for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            w, n_m, H, GQA_GROUP, seqlen_k, BLOCK_M, HEAD_DIM)
+            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+        kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
         mbarrier.wait(q_empty, (it & 1) ^ 1)
         mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
         tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
@@ -828,25 +860,27 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          ROWS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                          HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                          NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
-                         stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr):
-    """A consumer warpgroup of a persistent CTA (non-causal): _ovl_work per work item, with
-    the ring position and the ping-pong phase carried from item to item."""
-    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+                         stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
+                         section_heads, CAUSAL: gl.constexpr):
+    """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
+    position and the ping-pong phase carried from item to item."""
     g = 0
     it = 0
     turn_phase = 0
     for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            w, n_m, H, GQA_GROUP, seqlen_k, BLOCK_M, HEAD_DIM)
+            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+        kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
+                                                      CAUSAL)
         turn_phase = _ovl_work(
             q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD, VD,
             O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
             stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, True, UNROLL2, 0, 0, 0, 0, LSE,
-            stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, True, UNROLL2, kv_end, full_end,
+            causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
             g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True)
-        g += n_tiles
+        g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
 
 
@@ -855,7 +889,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
-                    v_block: gl.constexpr, qk_scale, n_m, n_work,
+                    v_block: gl.constexpr, qk_scale, n_m, n_work, section_heads,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -864,9 +898,10 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
-    n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap,
-    non-causal): a 1-D grid of at most one CTA per SM, each looping over work items (query
-    block, head) = w, w + grid, ...; otherwise the grid is (n_m, B * H) and one CTA one item."""
+    n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
+    a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
+    w, w + grid, ... in _work_item's order (section_heads: causal only); otherwise the grid is
+    (n_m, B * H) and one CTA one item."""
     pid_m = gl.program_id(0)
     if CAUSAL != 0:
         pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
@@ -875,17 +910,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     off_h = off_hz % H
     off_kvh = off_h // GQA_GROUP
     start_m = pid_m * BLOCK_M
-    # keys [0, kv_end) are this CTA's (the producer loads them), [0, full_end) visible to all
-    # of its rows (triton_fwd.py's hi and full_end for a 128-row block)
-    kv_end = seqlen_k
-    full_end = seqlen_k
-    causal_off = 0
-    if CAUSAL == 2:
-        causal_off = seqlen_k - seqlen_q
-    if CAUSAL != 0:
-        last_row = gl.minimum(start_m + BLOCK_M, seqlen_q) - 1
-        kv_end = gl.maximum(gl.minimum(seqlen_k, last_row + causal_off + 1), 0)
-        full_end = gl.maximum(gl.minimum(seqlen_k, start_m + causal_off + 1), 0)
+    kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
     hkv = H // GQA_GROUP
     kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
@@ -924,7 +949,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
-                                    RETURN_LSE, Q_TERMS)),
+                                    RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -932,11 +957,11 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
-                                    stride_lm, RETURN_LSE, Q_TERMS)),
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
-                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, BLOCK_M, BLOCK_N,
-                                    HEAD_DIM, STAGES, Q_TERMS)),
+                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
+                                    BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS, CAUSAL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
@@ -1058,6 +1083,7 @@ VARIANTS = {
     # one CTA per SM looping over (query block, head) items (dispatched non-causal, session 8)
     "pingpong_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                        persistent=True),
+    "pingpong_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, persistent=True),
 }
 
 
@@ -1069,7 +1095,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
-    overlap, non-causal; GPU tests: tests/test_gluon_dispatch.py)."""
+    overlap; GPU tests: tests/test_gluon_dispatch.py)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1083,6 +1109,15 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
 @functools.lru_cache(maxsize=None)
 def _sm_count(device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+L2_SECTION_BYTES = 16 << 20     # K + V bytes of the heads a causal persistent section spans
+
+
+def _section_heads(seqlen_k: int, head_dim: int) -> int:
+    """Heads per section of the causal persistent order (_work_item): their FP8 K and V fit in
+    L2_SECTION_BYTES (a third of the H100's / H200's 50 MB L2)."""
+    return max(1, L2_SECTION_BYTES // (2 * seqlen_k * head_dim))
 
 
 @functools.lru_cache(maxsize=None)
@@ -1121,7 +1156,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
-    non-causal only).
+    causal calls in _work_item's longest-first order).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -1167,8 +1202,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     # compile-time descale blocks: 0 = one descale for the whole head
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
-    if persistent and causal_mode:
-        raise ValueError("persistent CTAs are non-causal only (equal work per item)")
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent)
     bm = cfg["BLOCK_M"]
@@ -1203,6 +1236,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E, n_m,
-        n_work, HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
+        n_work, _section_heads(Sk, D), HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
         Q_TERMS=1 if q_lo is None else 2, **cfg)
     return out
