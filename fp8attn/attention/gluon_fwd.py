@@ -205,8 +205,7 @@ def _tile_descale(ptr, start_n, BLOCK: gl.constexpr):
 def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                    BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
-                    causal_off=0, CAUSAL: gl.constexpr = 0):
+                    BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
     """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
     this warpgroup's turn), its K and V descales, and the online-softmax update. Returns
     (p' fp32, m_new, l_new, alpha, vs, turn_phase)."""
@@ -227,7 +226,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
     vs = _tile_descale(vd_ptr, start_n, v_block)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                    BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                                    BLOCK_N, P_SHIFT, NW)
     return p, m_new, l_i, alpha, vs, turn_phase
 
 
@@ -286,7 +285,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
                 PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                NW: gl.constexpr, row_lo=0, causal_off=0, CAUSAL: gl.constexpr = 0):
+                NW: gl.constexpr):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     one after the other, each into a fresh quarter-width accumulator added into its quarter
     (triton_fwd.py's SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled
@@ -300,7 +299,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
-        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+        BLOCK_N, P_SHIFT, NW)
     p8 = _p_operand(_pack_p(p, PART_D, NW), PART_D, NW)
     factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
                             1)
@@ -497,12 +496,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                    PINGPONG: gl.constexpr, kv_end=0, full_end=0, causal_off=0,
-                    CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
-                    RETURN_LSE: gl.constexpr = False):
-    """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
-    CAUSAL / RETURN_LSE as _ovl_work: tiles [0, kv_end), those below full_end unmasked, the
-    (at most three 64-key) diagonal tiles masked, both warpgroups running every tile."""
+                    PINGPONG: gl.constexpr):
+    """_consumer (loads by the producer partition) for head dims above 128, via _tile_split."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
@@ -516,38 +511,22 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
-    if CAUSAL != 0:
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        n_full = full_end // BLOCK_N
-    else:
-        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-        n_full = seqlen_k // BLOCK_N
+    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+    n_full = seqlen_k // BLOCK_N
     for j in range(n_full):
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
             P_SHIFT, NW)
-    if CAUSAL != 0:
-        # the diagonal (and the tail beyond seqlen_k): kv_end - full_end < BLOCK_M = 2 * ROWS,
-        # at most three 64-key tiles, written out (a second loop spilled more, as in _ovl_work)
-        for i in gl.static_range(3):
-            if n_full + i < n_tiles:
-                acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
-                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
-                    kv_empty, turn, kd_ptr, vd_ptr, n_full + i, (n_full + i) * BLOCK_N,
-                    seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
-                    True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
-                    start_m + row0, causal_off, CAUSAL)
-    elif n_full < n_tiles:
+    if n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
-                    stride_om, stride_od, seqlen_q, ROWS, PART_D, NW, m_i, LSE, stride_lz,
-                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
+                    stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
                     stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc2, l_i, vs, O + 2 * PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -564,20 +543,15 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                  PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr, kv_end=0, full_end=0,
-                  causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
-                  stride_lm=0, RETURN_LSE: gl.constexpr = False):
-    """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
-    causal masks and the LSE there only)."""
+                  PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
+    """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, kv_end,
-                        full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm,
-                        RETURN_LSE)
+                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
@@ -1038,19 +1012,15 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, kv_end,
-                         full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm,
-                         RETURN_LSE)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, kv_end,
-                         full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm,
-                         RETURN_LSE)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                         kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
+                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -1180,19 +1150,16 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
-    split = D > 128         # the four-part P @ V consumer (mode pingpong without overlap)
-    if q_lo is not None and not (mode == "pingpong" and overlap):
-        raise ValueError("q_lo needs mode 'pingpong' with overlap=True")
-    if (causal_mode or lse is not None) and not (mode == "pingpong" and (overlap or split)):
-        raise ValueError("causal and lse need mode 'pingpong' with overlap=True (head dims "
-                         "above 128: overlap=False)")
+    if (causal_mode or lse is not None or q_lo is not None) and not (mode == "pingpong"
+                                                                    and overlap):
+        raise ValueError("causal, lse and q_lo need mode 'pingpong' with overlap=True")
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
     if D > 128 and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
-                         f"with overlap=False")
+                         f"with overlap=False, so no causal mask and no lse either")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
