@@ -16,9 +16,10 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
     nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
     while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
-    leaves the GPU idle in host-bound end-to-end calls. Causal calls, without the unrolled
-    loop (session 7's dispatch; this branch unrolls them too, not timed yet): 1.07x / 1.11x /
-    1.09x the tl kernel at 4k / 8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    leaves the GPU idle in host-bound end-to-end calls. Non-causal calls run persistent
+    CTAs, causal calls one CTA per query block (the variants below, with the timings that
+    chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
+    2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
@@ -46,15 +47,16 @@ import warnings
 import torch
 import triton
 
-# the variants the package launches (gluon_fwd.VARIANTS). Head dim 128: causal calls
-# "pingpong_ovl_u2_s3" (offline sm_90a, Triton 3.6, 2026-11-30: 0 spills with the causal code
-# except top-left with the LSE, 16 B); non-causal calls "pingpong_ovl_u2_s3_persist", the same
-# loop in persistent CTAs (one per SM looping over (query block, head) items, equal work per
-# item): 1.26x / 1.21x the tl kernel at 4k / 16k keys, 0.95x / 0.96x FA3 FP8 (H200,
-# 2026-11-30 12:10 UTC, results/gluon_check_persist_s8.json). Head dim 256 "pingpong_n64_s3"
-# (P @ V in four head-dim quarters).
+# the variants the package launches (gluon_fwd.VARIANTS). Head dim 128 non-causal:
+# "pingpong_ovl_u2_s3_persist" (persistent CTAs, one per SM looping over (query block, head)
+# items; the loop unrolled by two): 1.26x / 1.21x the tl kernel at 4k / 16k keys, 0.95x /
+# 0.96x FA3 FP8 (H200, 2026-11-30 12:10 UTC, results/gluon_check_persist_s8.json). Causal:
+# "pingpong_ovl_s3" (one CTA per query block, loop not unrolled), which ran 667 / 845 TFLOP/s
+# top-left at 4k / 16k keys where the unrolled loop ran 642 / 831 and the persistent CTAs
+# (longest blocks first) 623 / 743 (12:27 UTC, results/gluon_check_causal_persist_s8.json).
+# Head dim 256: "pingpong_n64_s3" (P @ V in four head-dim quarters).
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True)
-CAUSAL_VARIANT = VARIANT    # TRIAL (session 8): persistent causal, longest items first
+CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
