@@ -6,7 +6,12 @@
 #                                                                               (~3.5 min)
 #   check   gluon_gpu_check.py on the kernel's causal code (both alignments, 1k-16k keys: the
 #           dispatch takes it from 4k) and hdim 64 (not dispatched), each timed beside the
-#           tl kernel and FA3 FP8                                              (~4 min)
+#           tl kernel and FA3 FP8; causal with and without the unrolled loop  (~6 min)
+#   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
+#           block, head) items; dispatched non-causal since session 8) beside the
+#           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
+#           process with a timeout, so a
+#           barrier bug shows as "timeout" instead of a hung call               (~3 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
@@ -30,18 +35,24 @@ for stage in "$@"; do
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         for causal in top_left bottom_right; do
-            timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
-                --variants pingpong_ovl_s3 --causal $causal --seqlens 1024,4096,16384 \
+            timeout 170 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
+                --variants pingpong_ovl_s3,pingpong_ovl_u2_s3 --causal $causal \
+                --seqlens 1024,4096,16384 \
                 --json "$OUT/gluon_check_$causal.json" 2>&1 | tail -8
         done
         timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
             --variants pingpong_ovl_u2_s3 --head-dim 64 --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
+    persist)
+        timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 \
+            --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+            --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
+            | tail -8 ;;
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, bench)" >&2; exit 2 ;;
+        echo "unknown stage $stage (tests, check, persist, bench)" >&2; exit 2 ;;
     esac
 done
 date -u +"%Y-%m-%d %H:%M:%S UTC: done"

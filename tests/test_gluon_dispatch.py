@@ -31,6 +31,8 @@ def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
     assert gluon_dispatch.reason(**dict(GOOD, lse=True)) is None
+    for dtype in (torch.float16, torch.float32):
+        assert gluon_dispatch.reason(**dict(GOOD, out_dtype=dtype)) is None
     assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
@@ -50,7 +52,7 @@ def test_reason_accepts_the_covered_call():
     (dict(causal="top_left", seqlen_k=4095), "seqlen_k"),
     (dict(varlen=True), "varlen"),
     (dict(two_terms=True, head_dim=256, k_block=64, v_block=64), "two-term"),
-    (dict(out_dtype=torch.float16), "bfloat16"),
+    (dict(out_dtype=torch.float8_e4m3fn), "bfloat16"),
     (dict(acc_mode="fp22"), "acc_mode"),
     (dict(forced_config=True), "config"),
     (dict(k_block=64), "k_block"),
@@ -201,7 +203,10 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
-    variant = dict(gluon_dispatch.VARIANT, unroll2=causal is None)   # unroll2 spills if causal
+    # hdim 64 is not dispatched: the non-persistent unrolled variant, as session 7 timed it
+    from fp8attn.attention.gluon_fwd import VARIANTS
+    variant = ((gluon_dispatch.VARIANT if causal is None else gluon_dispatch.CAUSAL_VARIANT)
+               if d == 128 else VARIANTS["pingpong_ovl_u2_s3"])
     got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
@@ -267,6 +272,59 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     assert err(got_causal, True) <= 1.05 * err(ref_causal, True)
     assert torch.equal(fp8attn.flash_attn_func(*short), ref_short)
     assert len(spy) == 3
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causal, spy,
+                                                                monkeypatch):
+    """fp16 / fp32 outputs (the store converts as the tl kernel's does): the tl kernel's bits,
+    LSE included."""
+    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 128, Recipe(), seed=17, v_key_order="mma")
+
+    def run(config=None):
+        return triton_fwd.attention_fwd_fp8(
+            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
+            q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
+            softmax_scale=128 ** -0.5, causal=causal, return_lse=True, config=config,
+            v_key_order=v8.key_order, out_dtype=out_dtype)
+    ref, ref_lse = run(config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = run()
+    assert spy == ["mma"]
+    assert got.dtype == out_dtype and not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,q_terms,lse,causal", [
+    (1, 16, 16, 1024, 4096, 1, False, None),     # 128 items: fewer than SMs, one a CTA
+    (4, 40, 40, 1000, 1000, 1, True, None),      # 1280 items over 132 CTAs, tails, the LSE
+    (2, 6, 2, 777, 4200, 2, True, None),         # GQA, two Q terms, tails
+    # causal: longest-first items in sections of heads (gluon_fwd._section_heads)
+    (2, 20, 20, 2000, 2000, 1, True, "top_left"),      # sections of 32 heads: 32 + 8
+    (1, 6, 6, 2048, 16384, 1, False, "bottom_right"),  # sections of 4 heads: 4 + 2
+    (1, 8, 4, 1000, 3000, 1, True, "bottom_right"),    # GQA, causal_off 2000 (not a tile multiple)
+    (1, 4, 4, 3000, 2200, 2, True, "top_left"),        # more queries than keys, two Q terms
+])
+def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse, causal):
+    """The persistent variant (one CTA per SM looping over (query block, head) items): the tl
+    kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a
+    barrier bug hangs this test (the script times out instead)."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
+    out_lse = torch.empty_like(ref_lse) if lse else None
+    from fp8attn.attention.gluon_fwd import VARIANTS
+    got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual, causal=causal,
+                        **VARIANTS["pingpong_ovl_u2_s3_persist"])
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    if lse:
+        assert torch.equal(out_lse, ref_lse)
 
 
 @pytest.mark.gpu

@@ -132,6 +132,8 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **dict(kw, causal="top_left")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 256), t(4096, 256), **kw) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096), **dict(kw, two_terms=True)) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(4096), t(4096),
+                                          **dict(kw, out_dtype=torch.float16)) == "mma"
     for q, k, change in [(t(4096), t(2048), {}), (t(4096, 64), t(4096, 64), {}),
                          (t(5000), t(4096), dict(causal="bottom_right")),  # Sq > Sk
                          (t(4096, 256), t(4096, 256), dict(causal="top_left")),
@@ -140,7 +142,6 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
                          (t(4096, 256), t(4096, 256), dict(two_terms=True)),
                          (t(4096), t(4096), dict(fmt="e5m2")),
                          (t(4096), t(4096), dict(block_kv=64)),
-                         (t(4096), t(4096), dict(out_dtype=torch.float16)),
                          # Q / K the caller will not make contiguous
                          (t(4096), t(4096), dict(contiguous=False))]:
         assert gluon_dispatch.v_key_order_for(q, k, **dict(kw, **change)) == "natural", change

@@ -28,9 +28,10 @@ PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bi
 VARIANTS = gluon_attn.VARIANTS
 
 
-def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, **kw):
+def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
-    only. kv_block: the K and V descale block (compile-time; 0 = one per head)."""
+    only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
+    type (bf16, fp16, fp32)."""
     cfg = gluon_attn.kernel_config(**kw)
     num_warps = cfg.pop("num_warps")
     ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
@@ -51,7 +52,7 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, **kw):
             sig[n] = "*fp32"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n == "O":
-            sig[n] = "*bf16"
+            sig[n] = "*" + out
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n == "LSE":
             sig[n] = "*fp32"

@@ -6,7 +6,7 @@ unrolled by two). On the calls below it gives the same bits as the tl kernel wit
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, not varlen, bf16 output, two-level accumulation ("tile");
+    e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms);
     head dim 256: non-causal without the LSE, one Q term (the kernel's four-part P @ V loop
@@ -16,9 +16,10 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
     nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
     while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
-    leaves the GPU idle in host-bound end-to-end calls. Causal calls launch the loop without
-    the unrolling (it spills with the causal code): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
-    8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    leaves the GPU idle in host-bound end-to-end calls. Non-causal calls run persistent
+    CTAs, causal calls one CTA per query block (the variants below, with the timings that
+    chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
+    2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
@@ -46,14 +47,20 @@ import warnings
 import torch
 import triton
 
-# the variants the package launches (gluon_fwd.VARIANTS): head dim 128 "pingpong_ovl_u2_s3",
-# causal calls without the unrolled loop, which spills with the causal code ("pingpong_ovl_s3");
-# head dim 256 "pingpong_n64_s3" (P @ V in four head-dim quarters, no overlap)
-VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True)
-CAUSAL_VARIANT = dict(VARIANT, unroll2=False)
+# the variants the package launches (gluon_fwd.VARIANTS). Head dim 128 non-causal:
+# "pingpong_ovl_u2_s3_persist" (persistent CTAs, one per SM looping over (query block, head)
+# items; the loop unrolled by two): 1.26x / 1.21x the tl kernel at 4k / 16k keys, 0.95x /
+# 0.96x FA3 FP8 (H200, 2026-11-30 12:10 UTC, results/gluon_check_persist_s8.json). Causal:
+# "pingpong_ovl_s3" (one CTA per query block, loop not unrolled), which ran 667 / 845 TFLOP/s
+# top-left at 4k / 16k keys where the unrolled loop ran 642 / 831 and the persistent CTAs
+# (longest blocks first) 623 / 743 (12:27 UTC, results/gluon_check_causal_persist_s8.json).
+# Head dim 256: "pingpong_n64_s3" (P @ V in four head-dim quarters).
+VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True)
+CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
+OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
 
@@ -116,7 +123,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
          f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, "varlen batches"),
         (not two_terms or head_dim == 128, "two-term Q at head dim 256"),
-        (out_dtype == torch.bfloat16, f"output {out_dtype} (only bfloat16)"),
+        (out_dtype in OUT_DTYPES, f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
         (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
         (not forced_config, "a forced tl config"),
         (k_block % bn == 0 or k_block >= seqlen_k, f"k_block {k_block} splits a {bn}-key tile"),
@@ -158,7 +165,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
            lse=None, v_key_order: str = "natural", causal=None, q_lo=None) -> torch.Tensor:
-    """Run the Gluon kernel into out (B, Hq, Sq, D) bf16 (and lse (B, Hq, Sq) float32, if
+    """Run the Gluon kernel into out (B, Hq, Sq, D) of OUT_DTYPES (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]

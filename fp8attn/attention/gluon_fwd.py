@@ -440,7 +440,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
               other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
-              causal_off=0, CAUSAL: gl.constexpr = 0):
+              causal_off=0, CAUSAL: gl.constexpr = 0, g0=0):
     """Overlapped steady state (FA3 section 3.2): issue S_j = Q K_j^T and P_{j-1} @ V_{j-1}
     back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
     still runs, then fold that P @ V tile into acc with the factor of tile j-1.
@@ -449,17 +449,19 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     packed at the end of the step, after the P @ V wait: packing it into the registers the
     in-flight wgmma reads made ptxas wait for that wgmma before the softmax (SASS, session 3).
     Both wgmma groups are waited for inside the step: an accumulator in flight across the back
-    edge (a rotated loop) made ptxas serialise every wgmma ("insufficient register resources")."""
+    edge (a rotated loop) made ptxas serialise every wgmma ("insufficient register resources").
+    g0: the ring position of the CTA's tile 0 (persistent CTAs: the tiles of earlier work)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
-    slot = j % STAGES
-    pslot = (j - 1) % STAGES
+    g = g0 + j
+    slot = g % STAGES
+    pslot = (g - 1) % STAGES
     k_s = k_smem.index(slot)
     v_s = v_smem.index(pslot)
-    mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
-    mbarrier.wait(v_full.index(pslot), ((j - 1) // STAGES) & 1)
+    mbarrier.wait(k_full.index(slot), (g // STAGES) & 1)
+    mbarrier.wait(v_full.index(pslot), ((g - 1) // STAGES) & 1)
     p8 = _p_operand(p, HEAD_DIM, NW)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
@@ -570,6 +572,28 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1):
+    """One CTA's rows (not persistent): _ovl_work once, from ring position 0."""
+    _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
+              VD, O, row0, start_m, off_b, off_h, off_kvh,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
+              causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS)
+
+
+@gluon.jit
+def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
+              VD, O, row0, start_m, off_b, off_h, off_kvh,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+              PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
+              causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
+              stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
+              g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
@@ -578,7 +602,12 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
     masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; on a
     tile past its own rows' diagonal a warpgroup's p is 0 and only acc's V-descale units change
-    (an extra rounding against triton_fwd.py, which skips such tiles)."""
+    (an extra rounding against triton_fwd.py, which skips such tiles).
+
+    Persistent CTAs call it once per work item: g0 is the ring position of this item's first
+    KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
+    with ARRIVE_Q_EMPTY the warpgroup arrives on q_empty once its last Q K^T has completed, so
+    the producer can load the next item's Q under this item's last P @ V. Returns turn_phase."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -588,13 +617,12 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
         NW)
     other_turn = 1 - my_turn
-    turn_phase = 0
     if Q_TERMS == 2:
         q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
                q_smem.index(1).slice(row0, ROWS, dim=0))
     else:
         q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, q_phase)
     if CAUSAL != 0:
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         n_full = full_end // BLOCK_N
@@ -604,8 +632,9 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     row_lo = start_m + row0
 
     # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
-    k_s = k_smem.index(0)
-    mbarrier.wait(k_full.index(0), 0)
+    slot0 = g0 % STAGES
+    k_s = k_smem.index(slot0)
+    mbarrier.wait(k_full.index(slot0), (g0 // STAGES) & 1)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     qk = _qk_issue(q_s, k_s, ROWS, BLOCK_N, s_layout)
@@ -615,7 +644,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     row_scale = row_scale0 * gl.load(kd_ptr)
     vs = gl.load(vd_ptr)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s[0], k_s])
-    mbarrier.arrive(kv_empty.index(0))
+    mbarrier.arrive(kv_empty.index(slot0))
     if n_full == 0:
         p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, 0, seqlen_k, True,
                                       BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
@@ -639,25 +668,25 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW)
+                STAGES, P_SHIFT, NW, g0=g0)
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j + 1, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW)
+                STAGES, P_SHIFT, NW, g0=g0)
         if 1 + 2 * n_pairs < n_full:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, n_full - 1, seqlen_k, k_block, v_block,
                 row_scale0, my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N,
-                HEAD_DIM, STAGES, P_SHIFT, NW)
+                HEAD_DIM, STAGES, P_SHIFT, NW, g0=g0)
     else:
         for j in range(1, n_full):
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW)
+                STAGES, P_SHIFT, NW, g0=g0)
     if CAUSAL != 0:
         # the diagonal and the tail beyond seqlen_k: at most two tiles after the prologue's
         # (kv_end - full_end < BLOCK_M = BLOCK_N), written out: a second loop made ptxas spill
@@ -667,23 +696,25 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j0, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0)
         if j0 + 1 < n_tiles:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j0 + 1, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0)
     elif n_full < n_tiles:
         if n_full > 0:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, n_full, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW)
+                STAGES, P_SHIFT, NW, g0=g0)
 
+    if ARRIVE_Q_EMPTY:
+        mbarrier.arrive(q_empty)        # every Q K^T of this item has completed
     # epilogue: P @ V of the last tile
-    last = n_tiles - 1
+    last = g0 + n_tiles - 1
     lslot = last % STAGES
     v_s = v_smem.index(lslot)
     mbarrier.wait(v_full.index(lslot), (last // STAGES) & 1)
@@ -705,32 +736,14 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
                     stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
+    return turn_phase
 
 
 @gluon.jit
-def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
-                    stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-                    stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
-                    H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
-                    v_block: gl.constexpr, qk_scale,
-                    MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
-                    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
-                    OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
-                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
-                    Q_TERMS: gl.constexpr = 1):
-    """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
-    CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q)."""
-    pid_m = gl.program_id(0)
-    if CAUSAL != 0:
-        pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
-    off_hz = gl.program_id(1)
-    off_b = off_hz // H
-    off_h = off_hz % H
-    off_kvh = off_h // GQA_GROUP
-    start_m = pid_m * BLOCK_M
-    # keys [0, kv_end) are this CTA's (the producer loads them), [0, full_end) visible to all
-    # of its rows (triton_fwd.py's hi and full_end for a 128-row block)
+def _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, CAUSAL: gl.constexpr):
+    """(kv_end, full_end, causal_off) of the query block at start_m: keys [0, kv_end) are the
+    block's (the producer loads them), [0, full_end) visible to all of its rows (triton_fwd.py's
+    hi and full_end for a 128-row block); non-causal: every key, unmasked."""
     kv_end = seqlen_k
     full_end = seqlen_k
     causal_off = 0
@@ -740,6 +753,138 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
         last_row = gl.minimum(start_m + BLOCK_M, seqlen_q) - 1
         kv_end = gl.maximum(gl.minimum(seqlen_k, last_row + causal_off + 1), 0)
         full_end = gl.maximum(gl.minimum(seqlen_k, start_m + causal_off + 1), 0)
+    return kv_end, full_end, causal_off
+
+
+@gluon.jit
+def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
+               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr):
+    """Persistent CTAs: work item w -> (start_m, off_hz, off_b, off_h, off_kvh, kv_row0,
+    vt_row0). Non-causal: the query blocks of one head are consecutive items, so the CTAs
+    working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
+    Causal (a block's work grows with its index): heads in sections of section_heads (the
+    last one may be smaller) whose K / V fit in L2 together; within a section the longest
+    query blocks first, heads minor, so that the CTAs' strided shares even out (FA3's
+    longest-processing-time-first order)."""
+    if CAUSAL != 0:
+        per_section = n_m * section_heads
+        sec = w // per_section
+        r = w - sec * per_section
+        heads = gl.minimum(section_heads, n_work // n_m - sec * section_heads)
+        pid_m = n_m - 1 - r // heads
+        off_hz = sec * section_heads + r % heads
+    else:
+        pid_m = w % n_m
+        off_hz = w // n_m
+    off_b = off_hz // H
+    off_h = off_hz % H
+    off_kvh = off_h // GQA_GROUP
+    kv_head = off_b * (H // GQA_GROUP) + off_kvh
+    return (pid_m * BLOCK_M, off_hz, off_b, off_h, off_kvh, kv_head * seqlen_k,
+            kv_head * HEAD_DIM)
+
+
+@gluon.jit
+def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
+                         q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
+                         seqlen_q, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
+                         BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr):
+    """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
+    previous item's Q: q_empty) and then its K / V tiles (causal: those below the item's
+    kv_end), the ring position g running on across items (the consumers count the same way)."""
+    g = 0
+    it = 0
+    for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
+        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
+            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+        kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
+        mbarrier.wait(q_empty, (it & 1) ^ 1)
+        mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                        q_smem.index(0))
+        if Q_TERMS == 2:
+            tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                            q_smem.index(1))
+        for j in range(n_tiles):
+            gg = g + j
+            slot = gg % STAGES
+            ph = ((gg // STAGES) & 1) ^ 1
+            kb = k_full.index(slot)
+            mbarrier.wait(kv_empty.index(slot), ph)
+            mbarrier.expect(kb, k_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(k_desc, [kv_row0 + j * BLOCK_N, 0], kb,
+                                            k_smem.index(slot))
+            vb = v_full.index(slot)
+            mbarrier.wait(v_empty.index(slot), ph)
+            mbarrier.expect(vb, v_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(v_desc, [vt_row0, j * BLOCK_N], vb,
+                                            v_smem.index(slot))
+        g += n_tiles
+        it += 1
+
+
+@gluon.jit
+def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full, kv_empty,
+                         v_empty, turn, QD, KD, VD, O, row0, n_m, n_work, H, GQA_GROUP,
+                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                         stride_oz, stride_oh, stride_om, stride_od,
+                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                         ROWS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                         HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
+                         NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
+                         stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
+                         section_heads, CAUSAL: gl.constexpr):
+    """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
+    position and the ping-pong phase carried from item to item."""
+    g = 0
+    it = 0
+    turn_phase = 0
+    for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
+        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
+            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+        kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
+                                                      CAUSAL)
+        turn_phase = _ovl_work(
+            q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD, VD,
+            O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+            stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+            seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, True, UNROLL2, kv_end, full_end,
+            causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+            g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True)
+        g += gl.cdiv(kv_end, BLOCK_N)
+        it += 1
+
+
+@gluon.jit
+def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
+                    stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                    stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
+                    H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
+                    v_block: gl.constexpr, qk_scale, n_m, n_work, section_heads,
+                    MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
+                    BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
+                    PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
+                    OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
+                    CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
+                    Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False):
+    """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
+    CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
+    n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
+    a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
+    w, w + grid, ... in _work_item's order (section_heads: causal only); otherwise the grid is
+    (n_m, B * H) and one CTA one item."""
+    pid_m = gl.program_id(0)
+    if CAUSAL != 0:
+        pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
+    off_hz = gl.program_id(1)
+    off_b = off_hz // H
+    off_h = off_hz % H
+    off_kvh = off_h // GQA_GROUP
+    start_m = pid_m * BLOCK_M
+    kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
     hkv = H // GQA_GROUP
     kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
@@ -763,7 +908,36 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
         mbarrier.init(v_empty.index(s), count=N_CONSUMERS)
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_empty, count=2)         # persistent: both consumer warpgroups
     fence_async_shared()
+
+    if PERSISTENT:
+        mbarrier.arrive(turn.index(0))
+        HALF_P: gl.constexpr = BLOCK_M // 2
+        gl.warp_specialize([
+            (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                                    kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m, n_work, H,
+                                    GQA_GROUP, stride_qdz, stride_qdh, stride_kdz, stride_kdh,
+                                    stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+                                    stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
+                                    qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
+                                    P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
+                                    RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
+            (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                                    kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
+                                    H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
+                                    stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh,
+                                    stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
+                                    v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
+                                    STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
+            (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
+                                    q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
+                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
+                                    BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS, CAUSAL)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        return
 
     q_bar0 = q_bar
     mbarrier.expect(q_bar0, Q_TERMS * q_desc.block_type.nbytes)
@@ -873,25 +1047,47 @@ VARIANTS = {
     "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
     "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
-    # compile-checked only (not yet run on a GPU): overlap loop unrolled by two
+    # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
+    # one CTA per SM looping over (query block, head) items (dispatched non-causal, session 8)
+    "pingpong_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
+                                       persistent=True),
+    "pingpong_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, persistent=True),
 }
 
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
-                  block_m: int = 128, turns: bool = True, unroll2: bool = False) -> dict:
+                  block_m: int = 128, turns: bool = True, unroll2: bool = False,
+                  persistent: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
-    barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two
-    (compile-checked only)."""
+    barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
+    persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
+    overlap; GPU tests: tests/test_gluon_dispatch.py)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
+    if persistent and not (mode == "pingpong" and overlap):
+        raise ValueError("persistent needs mode 'pingpong' with overlap=True")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, num_warps=num_warps)
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, num_warps=num_warps)
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+L2_SECTION_BYTES = 16 << 20     # K + V bytes of the heads a causal persistent section spans
+
+
+def _section_heads(seqlen_k: int, head_dim: int) -> int:
+    """Heads per section of the causal persistent order (_work_item): their FP8 K and V fit in
+    L2_SECTION_BYTES (a third of the H100's / H200's 50 MB L2)."""
+    return max(1, L2_SECTION_BYTES // (2 * seqlen_k * head_dim))
 
 
 @functools.lru_cache(maxsize=None)
@@ -909,7 +1105,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
-                        v_key_order: str = "natural", q_lo=None):
+                        v_key_order: str = "natural", q_lo=None, persistent: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -919,15 +1115,18 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     "natural" (permuted here first: one more pass over V^T); q/k/v_descale (B, H, NB) float32,
     row r uses descale[..., r // *_block]. k_block and v_block must be multiples of block_n
     (one K and one V descale per KV tile) or cover all Sk keys (one per head); each value
-    compiles its own kernel. out: optional (B, Hq, Sq, D) bfloat16 tensor (any strides).
+    compiles its own kernel. out: optional (B, Hq, Sq, D) tensor (any strides) of bfloat16
+    (the default), float16 or float32: the store converts to out's type, as triton_fwd.py's.
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap only; bottom-right needs Sk >= Sq so that every row sees a key). sm_90a, Triton
-    3.6: 0 spills without unroll2; with unroll2 ptxas spills (20 B top-left, 1.5 KB
-    bottom-right), so the package launches causal calls without it.
+    3.6 (2026-11-30, after the descale and P changes): 0 spills with or without unroll2,
+    except unroll2 with top-left and the LSE (16 B).
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
+    persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
+    causal calls in _work_item's longest-first order).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -971,10 +1170,12 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2)
+                        turns, unroll2, persistent)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
+    if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
     ql, kl, vl = smem_layouts(D, bm, block_n)
     q2 = q8.view(B * Hq * Sq, D)
     k2 = k8.view(B * Hkv * Sk, D)
@@ -992,14 +1193,16 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         rs = vt8.stride(-2)
     vt16 = padded_view(vt8)
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
-    grid = (triton.cdiv(Sq, bm), B * Hq)
+    n_m = triton.cdiv(Sq, bm)
+    n_work = n_m * B * Hq
+    grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     _attn_fwd_gluon[grid](
         q_desc, ql_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
         q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
-        Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-        HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
+        Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E, n_m,
+        n_work, _section_heads(Sk, D), HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
         Q_TERMS=1 if q_lo is None else 2, **cfg)
     return out
