@@ -3,15 +3,17 @@
 # in stages that each fit one 10-minute call:
 #   tests   the GPU tests of the attention kernels, the API and the quantiser, with the Gluon
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
-#                                                                               (~3.5 min)
-#   check   gluon_gpu_check.py on the kernel's causal code (both alignments, 1k-16k keys: the
-#           dispatch takes it from 4k) and hdim 64 (not dispatched), each timed beside the
-#           tl kernel and FA3 FP8; causal with and without the unrolled loop  (~6 min)
+#                                                                               (~3-4 min)
+#   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
+#           bottom-right (dispatched: pingpong_ovl_s3) against the unrolled and persistent
+#           variants (session 8 compared them top-left only); head dim 64 (not dispatched:
+#           session 7 found the non-persistent kernel 0.77-0.90x the tl kernel) with and
+#           without persistent CTAs (offline: 8 B spilled)                     (~7 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) beside the
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
-#           process with a timeout, so a
-#           barrier bug shows as "timeout" instead of a hung call               (~3 min)
+#           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
+#           call                                                                (~3 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
@@ -34,15 +36,13 @@ for stage in "$@"; do
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
-        for causal in top_left bottom_right; do
-            timeout 170 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
-                --variants pingpong_ovl_s3,pingpong_ovl_u2_s3 --causal $causal \
-                --seqlens 1024,4096,16384 \
-                --json "$OUT/gluon_check_$causal.json" 2>&1 | tail -8
-        done
-        timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
-            --variants pingpong_ovl_u2_s3 --head-dim 64 --seqlens 1024,4096,16384 \
-            --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_s3,pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+            --causal bottom_right --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist --head-dim 64 \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
     persist)
         timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 \
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
