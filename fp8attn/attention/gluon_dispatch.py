@@ -1,8 +1,8 @@
 """Which attention_fwd_fp8 calls go to the Gluon kernel (attention/gluon_fwd.py), and the launch.
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
-one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; the loop
-unrolled by two). On the calls below it gives the same bits as the tl kernel with 128-key tiles
+one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
+non-causal calls the loop unrolled by two, in persistent CTAs). On the calls below it gives the same bits as the tl kernel with 128-key tiles
 (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
@@ -14,8 +14,9 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
-    nothing (non-causal: 1.00x the tl kernel at 2048, 0.90x at 1024; causal: 0.82x at 1024)
-    while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
+    little (non-causal, session 7's non-persistent kernel: 1.00x the tl kernel at 2048, 0.90x
+    at 1024; causal: 0.82x at 1024; the persistent one, session 8: 1.10x at 2048, 1.01x at
+    1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
     leaves the GPU idle in host-bound end-to-end calls. Non-causal calls run persistent
     CTAs, causal calls one CTA per query block (the variants below, with the timings that
     chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
