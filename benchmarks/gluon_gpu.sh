@@ -6,9 +6,7 @@
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
 #           bottom-right (dispatched: pingpong_ovl_s3) against the unrolled and persistent
-#           variants (session 8 compared them top-left only); head dim 64 (not dispatched:
-#           session 7 found the non-persistent kernel 0.77-0.90x the tl kernel) with and
-#           without persistent CTAs (offline: 8 B spilled)                     (~7 min)
+#           variants (session 8 compared them top-left only)                  (~4 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) beside the
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
@@ -39,10 +37,7 @@ for stage in "$@"; do
         timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
             --variants pingpong_ovl_s3,pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
             --causal bottom_right --seqlens 1024,4096,16384 \
-            --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8
-        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
-            --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist --head-dim 64 \
-            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64.json" 2>&1 | tail -8 ;;
+            --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8 ;;
     persist)
         timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 \
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
