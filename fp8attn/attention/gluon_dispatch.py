@@ -27,7 +27,8 @@ Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel a
 16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
-probe_causal_order_s7.jsonl).
+probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x, non-causal,
+results/gluon_check_d64_persist_s8.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
