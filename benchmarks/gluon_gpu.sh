@@ -5,8 +5,9 @@
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
-#           bottom-right (dispatched: pingpong_ovl_s3) against the unrolled and persistent
-#           variants (session 8 compared them top-left only)                  (~4 min)
+#           calls on persistent CTAs with the host-built greedy schedule (wip/s9-gpu;
+#           session 8's plain stride ran 7-14% slower than one CTA per block) against the
+#           dispatched pingpong_ovl_s3, top-left and bottom-right            (~8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) beside the
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
@@ -34,8 +35,12 @@ for stage in "$@"; do
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
-        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
-            --variants pingpong_ovl_s3,pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+        timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist,pingpong_ovl_u2_s3_persist \
+            --causal top_left --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_top_left.json" 2>&1 | tail -8
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist \
             --causal bottom_right --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8 ;;
     persist)
