@@ -1129,8 +1129,9 @@ def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_
     first within each L2 section) go one by one to the CTA with the least work so far (a greedy
     longest-processing-time schedule, as a dynamic scheduler would hand them out), work = the
     item's KV tiles + 1 for its prologue and epilogue. A plain stride (item w to CTA w % grid)
-    left CTA 0 ~16% more work than the mean at 4k-16k keys (benchmarks/results/
-    attention_notes.md, session 8) and ran 7-14% slower than one CTA per block; this table's worst CTA is within 1%.
+    left CTA 0 ~15% more work than the mean at 4k-16k keys (benchmarks/experiments/
+    causal_balance_sim.py) and ran 7-14% slower than one CTA per block; this table's worst CTA
+    is within 1%.
     Built on the host and copied to the device once per shape (cached): make the first call of
     a shape outside a CUDA-graph capture."""
     off = seqlen_k - seqlen_q if causal_mode == 2 else 0
