@@ -89,7 +89,7 @@ def test_causal_schedule_covers_every_item_once_and_balances(n_m, n_hz, seqlen, 
     """The persistent causal kernel's CTA table (gluon_fwd._causal_schedule): every item once,
     each CTA's items in increasing order (the L2 sections' order in time), and no CTA with
     more than 2% above the mean work where each CTA gets several items (a plain stride left
-    ~16% at 4k-16k)."""
+    ~15% at 4k-16k)."""
     from fp8attn.attention.gluon_fwd import _causal_schedule, _section_heads
     grid = min(132, n_m * n_hz)
     t = _causal_schedule(n_m, n_hz, _section_heads(seqlen, 128), grid, seqlen, seqlen, 128,
