@@ -13,6 +13,8 @@
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
+#   overhead bench_overhead.py: host vs GPU time a call (wip/s9-gpu: Q and K quantised in one
+#           launch; session 7: 599 us host vs 508 us GPU at (4, 4096, 16, 128) causal) (~2 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
@@ -48,11 +50,14 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
             | tail -8 ;;
+    overhead)
+        timeout 300 $PY benchmarks/bench_overhead.py --profile 4,4096,16,128,causal \
+            --out "$OUT" 2>&1 | tail -45 | tee "$OUT/bench_overhead.log" ;;
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, bench)" >&2; exit 2 ;;
+        echo "unknown stage $stage (tests, check, persist, overhead, bench)" >&2; exit 2 ;;
     esac
 done
 date -u +"%Y-%m-%d %H:%M:%S UTC: done"
