@@ -764,8 +764,9 @@ def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: g
     working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
     Causal (a block's work grows with its index): heads in sections of section_heads (the
     last one may be smaller) whose K / V fit in L2 together; within a section the longest
-    query blocks first, heads minor, so that the CTAs' strided shares even out (FA3's
-    longest-processing-time-first order)."""
+    query blocks first, heads minor (FA3's longest-processing-time-first order). The CTAs'
+    strided shares of that order leave the busiest ~15% above the mean
+    (benchmarks/experiments/causal_balance_sim.py): causal calls are not dispatched here."""
     if CAUSAL != 0:
         per_section = n_m * section_heads
         sec = w // per_section
