@@ -617,6 +617,10 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
         NW)
     other_turn = 1 - my_turn
+    if not PINGPONG:
+        # no turns to count: a constant, as the loops below carry it (a non-constexpr
+        # parameter would change type across them and fail to compile)
+        turn_phase = 0
     if Q_TERMS == 2:
         q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
                q_smem.index(1).slice(row0, ROWS, dim=0))
