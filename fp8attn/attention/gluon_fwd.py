@@ -1210,6 +1210,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E, n_m,
-        n_work, _section_heads(Sk, D), HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode, RETURN_LSE=lse is not None,
-        Q_TERMS=1 if q_lo is None else 2, **cfg)
+        n_work, _section_heads(Sk, D), HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode,
+        RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2, **cfg)
     return out
