@@ -2,9 +2,10 @@
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
-non-causal calls the loop unrolled by two, in persistent CTAs). On the calls below it gives the same bits as the tl kernel with 128-key tiles
-(GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
-benchmarks/RESULTS.md "Session 5"). The calls it takes:
+non-causal calls the loop unrolled by two, in persistent CTAs). On the calls below it gives the
+same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py) and is
+faster from 4k keys (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 8"). The
+calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -16,8 +17,9 @@ benchmarks/RESULTS.md "Session 5"). The calls it takes:
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
     little (non-causal, session 7's non-persistent kernel: 1.00x the tl kernel at 2048, 0.90x
     at 1024; causal: 0.82x at 1024; the persistent one, session 8: 1.10x at 2048, 1.01x at
-    1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time (0.17 vs 0.11 ms: TMA descriptors), which
-    leaves the GPU idle in host-bound end-to-end calls. Non-causal calls run persistent
+    1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time
+    (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound end-to-end
+    calls. Non-causal calls run persistent
     CTAs, causal calls one CTA per query block (the variants below, with the timings that
     chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
     2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
@@ -83,12 +85,9 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
             lse: bool = False) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot
     (v_key_order: vt8's, quant/key_order.py; lse: whether the call returns the LSE)."""
-    if not enabled():
-        return "off (FP8ATTN_GLUON=0)"
-    if _failed:
-        return f"off after a failed launch ({_failed[0]})"
-    if os.environ.get("TRITON_INTERPRET") == "1" or not q8.is_cuda:
-        return "needs CUDA (no interpreter for Gluon)"
+    off = _off(q8)
+    if off is not None:
+        return off
     return reason(
         capability=_capability(q8.device.index), triton_version=triton.__version__,
         dtype=q8.dtype, head_dim=q8.shape[-1], seqlen_q=q8.shape[2], seqlen_k=k8.shape[2],
@@ -99,6 +98,17 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
                     and (q_lo is None or q_lo.is_contiguous())),
         vt_ok=_vt_layout_ok(vt8),
         mma_order=v_key_order == "mma")
+
+
+def _off(x: torch.Tensor) -> str | None:
+    """Why the path is off for a call on x's device whatever its shapes, or None."""
+    if not enabled():
+        return "off (FP8ATTN_GLUON=0)"
+    if _failed:
+        return f"off after a failed launch ({_failed[0]})"
+    if os.environ.get("TRITON_INTERPRET") == "1" or not x.is_cuda:
+        return "needs CUDA (no interpreter for Gluon)"
+    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -152,7 +162,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
     output is; V^T rows are aligned either way)."""
     from ..formats import fp8_dtype
     from ..quant.reference import group_block_size
-    if not enabled() or _failed or os.environ.get("TRITON_INTERPRET") == "1" or not q.is_cuda:
+    if _off(q) is not None:
         return "natural"
     kv_block = group_block_size(granularity, k.shape[-2], block_kv)
     why = reason(

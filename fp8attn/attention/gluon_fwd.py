@@ -573,7 +573,9 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1):
-    """One CTA's rows (not persistent): _ovl_work once, from ring position 0."""
+    """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
+    rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
+    3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults)."""
     _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
               VD, O, row0, start_m, off_b, off_h, off_kvh,
               stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
@@ -618,6 +620,10 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
         NW)
     other_turn = 1 - my_turn
+    if not PINGPONG:
+        # no turns to count: a constant, as the loops below carry it (a non-constexpr
+        # parameter would change type across them and fail to compile)
+        turn_phase = 0
     if Q_TERMS == 2:
         q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
                q_smem.index(1).slice(row0, ROWS, dim=0))
