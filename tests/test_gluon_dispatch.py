@@ -234,8 +234,8 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     lse = torch.empty_like(ref_lse)
     # hdim 64 is not dispatched: the non-persistent unrolled variant, as session 7 timed it
     from fp8attn.attention.gluon_fwd import VARIANTS
-    variant = ((gluon_dispatch.VARIANT if causal is None else gluon_dispatch.CAUSAL_VARIANT)
-               if d == 128 else VARIANTS["pingpong_ovl_u2_s3"])
+    variant = (gluon_dispatch.variant_for(d, causal, sk) if d == 128
+               else VARIANTS["pingpong_ovl_u2_s3"])
     got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
@@ -406,6 +406,33 @@ def test_gpu_gluon_path_under_cuda_graph_capture(spy):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, fp8attn.flash_attn_func(q, k, v))
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy):
+    """A causal call whose persistent CTAs need a schedule table not yet on the device, made
+    during a CUDA-graph capture: the copy cannot be captured, so the launch runs the
+    non-persistent variant; the replay gives the eager call's bits."""
+    from fp8attn.attention import gluon_fwd
+    g = torch.Generator(device="cuda").manual_seed(8)
+    q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))
+    assert gluon_dispatch.variant_for(128, "bottom_right", 4096).get("persistent")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        eager = fp8attn.flash_attn_func(q, k, v, causal=True)     # compiles, builds the table
+    torch.cuda.current_stream().wait_stream(stream)
+    gluon_fwd._SCHEDULES.clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fp8attn.flash_attn_func(q, k, v, causal=True)
+    assert not gluon_fwd._SCHEDULES            # no table built inside the capture
+    graph.replay()
+    torch.cuda.synchronize()
+    assert spy == ["mma", "mma"]
+    assert torch.equal(out, eager)
 
 
 def test_bench_markdown_tl_columns():

@@ -59,8 +59,15 @@ import triton
 # top-left at 4k / 16k keys where the unrolled loop ran 642 / 831 and the persistent CTAs
 # (longest blocks first) 623 / 743 (12:27 UTC, results/gluon_check_causal_persist_s8.json).
 # Head dim 256: "pingpong_n64_s3" (P @ V in four head-dim quarters).
+# Session 9: causal persistent CTAs taking their items from a host-built greedy table
+# (gluon_fwd._causal_schedule) ran 682 / 819 TFLOP/s top-left at 4k / 16k keys against
+# pingpong_ovl_s3's 662 / 845 (bottom-right 677 / 801 against 661 / 826; H200, 2026-11-30
+# 13:22 UTC, results/gluon_check_top_left_s9.json, ..._bottom_right_s9.json): causal calls up to CAUSAL_PERSISTENT_MAX_SEQLEN_K
+# keys run them.
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True)
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
+CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True)
+CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
@@ -182,12 +189,22 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]
     bn = TILE_KEYS[d]
-    variant = VARIANT_D256 if d == 256 else VARIANT if causal is None else CAUSAL_VARIANT
+    variant = variant_for(d, causal, k8.shape[-2])
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
                                softmax_scale, out=out, block_n=bn, lse=lse,
                                causal=causal, v_key_order=v_key_order, q_lo=q_lo, **variant)
+
+
+def variant_for(head_dim: int, causal, seqlen_k: int) -> dict:
+    """The gluon_fwd variant launch runs for a call why_not accepted."""
+    if head_dim == 256:
+        return VARIANT_D256
+    if causal is None:
+        return VARIANT
+    return (CAUSAL_PERSISTENT_VARIANT if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K
+            else CAUSAL_VARIANT)
 
 
 def try_launch(*args, **kwargs) -> bool:

@@ -1126,7 +1126,23 @@ def _section_heads(seqlen_k: int, head_dim: int) -> int:
     return max(1, L2_SECTION_BYTES // (2 * seqlen_k * head_dim))
 
 
-@functools.lru_cache(maxsize=64)
+_SCHEDULES: dict = {}     # _causal_schedule's arguments -> its table on the device
+
+
+def causal_schedule_for(*args) -> torch.Tensor | None:
+    """_causal_schedule(*args), cached per shape; None when the table is not cached yet and the
+    current stream is capturing a CUDA graph (the host-to-device copy cannot be captured: the
+    caller launches the non-persistent variant instead, which gives the same bits)."""
+    sched = _SCHEDULES.get(args)
+    if sched is None:
+        if torch.cuda.is_current_stream_capturing():
+            return None
+        if len(_SCHEDULES) >= 64:
+            _SCHEDULES.clear()
+        sched = _SCHEDULES[args] = _causal_schedule(*args)
+    return sched
+
+
 def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_q: int,
                      seqlen_k: int, block_m: int, block_n: int, causal_mode: int,
                      device) -> torch.Tensor:
@@ -1138,8 +1154,8 @@ def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_
     left CTA 0 ~15% more work than the mean at 4k-16k keys (benchmarks/experiments/
     causal_balance_sim.py) and ran 7-14% slower than one CTA per block; this table's worst CTA
     is within 1%.
-    Built on the host and copied to the device once per shape (cached): make the first call of
-    a shape outside a CUDA-graph capture."""
+    Built on the host and copied to the device once per shape (causal_schedule_for caches
+    it)."""
     off = seqlen_k - seqlen_q if causal_mode == 2 else 0
     per_section = n_m * section_heads
     loads = [(0, c) for c in range(grid)]
@@ -1239,6 +1255,17 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     # compile-time descale blocks: 0 = one descale for the whole head
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
+    n_m = triton.cdiv(Sq, block_m)
+    section = _section_heads(Sk, D)
+    # the kernel reads SCHED only in persistent causal launches: any pointer does elsewhere
+    # (no new tensor, which a CUDA-graph capture would put in its pool)
+    sched = q_descale
+    if persistent and causal_mode:
+        sched = causal_schedule_for(n_m, B * Hq, section, min(n_m * B * Hq,
+                                    _sm_count(q8.device)), Sq, Sk, block_m, block_n,
+                                    causal_mode, q8.device)
+        persistent = sched is not None      # None: capturing, table not built yet
+        sched = q_descale if sched is None else sched
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent)
     bm = cfg["BLOCK_M"]
@@ -1263,14 +1290,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         rs = vt8.stride(-2)
     vt16 = padded_view(vt8)
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
-    n_m = triton.cdiv(Sq, bm)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
-    section = _section_heads(Sk, D)
-    # the kernel reads SCHED only in persistent causal launches: any pointer does elsewhere
-    # (no new tensor, which a CUDA-graph capture would put in its pool)
-    sched = (_causal_schedule(n_m, B * Hq, section, grid[0], Sq, Sk, bm, block_n, causal_mode,
-                              q8.device) if persistent and causal_mode else q_descale)
     _attn_fwd_gluon[grid](
         q_desc, ql_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
