@@ -5,13 +5,16 @@
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
-#           bottom-right (dispatched: pingpong_ovl_s3) against the unrolled and persistent
-#           variants (session 8 compared them top-left only)                  (~4 min)
+#           calls on persistent CTAs with the host-built greedy schedule (wip/s9-gpu;
+#           session 8's plain stride ran 7-14% slower than one CTA per block) against the
+#           dispatched pingpong_ovl_s3, top-left and bottom-right            (~8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) beside the
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
+#   overhead bench_overhead.py: host vs GPU time a call (wip/s9-gpu: Q and K quantised in one
+#           launch; session 7: 599 us host vs 508 us GPU at (4, 4096, 16, 128) causal) (~2 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
@@ -34,8 +37,12 @@ for stage in "$@"; do
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
-        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
-            --variants pingpong_ovl_s3,pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+        timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist,pingpong_ovl_u2_s3_persist \
+            --causal top_left --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_top_left.json" 2>&1 | tail -8
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist \
             --causal bottom_right --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8 ;;
     persist)
@@ -43,11 +50,14 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
             | tail -8 ;;
+    overhead)
+        timeout 300 $PY benchmarks/bench_overhead.py --profile 4,4096,16,128,causal \
+            --out "$OUT" 2>&1 | tail -45 | tee "$OUT/bench_overhead.log" ;;
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, bench)" >&2; exit 2 ;;
+        echo "unknown stage $stage (tests, check, persist, overhead, bench)" >&2; exit 2 ;;
     esac
 done
 date -u +"%Y-%m-%d %H:%M:%S UTC: done"

@@ -79,6 +79,35 @@ def test_on_by_default_off_with_env_and_cuda_only(monkeypatch):
     assert "off" in gluon_dispatch.why_not(x, x, vt, **kw)
 
 
+@pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
+    (32, 64, 4096, 1),      # FA3's setting at 4k: 4 x 16 heads, sections of 16 heads
+    (128, 16, 16384, 1),    # 16k: sections of 4 heads
+    (8, 40, 1000, 2),       # tails: the last query block is short
+    (4, 3, 500, 1),         # fewer items than CTAs
+])
+def test_causal_schedule_covers_every_item_once_and_balances(n_m, n_hz, seqlen, causal_mode):
+    """The persistent causal kernel's CTA table (gluon_fwd._causal_schedule): every item once,
+    each CTA's items in increasing order (the L2 sections' order in time), and no CTA with
+    more than 2% above the mean work where each CTA gets several items (a plain stride left
+    ~15% at 4k-16k)."""
+    from fp8attn.attention.gluon_fwd import _causal_schedule, _section_heads
+    grid = min(132, n_m * n_hz)
+    t = _causal_schedule(n_m, n_hz, _section_heads(seqlen, 128), grid, seqlen, seqlen, 128,
+                         128, causal_mode, torch.device("cpu")).tolist()
+    offsets, items = t[:grid + 1], t[grid + 1:]
+    assert offsets[0] == 0 and offsets[-1] == len(items) == n_m * n_hz
+    assert sorted(items) == list(range(n_m * n_hz))
+    runs = [items[offsets[c]:offsets[c + 1]] for c in range(grid)]
+    assert all(run == sorted(run) and run for run in runs)
+    if n_m * n_hz >= 8 * grid:
+        per_section = n_m * _section_heads(seqlen, 128)
+
+        def tiles(w):       # square causal: query block i sees tiles 0..i
+            return n_m - (w % per_section) // min(_section_heads(seqlen, 128), n_hz) + 1
+        loads = [sum(tiles(w) for w in run) for run in runs]
+        assert max(loads) <= 1.02 * sum(loads) / grid
+
+
 def test_failed_launch_warns_once_and_falls_back(monkeypatch):
     """A launch that raises (e.g. a ptxas the kernel was never built with) warns, and the path
     stays off for the process: why_not says so, the caller runs the tl kernel."""
@@ -205,8 +234,8 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     lse = torch.empty_like(ref_lse)
     # hdim 64 is not dispatched: the non-persistent unrolled variant, as session 7 timed it
     from fp8attn.attention.gluon_fwd import VARIANTS
-    variant = ((gluon_dispatch.VARIANT if causal is None else gluon_dispatch.CAUSAL_VARIANT)
-               if d == 128 else VARIANTS["pingpong_ovl_u2_s3"])
+    variant = (gluon_dispatch.variant_for(d, causal, sk) if d == 128
+               else VARIANTS["pingpong_ovl_u2_s3"])
     got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
     assert not got.isnan().any()
     assert torch.equal(got, ref)
@@ -377,6 +406,33 @@ def test_gpu_gluon_path_under_cuda_graph_capture(spy):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, fp8attn.flash_attn_func(q, k, v))
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy):
+    """A causal call whose persistent CTAs need a schedule table not yet on the device, made
+    during a CUDA-graph capture: the copy cannot be captured, so the launch runs the
+    non-persistent variant; the replay gives the eager call's bits."""
+    from fp8attn.attention import gluon_fwd
+    g = torch.Generator(device="cuda").manual_seed(8)
+    q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))
+    assert gluon_dispatch.variant_for(128, "bottom_right", 4096).get("persistent")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        eager = fp8attn.flash_attn_func(q, k, v, causal=True)     # compiles, builds the table
+    torch.cuda.current_stream().wait_stream(stream)
+    gluon_fwd._SCHEDULES.clear()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fp8attn.flash_attn_func(q, k, v, causal=True)
+    assert not gluon_fwd._SCHEDULES            # no table built inside the capture
+    graph.replay()
+    torch.cuda.synchronize()
+    assert spy == ["mma", "mma"]
+    assert torch.equal(out, eager)
 
 
 def test_bench_markdown_tl_columns():

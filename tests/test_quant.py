@@ -181,6 +181,41 @@ def test_quantize_qkv_follows_the_recipe(device):
     assert ref[0].block_size == 1 and not ref[0].transposed and ref[2].transposed
 
 
+@pytest.mark.parametrize("hq,hkv,sq,sk,dtype,recipe,one_launch", [
+    (4, 2, 100, 200, torch.bfloat16, Recipe(), True),         # GQA, tails, (B, S, H, D) views
+    (2, 2, 64, 300, torch.float16, Recipe(), True),
+    (2, 1, 130, 70, torch.bfloat16, Recipe(hadamard=False), True),
+    (2, 2, 50, 90, torch.float32, Recipe(granularity="token"), True),   # not as words
+    (2, 2, 50, 90, torch.bfloat16, Recipe(granularity="head"), False),  # groups of 50 vs 90
+    (2, 2, 64, 64, torch.bfloat16, Recipe(q_terms=2), False),           # Q's second term
+])
+def test_quantize_qkv_one_launch_for_q_and_k_same_bits(hq, hkv, sq, sk, dtype, recipe,
+                                                        one_launch, device, monkeypatch):
+    """Q and K share one launch of the pairs kernel where they can (quantize_pair_triton),
+    with the bits of two separate launches, NaN rows included."""
+    import fp8attn.quant.triton as qt
+    seen = []
+    run = qt._run_pairs
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("second") is not None)
+        return run(*args, **kwargs)
+    monkeypatch.setattr(qt, "_run_pairs", spy)
+    q = _x((1, sq, hq, 64), 30, dtype, device).transpose(1, 2)
+    k = _x((1, sk, hkv, 64), 31, dtype, device).transpose(1, 2)
+    v = _x((1, hkv, sk, 64), 32, dtype, device)
+    q[0, 1, 3, 5] = float("nan")
+    q8, k8, _ = quantize_qkv(q, k, v, recipe, backend="triton")
+    assert (True in seen) == one_launch
+    signs = hadamard_signs(64, recipe.seed, device) if recipe.hadamard else None
+    for got, x, block in ((q8, q, recipe.block_q), (k8, k, recipe.block_kv)):
+        ref = quantize(x, recipe.fmt, recipe.granularity, block, signs=signs, backend="triton",
+                       residual=got is q8 and recipe.q_terms == 2)
+        assert got.block_size == ref.block_size
+        assert torch.equal(got.data.view(torch.uint8), ref.data.view(torch.uint8))
+        assert torch.equal(got.descale, ref.descale)
+
+
 def test_bad_arguments_raise_before_launch():
     x = torch.zeros(1, 2, 8, 16)
     with pytest.raises(ValueError, match=r"\(2, 8, 16\)"):

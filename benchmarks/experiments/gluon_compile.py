@@ -57,6 +57,8 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
         elif n == "LSE":
             sig[n] = "*fp32"
             attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n == "SCHED":
+            sig[n] = "*i32"
         elif n == "qk_scale":
             sig[n] = "fp32"
         else:

@@ -2,10 +2,10 @@
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
-non-causal calls the loop unrolled by two, in persistent CTAs). On the calls below it gives the
-same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py) and is
-faster from 4k keys (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 8"). The
-calls it takes:
+non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
+ones up to 8k keys). On the calls below it gives the same bits as the tl kernel with 128-key
+tiles (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
+benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -20,8 +20,8 @@ calls it takes:
     1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time
     (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound end-to-end
     calls. Non-causal calls run persistent
-    CTAs, causal calls one CTA per query block (the variants below, with the timings that
-    chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
+    CTAs, causal calls persistent CTAs up to 8k keys and one CTA per query block beyond (the
+    variants below, with the timings that chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
     2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
@@ -59,8 +59,15 @@ import triton
 # top-left at 4k / 16k keys where the unrolled loop ran 642 / 831 and the persistent CTAs
 # (longest blocks first) 623 / 743 (12:27 UTC, results/gluon_check_causal_persist_s8.json).
 # Head dim 256: "pingpong_n64_s3" (P @ V in four head-dim quarters).
+# Session 9: causal persistent CTAs taking their items from a host-built greedy table
+# (gluon_fwd._causal_schedule) ran 682 / 768 / 819 TFLOP/s top-left at 4k / 8k / 16k keys
+# against pingpong_ovl_s3's 662 / 759 / 845 (bottom-right 677 / - / 801 against 661 / - / 826;
+# H200, 2026-11-30 13:22 and 13:36 UTC, results/gluon_check_{top_left,bottom_right,8k}_s9.json):
+# causal calls up to CAUSAL_PERSISTENT_MAX_SEQLEN_K keys run them.
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True)
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
+CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True)
+CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 VARIANT_D256 = dict(mode="pingpong", stages=3)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
@@ -182,12 +189,22 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]
     bn = TILE_KEYS[d]
-    variant = VARIANT_D256 if d == 256 else VARIANT if causal is None else CAUSAL_VARIANT
+    variant = variant_for(d, causal, k8.shape[-2])
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
                                softmax_scale, out=out, block_n=bn, lse=lse,
                                causal=causal, v_key_order=v_key_order, q_lo=q_lo, **variant)
+
+
+def variant_for(head_dim: int, causal, seqlen_k: int) -> dict:
+    """The gluon_fwd variant launch runs for a call why_not accepted."""
+    if head_dim == 256:
+        return VARIANT_D256
+    if causal is None:
+        return VARIANT
+    return (CAUSAL_PERSISTENT_VARIANT if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K
+            else CAUSAL_VARIANT)
 
 
 def try_launch(*args, **kwargs) -> bool:

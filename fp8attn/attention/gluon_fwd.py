@@ -53,6 +53,7 @@ P is exactly 0; V^T tiles never cross a head (the column extent is Sk, zero-fill
 from __future__ import annotations
 
 import functools
+import heapq
 
 import torch
 import triton
@@ -770,9 +771,8 @@ def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: g
     working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
     Causal (a block's work grows with its index): heads in sections of section_heads (the
     last one may be smaller) whose K / V fit in L2 together; within a section the longest
-    query blocks first, heads minor (FA3's longest-processing-time-first order). The CTAs'
-    strided shares of that order leave the busiest ~15% above the mean
-    (benchmarks/experiments/causal_balance_sim.py): causal calls are not dispatched here."""
+    query blocks first, heads minor (FA3's longest-processing-time-first order); which CTA
+    runs which item is _causal_schedule's table (_item_loop)."""
     if CAUSAL != 0:
         per_section = n_m * section_heads
         sec = w // per_section
@@ -792,9 +792,32 @@ def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: g
 
 
 @gluon.jit
+def _item_loop(SCHED, n_work, CAUSAL: gl.constexpr):
+    """(first, end, step) of this CTA's positions k; the item of position k is _item_at's.
+    Non-causal (equal items): items pid, pid + grid, ... Causal: the CTA's run of the host's
+    table SCHED (_causal_schedule: grid + 1 offsets, then the items CTA by CTA)."""
+    first = gl.program_id(0)
+    end = n_work
+    step = gl.num_programs(0)
+    if CAUSAL != 0:
+        first = gl.load(SCHED + gl.program_id(0))
+        end = gl.load(SCHED + gl.program_id(0) + 1)
+        step = 1
+    return first, end, step
+
+
+@gluon.jit
+def _item_at(SCHED, k, CAUSAL: gl.constexpr):
+    w = k
+    if CAUSAL != 0:
+        w = gl.load(SCHED + gl.num_programs(0) + 1 + k)
+    return w
+
+
+@gluon.jit
 def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
-                         seqlen_q, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
+                         seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr):
     """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
@@ -802,9 +825,11 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     kv_end), the ring position g running on across items (the consumers count the same way)."""
     g = 0
     it = 0
-    for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
+    first, end, step = _item_loop(SCHED, n_work, CAUSAL)
+    for k in range(first, end, step):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
+            BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         mbarrier.wait(q_empty, (it & 1) ^ 1)
@@ -842,15 +867,17 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                          NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
                          stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
-                         section_heads, CAUSAL: gl.constexpr):
+                         section_heads, SCHED, CAUSAL: gl.constexpr):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position and the ping-pong phase carried from item to item."""
     g = 0
     it = 0
     turn_phase = 0
-    for w in range(gl.program_id(0), n_work, gl.num_programs(0)):
+    first, end, step = _item_loop(SCHED, n_work, CAUSAL)
+    for k in range(first, end, step):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
+            BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
                                                       CAUSAL)
         turn_phase = _ovl_work(
@@ -870,7 +897,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
-                    v_block: gl.constexpr, qk_scale, n_m, n_work, section_heads,
+                    v_block: gl.constexpr, qk_scale, n_m, n_work, section_heads, SCHED,
                     MODE: gl.constexpr, HEAD_DIM: gl.constexpr, BLOCK_M: gl.constexpr,
                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
@@ -881,8 +908,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
-    w, w + grid, ... in _work_item's order (section_heads: causal only); otherwise the grid is
-    (n_m, B * H) and one CTA one item."""
+    w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
+    in _work_item's order (section_heads: causal only); otherwise the grid is (n_m, B * H) and
+    one CTA one item."""
     pid_m = gl.program_id(0)
     if CAUSAL != 0:
         pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
@@ -930,7 +958,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
-                                    RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
+                                    RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -938,11 +966,12 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
-                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, CAUSAL)),
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-                                    BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS, CAUSAL)),
+                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    CAUSAL)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
@@ -1097,6 +1126,57 @@ def _section_heads(seqlen_k: int, head_dim: int) -> int:
     return max(1, L2_SECTION_BYTES // (2 * seqlen_k * head_dim))
 
 
+# _causal_schedule's arguments -> its table on the device. Never evicted: a CUDA graph that
+# captured a launch keeps reading the table's memory on every replay. A table is 4 bytes per
+# (query block, head) item (8 KB for 16 heads x 16k queries).
+_SCHEDULES: dict = {}
+
+
+def causal_schedule_for(*args) -> torch.Tensor | None:
+    """_causal_schedule(*args), cached per shape; None when the table is not cached yet and the
+    current stream is capturing a CUDA graph (the host-to-device copy cannot be captured: the
+    caller launches the non-persistent variant instead, which gives the same bits)."""
+    sched = _SCHEDULES.get(args)
+    if sched is None:
+        if torch.cuda.is_current_stream_capturing():
+            return None
+        sched = _SCHEDULES[args] = _causal_schedule(*args)
+    return sched
+
+
+def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_q: int,
+                     seqlen_k: int, block_m: int, block_n: int, causal_mode: int,
+                     device) -> torch.Tensor:
+    """Which persistent CTA runs which causal item: int32 (grid + 1 offsets, then the items CTA
+    by CTA, each CTA's in increasing order). Items in _work_item's order (longest query blocks
+    first within each L2 section) go one by one to the CTA with the least work so far (a greedy
+    longest-processing-time schedule, as a dynamic scheduler would hand them out), work = the
+    item's KV tiles + 1 for its prologue and epilogue. A plain stride (item w to CTA w % grid)
+    left CTA 0 ~15% more work than the mean at 4k-16k keys (benchmarks/experiments/
+    causal_balance_sim.py) and ran 7-14% slower than one CTA per block; this table's worst CTA
+    is within 1%.
+    Built on the host and copied to the device once per shape (causal_schedule_for caches
+    it)."""
+    off = seqlen_k - seqlen_q if causal_mode == 2 else 0
+    per_section = n_m * section_heads
+    loads = [(0, c) for c in range(grid)]
+    owned: list[list[int]] = [[] for _ in range(grid)]
+    for w in range(n_m * n_hz):
+        sec, r = divmod(w, per_section)
+        heads = min(section_heads, n_hz - sec * section_heads)
+        start_m = (n_m - 1 - r // heads) * block_m
+        last_row = min(start_m + block_m, seqlen_q) - 1
+        kv_end = max(min(seqlen_k, last_row + off + 1), 0)
+        load, c = heapq.heappop(loads)
+        owned[c].append(w)
+        heapq.heappush(loads, (load + -(-kv_end // block_n) + 1, c))
+    offsets = [0]
+    for items in owned:
+        offsets.append(offsets[-1] + len(items))
+    flat = offsets + [w for items in owned for w in items]
+    return torch.tensor(flat, dtype=torch.int32, device=device)
+
+
 @functools.lru_cache(maxsize=None)
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
     """NVMMA shared layouts of the Q, K and V^T tiles (used by the descriptors and the kernel).
@@ -1176,6 +1256,17 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     # compile-time descale blocks: 0 = one descale for the whole head
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
+    n_m = triton.cdiv(Sq, block_m)
+    section = _section_heads(Sk, D)
+    # the kernel reads SCHED only in persistent causal launches: any pointer does elsewhere
+    # (no new tensor, which a CUDA-graph capture would put in its pool)
+    sched = q_descale
+    if persistent and causal_mode:
+        sched = causal_schedule_for(n_m, B * Hq, section, min(n_m * B * Hq,
+                                    _sm_count(q8.device)), Sq, Sk, block_m, block_n,
+                                    causal_mode, q8.device)
+        persistent = sched is not None      # None: capturing, table not built yet
+        sched = q_descale if sched is None else sched
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent)
     bm = cfg["BLOCK_M"]
@@ -1200,7 +1291,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         rs = vt8.stride(-2)
     vt16 = padded_view(vt8)
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
-    n_m = triton.cdiv(Sq, bm)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     _attn_fwd_gluon[grid](
@@ -1210,6 +1300,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
         *((0, 0, 0) if lse is None else lse.stride()),
         Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E, n_m,
-        n_work, _section_heads(Sk, D), HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode,
+        n_work, section, sched, HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode,
         RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2, **cfg)
     return out

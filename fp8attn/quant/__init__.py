@@ -112,8 +112,15 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     used = [_check(t, fmt, g, 1, s, False, backend, name)
             for name, t, s in (("q", q, signs), ("k", k, signs), ("v", v, None))]
     q_gran = "token" if recipe.q_search > 1 else g
-    return (_quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
-                              recipe.q_terms == 2, recipe.q_search),
-            _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1]),
-            _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2],
-                              key_order=v_key_order))
+    if (used[0] == used[1] == "triton" and recipe.q_terms == 1 and recipe.q_search == 1
+            and q.numel() and k.numel()):
+        # one launch for Q and K where the kernel can (same bits; one launch's host time less)
+        from .triton import quantize_pair_triton
+        q8, k8 = quantize_pair_triton(q, k, fmt, g, recipe.block_q, recipe.block_kv,
+                                      signs=signs)
+    else:
+        q8 = _quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
+                               recipe.q_terms == 2, recipe.q_search)
+        k8 = _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1])
+    return (q8, k8, _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2],
+                                      key_order=v_key_order))

@@ -66,7 +66,10 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
                   TRANSPOSE: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
                   SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
                   RESIDUAL: tl.constexpr, KEY_PERM: tl.constexpr, R_LO: tl.constexpr,
-                  DQ: tl.constexpr, BLOCK_S: tl.constexpr):
+                  DQ: tl.constexpr, BLOCK_S: tl.constexpr, DUAL: tl.constexpr = False,
+                  x2_ptr=None, out2_ptr=None, descale2_ptr=None, H2=None, S2=None, NB2=None,
+                  N_FIRST=None, stride_x2b=None, stride_x2h=None, stride_x2s=None,
+                  stride_o2b=None, stride_o2h=None, stride_o2s=None):
     """MODE_FUSED for head dims P = 2**k (>= 8, HEAD_DIM <= P, even), rotation without a 12 / 20
     factor. x (B, H, S, HEAD_DIM) -> out at out_ptr + b*stride_ob + h*stride_oh + s*stride_os
     + d*stride_od; descale float32 (B, H, NB) contiguous.
@@ -94,8 +97,28 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     KEY_PERM (transposed V in the "mma" key order, quant/key_order.py; GROUP and BLOCK_S
     multiples of 16): output row r is input row mma_key(r), so the loads take the permuted rows
     and the stores stay as they are; rows up to S_STORE (S rounded up to 16) are stored, zeros
-    for the keys past S. Else S_STORE == S."""
+    for the keys past S. Else S_STORE == S.
+    DUAL: a second tensor in the same launch (Q and K: one launch less of host time; the same
+    meta, so the same per-row arithmetic and bits): programs from N_FIRST on take x2 / out2 /
+    descale2 with their H2, S2, NB2 and strides (the column strides are the first tensor's;
+    not with RESIDUAL or KEY_PERM)."""
     pid = tl.program_id(0)
+    if DUAL:
+        second = pid >= N_FIRST
+        pid = tl.where(second, pid - N_FIRST, pid)
+        x_ptr = tl.where(second, x2_ptr, x_ptr)
+        out_ptr = tl.where(second, out2_ptr, out_ptr)
+        descale_ptr = tl.where(second, descale2_ptr, descale_ptr)
+        H = tl.where(second, H2, H)
+        S = tl.where(second, S2, S)
+        S_STORE = S
+        NB = tl.where(second, NB2, NB)
+        stride_xb = tl.where(second, stride_x2b, stride_xb)
+        stride_xh = tl.where(second, stride_x2h, stride_xh)
+        stride_xs = tl.where(second, stride_x2s, stride_xs)
+        stride_ob = tl.where(second, stride_o2b, stride_ob)
+        stride_oh = tl.where(second, stride_o2h, stride_oh)
+        stride_os = tl.where(second, stride_o2s, stride_os)
     W: tl.constexpr = P // 2
     W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
     W_HI: tl.constexpr = W // W_LO // DQ
@@ -344,10 +367,12 @@ def _as_words(x: torch.Tensor):
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
-               config, res=None, key_perm=False):
+               config, res=None, key_perm=False, second=None):
     """res: None, or the residual's buffer (same strides as data): also write the second term.
     key_perm: transposed output in the "mma" key order (bs a multiple of 16; data a view of
-    rows padded to a multiple of 16)."""
+    rows padded to a multiple of 16). second: None, or (x2, data2, descale2, nb2, o2_strides),
+    a second input quantised in the same launch with the same meta (DUAL; the caller,
+    quant/triton.py quantize_pair_triton, has checked that dual_ok)."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -379,8 +404,29 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                          f"of 16")
     s_store = -(-S // 16) * 16 if key_perm else S
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
+    if second is not None:
+        x2, data2, descale2, nb2, o2 = second
+        B2, H2, S2, _ = x2.shape
+        xin2 = _as_words(x2) if words else x2
+        rows = config["BLOCK_S"]
+        meta["EVEN_S"] = S % rows == 0 and S2 % rows == 0
+        n_first = B * H * triton.cdiv(S, rows)
+        grid = (n_first + B2 * H2 * triton.cdiv(S2, rows),)
+        meta.update(DUAL=True, x2_ptr=xin2, out2_ptr=data2, descale2_ptr=descale2, H2=H2, S2=S2,
+                    NB2=nb2, N_FIRST=n_first, stride_x2b=xin2.stride(0),
+                    stride_x2h=xin2.stride(1), stride_x2s=xin2.stride(2), stride_o2b=o2[0],
+                    stride_o2h=o2[1], stride_o2s=o2[2])
     kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
                  *xin.stride(), *o_strides, **meta)
+
+
+def dual_ok(x, x2, words: bool) -> bool:
+    """x2 can share x's `_pairs_kernel` launch (DUAL): same dtype, device and head dim, both
+    viewable as words or neither (the same WORDS), the same column stride."""
+    if (x2.dtype != x.dtype or x2.device != x.device or x2.shape[-1] != x.shape[-1]
+            or x2.stride(-1) != x.stride(-1)):
+        return False
+    return (_as_words(x2) is not None) == (_as_words(x) is not None) or not words
 
 
 _SIGN_BITS: dict = {}
