@@ -58,7 +58,10 @@ import triton
 # "pingpong_ovl_s3" (one CTA per query block, loop not unrolled), which ran 667 / 845 TFLOP/s
 # top-left at 4k / 16k keys where the unrolled loop ran 642 / 831 and the persistent CTAs
 # (longest blocks first) 623 / 743 (12:27 UTC, results/gluon_check_causal_persist_s8.json).
-# Head dim 256: "pingpong_n64_s3" (P @ V in four head-dim quarters).
+# Head dim 256: "pingpong_n64_s3_pipe" (P @ V in four head-dim quarters, each issued before the
+# previous one is added): 605 / 790 / 832 TFLOP/s at 1k / 4k / 16k keys against 593 / 782 / 819
+# with the quarters one after the other (same bits; H200, 2026-11-30 13:41 UTC,
+# results/gluon_check_d256_pipe_s9.json).
 # Session 9: causal persistent CTAs taking their items from a host-built greedy table
 # (gluon_fwd._causal_schedule) ran 682 / 768 / 819 TFLOP/s top-left at 4k / 8k / 16k keys
 # against pingpong_ovl_s3's 662 / 759 / 845 (bottom-right 677 / - / 801 against 661 / - / 826;
@@ -68,7 +71,7 @@ VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True)
 CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
-VARIANT_D256 = dict(mode="pingpong", stages=3)
+VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)

@@ -267,15 +267,23 @@ def _tile(acc, m_i, l_i, vs_prev, q_smem, k_smem, v_smem, k_full, v_full, kv_emp
 
 
 @gluon.jit
-def _pv_part(acc, p8, v_s, factor, PART: gl.constexpr, ROWS: gl.constexpr,
-             PART_D: gl.constexpr, NW: gl.constexpr):
-    """acc * factor + P @ V[:, PART * PART_D : (PART + 1) * PART_D], the product into a fresh
-    accumulator (two-level accumulation), issued and waited for here."""
+def _pv_issue(p8, v_s, PART: gl.constexpr, ROWS: gl.constexpr, PART_D: gl.constexpr,
+              NW: gl.constexpr):
+    """Issue P @ V[:, PART * PART_D : (PART + 1) * PART_D] into a fresh accumulator (two-level
+    accumulation); returns the async product and the V slice it reads."""
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
     v_part = v_s.slice(PART * PART_D, PART_D, dim=0)
     pv = warpgroup_mma(p8, v_part.permute((1, 0)), gl.zeros([ROWS, PART_D], gl.float32, h_layout),
                        use_acc=False, is_async=True)
+    return pv, v_part
+
+
+@gluon.jit
+def _pv_part(acc, p8, v_s, factor, PART: gl.constexpr, ROWS: gl.constexpr,
+             PART_D: gl.constexpr, NW: gl.constexpr):
+    """acc * factor + P @ V's PART-th quarter (_pv_issue), waited for here."""
+    pv, v_part = _pv_issue(p8, v_s, PART, ROWS, PART_D, NW)
     pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_part])
     return acc * factor + pv
 
@@ -286,11 +294,13 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
                 PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                NW: gl.constexpr):
+                NW: gl.constexpr, PV_PIPE: gl.constexpr = False):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
-    one after the other, each into a fresh quarter-width accumulator added into its quarter
-    (triton_fwd.py's SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled
-    3-7 KB; halves still spilled 1.5 KB (three 64-register accumulator blocks + S)."""
+    each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
+    SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
+    spilled 1.5 KB (three 64-register accumulator blocks + S). PV_PIPE: quarter k + 1 is
+    issued before quarter k is waited for and added (two fresh quarters live), so the tensor
+    cores do not idle during the adds; the same operations in the same order (same bits)."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
@@ -308,13 +318,30 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     mbarrier.wait(v_full.index(slot), phase)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
-    acc0 = _pv_part(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
-    acc1 = _pv_part(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
-    acc2 = _pv_part(acc2, p8, v_s, factor, 2, ROWS, PART_D, NW)
-    if PINGPONG:    # the other warpgroup's S GEMM may start under the last part
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    acc3 = _pv_part(acc3, p8, v_s, factor, 3, ROWS, PART_D, NW)
+    if PV_PIPE:
+        pv0, v0 = _pv_issue(p8, v_s, 0, ROWS, PART_D, NW)
+        pv1, v1 = _pv_issue(p8, v_s, 1, ROWS, PART_D, NW)
+        pv0, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv0, v0])
+        acc0 = acc0 * factor + pv0
+        pv2, v2 = _pv_issue(p8, v_s, 2, ROWS, PART_D, NW)
+        pv1, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv1, v1])
+        acc1 = acc1 * factor + pv1
+        pv3, v3 = _pv_issue(p8, v_s, 3, ROWS, PART_D, NW)
+        if PINGPONG:    # all four issued: the other warpgroup's S GEMM queues behind them
+            mbarrier.arrive(turn.index(other_turn))
+            turn_phase ^= 1
+        pv2, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv2, v2])
+        acc2 = acc2 * factor + pv2
+        pv3, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv3, v3])
+        acc3 = acc3 * factor + pv3
+    else:
+        acc0 = _pv_part(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
+        acc1 = _pv_part(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
+        acc2 = _pv_part(acc2, p8, v_s, factor, 2, ROWS, PART_D, NW)
+        if PINGPONG:    # the other warpgroup's S GEMM may start under the last part
+            mbarrier.arrive(turn.index(other_turn))
+            turn_phase ^= 1
+        acc3 = _pv_part(acc3, p8, v_s, factor, 3, ROWS, PART_D, NW)
     mbarrier.arrive(kv_empty.index(slot))
     return acc0, acc1, acc2, acc3, m_new, l_i, vs, turn_phase
 
@@ -497,7 +524,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                    PINGPONG: gl.constexpr):
+                    PINGPONG: gl.constexpr, PV_PIPE: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
@@ -519,13 +546,13 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-            P_SHIFT, NW)
+            P_SHIFT, NW, PV_PIPE)
     if n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
-            HEAD_DIM, STAGES, P_SHIFT, NW)
+            HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -544,15 +571,17 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                  PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr):
-    """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only)."""
+                  PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr,
+                  PV_PIPE: gl.constexpr = False):
+    """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
+    PV_PIPE: its pipelined P @ V parts)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG)
+                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, PV_PIPE)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
@@ -903,7 +932,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     PRODUCER_REGS: gl.constexpr, CONSUMER_REGS: gl.constexpr,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
-                    Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False):
+                    Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
+                    PV_PIPE: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
@@ -1048,13 +1078,13 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -1083,6 +1113,8 @@ VARIANTS = {
     "pingpong_n64_s3": dict(mode="pingpong", stages=3, block_n=64),
     "pingpong_ovl_n64_s3": dict(mode="pingpong", stages=3, overlap=True, block_n=64),
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
+    # head dim 256: the four P @ V parts pipelined (session 9)
+    "pingpong_n64_s3_pipe": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True),
     # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
@@ -1096,12 +1128,13 @@ VARIANTS = {
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False) -> dict:
+                  persistent: bool = False, pv_pipe: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
-    overlap; GPU tests: tests/test_gluon_dispatch.py)."""
+    overlap; GPU tests: tests/test_gluon_dispatch.py). pv_pipe: head dims above 128 (mode
+    pingpong without overlap), the four P @ V parts pipelined (_tile_split)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1109,7 +1142,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, num_warps=num_warps)
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
+                num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1192,7 +1226,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
-                        v_key_order: str = "natural", q_lo=None, persistent: bool = False):
+                        v_key_order: str = "natural", q_lo=None, persistent: bool = False,
+                        pv_pipe: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1213,7 +1248,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
-    causal calls in _work_item's longest-first order).
+    causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
+    P @ V parts pipelined (kernel_config).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
@@ -1268,7 +1304,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         persistent = sched is not None      # None: capturing, table not built yet
         sched = q_descale if sched is None else sched
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent)
+                        turns, unroll2, persistent, pv_pipe)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
