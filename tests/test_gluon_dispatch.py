@@ -435,6 +435,29 @@ def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy):
     assert torch.equal(out, eager)
 
 
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_causal_schedule_under_reduce_overhead(spy):
+    """torch.compile(mode="reduce-overhead") on a causal shape whose schedule table is not built
+    yet, as the first call of that shape: the table is built outside Inductor's CUDA-graph pool
+    (device_tables.built_off_pool; built in the pool, torch raised "tensor(s) in the cudagraph
+    pool not tracked as outputs" on the first call: H200, 2026-11-30 13:47 UTC), and every call
+    gives the eager bits."""
+    from fp8attn.attention import gluon_fwd
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a, b, c: fp8attn.flash_attn_func(a, b, c, causal=True),
+                             mode="reduce-overhead", fullgraph=True)
+    g = torch.Generator(device="cuda").manual_seed(9)
+    n_tables = len(gluon_fwd._SCHEDULES)
+    for _ in range(3):
+        q, k, v = (torch.randn(1, 4480, 2, 128, generator=g, device="cuda").bfloat16()
+                   for _ in range(3))
+        got = compiled(q, k, v).clone()
+        assert torch.equal(got, fp8attn.flash_attn_func(q, k, v, causal=True))
+    assert len(gluon_fwd._SCHEDULES) == n_tables + 1
+    assert spy
+
+
 def test_bench_markdown_tl_columns():
     """bench_attention.py --tl: the tl kernel's rows beside ours (the default path) and ours / tl,
     '-' where the default path is the tl kernel anyway; the path column says which ran."""

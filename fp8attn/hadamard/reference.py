@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ..device_tables import built_off_pool
+
 MAX_DIM = 1024
 _SMALL_FACTORS = (1, 12, 20)
 
@@ -118,14 +120,17 @@ def hadamard_signs(d: int, seed: int, device=None) -> torch.Tensor:
     return (1 - 2 * bits).to(dtype=torch.float32, device=device)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=None)     # never evicted: a captured CUDA graph keeps reading it
 def _signs_on(d: int, seed: int, device: str) -> torch.Tensor:
+    if device.startswith("cuda"):
+        return built_off_pool(hadamard_signs, d, seed, device)
     return hadamard_signs(d, seed, device)
 
 
 def cached_hadamard_signs(d: int, seed: int, device) -> torch.Tensor:
     """hadamard_signs, built once per (d, seed, device) and reused: on a GPU this saves a host to
-    device copy (and the sync it forces) on every attention call. Read-only: do not modify it."""
+    device copy (and the sync it forces) on every attention call; built outside any CUDA-graph
+    pool (device_tables.built_off_pool). Read-only: do not modify it."""
     return _signs_on(int(d), int(seed), str(torch.device(device)))
 
 
