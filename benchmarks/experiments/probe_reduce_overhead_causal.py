@@ -7,8 +7,10 @@ The compiled causal call at (1, 4096, 4, 128) four times, each compared with the
 --eager-first: one eager call of another shape first (so the rotation signs exist, not the
 table). Prints what happened (bits equal, or the error torch raised).
 H200, 2026-11-30: with --eager-first and the table built in the calling thread, the first call
-raised "Detected 1 tensor(s) in the cudagraph pool not tracked as outputs" (13:47 UTC); the
-tables are now built in another thread (device_tables.built_off_pool).
+raised "Detected 1 tensor(s) in the cudagraph pool not tracked as outputs" (13:47 UTC); with the
+tables built in another thread (device_tables.built_off_pool) every call gave the eager bits
+(13:50 UTC). Without --eager-first the first call still raised (calls 2-4 gave the eager bits):
+something else the process's first call allocates stays in the pool (not identified).
 """
 from __future__ import annotations
 
