@@ -5,16 +5,16 @@
 #           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
-#           calls on persistent CTAs with the host-built greedy schedule (wip/s9-gpu;
-#           session 8's plain stride ran 7-14% slower than one CTA per block) against the
-#           dispatched pingpong_ovl_s3, top-left and bottom-right            (~8 min)
+#           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
+#           keys since session 9) against one CTA per block (pingpong_ovl_s3, beyond 8k),
+#           top-left and bottom-right                                           (~5-8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) beside the
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
-#   overhead bench_overhead.py: host vs GPU time a call (wip/s9-gpu: Q and K quantised in one
-#           launch; session 7: 599 us host vs 508 us GPU at (4, 4096, 16, 128) causal) (~2 min)
+#   overhead bench_overhead.py: host vs GPU time a call (session 9, Q and K quantised in one
+#           launch: 520 us host vs 501 us GPU at (4, 4096, 16, 128) causal)      (~1 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
