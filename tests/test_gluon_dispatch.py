@@ -79,6 +79,16 @@ def test_on_by_default_off_with_env_and_cuda_only(monkeypatch):
     assert "off" in gluon_dispatch.why_not(x, x, vt, **kw)
 
 
+def test_kernel_config_rejects_pv_pipe_outside_the_split_consumer():
+    """pv_pipe only changes the head-dim > 128 consumer (mode pingpong without overlap):
+    elsewhere it is an error, not a silently ignored option."""
+    from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
+    assert kernel_config(**VARIANTS["pingpong_n64_s3_pipe"])["PV_PIPE"]
+    for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
+        with pytest.raises(ValueError, match="pv_pipe"):
+            kernel_config(pv_pipe=True, **bad)
+
+
 @pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
     (32, 64, 4096, 1),      # FA3's setting at 4k: 4 x 16 heads, sections of 16 heads
     (128, 16, 16384, 1),    # 16k: sections of 4 heads

@@ -19,14 +19,15 @@ benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
     at 1024; causal: 0.82x at 1024; the persistent one, session 8: 1.10x at 2048, 1.01x at
     1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time
     (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound end-to-end
-    calls. Non-causal calls run persistent
-    CTAs, causal calls persistent CTAs up to 8k keys and one CTA per query block beyond (the
-    variants below, with the timings that chose them). Causal: 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
-    2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    calls. Non-causal calls run persistent CTAs, causal calls persistent CTAs up to 8k keys
+    and one CTA per query block beyond (the variants below, with the timings that chose
+    them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
+    8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
-16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json).
+16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json); with the P @ V parts
+pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
 probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x, non-causal,

@@ -1141,6 +1141,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
+    if pv_pipe and not (mode == "pingpong" and not overlap):
+        raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
@@ -1283,6 +1285,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
+    if pv_pipe and D <= 128:
+        raise ValueError(f"pv_pipe pipelines the four P @ V parts of head dims above 128, "
+                         f"not head dim {D}")
     if D > 128 and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no causal mask and no lse either")
