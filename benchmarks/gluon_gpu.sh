@@ -13,6 +13,10 @@
 #           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
+#   d64     gluon_gpu_check.py --head-dim 64: persistent CTAs with and without the ping-pong
+#           turns (dual_ovl_*_persist, compile-checked only in session 9) beside the tl kernel,
+#           which hdim 64 runs today (session 8: persistent with turns 0.86-0.96x of it)
+#                                                                               (~4 min)
 #   overhead bench_overhead.py: host vs GPU time a call (session 9, Q and K quantised in one
 #           launch: 520 us host vs 501 us GPU at (4, 4096, 16, 128) causal)      (~1 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
@@ -50,6 +54,10 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
             | tail -8 ;;
+    d64)
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 64 \
+            --variants pingpong_ovl_u2_s3_persist,dual_ovl_u2_s3_persist,dual_ovl_s3_persist \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_dual.json" 2>&1 | tail -8 ;;
     overhead)
         timeout 300 $PY benchmarks/bench_overhead.py --profile 4,4096,16,128,causal \
             --out "$OUT" 2>&1 | tail -45 | tee "$OUT/bench_overhead.log" ;;
@@ -57,7 +65,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, overhead, bench)" >&2; exit 2 ;;
+        echo "unknown stage $stage (tests, check, persist, d64, overhead, bench)" >&2; exit 2 ;;
     esac
 done
 date -u +"%Y-%m-%d %H:%M:%S UTC: done"

@@ -898,9 +898,11 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                          NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
                          stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
-                         section_heads, SCHED, CAUSAL: gl.constexpr):
+                         section_heads, SCHED, CAUSAL: gl.constexpr,
+                         TURNS: gl.constexpr = True):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
-    position and the ping-pong phase carried from item to item."""
+    position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
+    turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
     g = 0
     it = 0
     turn_phase = 0
@@ -916,7 +918,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
             stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, True, UNROLL2, kv_end, full_end,
+            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
             g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True)
         g += gl.cdiv(kv_end, BLOCK_N)
@@ -990,7 +992,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
-                                    RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL)),
+                                    RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
+                                    TURNS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -998,7 +1001,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
-                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL)),
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
+                                    TURNS)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1124,6 +1128,12 @@ VARIANTS = {
     "pingpong_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                        persistent=True),
     "pingpong_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, persistent=True),
+    # persistent without the ping-pong turns (session 9, compile-checked only): a candidate for
+    # head dim 64, where the softmax outweighs the GEMMs and the turns may only add waiting
+    "dual_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
+                                   turns=False, persistent=True),
+    "dual_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                persistent=True),
 }
 
 
