@@ -348,8 +348,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     d_pad = tp["M_PAD"] * tp["P"]
     dev = x.device
     var = {**default_variant(D, signs is not None), **(variant or {})}
-    fused = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
-             and bs * d_pad <= MAX_TILE)
+    fused = _fused_groups(granularity, bs, d_pad)
     if search > 1:
         # decided before allocating: the torch reference makes its own outputs
         if not fused:
@@ -374,7 +373,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
         data, o_strides, descale = _plain_outputs(x, dtype8, nb)
         res = torch.empty_like(data) if residual else None
     hm = small_factor_tensor(tp["M"], dev)
-    signs_arg = signs.to(device=dev, dtype=torch.float32).contiguous() if signs is not None else hm
+    signs_arg = _signs_arg(signs, hm)
     p_lo = min(8, tp["P"])
 
     if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
@@ -415,6 +414,21 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                                      transposed=transpose, residual=res), key_order)
 
 
+def _fused_groups(granularity: str, bs: int, d_pad: int) -> bool:
+    """Scale groups the one-pass kernels take: power-of-two blocks or tokens of at most 256
+    rows, a [bs, d_pad] tile within MAX_TILE."""
+    return (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
+            and bs * d_pad <= MAX_TILE)
+
+
+def _signs_arg(signs, hm: torch.Tensor) -> torch.Tensor:
+    """The kernels' signs pointer: the rotation signs as float32 on hm's device, or (no
+    rotation: never read) the small-factor matrix hm."""
+    if signs is None:
+        return hm
+    return signs.to(device=hm.device, dtype=torch.float32).contiguous()
+
+
 def _plain_outputs(x: torch.Tensor, dtype8, nb: int):
     """(data (B, H, S, D) FP8, its strides, descale (B, H, nb) float32) for x, not transposed."""
     B, H, S, D = x.shape
@@ -435,8 +449,7 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
     bs = group_block_size(granularity, S, block_q)
     tp = _tile_params(D, signs is not None)
     var = default_variant(D, signs is not None)
-    one = (granularity in ("block", "token") and bs & (bs - 1) == 0 and bs <= 256
-           and bs * tp["M_PAD"] * tp["P"] <= MAX_TILE and var["layout"] == 2
+    one = (_fused_groups(granularity, bs, tp["M_PAD"] * tp["P"]) and var["layout"] == 2
            and _env("FP8ATTN_TUNE") != "all")
     if not (one and group_block_size(granularity, k.shape[-2], block_k) == bs
             and _pairs_ok(q, tp, bs, signs is not None, False)
@@ -447,8 +460,7 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
     nb_q, nb_k = -(-S // bs), -(-k.shape[-2] // bs)
     data_q, o_q, desc_q = _plain_outputs(q, dtype8, nb_q)
     data_k, o_k, desc_k = _plain_outputs(k, dtype8, nb_k)
-    signs_arg = (signs.to(device=q.device, dtype=torch.float32).contiguous() if signs is not None
-                 else small_factor_tensor(tp["M"], q.device))
+    signs_arg = _signs_arg(signs, small_factor_tensor(tp["M"], q.device))
     _run_pairs(q, data_q, desc_q, signs_arg, signs is not None, nb_q, bs, tp, fmt, o_q, var,
                False, None, second=(k, data_k, desc_k, nb_k, o_k))
     return (QuantizedTensor(data=data_q, descale=desc_q, block_size=bs, fmt=fmt),
