@@ -10,7 +10,8 @@ the kernel; the parent then reports "timeout" and goes on). Per variant:
      same quantised inputs (quantize_qkv, fp8attn.Recipe(): max |diff|, count of differing
      elements) and the relative RMSE of both vs the float64 oracle (attention_oracle);
   2. TFLOP/s at FA3's setting (16k tokens, hidden 2048, hdim --head-dim, --causal) for each
-     seqlen (hdim 64 compiles for sm_90a with 0 spills, 2026-11-30; 256 spills 8 KB: do not).
+     seqlen (hdim 64 compiles for sm_90a with 0 spills, 2026-11-30; hdim 256 takes the
+     pingpong_n64_* variants only, P @ V in four parts: session 9 ran them at 1k-16k).
 The package kernel ("ours", autotuned) and FA3 FP8 (per-(batch, head) descales of 1, as
 bench_attention.py) are timed in a subprocess of their own on the same shapes.
 Imports cleanly on a CPU machine (prints that CUDA is absent and exits 0).

@@ -443,7 +443,8 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
     """quantize_triton(q, ...) and quantize_triton(k, ...) (natural layout, one FP8 term, no
     scale search) in one `_pairs_kernel` launch where both take that kernel with the same meta
     (same dtype, head dim, scale group size and column stride): the same bits, one launch's
-    host time less (~0.1 ms of ~0.6 ms a call, H200 cProfile, benchmarks/RESULTS.md session 7).
+    host time less (H200, 2026-11-30: 599 -> 520 us of host time a call at (4, 4096, 16, 128)
+    causal, benchmarks/RESULTS.md session 9).
     Otherwise two launches."""
     B, H, S, D = q.shape
     bs = group_block_size(granularity, S, block_q)
