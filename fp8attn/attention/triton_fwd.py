@@ -468,8 +468,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     The calls gluon_dispatch.why_not accepts run the Gluon kernel instead (sm_90 with Triton 3.6,
     hdim 128 (causal or not) and 256 (non-causal, no LSE), seqlen_k >= 4096, bf16 / fp16 / fp32
-    output: the same bits;
-    FP8ATTN_GLUON=0 turns it off).
+    output: the same bits; FP8ATTN_GLUON=0 turns it off).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or q_lo.stride() != q8.stride() or q_lo.device != q8.device):
