@@ -80,7 +80,7 @@ def run_variant(name, seqlens):
     """Child process: correctness then timing of one Gluon variant; one JSON line per result."""
     from common import attn_flops, bench_ms
     from fp8attn.attention.reference import attention_oracle
-    cfg = VARIANTS[name.split("@")[0]]
+    cfg = VARIANTS[name]
     for (b, hq, hkv, sq, sk) in CHECK_SHAPES:
         (q, k, v), (q8, k8, v8) = _inputs(b, hq, hkv, sq, sk, seed=sq + sk, v_key_order="mma")
         row = dict(variant=name, kind="check", shape=[b, hq, hkv, sq, sk])
@@ -138,12 +138,11 @@ def run_refs(seqlens):
         print(json.dumps(row), flush=True)
 
 
-def _child(args, timeout, env=None):
+def _child(args, timeout):
     t = time.time()
     cmd = [sys.executable, os.path.abspath(__file__), *args]
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                           env=None if env is None else {**os.environ, **env})
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         rows = [json.loads(x) for x in r.stdout.splitlines() if x.startswith("{")]
         if r.returncode:
             rows.append(dict(child=args, error=f"rc {r.returncode}: {r.stderr[-1500:]}"))
@@ -185,12 +184,7 @@ def main():
     hd = ["--head-dim", str(HDIM)] + (["--causal", CAUSAL] if CAUSAL else [])
     rows = _child(["--refs", "--seqlens", a.seqlens, *hd], a.timeout * 2)
     for name in a.variants.split(","):
-        # "NAME@poly=K": the variant with FP8ATTN_POLY_EXP=K (exp2 of K eighths of the key
-        # columns on the FMA pipe, gluon_fwd._exp2_fma), read when the child imports gluon_fwd
-        env = {"FP8ATTN_POLY_EXP": name.split("@poly=")[1]} if "@poly=" in name else None
-        if "@norowsum" in name:
-            env = {"FP8ATTN_NO_ROWSUM": "1"}
-        rows += _child(["--one", name, "--seqlens", a.seqlens, *hd], a.timeout, env)
+        rows += _child(["--one", name, "--seqlens", a.seqlens, *hd], a.timeout)
     ref = {(r["variant"], r.get("seqlen")): r.get("tflops") for r in rows if r.get("kind") == "time"}
     print("\n| variant | " + " | ".join(f"{s} TFLOP/s (x ours, x FA3)" for s in seqlens) + " |")
     print("|---|" + "---|" * len(seqlens))

@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import functools
 import heapq
-import os
 
 import torch
 import triton
@@ -67,21 +66,6 @@ from ..device_tables import built_off_pool
 
 LOG2E = 1.4426950408889634
 MODES = {"plain": 0, "ws": 1, "pingpong": 2}
-POLY_EXP = gl.constexpr(int(os.environ.get("FP8ATTN_POLY_EXP", "0")))
-NO_ROWSUM = gl.constexpr(os.environ.get("FP8ATTN_NO_ROWSUM", "0") == "1")   # EXPERIMENT: wrong results
-
-
-@gluon.jit
-def _exp2_fma(x):
-    """2**x on the FMA pipe (EXPERIMENT)."""
-    x = gl.maximum(x, -127.0)
-    r = x + 12582912.0
-    j = r - 12582912.0
-    f = x - j
-    p = (0.05500894412398338 * f + 0.2422110140323639) * f + 0.6932829022407532
-    p = p * f + 1.0
-    bits = p.to(gl.int32, bitcast=True) + (r.to(gl.int32, bitcast=True) << 23)
-    return bits.to(gl.float32, bitcast=True)
 
 
 @gluon.jit
@@ -153,17 +137,8 @@ def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
     else:
         m_use = m_new
     alpha = gl.exp2(m_i - m_use)
-    x = qk * gl.expand_dims(row_scale, 1) - gl.expand_dims(m_use - P_SHIFT, 1)
-    if POLY_EXP > 0:
-        cl = gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, s_layout))
-        emu = gl.expand_dims(((cl // 8) % 8) < POLY_EXP, 0)
-        p = gl.where(emu, _exp2_fma(x), gl.exp2(x))
-    else:
-        p = gl.exp2(x)
-    if NO_ROWSUM:
-        l_i = l_i * alpha + 1.0
-    else:
-        l_i = l_i * alpha + gl.sum(p, 1)
+    p = gl.exp2(qk * gl.expand_dims(row_scale, 1) - gl.expand_dims(m_use - P_SHIFT, 1))
+    l_i = l_i * alpha + gl.sum(p, 1)
     return p, m_new, l_i, alpha
 
 

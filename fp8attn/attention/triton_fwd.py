@@ -130,22 +130,6 @@ def _mask_scores(qk, cols, col_ok, offs_m, causal_off, CAUSAL: tl.constexpr):
     return tl.where(keep, qk, float("-inf"))
 
 
-POLY_EXP_TL = tl.constexpr(int(os.environ.get("FP8ATTN_POLY_EXP", "0")))   # EXPERIMENT
-
-
-@triton.jit
-def _exp2_fma_tl(x):
-    """2**x on the FMA pipe (EXPERIMENT, as gluon_fwd._exp2_fma)."""
-    x = tl.maximum(x, -127.0)
-    r = x + 12582912.0
-    j = r - 12582912.0
-    f = x - j
-    p = (0.05500894412398338 * f + 0.2422110140323639) * f + 0.6932829022407532
-    p = p * f + 1.0
-    bits = p.to(tl.int32, bitcast=True) + (r.to(tl.int32, bitcast=True) << 23)
-    return bits.to(tl.float32, bitcast=True)
-
-
 @triton.jit
 def _update(acc0, acc1, acc2, acc3, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, kd_ptr, vd_ptr,
             start_n, kv_pos0, offs_m, offs_n, offs_dh, seqlen_k, causal_off, k_block, v_block,
@@ -182,12 +166,7 @@ def _update(acc0, acc1, acc2, acc3, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, k
     else:
         m_use = m_new
     alpha = tl.math.exp2(m_i - m_use)
-    x = qk * row_scale[:, None] - (m_use - P_SHIFT)[:, None]
-    if POLY_EXP_TL > 0:
-        c = tl.arange(0, BLOCK_N)
-        p = tl.where((((c // 8) % 8) < POLY_EXP_TL)[None, :], _exp2_fma_tl(x), tl.math.exp2(x))
-    else:
-        p = tl.math.exp2(x)
+    p = tl.math.exp2(qk * row_scale[:, None] - (m_use - P_SHIFT)[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
     if V_PER_COL:
         if MASKED:
