@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
-#   tests   the GPU tests of the attention kernels, the API and the quantiser, with the Gluon
-#           path on (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
+#   tests   the GPU tests of the attention kernels, the API, the quantiser, the rotation and the
+#           device tables (CUDA-graph captures), with the Gluon path on
+#           (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit)
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
 #           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
@@ -38,7 +39,8 @@ for stage in "$@"; do
     tests)
         timeout 300 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py tests/test_q_search.py \
             tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
-            tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py 2>&1 | tail -40 \
+            tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py \
+            tests/test_device_tables.py tests/test_hadamard.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \

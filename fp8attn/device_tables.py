@@ -1,8 +1,17 @@
-"""Small lookup tables the package builds once and keeps on the GPU (the rotation signs, the
-causal schedules of the Gluon kernel's persistent CTAs), allocated outside any CUDA-graph pool."""
+"""Small lookup tables the package builds once per key and keeps on the device (the rotation
+signs, the small Hadamard factors, the key-order permutations, the q-search factors, the causal
+schedules of the Gluon kernel's persistent CTAs).
+
+cached_table: the cache every one of them goes through. Never evicts (a captured CUDA graph
+keeps reading a table's memory at every replay), builds GPU tables outside any CUDA-graph pool
+(built_off_pool), and never builds one inside a CUDA-graph capture (recorded, not run: the
+table would hold garbage until a replay).
+built_off_pool: build(*args) in a short-lived thread, outside torch.compile's graph pool."""
 from __future__ import annotations
 
 import threading
+
+import torch
 
 
 def built_off_pool(build, *args):
@@ -13,7 +22,7 @@ def built_off_pool(build, *args):
     benchmarks/experiments/probe_reduce_overhead_causal.py; a side stream did not help). Another
     thread allocates from the ordinary pool. build must finish its host-to-device copy before it
     returns (a blocking .to(device) does). Not for use inside a CUDA-graph capture: the copy
-    cannot be captured (callers check torch.cuda.is_current_stream_capturing())."""
+    cannot be captured (cached_table checks)."""
     out: list = []
 
     def run():
@@ -28,3 +37,48 @@ def built_off_pool(build, *args):
     if not ok:
         raise value
     return value
+
+
+def _capturing(device: torch.device) -> bool:
+    """Whether `device`'s current stream is capturing a CUDA graph (False off CUDA, without
+    touching CUDA: CPU-only torch builds)."""
+    if device.type != "cuda":
+        return False
+    with torch.cuda.device(device):
+        return torch.cuda.is_current_stream_capturing()
+
+
+def _build_and_wait(device: torch.device, build, *args):
+    table = build(*args)
+    # The helper thread's stream is not the caller's: finish the build's kernels before the
+    # caller's stream reads the table.
+    torch.cuda.current_stream(device).synchronize()
+    return table
+
+
+def cached_table(cache: dict, key, device, build, *args, in_capture=None):
+    """cache[key], built as build(*args) on the first call and kept for good (never evicted).
+
+    device: where the table lives. On CUDA the build runs through built_off_pool and is finished
+    (stream synchronised) before it is returned. A miss while the current stream is capturing a
+    CUDA graph returns in_capture(*args) (device ops recorded into the graph; not cached) when
+    in_capture is given, and raises RuntimeError otherwise (a host-to-device copy cannot be
+    captured, and a table recorded there would hold garbage until the graph is replayed)."""
+    table = cache.get(key)
+    if table is not None:
+        return table
+    device = torch.device(device)
+    if _capturing(device):
+        if in_capture is not None:
+            return in_capture(*args)
+        name = getattr(build, "__qualname__", repr(build))
+        raise RuntimeError(
+            f"fp8attn: the device table {name}{tuple(args)!r} is not built yet, and it cannot be "
+            "built while a CUDA graph is being captured. Make one warm-up call with the same "
+            "shapes and head dim (same recipe) outside the capture first.")
+    if device.type == "cuda":
+        table = built_off_pool(_build_and_wait, device, build, *args)
+    else:
+        table = build(*args)
+    cache[key] = table
+    return table

@@ -420,7 +420,7 @@ def test_gpu_gluon_path_under_cuda_graph_capture(spy):
 
 @pytest.mark.gpu
 @needs_gluon
-def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy):
+def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy, monkeypatch):
     """A causal call whose persistent CTAs need a schedule table not yet on the device, made
     during a CUDA-graph capture: the copy cannot be captured, so the launch runs the
     non-persistent variant; the replay gives the eager call's bits."""
@@ -434,7 +434,7 @@ def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy):
     with torch.cuda.stream(stream):
         eager = fp8attn.flash_attn_func(q, k, v, causal=True)     # compiles, builds the table
     torch.cuda.current_stream().wait_stream(stream)
-    gluon_fwd._SCHEDULES.clear()
+    monkeypatch.setattr(gluon_fwd, "_SCHEDULES", {})
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         out = fp8attn.flash_attn_func(q, k, v, causal=True)

@@ -10,7 +10,11 @@ H200, 2026-11-30: with --eager-first and the table built in the calling thread, 
 raised "Detected 1 tensor(s) in the cudagraph pool not tracked as outputs" (13:47 UTC); with the
 tables built in another thread (device_tables.built_off_pool) every call gave the eager bits
 (13:50 UTC). Without --eager-first the first call still raised (calls 2-4 gave the eager bits):
-something else the process's first call allocates stays in the pool (not identified).
+the one table this call still built in the calling thread was the quantiser's Hadamard
+factor (hadamard/triton.py small_factor_tensor, a 1 x 1 tensor even at power-of-two head
+dims). Since every device table goes through device_tables.cached_table, all four calls give
+the eager bits without --eager-first (14:45 UTC; the same machine, minutes before, with the
+previous caches: call 0 raised).
 """
 from __future__ import annotations
 

@@ -62,7 +62,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
 
-from ..device_tables import built_off_pool
+from ..device_tables import cached_table
 
 LOG2E = 1.4426950408889634
 MODES = {"plain": 0, "ws": 1, "pingpong": 2}
@@ -1181,16 +1181,16 @@ _SCHEDULES: dict = {}
 
 
 def causal_schedule_for(*args) -> torch.Tensor | None:
-    """_causal_schedule(*args), cached per shape; None when the table is not cached yet and the
-    current stream is capturing a CUDA graph (the host-to-device copy cannot be captured: the
-    caller launches the non-persistent variant instead, which gives the same bits). Built
-    outside any CUDA-graph pool (device_tables.built_off_pool)."""
-    sched = _SCHEDULES.get(args)
-    if sched is None:
-        if torch.cuda.is_current_stream_capturing():
-            return None
-        sched = _SCHEDULES[args] = built_off_pool(_causal_schedule, *args)
-    return sched
+    """_causal_schedule(*args), cached per shape (device_tables.cached_table: built outside any
+    CUDA-graph pool, never evicted); None when the table is not cached yet and the current
+    stream is capturing a CUDA graph (the host-to-device copy cannot be captured: the caller
+    launches the non-persistent variant instead, which gives the same bits)."""
+    return cached_table(_SCHEDULES, args, args[-1], _causal_schedule, *args,
+                        in_capture=_no_schedule)
+
+
+def _no_schedule(*args) -> None:
+    return None
 
 
 def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_q: int,

@@ -12,7 +12,7 @@ import math
 
 import torch
 
-from ..device_tables import built_off_pool
+from ..device_tables import cached_table
 
 MAX_DIM = 1024
 _SMALL_FACTORS = (1, 12, 20)
@@ -120,17 +120,21 @@ def hadamard_signs(d: int, seed: int, device=None) -> torch.Tensor:
     return (1 - 2 * bits).to(dtype=torch.float32, device=device)
 
 
-@functools.lru_cache(maxsize=None)     # never evicted: a captured CUDA graph keeps reading it
+# (d, seed, device) -> signs; device_tables.cached_table (never evicted: a captured CUDA graph
+# keeps reading them).
+_SIGNS: dict = {}
+
+
 def _signs_on(d: int, seed: int, device: str) -> torch.Tensor:
-    if device.startswith("cuda"):
-        return built_off_pool(hadamard_signs, d, seed, device)
-    return hadamard_signs(d, seed, device)
+    return cached_table(_SIGNS, (d, seed, device), device, hadamard_signs, d, seed, device)
 
 
 def cached_hadamard_signs(d: int, seed: int, device) -> torch.Tensor:
     """hadamard_signs, built once per (d, seed, device) and reused: on a GPU this saves a host to
     device copy (and the sync it forces) on every attention call; built outside any CUDA-graph
-    pool (device_tables.built_off_pool). Read-only: do not modify it."""
+    pool (device_tables.cached_table). RuntimeError when first needed inside a CUDA-graph
+    capture (the copy cannot be captured: make a warm-up call first). Read-only: do not modify
+    it."""
     return _signs_on(int(d), int(seed), str(torch.device(device)))
 
 

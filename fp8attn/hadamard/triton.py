@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..device_tables import cached_table
 from .reference import small_hadamard, split_dim
 
 
@@ -127,19 +128,25 @@ def _prune_rows(configs, d_pad: int):
     return ok[:1] if _minimal_tuning() else ok
 
 
+# (m, device, transpose) -> table; device_tables.cached_table (never evicted).
 _HM_CACHE: dict = {}
 
 
+def _small_factor(m: int, device: str, transpose: bool) -> torch.Tensor:
+    m_pad = triton.next_power_of_2(m)
+    hm = torch.zeros(m_pad, m_pad, dtype=torch.float32)
+    h = small_hadamard(m, dtype=torch.float32)
+    hm[:m, :m] = h.T if transpose else h
+    return hm.to(device)
+
+
 def small_factor_tensor(m: int, device, *, transpose: bool = False) -> torch.Tensor:
-    """float32 [M_PAD, M_PAD] zero-padded H_m (or H_m^T) on `device`, as `hadamard_tile` reads it."""
-    key = (m, str(device), transpose)
-    if key not in _HM_CACHE:
-        m_pad = triton.next_power_of_2(m)
-        hm = torch.zeros(m_pad, m_pad, dtype=torch.float32)
-        h = small_hadamard(m, dtype=torch.float32)
-        hm[:m, :m] = h.T if transpose else h
-        _HM_CACHE[key] = hm.to(device)
-    return _HM_CACHE[key]
+    """float32 [M_PAD, M_PAD] zero-padded H_m (or H_m^T) on `device`, as `hadamard_tile` reads it.
+    Built once per (m, device, transpose) outside any CUDA-graph pool; RuntimeError when first
+    needed inside a CUDA-graph capture (a host-to-device copy: make a warm-up call first)."""
+    device = str(torch.device(device))
+    return cached_table(_HM_CACHE, (m, device, transpose), device, _small_factor, m, device,
+                        transpose)
 
 
 def tile_params(d: int) -> dict:

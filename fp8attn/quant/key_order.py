@@ -15,11 +15,11 @@ key_order="mma"); to_mma / to_natural convert in torch (one gather each).
 """
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl  # noqa: F401 - the interpreter wants it in a jit function's module
+
+from ..device_tables import cached_table
 
 KEY_ORDERS = ("natural", "mma")
 GROUP = 16
@@ -44,14 +44,30 @@ def mma_key(pos: torch.Tensor) -> torch.Tensor:
     return pos - a + c
 
 
-@functools.lru_cache(maxsize=32)
-def _index(n_pad: int, device: torch.device) -> torch.Tensor:
+def _index_of(n_pad: int, device: torch.device) -> torch.Tensor:
     return mma_key(torch.arange(n_pad, device=device))
 
 
-@functools.lru_cache(maxsize=32)
+def _inverse_of(n_pad: int, device: torch.device) -> torch.Tensor:
+    idx = _index(n_pad, device)
+    # argsort of a permutation, as a scatter (one plain kernel: safe inside a capture)
+    return torch.empty_like(idx).scatter_(0, idx, torch.arange(n_pad, device=device))
+
+
+# (padded length, device) -> permutation; device_tables.cached_table: never evicted, and
+# computed on the stream (uncached) when a CUDA graph is captured before the table exists.
+_INDEX: dict = {}
+_INVERSE: dict = {}
+
+
+def _index(n_pad: int, device: torch.device) -> torch.Tensor:
+    return cached_table(_INDEX, (n_pad, str(device)), device, _index_of, n_pad, device,
+                        in_capture=_index_of)
+
+
 def _inverse(n_pad: int, device: torch.device) -> torch.Tensor:
-    return torch.argsort(_index(n_pad, device))
+    return cached_table(_INVERSE, (n_pad, str(device)), device, _inverse_of, n_pad, device,
+                        in_capture=_inverse_of)
 
 
 def _bytes(t: torch.Tensor) -> torch.Tensor:

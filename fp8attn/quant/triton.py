@@ -31,13 +31,13 @@ software rounding (`round_to_fp8_grid`) run only under the interpreter, whose ca
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 
 import torch
 import triton
 import triton.language as tl
 
+from ..device_tables import cached_table
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from .key_order import to_mma
@@ -494,9 +494,13 @@ def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
     return layout == 1 and tp["M"] == 1 and 32 <= tp["P"] <= 128
 
 
-@functools.lru_cache(maxsize=None)
+# (n, device) -> search_factors table; device_tables.cached_table (never evicted).
+_SEARCH_TABLES: dict = {}
+
+
 def _search_table(n: int, device: torch.device) -> torch.Tensor:
-    return search_factors(n, device)
+    # search_factors copies a host table: RuntimeError when first needed inside a capture.
+    return cached_table(_SEARCH_TABLES, (n, str(device)), device, search_factors, n, device)
 
 
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
