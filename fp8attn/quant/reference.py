@@ -14,6 +14,7 @@ import dataclasses
 
 import torch
 
+from ..device_tables import cached_table
 from ..formats import finite_amax, saturating_cast, scales_from_amax
 from ..recipe import GRANULARITIES, MAX_SEARCH
 from .key_order import check_key_order, to_mma, to_natural
@@ -109,6 +110,17 @@ def search_factors(n: int, device=None) -> torch.Tensor:
     return torch.stack([torch.exp2(-j / n), torch.exp2(j / n)]).float().to(device)
 
 
+# (n, device) -> search_factors(n, device): device_tables.cached_table (never evicted; a host
+# copy, so a RuntimeError asking for a warm-up call when first needed inside a CUDA-graph capture)
+_SEARCH_TABLES: dict = {}
+
+
+def cached_search_factors(n: int, device) -> torch.Tensor:
+    """search_factors, built once per (n, device) (the reference's and the kernel's search)."""
+    device = str(torch.device(device))
+    return cached_table(_SEARCH_TABLES, (n, device), device, search_factors, n, device)
+
+
 def search_row_scales(xf: torch.Tensor, scale: torch.Tensor, descale: torch.Tensor, fmt: str,
                       n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per row of xf (B, H, S, D) float32, the best of n candidate scales.
@@ -122,7 +134,7 @@ def search_row_scales(xf: torch.Tensor, scale: torch.Tensor, descale: torch.Tens
     per-row amax scales, 0.83x with the best of 4, 0.78x of 8, 0.75x of 16 (see Recipe.q_search)."""
     if n < 1 or n > MAX_SEARCH:
         raise ValueError(f"search must be in 1..{MAX_SEARCH}, got {n}")
-    fac = search_factors(n, xf.device)
+    fac = cached_search_factors(n, xf.device)
     best_s, best_d, best_e = scale, descale, None
     for j in range(n):
         s_j = scale * fac[0, j] if j else scale

@@ -37,11 +37,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ..device_tables import cached_table
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from .key_order import to_mma
-from .reference import QuantizedTensor, group_block_size, search_factors
+from .reference import QuantizedTensor, cached_search_factors, group_block_size
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
 from .triton_pairs import _pairs_ok, _run_pairs, dual_ok
 
@@ -397,7 +396,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     if residual:
         common["enable_fp_fusion"] = False      # y - float(cast(y)) from the rounded y
     args = (x, data, data if res is None else res, descale,
-            _search_table(search, dev) if search > 1 else descale)
+            cached_search_factors(search, dev) if search > 1 else descale)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,
              MODE=MODE_FUSED, GROUP=bs, **common)
@@ -492,15 +491,6 @@ def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
     if os.environ.get("TRITON_INTERPRET") == "1" or not x.is_cuda:
         return True
     return layout == 1 and tp["M"] == 1 and 32 <= tp["P"] <= 128
-
-
-# (n, device) -> search_factors table; device_tables.cached_table (never evicted).
-_SEARCH_TABLES: dict = {}
-
-
-def _search_table(n: int, device: torch.device) -> torch.Tensor:
-    # search_factors copies a host table: RuntimeError when first needed inside a capture.
-    return cached_table(_SEARCH_TABLES, (n, str(device)), device, search_factors, n, device)
 
 
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
