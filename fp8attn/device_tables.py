@@ -22,11 +22,16 @@ def built_off_pool(build, *args):
     benchmarks/experiments/probe_reduce_overhead_causal.py; a side stream did not help). Another
     thread allocates from the ordinary pool. build must finish its host-to-device copy before it
     returns (a blocking .to(device) does). Not for use inside a CUDA-graph capture: the copy
-    cannot be captured (cached_table checks)."""
+    cannot be captured (cached_table checks). The thread starts on the caller's current CUDA
+    device (a new thread's is device 0), so a table for device "cuda" lands where the caller
+    runs."""
     out: list = []
+    cuda_device = torch.cuda.current_device() if torch.cuda.is_initialized() else None
 
     def run():
         try:
+            if cuda_device is not None:
+                torch.cuda.set_device(cuda_device)
             out.append((True, build(*args)))
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
             out.append((False, e))

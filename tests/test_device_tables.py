@@ -25,6 +25,18 @@ def test_built_off_pool_reraises_in_the_caller():
         built_off_pool(bad)
 
 
+def test_built_off_pool_runs_on_the_callers_cuda_device(monkeypatch):
+    """A new thread's current CUDA device is 0: the build thread is set to the caller's (faked
+    here: no CUDA needed), so a table for "cuda" lands on the device the caller runs on."""
+    set_in = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    monkeypatch.setattr(torch.cuda, "set_device",
+                        lambda d: set_in.append((d, threading.get_ident())))
+    tid = built_off_pool(threading.get_ident)
+    assert set_in == [(3, tid)] and tid != threading.get_ident()
+
+
 def test_cached_table_builds_once_per_key_and_never_evicts():
     cache, calls = {}, []
 
