@@ -35,7 +35,7 @@ from fp8attn.attention.gluon_fwd import VARIANTS  # noqa: E402
 
 # (B, Hq, Hkv, Sq, Sk): tails in Q and K, a head count that is not a power of two, GQA
 CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
-                (1, 2, 2, 4096, 4096)]
+                (1, 2, 2, 4096, 4096), (2, 24, 24, 1000, 1000)]   # the last: ~3 items a CTA
 HDIM = 128
 CAUSAL = None       # --causal: None, "top_left" or "bottom_right" (modes pingpong + overlap only)
 
