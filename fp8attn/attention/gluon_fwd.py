@@ -617,17 +617,58 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
 
 
 @gluon.jit
-def _ovl_prologue(m_i, l_i, q_s, k_smem, k_full, kv_empty, turn, kd_ptr, vd_ptr, row_scale0,
-                  seqlen_k, n_full, row_lo, causal_off, my_turn, other_turn, turn_phase, g0,
-                  CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                  P_SHIFT: gl.constexpr, NW: gl.constexpr):
-    """_ovl_work's first tile: S_0 = Q K_0^T alone (nothing to overlap it with) and its
-    softmax. Returns (m_i, l_i, p packed, factor, vs, turn_phase)."""
+def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
+              VD, O, row0, start_m, off_b, off_h, off_kvh,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+              PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
+              causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
+              stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
+              g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False):
+    """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
+    every tile's update is the same expression, only the issue order changes).
+    q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
+
+    CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
+    gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
+    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; on a
+    tile past its own rows' diagonal a warpgroup's p is 0 and only acc's V-descale units change
+    (an extra rounding against triton_fwd.py, which skips such tiles).
+
+    Persistent CTAs call it once per work item: g0 is the ring position of this item's first
+    KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
+    with ARRIVE_Q_EMPTY the warpgroup arrives on q_empty once its last Q K^T has completed, so
+    the producer can load the next item's Q under this item's last P @ V. Returns turn_phase."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
+    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
+        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
+        NW)
+    other_turn = 1 - my_turn
+    if not PINGPONG:
+        # no turns to count: a constant, as the loops below carry it (a non-constexpr
+        # parameter would change type across them and fail to compile)
+        turn_phase = 0
+    if Q_TERMS == 2:
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
+               q_smem.index(1).slice(row0, ROWS, dim=0))
+    else:
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
+    mbarrier.wait(q_bar, q_phase)
+    if CAUSAL != 0:
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
+        n_full = full_end // BLOCK_N
+    else:
+        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+        n_full = seqlen_k // BLOCK_N
+    row_lo = start_m + row0
+
     # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
     slot0 = g0 % STAGES
     k_s = k_smem.index(slot0)
@@ -652,19 +693,6 @@ def _ovl_prologue(m_i, l_i, q_s, k_smem, k_full, kv_empty, turn, kd_ptr, vd_ptr,
     # vs_prev = 1 on the first tile, as in triton_fwd.py (acc is 0 and alpha 0)
     factor = gl.convert_layout(alpha * (1.0 / vs), gl.SliceLayout(1, o_layout))
 
-    return m_i, l_i, p, factor, vs, turn_phase
-
-
-@gluon.jit
-def _ovl_tiles(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
-               v_empty, turn, kd_ptr, vd_ptr, seqlen_k, k_block, v_block, row_scale0, n_full,
-               n_tiles, row_lo, causal_off, my_turn, other_turn, turn_phase, g0,
-               CAUSAL: gl.constexpr, PINGPONG: gl.constexpr, UNROLL2: gl.constexpr,
-               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-               STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
-    """_ovl_work's tiles 1 .. n_tiles - 1 (_ovl_step each: S_j beside P_{j-1} @ V_{j-1}).
-    Returns (acc, m_i, l_i, p, factor, vs, turn_phase); the last tile's P @ V is left to the
-    caller."""
     if UNROLL2:
         # two steps per loop iteration: in SASS the first step of each pair then overlaps fully
         # (only the step that writes the loop-carried p waits for P @ V early)
@@ -721,21 +749,10 @@ def _ovl_tiles(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
                 STAGES, P_SHIFT, NW, g0=g0)
 
-    return acc, m_i, l_i, p, factor, vs, turn_phase
-
-
-@gluon.jit
-def _ovl_epilogue(acc, m_i, l_i, p, factor, vs, v_smem, v_full, v_empty, turn, O, row0,
-                  start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q,
-                  my_turn, other_turn, turn_phase, last, LSE, stride_lz, stride_lh, stride_lm,
-                  RETURN_LSE: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                  HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                  NW: gl.constexpr):
-    """_ovl_work's last step: P @ V of the last tile (ring position `last`) alone, the fold,
-    and the store. Returns turn_phase."""
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32])
+    if ARRIVE_Q_EMPTY:
+        mbarrier.arrive(q_empty)        # every Q K^T of this item has completed
     # epilogue: P @ V of the last tile
+    last = g0 + n_tiles - 1
     lslot = last % STAGES
     v_s = v_smem.index(lslot)
     mbarrier.wait(v_full.index(lslot), (last // STAGES) & 1)
@@ -757,74 +774,6 @@ def _ovl_epilogue(acc, m_i, l_i, p, factor, vs, v_smem, v_full, v_empty, turn, O
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
                     stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
-    return turn_phase
-
-
-@gluon.jit
-def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
-              VD, O, row0, start_m, off_b, off_h, off_kvh,
-              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-              stride_oz, stride_oh, stride_om, stride_od,
-              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-              ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-              STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-              PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
-              causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
-              stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
-              g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False):
-    """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
-    every tile's update is the same expression, only the issue order changes).
-    q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
-
-    CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
-    gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
-    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; on a
-    tile past its own rows' diagonal a warpgroup's p is 0 and only acc's V-descale units change
-    (an extra rounding against triton_fwd.py, which skips such tiles).
-
-    Persistent CTAs call it once per work item: g0 is the ring position of this item's first
-    KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
-    with ARRIVE_Q_EMPTY the warpgroup arrives on q_empty once its last Q K^T has completed, so
-    the producer can load the next item's Q under this item's last P @ V. Returns turn_phase."""
-    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
-        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
-        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
-        NW)
-    other_turn = 1 - my_turn
-    if not PINGPONG:
-        # no turns to count: a constant, as the loops below carry it (a non-constexpr
-        # parameter would change type across them and fail to compile)
-        turn_phase = 0
-    if Q_TERMS == 2:
-        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
-               q_smem.index(1).slice(row0, ROWS, dim=0))
-    else:
-        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
-    mbarrier.wait(q_bar, q_phase)
-    if CAUSAL != 0:
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        n_full = full_end // BLOCK_N
-    else:
-        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-        n_full = seqlen_k // BLOCK_N
-    row_lo = start_m + row0
-
-    m_i, l_i, p, factor, vs, turn_phase = _ovl_prologue(
-        m_i, l_i, q_s, k_smem, k_full, kv_empty, turn, kd_ptr, vd_ptr, row_scale0, seqlen_k,
-        n_full, row_lo, causal_off, my_turn, other_turn, turn_phase, g0, CAUSAL, PINGPONG,
-        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
-    acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_tiles(
-        acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-        turn, kd_ptr, vd_ptr, seqlen_k, k_block, v_block, row_scale0, n_full, n_tiles, row_lo,
-        causal_off, my_turn, other_turn, turn_phase, g0, CAUSAL, PINGPONG, UNROLL2, ROWS,
-        BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
-    if ARRIVE_Q_EMPTY:
-        mbarrier.arrive(q_empty)        # every Q K^T of this item has completed
-    turn_phase = _ovl_epilogue(
-        acc, m_i, l_i, p, factor, vs, v_smem, v_full, v_empty, turn, O, row0, start_m, off_b,
-        off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q, my_turn, other_turn,
-        turn_phase, g0 + n_tiles - 1, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE,
-        PINGPONG, ROWS, HEAD_DIM, STAGES, P_SHIFT, NW)
     return turn_phase
 
 
@@ -901,13 +850,10 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr,
-                         XITEM: gl.constexpr = False):
+                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr):
     """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
     previous item's Q: q_empty) and then its K / V tiles (causal: those below the item's
-    kv_end), the ring position g running on across items (the consumers count the same way).
-    XITEM: two Q buffers (item i in buffer i % 2, its own q_bar / q_empty), so a Q loads one
-    item ahead."""
+    kv_end), the ring position g running on across items (the consumers count the same way)."""
     g = 0
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
@@ -917,24 +863,13 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
             BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        if XITEM:
-            qb = it % 2
-            mbarrier.wait(q_empty.index(qb), ((it // 2) & 1) ^ 1)
-            bar = q_bar.index(qb)
-            mbarrier.expect(bar, Q_TERMS * q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], bar,
-                                            q_smem.index(Q_TERMS * qb))
-            if Q_TERMS == 2:
-                tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], bar,
-                                                q_smem.index(Q_TERMS * qb + 1))
-        else:
-            mbarrier.wait(q_empty, (it & 1) ^ 1)
-            mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
-                                            q_smem.index(0))
-            if Q_TERMS == 2:
-                tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0],
-                                                q_bar, q_smem.index(1))
+        mbarrier.wait(q_empty, (it & 1) ^ 1)
+        mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                        q_smem.index(0))
+        if Q_TERMS == 2:
+            tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                            q_smem.index(1))
         for j in range(n_tiles):
             gg = g + j
             slot = gg % STAGES
@@ -991,151 +926,6 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
 
 
 @gluon.jit
-def _ovl_boundary(acc, m_i, l_i, p, factor, vs, m_n, l_n, q_s, k_smem, v_smem, q_bar, k_full,
-                  v_full, kv_empty, v_empty, turn, kd_n, vd_n, row_scale0_n, O, row0, start_m,
-                  off_b, off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q, seqlen_k,
-                  n_full_n, my_turn, other_turn, turn_phase, q_phase, g_last, LSE, stride_lz,
-                  stride_lh, stride_lm, RETURN_LSE: gl.constexpr, ROWS: gl.constexpr,
-                  BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                  P_SHIFT: gl.constexpr, NW: gl.constexpr):
-    """Cross-item overlap (EXPERIMENT, non-causal): the next item's S_0 = Q' K_0'^T issued
-    with this item's last P @ V in one ping-pong turn, the next item's first softmax under that
-    P @ V, then this item's fold and store. q_s: the next item's Q (its own buffer, q_bar /
-    q_phase); m_n, l_n: its fresh state; g_last: the ring position of this item's last tile
-    (the next item's first is g_last + 1). Returns the next item's (m, l, p, factor, vs) and
-    turn_phase."""
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, BLOCK_N, 32])
-    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, HEAD_DIM, 32])
-    g = g_last + 1
-    slot = g % STAGES
-    lslot = g_last % STAGES
-    k_s = k_smem.index(slot)
-    v_s = v_smem.index(lslot)
-    mbarrier.wait(q_bar, q_phase)
-    mbarrier.wait(k_full.index(slot), (g // STAGES) & 1)
-    mbarrier.wait(v_full.index(lslot), (g_last // STAGES) & 1)
-    p8 = _p_operand(p, HEAD_DIM, NW)
-    mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = _qk_issue(q_s, k_s, ROWS, BLOCK_N, s_layout)
-    pv = warpgroup_mma(p8, v_s.permute((1, 0)),
-                       gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout), use_acc=False,
-                       is_async=True)
-    mbarrier.arrive(turn.index(other_turn))
-    turn_phase ^= 1
-    row_scale = row_scale0_n * gl.load(kd_n)
-    vs_n = gl.load(vd_n)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
-    mbarrier.arrive(kv_empty.index(slot))
-    if n_full_n == 0:
-        p_n, m_n, l_n, alpha = _softmax(qk, m_n, l_n, row_scale, 0, seqlen_k, True, BLOCK_N,
-                                        P_SHIFT, NW)
-    else:
-        p_n, m_n, l_n, alpha = _softmax(qk, m_n, l_n, row_scale, 0, seqlen_k, False, BLOCK_N,
-                                        P_SHIFT, NW)
-    factor_n = gl.convert_layout(alpha * (1.0 / vs_n), gl.SliceLayout(1, o_layout))
-    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
-    mbarrier.arrive(v_empty.index(lslot))
-    acc = acc * gl.expand_dims(factor, 1) + pv
-    _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
-                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
-                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
-    return m_n, l_n, _pack_p(p_n, HEAD_DIM, NW), factor_n, vs_n, turn_phase
-
-
-@gluon.jit
-def _q_terms_of(q_smem, buf, row0, ROWS: gl.constexpr, Q_TERMS: gl.constexpr):
-    """The consumer's rows of Q buffer `buf` (q_smem holds 2 * Q_TERMS tiles with XITEM)."""
-    if Q_TERMS == 2:
-        q_s = (q_smem.index(2 * buf).slice(row0, ROWS, dim=0),
-               q_smem.index(2 * buf + 1).slice(row0, ROWS, dim=0))
-    else:
-        q_s = (q_smem.index(buf).slice(row0, ROWS, dim=0),)
-    return q_s
-
-
-@gluon.jit
-def _consumer_xitem(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full, kv_empty,
-                    v_empty, turn, QD, KD, VD, O, row0, n_m, n_work, H, GQA_GROUP,
-                    stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-                    stride_oz, stride_oh, stride_om, stride_od,
-                    seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                    ROWS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                    HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                    NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
-                    stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr):
-    """A consumer warpgroup of a persistent CTA with the overlap carried across items
-    (EXPERIMENT, non-causal, XITEM): item k's last P @ V runs beside item k+1's first Q K^T
-    (_ovl_boundary) instead of alone, and item k+1's first softmax under it. Q is
-    double-buffered (item i in buffer i % 2), so the next Q is in shared memory before this
-    item's last Q K^T completes."""
-    other_turn = 1 - my_turn
-    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-    n_full = seqlen_k // BLOCK_N
-    first = gl.program_id(0)
-    step = gl.num_programs(0)
-    start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-        first, n_m, n_work, H, GQA_GROUP, seqlen_k, 0, BLOCK_M, HEAD_DIM, 0)
-    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
-        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
-        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
-        NW)
-    q_s = _q_terms_of(q_smem, 0, row0, ROWS, Q_TERMS)
-    mbarrier.wait(q_bar.index(0), 0)
-    m_i, l_i, p, factor, vs, turn_phase = _ovl_prologue(
-        m_i, l_i, q_s, k_smem, k_full, kv_empty, turn, kd_ptr, vd_ptr, row_scale0, seqlen_k,
-        n_full, 0, 0, my_turn, other_turn, 0, 0, 0, True, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-        P_SHIFT, NW)
-    g0 = 0
-    it = 0
-    for k in range(first + step, n_work, step):
-        q_s = _q_terms_of(q_smem, it % 2, row0, ROWS, Q_TERMS)
-        acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_tiles(
-            acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
-            v_empty, turn, kd_ptr, vd_ptr, seqlen_k, k_block, v_block, row_scale0, n_full,
-            n_tiles, 0, 0, my_turn, other_turn, turn_phase, g0, 0, True, UNROLL2, ROWS,
-            BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW)
-        mbarrier.arrive(q_empty.index(it % 2))      # every Q K^T of this item has completed
-        start_m_n, _, off_b_n, off_h_n, off_kvh_n, _, _ = _work_item(
-            k, n_m, n_work, H, GQA_GROUP, seqlen_k, 0, BLOCK_M, HEAD_DIM, 0)
-        row_scale0_n, kd_n, vd_n, m_n, l_n, acc_n = _consumer_init(
-            QD, KD, VD, row0, start_m_n, off_b_n, off_h_n, off_kvh_n, stride_qdz, stride_qdh,
-            stride_kdz, stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS,
-            BLOCK_N, HEAD_DIM, NW)
-        nb = (it + 1) % 2
-        m_i, l_i, p, factor, vs, turn_phase = _ovl_boundary(
-            acc, m_i, l_i, p, factor, vs, m_n, l_n,
-            _q_terms_of(q_smem, nb, row0, ROWS, Q_TERMS), k_smem, v_smem, q_bar.index(nb),
-            k_full, v_full, kv_empty, v_empty, turn, kd_n, vd_n, row_scale0_n, O, row0,
-            start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q,
-            seqlen_k, n_full, my_turn, other_turn, turn_phase, ((it + 1) // 2) & 1,
-            g0 + n_tiles - 1, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, ROWS, BLOCK_N,
-            HEAD_DIM, STAGES, P_SHIFT, NW)
-        acc = acc_n
-        start_m = start_m_n
-        off_b = off_b_n
-        off_h = off_h_n
-        row_scale0 = row_scale0_n
-        kd_ptr = kd_n
-        vd_ptr = vd_n
-        g0 += n_tiles
-        it += 1
-    acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_tiles(
-        acc, m_i, l_i, p, factor, vs, _q_terms_of(q_smem, it % 2, row0, ROWS, Q_TERMS), k_smem,
-        v_smem, k_full, v_full, kv_empty, v_empty,
-        turn, kd_ptr, vd_ptr, seqlen_k, k_block, v_block, row_scale0, n_full, n_tiles, 0, 0,
-        my_turn, other_turn, turn_phase, g0, 0, True, UNROLL2, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-        P_SHIFT, NW)
-    mbarrier.arrive(q_empty.index(it % 2))
-    _ovl_epilogue(
-        acc, m_i, l_i, p, factor, vs, v_smem, v_full, v_empty, turn, O, row0, start_m, off_b,
-        off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q, my_turn, other_turn,
-        turn_phase, g0 + n_tiles - 1, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, True,
-        ROWS, HEAD_DIM, STAGES, P_SHIFT, NW)
-
-
-@gluon.jit
 def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
@@ -1147,7 +937,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
-                    PV_PIPE: gl.constexpr = False, XITEM: gl.constexpr = False):
+                    PV_PIPE: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
@@ -1169,9 +959,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
 
     # Q's FP8 terms (ql_desc: the second, Q_TERMS == 2 with mode pingpong + overlap only)
-    Q_BUFS: gl.constexpr = 2 if XITEM else 1
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_BUFS * Q_TERMS, BLOCK_M, HEAD_DIM],
-                                       q_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, BLOCK_M, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -1192,40 +980,6 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(q_empty, count=2)         # persistent: both consumer warpgroups
     fence_async_shared()
-
-    if XITEM:
-        q_bars = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        q_emptys = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for b in gl.static_range(2):
-            mbarrier.init(q_bars.index(b), count=1)
-            mbarrier.init(q_emptys.index(b), count=2)
-        fence_async_shared()
-        mbarrier.arrive(turn.index(0))
-        HALF_X: gl.constexpr = BLOCK_M // 2
-        gl.warp_specialize([
-            (_consumer_xitem, (q_smem, k_smem, v_smem, q_bars, q_emptys, k_full, v_full,
-                               kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m, n_work, H,
-                               GQA_GROUP, stride_qdz, stride_qdh, stride_kdz, stride_kdh,
-                               stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
-                               stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
-                               qk_scale, 0, HALF_X, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
-                               P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
-                               RETURN_LSE, Q_TERMS)),
-            (_consumer_xitem, (q_smem, k_smem, v_smem, q_bars, q_emptys, k_full, v_full,
-                               kv_empty, v_empty, turn, QD, KD, VD, O, HALF_X, n_m, n_work, H,
-                               GQA_GROUP, stride_qdz, stride_qdh, stride_kdz, stride_kdh,
-                               stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
-                               stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
-                               qk_scale, 1, HALF_X, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
-                               P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
-                               RETURN_LSE, Q_TERMS)),
-            (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
-                                    q_bars, q_emptys, k_full, v_full, kv_empty, v_empty, n_m,
-                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
-                                    CAUSAL, True)),
-        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
-        return
 
     if PERSISTENT:
         mbarrier.arrive(turn.index(0))
@@ -1374,9 +1128,6 @@ VARIANTS = {
     "pingpong_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                        persistent=True),
     "pingpong_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, persistent=True),
-    # session 10 (EXPERIMENT, non-causal): the overlap carried across persistent items
-    "pingpong_ovl_u2_s3_persist_x": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
-                                         persistent=True, xitem=True),
     # persistent without the ping-pong turns (session 9, compile-checked only): a candidate for
     # head dim 64, where the softmax outweighs the GEMMs and the turns may only add waiting
     "dual_ovl_u2_s3_persist": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
@@ -1389,8 +1140,7 @@ VARIANTS = {
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False, pv_pipe: bool = False,
-                  xitem: bool = False) -> dict:
+                  persistent: bool = False, pv_pipe: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1403,13 +1153,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
     if pv_pipe and not (mode == "pingpong" and not overlap):
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
-    if xitem and not (persistent and turns):
-        raise ValueError("xitem needs persistent=True with the ping-pong turns")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                XITEM=xitem,
                 num_warps=num_warps)
 
 
@@ -1495,7 +1242,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: bool = False, xitem: bool = False):
+                        pv_pipe: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1574,10 +1321,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                                     causal_mode, q8.device)
         persistent = sched is not None      # None: capturing, table not built yet
         sched = q_descale if sched is None else sched
-    if xitem and causal is not None:
-        raise ValueError("xitem (the overlap carried across items) is non-causal only")
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, xitem)
+                        turns, unroll2, persistent, pv_pipe)
     bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
