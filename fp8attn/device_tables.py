@@ -85,5 +85,5 @@ def cached_table(cache: dict, key, device, build, *args, in_capture=None):
         table = built_off_pool(_build_and_wait, device, build, *args)
     else:
         table = build(*args)
-    cache[key] = table
-    return table
+    # setdefault: if another thread stored one meanwhile, every caller keeps using that one
+    return cache.setdefault(key, table)
