@@ -15,8 +15,8 @@
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
 #   d64     gluon_gpu_check.py --head-dim 64: persistent CTAs with and without the ping-pong
-#           turns (dual_ovl_*_persist, compile-checked only in session 9) beside the tl kernel,
-#           which hdim 64 runs today (session 8: persistent with turns 0.86-0.96x of it)
+#           turns (dual_ovl_*_persist) beside the tl kernel, which hdim 64 runs (session 10:
+#           0.86-0.96x of it with or without the turns)
 #                                                                               (~4 min)
 #   overhead bench_overhead.py: host vs GPU time a call (session 9, Q and K quantised in one
 #           launch: 520 us host vs 501 us GPU at (4, 4096, 16, 128) causal)      (~1 min)

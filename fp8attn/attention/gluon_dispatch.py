@@ -31,7 +31,8 @@ pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.jso
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
 probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x, non-causal,
-results/gluon_check_d64_persist_s8.json).
+results/gluon_check_d64_persist_s8.json; without the ping-pong turns 0.86-0.88x / 0.95x /
+0.95-0.96x, results/gluon_check_d64_dual_s10.json).
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
