@@ -28,7 +28,8 @@ PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bi
 VARIANTS = gluon_attn.VARIANTS
 
 
-def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", **kw):
+def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", trace=False,
+          **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
     type (bf16, fp16, fp32)."""
@@ -40,7 +41,7 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
-                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms)
+                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms, TRACE=trace)
     fn = gluon_attn._attn_fwd_gluon
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
@@ -59,6 +60,8 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n == "SCHED":
             sig[n] = "*i32"
+        elif n == "TRACE_PTR":
+            sig[n] = "*i64"
         elif n == "qk_scale":
             sig[n] = "fp32"
         else:
