@@ -34,12 +34,20 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
     type (bf16, fp16, fp32)."""
     cfg = gluon_attn.kernel_config(**kw)
+    out_types = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
     num_warps = cfg.pop("num_warps")
     ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
     descs = dict(q_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
                  ql_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
+    if cfg.get("TMA_STORE"):
+        ol = gluon_attn.gl.NVMMASharedLayout.get_default_for(
+            [1, 1, cfg["BLOCK_M"] // 2, head_dim], getattr(gluon_attn.gl, out_types[out]))
+        descs["o_desc"] = (f"tensordesc<{out}[1, 1, {cfg['BLOCK_M'] // 2}, {head_dim}],"
+                           f"{ol!r}>")
+    else:
+        descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
                   k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms, TRACE=trace)
     fn = gluon_attn._attn_fwd_gluon

@@ -39,7 +39,7 @@ def _run(name, b, h, s, causal):
     gluon_gpu_check.CAUSAL = causal
     _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
     n_m = -(-s // 128)
-    grid = min(n_m * b * h, gluon_fwd._sm_count(q8.device))
+    grid = min(n_m * b * h, gluon_fwd._sm_count(q8.data.device))
     items = gluon_fwd.TRACE_ITEMS.value
     trace = torch.zeros(grid, 3, items, 8, dtype=torch.int64, device="cuda")
     args = (q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale, k8.descale,
@@ -136,7 +136,7 @@ def analyse(trace, tiles):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="pingpong_ovl_u2_s3_persist,"
-                                          "pingpong_ovl_u2_s3_persist_q2")
+                                          "pingpong_ovl_u2_s3_persist_ts")
     ap.add_argument("--seqlens", default="1024,4096,16384")
     ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
     ap.add_argument("--json", default="")

@@ -377,9 +377,13 @@ def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz,
 def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
-                    RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8):
+                    RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8, o_desc=0,
+                    o_smem=0, TMA_STORE: gl.constexpr = False):
     """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
-    RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py."""
+    RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py.
+    TMA_STORE: out goes through o_smem (this warpgroup's (1, 1, ROWS, HEAD_DIM) tile) and one
+    asynchronous TMA store of o_desc ((B, H, Sq, D) view of O: rows past Sq are clipped), so
+    the warps go on while it drains; the previous item's store has left o_smem first."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     no_key = l_i == 0.0
@@ -387,12 +391,18 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
     out_scale = gl.where(no_key, 0.0, vs / l_safe)
     out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
     out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
-    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
-              + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
-              + gl.expand_dims(ocol * stride_od, 0))
-    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    if TMA_STORE:
+        tma.store_wait(0)
+        o_smem.reshape([ROWS, HEAD_DIM]).store(out)
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, 0], o_smem)
+    else:
+        orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+        ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+        o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+                  + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
+                  + gl.expand_dims(ocol * stride_od, 0))
+        gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
     if RETURN_LSE:
         lse2 = m_i + gl.log2(l_safe) - P_SHIFT
         lse = gl.where(no_key, float("-inf"), lse2 * 0.6931471805599453)  # ln 2
@@ -629,7 +639,8 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
               stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
-              qbuf=0, tptr=0, TRACE: gl.constexpr = False):
+              qbuf=0, tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
+              TMA_STORE: gl.constexpr = False):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
@@ -781,7 +792,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
-                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT)
+                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, o_desc, o_smem, TMA_STORE)
     _stamp(tptr, 6, TRACE)
     return turn_phase
 
@@ -931,7 +942,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
                          section_heads, SCHED, CAUSAL: gl.constexpr,
                          TURNS: gl.constexpr = True, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
-                         TRACE: gl.constexpr = False):
+                         TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
+                         TMA_STORE: gl.constexpr = False):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
     turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
@@ -961,13 +973,16 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
             g0=g, turn_phase=turn_phase, q_phase=q_phase, q_empty=q_empty.index(qb),
-            ARRIVE_Q_EMPTY=True, qbuf=qb, tptr=tptr, TRACE=TRACE)
+            ARRIVE_Q_EMPTY=True, qbuf=qb, tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem,
+            TMA_STORE=TMA_STORE)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
+    if TMA_STORE:
+        tma.store_wait(0)       # o_smem must outlive the last store
 
 
 @gluon.jit
-def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
+def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
                     H, GQA_GROUP, seqlen_q, seqlen_k, q_block, k_block: gl.constexpr,
@@ -979,7 +994,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
-                    TRACE: gl.constexpr = False):
+                    TRACE: gl.constexpr = False, TMA_STORE: gl.constexpr = False):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
@@ -1029,6 +1044,14 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
     if PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
+        if TMA_STORE:
+            o_smem = gl.allocate_shared_memory(o_desc.dtype, [2, 1, 1, HALF_P, HEAD_DIM],
+                                               o_desc.layout)
+            o_smem0 = o_smem.index(0)
+            o_smem1 = o_smem.index(1)
+        else:
+            o_smem0 = 0
+            o_smem1 = 0
         gl.warp_specialize([
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m, n_work, H,
@@ -1038,7 +1061,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, Q_BUFS, TRACE_PTR, TRACE)),
+                                    TURNS, Q_BUFS, TRACE_PTR, TRACE, o_desc, o_smem0,
+                                    TMA_STORE)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1047,7 +1071,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, Q_BUFS, TRACE_PTR, TRACE)),
+                                    TURNS, Q_BUFS, TRACE_PTR, TRACE, o_desc, o_smem1,
+                                    TMA_STORE)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1184,13 +1209,19 @@ VARIANTS = {
                                           persistent=True, q_buffers=2),
     "pingpong_ovl_s3_persist_q2": dict(mode="pingpong", stages=3, overlap=True, persistent=True,
                                        q_buffers=2),
+    # session 11: the output through shared memory and an asynchronous TMA store
+    "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
+                                          persistent=True, tma_store=True),
+    "pingpong_ovl_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, persistent=True,
+                                       tma_store=True),
 }
 
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False, pv_pipe: bool = False, q_buffers: int = 1) -> dict:
+                  persistent: bool = False, pv_pipe: bool = False, q_buffers: int = 1,
+                  tma_store: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1205,11 +1236,13 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
     if q_buffers not in (1, 2) or (q_buffers == 2 and not persistent):
         raise ValueError("q_buffers: 1, or 2 with persistent=True")
+    if tma_store and not persistent:
+        raise ValueError("tma_store needs persistent=True")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                Q_BUFS=q_buffers, num_warps=num_warps)
+                Q_BUFS=q_buffers, TMA_STORE=tma_store, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1278,6 +1311,17 @@ def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_
     return torch.tensor(flat, dtype=torch.int32, device=device)
 
 
+_GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
+
+
+def _tma_storable(out) -> bool:
+    """Can a TMA descriptor cover out (B, Hq, Sq, D)? 16-byte aligned base and strides, unit
+    last stride (TMA's rules); otherwise the kernel stores with plain stores."""
+    es = out.element_size()
+    return (out.dim() == 4 and out.stride(-1) == 1 and out.data_ptr() % 16 == 0
+            and all((st * es) % 16 == 0 for st in out.stride()[:-1]))
+
+
 @functools.lru_cache(maxsize=None)
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
     """NVMMA shared layouts of the Q, K and V^T tiles (used by the descriptors and the kernel).
@@ -1294,7 +1338,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: bool = False, q_buffers: int = 1, trace=None):
+                        pv_pipe: bool = False, q_buffers: int = 1, trace=None,
+                        tma_store: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1373,13 +1418,14 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                                     causal_mode, q8.device)
         persistent = sched is not None      # None: capturing, table not built yet
         sched = q_descale if sched is None else sched
-    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, q_buffers)
-    bm = cfg["BLOCK_M"]
     if out is None:
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
     if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
+    tma_store = tma_store and persistent and _tma_storable(out)
+    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
+                        turns, unroll2, persistent, pv_pipe, q_buffers, tma_store)
+    bm = cfg["BLOCK_M"]
     ql, kl, vl = smem_layouts(D, bm, block_n)
     q2 = q8.view(B * Hq * Sq, D)
     k2 = k8.view(B * Hkv * Sk, D)
@@ -1397,10 +1443,14 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         rs = vt8.stride(-2)
     vt16 = padded_view(vt8)
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
+    o_desc = q_desc
+    if tma_store:
+        ol = gl.NVMMASharedLayout.get_default_for([1, 1, bm // 2, D], _GL_DTYPES[out.dtype])
+        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), [1, 1, bm // 2, D], ol)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     _attn_fwd_gluon[grid](
-        q_desc, ql_desc, k_desc, v_desc, q_descale, k_descale, v_descale, out,
+        q_desc, ql_desc, k_desc, v_desc, o_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
         q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
         v_descale.stride(0), v_descale.stride(1), *out.stride(),
