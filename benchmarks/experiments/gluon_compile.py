@@ -42,10 +42,10 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     if cfg.get("TMA_STORE"):
+        cols = head_dim // cfg["TMA_STORE"]
         ol = gluon_attn.gl.NVMMASharedLayout.get_default_for(
-            [1, 1, cfg["BLOCK_M"] // 2, head_dim], getattr(gluon_attn.gl, out_types[out]))
-        descs["o_desc"] = (f"tensordesc<{out}[1, 1, {cfg['BLOCK_M'] // 2}, {head_dim}],"
-                           f"{ol!r}>")
+            [1, 1, cfg["BLOCK_M"] // 2, cols], getattr(gluon_attn.gl, out_types[out]))
+        descs["o_desc"] = f"tensordesc<{out}[1, 1, {cfg['BLOCK_M'] // 2}, {cols}],{ol!r}>"
     else:
         descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,

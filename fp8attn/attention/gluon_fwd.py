@@ -378,7 +378,7 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
                     RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8, o_desc=0,
-                    o_smem=0, TMA_STORE: gl.constexpr = False):
+                    o_smem=0, TMA_STORE: gl.constexpr = 0):
     """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
     RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py.
     TMA_STORE: out goes through o_smem (this warpgroup's (1, 1, ROWS, HEAD_DIM) tile) and one
@@ -391,7 +391,19 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
     out_scale = gl.where(no_key, 0.0, vs / l_safe)
     out_scale = gl.convert_layout(out_scale, gl.SliceLayout(1, o_layout))
     out = (acc * gl.expand_dims(out_scale, 1)).to(O.dtype.element_ty)
-    if TMA_STORE:
+    if TMA_STORE == 2:
+        # half the shared memory: two (ROWS, HEAD_DIM / 2) stores through one buffer
+        HD2: gl.constexpr = HEAD_DIM // 2
+        o_lo, o_hi = gl.split(gl.permute(gl.reshape(out, [ROWS, 2, HD2]), (0, 2, 1)))
+        tma.store_wait(0)
+        o_smem.reshape([ROWS, HD2]).store(o_lo)
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, 0], o_smem)
+        tma.store_wait(0)
+        o_smem.reshape([ROWS, HD2]).store(o_hi)
+        fence_async_shared()
+        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, HD2], o_smem)
+    elif TMA_STORE:
         tma.store_wait(0)
         o_smem.reshape([ROWS, HEAD_DIM]).store(out)
         fence_async_shared()
@@ -640,7 +652,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
               qbuf=0, tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-              TMA_STORE: gl.constexpr = False):
+              TMA_STORE: gl.constexpr = 0):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
@@ -943,7 +955,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          section_heads, SCHED, CAUSAL: gl.constexpr,
                          TURNS: gl.constexpr = True, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-                         TMA_STORE: gl.constexpr = False):
+                         TMA_STORE: gl.constexpr = 0):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
     turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
@@ -994,7 +1006,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
-                    TRACE: gl.constexpr = False, TMA_STORE: gl.constexpr = False):
+                    TRACE: gl.constexpr = False, TMA_STORE: gl.constexpr = 0):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
@@ -1045,7 +1057,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
         if TMA_STORE:
-            o_smem = gl.allocate_shared_memory(o_desc.dtype, [2, 1, 1, HALF_P, HEAD_DIM],
+            O_COLS: gl.constexpr = HEAD_DIM // TMA_STORE
+            o_smem = gl.allocate_shared_memory(o_desc.dtype, [2, 1, 1, HALF_P, O_COLS],
                                                o_desc.layout)
             o_smem0 = o_smem.index(0)
             o_smem1 = o_smem.index(1)
@@ -1211,9 +1224,17 @@ VARIANTS = {
                                        q_buffers=2),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
-                                          persistent=True, tma_store=True),
+                                          persistent=True, tma_store=1),
     "pingpong_ovl_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, persistent=True,
-                                       tma_store=True),
+                                       tma_store=1),
+    "pingpong_ovl_u2_s3_persist_ts2": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
+                                           persistent=True, tma_store=2),
+    "pingpong_ovl_s3_persist_ts2": dict(mode="pingpong", stages=3, overlap=True,
+                                        persistent=True, tma_store=2),
+    "pingpong_ovl_u2_s2_persist": dict(mode="pingpong", stages=2, overlap=True, unroll2=True,
+                                       persistent=True),
+    "pingpong_ovl_u2_s2_persist_ts": dict(mode="pingpong", stages=2, overlap=True, unroll2=True,
+                                          persistent=True, tma_store=1),
 }
 
 
@@ -1221,7 +1242,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, q_buffers: int = 1,
-                  tma_store: bool = False) -> dict:
+                  tma_store: int = 0) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1236,13 +1257,14 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
     if q_buffers not in (1, 2) or (q_buffers == 2 and not persistent):
         raise ValueError("q_buffers: 1, or 2 with persistent=True")
-    if tma_store and not persistent:
-        raise ValueError("tma_store needs persistent=True")
+    if tma_store not in (0, 1, 2) or (tma_store and not persistent):
+        raise ValueError("tma_store: 0, or 1 / 2 (the output in one / two TMA stores) with "
+                         "persistent=True")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                Q_BUFS=q_buffers, TMA_STORE=tma_store, num_warps=num_warps)
+                Q_BUFS=q_buffers, TMA_STORE=int(tma_store), num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1339,7 +1361,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, q_buffers: int = 1, trace=None,
-                        tma_store: bool = False):
+                        tma_store: int = 0):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1422,7 +1444,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
     if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
-    tma_store = tma_store and persistent and _tma_storable(out)
+    tma_store = tma_store if persistent and _tma_storable(out) else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, q_buffers, tma_store)
     bm = cfg["BLOCK_M"]
@@ -1445,8 +1467,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
     o_desc = q_desc
     if tma_store:
-        ol = gl.NVMMASharedLayout.get_default_for([1, 1, bm // 2, D], _GL_DTYPES[out.dtype])
-        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), [1, 1, bm // 2, D], ol)
+        blk = [1, 1, bm // 2, D // tma_store]
+        ol = gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[out.dtype])
+        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), blk, ol)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     _attn_fwd_gluon[grid](
