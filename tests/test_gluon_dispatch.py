@@ -49,7 +49,7 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=256, lse=True), "head dim 256"),
     (dict(head_dim=256, k_block=96), "k_block"),
     (dict(causal="bottom_right", seqlen_q=20000), "bottom-right"),
-    (dict(causal="top_left", seqlen_k=4095), "seqlen_k"),
+    (dict(causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(varlen=True), "varlen"),
     (dict(two_terms=True, head_dim=256, k_block=64, v_block=64), "two-term"),
     (dict(out_dtype=torch.float8_e4m3fn), "bfloat16"),
@@ -57,8 +57,8 @@ def test_reason_accepts_the_covered_call():
     (dict(forced_config=True), "config"),
     (dict(k_block=64), "k_block"),
     (dict(v_block=1), "v_block"),
-    (dict(seqlen_k=1024, k_block=1024, v_block=1024), "seqlen_k"),
-    (dict(seqlen_k=4095), "seqlen_k"),
+    (dict(seqlen_k=1000, k_block=1024, v_block=1024), "seqlen_k"),
+    (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(vt_ok=False), "V^T"),
     (dict(mma_order=False), "natural key order"),
@@ -236,9 +236,9 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causa
     (1, 8, 3000, 3000, "bottom_right", 64),
 ])
 def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causal, d):
-    """The kernel's causal and head-dim-64 code called directly (causal calls below 4096 keys
-    and hdim 64 are not dispatched), with the variants the dispatch would use: the tl kernel's
-    bits."""
+    """The kernel's causal and head-dim-64 code called directly (causal calls below
+    MIN_SEQLEN_K keys and hdim 64 are not dispatched), with the variants the dispatch would
+    use: the tl kernel's bits."""
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
@@ -295,7 +295,7 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     def err(o, causal=False):
         return float((o.double() - oracles[causal]).pow(2).mean().sqrt())
 
-    short = [t[:, :2048] for t in (q, k, v)]
+    short = [t[:, :512] for t in (q, k, v)]    # below MIN_SEQLEN_K
     monkeypatch.setenv("FP8ATTN_GLUON", "0")
     ref = fp8attn.flash_attn_func(q, k, v)
     ref_causal = fp8attn.flash_attn_func(q, k, v, causal=True)
@@ -350,16 +350,20 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
     (1, 8, 4, 1000, 3000, 1, True, "bottom_right"),    # GQA, causal_off 2000 (not a tile multiple)
     (1, 4, 4, 3000, 2200, 2, True, "top_left"),        # more queries than keys, two Q terms
 ])
-def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse, causal):
-    """The persistent variant (one CTA per SM looping over (query block, head) items): the tl
-    kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a
-    barrier bug hangs this test (the script times out instead)."""
+@pytest.mark.parametrize("variant", ["pingpong_ovl_u2_s3_persist", "pingpong_ovl_u2_s3_persist_ts",
+                                     "pingpong_ovl_s3_persist_ts2"])
+def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse, causal,
+                                                       variant):
+    """The persistent variants (one CTA per SM looping over (query block, head) items; the
+    output with plain stores, one TMA store or two half-width ones): the tl kernel's bits, LSE
+    included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a barrier bug hangs
+    this test (the script times out instead)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     out_lse = torch.empty_like(ref_lse) if lse else None
     from fp8attn.attention.gluon_fwd import VARIANTS
     got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual, causal=causal,
-                        **VARIANTS["pingpong_ovl_u2_s3_persist"])
+                        **VARIANTS[variant])
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     if lse:

@@ -69,13 +69,26 @@ import triton
 # against pingpong_ovl_s3's 662 / 759 / 845 (bottom-right 677 / - / 801 against 661 / - / 826;
 # H200, 2026-11-30 13:22 and 13:36 UTC, results/gluon_check_{top_left,bottom_right,8k}_s9.json):
 # causal calls up to CAUSAL_PERSISTENT_MAX_SEQLEN_K keys run them.
-VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True)
+# Session 11: the persistent kernels store the output through shared memory with TMA
+# (gluon_fwd tma_store): per work item the plain stores and what waited on them took ~2.7
+# tile-times, the TMA store ~0.7 (SM clock stamps, benchmarks/experiments/gluon_trace.py).
+# But the tile loop then ran ~4% more cycles a tile, for a reason not found (its SASS is the
+# same code), so the long non-causal calls keep the plain stores. H200, 2026-11-30 15:38-15:41
+# UTC (results/gluon_check_ts2_s11.json): non-causal 617 / 732 / 796 / 852 TFLOP/s at 1k / 2k /
+# 4k / 16k keys with plain stores, 688 / 789 / 828 / 842 with one TMA store, 650 / 779 / 817 /
+# 834 with two half-width ones (tma_store=2, 16 KB less shared memory); causal top-left 403 /
+# 685 / 767 at 1k / 4k / 8k, 474 / 715 / 772 with two half-width stores (15:43 UTC,
+# gluon_check_ts2_c_s11.json).
+VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True,
+               tma_store=1)
+VARIANT_LONG = dict(VARIANT, tma_store=0)
+TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
-CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True)
+CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
 CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
-MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
+MIN_SEQLEN_K = 1024     # causal or not (see the module docstring)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
@@ -207,7 +220,7 @@ def variant_for(head_dim: int, causal, seqlen_k: int) -> dict:
     if head_dim == 256:
         return VARIANT_D256
     if causal is None:
-        return VARIANT
+        return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     return (CAUSAL_PERSISTENT_VARIANT if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K
             else CAUSAL_VARIANT)
 

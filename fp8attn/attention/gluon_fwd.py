@@ -651,7 +651,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
               stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
-              qbuf=0, tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
+              tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
               TMA_STORE: gl.constexpr = 0):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
@@ -682,10 +682,10 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         turn_phase = 0
     _stamp(tptr, 0, TRACE)
     if Q_TERMS == 2:
-        q_s = (q_smem.index(qbuf * Q_TERMS).slice(row0, ROWS, dim=0),
-               q_smem.index(qbuf * Q_TERMS + 1).slice(row0, ROWS, dim=0))
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
+               q_smem.index(1).slice(row0, ROWS, dim=0))
     else:
-        q_s = (q_smem.index(qbuf).slice(row0, ROWS, dim=0),)
+        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
     mbarrier.wait(q_bar, q_phase)
     _stamp(tptr, 1, TRACE)
     if CAUSAL != 0:
@@ -891,8 +891,8 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr = 1,
-                         TRACE_PTR=0, TRACE: gl.constexpr = False):
+                         Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
+                         TRACE: gl.constexpr = False):
     """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
     previous item's Q: q_empty) and then its K / V tiles (causal: those below the item's
     kv_end), the ring position g running on across items (the consumers count the same way)."""
@@ -908,21 +908,14 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
         tptr = TRACE_PTR + ((gl.program_id(0) * 3 + 2) * TRACE_ITEMS
                             + gl.minimum(it, TRACE_ITEMS - 1)) * 8
         _stamp(tptr, 0, TRACE)
-        if Q_BUFS == 2:
-            qb = it & 1
-            qe_phase = ((it >> 1) & 1) ^ 1
-        else:
-            qb = 0
-            qe_phase = (it & 1) ^ 1
-        qbar = q_bar.index(qb)
-        mbarrier.wait(q_empty.index(qb), qe_phase)
+        mbarrier.wait(q_empty, (it & 1) ^ 1)
         _stamp(tptr, 1, TRACE)
-        mbarrier.expect(qbar, Q_TERMS * q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], qbar,
-                                        q_smem.index(qb * Q_TERMS))
+        mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                        q_smem.index(0))
         if Q_TERMS == 2:
-            tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], qbar,
-                                            q_smem.index(qb * Q_TERMS + 1))
+            tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
+                                            q_smem.index(1))
         for j in range(n_tiles):
             gg = g + j
             slot = gg % STAGES
@@ -953,7 +946,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz, stride_lh,
                          stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
                          section_heads, SCHED, CAUSAL: gl.constexpr,
-                         TURNS: gl.constexpr = True, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
+                         TURNS: gl.constexpr = True, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
                          TMA_STORE: gl.constexpr = 0):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
@@ -969,24 +962,17 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
                                                       CAUSAL)
-        if Q_BUFS == 2:
-            qb = it & 1
-            q_phase = (it >> 1) & 1
-        else:
-            qb = 0
-            q_phase = it & 1
         tptr = TRACE_PTR + ((gl.program_id(0) * 3 + my_turn) * TRACE_ITEMS
                             + gl.minimum(it, TRACE_ITEMS - 1)) * 8
         turn_phase = _ovl_work(
-            q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn, QD,
-            KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+            q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD, VD,
+            O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
             stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-            g0=g, turn_phase=turn_phase, q_phase=q_phase, q_empty=q_empty.index(qb),
-            ARRIVE_Q_EMPTY=True, qbuf=qb, tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem,
-            TMA_STORE=TMA_STORE)
+            g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True,
+            tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1005,8 +991,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
-                    PV_PIPE: gl.constexpr = False, Q_BUFS: gl.constexpr = 1, TRACE_PTR=0,
-                    TRACE: gl.constexpr = False, TMA_STORE: gl.constexpr = 0):
+                    PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
+                    TMA_STORE: gl.constexpr = 0):
     """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
     CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
@@ -1028,19 +1014,17 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
 
     # Q's FP8 terms (ql_desc: the second, Q_TERMS == 2 with mode pingpong + overlap only)
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_BUFS * Q_TERMS, BLOCK_M, HEAD_DIM],
-                                       q_desc.layout)
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, BLOCK_M, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     N_CONSUMERS: gl.constexpr = 2 if MODE == 2 else 1
-    for b in gl.static_range(Q_BUFS):
-        mbarrier.init(q_bar.index(b), count=1)
+    mbarrier.init(q_bar, count=1)
     for s in gl.static_range(STAGES):
         mbarrier.init(k_full.index(s), count=1)
         mbarrier.init(v_full.index(s), count=1)
@@ -1048,9 +1032,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         mbarrier.init(v_empty.index(s), count=N_CONSUMERS)
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
-    q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
-    for b in gl.static_range(Q_BUFS):
-        mbarrier.init(q_empty.index(b), count=2)    # persistent: both consumer warpgroups
+    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    mbarrier.init(q_empty, count=2)         # persistent: both consumer warpgroups
     fence_async_shared()
 
     if PERSISTENT:
@@ -1074,7 +1057,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, Q_BUFS, TRACE_PTR, TRACE, o_desc, o_smem0,
+                                    TURNS, TRACE_PTR, TRACE, o_desc, o_smem0,
                                     TMA_STORE)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
@@ -1084,17 +1067,17 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, Q_BUFS, TRACE_PTR, TRACE, o_desc, o_smem1,
+                                    TURNS, TRACE_PTR, TRACE, o_desc, o_smem1,
                                     TMA_STORE)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
                                     SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
-                                    CAUSAL, Q_BUFS, TRACE_PTR, TRACE)),
+                                    CAUSAL, TRACE_PTR, TRACE)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
-    q_bar0 = q_bar.index(0)
+    q_bar0 = q_bar
     mbarrier.expect(q_bar0, Q_TERMS * q_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar0,
                                     q_smem.index(0))
@@ -1217,11 +1200,6 @@ VARIANTS = {
                                    turns=False, persistent=True),
     "dual_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                 persistent=True),
-    # session 11: Q double-buffered, the next item's Q loaded while this item runs
-    "pingpong_ovl_u2_s3_persist_q2": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
-                                          persistent=True, q_buffers=2),
-    "pingpong_ovl_s3_persist_q2": dict(mode="pingpong", stages=3, overlap=True, persistent=True,
-                                       q_buffers=2),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                           persistent=True, tma_store=1),
@@ -1231,18 +1209,14 @@ VARIANTS = {
                                            persistent=True, tma_store=2),
     "pingpong_ovl_s3_persist_ts2": dict(mode="pingpong", stages=3, overlap=True,
                                         persistent=True, tma_store=2),
-    "pingpong_ovl_u2_s2_persist": dict(mode="pingpong", stages=2, overlap=True, unroll2=True,
-                                       persistent=True),
-    "pingpong_ovl_u2_s2_persist_ts": dict(mode="pingpong", stages=2, overlap=True, unroll2=True,
-                                          persistent=True, tma_store=1),
+
 }
 
 
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False, pv_pipe: bool = False, q_buffers: int = 1,
-                  tma_store: int = 0) -> dict:
+                  persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1255,8 +1229,6 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
     if pv_pipe and not (mode == "pingpong" and not overlap):
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
-    if q_buffers not in (1, 2) or (q_buffers == 2 and not persistent):
-        raise ValueError("q_buffers: 1, or 2 with persistent=True")
     if tma_store not in (0, 1, 2) or (tma_store and not persistent):
         raise ValueError("tma_store: 0, or 1 / 2 (the output in one / two TMA stores) with "
                          "persistent=True")
@@ -1264,7 +1236,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                Q_BUFS=q_buffers, TMA_STORE=int(tma_store), num_warps=num_warps)
+                TMA_STORE=int(tma_store), num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1360,8 +1332,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: bool = False, q_buffers: int = 1, trace=None,
-                        tma_store: int = 0):
+                        pv_pipe: bool = False, tma_store: int = 0, trace=None):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1446,7 +1417,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
     tma_store = tma_store if persistent and _tma_storable(out) else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, q_buffers, tma_store)
+                        turns, unroll2, persistent, pv_pipe, tma_store)
     bm = cfg["BLOCK_M"]
     ql, kl, vl = smem_layouts(D, bm, block_n)
     q2 = q8.view(B * Hq * Sq, D)
