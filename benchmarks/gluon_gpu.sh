@@ -7,11 +7,12 @@
 #                                                                               (~3-4 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
 #           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
-#           keys since session 9) against one CTA per block (pingpong_ovl_s3, beyond 8k),
-#           top-left and bottom-right                                           (~5-8 min)
+#           keys since session 9; with two half-width TMA stores of the output since session
+#           11: _ts2) against one CTA per block (pingpong_ovl_s3, beyond 8k), top-left and
+#           bottom-right                                           (~5-8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
-#           block, head) items; dispatched non-causal since session 8) beside the
-#           non-persistent one, hdim 128 non-causal, 1k-16k keys; each variant in a child
+#           block, head) items; dispatched non-causal since session 8) with plain stores and
+#           with the TMA store of session 11, hdim 128 non-causal, 1k-16k keys; each variant in a child
 #           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
 #           call                                                                (~3 min)
 #   d64     gluon_gpu_check.py --head-dim 64: persistent CTAs with and without the ping-pong
@@ -44,16 +45,16 @@ for stage in "$@"; do
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
-            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist,pingpong_ovl_u2_s3_persist \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts2 \
             --causal top_left --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_top_left.json" 2>&1 | tail -8
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
-            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist \
+            --variants pingpong_ovl_s3,pingpong_ovl_s3_persist_ts2 \
             --causal bottom_right --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_bottom_right.json" 2>&1 | tail -8 ;;
     persist)
         timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 \
-            --variants pingpong_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+            --variants pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts \
             --seqlens 1024,2048,4096,16384 --json "$OUT/gluon_check_persist.json" 2>&1 \
             | tail -8 ;;
     d64)

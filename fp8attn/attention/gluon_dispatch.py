@@ -3,7 +3,7 @@
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
-ones up to 8k keys). On the calls below it gives the same bits as the tl kernel with 128-key
+ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the same bits as the tl kernel with 128-key
 tiles (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
 benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
@@ -19,7 +19,11 @@ benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
     at 1024; causal: 0.82x at 1024; the persistent one, session 8: 1.10x at 2048, 1.01x at
     1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time
     (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound end-to-end
-    calls. Non-causal calls run persistent CTAs, causal calls persistent CTAs up to 8k keys
+    calls. Session 11's TMA-store persistent kernels are faster at 1k on the GPU alone (CUDA
+    graph: 0.197 ms non-causal, 0.148 ms causal at (16, 1024, 16, 128), 0.95x / 0.91x FA3
+    FP8's times in the 15:49 UTC bench), but a call's host time there varied from 0.16 to 0.31
+    ms between runs minutes apart (H200, 15:53 UTC, experiments/probe_causal_host.py), so the
+    threshold stays at 4k keys until the launch's host path is shorter. Non-causal calls run persistent CTAs, causal calls persistent CTAs up to 8k keys
     and one CTA per query block beyond (the variants below, with the timings that chose
     them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
     8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
@@ -88,7 +92,7 @@ CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
 CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
-MIN_SEQLEN_K = 1024     # causal or not (see the module docstring)
+MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process

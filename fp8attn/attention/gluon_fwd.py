@@ -36,6 +36,10 @@ Structure (MODE constexpr):
                warpgroup 1 (rows 64-127), worker 1 = producer. The consumers take turns issuing
                their GEMMs (QK^T of one, then of the other, then P@V of one, ...), ordered by two
                mbarriers, so one warpgroup's softmax runs under the other's GEMMs (FA3's ping-pong).
+  persistent=True (mode pingpong with overlap): one CTA per SM looping over (query block, head)
+               work items; tma_store 1 / 2 writes each item's output through shared memory
+               with one / two asynchronous TMA stores instead of plain stores (session 11:
+               ~2 tile-times less per item, benchmarks/RESULTS.md "Session 11").
   overlap=True (modes ws / pingpong, _consumer_ovl): FA3's intra-warpgroup overlap: S_j = Q K_j^T
                and P_{j-1} @ V_{j-1} are issued back to back in ONE ping-pong turn, the softmax
                of S_j runs while P_{j-1} @ V_{j-1} is in flight, then that tile is folded into
@@ -65,7 +69,9 @@ from triton.experimental.gluon.language.nvidia.hopper import (
 from ..device_tables import cached_table
 
 LOG2E = 1.4426950408889634
-TRACE_ITEMS = gl.constexpr(32)     # experiment: clock stamps kept per CTA and partition
+# TRACE (a debugging aid, off in every launch the package makes): clock stamps of the first
+# TRACE_ITEMS work items of each persistent CTA (benchmarks/experiments/gluon_trace.py)
+TRACE_ITEMS = gl.constexpr(32)
 MODES = {"plain": 0, "ws": 1, "pingpong": 2}
 
 
@@ -811,7 +817,8 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
 @gluon.jit
 def _stamp(tptr, i: gl.constexpr, TRACE: gl.constexpr):
-    """Experiment (TRACE): the SM's clock into tptr[i] (gluon_trace.py reads them)."""
+    """TRACE only: the SM's cycle counter into tptr[i] (one int64; every thread of the
+    partition writes the same value). Off, it compiles to nothing."""
     if TRACE:
         t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
                                       is_pure=False, pack=1)
@@ -1222,7 +1229,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
     overlap; GPU tests: tests/test_gluon_dispatch.py). pv_pipe: head dims above 128 (mode
-    pingpong without overlap), the four P @ V parts pipelined (_tile_split)."""
+    pingpong without overlap), the four P @ V parts pipelined (_tile_split). tma_store
+    (persistent only): 0 plain stores of the output, 1 one TMA store a warpgroup and item
+    through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
+    (_consumer_store)."""
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1354,7 +1364,11 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined (kernel_config).
+    P @ V parts pipelined (kernel_config). tma_store: kernel_config's; it falls back to 0 where
+    TMA cannot address out (an unaligned base or stride, _tma_storable) or the CTAs are not
+    persistent (a causal call under a capture without its schedule), same bits either way.
+    trace: None, or an int64 CUDA tensor (grid, 3, TRACE_ITEMS, 8) that a persistent launch fills
+    with clock stamps (a debugging aid: benchmarks/experiments/gluon_trace.py).
     Returns out.
     """
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
