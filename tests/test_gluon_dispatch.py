@@ -89,6 +89,44 @@ def test_kernel_config_rejects_pv_pipe_outside_the_split_consumer():
             kernel_config(pv_pipe=True, **bad)
 
 
+def test_kernel_config_tma_store_needs_persistent_ctas():
+    """The TMA store of the output lives in the persistent consumer only; elsewhere, or with a
+    value other than 0 / 1 / 2, kernel_config says so instead of ignoring it."""
+    from fp8attn.attention import gluon_dispatch
+    from fp8attn.attention.gluon_fwd import kernel_config
+    assert kernel_config(**gluon_dispatch.VARIANT)["TMA_STORE"] == 1
+    assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["TMA_STORE"] == 2
+    assert kernel_config(**gluon_dispatch.VARIANT_LONG)["TMA_STORE"] == 0
+    for bad in (dict(gluon_dispatch.CAUSAL_VARIANT, tma_store=1),
+                dict(gluon_dispatch.VARIANT, tma_store=3)):
+        with pytest.raises(ValueError, match="tma_store"):
+            kernel_config(**bad)
+
+
+def test_tma_storable_follows_tma_alignment_rules():
+    """Outputs a TMA descriptor can address (16-byte aligned base and strides, unit last
+    stride) get the TMA store; others the plain stores (same bits)."""
+    from fp8attn.attention.gluon_fwd import _tma_storable
+    out = torch.empty(2, 3, 100, 128, dtype=torch.bfloat16)
+    assert _tma_storable(out)
+    assert _tma_storable(torch.empty(2, 100, 3, 128, dtype=torch.bfloat16).transpose(1, 2))
+    assert _tma_storable(torch.empty(2, 3, 100, 128, dtype=torch.float32))
+    assert not _tma_storable(out.transpose(2, 3))                       # last stride != 1
+    assert not _tma_storable(torch.empty(2, 3, 100, 130, dtype=torch.bfloat16)[..., :128])
+    assert not _tma_storable(torch.empty(2 * 3 * 100 * 128 + 1,
+                                         dtype=torch.bfloat16)[1:].view(2, 3, 100, 128))
+
+
+def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
+    """Non-causal calls store through TMA up to TMA_STORE_MAX_SEQLEN_K keys, where the measured
+    gain was; beyond it the loop ran ~4% more cycles a tile with it (session 11)."""
+    limit = gluon_dispatch.TMA_STORE_MAX_SEQLEN_K
+    assert gluon_dispatch.variant_for(128, None, limit) is gluon_dispatch.VARIANT
+    assert gluon_dispatch.variant_for(128, None, limit + 1) is gluon_dispatch.VARIANT_LONG
+    assert gluon_dispatch.variant_for(128, "top_left", 4096) is \
+        gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
+
+
 @pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
     (32, 64, 4096, 1),      # FA3's setting at 4k: 4 x 16 heads, sections of 16 heads
     (128, 16, 16384, 1),    # 16k: sections of 4 heads

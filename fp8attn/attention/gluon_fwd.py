@@ -1326,6 +1326,16 @@ def _tma_storable(out) -> bool:
             and all((st * es) % 16 == 0 for st in out.stride()[:-1]))
 
 
+def _check_trace(trace, grid: int, persistent: bool) -> None:
+    """gluon_attention_fwd's trace buffer: what the TRACE kernel writes into."""
+    want = (grid, 3, TRACE_ITEMS.value, 8)
+    if not persistent:
+        raise ValueError("trace: clock stamps are taken by persistent launches only")
+    if trace.dtype != torch.int64 or tuple(trace.shape) != want or not trace.is_contiguous():
+        raise ValueError(f"trace must be a contiguous int64 tensor of shape {want}, got "
+                         f"{trace.dtype} {tuple(trace.shape)}")
+
+
 @functools.lru_cache(maxsize=None)
 def smem_layouts(head_dim: int, block_m: int, block_n: int):
     """NVMMA shared layouts of the Q, K and V^T tiles (used by the descriptors and the kernel).
@@ -1457,6 +1467,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), blk, ol)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
+    if trace is not None:
+        _check_trace(trace, grid[0], persistent)
     _attn_fwd_gluon[grid](
         q_desc, ql_desc, k_desc, v_desc, o_desc, q_descale, k_descale, v_descale, out,
         out if lse is None else lse,
