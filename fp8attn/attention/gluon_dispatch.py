@@ -3,9 +3,10 @@
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
-ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the same bits as the tl kernel with 128-key
-tiles (GPU tests: tests/test_gluon_dispatch.py) and is faster from 4k keys (H200, Triton 3.6,
-benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
+ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
+same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py) and is
+faster from 4k keys (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 11"). The
+calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -23,9 +24,9 @@ benchmarks/RESULTS.md "Session 5" to "Session 9"). The calls it takes:
     graph: 0.197 ms non-causal, 0.148 ms causal at (16, 1024, 16, 128), 0.95x / 0.91x FA3
     FP8's times in the 15:49 UTC bench), but a call's host time there varied from 0.16 to 0.31
     ms between runs minutes apart (H200, 15:53 UTC, experiments/probe_causal_host.py), so the
-    threshold stays at 4k keys until the launch's host path is shorter. Non-causal calls run persistent CTAs, causal calls persistent CTAs up to 8k keys
-    and one CTA per query block beyond (the variants below, with the timings that chose
-    them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
+    threshold stays at 4k keys until the launch's host path is shorter. Non-causal calls run
+    persistent CTAs, causal calls persistent CTAs up to 8k keys and one CTA per query block
+    beyond (the variants below, with the timings that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
     8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
@@ -75,7 +76,7 @@ import triton
 # causal calls up to CAUSAL_PERSISTENT_MAX_SEQLEN_K keys run them.
 # Session 11: the persistent kernels store the output through shared memory with TMA
 # (gluon_fwd tma_store): per work item the plain stores and what waited on them took ~2.7
-# tile-times, the TMA store ~0.7 (SM clock stamps, benchmarks/experiments/gluon_trace.py).
+# tile-times, the TMA store ~0.8 (SM clock stamps, benchmarks/experiments/gluon_trace.py).
 # But the tile loop then ran ~4% more cycles a tile, for a reason not found (its SASS is the
 # same code), so the long non-causal calls keep the plain stores. H200, 2026-11-30 15:38-15:41
 # UTC (results/gluon_check_ts2_s11.json): non-causal 617 / 732 / 796 / 852 TFLOP/s at 1k / 2k /
