@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 
+import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
@@ -34,7 +35,7 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
     type (bf16, fp16, fp32)."""
     cfg = gluon_attn.kernel_config(**kw)
-    out_types = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+    out_types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     num_warps = cfg.pop("num_warps")
     ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
     descs = dict(q_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
@@ -42,10 +43,9 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     if cfg.get("TMA_STORE"):
-        cols = head_dim // cfg["TMA_STORE"]
-        ol = gluon_attn.gl.NVMMASharedLayout.get_default_for(
-            [1, 1, cfg["BLOCK_M"] // 2, cols], getattr(gluon_attn.gl, out_types[out]))
-        descs["o_desc"] = f"tensordesc<{out}[1, 1, {cfg['BLOCK_M'] // 2}, {cols}],{ol!r}>"
+        blk, ol = gluon_attn.out_tile_layout(cfg["BLOCK_M"], head_dim, cfg["TMA_STORE"],
+                                             out_types[out])
+        descs["o_desc"] = f"tensordesc<{out}[{', '.join(map(str, blk))}],{ol!r}>"
     else:
         descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,

@@ -1346,6 +1346,15 @@ def smem_layouts(head_dim: int, block_m: int, block_n: int):
     return q, k, v
 
 
+@functools.lru_cache(maxsize=None)
+def out_tile_layout(block_m: int, head_dim: int, tma_store: int, dtype: torch.dtype):
+    """Block shape and NVMMA shared layout of the output tile a warpgroup stores with TMA
+    (tma_store 1: its (block_m / 2, head_dim) rows, 2: half the columns a store); cached, as
+    smem_layouts."""
+    blk = [1, 1, block_m // 2, head_dim // tma_store]
+    return blk, gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[dtype])
+
+
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                         softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
                         stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
@@ -1462,8 +1471,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
     o_desc = q_desc
     if tma_store:
-        blk = [1, 1, bm // 2, D // tma_store]
-        ol = gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[out.dtype])
+        blk, ol = out_tile_layout(bm, D, tma_store, out.dtype)
         o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), blk, ol)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
