@@ -117,6 +117,46 @@ def test_tma_storable_follows_tma_alignment_rules():
                                          dtype=torch.bfloat16)[1:].view(2, 3, 100, 128))
 
 
+def test_launch_host_path_picks_the_store_and_checks_the_trace(monkeypatch):
+    """gluon_attention_fwd's host side, the kernel launch recorded instead of run (CPU): the
+    TMA store and its descriptor for an addressable output, plain stores for one TMA cannot
+    address (same kernel otherwise), and a trace buffer of the wrong shape refused."""
+    from fp8attn.attention import gluon_fwd
+    launches = []
+
+    class Record:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((grid, args, kw))
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    b, h, s, d = 2, 3, 1000, 128
+    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
+    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
+    ds = torch.ones(b, h, 8)
+
+    def call(out, **kw):
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      v_key_order="mma", **dict(gluon_dispatch.VARIANT, **kw))
+        (grid, args, kwargs), = launches
+        return grid, args, kwargs
+    grid, args, kw = call(torch.empty(b, h, s, d, dtype=torch.bfloat16))
+    assert grid == (min(8 * b * h, 132),) and kw["TMA_STORE"] == 1 and not kw["TRACE"]
+    o_desc = args[4]
+    assert o_desc.shape == [b, h, s, d] and o_desc.block_shape == [1, 1, 64, d]
+    _, args, kw = call(torch.empty(b, s, h, d, dtype=torch.float32).transpose(1, 2),
+                       tma_store=2)
+    assert kw["TMA_STORE"] == 2 and args[4].block_shape == [1, 1, 64, d // 2]
+    _, _, kw = call(torch.empty(b, h, s, d + 2, dtype=torch.bfloat16)[..., :d])
+    assert kw["TMA_STORE"] == 0                 # row stride not 16-byte aligned: plain stores
+    out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match="trace"):
+        call(out, trace=torch.zeros(1, 3, 32, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="persistent"):
+        call(out, persistent=False, unroll2=False, tma_store=0,
+             trace=torch.zeros(48, 3, 32, 8, dtype=torch.int64))
+
+
 def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
     """Non-causal calls store through TMA up to TMA_STORE_MAX_SEQLEN_K keys, where the measured
     gain was; beyond it the loop ran ~4% more cycles a tile with it (session 11)."""
