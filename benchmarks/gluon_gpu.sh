@@ -9,12 +9,12 @@
 #           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
 #           keys since session 9; with two half-width TMA stores of the output since session
 #           11: _ts2) against one CTA per block (pingpong_ovl_s3, beyond 8k), top-left and
-#           bottom-right                                           (~5-8 min)
+#           bottom-right                                                        (~5-8 min)
 #   persist gluon_gpu_check.py: the persistent variant (one CTA per SM looping over (query
 #           block, head) items; dispatched non-causal since session 8) with plain stores and
-#           with the TMA store of session 11, hdim 128 non-causal, 1k-16k keys; each variant in a child
-#           process with a timeout, so a barrier bug shows as "timeout" instead of a hung
-#           call                                                                (~3 min)
+#           with the TMA store of session 11, hdim 128 non-causal, 1k-16k keys; each variant
+#           in a child process with a timeout, so a barrier bug shows as "timeout" instead of
+#           a hung call                                                         (~3 min)
 #   d64     gluon_gpu_check.py --head-dim 64: persistent CTAs with and without the ping-pong
 #           turns (dual_ovl_*_persist) beside the tl kernel, which hdim 64 runs (session 10:
 #           0.86-0.96x of it with or without the turns)

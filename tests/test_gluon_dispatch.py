@@ -92,7 +92,6 @@ def test_kernel_config_rejects_pv_pipe_outside_the_split_consumer():
 def test_kernel_config_tma_store_needs_persistent_ctas():
     """The TMA store of the output lives in the persistent consumer only; elsewhere, or with a
     value other than 0 / 1 / 2, kernel_config says so instead of ignoring it."""
-    from fp8attn.attention import gluon_dispatch
     from fp8attn.attention.gluon_fwd import kernel_config
     assert kernel_config(**gluon_dispatch.VARIANT)["TMA_STORE"] == 1
     assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["TMA_STORE"] == 2
