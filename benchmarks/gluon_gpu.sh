@@ -19,6 +19,10 @@
 #           turns (dual_ovl_*_persist) beside the tl kernel, which hdim 64 runs (session 10:
 #           0.86-0.96x of it with or without the turns)
 #                                                                               (~4 min)
+#   tsloop  session 11's open question: with the TMA store the unrolled non-causal tile loop
+#           ran ~4% more cycles a tile (not the non-unrolled causal one). Clock-stamp traces
+#           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
+#           plain stores and TMA store, non-causal                              (~6 min)
 #   overhead bench_overhead.py: host vs GPU time a call (session 9, Q and K quantised in one
 #           launch: 520 us host vs 501 us GPU at (4, 4096, 16, 128) causal)      (~1 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
@@ -61,6 +65,13 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 64 \
             --variants pingpong_ovl_u2_s3_persist,dual_ovl_u2_s3_persist,dual_ovl_s3_persist \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_dual.json" 2>&1 | tail -8 ;;
+    tsloop)
+        v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
+        v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
+        timeout 150 $PY benchmarks/experiments/gluon_trace.py --variants $v \
+            --seqlens 4096,16384 --json "$OUT/gluon_trace_tsloop.json" 2>&1 | tail -8
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 --variants $v \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_tsloop.json" 2>&1 | tail -8 ;;
     overhead)
         timeout 300 $PY benchmarks/bench_overhead.py --profile 4,4096,16,128,causal \
             --out "$OUT" 2>&1 | tail -45 | tee "$OUT/bench_overhead.log" ;;
@@ -68,7 +79,8 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, overhead, bench)" >&2; exit 2 ;;
+        echo "unknown stage $stage (tests, check, persist, d64, tsloop, overhead, bench)" >&2
+        exit 2 ;;
     esac
 done
 date -u +"%Y-%m-%d %H:%M:%S UTC: done"
