@@ -102,18 +102,29 @@ def test_kernel_config_tma_store_needs_persistent_ctas():
             kernel_config(**bad)
 
 
-def test_tma_storable_follows_tma_alignment_rules():
+def test_tma_strides_follow_tma_alignment_rules():
     """Outputs a TMA descriptor can address (16-byte aligned base and strides, unit last
-    stride) get the TMA store; others the plain stores (same bits)."""
-    from fp8attn.attention.gluon_fwd import _tma_storable
-    out = torch.empty(2, 3, 100, 128, dtype=torch.bfloat16)
-    assert _tma_storable(out)
-    assert _tma_storable(torch.empty(2, 100, 3, 128, dtype=torch.bfloat16).transpose(1, 2))
-    assert _tma_storable(torch.empty(2, 3, 100, 128, dtype=torch.float32))
-    assert not _tma_storable(out.transpose(2, 3))                       # last stride != 1
-    assert not _tma_storable(torch.empty(2, 3, 100, 130, dtype=torch.bfloat16)[..., :128])
-    assert not _tma_storable(torch.empty(2 * 3 * 100 * 128 + 1,
-                                         dtype=torch.bfloat16)[1:].view(2, 3, 100, 128))
+    stride, no overlapping rows) get the TMA store; others the plain stores (same bits). A
+    size-1 dim's stride is never used, so an odd one there does not matter."""
+    from fp8attn.attention.gluon_fwd import _tma_strides
+    bf16 = torch.bfloat16
+    out = torch.empty(2, 3, 100, 128, dtype=bf16)
+    assert _tma_strides(out) == list(out.stride())
+    bshd = torch.empty(2, 100, 3, 128, dtype=bf16).transpose(1, 2)      # flash_attn_func's
+    assert _tma_strides(bshd) == [100 * 3 * 128, 128, 3 * 128, 1]
+    assert _tma_strides(torch.empty(2, 3, 100, 128, dtype=torch.float32)) is not None
+    assert _tma_strides(out.transpose(2, 3)) is None                    # last stride != 1
+    assert _tma_strides(torch.empty(2, 3, 100, 130, dtype=bf16)[..., :128]) is None
+    assert _tma_strides(torch.empty(2 * 3 * 100 * 128 + 1, dtype=bf16)[1:]
+                        .view(2, 3, 100, 128)) is None                  # base not aligned
+    assert _tma_strides(torch.empty(1, 3, 100, 128, dtype=bf16).expand(2, 3, 100, 128)) is None
+    one = torch.empty(1, 1, 100, 130, dtype=bf16)[..., :128]            # odd stride, size-1 dims
+    assert _tma_strides(one) is None                                    # rows still misaligned
+    one = torch.as_strided(torch.empty(100 * 128 + 8, dtype=bf16), (1, 1, 100, 128),
+                           (7, 5, 128, 1))
+    assert _tma_strides(one) == [100 * 128, 100 * 128, 128, 1]
+    one = torch.empty(1, 100, 1, 128, dtype=bf16).transpose(1, 2)      # usable strides kept
+    assert _tma_strides(one) == list(one.stride())
 
 
 def test_launch_host_path_picks_the_store_and_checks_the_trace(monkeypatch):

@@ -1318,12 +1318,22 @@ def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_
 _GL_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16, torch.float32: gl.float32}
 
 
-def _tma_storable(out) -> bool:
-    """Can a TMA descriptor cover out (B, Hq, Sq, D)? 16-byte aligned base and strides, unit
-    last stride (TMA's rules); otherwise the kernel stores with plain stores."""
+def _tma_strides(out) -> list | None:
+    """out (B, Hq, Sq, D)'s strides for a TMA descriptor, or None where TMA cannot address it
+    (TMA's rules: 16-byte aligned base and strides, unit last stride; and no overlapping rows):
+    the kernel then stores with plain stores. A size-1 dim's coordinate is always 0, so its
+    stride is never used: an unusable one is replaced by the extent of the dims inside it."""
+    if out.dim() != 4 or out.stride(-1) != 1 or out.data_ptr() % 16:
+        return None
     es = out.element_size()
-    return (out.dim() == 4 and out.stride(-1) == 1 and out.data_ptr() % 16 == 0
-            and all((st * es) % 16 == 0 for st in out.stride()[:-1]))
+
+    def usable(st):
+        return st > 0 and (st * es) % 16 == 0
+    strides = list(out.stride())
+    for i in (2, 1, 0):
+        if out.shape[i] == 1 and not usable(strides[i]):
+            strides[i] = strides[i + 1] * out.shape[i + 1]
+    return strides if all(usable(st) for st in strides[:-1]) else None
 
 
 def _check_trace(trace, grid: int, persistent: bool) -> None:
@@ -1384,7 +1394,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
     P @ V parts pipelined (kernel_config). tma_store: kernel_config's; it falls back to 0 where
-    TMA cannot address out (an unaligned base or stride, _tma_storable) or the CTAs are not
+    TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
     trace: None, or an int64 CUDA tensor (grid, 3, TRACE_ITEMS, 8) that a persistent launch fills
     with clock stamps (a debugging aid: benchmarks/experiments/gluon_trace.py).
@@ -1448,7 +1458,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
     if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
-    tma_store = tma_store if persistent and _tma_storable(out) else 0
+    o_strides = _tma_strides(out)
+    tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store)
     bm = cfg["BLOCK_M"]
@@ -1472,7 +1483,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     o_desc = q_desc
     if tma_store:
         blk, ol = out_tile_layout(bm, D, tma_store, out.dtype)
-        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], list(out.stride()), blk, ol)
+        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], o_strides, blk, ol)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     if trace is not None:
