@@ -65,18 +65,8 @@ def _item_tiles(b, h, s, n_m, grid, causal):
     sec = gluon_fwd._section_heads(s, 128)
     tab = gluon_fwd._causal_schedule(n_m, b * h, sec, grid, s, s, 128, 128, mode, "cpu").tolist()
     off, flat = tab[:grid + 1], tab[grid + 1:]
-    out = []
-    for c in range(grid):
-        row = []
-        for w in flat[off[c]:off[c + 1]]:
-            per = n_m * sec
-            sq, r = divmod(w, per)
-            heads = min(sec, b * h - sq * sec)
-            start_m = (n_m - 1 - r // heads) * 128
-            kv_end = max(min(s, min(start_m + 128, s) - 1 + 1), 0)
-            row.append(-(-kv_end // 128))
-        out.append(row)
-    return out
+    return [[gluon_fwd.causal_item_tiles(w, n_m, b * h, sec, s, s, 128, 128, mode)
+             for w in flat[off[c]:off[c + 1]]] for c in range(grid)]
 
 
 def _median(xs):

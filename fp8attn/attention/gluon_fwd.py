@@ -1282,6 +1282,18 @@ def _no_schedule(*args) -> None:
     return None
 
 
+def causal_item_tiles(w: int, n_m: int, n_hz: int, section_heads: int, seqlen_q: int,
+                      seqlen_k: int, block_m: int, block_n: int, causal_mode: int) -> int:
+    """KV tiles of causal work item w (_work_item's order and _causal_bounds' kv_end, on the
+    host)."""
+    off = seqlen_k - seqlen_q if causal_mode == 2 else 0
+    sec, r = divmod(w, n_m * section_heads)
+    heads = min(section_heads, n_hz - sec * section_heads)
+    start_m = (n_m - 1 - r // heads) * block_m
+    last_row = min(start_m + block_m, seqlen_q) - 1
+    return -(-max(min(seqlen_k, last_row + off + 1), 0) // block_n)
+
+
 def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_q: int,
                      seqlen_k: int, block_m: int, block_n: int, causal_mode: int,
                      device) -> torch.Tensor:
@@ -1295,19 +1307,14 @@ def _causal_schedule(n_m: int, n_hz: int, section_heads: int, grid: int, seqlen_
     is within 1%.
     Built on the host and copied to the device once per shape (causal_schedule_for caches
     it)."""
-    off = seqlen_k - seqlen_q if causal_mode == 2 else 0
-    per_section = n_m * section_heads
     loads = [(0, c) for c in range(grid)]
     owned: list[list[int]] = [[] for _ in range(grid)]
     for w in range(n_m * n_hz):
-        sec, r = divmod(w, per_section)
-        heads = min(section_heads, n_hz - sec * section_heads)
-        start_m = (n_m - 1 - r // heads) * block_m
-        last_row = min(start_m + block_m, seqlen_q) - 1
-        kv_end = max(min(seqlen_k, last_row + off + 1), 0)
+        tiles = causal_item_tiles(w, n_m, n_hz, section_heads, seqlen_q, seqlen_k, block_m,
+                                  block_n, causal_mode)
         load, c = heapq.heappop(loads)
         owned[c].append(w)
-        heapq.heappush(loads, (load + -(-kv_end // block_n) + 1, c))
+        heapq.heappush(loads, (load + tiles + 1, c))
     offsets = [0]
     for items in owned:
         offsets.append(offsets[-1] + len(items))
