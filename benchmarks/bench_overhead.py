@@ -23,32 +23,16 @@ import json
 import os
 import pstats
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import environment, graph_ms  # noqa: E402
+from common import environment, graph_ms, loop_us  # noqa: E402
 
 import fp8attn  # noqa: E402
 
 # (batch, seqlen, heads, head_dim): decode-ish and prefill-ish shapes, and the benchmark's 1024
 SHAPES = [(1, 128, 32, 128), (4, 512, 32, 128), (16, 1024, 16, 128), (4, 4096, 16, 128)]
-
-
-def loop_us(fn, n: int = 200) -> tuple[float, float]:
-    """(host, wall) microseconds per call of n calls after 5 warm-up calls: host = the time to
-    issue them (no synchronisation), wall = until the GPU has finished them too."""
-    for _ in range(5):
-        fn()
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    issued = time.perf_counter()
-    torch.cuda.synchronize()
-    done = time.perf_counter()
-    return (issued - t0) / n * 1e6, (done - t0) / n * 1e6
 
 
 def main():

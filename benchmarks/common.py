@@ -5,6 +5,7 @@ import importlib
 import os
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -54,6 +55,21 @@ def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / calls)
     return sorted(times)[len(times) // 2]
+
+
+def loop_us(fn, n: int = 200) -> tuple[float, float]:
+    """(host, wall) microseconds per call of n calls after 5 warm-up calls: host = the time to
+    issue them (no synchronisation), wall = until the GPU has finished them too."""
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    issued = time.perf_counter()
+    torch.cuda.synchronize()
+    done = time.perf_counter()
+    return (issued - t0) / n * 1e6, (done - t0) / n * 1e6
 
 
 def bench_ms(fn, warmup_ms: int = 25, rep_ms: int = 100) -> float:

@@ -11,7 +11,6 @@ import io
 import os
 import pstats
 import sys
-import time
 
 import torch
 
@@ -19,22 +18,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
-from common import bench_ms, graph_ms  # noqa: E402
+from common import bench_ms, graph_ms, loop_us  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention import gluon_dispatch  # noqa: E402
 from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
 from fp8attn.quant import quantize_qkv  # noqa: E402
-
-
-def host_ms(fn, n=30):
-    fn()
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    for _ in range(n):
-        fn()
-    host = (time.perf_counter() - t) / n * 1e3
-    torch.cuda.synchronize()
-    return host
 
 
 def main():
@@ -63,7 +51,8 @@ def main():
                     return fp8attn.flash_attn_func(q, k, v, causal=causal is not None)
                 for name, fn in (("kernel", kern), ("e2e", e2e)):
                     row = dict(s=s, tma_store=ts, causal=causal, call=name,
-                               host_ms=round(host_ms(fn), 4), bench_ms=round(bench_ms(fn), 4))
+                               host_ms=round(loop_us(fn, 30)[0] / 1e3, 4),
+                               bench_ms=round(bench_ms(fn), 4))
                     try:
                         row["graph_ms"] = round(graph_ms(fn), 4)
                     except Exception as e:  # noqa: BLE001
