@@ -380,6 +380,16 @@ def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz,
 
 
 @gluon.jit
+def _tma_store_tile(tile, o_desc, o_smem, coord):
+    """tile (registers) -> o_smem -> one asynchronous TMA store at coord, once the previous
+    store from o_smem has left it."""
+    tma.store_wait(0)
+    o_smem.reshape(tile.shape).store(tile)
+    fence_async_shared()
+    tma.async_copy_shared_to_global(o_desc, coord, o_smem)
+
+
+@gluon.jit
 def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
@@ -401,19 +411,10 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
         # half the shared memory: two (ROWS, HEAD_DIM / 2) stores through one buffer
         HD2: gl.constexpr = HEAD_DIM // 2
         o_lo, o_hi = gl.split(gl.permute(gl.reshape(out, [ROWS, 2, HD2]), (0, 2, 1)))
-        tma.store_wait(0)
-        o_smem.reshape([ROWS, HD2]).store(o_lo)
-        fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, 0], o_smem)
-        tma.store_wait(0)
-        o_smem.reshape([ROWS, HD2]).store(o_hi)
-        fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, HD2], o_smem)
+        _tma_store_tile(o_lo, o_desc, o_smem, [off_b, off_h, start_m + row0, 0])
+        _tma_store_tile(o_hi, o_desc, o_smem, [off_b, off_h, start_m + row0, HD2])
     elif TMA_STORE:
-        tma.store_wait(0)
-        o_smem.reshape([ROWS, HEAD_DIM]).store(out)
-        fence_async_shared()
-        tma.async_copy_shared_to_global(o_desc, [off_b, off_h, start_m + row0, 0], o_smem)
+        _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, start_m + row0, 0])
     else:
         orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
         ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
@@ -816,6 +817,14 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
 
 @gluon.jit
+def _trace_slot(TRACE_PTR, part, it):
+    """TRACE: the 8 stamps of this CTA's partition `part` (consumer warpgroups 0 / 1, producer
+    2) for its work item `it` (items past TRACE_ITEMS share the last slot)."""
+    return TRACE_PTR + ((gl.program_id(0) * 3 + part) * TRACE_ITEMS
+                        + gl.minimum(it, TRACE_ITEMS - 1)) * 8
+
+
+@gluon.jit
 def _stamp(tptr, i: gl.constexpr, TRACE: gl.constexpr):
     """TRACE only: the SM's cycle counter into tptr[i] (one int64; every thread of the
     partition writes the same value). Off, it compiles to nothing."""
@@ -912,8 +921,7 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
             BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        tptr = TRACE_PTR + ((gl.program_id(0) * 3 + 2) * TRACE_ITEMS
-                            + gl.minimum(it, TRACE_ITEMS - 1)) * 8
+        tptr = _trace_slot(TRACE_PTR, 2, it)
         _stamp(tptr, 0, TRACE)
         mbarrier.wait(q_empty, (it & 1) ^ 1)
         _stamp(tptr, 1, TRACE)
@@ -969,8 +977,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             BLOCK_M, HEAD_DIM, CAUSAL)
         kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
                                                       CAUSAL)
-        tptr = TRACE_PTR + ((gl.program_id(0) * 3 + my_turn) * TRACE_ITEMS
-                            + gl.minimum(it, TRACE_ITEMS - 1)) * 8
+        tptr = _trace_slot(TRACE_PTR, my_turn, it)
         turn_phase = _ovl_work(
             q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD, VD,
             O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
