@@ -16,19 +16,20 @@ Session 8 (2026-11-30): stride 1.15-1.16x at 4k / 8k / 16k, snake 1.28-1.30x, gr
 1.06x / 1.01x, greedy 1.009x / 1.000x / 1.002x.
 """
 import heapq
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from fp8attn.attention.gluon_fwd import _section_heads, causal_item_tiles  # noqa: E402
 
 GRID = 132
-SECTION_BYTES = 16 << 20    # gluon_fwd.L2_SECTION_BYTES
 
 
 def sectioned_order(n_m, n_hz, section_heads):
-    """Work of the items in _work_item's causal order."""
-    out = []
-    for w in range(n_m * n_hz):
-        sec, r = divmod(w, n_m * section_heads)
-        heads = min(section_heads, n_hz - sec * section_heads)
-        out.append(n_m - r // heads + 1)     # query block n_m-1-r//heads sees that many tiles
-    return out
+    """Work of the items in _work_item's causal order (square top-left masks)."""
+    s = n_m * 128
+    return [causal_item_tiles(w, n_m, n_hz, section_heads, s, s, 128, 128, 1) + 1
+            for w in range(n_m * n_hz)]
 
 
 def static(work, snake):
@@ -54,7 +55,7 @@ def greedy(work):
 def main():
     for seqlen in (4096, 8192, 16384):
         n_m, n_hz = seqlen // 128, 16 * (16384 // seqlen)
-        section = max(1, SECTION_BYTES // (2 * seqlen * 128))
+        section = _section_heads(seqlen, 128)
         work = sectioned_order(n_m, n_hz, section)
         launch = [n_m - m + 1 for _ in range(n_hz) for m in range(n_m)]
         print(f"{seqlen}: stride {static(work, False):.3f}  snake {static(work, True):.3f}  "
