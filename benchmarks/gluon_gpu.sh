@@ -23,6 +23,9 @@
 #           ran ~4% more cycles a tile (not the non-unrolled causal one). Clock-stamp traces
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
 #           plain stores and TMA store, non-causal                              (~6 min)
+#   launch  probe_launch_host.py: host vs GPU time of a kernel-only call at 1k / 4k keys with the
+#           cached launch plan and direct compiled-kernel launch (fp8attn.kernel_launch) on and
+#           off, FA3 FP8's call beside it; MIN_SEQLEN_K lowered to 1024 in the probe   (~2 min)
 #   overhead bench_overhead.py: host vs GPU time a call (session 9, Q and K quantised in one
 #           launch: 520 us host vs 501 us GPU at (4, 4096, 16, 128) causal)      (~1 min)
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
@@ -45,7 +48,7 @@ for stage in "$@"; do
         timeout 300 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py tests/test_q_search.py \
             tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py \
-            tests/test_device_tables.py tests/test_hadamard.py 2>&1 | tail -40 \
+            tests/test_device_tables.py tests/test_hadamard.py tests/test_kernel_launch.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
@@ -72,6 +75,9 @@ for stage in "$@"; do
             --seqlens 4096,16384 --json "$OUT/gluon_trace_tsloop.json" 2>&1 | tail -8
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 --variants $v \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_tsloop.json" 2>&1 | tail -8 ;;
+    launch)
+        timeout 300 $PY benchmarks/experiments/probe_launch_host.py \
+            --json "$OUT/probe_launch_host.json" 2>&1 | tail -60 ;;
     overhead)
         timeout 300 $PY benchmarks/bench_overhead.py --profile 4,4096,16,128,causal \
             --out "$OUT" 2>&1 | tail -45 | tee "$OUT/bench_overhead.log" ;;
@@ -79,7 +85,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, tsloop, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, tsloop, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

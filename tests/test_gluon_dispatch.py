@@ -60,6 +60,7 @@ def test_reason_accepts_the_covered_call():
     (dict(seqlen_k=1000, k_block=1024, v_block=1024), "seqlen_k"),
     (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
+    (dict(aligned=False), "aligned"),
     (dict(vt_ok=False), "V^T"),
     (dict(mma_order=False), "natural key order"),
 ])
@@ -152,11 +153,11 @@ def test_launch_host_path_picks_the_store_and_checks_the_trace(monkeypatch):
         return grid, args, kwargs
     grid, args, kw = call(torch.empty(b, h, s, d, dtype=torch.bfloat16))
     assert grid == (min(8 * b * h, 132),) and kw["TMA_STORE"] == 1 and not kw["TRACE"]
-    o_desc = args[4]
+    o_desc = kw["o_desc"]
     assert o_desc.shape == [b, h, s, d] and o_desc.block_shape == [1, 1, 64, d]
-    _, args, kw = call(torch.empty(b, s, h, d, dtype=torch.float32).transpose(1, 2),
+    _, _, kw = call(torch.empty(b, s, h, d, dtype=torch.float32).transpose(1, 2),
                        tma_store=2)
-    assert kw["TMA_STORE"] == 2 and args[4].block_shape == [1, 1, 64, d // 2]
+    assert kw["TMA_STORE"] == 2 and kw["o_desc"].block_shape == [1, 1, 64, d // 2]
     _, _, kw = call(torch.empty(b, h, s, d + 2, dtype=torch.bfloat16)[..., :d])
     assert kw["TMA_STORE"] == 0                 # row stride not 16-byte aligned: plain stores
     out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
@@ -311,6 +312,28 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causa
     assert torch.equal(_run(q8, k8, nat, causal, config=TL_128)[0], ref)
     _run(q8, k8, nat, causal)
     assert spy == ["mma"]                     # natural order: the tl kernel
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("causal", [None, "top_left"])
+def test_gpu_gluon_repeated_call_through_the_compiled_kernel_same_bits(causal, spy,
+                                                                       monkeypatch):
+    """The second call of a kind (same shapes, new data) skips Triton's JIT binding
+    (fp8attn.kernel_launch) and still gives the tl kernel's bits; so does the JIT path
+    (FP8ATTN_FAST_LAUNCH=0) on a third input."""
+    from fp8attn import kernel_launch
+    kernel_launch.clear()
+    monkeypatch.delenv("FP8ATTN_FAST_LAUNCH", raising=False)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    for seed in (1, 2, 3):
+        if seed == 3:
+            monkeypatch.setenv("FP8ATTN_FAST_LAUNCH", "0")
+        q8, k8, v8 = _quantized(1, 4, 2, 1500, 4200, 128, Recipe(), seed=seed, v_key_order="mma")
+        ref = _run(q8, k8, v8, causal, config=TL_128, lse=False)     # a forced config: tl
+        got = _run(q8, k8, v8, causal, lse=False)
+        assert len(spy) == seed and torch.equal(got, ref)
+    assert len(kernel_launch._RUNNERS) == 1      # the first call kept its compiled kernel
 
 
 @pytest.mark.gpu

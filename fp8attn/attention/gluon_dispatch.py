@@ -126,6 +126,7 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
         forced_config=config is not None,
         contiguous=(q8.is_contiguous() and k8.is_contiguous()
                     and (q_lo is None or q_lo.is_contiguous())),
+        aligned=all(t.data_ptr() % 16 == 0 for t in (q8, k8, q_lo, vt8) if t is not None),
         vt_ok=_vt_layout_ok(vt8),
         mma_order=v_key_order == "mma")
 
@@ -150,36 +151,47 @@ def _capability(index) -> tuple:
 def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: int, seqlen_k: int,
            k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
-           vt_ok: bool, mma_order: bool = True, lse: bool = False) -> str | None:
+           vt_ok: bool, mma_order: bool = True, lse: bool = False,
+           aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = TILE_KEYS.get(head_dim, 1)
+    min_k = MIN_SEQLEN_K
+    # (condition, message): the messages are built only for the failing check (f-strings of
+    # dtypes cost microseconds a call, and every launch asks)
     checks = [
-        (tuple(capability) == (9, 0), f"needs sm_90, got sm_{capability[0]}{capability[1]}"),
+        (tuple(capability) == (9, 0),
+         lambda: f"needs sm_90, got sm_{capability[0]}{capability[1]}"),
         (triton_version.startswith(TRITON_SERIES),
-         f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
-        (dtype == torch.float8_e4m3fn, f"needs e4m3 inputs, got {dtype}"),
-        (head_dim in TILE_KEYS, f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
+         lambda: f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
+        (dtype == torch.float8_e4m3fn, lambda: f"needs e4m3 inputs, got {dtype}"),
+        (head_dim in TILE_KEYS, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
         (head_dim != 256 or (causal is None and not lse),
-         "head dim 256 with a causal mask or the LSE"),
+         lambda: "head dim 256 with a causal mask or the LSE"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
-         f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
-        (not varlen, "varlen batches"),
-        (not two_terms or head_dim == 128, "two-term Q at head dim 256"),
-        (out_dtype in OUT_DTYPES, f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
-        (acc_mode == "tile", f"acc_mode {acc_mode!r}"),
-        (not forced_config, "a forced tl config"),
-        (k_block % bn == 0 or k_block >= seqlen_k, f"k_block {k_block} splits a {bn}-key tile"),
-        (v_block % bn == 0 or v_block >= seqlen_k, f"v_block {v_block} splits a {bn}-key tile"),
-        (seqlen_k >= MIN_SEQLEN_K, f"seqlen_k {seqlen_k} < {MIN_SEQLEN_K}"),
-        (contiguous, "q8 / k8 not contiguous"),
-        (vt_ok, "V^T rows not 16-byte aligned or heads not packed"),
+         lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
+        (not varlen, lambda: "varlen batches"),
+        (not two_terms or head_dim == 128, lambda: "two-term Q at head dim 256"),
+        (out_dtype in OUT_DTYPES,
+         lambda: f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
+        (acc_mode == "tile", lambda: f"acc_mode {acc_mode!r}"),
+        (not forced_config, lambda: "a forced tl config"),
+        (k_block % bn == 0 or k_block >= seqlen_k,
+         lambda: f"k_block {k_block} splits a {bn}-key tile"),
+        (v_block % bn == 0 or v_block >= seqlen_k,
+         lambda: f"v_block {v_block} splits a {bn}-key tile"),
+        (seqlen_k >= min_k, lambda: f"seqlen_k {seqlen_k} < {min_k}"),
+        (contiguous, lambda: "q8 / k8 not contiguous"),
+        # TMA needs 16-byte aligned bases; a misaligned one would fail the launch, and a failed
+        # launch turns the path off for the process
+        (aligned, lambda: "q8 / k8 data not 16-byte aligned"),
+        (vt_ok, lambda: "V^T rows not 16-byte aligned or heads not packed"),
         # a natural-order V^T would need a permuting copy first: slower than the tl kernel up
         # to 16k keys (H200, 2026-11-30: 431 vs 613 TFLOP/s at 4k, 678 vs 684 at 16k, causal)
-        (mma_order, "V^T in natural key order (quantise it with key_order='mma')"),
+        (mma_order, lambda: "V^T in natural key order (quantise it with key_order='mma')"),
     ]
     for ok, why in checks:
         if not ok:
-            return why
+            return why()
     return None
 
 

@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+from typing import NamedTuple
 
 import torch
 import triton
@@ -66,7 +67,9 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
 
+from .. import kernel_launch
 from ..device_tables import cached_table
+from ..quant.key_order import padded_view, to_mma
 
 LOG2E = 1.4426950408889634
 # TRACE (a debugging aid, off in every launch the package makes): clock stamps of the first
@@ -1412,12 +1415,97 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     persistent (a causal call under a capture without its schedule), same bits either way.
     trace: None, or an int64 CUDA tensor (grid, 3, TRACE_ITEMS, 8) that a persistent launch fills
     with clock stamps (a debugging aid: benchmarks/experiments/gluon_trace.py).
+    The host work after the first call of a kind (the shapes, strides, dtypes, alignments and
+    variant: _launch_plan's key) is cached: the checks, the launch constants, and the compiled
+    kernel (fp8attn.kernel_launch, which skips Triton's per-call argument binding).
     Returns out.
     """
+    if out is None:
+        out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
+    variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
+               unroll2, persistent, pv_pipe, tma_store)
+    key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
+           _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
+           causal, v_key_order, variant, q8.device)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _launch_plan(q8, k8, vt8, q_lo, (q_descale, k_descale, v_descale), out, lse,
+                            trace, q_block, k_block, v_block, causal, v_key_order,
+                            variant)._replace(key=key)
+        if len(_PLANS) >= MAX_PLANS:
+            _PLANS.clear()
+        _PLANS[key] = plan
+    sched = q_descale
+    if plan.schedule is not None:
+        sched = causal_schedule_for(*plan.schedule)
+        if sched is None:       # capturing, table not built yet: one CTA per block, same bits
+            return gluon_attention_fwd(
+                q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
+                softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
+                overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
+                persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace)
+    if v_key_order == "natural":
+        vt8 = to_mma(vt8)
+    q_desc = _descriptor(q8, plan.q_desc)
+    vt16 = padded_view(vt8)
+    kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, dict(
+        plan.constants, q_desc=q_desc,
+        ql_desc=q_desc if q_lo is None else _descriptor(q_lo, plan.q_desc),
+        k_desc=_descriptor(k8, plan.k_desc), v_desc=_descriptor(vt16, plan.v_desc),
+        o_desc=_descriptor(out, plan.o_desc) if plan.o_desc else q_desc,
+        QD=q_descale, KD=k_descale, VD=v_descale, O=out, LSE=out if lse is None else lse,
+        qk_scale=float(softmax_scale) * LOG2E, SCHED=sched,
+        TRACE_PTR=q_descale if trace is None else trace))
+    return out
+
+
+MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
+_PLANS: dict = {}
+
+
+def _meta(t) -> tuple | None:
+    """What a launch plan depends on of a tensor argument (the data's alignment: TMA and
+    Triton's pointer specialisation)."""
+    return None if t is None else (t.shape, t.stride(), t.dtype, t.data_ptr() % 16 == 0)
+
+
+class _Plan(NamedTuple):
+    """The host work of a kind of call, done once (gluon_attention_fwd)."""
+    key: tuple              # for kernel_launch (also fixes every specialisation)
+    grid: tuple
+    constants: dict         # the kernel's arguments that are not tensors or descriptors
+    q_desc: tuple           # (shape, strides, block, layout) of each TMA descriptor
+    k_desc: tuple
+    v_desc: tuple
+    o_desc: tuple | None    # None: plain stores
+    schedule: tuple | None  # causal_schedule_for's arguments (persistent causal launches)
+
+
+def _descriptor(base, params):
+    """A TensorDescriptor over base with params (shape, strides, block, layout) that
+    _launch_plan validated: built without the constructor's checks, which took about a third of
+    the launch's own host time (cProfile, this sandbox). Only base.data_ptr() and its dtype are
+    read from base (the launcher encodes the TMA descriptor from them and params)."""
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    d = object.__new__(TensorDescriptor)
+    d.base, (d.shape, d.strides, d.block_shape, d.layout) = base, params
+    d.padding = "zero"
+    return d
 
-    from ..quant.key_order import check_key_order, padded_view, to_mma
 
+def _validated(base, shape, strides, block, layout) -> tuple:
+    """(shape, strides, block, layout) for _descriptor, checked once by TensorDescriptor."""
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+    TensorDescriptor(base, shape, strides, block, layout)
+    return shape, strides, block, layout
+
+
+def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block, v_block,
+                 causal, v_key_order, variant) -> _Plan:
+    """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
+    from ..quant.key_order import check_key_order, padded_len
+    (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
+     persistent, pv_pipe, tma_store) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1454,62 +1542,47 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if (k_block < Sk and k_block % block_n) or (v_block < Sk and v_block % block_n):
         raise ValueError(f"k_block {k_block} and v_block {v_block} must be multiples of "
                          f"block_n {block_n} or cover all {Sk} keys (per-tile K/V descales)")
+    if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
     # compile-time descale blocks: 0 = one descale for the whole head
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
     n_m = triton.cdiv(Sq, block_m)
     section = _section_heads(Sk, D)
-    # the kernel reads SCHED only in persistent causal launches: any pointer does elsewhere
-    # (no new tensor, which a CUDA-graph capture would put in its pool)
-    sched = q_descale
+    n_work = n_m * B * Hq
+    grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
+    schedule = None
     if persistent and causal_mode:
-        sched = causal_schedule_for(n_m, B * Hq, section, min(n_m * B * Hq,
-                                    _sm_count(q8.device)), Sq, Sk, block_m, block_n,
-                                    causal_mode, q8.device)
-        persistent = sched is not None      # None: capturing, table not built yet
-        sched = q_descale if sched is None else sched
-    if out is None:
-        out = torch.empty((B, Hq, Sq, D), dtype=torch.bfloat16, device=q8.device)
-    if out.dtype not in (torch.bfloat16, torch.float16, torch.float32):
-        raise ValueError(f"out must be bfloat16, float16 or float32, got {out.dtype}")
+        schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, block_m, block_n, causal_mode,
+                    q8.device)
     o_strides = _tma_strides(out)
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store)
-    bm = cfg["BLOCK_M"]
-    ql, kl, vl = smem_layouts(D, bm, block_n)
-    q2 = q8.view(B * Hq * Sq, D)
-    k2 = k8.view(B * Hkv * Sk, D)
-    q_desc = TensorDescriptor(q2, list(q2.shape), list(q2.stride()), [bm, D], ql)
-    ql_desc = q_desc
-    if q_lo is not None:
-        ql2 = q_lo.view(B * Hq * Sq, D)
-        ql_desc = TensorDescriptor(ql2, list(ql2.shape), list(ql2.stride()), [bm, D], ql)
-    k_desc = TensorDescriptor(k2, list(k2.shape), list(k2.stride()), [block_n, D], kl)
-    # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16: in the "mma" order
-    # the last group's positions past Sk can hold keys below Sk; columns >= Sk16 are zero-filled
-    # by TMA
-    if v_key_order == "natural":
-        vt8 = to_mma(vt8)
-        rs = vt8.stride(-2)
-    vt16 = padded_view(vt8)
-    v_desc = TensorDescriptor(vt16, [B * Hkv * D, vt16.shape[-1]], [rs, 1], [D, block_n], vl)
-    o_desc = q_desc
-    if tma_store:
-        blk, ol = out_tile_layout(bm, D, tma_store, out.dtype)
-        o_desc = TensorDescriptor(out, [B, Hq, Sq, D], o_strides, blk, ol)
-    n_work = n_m * B * Hq
-    grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     if trace is not None:
         _check_trace(trace, grid[0], persistent)
-    _attn_fwd_gluon[grid](
-        q_desc, ql_desc, k_desc, v_desc, o_desc, q_descale, k_descale, v_descale, out,
-        out if lse is None else lse,
-        q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
-        v_descale.stride(0), v_descale.stride(1), *out.stride(),
-        *((0, 0, 0) if lse is None else lse.stride()),
-        Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E, n_m,
-        n_work, section, sched, HEAD_DIM=D, P_SHIFT=8, CAUSAL=causal_mode,
-        RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2,
-        TRACE_PTR=q_descale if trace is None else trace, TRACE=trace is not None, **cfg)
-    return out
+    bm = cfg["BLOCK_M"]
+    ql, kl, vl = smem_layouts(D, bm, block_n)
+    q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [bm, D], ql)
+    k_desc = _validated(k8, [B * Hkv * Sk, D], [D, 1], [block_n, D], kl)
+    # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16 (padded_view): in the
+    # "mma" order the last group's positions past Sk can hold keys below Sk; columns >= Sk16
+    # are zero-filled by TMA. A natural-order V^T is permuted first (to_mma: rows of Sk16).
+    sk16 = padded_len(Sk)
+    rs = sk16 if v_key_order == "natural" else rs
+    v_desc = _validated(vt8, [B * Hkv * D, sk16], [rs, 1], [D, block_n], vl)
+    o_desc = None
+    if tma_store:
+        blk, ol = out_tile_layout(bm, D, tma_store, out.dtype)
+        o_desc = _validated(out, [B, Hq, Sq, D], o_strides, blk, ol)
+    constants = dict(
+        H=Hq, GQA_GROUP=Hq // Hkv, seqlen_q=Sq, seqlen_k=Sk, q_block=q_block, k_block=k_block,
+        v_block=v_block, n_m=n_m, n_work=n_work, section_heads=section, HEAD_DIM=D, P_SHIFT=8,
+        CAUSAL=causal_mode, RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2,
+        TRACE=trace is not None, **cfg)
+    for name, t in zip("qkv", descales):
+        constants.update(zip((f"stride_{name}dz", f"stride_{name}dh"), t.stride()[:2]))
+    constants.update(zip(("stride_oz", "stride_oh", "stride_om", "stride_od"), out.stride()))
+    constants.update(zip(("stride_lz", "stride_lh", "stride_lm"),
+                         (0, 0, 0) if lse is None else lse.stride()))
+    return _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)

@@ -1,0 +1,59 @@
+"""Launching a Triton or Gluon kernel again, for a call of the same kind, without Triton's per-call
+argument binding.
+
+`kernel[grid](...)` runs Triton's binder on every call: it specialises each argument (the Gluon
+attention kernel has ~57) to find the compiled kernel in its cache, on the host, before the launch.
+At 1k keys that host work was as long as the GPU work of the attention call (H200, session 11),
+so every timing of such a call measured the host. `launch` runs the JIT path the first time it
+sees a key and keeps the compiled kernel it returned; later calls with that key go straight to the
+compiled kernel's launcher (`CompiledKernel[grid]`, Triton's own entry point for a compiled kernel),
+the arguments in the kernel's parameter order. Same kernel, same arguments: the same bits.
+
+The caller's key must fix everything Triton specialises a kernel on, so that the JIT would pick
+the same compiled kernel: every constexpr, every integer argument's value, every pointer's dtype
+and 16-byte alignment, every tensor descriptor's block shape, layout, dtype and base alignment,
+the launch options (num_warps, ...), and the device.
+
+FP8ATTN_FAST_LAUNCH=0 sends every call through the JIT path (for debugging)."""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+
+MAX_ENTRIES = 512       # (kernel, key, grid) entries kept; the oldest is dropped beyond
+_RUNNERS: OrderedDict = OrderedDict()
+
+
+def enabled() -> bool:
+    return os.environ.get("FP8ATTN_FAST_LAUNCH", "").strip() != "0"
+
+
+def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
+    """kernel[grid](**kwargs), the first call of a (kernel, key, grid) through Triton's JIT, later
+    ones through the compiled kernel it returned. key: hashable (see the module docstring), or
+    None for the JIT path every time. kwargs: every argument by name, launch options included
+    (options are fixed by the key: they are not passed again)."""
+    if key is None or not enabled():
+        return kernel[grid](**kwargs)
+    entry = (id(kernel), key, grid)
+    hit = _RUNNERS.get(entry)
+    if hit is not None and hit[0] is kernel:
+        _, runner, names, defaults = hit
+        runner(*[kwargs.get(n, d) for n, d in zip(names, defaults)])
+        return
+    compiled = kernel[grid](**kwargs)
+    if hasattr(compiled, "__getitem__") and hasattr(kernel, "params"):
+        names = [p.name for p in kernel.params]
+        defaults = [p.default if p.has_default else None for p in kernel.params]
+        missing = [n for n, p in zip(names, kernel.params) if n not in kwargs and not p.has_default]
+        if not missing:
+            # CompiledKernel[grid] reads three grid dims (the JIT pads a shorter grid itself)
+            _RUNNERS[entry] = (kernel, compiled[tuple(grid) + (1,) * (3 - len(grid))], names,
+                               defaults)
+            while len(_RUNNERS) > MAX_ENTRIES:
+                _RUNNERS.popitem(last=False)
+
+
+def clear() -> None:
+    """Forget every kept compiled kernel (the next call of each key takes the JIT path again)."""
+    _RUNNERS.clear()

@@ -1,0 +1,149 @@
+"""fp8attn.kernel_launch and the Gluon launch plan on the CPU, with Triton's launch recorded instead
+of run: a repeated kind of call skips the JIT and hands the compiled kernel every argument in the
+kernel's parameter order, the same values the JIT got."""
+import pytest
+import torch
+
+from fp8attn import kernel_launch
+from fp8attn.attention import gluon_dispatch, gluon_fwd
+
+
+class FakeJit:
+    """Stands for a @jit function: kernel[grid](**kwargs) records the call (the JIT path) and
+    returns a compiled kernel whose [grid](*args) records the positional arguments."""
+
+    def __init__(self, params):
+        self.params = params
+        self.jit_calls, self.direct_calls = [], []
+
+    def __getitem__(self, grid):
+        def run(**kwargs):
+            self.jit_calls.append((grid, kwargs))
+            return FakeCompiled(self, grid)
+        return run
+
+
+class FakeCompiled:
+    def __init__(self, jit, grid):
+        self.jit, self.grid = jit, grid
+
+    def __getitem__(self, grid):
+        # Triton's CompiledKernel[grid] indexes grid[0], grid[1] and grid[2]
+        assert len(grid) == 3 and tuple(grid[:len(self.grid)]) == tuple(self.grid)
+        assert all(g == 1 for g in grid[len(self.grid):])
+        return lambda *args: self.jit.direct_calls.append((self.grid, args))
+
+
+class Param:
+    def __init__(self, name, default=None, has_default=False):
+        self.name, self.default, self.has_default = name, default, has_default
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch):
+    monkeypatch.delenv("FP8ATTN_FAST_LAUNCH", raising=False)
+    kernel_launch.clear()
+    yield
+    kernel_launch.clear()
+
+
+def test_second_call_of_a_key_goes_to_the_compiled_kernel_in_parameter_order(monkeypatch):
+    k = FakeJit([Param("x"), Param("n"), Param("BLOCK"), Param("FLAG", False, True)])
+    kernel_launch.launch(k, (4,), ("key", 1), dict(x="t0", n=5, BLOCK=64, num_warps=4))
+    assert k.jit_calls == [((4,), dict(x="t0", n=5, BLOCK=64, num_warps=4))]
+    kernel_launch.launch(k, (4,), ("key", 1), dict(x="t1", n=5, BLOCK=64, num_warps=4))
+    # the default filled in, the launch option (fixed by the key) not passed again
+    assert k.direct_calls == [((4,), ("t1", 5, 64, False))]
+    kernel_launch.launch(k, (4,), ("key", 2), dict(x="t2", n=6, BLOCK=64, num_warps=4))
+    kernel_launch.launch(k, (8,), ("key", 1), dict(x="t3", n=5, BLOCK=64, num_warps=4))
+    kernel_launch.launch(k, (4,), None, dict(x="t4", n=5, BLOCK=64, num_warps=4))
+    assert [c[1]["x"] for c in k.jit_calls] == ["t0", "t2", "t3", "t4"]     # new key, grid, none
+    monkeypatch.setenv("FP8ATTN_FAST_LAUNCH", "0")
+    kernel_launch.launch(k, (4,), ("key", 1), dict(x="t5", n=5, BLOCK=64, num_warps=4))
+    assert k.jit_calls[-1][1]["x"] == "t5" and len(k.direct_calls) == 1
+
+
+def test_a_call_missing_a_required_argument_is_never_cached():
+    k = FakeJit([Param("x"), Param("n")])
+    for _ in range(2):
+        kernel_launch.launch(k, (1,), "key", dict(x="t"))
+    assert len(k.jit_calls) == 2 and not k.direct_calls
+
+
+def test_cache_drops_the_oldest_entries_beyond_its_size(monkeypatch):
+    monkeypatch.setattr(kernel_launch, "MAX_ENTRIES", 2)
+    k = FakeJit([Param("x")])
+    for key in ("a", "b", "c", "a"):
+        kernel_launch.launch(k, (1,), key, dict(x=key))
+    assert [c[1]["x"] for c in k.jit_calls] == ["a", "b", "c", "a"]
+
+
+def _gluon_inputs(b=2, h=3, s=1000, d=128):
+    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
+    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
+    ds = torch.ones(b, h, 8)
+    return q8, k8, vt8, ds
+
+
+@pytest.mark.parametrize("variant", ["VARIANT", "CAUSAL_VARIANT"])
+def test_gluon_launch_repeats_the_jit_arguments_through_the_compiled_kernel(monkeypatch, variant):
+    """gluon_attention_fwd: the second call of a kind (new tensors, new softmax scale) reaches the
+    compiled kernel with, for each of the real kernel's parameters, what the JIT path would have
+    been given for that call."""
+    fake = FakeJit(gluon_fwd._attn_fwd_gluon.params)
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", fake)
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(gluon_fwd, "_PLANS", {})
+    kw = dict(getattr(gluon_dispatch, variant), causal=None if variant == "VARIANT" else "top_left")
+
+    def call(scale):
+        q8, k8, vt8, ds = _gluon_inputs()
+        out = torch.empty(q8.shape, dtype=torch.bfloat16)
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds * 2, ds * 3, 128, 128, 128, scale,
+                                      out=out, v_key_order="mma", **kw)
+        return q8, out
+    q8a, _ = call(0.1)
+    q8b, outb = call(0.2)
+    assert len(fake.jit_calls) == 1 and len(fake.direct_calls) == 1
+    (grid, jit_kw), = fake.jit_calls
+    (grid2, args), = fake.direct_calls
+    assert grid2 == grid
+    names = [p.name for p in fake.params]
+    assert len(args) == len(names)
+    got = dict(zip(names, args))
+    for name, first in jit_kw.items():
+        if name == "num_warps":
+            continue
+        second = got[name]
+        if isinstance(first, torch.Tensor):
+            assert second.shape == first.shape and second.dtype == first.dtype, name
+        elif name.endswith("_desc"):
+            assert (second.shape, second.strides, second.block_shape, second.layout) == \
+                (first.shape, first.strides, first.block_shape, first.layout), name
+        elif name == "qk_scale":
+            assert second == pytest.approx(first * 2)
+        else:
+            assert second == first, name
+    assert got["q_desc"].base is q8b and jit_kw["q_desc"].base is q8a
+    assert got["O"] is outb
+    # a parameter the JIT call left to its default is passed with that default
+    for p in fake.params:
+        if p.name not in jit_kw:
+            assert p.has_default and got[p.name] == p.default
+
+
+def test_gluon_launch_plan_follows_the_output_alignment(monkeypatch):
+    """The plan's key holds each tensor's alignment: an output TMA cannot address gets its own
+    plan (plain stores), not the cached TMA-store one."""
+    fake = FakeJit(gluon_fwd._attn_fwd_gluon.params)
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", fake)
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(gluon_fwd, "_PLANS", {})
+    q8, k8, vt8, ds = _gluon_inputs()
+    buf = torch.empty(q8.numel() + 8, dtype=torch.bfloat16)
+    for off in (0, 1, 0):
+        out = buf[off:off + q8.numel()].view(q8.shape)
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      v_key_order="mma", **gluon_dispatch.VARIANT)
+    assert [c[1]["TMA_STORE"] for c in fake.jit_calls] == [1, 0]
+    assert len(fake.direct_calls) == 1
