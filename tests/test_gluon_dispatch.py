@@ -292,6 +292,9 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),  # causal_off 13400, tail, partial group
     (1, 2, 2, 4500, 4100, Recipe(), "top_left"),       # more queries than keys, a tail tile
     (1, 2, 2, 4000, 4100, Recipe(q_terms=2), "bottom_right"),
+    # a diagonal that ends a tile before the 128-row block's: the lower warpgroup's last tile
+    # must change nothing (before session 12: 1-ulp differences in a few rows)
+    (1, 4, 2, 1500, 4200, Recipe(), "bottom_right"),
 ])
 def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                monkeypatch):
@@ -312,6 +315,30 @@ def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causa
     assert torch.equal(_run(q8, k8, nat, causal, config=TL_128)[0], ref)
     _run(q8, k8, nat, causal)
     assert spy == ["mma"]                     # natural order: the tl kernel
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,seed", [(2, 4, 2, 1500, 4200, 1),
+                                                 (2, 4, 4, 1500, 4224, 5724)])
+def test_gpu_gluon_bottom_right_known_one_ulp_differences(b, hq, hkv, sq, sk, seed, spy,
+                                                          monkeypatch):
+    """A known deviation from the tl kernel's bits, not yet explained (session 12): bottom-right
+    calls whose diagonal is not 128-aligned can differ by one bf16 ulp in a single element of a
+    few rows of the lower warpgroup (2 of 1.5M elements on these two inputs, H200; session
+    11's kernel differed in 2-6 rows per input, session 12's wg_end no-op removed part of it).
+    Held here to exactly that size, so that a change in it shows; the LSE is the same."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(), seed=seed, v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, "bottom_right", config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = _run(q8, k8, v8, "bottom_right")
+    assert spy == ["mma"] and not got.isnan().any()
+    assert torch.equal(got_lse, ref_lse)
+    diff = got != ref
+    assert diff.sum().item() <= 4
+    g, r = got[diff].float(), ref[diff].float()
+    ulp = torch.ldexp(torch.ones_like(r), torch.frexp(r).exponent - 8)      # bf16: 8 bits
+    assert ((g - r).abs() <= ulp).all()
 
 
 @pytest.mark.gpu

@@ -503,7 +503,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
               other_turn, turn_phase, MASKED: gl.constexpr, PINGPONG: gl.constexpr,
               ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
               STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
-              causal_off=0, CAUSAL: gl.constexpr = 0, g0=0):
+              causal_off=0, CAUSAL: gl.constexpr = 0, g0=0, seqlen_q=0):
     """Overlapped steady state (FA3 section 3.2): issue S_j = Q K_j^T and P_{j-1} @ V_{j-1}
     back to back (one ping-pong turn for both), do the softmax of S_j while P_{j-1} @ V_{j-1}
     still runs, then fold that P @ V tile into acc with the factor of tile j-1.
@@ -513,7 +513,11 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     in-flight wgmma reads made ptxas wait for that wgmma before the softmax (SASS, session 3).
     Both wgmma groups are waited for inside the step: an accumulator in flight across the back
     edge (a rotated loop) made ptxas serialise every wgmma ("insufficient register resources").
-    g0: the ring position of the CTA's tile 0 (persistent CTAs: the tiles of earlier work)."""
+    g0: the ring position of the CTA's tile 0 (persistent CTAs: the tiles of earlier work).
+    seqlen_q (masked causal steps): for the end of this warpgroup's own keys; a tile from there
+    on is past every one of its rows' diagonals (p = 0, alpha = 1) and keeps acc's V-descale
+    units, so the step changes nothing, as triton_fwd.py's 64-row blocks, which skip such
+    tiles."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -538,6 +542,9 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     start_n = j * BLOCK_N
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs_new = _tile_descale(vd_ptr, start_n, v_block)
+    if MASKED and CAUSAL != 0:
+        wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
+        vs_new = gl.where(start_n < wg_end, vs_new, vs)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
     mbarrier.arrive(kv_empty.index(slot))
@@ -669,9 +676,11 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
     CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
-    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; on a
-    tile past its own rows' diagonal a warpgroup's p is 0 and only acc's V-descale units change
-    (an extra rounding against triton_fwd.py, which skips such tiles).
+    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; a
+    tile past all of its own rows' diagonals is a no-op for a warpgroup (_ovl_step's seqlen_q:
+    before session 12 it changed acc's V-descale units, an extra rounding against
+    triton_fwd.py, which skips such tiles: 1-ulp differences in a few rows of bottom-right
+    calls).
 
     Persistent CTAs call it once per work item: g0 is the ring position of this item's first
     KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
@@ -773,13 +782,13 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j0, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0)
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0, seqlen_q=seqlen_q)
         if j0 + 1 < n_tiles:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j0 + 1, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
-                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0)
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0, seqlen_q=seqlen_q)
     elif n_full < n_tiles:
         if n_full > 0:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
