@@ -30,6 +30,7 @@ def test_reason_accepts_the_covered_call():
     # per-head descales (one block for the whole sequence) are per-tile descales too
     assert gluon_dispatch.reason(**dict(GOOD, k_block=4096, v_block=5000)) is None
     assert gluon_dispatch.reason(**dict(GOOD, seqlen_q=100)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, seqlen_k=1024, causal="top_left")) is None
     assert gluon_dispatch.reason(**dict(GOOD, lse=True)) is None
     for dtype in (torch.float16, torch.float32):
         assert gluon_dispatch.reason(**dict(GOOD, out_dtype=dtype)) is None
@@ -59,6 +60,8 @@ def test_reason_accepts_the_covered_call():
     (dict(v_block=1), "v_block"),
     (dict(seqlen_k=1000, k_block=1024, v_block=1024), "seqlen_k"),
     (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
+    (dict(head_dim=256, k_block=64, v_block=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
+     "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(aligned=False), "aligned"),
     (dict(vt_ok=False), "V^T"),
@@ -295,6 +298,9 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     # a diagonal that ends a tile before the 128-row block's: the lower warpgroup's last tile
     # must change nothing (before session 12: 1-ulp differences in a few rows)
     (1, 4, 2, 1500, 4200, Recipe(), "bottom_right"),
+    # from MIN_SEQLEN_K (1024 keys since session 12)
+    (16, 4, 4, 1024, 1024, Recipe(), None),
+    (8, 4, 4, 1024, 1024, Recipe(), "top_left"),
 ])
 def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                monkeypatch):

@@ -5,8 +5,8 @@ one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile
 non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
 ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
 same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py) and is
-faster from 4k keys (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 11"). The
-calls it takes:
+faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md
+"Session 5" to "Session 12"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -15,19 +15,20 @@ calls it takes:
     has none of these);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
-    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K. Below it the kernel gains
-    little (non-causal, session 7's non-persistent kernel: 1.00x the tl kernel at 2048, 0.90x
-    at 1024; causal: 0.82x at 1024; the persistent one, session 8: 1.10x at 2048, 1.01x at
-    1024, results/gluon_check_persist_s8.json) while its launch costs 0.06 ms more host time
-    (0.17 vs 0.11 ms: TMA descriptors), which leaves the GPU idle in host-bound end-to-end
-    calls. Session 11's TMA-store persistent kernels are faster at 1k on the GPU alone (CUDA
-    graph: 0.197 ms non-causal, 0.148 ms causal at (16, 1024, 16, 128), 0.95x / 0.91x FA3
-    FP8's times in the 15:49 UTC bench), but a call's host time there varied from 0.16 to 0.31
-    ms between runs minutes apart (H200, 15:53 UTC, experiments/probe_causal_host.py), so the
-    threshold stays at 4k keys until the launch's host path is shorter. Non-causal calls run
-    persistent CTAs, causal calls persistent CTAs up to 8k keys and one CTA per query block
-    beyond (the variants below, with the timings that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k /
-    8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
+    MIN_SEQLEN_K_D256, 4096). Below it the launch's host time would be a large share of the
+    call. Until session 12 the threshold was 4k keys at every head dim: a Gluon call's host time
+    at 1k (0.16-0.31 ms, H200, session 11) was as long as its GPU work. Session 12's launch plan
+    and direct compiled-kernel launch (gluon_fwd._launch_plan, fp8attn.kernel_launch) cut the
+    kernel-only call's host time at (16, 1024, 16, 128) to 52 us non-causal / 90 us causal
+    (against 89 / 150 us through Triton's JIT binding in the same run; H200, 2026-11-30 16:35
+    UTC, results/probe_launch_host_s12.json), under the GPU's 195 / 155 us, so 1k calls are
+    GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
+    kernel on the GPU alone, session 11). Head dim 256 keeps 4k (its non-persistent kernel ran
+    0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls persistent
+    CTAs up to 8k keys and one CTA per query block beyond (the variants below, with the timings
+    that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl
+    kernel at 4k / 8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
@@ -93,7 +94,8 @@ CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
 CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
-MIN_SEQLEN_K = 4096     # causal or not (see the module docstring)
+MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
+MIN_SEQLEN_K_D256 = 4096
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
@@ -155,7 +157,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = TILE_KEYS.get(head_dim, 1)
-    min_k = MIN_SEQLEN_K
+    min_k = MIN_SEQLEN_K_D256 if head_dim == 256 else MIN_SEQLEN_K
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
