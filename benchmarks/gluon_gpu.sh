@@ -22,7 +22,8 @@
 #   tsloop  session 11's open question: with the TMA store the unrolled non-causal tile loop
 #           ran ~4% more cycles a tile (not the non-unrolled causal one). Clock-stamp traces
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
-#           plain stores and TMA store, non-causal                              (~6 min)
+#           plain stores and TMA store, non-causal (session 12: the non-unrolled loop is not
+#           faster with the TMA store either; the icache idea does not hold)    (~6 min)
 #   launch  probe_launch_host.py: host vs GPU time of a kernel-only call at 1k / 4k keys with the
 #           cached launch plan and direct compiled-kernel launch (fp8attn.kernel_launch) on and
 #           off, FA3 FP8's call beside it; MIN_SEQLEN_K lowered to 1024 in the probe   (~2 min)
