@@ -29,6 +29,10 @@ VNAMES = ["CAUSAL_PERSISTENT_VARIANT", "CAUSAL_VARIANT"]
 if "--short" in sys.argv:     # the shapes and seeds the GPU tests found differing
     SHAPES = [(2, 4, 2, 1500, 4200, 1), (2, 4, 4, 1500, 4224, 5724), (1, 4, 2, 1500, 4200, 1)]
     CAUSALS, LSES = ["bottom_right"], [False]
+if "--seeds" in sys.argv:     # how often, and whether non-causal and top-left calls show it too
+    SHAPES = [(2, 4, 2, 1500, 4200, s) for s in range(1, 7)] + \
+             [(2, 4, 4, 1500, 4224, s) for s in range(1, 7)]
+    CAUSALS, LSES, VNAMES = ["bottom_right", None, "top_left"], [False], ["CAUSAL_VARIANT"]
 for (b, hq, hkv, sq, sk, seed), causal, lse, vname in itertools.product(
         SHAPES, CAUSALS, LSES, VNAMES):
     q8, k8, v8 = quantized(b, hq, hkv, sq, sk, seed, "natural")
@@ -54,5 +58,5 @@ for (b, hq, hkv, sq, sk, seed), causal, lse, vname in itertools.product(
         d = (got[bb, hh, rr].float() - ref[bb, hh, rr].float()).abs()
         print(f"   b {bb} h {hh} row {rr} (block {rr // 128}, wg {rr % 128 // 64}) cols "
               f"{d.nonzero().flatten().tolist()[:6]} diff {d.max().item():.3g}")
-    print(f"{(b, hq, hkv, sq, sk)} {causal:12s} lse={lse!s:5} {vname:26s} "
+    print(f"{(b, hq, hkv, sq, sk)} seed {seed} {causal!s:12s} lse={lse!s:5} {vname:26s} "
           f"diff rows {int(bad.sum())}/{bad.numel()} {info}", flush=True)
