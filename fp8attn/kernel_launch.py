@@ -3,11 +3,12 @@ argument binding.
 
 `kernel[grid](...)` runs Triton's binder on every call: it specialises each argument (the Gluon
 attention kernel has ~57) to find the compiled kernel in its cache, on the host, before the launch.
-At 1k keys that host work was as long as the GPU work of the attention call (H200, session 11),
-so every timing of such a call measured the host. `launch` runs the JIT path the first time it
-sees a key and keeps the compiled kernel it returned; later calls with that key go straight to the
-compiled kernel's launcher (`CompiledKernel[grid]`, Triton's own entry point for a compiled kernel),
-the arguments in the kernel's parameter order. Same kernel, same arguments: the same bits.
+At 1k keys a Gluon call's host work, this binding among it, was as long as its GPU work (H200,
+session 11), so every timing of such a call measured the host. `launch` runs the JIT path the
+first time it sees a key and keeps the compiled kernel it returned; later calls with that key go
+straight to the compiled kernel's launcher (`CompiledKernel[grid]`, Triton's own entry point for
+a compiled kernel), the arguments in the kernel's parameter order. Same kernel, same arguments:
+the same bits.
 
 The caller's key must fix everything Triton specialises a kernel on, so that the JIT would pick
 the same compiled kernel: every constexpr, every integer argument's value, every pointer's dtype
@@ -34,7 +35,8 @@ def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
     None for the JIT path every time. kwargs: every argument by name, launch options included
     (options are fixed by the key: they are not passed again)."""
     if key is None or not enabled():
-        return kernel[grid](**kwargs)
+        kernel[grid](**kwargs)
+        return
     entry = (id(kernel), key, grid)
     hit = _RUNNERS.get(entry)
     if hit is not None and hit[0] is kernel:

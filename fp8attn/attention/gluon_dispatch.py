@@ -187,7 +187,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (contiguous, lambda: "q8 / k8 not contiguous"),
         # TMA needs 16-byte aligned bases; a misaligned one would fail the launch, and a failed
         # launch turns the path off for the process
-        (aligned, lambda: "q8 / k8 data not 16-byte aligned"),
+        (aligned, lambda: "q8 / k8 / V^T (or Q's second term) data not 16-byte aligned"),
         (vt_ok, lambda: "V^T rows not 16-byte aligned or heads not packed"),
         # a natural-order V^T would need a permuting copy first: slower than the tl kernel up
         # to 16k keys (H200, 2026-11-30: 431 vs 613 TFLOP/s at 4k, 678 vs 684 at 16k, causal)
