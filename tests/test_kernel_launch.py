@@ -147,3 +147,32 @@ def test_gluon_launch_plan_follows_the_output_alignment(monkeypatch):
                                       v_key_order="mma", **gluon_dispatch.VARIANT)
     assert [c[1]["TMA_STORE"] for c in fake.jit_calls] == [1, 0]
     assert len(fake.direct_calls) == 1
+
+
+def test_gluon_launch_plan_refuses_bad_inputs_every_call(monkeypatch):
+    """The plan's checks raise as the launch's own did, on every call of a bad kind (a refused
+    call is not cached), and a good call after them still launches."""
+    fake = FakeJit(gluon_fwd._attn_fwd_gluon.params)
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", fake)
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(gluon_fwd, "_PLANS", {})
+    q8, k8, vt8, ds = _gluon_inputs()
+
+    def call(q=q8, k=k8, vt=vt8, **kw):
+        gluon_fwd.gluon_attention_fwd(q, k, vt, ds, ds, ds, 128, 128, 128, 0.1,
+                                      v_key_order="mma", **dict(gluon_dispatch.VARIANT, **kw))
+    for _ in range(2):
+        with pytest.raises(TypeError, match="float8_e4m3fn"):
+            call(q=q8.view(torch.uint8))
+        with pytest.raises(ValueError, match="contiguous"):
+            call(k=k8.transpose(2, 3).contiguous().transpose(2, 3))
+        with pytest.raises(ValueError, match="vt8 shape"):
+            call(vt=vt8[:, :, :, :900])
+        with pytest.raises(ValueError, match="pv_pipe"):
+            call(pv_pipe=True)
+        with pytest.raises(ValueError, match="bottom-right"):
+            call(q=torch.zeros(2, 3, 1100, 128, dtype=torch.float8_e4m3fn),
+                 causal="bottom_right", **gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)
+    assert not gluon_fwd._PLANS and not fake.jit_calls
+    call()
+    assert len(fake.jit_calls) == 1 and len(gluon_fwd._PLANS) == 1
