@@ -331,9 +331,10 @@ def test_gpu_gluon_bottom_right_known_one_ulp_differences(b, hq, hkv, sq, sk, se
                                                           monkeypatch):
     """A known deviation from the tl kernel's bits, not yet explained (session 12): bottom-right
     calls whose diagonal is not 128-aligned can differ by one bf16 ulp in a single element of a
-    few rows of the lower warpgroup (2 of 1.5M elements on these two inputs, H200; session
-    11's kernel differed in 2-6 rows per input, session 12's wg_end no-op removed part of it).
-    Held here to exactly that size, so that a change in it shows; the LSE is the same."""
+    few rows of the lower warpgroup (2 of 1.5M elements on each of these two inputs, 0-4 on
+    other seeds, H200). Session 11's kernel differed in 2-6 rows per input; session 12's
+    no-op for tiles past a warpgroup's own keys removed part of it. Held here to that size,
+    so that a change in it shows; the LSE is the same."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(), seed=seed, v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, "bottom_right", config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)

@@ -6,9 +6,9 @@ non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls 
 ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
 same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py; one
 known exception, cause not found: bottom-right causal calls can differ by one bf16 ulp in a
-few elements, 2 of 1.5M on the measured inputs, a test holds it to that size) and is faster
-from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to
-"Session 12"). The calls it takes:
+few elements, up to 4 of 1.5M on the measured inputs, a test holds it to that size) and is
+faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md
+"Session 5" to "Session 12"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
