@@ -680,7 +680,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     tile past all of its own rows' diagonals is a no-op for a warpgroup (_ovl_step's seqlen_q:
     before session 12 it changed acc's V-descale units, an extra rounding against
     triton_fwd.py, which skips such tiles: 1-ulp differences in a few rows of bottom-right
-    calls).
+    calls; a smaller residue of unknown cause remains, see gluon_dispatch).
 
     Persistent CTAs call it once per work item: g0 is the ring position of this item's first
     KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
