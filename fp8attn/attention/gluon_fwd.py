@@ -66,6 +66,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
     fence_async_shared, mbarrier, tma, warpgroup_mma, warpgroup_mma_wait)
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from .. import kernel_launch
 from ..device_tables import cached_table
@@ -1495,7 +1496,6 @@ def _descriptor(base, params):
     _launch_plan validated: built without the constructor's checks, which took about a third of
     the launch's own host time (cProfile, this sandbox). Only base.data_ptr() and its dtype are
     read from base (the launcher encodes the TMA descriptor from them and params)."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     d = object.__new__(TensorDescriptor)
     d.base, (d.shape, d.strides, d.block_shape, d.layout) = base, params
     d.padding = "zero"
@@ -1504,7 +1504,6 @@ def _descriptor(base, params):
 
 def _validated(base, shape, strides, block, layout) -> tuple:
     """(shape, strides, block, layout) for _descriptor, checked once by TensorDescriptor."""
-    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
     TensorDescriptor(base, shape, strides, block, layout)
     return shape, strides, block, layout
 
