@@ -31,6 +31,34 @@ def fa3_accuracy_inputs(shape=(2, 16, 2048, 128), seed: int = 0):
     return draw(), draw(), draw()
 
 
+def host_probe_inputs(seqlen: int, head_dim: int = 128):
+    """The host-time probes' case (experiments/probe_*_host.py): FA3's setting at seqlen (16k
+    tokens per batch, 16 heads), bf16 q, k, v (B, S, H, D) drawn from a CUDA generator seeded
+    with seqlen; their default-recipe quantisation in (B, H, S, D) with V^T in the "mma" key
+    order the Gluon kernel reads; a bf16 (B, H, S, D) output buffer.
+    Returns (q, k, v), (q8, k8, v8), out."""
+    from fp8attn import Recipe
+    from fp8attn.quant import quantize_qkv
+    b, h, d = 16384 // seqlen, 16, head_dim
+    g = torch.Generator(device="cuda").manual_seed(seqlen)
+    q, k, v = (torch.randn(b, seqlen, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
+               for _ in range(3))
+    quant = quantize_qkv(*(x.transpose(1, 2) for x in (q, k, v)), Recipe(), v_key_order="mma")
+    out = torch.empty(b, h, seqlen, d, device="cuda", dtype=torch.bfloat16)
+    return (q, k, v), quant, out
+
+
+def kernel_only(quant, out, causal):
+    """The attention kernel alone on host_probe_inputs' quantised triple, into out (the
+    package's dispatch: the Gluon kernel where it takes the call)."""
+    from fp8attn.attention.triton_fwd import attention_fwd_fp8
+    q8, k8, v8 = quant
+    return attention_fwd_fp8(
+        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
+        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=q8.data.shape[-1] ** -0.5,
+        causal=causal, out=out, v_key_order=v8.key_order)
+
+
 def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
     """Median GPU milliseconds per call of fn, replayed from a CUDA graph of `calls` calls: no host
     work between launches, so a host path slower than the kernels cannot leave the GPU idle.

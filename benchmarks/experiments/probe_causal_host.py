@@ -18,11 +18,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
-from common import bench_ms, graph_ms, loop_us  # noqa: E402
-from fp8attn import Recipe  # noqa: E402
+from common import bench_ms, graph_ms, host_probe_inputs, kernel_only, loop_us  # noqa: E402
 from fp8attn.attention import gluon_dispatch  # noqa: E402
-from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
 
 
 def main():
@@ -30,22 +27,13 @@ def main():
         print("CUDA is absent")
         return
     for s in (1024, 4096):
-        b, h, d = 16384 // s, 16, 128
-        g = torch.Generator(device="cuda").manual_seed(s)
-        q, k, v = (torch.randn(b, s, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
-                   for _ in range(3))
-        qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
-        q8, k8, v8 = quantize_qkv(qh, kh, vh, Recipe(), v_key_order="mma")
-        out = torch.empty(b, h, s, d, device="cuda", dtype=torch.bfloat16)
+        (q, k, v), quant, out = host_probe_inputs(s)
         for ts in (2, 0):
             gluon_dispatch.CAUSAL_PERSISTENT_VARIANT = dict(gluon_dispatch.CAUSAL_VARIANT,
                                                             persistent=True, tma_store=ts)
             for causal in ("bottom_right", None):
                 def kern():
-                    return attention_fwd_fp8(
-                        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                        q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                        softmax_scale=d ** -0.5, causal=causal, out=out, v_key_order="mma")
+                    return kernel_only(quant, out, causal)
 
                 def e2e():
                     return fp8attn.flash_attn_func(q, k, v, causal=causal is not None)

@@ -25,11 +25,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
-from common import bench_ms, fa3_out, graph_ms, load_fa3, loop_us  # noqa: E402
-from fp8attn import Recipe  # noqa: E402
+from common import (bench_ms, fa3_out, graph_ms, host_probe_inputs, kernel_only,  # noqa: E402
+                    load_fa3, loop_us)
 from fp8attn.attention import gluon_dispatch  # noqa: E402
-from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
 
 
 def main():
@@ -43,21 +41,12 @@ def main():
     fa3, why = load_fa3()
     rows = []
     for s in (1024, 4096):
-        b, h, d = 16384 // s, 16, 128
-        g = torch.Generator(device="cuda").manual_seed(s)
-        q, k, v = (torch.randn(b, s, h, d, generator=g, device="cuda", dtype=torch.bfloat16)
-                   for _ in range(3))
-        qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
-        q8, k8, v8 = quantize_qkv(qh, kh, vh, Recipe(), v_key_order="mma")
+        (q, k, v), quant, out = host_probe_inputs(s)
         qf, kf, vf = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
-        ones = torch.ones(b, h, device="cuda")
-        out = torch.empty(b, h, s, d, device="cuda", dtype=torch.bfloat16)
+        ones = torch.ones(q.shape[0], q.shape[2], device="cuda")
         for causal in (None, "bottom_right"):
             def kern(causal=causal):
-                return attention_fwd_fp8(
-                    q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                    q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                    softmax_scale=d ** -0.5, causal=causal, out=out, v_key_order="mma")
+                return kernel_only(quant, out, causal)
 
             def e2e(causal=causal):
                 return fp8attn.flash_attn_func(q, k, v, causal=causal is not None)
@@ -83,10 +72,7 @@ def main():
             pr = cProfile.Profile()
             pr.enable()
             for _ in range(200):
-                attention_fwd_fp8(
-                    q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                    q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                    softmax_scale=d ** -0.5, causal=None, out=out, v_key_order="mma")
+                kernel_only(quant, out, None)
             torch.cuda.synchronize()
             pr.disable()
             st = io.StringIO()
