@@ -24,6 +24,10 @@
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
 #           plain stores and TMA store, non-causal (session 12: the non-unrolled loop is not
 #           faster with the TMA store either; the icache idea does not hold)    (~6 min)
+#   d256c   head dim 256 causal on the Gluon kernel (branch wip/s12-d256-causal, compiled offline
+#           only: 176-212 B of spills, +3 STL / +4 LDL a tile in the main loop against
+#           non-causal): its bit-identity tests, then timings beside the tl kernel and FA3 FP8,
+#           top-left and bottom-right                                           (~5 min)
 #   launch  probe_launch_host.py: host vs GPU time of a kernel-only call at 1k / 4k keys with the
 #           cached launch plan and direct compiled-kernel launch (fp8attn.kernel_launch) on and
 #           off, FA3 FP8's call beside it; MIN_SEQLEN_K lowered to 1024 in the probe   (~2 min)
@@ -76,6 +80,15 @@ for stage in "$@"; do
             --seqlens 4096,16384 --json "$OUT/gluon_trace_tsloop.json" 2>&1 | tail -8
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 --variants $v \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_tsloop.json" 2>&1 | tail -8 ;;
+    d256c)
+        timeout 200 $PY -m pytest -q -n 8 -p no:logging --tb=short tests/test_gluon_dispatch.py \
+            -k hdim256 2>&1 | grep -v DEBUG | tail -15 | tee "$OUT/pytest_d256c.log"
+        timeout 180 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants pingpong_n64_s3_pipe --causal top_left --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d256_top_left.json" 2>&1 | tail -6
+        timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants pingpong_n64_s3_pipe --causal bottom_right --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d256_bottom_right.json" 2>&1 | tail -6 ;;
     launch)
         timeout 300 $PY benchmarks/experiments/probe_launch_host.py \
             --json "$OUT/probe_launch_host.json" 2>&1 | tail -60 ;;
@@ -86,7 +99,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, tsloop, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

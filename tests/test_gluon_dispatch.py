@@ -37,6 +37,9 @@ def test_reason_accepts_the_covered_call():
     assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
+    for causal in ("top_left", "bottom_right"):
+        assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
+                                            causal=causal)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -46,8 +49,7 @@ def test_reason_accepts_the_covered_call():
     (dict(dtype=torch.float8_e5m2), "e4m3"),
     (dict(head_dim=64), "head dim"),
     (dict(head_dim=96), "head dim"),
-    (dict(head_dim=256, causal="top_left"), "head dim 256"),
-    (dict(head_dim=256, lse=True), "head dim 256"),
+    (dict(head_dim=256, k_block=64, v_block=64, lse=True), "head dim 256"),
     (dict(head_dim=256, k_block=96), "k_block"),
     (dict(causal="bottom_right", seqlen_q=20000), "bottom-right"),
     (dict(causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
@@ -399,26 +401,31 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("b,hq,hkv,sq,sk", [
-    (1, 4, 4, 4096, 4096),
-    (2, 3, 3, 1000, 4200),     # tails on both sides
-    (1, 4, 2, 777, 4500),      # GQA
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
+    (1, 4, 4, 4096, 4096, None),
+    (2, 3, 3, 1000, 4200, None),     # tails on both sides
+    (1, 4, 2, 777, 4500, None),      # GQA
+    (1, 4, 4, 4096, 4096, "top_left"),
+    (2, 3, 3, 1000, 4200, "bottom_right"),   # diagonal not tile-aligned, three masked tiles
+    (1, 4, 2, 4500, 4200, "top_left"),       # more queries than keys, GQA, tails
+    (1, 2, 2, 3000, 16400, "bottom_right"),
 ])
-def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, spy, monkeypatch):
+def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, spy,
+                                                       monkeypatch):
     """Head dim 256 (P @ V in four parts, _tile_split, 64-key tiles) through the dispatch,
-    non-causal without the LSE: the bits of the tl kernel's hdim-256 config with the same
-    tiles. With the LSE or a causal mask the call stays on the tl kernel."""
+    causal or not, without the LSE: the bits of the tl kernel's hdim-256 config with the same
+    tiles. With the LSE the call stays on the tl kernel."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk,
                             v_key_order="mma")
-    ref = _run(q8, k8, v8, lse=False, config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4,
-                                              "num_stages": 3, "SPLIT": 2, "REVERSE": False})
+    ref = _run(q8, k8, v8, causal, lse=False,
+               config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
+                       "SPLIT": 2, "REVERSE": False})
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    got = _run(q8, k8, v8, lse=False)
+    got = _run(q8, k8, v8, causal, lse=False)
     assert spy == ["mma"]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
-    _run(q8, k8, v8)
-    _run(q8, k8, v8, causal="top_left", lse=False)
+    _run(q8, k8, v8, causal)               # with the LSE: the tl kernel
     assert spy == ["mma"]
 
 

@@ -13,8 +13,8 @@ faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RES
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms);
-    head dim 256: non-causal without the LSE, one Q term (the kernel's four-part P @ V loop
-    has none of these);
+    head dim 256: causal or not (wip/s12-d256-causal: causal not yet run on a GPU), without
+    the LSE, one Q term (the kernel's four-part P @ V loop has neither);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
@@ -169,8 +169,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
          lambda: f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, lambda: f"needs e4m3 inputs, got {dtype}"),
         (head_dim in TILE_KEYS, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
-        (head_dim != 256 or (causal is None and not lse),
-         lambda: "head dim 256 with a causal mask or the LSE"),
+        (head_dim != 256 or not lse, lambda: "head dim 256 with the LSE"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, lambda: "varlen batches"),

@@ -219,10 +219,12 @@ def _tile_descale(ptr, start_n, BLOCK: gl.constexpr):
 def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                    BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr):
+                    BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
+                    causal_off=0, CAUSAL: gl.constexpr = 0):
     """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
-    this warpgroup's turn), its K and V descales, and the online-softmax update. Returns
-    (p' fp32, m_new, l_new, alpha, vs, turn_phase)."""
+    this warpgroup's turn), its K and V descales, and the online-softmax update (masked tiles:
+    _softmax's causal mask with row_lo, causal_off and CAUSAL). Returns (p' fp32, m_new, l_new,
+    alpha, vs, turn_phase)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     k_s = k_smem.index(slot)
@@ -240,7 +242,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
     vs = _tile_descale(vd_ptr, start_n, v_block)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                    BLOCK_N, P_SHIFT, NW)
+                                    BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     return p, m_new, l_i, alpha, vs, turn_phase
 
 
@@ -307,13 +309,17 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
                 PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
-                NW: gl.constexpr, PV_PIPE: gl.constexpr = False):
+                NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
+                CAUSAL: gl.constexpr = 0, wg_end=0):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
     spilled 1.5 KB (three 64-register accumulator blocks + S). PV_PIPE: quarter k + 1 is
     issued before quarter k is waited for and added (two fresh quarters live), so the tensor
-    cores do not idle during the adds; the same operations in the same order (same bits)."""
+    cores do not idle during the adds; the same operations in the same order (same bits).
+    CAUSAL (masked tiles): the causal mask of the rows from row_lo; a tile from wg_end (this
+    warpgroup's own key end) on changes nothing, as _ovl_step's (triton_fwd.py's 64-row blocks
+    skip it)."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
@@ -323,7 +329,9 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
-        BLOCK_N, P_SHIFT, NW)
+        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+    if MASKED and CAUSAL != 0:
+        vs = gl.where(start_n < wg_end, vs, vs_prev)
     p8 = _p_operand(_pack_p(p, PART_D, NW), PART_D, NW)
     factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
                             1)
@@ -567,8 +575,10 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                    PINGPONG: gl.constexpr, PV_PIPE: gl.constexpr = False):
-    """_consumer (loads by the producer partition) for head dims above 128, via _tile_split."""
+                    PINGPONG: gl.constexpr, PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0,
+                    causal_off=0, CAUSAL: gl.constexpr = 0):
+    """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
+    CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's)."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
@@ -582,15 +592,32 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
-    n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-    n_full = seqlen_k // BLOCK_N
+    if CAUSAL != 0:
+        n_tiles = gl.cdiv(kv_end, BLOCK_N)
+        n_full = full_end // BLOCK_N
+    else:
+        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
+        n_full = seqlen_k // BLOCK_N
     for j in range(n_full):
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
             P_SHIFT, NW, PV_PIPE)
-    if n_full < n_tiles:
+    if CAUSAL != 0:
+        # the diagonal and the tail: at most three 64-key tiles for a 128-row block
+        # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
+        row_lo = start_m + row0
+        wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
+        for t in gl.static_range(3):
+            if n_full + t < n_tiles:
+                acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
+                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
+                    kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
+                    seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
+                    True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
+                    row_lo, causal_off, CAUSAL, wg_end)
+    elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
@@ -615,16 +642,18 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr,
-                  PV_PIPE: gl.constexpr = False):
+                  PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0, causal_off=0,
+                  CAUSAL: gl.constexpr = 0):
     """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
-    PV_PIPE: its pipelined P @ V parts)."""
+    PV_PIPE: its pipelined P @ V parts; CAUSAL: its causal mask, head dims above 128 only)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, PV_PIPE)
+                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, PV_PIPE,
+                        kv_end, full_end, causal_off, CAUSAL)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
@@ -1020,8 +1049,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0):
-    """CAUSAL (mode pingpong with overlap only; 1 top-left, 2 bottom-right as triton_fwd.py's
-    CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
+    """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
+    bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
@@ -1177,15 +1206,17 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
+                         kv_end, full_end, causal_off, CAUSAL)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE)),
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
+                         kv_end, full_end, causal_off, CAUSAL)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                         kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
+                         kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
 
 
@@ -1411,7 +1442,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     compiles its own kernel. out: optional (B, Hq, Sq, D) tensor (any strides) of bfloat16
     (the default), float16 or float32: the store converts to out's type, as triton_fwd.py's.
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
-    overlap only; bottom-right needs Sk >= Sq so that every row sees a key). sm_90a, Triton
+    overlap, or without it above head dim 128; bottom-right needs Sk >= Sq so that every row
+    sees a key). sm_90a, Triton
     3.6 (2026-11-30, after the descale and P changes): 0 spills with or without unroll2,
     except unroll2 with top-left and the LSE (16 B).
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
@@ -1531,9 +1563,11 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
-    if (causal_mode or lse is not None or q_lo is not None) and not (mode == "pingpong"
-                                                                    and overlap):
-        raise ValueError("causal, lse and q_lo need mode 'pingpong' with overlap=True")
+    split = D > 128         # P @ V in four parts: mode pingpong without overlap (_tile_split)
+    if (lse is not None or q_lo is not None or (causal_mode and not split)) \
+            and not (mode == "pingpong" and overlap):
+        raise ValueError("causal (head dims up to 128), lse and q_lo need mode 'pingpong' with "
+                         "overlap=True")
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
@@ -1541,9 +1575,9 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if pv_pipe and D <= 128:
         raise ValueError(f"pv_pipe pipelines the four P @ V parts of head dims above 128, "
                          f"not head dim {D}")
-    if D > 128 and not (mode == "pingpong" and not overlap):
+    if split and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
-                         f"with overlap=False, so no causal mask and no lse either")
+                         f"with overlap=False, so no lse and one Q term")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
