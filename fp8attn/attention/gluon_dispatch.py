@@ -4,17 +4,16 @@ The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgrou
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
 ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
-same bits as the tl kernel with 128-key tiles (GPU tests: tests/test_gluon_dispatch.py; one
-known exception, cause not found: bottom-right causal calls can differ by one bf16 ulp in a
-few elements, up to 4 of 1.5M on the measured inputs, a test holds it to that size) and is
+same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
+tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
 faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md
 "Session 5" to "Session 12"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms);
-    head dim 256: causal or not (wip/s12-d256-causal: causal not yet run on a GPU), without
-    the LSE, one Q term (the kernel's four-part P @ V loop has neither);
+    head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
+    kernel's four-part P @ V loop has neither);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
@@ -35,7 +34,9 @@ faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RES
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /
 16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json); with the P @ V parts
-pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json).
+pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json). Causal:
+1.03x / 1.15x top-left at 4k / 16k, 1.05x / 1.20x bottom-right (0.89x top-left at 1k, not
+dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
 probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x, non-causal,

@@ -330,11 +330,15 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
         BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+    v_ratio = vs_prev / vs
     if MASKED and CAUSAL != 0:
-        vs = gl.where(start_n < wg_end, vs, vs_prev)
+        # a tile past this warpgroup's rows (alpha = 1) must leave acc as it is: its V-descale
+        # ratio exactly 1 (div.full.f32 is approximate: vs / vs is not always 1)
+        live = start_n < wg_end
+        vs = gl.where(live, vs, vs_prev)
+        v_ratio = gl.where(live, v_ratio, 1.0)
     p8 = _p_operand(_pack_p(p, PART_D, NW), PART_D, NW)
-    factor = gl.expand_dims(gl.convert_layout(alpha * (vs_prev / vs), gl.SliceLayout(1, h_layout)),
-                            1)
+    factor = gl.expand_dims(gl.convert_layout(alpha * v_ratio, gl.SliceLayout(1, h_layout)), 1)
 
     mbarrier.wait(v_full.index(slot), phase)
     if PINGPONG:
@@ -524,8 +528,9 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     edge (a rotated loop) made ptxas serialise every wgmma ("insufficient register resources").
     g0: the ring position of the CTA's tile 0 (persistent CTAs: the tiles of earlier work).
     seqlen_q (masked causal steps): for the end of this warpgroup's own keys; a tile from there
-    on is past every one of its rows' diagonals (p = 0, alpha = 1) and keeps acc's V-descale
-    units, so the step changes nothing, as triton_fwd.py's 64-row blocks, which skip such
+    on is past every one of its rows' diagonals (p = 0, alpha = 1): acc keeps its V-descale
+    units and its factor is exactly 1 (not vs / vs, an approximate division that is sometimes
+    1 - 1 ulp), so the step changes nothing, as triton_fwd.py's 64-row blocks, which skip such
     tiles."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
@@ -551,15 +556,20 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     start_n = j * BLOCK_N
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs_new = _tile_descale(vd_ptr, start_n, v_block)
+    v_ratio = vs / vs_new
     if MASKED and CAUSAL != 0:
+        # past this warpgroup's rows (alpha = 1): V-descale ratio exactly 1 (div.full.f32 is
+        # approximate: vs / vs is not always 1)
         wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
-        vs_new = gl.where(start_n < wg_end, vs_new, vs)
+        live = start_n < wg_end
+        vs_new = gl.where(live, vs_new, vs)
+        v_ratio = gl.where(live, v_ratio, 1.0)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
     mbarrier.arrive(kv_empty.index(slot))
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                   BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
-    factor_new = gl.convert_layout(alpha * (vs / vs_new), gl.SliceLayout(1, o_layout))
+    factor_new = gl.convert_layout(alpha * v_ratio, gl.SliceLayout(1, o_layout))
     # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6)
     pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
     mbarrier.arrive(v_empty.index(pslot))
@@ -708,9 +718,10 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
     masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; a
     tile past all of its own rows' diagonals is a no-op for a warpgroup (_ovl_step's seqlen_q:
-    before session 12 it changed acc's V-descale units, an extra rounding against
-    triton_fwd.py, which skips such tiles: 1-ulp differences in a few rows of bottom-right
-    calls; a smaller residue of unknown cause remains, see gluon_dispatch).
+    before session 12 it changed acc's V-descale units, before session 13 it multiplied acc
+    by vs / vs, which div.full.f32 sometimes makes 1 - 1 ulp: each an extra rounding against
+    triton_fwd.py's 64-row blocks, which skip such tiles, and one-ulp differences in a few
+    elements of bottom-right calls).
 
     Persistent CTAs call it once per work item: g0 is the ring position of this item's first
     KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;

@@ -467,8 +467,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     Returns out (B, Hq, Sq, D) and, if return_lse, lse float32 (B, Hq, Sq) in natural log.
     Inputs are assumed validated by the caller (fp8attn.attention.ops).
     The calls gluon_dispatch.why_not accepts run the Gluon kernel instead (sm_90 with Triton 3.6,
-    hdim 128 (causal or not; seqlen_k >= 1024) and 256 (non-causal, no LSE; seqlen_k >= 4096),
-    bf16 / fp16 / fp32 output: the same bits, bottom-right's rare one-ulp residue aside
+    hdim 128 (causal or not; seqlen_k >= 1024) and 256 (causal or not, no LSE; seqlen_k >=
+    4096), bf16 / fp16 / fp32 output: the same bits as this kernel's 64-row blocks
     (gluon_dispatch); FP8ATTN_GLUON=0 turns it off).
     """
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
