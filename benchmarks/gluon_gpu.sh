@@ -24,10 +24,9 @@
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
 #           plain stores and TMA store, non-causal (session 12: the non-unrolled loop is not
 #           faster with the TMA store either; the icache idea does not hold)    (~6 min)
-#   d256c   head dim 256 causal on the Gluon kernel (branch wip/s12-d256-causal, compiled offline
-#           only: 176-212 B of spills, +3 STL / +4 LDL a tile in the main loop against
-#           non-causal): its bit-identity tests, then timings beside the tl kernel and FA3 FP8,
-#           top-left and bottom-right                                           (~5 min)
+#   d256c   head dim 256 causal on the Gluon kernel: its bit-identity tests, then timings beside
+#           the tl kernel and FA3 FP8, top-left and bottom-right (session 13: 1.03-1.20x the tl
+#           kernel from 4k keys, 0.89x at 1k)                                   (~4 min)
 #   launch  probe_launch_host.py: host vs GPU time of a kernel-only call at 1k / 4k keys with the
 #           cached launch plan and direct compiled-kernel launch (fp8attn.kernel_launch) on and
 #           off, FA3 FP8's call beside it; MIN_SEQLEN_K lowered to 1024 in the probe   (~2 min)
