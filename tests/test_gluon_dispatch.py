@@ -183,6 +183,22 @@ def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
         gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
 
 
+def test_variant_for_one_query_block_causal_runs_without_a_schedule():
+    """A causal head of at most CAUSAL_BLOCK_M queries is one work item: the non-persistent
+    variant (no schedule table per seqlen_k); from one row more, the persistent one."""
+    from fp8attn.attention.gluon_fwd import kernel_config
+    rows = gluon_dispatch.CAUSAL_BLOCK_M
+    for variant in (gluon_dispatch.CAUSAL_VARIANT, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT):
+        assert kernel_config(**variant)["BLOCK_M"] == rows
+    for causal in ("top_left", "bottom_right"):
+        for sq in (1, 7, rows):
+            assert gluon_dispatch.variant_for(128, causal, 4096, sq) is \
+                gluon_dispatch.CAUSAL_VARIANT
+        assert gluon_dispatch.variant_for(128, causal, 4096, rows + 1) is \
+            gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
+    assert gluon_dispatch.variant_for(128, None, 4096, 1) is gluon_dispatch.VARIANT
+
+
 @pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
     (32, 64, 4096, 1),      # FA3's setting at 4k: 4 x 16 heads, sections of 16 heads
     (128, 16, 16384, 1),    # 16k: sections of 4 heads
@@ -568,6 +584,23 @@ def test_gpu_gluon_path_under_cuda_graph_capture(spy):
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(out, fp8attn.flash_attn_func(q, k, v))
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_few_query_rows_growing_keys_build_no_schedule(spy, monkeypatch):
+    """Bottom-right calls of a few query rows against a growing number of keys (e.g. verifying
+    draft tokens against a KV cache): no schedule table per seqlen_k, the tl kernel's bits."""
+    from fp8attn.attention import gluon_fwd
+    monkeypatch.setattr(gluon_fwd, "_SCHEDULES", {})
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    for sk in (4096, 4097, 4101):
+        q8, k8, v8 = _quantized(2, 8, 2, 5, sk, 128, Recipe(), seed=sk, v_key_order="mma")
+        ref, ref_lse = _run(q8, k8, v8, "bottom_right", config=TL_128)   # forced: tl kernel
+        got, got_lse = _run(q8, k8, v8, "bottom_right")
+        assert torch.equal(got, ref) and torch.equal(got_lse, ref_lse)
+    assert spy == ["mma"] * 3
+    assert not gluon_fwd._SCHEDULES
 
 
 @pytest.mark.gpu

@@ -27,8 +27,8 @@ faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RES
     GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
     kernel on the GPU alone, session 11). Head dim 256 keeps 4k (its non-persistent kernel ran
     0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls persistent
-    CTAs up to 8k keys and one CTA per query block beyond (the variants below, with the timings
-    that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl
+    CTAs up to 8k keys (from two 128-row query blocks a head) and one CTA per query block
+    otherwise (the variants below, with the timings that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl
     kernel at 4k / 8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
@@ -95,6 +95,11 @@ TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LO
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
 CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
+# Query rows per CTA of the causal kernels. Up to this many queries a head is one work item,
+# all items are equally long and the persistent kernel's balanced schedule has nothing to
+# balance: CAUSAL_VARIANT runs those calls (same bits) and no schedule table is built, which
+# would be one more per new seqlen_k (e.g. a few query rows verified against a growing cache).
+CAUSAL_BLOCK_M = 128
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
@@ -228,7 +233,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]
     bn = TILE_KEYS[d]
-    variant = variant_for(d, causal, k8.shape[-2])
+    variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2])
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
@@ -236,14 +241,16 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
                                causal=causal, v_key_order=v_key_order, q_lo=q_lo, **variant)
 
 
-def variant_for(head_dim: int, causal, seqlen_k: int) -> dict:
-    """The gluon_fwd variant launch runs for a call why_not accepted."""
+def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None) -> dict:
+    """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
+    length above CAUSAL_BLOCK_M)."""
     if head_dim == 256:
         return VARIANT_D256
     if causal is None:
         return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
-    return (CAUSAL_PERSISTENT_VARIANT if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K
-            else CAUSAL_VARIANT)
+    one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M
+    return (CAUSAL_PERSISTENT_VARIANT
+            if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K and not one_block else CAUSAL_VARIANT)
 
 
 def try_launch(*args, **kwargs) -> bool:
