@@ -556,19 +556,20 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     start_n = j * BLOCK_N
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs_new = _tile_descale(vd_ptr, start_n, v_block)
-    v_ratio = vs / vs_new
     if MASKED and CAUSAL != 0:
-        # past this warpgroup's rows (alpha = 1): V-descale ratio exactly 1 (div.full.f32 is
-        # approximate: vs / vs is not always 1)
         wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
         live = start_n < wg_end
         vs_new = gl.where(live, vs_new, vs)
-        v_ratio = gl.where(live, v_ratio, 1.0)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
     mbarrier.arrive(kv_empty.index(slot))
     p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                   BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+    v_ratio = vs / vs_new
+    if MASKED and CAUSAL != 0:
+        # past this warpgroup's rows (alpha = 1): V-descale ratio exactly 1 (div.full.f32 is
+        # approximate: vs / vs is not always 1)
+        v_ratio = gl.where(live, v_ratio, 1.0)
     factor_new = gl.convert_layout(alpha * v_ratio, gl.SliceLayout(1, o_layout))
     # (p8 cannot be a dep: 8-bit registers are rejected by the wait's lowering on 3.6)
     pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_s])
