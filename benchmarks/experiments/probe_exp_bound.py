@@ -25,7 +25,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path[:0] = [os.path.join(ROOT, "benchmarks"), ROOT]
 
-CASES = [(128, 16384, "VARIANT_LONG"), (64, 16384, "pingpong_ovl_u2_s3"), (64, 4096, "pingpong_ovl_u2_s3")]
+CASES = [(128, 16384, "VARIANT_LONG"), (64, 16384, "pingpong_ovl_u2_s3"),
+         (64, 4096, "pingpong_ovl_u2_s3")]
 
 
 def _patch_no_exp():

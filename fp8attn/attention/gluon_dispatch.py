@@ -7,7 +7,7 @@ ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls bel
 same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
 tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
 faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md
-"Session 5" to "Session 12"). The calls it takes:
+"Session 5" to "Session 13"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -28,8 +28,9 @@ faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RES
     kernel on the GPU alone, session 11). Head dim 256 keeps 4k (its non-persistent kernel ran
     0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls persistent
     CTAs up to 8k keys (from two 128-row query blocks a head) and one CTA per query block
-    otherwise (the variants below, with the timings that chose them). Causal (session 7, one CTA per block): 1.07x / 1.11x / 1.09x the tl
-    kernel at 4k / 8k / 16k keys (H200, 2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
+    otherwise (the variants below, with the timings that chose them). Causal (session 7, one
+    CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
+    2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term
     path at 4k-16k keys non-causal, 1.27-1.43x causal (11:28 UTC, bench_attention_s7d_q2.md).
 Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel at 1k / 4k /

@@ -1062,7 +1062,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
-    bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right needs seqlen_k >= seqlen_q).
+    bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
+    needs seqlen_k >= seqlen_q).
     n_m: query blocks per head; n_work = n_m * B * H. PERSISTENT (mode pingpong with overlap):
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
@@ -1455,9 +1456,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     (the default), float16 or float32: the store converts to out's type, as triton_fwd.py's.
     causal: None, "top_left" or "bottom_right" (triton_fwd.CAUSAL_MODES; mode "pingpong" with
     overlap, or without it above head dim 128; bottom-right needs Sk >= Sq so that every row
-    sees a key). sm_90a, Triton
-    3.6 (2026-11-30, after the descale and P changes): 0 spills with or without unroll2,
-    except unroll2 with top-left and the LSE (16 B).
+    sees a key). sm_90a, Triton 3.6 (2026-11-30, after the descale and P changes): 0 spills
+    with or without unroll2, except unroll2 with top-left and the LSE (16 B).
     lse: optional (B, Hq, Sq) float32 tensor (any strides, mode "pingpong" with overlap) that
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
