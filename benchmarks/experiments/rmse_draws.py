@@ -6,7 +6,8 @@ RESULTS.md's accuracy rows come from one draw (common.fa3_accuracy_inputs: CUDA 
 seed 0). This draws the same distribution, N(0, 1) + N(0, 100) * Bernoulli(0.001), of FA3's
 shape (2, 16, 2048, 128) from the CPU generator with seeds 0.. and reports the default recipe's
 RMSE against the float64 oracle per draw, with fp32 and bf16 inputs (the CPU emulation: the
-GPU kernel gave the same figure on the same draw, RESULTS.md). Session 13 (2026-11-30).
+GPU kernel gave the same figure on the same draw, RESULTS.md), and optionally with
+Recipe(q_search=n) for each n of --q-search. Session 13 (2026-11-30).
 """
 from __future__ import annotations
 
@@ -36,6 +37,8 @@ def rmse(out, ref) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, default=20)
+    ap.add_argument("--q-search", default="",
+                    help="comma-separated Recipe.q_search values to add (fp32 inputs)")
     ap.add_argument("--json")
     a = ap.parse_args()
     rows = []
@@ -48,10 +51,13 @@ def main():
                                 ref),
                    bf16_in=rmse(fp8attn.scaled_dot_product_attention(
                        *(x.bfloat16().float() for x in (q, k, v)), recipe=Recipe()), ref))
+        for n in filter(None, a.q_search.split(",")):
+            row[f"q_search_{n}"] = rmse(fp8attn.scaled_dot_product_attention(
+                q, k, v, recipe=Recipe(q_search=int(n))), ref)
         rows.append(row)
-        print(f"seed {seed:2d}: fp32 in {row['fp32_in']:.3e}, bf16 in {row['bf16_in']:.3e}",
-              flush=True)
-    for key in ("fp32_in", "bf16_in"):
+        print(f"seed {seed:2d}: " + ", ".join(f"{k} {v:.3e}" for k, v in row.items()
+                                              if k != "seed"), flush=True)
+    for key in [k for k in rows[0] if k != "seed"]:
         xs = [r[key] for r in rows]
         print(f"{key}: mean {statistics.mean(xs):.3e}, sd {statistics.stdev(xs):.2e}, "
               f"min {min(xs):.3e}, max {max(xs):.3e}, above 8.5e-3: {sum(x > 8.5e-3 for x in xs)}"
