@@ -557,8 +557,7 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs_new = _tile_descale(vd_ptr, start_n, v_block)
     if MASKED and CAUSAL != 0:
-        wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
-        live = start_n < wg_end
+        live = start_n < _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
         vs_new = gl.where(live, vs_new, vs)
     # wgmma groups complete in order: one outstanding = S_j is ready, P @ V may still run
     qk, _, _ = warpgroup_mma_wait(num_outstanding=1, deps=[qk, q_s[0], k_s])
@@ -603,12 +602,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
-    if CAUSAL != 0:
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        n_full = full_end // BLOCK_N
-    else:
-        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-        n_full = seqlen_k // BLOCK_N
+    n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     for j in range(n_full):
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
@@ -619,7 +613,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
         # the diagonal and the tail: at most three 64-key tiles for a 128-row block
         # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
         row_lo = start_m + row0
-        wg_end = gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
+        wg_end = _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
         for t in gl.static_range(3):
             if n_full + t < n_tiles:
                 acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
@@ -749,12 +743,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
     mbarrier.wait(q_bar, q_phase)
     _stamp(tptr, 1, TRACE)
-    if CAUSAL != 0:
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        n_full = full_end // BLOCK_N
-    else:
-        n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
-        n_full = seqlen_k // BLOCK_N
+    n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     row_lo = start_m + row0
 
     # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
@@ -886,6 +875,23 @@ def _stamp(tptr, i: gl.constexpr, TRACE: gl.constexpr):
         t = gl.inline_asm_elementwise("mov.u64 $0, %clock64;", "=l", [], dtype=gl.int64,
                                       is_pure=False, pack=1)
         gl.store(tptr + i, t)
+
+
+@gluon.jit
+def _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    """(n_tiles, n_full) of a consumer's loop: causal, the CTA's tiles [0, kv_end), those below
+    full_end unmasked (_causal_bounds); otherwise every tile of seqlen_k, the last masked when
+    partial."""
+    if CAUSAL != 0:
+        return gl.cdiv(kv_end, BLOCK_N), full_end // BLOCK_N
+    return gl.cdiv(seqlen_k, BLOCK_N), seqlen_k // BLOCK_N
+
+
+@gluon.jit
+def _wg_key_end(row_lo, ROWS: gl.constexpr, seqlen_q, seqlen_k, causal_off):
+    """The end of the keys a warpgroup's rows [row_lo, row_lo + ROWS) see: a tile from there on
+    changes nothing for it (_ovl_step, _tile_split)."""
+    return gl.minimum(seqlen_k, gl.minimum(row_lo + ROWS, seqlen_q) + causal_off)
 
 
 @gluon.jit
