@@ -37,9 +37,10 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
     cfg = gluon_attn.kernel_config(**kw)
     out_types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     num_warps = cfg.pop("num_warps")
-    ql, kl, vl = gluon_attn.smem_layouts(head_dim, cfg["BLOCK_M"], cfg["BLOCK_N"])
-    descs = dict(q_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
-                 ql_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_M']}, {head_dim}],{ql!r}>",
+    q_box = gluon_attn.q_box_rows(cfg["BLOCK_M"], cfg["CONSUMERS"])
+    ql, kl, vl = gluon_attn.smem_layouts(head_dim, q_box, cfg["BLOCK_N"])
+    descs = dict(q_desc=f"tensordesc<fp8e4nv[{q_box}, {head_dim}],{ql!r}>",
+                 ql_desc=f"tensordesc<fp8e4nv[{q_box}, {head_dim}],{ql!r}>",
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     if cfg.get("TMA_STORE"):

@@ -1066,7 +1066,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
-                    TMA_STORE: gl.constexpr = 0):
+                    TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1089,7 +1089,10 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
 
     # Q's FP8 terms (ql_desc: the second, Q_TERMS == 2 with mode pingpong + overlap only)
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, BLOCK_M, HEAD_DIM], q_desc.layout)
+    # three consumers: q_desc's block is one consumer's 64 rows (TMA blocks and shared buffers
+    # have power-of-two shapes), loaded three times into a 256-row buffer
+    Q_ROWS: gl.constexpr = 256 if CONSUMERS == 3 else BLOCK_M
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, Q_ROWS, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
     q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
@@ -1098,7 +1101,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-    N_CONSUMERS: gl.constexpr = 2 if MODE == 2 else 1
+    N_CONSUMERS: gl.constexpr = CONSUMERS if MODE == 2 else 1
     mbarrier.init(q_bar, count=1)
     for s in gl.static_range(STAGES):
         mbarrier.init(k_full.index(s), count=1)
@@ -1153,12 +1156,16 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         return
 
     q_bar0 = q_bar
-    mbarrier.expect(q_bar0, Q_TERMS * q_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar0,
-                                    q_smem.index(0))
-    if Q_TERMS == 2:
-        tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar0,
-                                        q_smem.index(1))
+    Q_LOADS: gl.constexpr = 3 if CONSUMERS == 3 else 1
+    Q_BOX: gl.constexpr = BLOCK_M // Q_LOADS
+    mbarrier.expect(q_bar0, Q_TERMS * Q_LOADS * q_desc.block_type.nbytes)
+    for c in gl.static_range(Q_LOADS):
+        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m + c * Q_BOX, 0],
+                                        q_bar0, q_smem.index(0).slice(c * Q_BOX, Q_BOX, dim=0))
+        if Q_TERMS == 2:
+            tma.async_copy_global_to_shared(ql_desc,
+                                            [off_hz * seqlen_q + start_m + c * Q_BOX, 0],
+                                            q_bar0, q_smem.index(1).slice(c * Q_BOX, Q_BOX, dim=0))
     q_one = q_smem.index(0)     # the consumers without overlap take one Q term
 
     if MODE == 0:
@@ -1192,6 +1199,37 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
+    elif OVERLAP and CONSUMERS == 3:
+        # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
+        THIRD: gl.constexpr = BLOCK_M // 3
+        gl.warp_specialize([
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                             THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, THIRD, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
+                             THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+            (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
+                             turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
+                             stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                             stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                             THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
+                             UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+            (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                         kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
+        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif OVERLAP:
         mbarrier.arrive(turn.index(0))
         HALF: gl.constexpr = BLOCK_M // 2
@@ -1277,6 +1315,11 @@ VARIANTS = {
                                    turns=False, persistent=True),
     "dual_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                 persistent=True),
+    # session 14: three turn-free consumer warpgroups, 192 query rows (FA3's hdim-64 tile)
+    "tri_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True, turns=False,
+                          consumers=3, block_m=192, consumer_regs=160),
+    "tri_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                       block_m=192, consumer_regs=160),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                           persistent=True, tma_store=1),
@@ -1293,7 +1336,8 @@ VARIANTS = {
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0) -> dict:
+                  persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
+                  consumers: int = 2) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1302,7 +1346,14 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     pingpong without overlap), the four P @ V parts pipelined (_tile_split). tma_store
     (persistent only): 0 plain stores of the output, 1 one TMA store a warpgroup and item
     through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
-    (_consumer_store)."""
+    (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
+    rows each (mode pingpong with overlap, turns=False, not persistent; FA3's shape at hdim 64:
+    more warps to hide the exp2 unit's latency)."""
+    if consumers not in (2, 3) or (consumers == 3 and not (
+            mode == "pingpong" and overlap and not turns and not persistent
+            and block_m == 192)):
+        raise ValueError("consumers: 2, or 3 with mode 'pingpong', overlap=True, turns=False, "
+                         "persistent=False and block_m=192")
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1316,7 +1367,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                TMA_STORE=int(tma_store), num_warps=num_warps)
+                TMA_STORE=int(tma_store), CONSUMERS=consumers, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1433,6 +1484,12 @@ def smem_layouts(head_dim: int, block_m: int, block_n: int):
     return q, k, v
 
 
+def q_box_rows(block_m: int, consumers: int) -> int:
+    """Rows of Q's TMA block: block_m, or with three consumers one consumer's block_m / 3
+    (TMA blocks have power-of-two shapes)."""
+    return block_m // 3 if consumers == 3 else block_m
+
+
 @functools.lru_cache(maxsize=None)
 def out_tile_layout(block_m: int, head_dim: int, tma_store: int, dtype: torch.dtype):
     """Block shape and NVMMA shared layout of the output tile a warpgroup stores with TMA
@@ -1448,7 +1505,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: bool = False, tma_store: int = 0, trace=None):
+                        pv_pipe: bool = False, tma_store: int = 0, trace=None,
+                        consumers: int = 2):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1483,7 +1541,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store)
+               unroll2, persistent, pv_pipe, tma_store, consumers)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1563,7 +1621,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store) = variant
+     persistent, pv_pipe, tma_store, consumers) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1596,6 +1654,9 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if split and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
+    if consumers == 3 and causal_mode:
+        raise ValueError("three consumers (192-row blocks) are non-causal only: the causal "
+                         "loop masks at most two tiles past a block's full ones")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
@@ -1618,12 +1679,13 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     o_strides = _tma_strides(out)
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, tma_store)
+                        turns, unroll2, persistent, pv_pipe, tma_store, consumers)
     if trace is not None:
         _check_trace(trace, grid[0], persistent)
     bm = cfg["BLOCK_M"]
-    ql, kl, vl = smem_layouts(D, bm, block_n)
-    q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [bm, D], ql)
+    q_box = q_box_rows(bm, consumers)
+    ql, kl, vl = smem_layouts(D, q_box, block_n)
+    q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [q_box, D], ql)
     k_desc = _validated(k8, [B * Hkv * Sk, D], [D, 1], [block_n, D], kl)
     # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16 (padded_view): in the
     # "mma" order the last group's positions past Sk can hold keys below Sk; columns >= Sk16
