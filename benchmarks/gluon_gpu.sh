@@ -15,10 +15,10 @@
 #           with the TMA store of session 11, hdim 128 non-causal, 1k-16k keys; each variant
 #           in a child process with a timeout, so a barrier bug shows as "timeout" instead of
 #           a hung call                                                         (~3 min)
-#   d64     gluon_gpu_check.py --head-dim 64: persistent CTAs with and without the ping-pong
-#           turns (dual_ovl_*_persist) beside the tl kernel, which hdim 64 runs (session 10:
-#           0.86-0.96x of it with or without the turns)
-#                                                                               (~4 min)
+#   d64     gluon_gpu_check.py --head-dim 64: the three-consumer kernel the dispatch runs from
+#           4k keys (tri_ovl_s3, session 14: 1.01x / 1.11x the tl kernel at 4k / 16k) and its
+#           unrolled form, beside persistent CTAs on two consumers (session 10: 0.86-0.96x of
+#           the tl kernel with or without the turns)                            (~3 min)
 #   tsloop  session 11's open question: with the TMA store the unrolled non-causal tile loop
 #           ran ~4% more cycles a tile (not the non-unrolled causal one). Clock-stamp traces
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
@@ -70,8 +70,8 @@ for stage in "$@"; do
             | tail -8 ;;
     d64)
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 64 \
-            --variants pingpong_ovl_u2_s3_persist,dual_ovl_u2_s3_persist,dual_ovl_s3_persist \
-            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_dual.json" 2>&1 | tail -8 ;;
+            --variants tri_ovl_s3,tri_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_tri.json" 2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

@@ -1,7 +1,7 @@
 """The Gluon fast path (attention/gluon_dispatch.py): which calls it takes, and on an sm_90 GPU
 with Triton 3.6, the tl kernel's bits (with 128-key tiles) for the calls it takes. The kernel's
-causal code on short shapes and its head-dim-64 code (not dispatched: slower there) are held to
-the tl kernel too.
+causal code on short shapes and its two-consumer head-dim-64 code (not dispatched: slower
+there) are held to the tl kernel too.
 """
 import dataclasses
 
@@ -35,6 +35,9 @@ def test_reason_accepts_the_covered_call():
     for dtype in (torch.float16, torch.float32):
         assert gluon_dispatch.reason(**dict(GOOD, out_dtype=dtype)) is None
     assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
+    # head dim 64: three consumer warpgroups, non-causal without the LSE
+    assert gluon_dispatch.reason(**dict(GOOD, head_dim=64)) is None
+    assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, seqlen_q=100, k_block=4096)) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
     for causal in ("top_left", "bottom_right"):
@@ -47,7 +50,11 @@ def test_reason_accepts_the_covered_call():
     (dict(capability=(8, 9)), "sm_90"),
     (dict(triton_version="3.9.0"), "Triton"),
     (dict(dtype=torch.float8_e5m2), "e4m3"),
-    (dict(head_dim=64), "head dim"),
+    (dict(head_dim=32), "head dim"),
+    (dict(head_dim=64, causal="top_left"), "head dim 64"),
+    (dict(head_dim=64, lse=True), "head dim 64"),
+    (dict(head_dim=64, two_terms=True), "two-term"),
+    (dict(head_dim=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64 - 1), "seqlen_k"),
     (dict(head_dim=96), "head dim"),
     (dict(head_dim=256, k_block=64, v_block=64, lse=True), "head dim 256"),
     (dict(head_dim=256, k_block=96), "k_block"),
@@ -197,6 +204,52 @@ def test_variant_for_one_query_block_causal_runs_without_a_schedule():
         assert gluon_dispatch.variant_for(128, causal, 4096, rows + 1) is \
             gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
     assert gluon_dispatch.variant_for(128, None, 4096, 1) is gluon_dispatch.VARIANT
+
+
+def test_variant_for_hdim64_is_the_three_consumer_kernel():
+    from fp8attn.attention.gluon_fwd import kernel_config
+    v = gluon_dispatch.variant_for(64, None, 16384)
+    assert v is gluon_dispatch.VARIANT_D64
+    cfg = kernel_config(**v)
+    assert (cfg["CONSUMERS"], cfg["BLOCK_M"], cfg["TURNS"], cfg["PERSISTENT"]) == (3, 192, False,
+                                                                                 False)
+
+
+def test_launch_host_path_three_consumers(monkeypatch):
+    """The three-consumer launch (CPU, launch recorded): 192-row blocks in the grid, Q's TMA
+    block one consumer's 64 rows, causal calls refused."""
+    from fp8attn.attention import gluon_fwd
+    launches = []
+
+    class Record:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((grid, args, kw))
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
+    b, h, s, d = 2, 3, 1000, 64
+    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
+    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
+    ds = torch.ones(b, h, 8)
+    out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                  v_key_order="mma", **gluon_dispatch.VARIANT_D64)
+    (grid, _, kw), = launches
+    assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
+    assert kw["q_desc"].block_shape == [64, d]
+    with pytest.raises(ValueError, match="non-causal"):
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      v_key_order="mma", causal="top_left",
+                                      **gluon_dispatch.VARIANT_D64)
+
+
+def test_kernel_config_three_consumers_need_their_shape():
+    from fp8attn.attention.gluon_fwd import kernel_config
+    base = dict(mode="pingpong", overlap=True, turns=False, consumers=3, block_m=192)
+    assert kernel_config(**base)["CONSUMERS"] == 3
+    assert kernel_config(mode="pingpong", overlap=True)["CONSUMERS"] == 2
+    for bad in (dict(turns=True), dict(block_m=128), dict(overlap=False),
+                dict(persistent=True), dict(consumers=4)):
+        with pytest.raises(ValueError, match="consumers"):
+            kernel_config(**dict(base, **bad))
 
 
 @pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
@@ -395,13 +448,14 @@ def test_gpu_gluon_repeated_call_through_the_compiled_kernel_same_bits(causal, s
     (1, 8, 3000, 3000, "bottom_right", 64),
 ])
 def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causal, d):
-    """The kernel's causal and head-dim-64 code called directly (causal calls below
-    MIN_SEQLEN_K keys and hdim 64 are not dispatched), with the variants the dispatch would
-    use: the tl kernel's bits."""
+    """The kernel's causal and two-consumer head-dim-64 code called directly (causal calls
+    below MIN_SEQLEN_K keys and hdim 64 on two consumers are not dispatched), with the
+    variants the dispatch would use: the tl kernel's bits."""
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     lse = torch.empty_like(ref_lse)
-    # hdim 64 is not dispatched: the non-persistent unrolled variant, as session 7 timed it
+    # hdim 64 on two consumers (not dispatched): the non-persistent unrolled variant, as
+    # session 7 timed it
     from fp8attn.attention.gluon_fwd import VARIANTS
     variant = (gluon_dispatch.variant_for(d, causal, sk) if d == 128
                else VARIANTS["pingpong_ovl_u2_s3"])
@@ -409,6 +463,35 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     assert not got.isnan().any()
     assert torch.equal(got, ref)
     assert torch.equal(lse, ref_lse)
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
+    (1, 8, 8, 4096, 4096, Recipe()),
+    (2, 3, 3, 1000, 4200, Recipe()),                    # tails on both sides
+    (1, 4, 2, 777, 4500, Recipe()),                     # GQA
+    (1, 2, 2, 2500, 4103, Recipe()),                    # a partial 16-key group at the end
+    (1, 2, 2, 100, 4096, Recipe()),                     # one partly filled 192-row block
+    (1, 2, 2, 4096, 4096, Recipe(granularity="head")),  # one descale per head
+    (1, 2, 2, 4096, 4096, Recipe(q_search=4)),          # per-row Q descales
+])
+def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy,
+                                                      monkeypatch):
+    """Head dim 64 through the dispatch (three consumer warpgroups, 192-row blocks),
+    non-causal without the LSE: the tl kernel's bits with the same 128-key tiles. Causal calls
+    and calls with the LSE stay on the tl kernel."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, recipe, seed=sq + 5 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, lse=False, config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got = _run(q8, k8, v8, lse=False)
+    assert spy == ["mma"]
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    _run(q8, k8, v8)                        # with the LSE: the tl kernel
+    _run(q8, k8, v8, "top_left", lse=False)     # causal: the tl kernel
+    assert spy == ["mma"]
 
 
 @pytest.mark.gpu

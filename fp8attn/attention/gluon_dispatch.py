@@ -6,18 +6,21 @@ non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls 
 ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
 same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
 tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
-faster from 1k keys at head dim 128, 4k at 256 (H200, Triton 3.6, benchmarks/RESULTS.md
-"Session 5" to "Session 13"). The calls it takes:
+faster from 1k keys at head dim 128, 4k at 256 and 64 (H200, Triton 3.6, benchmarks/RESULTS.md
+"Session 5" to "Session 14"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms);
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
+    head dim 64 (session 14): non-causal, without the LSE, one Q term, on three consumer
+    warpgroups (VARIANT_D64; its 192-row blocks would need a third masked tile in the causal
+    loop, and its LSE path has not run on a GPU);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
-    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
-    MIN_SEQLEN_K_D256, 4096). Below it the launch's host time would be a large share of the
+    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
+    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096). Below it the launch's host time would be a large share of the
     call. Until session 12 the threshold was 4k keys at every head dim: a Gluon call's host time
     at 1k (0.16-0.31 ms, H200, session 11) was as long as its GPU work. Session 12's launch plan
     and direct compiled-kernel launch (gluon_fwd._launch_plan, fp8attn.kernel_launch) cut the
@@ -38,11 +41,14 @@ Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel a
 pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json). Causal:
 1.03x / 1.15x top-left at 4k / 16k, 1.05x / 1.20x bottom-right (0.89x top-left at 1k, not
 dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json).
-Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
-H200 (2026-11-30): head dim 64 (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k,
-probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x, non-causal,
-results/gluon_check_d64_persist_s8.json; without the ping-pong turns 0.86-0.88x / 0.95x /
-0.95-0.96x, results/gluon_check_d64_dual_s10.json).
+Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
+1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
+results/gluon_check_d64_tri_s14.json). Left to the tl kernel although gluon_fwd.py has the
+code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
+warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
+persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
+without the ping-pong turns 0.86-0.88x / 0.95x / 0.95-0.96x,
+results/gluon_check_d64_dual_s10.json), which is what a causal call at head dim 64 would run.
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
@@ -102,9 +108,18 @@ CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 # would be one more per new seqlen_k (e.g. a few query rows verified against a growing cache).
 CAUSAL_BLOCK_M = 128
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
-TILE_KEYS = {128: 128, 256: 64}     # head dim -> keys per KV tile (block_n)
+# Head dim 64, non-causal (session 14): three turn-free consumer warpgroups of 64 rows (192-row
+# blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
+# waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
+# spill in it): 368 / 515 / 590 TFLOP/s at 1k / 4k / 16k keys against the tl kernel's 456 / 512
+# / 529 and FA3 FP8's 442 / 612 / 653 (H200, 2026-11-30 19:02 UTC,
+# results/gluon_check_d64_tri_s14.json); two consumers, persistent: 394 / 482 / 510.
+VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                   block_m=192, consumer_regs=160)
+TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096
+MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
@@ -166,7 +181,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = TILE_KEYS.get(head_dim, 1)
-    min_k = MIN_SEQLEN_K_D256 if head_dim == 256 else MIN_SEQLEN_K
+    min_k = {64: MIN_SEQLEN_K_D64, 256: MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
@@ -177,6 +192,8 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (dtype == torch.float8_e4m3fn, lambda: f"needs e4m3 inputs, got {dtype}"),
         (head_dim in TILE_KEYS, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
         (head_dim != 256 or not lse, lambda: "head dim 256 with the LSE"),
+        (head_dim != 64 or (causal is None and not lse),
+         lambda: "head dim 64 causal or with the LSE (three-consumer kernel: neither)"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, lambda: "varlen batches"),
@@ -247,6 +264,8 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
     length above CAUSAL_BLOCK_M)."""
     if head_dim == 256:
         return VARIANT_D256
+    if head_dim == 64:
+        return VARIANT_D64
     if causal is None:
         return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M

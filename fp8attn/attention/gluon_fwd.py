@@ -16,7 +16,7 @@ quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_
 of triton_fwd.py), per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16; causal
 masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
 RETURN_LSE / Q_TERMS; bit-identical to the tl kernel on the GPU). gluon_dispatch.py says which
-of these the package launches (hdim 64 is slower than the tl kernel).
+of these the package launches (hdim 64: the three-consumer form below, non-causal only).
 Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
@@ -36,6 +36,10 @@ Structure (MODE constexpr):
                warpgroup 1 (rows 64-127), worker 1 = producer. The consumers take turns issuing
                their GEMMs (QK^T of one, then of the other, then P@V of one, ...), ordered by two
                mbarriers, so one warpgroup's softmax runs under the other's GEMMs (FA3's ping-pong).
+  consumers=3 (mode pingpong with overlap, turns=False, block_m=192, not persistent): three
+               turn-free consumer warpgroups of 64 rows, FA3's hdim-64 shape (session 14: 1.11x
+               the tl kernel at 16k keys, where two consumers ran 0.96x); non-causal only (the
+               causal loop masks at most two tiles past a block's full ones).
   persistent=True (mode pingpong with overlap): one CTA per SM looping over (query block, head)
                work items; tma_store 1 / 2 writes each item's output through shared memory
                with one / two asynchronous TMA stores instead of plain stores (session 11:
