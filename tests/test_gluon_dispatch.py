@@ -35,8 +35,10 @@ def test_reason_accepts_the_covered_call():
     for dtype in (torch.float16, torch.float32):
         assert gluon_dispatch.reason(**dict(GOOD, out_dtype=dtype)) is None
     assert gluon_dispatch.reason(**dict(GOOD, two_terms=True, causal="top_left")) is None
-    # head dim 64: three consumer warpgroups, non-causal without the LSE
+    # head dim 64: three consumer warpgroups, causal or not, LSE or not
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64)) is None
+    for causal in (None, "top_left", "bottom_right"):
+        assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, causal=causal, lse=True)) is None
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, seqlen_q=100, k_block=4096)) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
@@ -51,8 +53,6 @@ def test_reason_accepts_the_covered_call():
     (dict(triton_version="3.9.0"), "Triton"),
     (dict(dtype=torch.float8_e5m2), "e4m3"),
     (dict(head_dim=32), "head dim"),
-    (dict(head_dim=64, causal="top_left"), "head dim 64"),
-    (dict(head_dim=64, lse=True), "head dim 64"),
     (dict(head_dim=64, two_terms=True), "two-term"),
     (dict(head_dim=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64 - 1), "seqlen_k"),
     (dict(head_dim=96), "head dim"),
@@ -217,7 +217,7 @@ def test_variant_for_hdim64_is_the_three_consumer_kernel():
 
 def test_launch_host_path_three_consumers(monkeypatch):
     """The three-consumer launch (CPU, launch recorded): 192-row blocks in the grid, Q's TMA
-    block one consumer's 64 rows, causal calls refused."""
+    block one consumer's 64 rows."""
     from fp8attn.attention import gluon_fwd
     launches = []
 
@@ -235,10 +235,6 @@ def test_launch_host_path_three_consumers(monkeypatch):
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
-    with pytest.raises(ValueError, match="non-causal"):
-        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
-                                      v_key_order="mma", causal="top_left",
-                                      **gluon_dispatch.VARIANT_D64)
 
 
 def test_kernel_config_three_consumers_need_their_shape():
@@ -467,31 +463,36 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe", [
-    (1, 8, 8, 4096, 4096, Recipe()),
-    (2, 3, 3, 1000, 4200, Recipe()),                    # tails on both sides
-    (1, 4, 2, 777, 4500, Recipe()),                     # GQA
-    (1, 2, 2, 2500, 4103, Recipe()),                    # a partial 16-key group at the end
-    (1, 2, 2, 100, 4096, Recipe()),                     # one partly filled 192-row block
-    (1, 2, 2, 4096, 4096, Recipe(granularity="head")),  # one descale per head
-    (1, 2, 2, 4096, 4096, Recipe(q_search=4)),          # per-row Q descales
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,recipe,causal", [
+    (1, 8, 8, 4096, 4096, Recipe(), None),
+    (2, 3, 3, 1000, 4200, Recipe(), None),                    # tails on both sides
+    (1, 4, 2, 777, 4500, Recipe(), None),                     # GQA
+    (1, 2, 2, 2500, 4103, Recipe(), None),                    # a partial 16-key group at the end
+    (1, 2, 2, 100, 4096, Recipe(), None),                     # one partly filled 192-row block
+    (1, 2, 2, 4096, 4096, Recipe(granularity="head"), None),  # one descale per head
+    (1, 2, 2, 4096, 4096, Recipe(q_search=4), None),          # per-row Q descales
+    # causal: 192-row blocks cross up to three 128-key tiles on the diagonal
+    (1, 4, 4, 4096, 4096, Recipe(), "top_left"),
+    (2, 3, 3, 1000, 4200, Recipe(), "bottom_right"),          # causal_off 3200
+    (1, 4, 2, 4500, 4100, Recipe(), "top_left"),              # more queries than keys, GQA
+    (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),         # causal_off 13400, tail
+    (1, 4, 4, 1500, 4200, Recipe(), "bottom_right"),
 ])
-def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, spy,
+def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                       monkeypatch):
-    """Head dim 64 through the dispatch (three consumer warpgroups, 192-row blocks),
-    non-causal without the LSE: the tl kernel's bits with the same 128-key tiles. Causal calls
-    and calls with the LSE stay on the tl kernel."""
+    """Head dim 64 through the dispatch (three consumer warpgroups, 192-row blocks), causal or
+    not: the tl kernel's bits with the same 128-key tiles (64-row blocks), LSE included."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, recipe, seed=sq + 5 * sk,
                             v_key_order="mma")
-    ref = _run(q8, k8, v8, lse=False, config=TL_128)
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    got = _run(q8, k8, v8, lse=False)
+    got, got_lse = _run(q8, k8, v8, causal)
     assert spy == ["mma"]
     assert not got.isnan().any()
     assert torch.equal(got, ref)
-    _run(q8, k8, v8)                        # with the LSE: the tl kernel
-    _run(q8, k8, v8, "top_left", lse=False)     # causal: the tl kernel
-    assert spy == ["mma"]
+    assert torch.equal(got_lse, ref_lse)
+    assert torch.equal(_run(q8, k8, v8, causal, lse=False), ref)
+    assert spy == ["mma", "mma"]
 
 
 @pytest.mark.gpu

@@ -14,9 +14,8 @@ faster from 1k keys at head dim 128, 4k at 256 and 64 (H200, Triton 3.6, benchma
     one or two Q terms (Recipe.q_terms);
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
-    head dim 64 (session 14): non-causal, without the LSE, one Q term, on three consumer
-    warpgroups (VARIANT_D64; its 192-row blocks would need a third masked tile in the causal
-    loop, and its LSE path has not run on a GPU);
+    head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
+    warpgroups (VARIANT_D64);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
@@ -192,8 +191,6 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (dtype == torch.float8_e4m3fn, lambda: f"needs e4m3 inputs, got {dtype}"),
         (head_dim in TILE_KEYS, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
         (head_dim != 256 or not lse, lambda: "head dim 256 with the LSE"),
-        (head_dim != 64 or (causal is None and not lse),
-         lambda: "head dim 64 causal or with the LSE (three-consumer kernel: neither)"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, lambda: "varlen batches"),

@@ -16,7 +16,7 @@ quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_
 of triton_fwd.py), per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16; causal
 masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
 RETURN_LSE / Q_TERMS; bit-identical to the tl kernel on the GPU). gluon_dispatch.py says which
-of these the package launches (hdim 64: the three-consumer form below, non-causal only).
+of these the package launches (hdim 64: the three-consumer form below).
 Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
@@ -38,8 +38,8 @@ Structure (MODE constexpr):
                mbarriers, so one warpgroup's softmax runs under the other's GEMMs (FA3's ping-pong).
   consumers=3 (mode pingpong with overlap, turns=False, block_m=192, not persistent): three
                turn-free consumer warpgroups of 64 rows, FA3's hdim-64 shape (session 14: 1.11x
-               the tl kernel at 16k keys, where two consumers ran 0.96x); non-causal only (the
-               causal loop masks at most two tiles past a block's full ones).
+               the tl kernel at 16k keys, where two consumers ran 0.96x); causal blocks have
+               up to three masked tiles (MASKED_MAX).
   persistent=True (mode pingpong with overlap): one CTA per SM looping over (query block, head)
                work items; tma_store 1 / 2 writes each item's output through shared memory
                with one / two asynchronous TMA stores instead of plain stores (session 11:
@@ -682,7 +682,8 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
-                  stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1):
+                  stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
+                  MASKED_MAX: gl.constexpr = 2):
     """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
     rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
     3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults)."""
@@ -692,7 +693,8 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
               stride_oz, stride_oh, stride_om, stride_od,
               seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
               ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
-              causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS)
+              causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+              MASKED_MAX=MASKED_MAX)
 
 
 @gluon.jit
@@ -708,15 +710,16 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
               tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-              TMA_STORE: gl.constexpr = 0):
+              TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
 
     CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
-    masked. Both consumer warpgroups run every tile of the CTA, so their turns stay paired; a
-    tile past all of its own rows' diagonals is a no-op for a warpgroup (_ovl_step's seqlen_q:
+    masked: at most MASKED_MAX of them (2 for 128-row blocks, 3 for 192). Every consumer
+    warpgroup runs every tile of the CTA, so their turns stay paired; a tile past all of its
+    own rows' diagonals is a no-op for a warpgroup (_ovl_step's seqlen_q:
     before session 12 it changed acc's V-descale units, before session 13 it multiplied acc
     by vs / vs, which div.full.f32 sometimes makes 1 - 1 ulp: each an extra rounding against
     triton_fwd.py's 64-row blocks, which skip such tiles, and one-ulp differences in a few
@@ -809,8 +812,9 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
                 my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
                 STAGES, P_SHIFT, NW, g0=g0)
     if CAUSAL != 0:
-        # the diagonal and the tail beyond seqlen_k: at most two tiles after the prologue's
-        # (kv_end - full_end < BLOCK_M = BLOCK_N), written out: a second loop made ptxas spill
+        # the diagonal and the tail beyond seqlen_k: at most MASKED_MAX tiles (128-row blocks:
+        # two, kv_end - full_end < BLOCK_M = BLOCK_N; 192-row blocks: three), written out: a
+        # second loop made ptxas spill
         j0 = gl.maximum(n_full, 1)
         if j0 < n_tiles:
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
@@ -822,6 +826,12 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
             acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
                 acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
                 v_empty, turn, kd_ptr, vd_ptr, j0 + 1, seqlen_k, k_block, v_block, row_scale0,
+                my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
+                STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0, seqlen_q=seqlen_q)
+        if MASKED_MAX == 3 and j0 + 2 < n_tiles:
+            acc, m_i, l_i, p, factor, vs, turn_phase = _ovl_step(
+                acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+                v_empty, turn, kd_ptr, vd_ptr, j0 + 2, seqlen_k, k_block, v_block, row_scale0,
                 my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM,
                 STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, g0=g0, seqlen_q=seqlen_q)
     elif n_full < n_tiles:
@@ -1214,7 +1224,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1222,7 +1232,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1230,7 +1240,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -1658,9 +1668,6 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if split and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
-    if consumers == 3 and causal_mode:
-        raise ValueError("three consumers (192-row blocks) are non-causal only: the causal "
-                         "loop masks at most two tiles past a block's full ones")
     if causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
