@@ -38,7 +38,8 @@ def test_reason_accepts_the_covered_call():
     # head dim 64: three consumer warpgroups, causal or not, LSE or not
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64)) is None
     for causal in (None, "top_left", "bottom_right"):
-        assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, causal=causal, lse=True)) is None
+        assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, causal=causal, lse=True,
+                                            seqlen_k=16384)) is None
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, seqlen_q=100, k_block=4096)) is None
     # head dim 256: 64-key tiles, non-causal without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
@@ -55,6 +56,8 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=32), "head dim"),
     (dict(head_dim=64, two_terms=True), "two-term"),
     (dict(head_dim=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64 - 1), "seqlen_k"),
+    (dict(head_dim=64, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64_CAUSAL - 1),
+     "seqlen_k"),
     (dict(head_dim=96), "head dim"),
     (dict(head_dim=256, k_block=64, v_block=64, lse=True), "head dim 256"),
     (dict(head_dim=256, k_block=96), "k_block"),
@@ -471,17 +474,14 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     (1, 2, 2, 100, 4096, Recipe(), None),                     # one partly filled 192-row block
     (1, 2, 2, 4096, 4096, Recipe(granularity="head"), None),  # one descale per head
     (1, 2, 2, 4096, 4096, Recipe(q_search=4), None),          # per-row Q descales
-    # causal: 192-row blocks cross up to three 128-key tiles on the diagonal
-    (1, 4, 4, 4096, 4096, Recipe(), "top_left"),
-    (2, 3, 3, 1000, 4200, Recipe(), "bottom_right"),          # causal_off 3200
-    (1, 4, 2, 4500, 4100, Recipe(), "top_left"),              # more queries than keys, GQA
+    # causal from MIN_SEQLEN_K_D64_CAUSAL keys
     (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),         # causal_off 13400, tail
-    (1, 4, 4, 1500, 4200, Recipe(), "bottom_right"),
+    (1, 2, 2, 1000, 16384, Recipe(), "top_left"),
 ])
 def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                       monkeypatch):
-    """Head dim 64 through the dispatch (three consumer warpgroups, 192-row blocks), causal or
-    not: the tl kernel's bits with the same 128-key tiles (64-row blocks), LSE included."""
+    """Head dim 64 through the dispatch (three consumer warpgroups, 192-row blocks): the tl
+    kernel's bits with the same 128-key tiles (64-row blocks), LSE included."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, recipe, seed=sq + 5 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
@@ -493,6 +493,33 @@ def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe
     assert torch.equal(got_lse, ref_lse)
     assert torch.equal(_run(q8, k8, v8, causal, lse=False), ref)
     assert spy == ["mma", "mma"]
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
+    (1, 4, 4, 4096, 4096, "top_left"),
+    (2, 3, 3, 1000, 4200, "bottom_right"),      # causal_off 3200
+    (1, 4, 2, 4500, 4100, "top_left"),          # more queries than keys, GQA
+    (1, 4, 4, 1500, 4200, "bottom_right"),
+])
+def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, spy,
+                                                            monkeypatch):
+    """Causal hdim-64 calls below MIN_SEQLEN_K_D64_CAUSAL keys stay on the tl kernel; the
+    three-consumer kernel called directly on them (192-row blocks crossing up to three
+    128-key tiles on the diagonal) gives the tl kernel's bits, LSE included."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 5 * sk,
+                            v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    assert torch.equal(_run(q8, k8, v8, causal)[0], ref)
+    assert not spy
+    lse = torch.empty_like(ref_lse)
+    got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, v_key_order="mma",
+                        **gluon_dispatch.VARIANT_D64)
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(lse, ref_lse)
 
 
 @pytest.mark.gpu

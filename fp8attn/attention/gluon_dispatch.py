@@ -15,11 +15,11 @@ faster from 1k keys at head dim 128, 4k at 256 and 64 (H200, Triton 3.6, benchma
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64);
+    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (16k) keys;
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
-    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096). Below it the launch's host time would be a large share of the
+    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 16384). Below it the launch's host time would be a large share of the
     call. Until session 12 the threshold was 4k keys at every head dim: a Gluon call's host time
     at 1k (0.16-0.31 ms, H200, session 11) was as long as its GPU work. Session 12's launch plan
     and direct compiled-kernel launch (gluon_fwd._launch_plan, fp8attn.kernel_launch) cut the
@@ -42,7 +42,8 @@ pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.jso
 dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json).
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
-results/gluon_check_d64_tri_s14.json). Left to the tl kernel although gluon_fwd.py has the
+results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
+(MIN_SEQLEN_K_D64_CAUSAL). Left to the tl kernel although gluon_fwd.py has the
 code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
 warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
@@ -119,6 +120,11 @@ TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (bloc
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
+# causal, head dim 64: 0.38x / 0.80x / 1.09x the tl kernel at 1k / 4k / 16k keys top-left,
+# 0.35x / 0.76x / 1.07x bottom-right (H200, 2026-11-30 19:19-19:22 UTC,
+# results/gluon_check_d64_tri_{top_left,bottom_right}_s14.json): a 192-row block has up to
+# three masked tiles, and ptxas spills 0.5-0.6 KB around those steps (none in the loop)
+MIN_SEQLEN_K_D64_CAUSAL = 16384
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
@@ -180,7 +186,8 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = TILE_KEYS.get(head_dim, 1)
-    min_k = {64: MIN_SEQLEN_K_D64, 256: MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
+    min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
+             256: MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
