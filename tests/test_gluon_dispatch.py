@@ -512,7 +512,7 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    assert torch.equal(_run(q8, k8, v8, causal)[0], ref)
+    _run(q8, k8, v8, causal)       # the tl kernel (its own tuned tiles: other bits than TL_128)
     assert not spy
     lse = torch.empty_like(ref_lse)
     got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, v_key_order="mma",
