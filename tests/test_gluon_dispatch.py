@@ -209,6 +209,29 @@ def test_variant_for_one_query_block_causal_runs_without_a_schedule():
     assert gluon_dispatch.variant_for(128, None, 4096, 1) is gluon_dispatch.VARIANT
 
 
+@pytest.mark.parametrize("block_m,masked_max", [(128, 2), (192, 3)])
+def test_causal_blocks_need_at_most_masked_max_masked_steps(block_m, masked_max):
+    """gluon_fwd._ovl_work runs tile 0 in its prologue, the full tiles in its loop, then at most
+    MASKED_MAX written-out masked steps from max(n_full, 1): enough for every query block of
+    block_m rows and 128-key tiles (_causal_bounds, mirrored here), both alignments, tails."""
+    bn = 128
+    worst = 0
+    for sq, sk in [(4096, 4096), (1000, 4200), (4500, 4100), (3000, 16400), (777, 777),
+                   (1, 5000), (300, 301)]:
+        for mode in (1, 2):
+            if mode == 2 and sk < sq:
+                continue
+            off = sk - sq if mode == 2 else 0
+            for start_m in range(0, sq, block_m):
+                last_row = min(start_m + block_m, sq) - 1
+                kv_end = max(min(sk, last_row + off + 1), 0)
+                full_end = max(min(sk, start_m + off + 1), 0)
+                n_tiles, n_full = -(-kv_end // bn), full_end // bn
+                assert n_tiles <= max(n_full, 1) + masked_max
+                worst = max(worst, n_tiles - max(n_full, 1))
+    assert worst == masked_max      # the bound is reached: one step fewer would miss tiles
+
+
 def test_variant_for_hdim64_is_the_three_consumer_kernel():
     from fp8attn.attention.gluon_fwd import kernel_config
     v = gluon_dispatch.variant_for(64, None, 16384)
