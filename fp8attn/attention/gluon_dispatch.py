@@ -6,8 +6,8 @@ non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls 
 ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
 same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
 tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
-faster from 1k keys at head dim 128, 4k at 256 and 64 (H200, Triton 3.6, benchmarks/RESULTS.md
-"Session 5" to "Session 14"). The calls it takes:
+faster from 1k keys at head dim 128, 4k at 256 and 64 (16k for hdim-64 causal calls; H200,
+Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -19,9 +19,10 @@ faster from 1k keys at head dim 128, 4k at 256 and 64 (H200, Triton 3.6, benchma
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
-    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 16384). Below it the launch's host time would be a large share of the
-    call. Until session 12 the threshold was 4k keys at every head dim: a Gluon call's host time
-    at 1k (0.16-0.31 ms, H200, session 11) was as long as its GPU work. Session 12's launch plan
+    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 16384). Below it the
+    launch's host time would be a large share of the call. Until session 12 the threshold was
+    4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
+    was as long as its GPU work. Session 12's launch plan
     and direct compiled-kernel launch (gluon_fwd._launch_plan, fp8attn.kernel_launch) cut the
     kernel-only call's host time at (16, 1024, 16, 128) to 52 us non-causal / 90 us causal
     (against 89 / 150 us through Triton's JIT binding in the same run; H200, 2026-11-30 16:35
@@ -108,12 +109,13 @@ CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
 # would be one more per new seqlen_k (e.g. a few query rows verified against a growing cache).
 CAUSAL_BLOCK_M = 128
 VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
-# Head dim 64, non-causal (session 14): three turn-free consumer warpgroups of 64 rows (192-row
+# Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
 # spill in it): 368 / 515 / 590 TFLOP/s at 1k / 4k / 16k keys against the tl kernel's 456 / 512
 # / 529 and FA3 FP8's 442 / 612 / 653 (H200, 2026-11-30 19:02 UTC,
-# results/gluon_check_d64_tri_s14.json); two consumers, persistent: 394 / 482 / 510.
+# results/gluon_check_d64_tri_s14.json, non-causal); two consumers, persistent: 394 / 482 / 510.
+# Causal calls: MIN_SEQLEN_K_D64_CAUSAL.
 VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                    block_m=192, consumer_regs=160)
 TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)

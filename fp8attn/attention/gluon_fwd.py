@@ -1542,7 +1542,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined (kernel_config). tma_store: kernel_config's; it falls back to 0 where
+    P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
+    warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
+    tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
     trace: None, or an int64 CUDA tensor (grid, 3, TRACE_ITEMS, 8) that a persistent launch fills
