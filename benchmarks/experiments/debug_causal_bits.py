@@ -5,21 +5,16 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.getcwd())
-from fp8attn import Recipe  # noqa: E402
+sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
+from common import quantized_randn  # noqa: E402
 from fp8attn.attention import gluon_dispatch, triton_fwd  # noqa: E402
 from fp8attn.attention.gluon_fwd import gluon_attention_fwd  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
 
 TL_128 = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
 
 
 def quantized(b, hq, hkv, sq, sk, seed, order):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(b, hq, sq, 128, generator=g, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(b, hkv, sk, 128, generator=g, device="cuda", dtype=torch.bfloat16)
-            for _ in range(2))
-    return quantize_qkv(q, k, v, Recipe(), v_key_order=order)
+    return quantized_randn(b, hq, hkv, sq, sk, 128, seed, order)[1]
 
 
 SHAPES = [(2, 4, 2, 1500, 4200, 1), (1, 4, 2, 1500, 4200, 1), (2, 4, 4, 1500, 4200, 1),

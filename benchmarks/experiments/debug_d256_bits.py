@@ -4,22 +4,17 @@ import sys
 
 import torch
 
-sys.path.insert(0, os.getcwd())
-from fp8attn import Recipe  # noqa: E402
+sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "benchmarks")]
+from common import quantized_randn  # noqa: E402
 from fp8attn.attention import triton_fwd  # noqa: E402
 from fp8attn.attention.gluon_fwd import gluon_attention_fwd, VARIANTS  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
 
 TL = {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3, "SPLIT": 2,
       "REVERSE": False}
 
 
 def quantized(b, hq, hkv, sq, sk, seed, order):
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(b, hq, sq, 256, generator=g, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(b, hkv, sk, 256, generator=g, device="cuda", dtype=torch.bfloat16)
-            for _ in range(2))
-    return quantize_qkv(q, k, v, Recipe(), v_key_order=order)
+    return quantized_randn(b, hq, hkv, sq, sk, 256, seed, order)[1]
 
 
 def tl(q8, k8, v8, causal, cfg):

@@ -43,13 +43,8 @@ CAUSAL = None       # --causal: None, "top_left" or "bottom_right" (modes pingpo
 def _inputs(b, hq, hkv, sq, sk, seed, v_key_order="natural"):
     """V^T in `v_key_order`: "mma" for the Gluon kernel (what it reads), natural for the tl
     kernel (what it reads), so that neither timing includes a permuting copy."""
-    from fp8attn import Recipe
-    from fp8attn.quant import quantize_qkv
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(b, hq, sq, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(b, hkv, sk, HDIM, generator=g, device="cuda", dtype=torch.bfloat16)
-    return (q, k, v), quantize_qkv(q, k, v, Recipe(), v_key_order=v_key_order)
+    from common import quantized_randn
+    return quantized_randn(b, hq, hkv, sq, sk, HDIM, seed, v_key_order)
 
 
 def _ours(q8, k8, v8, out=None):
