@@ -365,6 +365,17 @@ def _gluon_direct(q8, k8, v8, **variant):
                                q8.data.shape[-1] ** -0.5, **variant)
 
 
+def _direct_same_bits(q8, k8, v8, ref, ref_lse=None, **kw):
+    """_gluon_direct (kw: the variant and the call's options) gives ref's bits, and ref_lse's
+    when given (the kernel then writes the LSE)."""
+    lse = None if ref_lse is None else torch.empty_like(ref_lse)
+    got = _gluon_direct(q8, k8, v8, lse=lse, **kw)
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    if ref_lse is not None:
+        assert torch.equal(lse, ref_lse)
+
+
 def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(b, hq, sq, d, generator=g, device="cuda", dtype=torch.bfloat16)
@@ -475,16 +486,12 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     variants the dispatch would use: the tl kernel's bits."""
     q8, k8, v8 = _quantized(b, h, h, sq, sk, d, Recipe(), seed=sq + 7 * sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
-    lse = torch.empty_like(ref_lse)
     # hdim 64 on two consumers (not dispatched): the non-persistent unrolled variant, as
     # session 7 timed it
     from fp8attn.attention.gluon_fwd import VARIANTS
     variant = (gluon_dispatch.variant_for(d, causal, sk) if d == 128
                else VARIANTS["pingpong_ovl_u2_s3"])
-    got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, **variant)
-    assert not got.isnan().any()
-    assert torch.equal(got, ref)
-    assert torch.equal(lse, ref_lse)
+    _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, **variant)
 
 
 @pytest.mark.gpu
@@ -537,12 +544,8 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     _run(q8, k8, v8, causal)       # the tl kernel (its own tuned tiles: other bits than TL_128)
     assert not spy
-    lse = torch.empty_like(ref_lse)
-    got = _gluon_direct(q8, k8, v8, causal=causal, lse=lse, v_key_order="mma",
-                        **gluon_dispatch.VARIANT_D64)
-    assert not got.isnan().any()
-    assert torch.equal(got, ref)
-    assert torch.equal(lse, ref_lse)
+    _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, v_key_order="mma",
+                      **gluon_dispatch.VARIANT_D64)
 
 
 @pytest.mark.gpu
@@ -658,14 +661,9 @@ def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_ter
     this test (the script times out instead)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
-    out_lse = torch.empty_like(ref_lse) if lse else None
     from fp8attn.attention.gluon_fwd import VARIANTS
-    got = _gluon_direct(q8, k8, v8, lse=out_lse, q_lo=q8.residual, causal=causal,
-                        **VARIANTS[variant])
-    assert not got.isnan().any()
-    assert torch.equal(got, ref)
-    if lse:
-        assert torch.equal(out_lse, ref_lse)
+    _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, q_lo=q8.residual,
+                      causal=causal, **VARIANTS[variant])
 
 
 @pytest.mark.gpu
