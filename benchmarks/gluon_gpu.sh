@@ -70,7 +70,7 @@ for stage in "$@"; do
             | tail -8 ;;
     d64)
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 64 \
-            --variants tri_ovl_s3,tri_ovl_u2_s3,pingpong_ovl_u2_s3_persist \
+            --variants tri_ovl_s3,tri_ovl_s3_persist,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_tri.json" 2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts

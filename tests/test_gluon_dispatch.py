@@ -269,7 +269,7 @@ def test_kernel_config_three_consumers_need_their_shape():
     assert kernel_config(**base)["CONSUMERS"] == 3
     assert kernel_config(mode="pingpong", overlap=True)["CONSUMERS"] == 2
     for bad in (dict(turns=True), dict(block_m=128), dict(overlap=False),
-                dict(persistent=True), dict(consumers=4)):
+                dict(persistent=True, tma_store=1), dict(consumers=4)):
         with pytest.raises(ValueError, match="consumers"):
             kernel_config(**dict(base, **bad))
 

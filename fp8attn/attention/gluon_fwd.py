@@ -977,15 +977,30 @@ def _item_at(SCHED, k, CAUSAL: gl.constexpr):
 
 
 @gluon.jit
+def _load_q(q_desc, ql_desc, q_smem, q_bar, row, Q_BOX: gl.constexpr, Q_LOADS: gl.constexpr,
+            Q_TERMS: gl.constexpr):
+    """TMA loads of a block's Q terms (rows [row, row + Q_LOADS * Q_BOX) of the flattened Q)
+    into q_smem, Q_LOADS boxes of Q_BOX rows each, all on q_bar."""
+    mbarrier.expect(q_bar, Q_TERMS * Q_LOADS * q_desc.block_type.nbytes)
+    for c in gl.static_range(Q_LOADS):
+        tma.async_copy_global_to_shared(q_desc, [row + c * Q_BOX, 0], q_bar,
+                                        q_smem.index(0).slice(c * Q_BOX, Q_BOX, dim=0))
+        if Q_TERMS == 2:
+            tma.async_copy_global_to_shared(ql_desc, [row + c * Q_BOX, 0], q_bar,
+                                            q_smem.index(1).slice(c * Q_BOX, Q_BOX, dim=0))
+
+
+@gluon.jit
 def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
-                         TRACE: gl.constexpr = False):
-    """_producer for persistent CTAs: per work item, Q (once both consumers are done with the
-    previous item's Q: q_empty) and then its K / V tiles (causal: those below the item's
-    kv_end), the ring position g running on across items (the consumers count the same way)."""
+                         TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1):
+    """_producer for persistent CTAs: per work item, Q (once every consumer is done with the
+    previous item's Q: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and then its K / V
+    tiles (causal: those below the item's kv_end), the ring position g running on across items
+    (the consumers count the same way)."""
     g = 0
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
@@ -999,12 +1014,8 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
         _stamp(tptr, 0, TRACE)
         mbarrier.wait(q_empty, (it & 1) ^ 1)
         _stamp(tptr, 1, TRACE)
-        mbarrier.expect(q_bar, Q_TERMS * q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
-                                        q_smem.index(0))
-        if Q_TERMS == 2:
-            tma.async_copy_global_to_shared(ql_desc, [off_hz * seqlen_q + start_m, 0], q_bar,
-                                            q_smem.index(1))
+        _load_q(q_desc, ql_desc, q_smem, q_bar, off_hz * seqlen_q + start_m,
+                BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS)
         for j in range(n_tiles):
             gg = g + j
             slot = gg % STAGES
@@ -1037,7 +1048,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          section_heads, SCHED, CAUSAL: gl.constexpr,
                          TURNS: gl.constexpr = True, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-                         TMA_STORE: gl.constexpr = 0):
+                         TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
     turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
@@ -1060,7 +1071,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
             g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True,
-            tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE)
+            tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
+            MASKED_MAX=MASKED_MAX)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1106,6 +1118,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     # three consumers: q_desc's block is one consumer's 64 rows (TMA blocks and shared buffers
     # have power-of-two shapes), loaded three times into a 256-row buffer
     Q_ROWS: gl.constexpr = 256 if CONSUMERS == 3 else BLOCK_M
+    Q_LOADS: gl.constexpr = 3 if CONSUMERS == 3 else 1
     q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, Q_ROWS, HEAD_DIM], q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
@@ -1125,10 +1138,47 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_empty, count=2)         # persistent: both consumer warpgroups
+    mbarrier.init(q_empty, count=CONSUMERS)     # persistent: every consumer warpgroup
     fence_async_shared()
 
-    if PERSISTENT:
+    if PERSISTENT and CONSUMERS == 3:
+        # three turn-free consumer warpgroups (plain stores), as the non-persistent form below
+        THIRD_P: gl.constexpr = BLOCK_M // 3
+        gl.warp_specialize([
+            (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                                    kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m,
+                                    n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
+                                    stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh,
+                                    stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
+                                    v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
+                                    STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+            (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                                    kv_empty, v_empty, turn, QD, KD, VD, O, THIRD_P, n_m,
+                                    n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
+                                    stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh,
+                                    stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
+                                    v_block, qk_scale, 1, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
+                                    STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+            (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                                    kv_empty, v_empty, turn, QD, KD, VD, O, 2 * THIRD_P, n_m,
+                                    n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
+                                    stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh,
+                                    stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block,
+                                    v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
+                                    STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
+                                    stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+            (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
+                                    q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
+                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
+                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    CAUSAL, TRACE_PTR, TRACE, Q_LOADS)),
+        ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+    elif PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
         if TMA_STORE:
@@ -1170,16 +1220,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         return
 
     q_bar0 = q_bar
-    Q_LOADS: gl.constexpr = 3 if CONSUMERS == 3 else 1
-    Q_BOX: gl.constexpr = BLOCK_M // Q_LOADS
-    mbarrier.expect(q_bar0, Q_TERMS * Q_LOADS * q_desc.block_type.nbytes)
-    for c in gl.static_range(Q_LOADS):
-        tma.async_copy_global_to_shared(q_desc, [off_hz * seqlen_q + start_m + c * Q_BOX, 0],
-                                        q_bar0, q_smem.index(0).slice(c * Q_BOX, Q_BOX, dim=0))
-        if Q_TERMS == 2:
-            tma.async_copy_global_to_shared(ql_desc,
-                                            [off_hz * seqlen_q + start_m + c * Q_BOX, 0],
-                                            q_bar0, q_smem.index(1).slice(c * Q_BOX, Q_BOX, dim=0))
+    _load_q(q_desc, ql_desc, q_smem, q_bar0, off_hz * seqlen_q + start_m, BLOCK_M // Q_LOADS,
+            Q_LOADS, Q_TERMS)
     q_one = q_smem.index(0)     # the consumers without overlap take one Q term
 
     if MODE == 0:
@@ -1334,6 +1376,9 @@ VARIANTS = {
                           consumers=3, block_m=192, consumer_regs=160),
     "tri_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                        block_m=192, consumer_regs=160),
+    # persistent (not run on a GPU yet)
+    "tri_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                               consumers=3, block_m=192, consumer_regs=160, persistent=True),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                           persistent=True, tma_store=1),
@@ -1361,13 +1406,13 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     (persistent only): 0 plain stores of the output, 1 one TMA store a warpgroup and item
     through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
     (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
-    rows each (mode pingpong with overlap, turns=False, not persistent; FA3's shape at hdim 64:
+    rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
     more warps to hide the exp2 unit's latency)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
-            mode == "pingpong" and overlap and not turns and not persistent
+            mode == "pingpong" and overlap and not turns and not tma_store
             and block_m == 192)):
         raise ValueError("consumers: 2, or 3 with mode 'pingpong', overlap=True, turns=False, "
-                         "persistent=False and block_m=192")
+                         "tma_store=0 and block_m=192")
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
