@@ -550,6 +550,28 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,lse,causal", [
+    (1, 16, 16, 1024, 4096, False, None),     # 96 items: fewer than SMs, one a CTA
+    (4, 40, 40, 1000, 1000, True, None),      # 960 items over the CTAs, tails, the LSE
+    (2, 6, 2, 777, 4200, True, None),         # GQA, tails
+    (2, 20, 20, 2000, 2000, True, "top_left"),        # longest-first items in head sections
+    (1, 6, 6, 2048, 16384, False, "bottom_right"),
+    (1, 8, 4, 1000, 3000, True, "bottom_right"),      # GQA, causal_off 2000
+    (1, 4, 4, 3000, 2200, True, "top_left"),          # more queries than keys
+])
+def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal):
+    """Persistent CTAs on three consumer warpgroups (tri_ovl_s3_persist, hdim 64, not
+    dispatched): the tl kernel's bits with the same 128-key tiles, LSE included."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
+                            v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
+    from fp8attn.attention.gluon_fwd import VARIANTS
+    _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
+                      v_key_order="mma", **VARIANTS["tri_ovl_s3_persist"])
+
+
+@pytest.mark.gpu
+@needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (1, 4, 4, 4096, 4096, None),
     (2, 3, 3, 1000, 4200, None),     # tails on both sides

@@ -1178,6 +1178,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
                                     CAUSAL, TRACE_PTR, TRACE, Q_LOADS)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+        return      # without it the CTA went on into the non-persistent path below and hung
     elif PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
