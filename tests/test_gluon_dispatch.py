@@ -272,6 +272,9 @@ def test_kernel_config_three_consumers_need_their_shape():
                 dict(persistent=True, tma_store=1), dict(consumers=4)):
         with pytest.raises(ValueError, match="consumers"):
             kernel_config(**dict(base, **bad))
+    assert kernel_config(**base, wg_bounds=True)["WG_BOUNDS"]
+    with pytest.raises(ValueError, match="wg_bounds"):      # turns pair every tile
+        kernel_config(mode="pingpong", overlap=True, wg_bounds=True)
 
 
 @pytest.mark.parametrize("n_m,n_hz,seqlen,causal_mode", [
@@ -533,19 +536,23 @@ def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe
     (1, 4, 2, 4500, 4100, "top_left"),          # more queries than keys, GQA
     (1, 4, 4, 1500, 4200, "bottom_right"),
 ])
-def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, spy,
-                                                            monkeypatch):
+@pytest.mark.parametrize("variant", ["dispatched", "tri_ovl_s3_wgb"])
+def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, variant,
+                                                            spy, monkeypatch):
     """Causal hdim-64 calls below MIN_SEQLEN_K_D64_CAUSAL keys stay on the tl kernel; the
     three-consumer kernel called directly on them (192-row blocks crossing up to three
-    128-key tiles on the diagonal) gives the tl kernel's bits, LSE included."""
+    128-key tiles on the diagonal; with wg_bounds each warpgroup its own tiles, the last
+    block's warpgroups partly or wholly past seqlen_q at 1000 and 4500 queries) gives the tl
+    kernel's bits, LSE included."""
+    from fp8attn.attention.gluon_fwd import VARIANTS
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     _run(q8, k8, v8, causal)       # the tl kernel (its own tuned tiles: other bits than TL_128)
     assert not spy
-    _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, v_key_order="mma",
-                      **gluon_dispatch.VARIANT_D64)
+    kernel = gluon_dispatch.VARIANT_D64 if variant == "dispatched" else VARIANTS[variant]
+    _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, v_key_order="mma", **kernel)
 
 
 @pytest.mark.gpu
@@ -559,15 +566,18 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
     (1, 8, 4, 1000, 3000, True, "bottom_right"),      # GQA, causal_off 2000
     (1, 4, 4, 3000, 2200, True, "top_left"),          # more queries than keys
 ])
-def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal):
-    """Persistent CTAs on three consumer warpgroups (tri_ovl_s3_persist, hdim 64, not
-    dispatched): the tl kernel's bits with the same 128-key tiles, LSE included."""
+@pytest.mark.parametrize("variant", ["tri_ovl_s3_persist", "tri_ovl_s3_persist_wgb"])
+def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
+                                                           variant):
+    """Persistent CTAs on three consumer warpgroups (hdim 64, not dispatched; with wg_bounds
+    each warpgroup computes its own rows' causal tiles): the tl kernel's bits with the same
+    128-key tiles, LSE included."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     from fp8attn.attention.gluon_fwd import VARIANTS
     _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
-                      v_key_order="mma", **VARIANTS["tri_ovl_s3_persist"])
+                      v_key_order="mma", **VARIANTS[variant])
 
 
 @pytest.mark.gpu

@@ -683,7 +683,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
-                  MASKED_MAX: gl.constexpr = 2):
+                  MASKED_MAX: gl.constexpr = 2, WG_BOUNDS: gl.constexpr = False):
     """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
     rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
     3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults)."""
@@ -694,7 +694,7 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
               seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
               ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
               causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-              MASKED_MAX=MASKED_MAX)
+              MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
 
 
 @gluon.jit
@@ -710,7 +710,8 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
               tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-              TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2):
+              TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
+              WG_BOUNDS: gl.constexpr = False):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
@@ -728,7 +729,11 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     Persistent CTAs call it once per work item: g0 is the ring position of this item's first
     KV tile, turn_phase the ping-pong phase so far, q_phase the parity of this item's Q load;
     with ARRIVE_Q_EMPTY the warpgroup arrives on q_empty once its last Q K^T has completed, so
-    the producer can load the next item's Q under this item's last P @ V. Returns turn_phase."""
+    the producer can load the next item's Q under this item's last P @ V. Returns turn_phase.
+
+    WG_BOUNDS (causal, without turns: the three-consumer kernel): the warpgroup computes only
+    its own rows' tiles, unmasked below its own diagonal (the tl kernel's 64-row blocks), at
+    most two masked; the CTA's tiles past its rows it only releases (_release_tiles)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -752,6 +757,12 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     _stamp(tptr, 1, TRACE)
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     row_lo = start_m + row0
+    block_tiles = n_tiles
+    if CAUSAL != 0 and WG_BOUNDS:
+        wg_kv_end, wg_full_end, _ = _causal_bounds(row_lo, seqlen_q, seqlen_k, ROWS, CAUSAL)
+        n_tiles = gl.cdiv(wg_kv_end, BLOCK_N)
+        # rows all past seqlen_q (never stored) can have full_end > kv_end
+        n_full = gl.minimum(wg_full_end // BLOCK_N, n_tiles)
 
     # prologue: S_0 and its softmax (masked when tile 0 is already the tail)
     slot0 = g0 % STAGES
@@ -869,8 +880,25 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
                     stride_lh, stride_lm, RETURN_LSE, P_SHIFT, o_desc, o_smem, TMA_STORE)
+    if CAUSAL != 0 and WG_BOUNDS:
+        _release_tiles(k_full, v_full, kv_empty, v_empty, g0 + n_tiles, g0 + block_tiles, STAGES)
     _stamp(tptr, 6, TRACE)
     return turn_phase
+
+
+@gluon.jit
+def _release_tiles(k_full, v_full, kv_empty, v_empty, g_begin, g_end, STAGES: gl.constexpr):
+    """Ring positions [g_begin, g_end): tiles this warpgroup does not compute, released as if
+    it had (the empty barriers count every consumer). Each waits for its tile's load first: an
+    arrival before it would count toward the slot's previous use, which another warpgroup may
+    still be reading."""
+    for gg in range(g_begin, g_end):
+        slot = gg % STAGES
+        ph = (gg // STAGES) & 1
+        mbarrier.wait(k_full.index(slot), ph)
+        mbarrier.arrive(kv_empty.index(slot))
+        mbarrier.wait(v_full.index(slot), ph)
+        mbarrier.arrive(v_empty.index(slot))
 
 
 @gluon.jit
@@ -1048,7 +1076,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          section_heads, SCHED, CAUSAL: gl.constexpr,
                          TURNS: gl.constexpr = True, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-                         TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2):
+                         TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
+                         WG_BOUNDS: gl.constexpr = False):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
     turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
@@ -1072,7 +1101,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
             g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True,
             tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
-            MASKED_MAX=MASKED_MAX)
+            MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1092,7 +1121,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
-                    TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2):
+                    TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
+                    WG_BOUNDS: gl.constexpr = False):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1140,6 +1170,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     mbarrier.init(q_empty, count=CONSUMERS)     # persistent: every consumer warpgroup
     fence_async_shared()
+    # three consumers: a 192-row block crosses up to three 128-key tiles on its diagonal, a
+    # warpgroup's 64 rows (WG_BOUNDS) up to two
+    TRI_MASKED: gl.constexpr = 2 if WG_BOUNDS else 3
 
     if PERSISTENT and CONSUMERS == 3:
         # three turn-free consumer warpgroups (plain stores), as the non-persistent form below
@@ -1153,7 +1186,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
+                                    WG_BOUNDS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1162,7 +1196,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 1, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
+                                    WG_BOUNDS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 2 * THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1171,7 +1206,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, 3)),
+                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
+                                    WG_BOUNDS)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1267,7 +1303,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
+                             WG_BOUNDS)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1275,7 +1312,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
+                             WG_BOUNDS)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1283,7 +1321,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, 3)),
+                             stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
+                             WG_BOUNDS)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -1377,9 +1416,15 @@ VARIANTS = {
                           consumers=3, block_m=192, consumer_regs=160),
     "tri_ovl_s3": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                        block_m=192, consumer_regs=160),
-    # persistent (not run on a GPU yet)
+    # session 15: persistent (GPU-tested bits; non-causal slower than tri_ovl_s3 from 4k keys)
     "tri_ovl_s3_persist": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                consumers=3, block_m=192, consumer_regs=160, persistent=True),
+    # session 15: causal, each warpgroup only its own rows' tiles
+    "tri_ovl_s3_wgb": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                           block_m=192, consumer_regs=160, wg_bounds=True),
+    "tri_ovl_s3_persist_wgb": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                   consumers=3, block_m=192, consumer_regs=160,
+                                   persistent=True, wg_bounds=True),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                           persistent=True, tma_store=1),
@@ -1397,7 +1442,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
-                  consumers: int = 2) -> dict:
+                  consumers: int = 2, wg_bounds: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1408,12 +1453,16 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
     (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
     rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
-    more warps to hide the exp2 unit's latency)."""
+    more warps to hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
+    warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and not tma_store
             and block_m == 192)):
         raise ValueError("consumers: 2, or 3 with mode 'pingpong', overlap=True, turns=False, "
                          "tma_store=0 and block_m=192")
+    if wg_bounds and consumers != 3:
+        raise ValueError("wg_bounds needs consumers=3 (with turns, every warpgroup runs every "
+                         "tile)")
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
@@ -1427,7 +1476,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
-                TMA_STORE=int(tma_store), CONSUMERS=consumers, num_warps=num_warps)
+                TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
+                num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
