@@ -263,6 +263,37 @@ def test_launch_host_path_three_consumers(monkeypatch):
     assert kw["q_desc"].block_shape == [64, d]
 
 
+@pytest.mark.parametrize("variant", ["tri_ovl_s3_persist_wgb", "causal_persistent_hdim128"])
+def test_launch_host_path_causal_persistent_without_its_table(variant, monkeypatch):
+    """A causal persistent call whose schedule table cannot be made (a CUDA-graph capture, table
+    not built yet) launches the same variant without persistent CTAs: one CTA per block, every
+    other option kept (the three consumers and wg_bounds included; CPU, launch recorded)."""
+    from fp8attn.attention import gluon_fwd
+    launches = []
+
+    class Record:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append((grid, args, kw))
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(gluon_fwd, "causal_schedule_for", lambda *args: None)
+    kernel = (gluon_fwd.VARIANTS[variant] if variant in gluon_fwd.VARIANTS
+              else gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)
+    d = 64 if variant.startswith("tri") else 128
+    b, h, s = 2, 3, 1000
+    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
+    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
+    ds = torch.ones(b, h, 8)
+    out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                  v_key_order="mma", causal="top_left", **kernel)
+    (grid, _, kw), = launches
+    want = gluon_fwd.kernel_config(**dict(kernel, persistent=False, tma_store=0))
+    assert not kw["PERSISTENT"] and grid == (-(-s // want["BLOCK_M"]), b * h)
+    assert {k: kw[k] for k in want if k != "num_warps"} == \
+        {k: v for k, v in want.items() if k != "num_warps"}
+
+
 def test_kernel_config_three_consumers_need_their_shape():
     from fp8attn.attention.gluon_fwd import kernel_config
     base = dict(mode="pingpong", overlap=True, turns=False, consumers=3, block_m=192)

@@ -1616,7 +1616,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, tma_store: int = 0, trace=None,
-                        consumers: int = 2):
+                        consumers: int = 2, wg_bounds: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1640,6 +1640,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
     P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
     warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
+    wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
     tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
@@ -1653,7 +1654,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store, consumers)
+               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1673,7 +1674,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                 q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                 softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
                 overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
-                persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace)
+                persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
+                consumers=consumers, wg_bounds=wg_bounds)
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
@@ -1733,7 +1735,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store, consumers) = variant
+     persistent, pv_pipe, tma_store, consumers, wg_bounds) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1788,7 +1790,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     o_strides = _tma_strides(out)
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, tma_store, consumers)
+                        turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds)
     if trace is not None:
         _check_trace(trace, grid[0], persistent)
     bm = cfg["BLOCK_M"]
