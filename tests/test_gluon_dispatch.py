@@ -11,7 +11,7 @@ import triton
 
 import fp8attn
 from fp8attn import Recipe
-from fp8attn.attention import gluon_dispatch, triton_fwd
+from fp8attn.attention import gluon_dispatch, gluon_fwd, triton_fwd
 from fp8attn.quant import quantize_qkv
 from fp8attn.quant.key_order import to_natural
 
@@ -261,6 +261,33 @@ def test_launch_host_path_three_consumers(monkeypatch):
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
+
+
+@pytest.mark.parametrize("name", sorted(gluon_fwd.VARIANTS))
+def test_launch_host_path_takes_every_variant(name, monkeypatch):
+    """Every VARIANTS entry goes through gluon_attention_fwd's host side to the kernel's
+    constexprs (CPU, launch recorded): an option kernel_config has and gluon_attention_fwd
+    lacks fails here rather than on the GPU (session 15's wg_bounds did)."""
+    from fp8attn.attention import gluon_fwd
+    launches = []
+
+    class Record:
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launches.append(kw)
+    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    variant = gluon_fwd.VARIANTS[name]
+    cfg = gluon_fwd.kernel_config(**variant)
+    d = 64 if cfg["CONSUMERS"] == 3 else 256 if cfg["PV_PIPE"] else 128
+    b, h, s = 1, 2, 1000
+    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
+    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
+    ds = torch.ones(b, h, 8)
+    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
+                                  v_key_order="mma", **variant)
+    kw, = launches
+    assert {k: kw[k] for k in cfg if k != "num_warps"} == \
+        {k: v for k, v in cfg.items() if k != "num_warps"}
 
 
 @pytest.mark.parametrize("variant", ["tri_ovl_s3_persist_wgb", "causal_persistent_hdim128"])
