@@ -16,9 +16,12 @@
 #           in a child process with a timeout, so a barrier bug shows as "timeout" instead of
 #           a hung call                                                         (~3 min)
 #   d64     gluon_gpu_check.py --head-dim 64: the three-consumer kernel the dispatch runs from
-#           4k keys (tri_ovl_s3, session 14: 1.01x / 1.11x the tl kernel at 4k / 16k) and its
-#           unrolled form, beside persistent CTAs on two consumers (session 10: 0.86-0.96x of
-#           the tl kernel with or without the turns)                            (~3 min)
+#           4k keys (tri_ovl_s3, session 14: 1.01x / 1.11x the tl kernel at 4k / 16k) beside
+#           its persistent form (session 15: 0.95x / 1.02x) and persistent CTAs on two
+#           consumers (session 10: 0.86-0.96x of the tl kernel)                 (~3 min)
+#   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
+#           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
+#           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
 #   tsloop  session 11's open question: with the TMA store the unrolled non-causal tile loop
 #           ran ~4% more cycles a tile (not the non-unrolled causal one). Clock-stamp traces
 #           (gluon_trace.py) and timings of the unrolled and non-unrolled persistent variants,
@@ -72,6 +75,12 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 64 \
             --variants tri_ovl_s3,tri_ovl_s3_persist,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d64_tri.json" 2>&1 | tail -8 ;;
+    d64c)
+        for c in top_left bottom_right; do
+            timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 70 --head-dim 64 \
+                --variants tri_ovl_s3,tri_ovl_s3_persist_wgb --causal $c \
+                --seqlens 4096,8192,16384 --json "$OUT/gluon_check_d64c_$c.json" 2>&1 | tail -6
+        done ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -98,7 +107,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

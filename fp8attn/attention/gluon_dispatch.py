@@ -44,7 +44,12 @@ dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
-(MIN_SEQLEN_K_D64_CAUSAL). Left to the tl kernel although gluon_fwd.py has the
+(MIN_SEQLEN_K_D64_CAUSAL). Session 15 (H200, 2026-11-30 20:23-20:29 UTC, top-left, results/
+gluon_check_d64_{tri,wgb}_top_left_s15.json): with each warpgroup computing only its own rows'
+causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0.70x / 0.99x /
+1.17x the tl kernel (0.77x / 0.83x / 0.91x FA3 FP8), against 0.39x / 0.80x / 1.09x for
+VARIANT_D64 in the same session; GPU-tested for bits called directly, not dispatched yet (the
+dispatched path with it has not run on a GPU). Left to the tl kernel although gluon_fwd.py has the
 code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
 warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
@@ -115,6 +120,8 @@ VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 # spill in it): 368 / 515 / 590 TFLOP/s at 1k / 4k / 16k keys against the tl kernel's 456 / 512
 # / 529 and FA3 FP8's 442 / 612 / 653 (H200, 2026-11-30 19:02 UTC,
 # results/gluon_check_d64_tri_s14.json, non-causal); two consumers, persistent: 394 / 482 / 510.
+# Three consumers, persistent ("tri_ovl_s3_persist", session 15): 393 / 486 / 546 against 366 /
+# 515 / 590 for this one (20:11 UTC, results/gluon_check_d64_tri_persist_s15.json).
 # Causal calls: MIN_SEQLEN_K_D64_CAUSAL.
 VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                    block_m=192, consumer_regs=160)
