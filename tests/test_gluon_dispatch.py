@@ -243,7 +243,7 @@ def test_variant_for_hdim64_is_the_three_consumer_kernel():
 
 def test_launch_host_path_three_consumers(monkeypatch):
     """The three-consumer launch (CPU, launch recorded): 192-row blocks in the grid, Q's TMA
-    block one consumer's 64 rows."""
+    block one consumer's 64 rows; a trace buffer refused (its slots are for two consumers)."""
     from fp8attn.attention import gluon_fwd
     launches = []
 
@@ -261,6 +261,12 @@ def test_launch_host_path_three_consumers(monkeypatch):
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
+    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    with pytest.raises(ValueError, match="two consumer"):      # trace slots for two only
+        gluon_fwd.gluon_attention_fwd(
+            q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out, v_key_order="mma",
+            trace=torch.zeros(12, 3, gluon_fwd.TRACE_ITEMS.value, 8, dtype=torch.int64),
+            **gluon_fwd.VARIANTS["tri_ovl_s3_persist"])
 
 
 @pytest.mark.parametrize("name", sorted(gluon_fwd.VARIANTS))

@@ -1574,11 +1574,15 @@ def _tma_strides(out) -> list | None:
     return strides if all(usable(st) for st in strides[:-1]) else None
 
 
-def _check_trace(trace, grid: int, persistent: bool) -> None:
+def _check_trace(trace, grid: int, persistent: bool, consumers: int) -> None:
     """gluon_attention_fwd's trace buffer: what the TRACE kernel writes into."""
     want = (grid, 3, TRACE_ITEMS.value, 8)
     if not persistent:
         raise ValueError("trace: clock stamps are taken by persistent launches only")
+    if consumers != 2:
+        # _trace_slot has one slot per consumer of two (and the producer's): a third
+        # consumer's stamps would overwrite the first's
+        raise ValueError("trace: clock stamps are taken with two consumer warpgroups only")
     if trace.dtype != torch.int64 or tuple(trace.shape) != want or not trace.is_contiguous():
         raise ValueError(f"trace must be a contiguous int64 tensor of shape {want}, got "
                          f"{trace.dtype} {tuple(trace.shape)}")
@@ -1792,7 +1796,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds)
     if trace is not None:
-        _check_trace(trace, grid[0], persistent)
+        _check_trace(trace, grid[0], persistent, consumers)
     bm = cfg["BLOCK_M"]
     q_box = q_box_rows(bm, consumers)
     ql, kl, vl = smem_layouts(D, q_box, block_n)
