@@ -274,7 +274,6 @@ def test_launch_host_path_takes_every_variant(name, monkeypatch):
     """Every VARIANTS entry goes through gluon_attention_fwd's host side to the kernel's
     constexprs (CPU, launch recorded): an option kernel_config has and gluon_attention_fwd
     lacks fails here rather than on the GPU (session 15's wg_bounds did)."""
-    from fp8attn.attention import gluon_fwd
     launches = []
 
     class Record:
@@ -296,12 +295,13 @@ def test_launch_host_path_takes_every_variant(name, monkeypatch):
         {k: v for k, v in cfg.items() if k != "num_warps"}
 
 
-@pytest.mark.parametrize("variant", ["tri_ovl_s3_persist_wgb", "causal_persistent_hdim128"])
-def test_launch_host_path_causal_persistent_without_its_table(variant, monkeypatch):
+@pytest.mark.parametrize("d,kernel", [(64, gluon_fwd.VARIANTS["tri_ovl_s3_persist_wgb"]),
+                                      (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
+                         ids=["tri_ovl_s3_persist_wgb", "CAUSAL_PERSISTENT_VARIANT"])
+def test_launch_host_path_causal_persistent_without_its_table(d, kernel, monkeypatch):
     """A causal persistent call whose schedule table cannot be made (a CUDA-graph capture, table
     not built yet) launches the same variant without persistent CTAs: one CTA per block, every
     other option kept (the three consumers and wg_bounds included; CPU, launch recorded)."""
-    from fp8attn.attention import gluon_fwd
     launches = []
 
     class Record:
@@ -310,9 +310,6 @@ def test_launch_host_path_causal_persistent_without_its_table(variant, monkeypat
     monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
     monkeypatch.setattr(gluon_fwd, "causal_schedule_for", lambda *args: None)
-    kernel = (gluon_fwd.VARIANTS[variant] if variant in gluon_fwd.VARIANTS
-              else gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)
-    d = 64 if variant.startswith("tri") else 128
     b, h, s = 2, 3, 1000
     q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
     vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
@@ -608,14 +605,13 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
     128-key tiles on the diagonal; with wg_bounds each warpgroup its own tiles, the last
     block's warpgroups partly or wholly past seqlen_q at 1000 and 4500 queries) gives the tl
     kernel's bits, LSE included."""
-    from fp8attn.attention.gluon_fwd import VARIANTS
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     _run(q8, k8, v8, causal)       # the tl kernel (its own tuned tiles: other bits than TL_128)
     assert not spy
-    kernel = gluon_dispatch.VARIANT_D64 if variant == "dispatched" else VARIANTS[variant]
+    kernel = gluon_dispatch.VARIANT_D64 if variant == "dispatched" else gluon_fwd.VARIANTS[variant]
     _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, v_key_order="mma", **kernel)
 
 
@@ -639,9 +635,8 @@ def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, l
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
-    from fp8attn.attention.gluon_fwd import VARIANTS
     _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
-                      v_key_order="mma", **VARIANTS[variant])
+                      v_key_order="mma", **gluon_fwd.VARIANTS[variant])
 
 
 @pytest.mark.gpu
