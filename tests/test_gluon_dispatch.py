@@ -143,22 +143,34 @@ def test_tma_strides_follow_tma_alignment_rules():
     assert _tma_strides(one) == list(one.stride())
 
 
-def test_launch_host_path_picks_the_store_and_checks_the_trace(monkeypatch):
-    """gluon_attention_fwd's host side, the kernel launch recorded instead of run (CPU): the
-    TMA store and its descriptor for an addressable output, plain stores for one TMA cannot
-    address (same kernel otherwise), and a trace buffer of the wrong shape refused."""
+@pytest.fixture
+def launches(monkeypatch):
+    """gluon_fwd's kernel launches recorded, (grid, args, kwargs) each, instead of run; the SM
+    count of an H100 / H200 for the persistent grids (CPU tests of the host side)."""
     from fp8attn.attention import gluon_fwd
-    launches = []
+    recorded = []
 
     class Record:
         def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append((grid, args, kw))
+            return lambda *args, **kw: recorded.append((grid, args, kw))
     monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
-    b, h, s, d = 2, 3, 1000, 128
+    return recorded
+
+
+def _zero_fp8_inputs(b, h, s, d):
+    """q8, k8 (B, H, S, D), vt8 (a view of a 16-key padded V^T) and one descale per 128 rows."""
     q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
-    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
-    ds = torch.ones(b, h, 8)
+    vt8 = torch.zeros(b, h, d, -(-s // 16) * 16, dtype=torch.float8_e4m3fn)[..., :s]
+    return q8, k8, vt8, torch.ones(b, h, 8)
+
+
+def test_launch_host_path_picks_the_store_and_checks_the_trace(launches):
+    """gluon_attention_fwd's host side, the kernel launch recorded instead of run (CPU): the
+    TMA store and its descriptor for an addressable output, plain stores for one TMA cannot
+    address (same kernel otherwise), and a trace buffer of the wrong shape refused."""
+    b, h, s, d = 2, 3, 1000, 128
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
 
     def call(out, **kw):
         launches.clear()
@@ -241,27 +253,17 @@ def test_variant_for_hdim64_is_the_three_consumer_kernel():
                                                                                  False)
 
 
-def test_launch_host_path_three_consumers(monkeypatch):
+def test_launch_host_path_three_consumers(launches):
     """The three-consumer launch (CPU, launch recorded): 192-row blocks in the grid, Q's TMA
     block one consumer's 64 rows; a trace buffer refused (its slots are for two consumers)."""
-    from fp8attn.attention import gluon_fwd
-    launches = []
-
-    class Record:
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append((grid, args, kw))
-    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     b, h, s, d = 2, 3, 1000, 64
-    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
-    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
-    ds = torch.ones(b, h, 8)
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
     out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
                                   v_key_order="mma", **gluon_dispatch.VARIANT_D64)
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
-    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
     with pytest.raises(ValueError, match="two consumer"):      # trace slots for two only
         gluon_fwd.gluon_attention_fwd(
             q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out, v_key_order="mma",
@@ -270,27 +272,17 @@ def test_launch_host_path_three_consumers(monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(gluon_fwd.VARIANTS))
-def test_launch_host_path_takes_every_variant(name, monkeypatch):
+def test_launch_host_path_takes_every_variant(name, launches):
     """Every VARIANTS entry goes through gluon_attention_fwd's host side to the kernel's
     constexprs (CPU, launch recorded): an option kernel_config has and gluon_attention_fwd
     lacks fails here rather than on the GPU (session 15's wg_bounds did)."""
-    launches = []
-
-    class Record:
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append(kw)
-    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
-    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
     variant = gluon_fwd.VARIANTS[name]
     cfg = gluon_fwd.kernel_config(**variant)
     d = 64 if cfg["CONSUMERS"] == 3 else 256 if cfg["PV_PIPE"] else 128
-    b, h, s = 1, 2, 1000
-    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
-    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
-    ds = torch.ones(b, h, 8)
+    q8, k8, vt8, ds = _zero_fp8_inputs(1, 2, 1000, d)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
                                   v_key_order="mma", **variant)
-    kw, = launches
+    (_, _, kw), = launches
     assert {k: kw[k] for k in cfg if k != "num_warps"} == \
         {k: v for k, v in cfg.items() if k != "num_warps"}
 
@@ -298,22 +290,14 @@ def test_launch_host_path_takes_every_variant(name, monkeypatch):
 @pytest.mark.parametrize("d,kernel", [(64, gluon_fwd.VARIANTS["tri_ovl_s3_persist_wgb"]),
                                       (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
                          ids=["tri_ovl_s3_persist_wgb", "CAUSAL_PERSISTENT_VARIANT"])
-def test_launch_host_path_causal_persistent_without_its_table(d, kernel, monkeypatch):
+def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launches,
+                                                              monkeypatch):
     """A causal persistent call whose schedule table cannot be made (a CUDA-graph capture, table
     not built yet) launches the same variant without persistent CTAs: one CTA per block, every
     other option kept (the three consumers and wg_bounds included; CPU, launch recorded)."""
-    launches = []
-
-    class Record:
-        def __getitem__(self, grid):
-            return lambda *args, **kw: launches.append((grid, args, kw))
-    monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
-    monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
     monkeypatch.setattr(gluon_fwd, "causal_schedule_for", lambda *args: None)
     b, h, s = 2, 3, 1000
-    q8, k8 = (torch.zeros(b, h, s, d, dtype=torch.float8_e4m3fn) for _ in range(2))
-    vt8 = torch.zeros(b, h, d, 1008, dtype=torch.float8_e4m3fn)[..., :s]
-    ds = torch.ones(b, h, 8)
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
     out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
                                   v_key_order="mma", causal="top_left", **kernel)
