@@ -253,6 +253,22 @@ def test_variant_for_hdim64_is_the_three_consumer_kernel():
                                                                                  False)
 
 
+def test_variant_for_hdim64_causal_is_persistent_with_warpgroup_bounds():
+    """Causal hdim 64: the three-consumer kernel with per-warpgroup causal bounds, persistent
+    CTAs beyond one 192-row block of queries (a single block needs no schedule table)."""
+    from fp8attn.attention.gluon_fwd import kernel_config
+    for causal in ("top_left", "bottom_right"):
+        for sq in (None, 193, 16384):
+            v = gluon_dispatch.variant_for(64, causal, 16384, sq)
+            assert v is gluon_dispatch.VARIANT_D64_CAUSAL
+            cfg = kernel_config(**v)
+            assert (cfg["CONSUMERS"], cfg["PERSISTENT"], cfg["WG_BOUNDS"]) == (3, True, True)
+        for sq in (1, 192):
+            v = gluon_dispatch.variant_for(64, causal, 16384, sq)
+            assert v is gluon_dispatch.VARIANT_D64_CAUSAL_ONE_BLOCK
+            assert not kernel_config(**v)["PERSISTENT"] and kernel_config(**v)["WG_BOUNDS"]
+
+
 def test_launch_host_path_three_consumers(launches):
     """The three-consumer launch (CPU, launch recorded): 192-row blocks in the grid, Q's TMA
     block one consumer's 64 rows; a trace buffer refused (its slots are for two consumers)."""
@@ -581,21 +597,23 @@ def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe
     (1, 4, 2, 4500, 4100, "top_left"),          # more queries than keys, GQA
     (1, 4, 4, 1500, 4200, "bottom_right"),
 ])
-@pytest.mark.parametrize("variant", ["dispatched", "tri_ovl_s3_wgb"])
+@pytest.mark.parametrize("variant", ["dispatched", "tri_ovl_s3", "tri_ovl_s3_wgb"])
 def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, variant,
                                                             spy, monkeypatch):
     """Causal hdim-64 calls below MIN_SEQLEN_K_D64_CAUSAL keys stay on the tl kernel; the
-    three-consumer kernel called directly on them (192-row blocks crossing up to three
-    128-key tiles on the diagonal; with wg_bounds each warpgroup its own tiles, the last
-    block's warpgroups partly or wholly past seqlen_q at 1000 and 4500 queries) gives the tl
-    kernel's bits, LSE included."""
+    three-consumer kernel called directly on them gives the tl kernel's bits, LSE included:
+    the variant the dispatch takes from that threshold (persistent, wg_bounds), session 14's
+    (192-row blocks crossing up to three 128-key tiles on the diagonal) and wg_bounds without
+    persistence (each warpgroup its own tiles; the last block's warpgroups partly or wholly
+    past seqlen_q at 1000 and 4500 queries)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     _run(q8, k8, v8, causal)       # the tl kernel (its own tuned tiles: other bits than TL_128)
     assert not spy
-    kernel = gluon_dispatch.VARIANT_D64 if variant == "dispatched" else gluon_fwd.VARIANTS[variant]
+    kernel = (gluon_dispatch.variant_for(64, causal, sk, sq) if variant == "dispatched"
+              else gluon_fwd.VARIANTS[variant])
     _direct_same_bits(q8, k8, v8, ref, ref_lse, causal=causal, v_key_order="mma", **kernel)
 
 
@@ -812,15 +830,17 @@ def test_gpu_gluon_few_query_rows_growing_keys_build_no_schedule(spy, monkeypatc
 
 @pytest.mark.gpu
 @needs_gluon
-def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(spy, monkeypatch):
+@pytest.mark.parametrize("d,s", [(128, 4096), (64, 16384)])
+def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(d, s, spy, monkeypatch):
     """A causal call whose persistent CTAs need a schedule table not yet on the device, made
     during a CUDA-graph capture: the copy cannot be captured, so the launch runs the
-    non-persistent variant; the replay gives the eager call's bits."""
+    non-persistent variant (at hdim 64 three consumers with per-warpgroup bounds); the replay
+    gives the eager call's bits."""
     from fp8attn.attention import gluon_fwd
     g = torch.Generator(device="cuda").manual_seed(8)
-    q, k, v = (torch.randn(1, 4096, 4, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+    q, k, v = (torch.randn(1, s, 4, d, generator=g, device="cuda", dtype=torch.bfloat16)
                for _ in range(3))
-    assert gluon_dispatch.variant_for(128, "bottom_right", 4096).get("persistent")
+    assert gluon_dispatch.variant_for(d, "bottom_right", s).get("persistent")
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):

@@ -15,7 +15,8 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it tak
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (16k) keys;
+    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (16k) keys
+    (VARIANT_D64_CAUSAL since session 15: persistent, per-warpgroup causal bounds);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
@@ -48,8 +49,8 @@ results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.0
 gluon_check_d64_{tri,wgb}_top_left_s15.json): with each warpgroup computing only its own rows'
 causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0.70x / 0.99x /
 1.17x the tl kernel (0.77x / 0.83x / 0.91x FA3 FP8), against 0.39x / 0.80x / 1.09x for
-VARIANT_D64 in the same session; GPU-tested for bits called directly, not dispatched yet (the
-dispatched path with it has not run on a GPU). Left to the tl kernel although gluon_fwd.py has the
+VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run it
+(VARIANT_D64_CAUSAL). Left to the tl kernel although gluon_fwd.py has the
 code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
 warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
@@ -125,6 +126,11 @@ VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
 # Causal calls: MIN_SEQLEN_K_D64_CAUSAL.
 VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                    block_m=192, consumer_regs=160)
+# Causal hdim 64 (session 15): each warpgroup computes only its own rows' tiles (wg_bounds), on
+# persistent CTAs with the greedy table; a head of at most one 192-row block is one item, so
+# it runs without the table (same bits either way).
+VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True)
+VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096
@@ -274,11 +280,15 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
 
 def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None) -> dict:
     """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
-    length above CAUSAL_BLOCK_M)."""
+    length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64)."""
     if head_dim == 256:
         return VARIANT_D256
     if head_dim == 64:
-        return VARIANT_D64
+        if causal is None:
+            return VARIANT_D64
+        if seqlen_q is not None and seqlen_q <= VARIANT_D64["block_m"]:
+            return VARIANT_D64_CAUSAL_ONE_BLOCK
+        return VARIANT_D64_CAUSAL
     if causal is None:
         return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M
