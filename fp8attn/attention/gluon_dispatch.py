@@ -15,8 +15,8 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it tak
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (16k) keys
-    (VARIANT_D64_CAUSAL since session 15: persistent, per-warpgroup causal bounds);
+    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (8k) keys
+    (VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
@@ -50,7 +50,9 @@ gluon_check_d64_{tri,wgb}_top_left_s15.json): with each warpgroup computing only
 causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0.70x / 0.99x /
 1.17x the tl kernel (0.77x / 0.83x / 0.91x FA3 FP8), against 0.39x / 0.80x / 1.09x for
 VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run it
-(VARIANT_D64_CAUSAL). Left to the tl kernel although gluon_fwd.py has the
+(VARIANT_D64_CAUSAL). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,bottom_right}
+_s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x / 1.05x /
+1.12x bottom-right, so the threshold moved from 16k to 8k keys. Left to the tl kernel although gluon_fwd.py has the
 code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
 warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
@@ -135,11 +137,11 @@ TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (bloc
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
-# causal, head dim 64: 0.38x / 0.80x / 1.09x the tl kernel at 1k / 4k / 16k keys top-left,
-# 0.35x / 0.76x / 1.07x bottom-right (H200, 2026-11-30 19:19-19:22 UTC,
-# results/gluon_check_d64_tri_{top_left,bottom_right}_s14.json): a 192-row block has up to
-# three masked tiles, and ptxas spills 0.5-0.6 KB around those steps (none in the loop)
-MIN_SEQLEN_K_D64_CAUSAL = 16384
+# causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
+# keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
+# results/gluon_check_d64c_{top_left,bottom_right}_s16.json); below 4k the per-block code of
+# three consumers is not paid back (0.70x at 1k, session 15)
+MIN_SEQLEN_K_D64_CAUSAL = 8192
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
