@@ -303,6 +303,24 @@ def test_launch_host_path_takes_every_variant(name, launches):
         {k: v for k, v in cfg.items() if k != "num_warps"}
 
 
+@pytest.mark.parametrize("d", [64, 128])
+def test_launch_bottom_right_with_as_many_queries_as_keys_runs_top_left(d, launches):
+    """Bottom-right causal with seqlen_q == seqlen_k is the top-left mask: the dispatch launches
+    the kernel's top-left form there (faster on the GPU, same bits: probe_short_causal_s16),
+    and keeps bottom-right with fewer queries than keys (CPU, launch recorded)."""
+    sk = 8192 if d == 64 else 1000
+    for sq, mode in ((sk, 1), (sk - 300, 2)):
+        launches.clear()
+        q8 = _zero_fp8_inputs(1, 2, sq, d)[0]
+        _, k8, vt8, ds = _zero_fp8_inputs(1, 2, sk, d)
+        gluon_dispatch.launch(q8, k8, vt8, ds, ds, ds, q_block=128, k_block=128, v_block=128,
+                              softmax_scale=0.1, out=torch.empty(1, 2, sq, d,
+                                                                 dtype=torch.bfloat16),
+                              v_key_order="mma", causal="bottom_right")
+        (_, _, kw), = launches
+        assert kw["CAUSAL"] == mode
+
+
 @pytest.mark.parametrize("d,kernel", [(64, gluon_fwd.VARIANTS["tri_ovl_s3_persist_wgb"]),
                                       (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
                          ids=["tri_ovl_s3_persist_wgb", "CAUSAL_PERSISTENT_VARIANT"])
@@ -469,6 +487,9 @@ def _quantized(b, hq, hkv, sq, sk, d, recipe, seed, v_key_order="natural"):
     # from MIN_SEQLEN_K (1024 keys since session 12)
     (16, 4, 4, 1024, 1024, Recipe(), None),
     (8, 4, 4, 1024, 1024, Recipe(), "top_left"),
+    # as many queries as keys: launched in the kernel's top-left form (the same mask)
+    (8, 4, 4, 1024, 1024, Recipe(), "bottom_right"),
+    (1, 3, 3, 2000, 2000, Recipe(), "bottom_right"),   # tails
 ])
 def test_gpu_gluon_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                monkeypatch):
@@ -571,6 +592,7 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     # causal from MIN_SEQLEN_K_D64_CAUSAL keys
     (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),         # causal_off 13400, tail
     (1, 2, 2, 1000, 8192, Recipe(), "top_left"),              # at the threshold
+    (1, 2, 2, 8300, 8300, Recipe(), "bottom_right"),          # launched top-left, tails
 ])
 def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
                                                       monkeypatch):
@@ -651,6 +673,7 @@ def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, l
     (2, 3, 3, 1000, 4200, "bottom_right"),   # diagonal not tile-aligned, three masked tiles
     (1, 4, 2, 4500, 4200, "top_left"),       # more queries than keys, GQA, tails
     (1, 2, 2, 3000, 16400, "bottom_right"),
+    (1, 2, 2, 4200, 4200, "bottom_right"),   # launched top-left (the same mask), tails
 ])
 def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, spy,
                                                        monkeypatch):
@@ -900,3 +923,22 @@ def test_bench_markdown_tl_columns():
     assert lines[6].endswith("| 0.90 | 0.98 | 1.07 | 1.05 |")
     assert lines[7].startswith("| 256 | 4096 | no | tl |") and lines[7].endswith("| - | - |")
     assert "ours_kernel_tl" not in bench_attention.impls((1,))
+
+
+def test_bench_markdown_gpu_time_columns():
+    """bench_attention.py: the kernel-only view also on the GPU alone (ours and FA3 FP8 replayed
+    from a CUDA graph), with its own ratio; as many separator cells as header cells."""
+    import os
+    import sys
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+    import bench_attention
+    rows = [dict(hdim=128, seqlen=1024, causal=True, path="gluon", ours_kernel=430,
+                 ours_e2e=70, fa3_fp8=256, fa3_bf16=276, ours_kernel_gpu=465, fa3_fp8_gpu=514,
+                 ours_kernel_tl=439, ours_e2e_tl=74)]
+    md = bench_attention.markdown({"device": "X", "date": "d", "torch": "t", "triton": "3.6"},
+                                  rows, {}, (1,), tl=True)
+    head, sep, row = md.splitlines()[4:7]
+    assert "| ours kernel, GPU time | FA3 FP8, GPU time |" in head
+    assert "| kernel / FA3 FP8 | e2e / FA3 BF16 | kernel / FA3 FP8, GPU time |" in head
+    assert head.count("|") == sep.count("|") == row.count("|")
+    assert row.endswith("| 465 | 514 | 1.68 | 0.25 | 0.90 | 0.98 | 0.95 |")

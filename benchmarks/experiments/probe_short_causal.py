@@ -25,22 +25,8 @@ import torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
-from common import (attn_flops, bench_ms, fa3_out, host_probe_inputs, load_fa3,  # noqa: E402
-                    loop_us)
-
-
-def graph_bench_ms(fn) -> float:
-    """do_bench (L2 cleared before each call) of fn replayed from a CUDA graph of one call: the
-    GPU time with a cold L2 and next to no host time."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return bench_ms(graph.replay)
+from common import (attn_flops, bench_ms, fa3_out, graph_bench_ms, host_probe_inputs,  # noqa: E402
+                    load_fa3, loop_us)
 
 
 def main():

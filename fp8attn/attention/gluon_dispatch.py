@@ -272,6 +272,13 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]
     bn = TILE_KEYS[d]
+    if causal == "bottom_right" and q8.shape[-2] == k8.shape[-2]:
+        # the top-left mask when there are as many queries as keys; the kernel's top-left form
+        # ran faster there, same bits (H200, 2026-11-30 21:07 UTC, hdim 128, GPU time: 465
+        # against 439 TFLOP/s at 1k keys, 612 against 576 at 2k; results/
+        # probe_short_causal_s16.json), as the three-consumer kernel's at hdim 64 (436 / 515 /
+        # 553 against 416 / 488 / 535 at 4k / 8k / 16k, gluon_check_d64c_*_s16.json)
+        causal = "top_left"
     variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2])
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
