@@ -19,6 +19,8 @@
 #           4k keys (tri_ovl_s3, session 14: 1.01x / 1.11x the tl kernel at 4k / 16k) beside
 #           its persistent form (session 15: 0.95x / 1.02x) and persistent CTAs on two
 #           consumers (session 10: 0.86-0.96x of the tl kernel)                 (~3 min)
+#   q2      two Q buffers in the persistent kernels (session 16): their bit tests, then timed
+#           beside the one-buffer forms (hdim 64 causal, hdim 128 causal and not)   (~7 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -81,6 +83,19 @@ for stage in "$@"; do
                 --variants tri_ovl_s3,tri_ovl_s3_persist_wgb --causal $c \
                 --seqlens 4096,8192,16384 --json "$OUT/gluon_check_d64c_$c.json" 2>&1 | tail -6
         done ;;
+    q2)
+        timeout 150 $PY -m pytest -q -n 8 -p no:logging tests/test_gluon_dispatch.py \
+            -k "persistent_matches" 2>&1 | grep -v DEBUG | tail -6 | tee "$OUT/pytest_q2.log"
+        timeout 130 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb,tri_ovl_s3_persist_wgb_q2 --causal top_left \
+            --seqlens 4096,8192,16384 --json "$OUT/gluon_check_q2_d64c.json" 2>&1 | tail -6
+        timeout 110 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 50 \
+            --variants pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts2_q2 \
+            --causal top_left --seqlens 1024,4096 --json "$OUT/gluon_check_q2_c.json" 2>&1 \
+            | tail -6
+        timeout 120 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
+            --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_q2 \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_q2_nc.json" 2>&1 | tail -6 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -107,7 +122,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, d64c, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

@@ -118,6 +118,18 @@ def test_kernel_config_tma_store_needs_persistent_ctas():
             kernel_config(**bad)
 
 
+def test_kernel_config_two_q_buffers_need_persistent_ctas():
+    """Two Q buffers serve persistent CTAs only (one CTA, one item: one Q); kernel_config
+    refuses them elsewhere, and values other than 1 / 2."""
+    from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
+    assert kernel_config(**VARIANTS["tri_ovl_s3_persist_wgb_q2"])["Q_BUFS"] == 2
+    assert kernel_config(**gluon_dispatch.VARIANT)["Q_BUFS"] == 1
+    for bad in (dict(gluon_dispatch.CAUSAL_VARIANT, q_bufs=2),
+                dict(gluon_dispatch.VARIANT, q_bufs=3)):
+        with pytest.raises(ValueError, match="q_bufs"):
+            kernel_config(**bad)
+
+
 def test_tma_strides_follow_tma_alignment_rules():
     """Outputs a TMA descriptor can address (16-byte aligned base and strides, unit last
     stride, no overlapping rows) get the TMA store; others the plain stores (same bits). A
@@ -650,7 +662,8 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
     (1, 8, 4, 1000, 3000, True, "bottom_right"),      # GQA, causal_off 2000
     (1, 4, 4, 3000, 2200, True, "top_left"),          # more queries than keys
 ])
-@pytest.mark.parametrize("variant", ["tri_ovl_s3_persist", "tri_ovl_s3_persist_wgb"])
+@pytest.mark.parametrize("variant", ["tri_ovl_s3_persist", "tri_ovl_s3_persist_wgb",
+                                     "tri_ovl_s3_persist_q2", "tri_ovl_s3_persist_wgb_q2"])
 def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
                                                            variant):
     """Persistent CTAs on three consumer warpgroups (hdim 64, not dispatched; with wg_bounds
@@ -768,12 +781,14 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
     (1, 4, 4, 3000, 2200, 2, True, "top_left"),        # more queries than keys, two Q terms
 ])
 @pytest.mark.parametrize("variant", ["pingpong_ovl_u2_s3_persist", "pingpong_ovl_u2_s3_persist_ts",
-                                     "pingpong_ovl_s3_persist_ts2"])
+                                     "pingpong_ovl_s3_persist_ts2",
+                                     "pingpong_ovl_u2_s3_persist_ts_q2",
+                                     "pingpong_ovl_s3_persist_ts2_q2"])
 def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_terms, lse, causal,
                                                        variant):
     """The persistent variants (one CTA per SM looping over (query block, head) items; the
-    output with plain stores, one TMA store or two half-width ones): the tl kernel's bits, LSE
-    included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a barrier bug hangs
+    output with plain stores, one TMA store or two half-width ones; _q2: two Q buffers): the
+    tl kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a barrier bug hangs
     this test (the script times out instead)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)

@@ -711,10 +711,11 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
               tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
               TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
-              WG_BOUNDS: gl.constexpr = False):
+              WG_BOUNDS: gl.constexpr = False, q_base=0):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
-    q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2).
+    q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2),
+    from index q_base (persistent CTAs with two Q buffers: Q_TERMS * the item's buffer).
 
     CAUSAL: the CTA's tiles are [0, kv_end) (kv_end >= 1: every row sees key 0, see
     gluon_attention_fwd), tiles below full_end are visible to all of its rows, the rest are
@@ -749,10 +750,10 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         turn_phase = 0
     _stamp(tptr, 0, TRACE)
     if Q_TERMS == 2:
-        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),
-               q_smem.index(1).slice(row0, ROWS, dim=0))
+        q_s = (q_smem.index(q_base).slice(row0, ROWS, dim=0),
+               q_smem.index(q_base + 1).slice(row0, ROWS, dim=0))
     else:
-        q_s = (q_smem.index(0).slice(row0, ROWS, dim=0),)
+        q_s = (q_smem.index(q_base).slice(row0, ROWS, dim=0),)
     mbarrier.wait(q_bar, q_phase)
     _stamp(tptr, 1, TRACE)
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
@@ -1006,16 +1007,18 @@ def _item_at(SCHED, k, CAUSAL: gl.constexpr):
 
 @gluon.jit
 def _load_q(q_desc, ql_desc, q_smem, q_bar, row, Q_BOX: gl.constexpr, Q_LOADS: gl.constexpr,
-            Q_TERMS: gl.constexpr):
+            Q_TERMS: gl.constexpr, q_base=0):
     """TMA loads of a block's Q terms (rows [row, row + Q_LOADS * Q_BOX) of the flattened Q)
-    into q_smem, Q_LOADS boxes of Q_BOX rows each, all on q_bar."""
+    into q_smem.index(q_base) (and q_base + 1: the second term), Q_LOADS boxes of Q_BOX rows
+    each, all on q_bar."""
     mbarrier.expect(q_bar, Q_TERMS * Q_LOADS * q_desc.block_type.nbytes)
     for c in gl.static_range(Q_LOADS):
         tma.async_copy_global_to_shared(q_desc, [row + c * Q_BOX, 0], q_bar,
-                                        q_smem.index(0).slice(c * Q_BOX, Q_BOX, dim=0))
+                                        q_smem.index(q_base).slice(c * Q_BOX, Q_BOX, dim=0))
         if Q_TERMS == 2:
             tma.async_copy_global_to_shared(ql_desc, [row + c * Q_BOX, 0], q_bar,
-                                            q_smem.index(1).slice(c * Q_BOX, Q_BOX, dim=0))
+                                            q_smem.index(q_base + 1).slice(c * Q_BOX, Q_BOX,
+                                                                           dim=0))
 
 
 @gluon.jit
@@ -1024,11 +1027,13 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
-                         TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1):
+                         TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1,
+                         Q_BUFS: gl.constexpr = 1):
     """_producer for persistent CTAs: per work item, Q (once every consumer is done with the
-    previous item's Q: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and then its K / V
-    tiles (causal: those below the item's kv_end), the ring position g running on across items
-    (the consumers count the same way)."""
+    Q that used its buffer before: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and
+    then its K / V tiles (causal: those below the item's kv_end), the ring position g running
+    on across items (the consumers count the same way). Q_BUFS = 2: item it's Q in buffer
+    it % 2, so the next item's Q loads while this item's last Q K^T still reads the other."""
     g = 0
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
@@ -1040,10 +1045,11 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         tptr = _trace_slot(TRACE_PTR, 2, it)
         _stamp(tptr, 0, TRACE)
-        mbarrier.wait(q_empty, (it & 1) ^ 1)
+        qb = it % Q_BUFS
+        mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
         _stamp(tptr, 1, TRACE)
-        _load_q(q_desc, ql_desc, q_smem, q_bar, off_hz * seqlen_q + start_m,
-                BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS)
+        _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb), off_hz * seqlen_q + start_m,
+                BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS, qb * Q_TERMS)
         for j in range(n_tiles):
             gg = g + j
             slot = gg % STAGES
@@ -1077,9 +1083,9 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          TURNS: gl.constexpr = True, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
                          TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
-                         WG_BOUNDS: gl.constexpr = False):
+                         WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
-    position and the ping-pong phase carried from item to item. TURNS=False: no ping-pong
+    position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item. TURNS=False: no ping-pong
     turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
     g = 0
     it = 0
@@ -1092,16 +1098,17 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
         kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
                                                       CAUSAL)
         tptr = _trace_slot(TRACE_PTR, my_turn, it)
+        qb = it % Q_BUFS
         turn_phase = _ovl_work(
-            q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD, VD,
-            O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
+            q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn,
+            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
             stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-            g0=g, turn_phase=turn_phase, q_phase=it & 1, q_empty=q_empty, ARRIVE_Q_EMPTY=True,
-            tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
-            MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
+            g0=g, turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
+            ARRIVE_Q_EMPTY=True, tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem,
+            TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS, q_base=qb * Q_TERMS)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1122,7 +1129,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
-                    WG_BOUNDS: gl.constexpr = False):
+                    WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1149,17 +1156,20 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     # have power-of-two shapes), loaded three times into a 256-row buffer
     Q_ROWS: gl.constexpr = 256 if CONSUMERS == 3 else BLOCK_M
     Q_LOADS: gl.constexpr = 3 if CONSUMERS == 3 else 1
-    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_TERMS, Q_ROWS, HEAD_DIM], q_desc.layout)
+    # persistent, Q_BUFS = 2: two Q buffers (item it's in it % 2), each Q_TERMS entries
+    q_smem = gl.allocate_shared_memory(q_desc.dtype, [Q_BUFS * Q_TERMS, Q_ROWS, HEAD_DIM],
+                                       q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    q_bar = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     N_CONSUMERS: gl.constexpr = CONSUMERS if MODE == 2 else 1
-    mbarrier.init(q_bar, count=1)
+    for b in gl.static_range(Q_BUFS):
+        mbarrier.init(q_bar.index(b), count=1)
     for s in gl.static_range(STAGES):
         mbarrier.init(k_full.index(s), count=1)
         mbarrier.init(v_full.index(s), count=1)
@@ -1167,8 +1177,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         mbarrier.init(v_empty.index(s), count=N_CONSUMERS)
     mbarrier.init(turn.index(0), count=1)
     mbarrier.init(turn.index(1), count=1)
-    q_empty = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-    mbarrier.init(q_empty, count=CONSUMERS)     # persistent: every consumer warpgroup
+    q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+    for b in gl.static_range(Q_BUFS):
+        mbarrier.init(q_empty.index(b), count=CONSUMERS)    # persistent: every consumer
     fence_async_shared()
     # three consumers: a 192-row block crosses up to three 128-key tiles on its diagonal, a
     # warpgroup's 64 rows (WG_BOUNDS) up to two
@@ -1187,7 +1198,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS)),
+                                    WG_BOUNDS, Q_BUFS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1197,7 +1208,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS)),
+                                    WG_BOUNDS, Q_BUFS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 2 * THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1207,12 +1218,12 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS)),
+                                    WG_BOUNDS, Q_BUFS)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
                                     SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
-                                    CAUSAL, TRACE_PTR, TRACE, Q_LOADS)),
+                                    CAUSAL, TRACE_PTR, TRACE, Q_LOADS, Q_BUFS)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         return      # without it the CTA went on into the non-persistent path below and hung
     elif PERSISTENT:
@@ -1237,7 +1248,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_smem0,
-                                    TMA_STORE)),
+                                    TMA_STORE, 2, False, Q_BUFS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1247,16 +1258,16 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_smem1,
-                                    TMA_STORE)),
+                                    TMA_STORE, 2, False, Q_BUFS)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
                                     SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
-                                    CAUSAL, TRACE_PTR, TRACE)),
+                                    CAUSAL, TRACE_PTR, TRACE, 1, Q_BUFS)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
-    q_bar0 = q_bar
+    q_bar0 = q_bar.index(0)
     _load_q(q_desc, ql_desc, q_smem, q_bar0, off_hz * seqlen_q + start_m, BLOCK_M // Q_LOADS,
             Q_LOADS, Q_TERMS)
     q_one = q_smem.index(0)     # the consumers without overlap take one Q term
@@ -1434,6 +1445,18 @@ VARIANTS = {
                                            persistent=True, tma_store=2),
     "pingpong_ovl_s3_persist_ts2": dict(mode="pingpong", stages=3, overlap=True,
                                         persistent=True, tma_store=2),
+    # session 16: two Q buffers (the next item's Q loads under this item's last tiles)
+    "pingpong_ovl_s3_persist_ts2_q2": dict(mode="pingpong", stages=3, overlap=True,
+                                           persistent=True, tma_store=2, q_bufs=2),
+    "pingpong_ovl_u2_s3_persist_ts_q2": dict(mode="pingpong", stages=3, overlap=True,
+                                             unroll2=True, persistent=True, tma_store=1,
+                                             q_bufs=2),
+    "tri_ovl_s3_persist_q2": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                  consumers=3, block_m=192, consumer_regs=160, persistent=True,
+                                  q_bufs=2),
+    "tri_ovl_s3_persist_wgb_q2": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                      consumers=3, block_m=192, consumer_regs=160,
+                                      persistent=True, wg_bounds=True, q_bufs=2),
 
 }
 
@@ -1442,7 +1465,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
-                  consumers: int = 2, wg_bounds: bool = False) -> dict:
+                  consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1454,7 +1477,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
     rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
     more warps to hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
-    warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS)."""
+    warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
+    1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and not tma_store
             and block_m == 192)):
@@ -1469,6 +1493,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
     if pv_pipe and not (mode == "pingpong" and not overlap):
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
+    if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
+        raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if tma_store not in (0, 1, 2) or (tma_store and not persistent):
         raise ValueError("tma_store: 0, or 1 / 2 (the output in one / two TMA stores) with "
                          "persistent=True")
@@ -1477,7 +1503,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
-                num_warps=num_warps)
+                Q_BUFS=q_bufs, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1620,7 +1646,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, tma_store: int = 0, trace=None,
-                        consumers: int = 2, wg_bounds: bool = False):
+                        consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1645,6 +1671,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
     warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
     wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
+    q_bufs: kernel_config's (persistent: two Q buffers).
     tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
@@ -1658,7 +1685,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds)
+               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1679,7 +1706,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                 softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
                 overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
                 persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
-                consumers=consumers, wg_bounds=wg_bounds)
+                consumers=consumers, wg_bounds=wg_bounds)      # one CTA an item: one Q buffer
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
@@ -1739,7 +1766,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store, consumers, wg_bounds) = variant
+     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1794,7 +1821,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     o_strides = _tma_strides(out)
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds)
+                        turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
+                        q_bufs)
     if trace is not None:
         _check_trace(trace, grid[0], persistent, consumers)
     bm = cfg["BLOCK_M"]
