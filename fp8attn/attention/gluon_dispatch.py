@@ -131,6 +131,9 @@ VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consume
 # Causal hdim 64 (session 15): each warpgroup computes only its own rows' tiles (wg_bounds), on
 # persistent CTAs with the greedy table; a head of at most one 192-row block is one item, so
 # it runs without the table (same bits either way).
+# Two Q buffers (gluon_fwd VARIANTS "*_q2", session 16) ran 0.7-2.7% faster on the causal
+# persistent kernels and 4-5% slower on the unrolled non-causal one (results/gluon_check_q2_*
+# _s16.json); not dispatched yet (branch wip/s16-q2-causal).
 VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True)
 VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)
