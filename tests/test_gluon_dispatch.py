@@ -788,8 +788,8 @@ def test_gpu_gluon_kernel_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, q_ter
                                                        variant):
     """The persistent variants (one CTA per SM looping over (query block, head) items; the
     output with plain stores, one TMA store or two half-width ones; _q2: two Q buffers): the
-    tl kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist first on a new machine: a barrier bug hangs
-    this test (the script times out instead)."""
+    tl kernel's bits, LSE included. Run benchmarks/gluon_gpu.sh persist (or q2) first on a new
+    machine: a barrier bug hangs this test (the script times out instead)."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(q_terms=q_terms), seed=sq + sk)
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     from fp8attn.attention.gluon_fwd import VARIANTS

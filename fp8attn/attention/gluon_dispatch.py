@@ -52,8 +52,8 @@ causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0
 VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run it
 (VARIANT_D64_CAUSAL). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,bottom_right}
 _s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x / 1.05x /
-1.12x bottom-right, so the threshold moved from 16k to 8k keys. Left to the tl kernel although gluon_fwd.py has the
-code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
+1.12x bottom-right, so the threshold moved from 16k to 8k keys.
+Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
 warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
 without the ping-pong turns 0.86-0.88x / 0.95x / 0.95-0.96x,

@@ -1085,8 +1085,9 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
                          WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
-    position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item. TURNS=False: no ping-pong
-    turns (the two warpgroups run free, for head dims where the softmax outweighs the GEMMs)."""
+    position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item.
+    TURNS=False: no ping-pong turns (the two warpgroups run free, for head dims where the
+    softmax outweighs the GEMMs)."""
     g = 0
     it = 0
     turn_phase = 0
@@ -1101,8 +1102,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
         qb = it % Q_BUFS
         turn_phase = _ovl_work(
             q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn,
-            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
-            stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
+            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
