@@ -9,7 +9,8 @@ do_bench clears L2 before each call and times it alone, so a short call's host t
 it outlasts the clearing kernel (FA3 FP8 at 1k keys: 386 TFLOP/s so, 514 on the GPU alone; H200,
 2026-11-30, results/probe_short_causal_s16.json). The kernel-only view is therefore also timed on
 the GPU alone (columns "GPU time": the call replayed from a CUDA graph under do_bench, L2 still
-cleared), ours and FA3 FP8 alike.
+cleared), ours and FA3 FP8 alike; so is the end-to-end view beside FA3 BF16 (since session 16,
+after its 21:17 run: not yet run on a GPU).
 
 Rows (each guarded by availability):
   ours kernel   FP8 inputs ready (rotated + quantised beforehand), kernel only, bf16 out; the
@@ -55,7 +56,10 @@ from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference
 from fp8attn.quant import KEY_ORDERS, quantize_qkv  # noqa: E402
 
 IMPLS = ["ours_kernel", "ours_e2e", "fa3_fp8", "fa3_bf16", "sdpa_flash", "sdpa_cudnn", "sage"]
-GPU_TIME = ("ours_kernel", "fa3_fp8")   # also timed on the GPU alone (row keys NAME_gpu)
+# (ours, peer, ratio heading): both also timed on the GPU alone (row keys NAME_gpu)
+GPU_PAIRS = (("ours_kernel", "fa3_fp8", "kernel / FA3 FP8"),
+             ("ours_e2e", "fa3_bf16", "e2e / FA3 BF16"))
+GPU_TIME = tuple(n for pair in GPU_PAIRS for n in pair[:2])
 
 
 def _suffix(q_terms: int) -> str:
@@ -238,9 +242,9 @@ def markdown(env, rows, acc, q_terms=(1,), tl=False) -> str:
         for v in ("kernel", "e2e"):
             names[f"ours_{v}{_suffix(t)}"] = f"ours {v}" + (f" q{t}" if t != 1 else "")
     present = [n for n in impls(q_terms, tl) if any(r.get(n) for r in rows)]
-    gpu_cols = any(r.get("ours_kernel_gpu") for r in rows)
-    gpu = ["ours_kernel_gpu", "fa3_fp8_gpu"] if gpu_cols else []
-    names.update(ours_kernel_gpu="ours kernel, GPU time", fa3_fp8_gpu="FA3 FP8, GPU time")
+    pairs = [p for p in GPU_PAIRS if any(r.get(p[0] + "_gpu") for r in rows)]
+    gpu = [n + "_gpu" for p in pairs for n in p[:2]]
+    names.update({n + "_gpu": names[n] + ", GPU time" for p in pairs for n in p[:2]})
     tl_cols = tl and "ours_kernel_tl" in present
     lines = [f"### FP8 attention forward, {env.get('device')} ({env['date']}), torch {env['torch']}, "
              f"triton {env['triton']}",
@@ -252,10 +256,10 @@ def markdown(env, rows, acc, q_terms=(1,), tl=False) -> str:
              "",
              "| hdim | seqlen | causal | path | " + " | ".join(names[n] for n in present + gpu)
              + " | kernel / FA3 FP8 | e2e / FA3 BF16 |"
-             + (" kernel / FA3 FP8, GPU time |" if gpu_cols else "")
+             + "".join(f" {p[2]}, GPU time |" for p in pairs)
              + "".join(f" kernel q{t} / q1 | kernel q{t} / FA3 FP8 |" for t in q_terms if t != 1)
              + (" kernel / tl | e2e / tl |" if tl_cols else ""),
-             "|" + "---|" * (4 + len(present) + len(gpu) + 2 + gpu_cols
+             "|" + "---|" * (4 + len(present) + len(gpu) + 2 + len(pairs)
                              + 2 * sum(t != 1 for t in q_terms) + 2 * tl_cols)]
     for r in rows:
         cells = [f"{r[n]:.0f}" if r.get(n) else "-" for n in present + gpu]
@@ -264,8 +268,8 @@ def markdown(env, rows, acc, q_terms=(1,), tl=False) -> str:
         e_ratio = (f"{r['ours_e2e'] / r['fa3_bf16']:.2f}" if r.get("ours_e2e") and r.get("fa3_bf16")
                    else "-")
         extra = ""
-        if gpu_cols:
-            a, b = r.get("ours_kernel_gpu"), r.get("fa3_fp8_gpu")
+        for mine, peer, _ in pairs:
+            a, b = r.get(mine + "_gpu"), r.get(peer + "_gpu")
             extra += f" {a / b:.2f} |" if a and b else " - |"
         for t in q_terms:
             if t == 1:

@@ -941,8 +941,9 @@ def test_bench_markdown_tl_columns():
 
 
 def test_bench_markdown_gpu_time_columns():
-    """bench_attention.py: the kernel-only view also on the GPU alone (ours and FA3 FP8 replayed
-    from a CUDA graph), with its own ratio; as many separator cells as header cells."""
+    """bench_attention.py: the kernel-only and end-to-end views also on the GPU alone (ours and
+    its peer replayed from a CUDA graph), each with its own ratio; as many separator cells as
+    header cells; a pair no row has gets no columns."""
     import os
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
@@ -955,5 +956,15 @@ def test_bench_markdown_gpu_time_columns():
     head, sep, row = md.splitlines()[4:7]
     assert "| ours kernel, GPU time | FA3 FP8, GPU time |" in head
     assert "| kernel / FA3 FP8 | e2e / FA3 BF16 | kernel / FA3 FP8, GPU time |" in head
+    assert "e2e, GPU time" not in head
     assert head.count("|") == sep.count("|") == row.count("|")
     assert row.endswith("| 465 | 514 | 1.68 | 0.25 | 0.90 | 0.98 | 0.95 |")
+    rows[0].update(ours_e2e_gpu=200, fa3_bf16_gpu=400)
+    md = bench_attention.markdown({"device": "X", "date": "d", "torch": "t", "triton": "3.6"},
+                                  rows, {}, (1,), tl=False)
+    head, sep, row = md.splitlines()[4:7]
+    assert ("| ours kernel, GPU time | FA3 FP8, GPU time | ours e2e, GPU time "
+            "| FA3 BF16, GPU time |") in head
+    assert head.endswith("| kernel / FA3 FP8, GPU time | e2e / FA3 BF16, GPU time |")
+    assert head.count("|") == sep.count("|") == row.count("|")
+    assert row.endswith("| 465 | 514 | 200 | 400 | 1.68 | 0.25 | 0.90 | 0.50 |")
