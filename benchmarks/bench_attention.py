@@ -6,11 +6,11 @@ Setting of the FlashAttention-3 paper: 16k tokens per batch (batch = 16384 / seq
 (heads = 2048 / head_dim), head dims 64 / 128 / 256, seqlen 512 ... 16k, causal and not.
 TFLOP/s = 4 * B * H * S^2 * D / time (halved for causal), time = triton.testing.do_bench median.
 do_bench clears L2 before each call and times it alone, so a short call's host time counts where
-it outlasts the clearing kernel (FA3 FP8 at 1k keys: 386 TFLOP/s so, 514 on the GPU alone; H200,
-2026-11-30, results/probe_short_causal_s16.json). The kernel-only view is therefore also timed on
-the GPU alone (columns "GPU time": the call replayed from a CUDA graph under do_bench, L2 still
-cleared), ours and FA3 FP8 alike; so is the end-to-end view beside FA3 BF16 (since session 16,
-after its 21:17 run: not yet run on a GPU).
+it outlasts the clearing kernel (FA3 FP8, causal, 1k keys: 386 TFLOP/s timed so, 514 on the GPU
+alone; H200, 2026-11-30, results/probe_short_causal_s16.json). The kernel-only view is therefore
+also timed on the GPU alone (columns "GPU time": the call replayed from a CUDA graph under
+do_bench, L2 still cleared), ours and FA3 FP8 alike; so is the end-to-end view beside FA3 BF16
+(added in session 16 after its 21:17 run: not yet run on a GPU).
 
 Rows (each guarded by availability):
   ours kernel   FP8 inputs ready (rotated + quantised beforehand), kernel only, bf16 out; the

@@ -666,9 +666,9 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
                                      "tri_ovl_s3_persist_q2", "tri_ovl_s3_persist_wgb_q2"])
 def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
                                                            variant):
-    """Persistent CTAs on three consumer warpgroups (hdim 64, not dispatched; with wg_bounds
-    each warpgroup computes its own rows' causal tiles): the tl kernel's bits with the same
-    128-key tiles, LSE included."""
+    """Persistent CTAs on three consumer warpgroups (hdim 64; with wg_bounds each warpgroup
+    computes its own rows' causal tiles: VARIANT_D64_CAUSAL, dispatched from 8k keys; _q2: two
+    Q buffers): the tl kernel's bits with the same 128-key tiles, LSE included."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
                             v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
