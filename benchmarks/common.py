@@ -73,13 +73,13 @@ def kernel_only(quant, out, causal):
         causal=causal, out=out, v_key_order=v8.key_order)
 
 
-def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
-    """Median GPU milliseconds per call of fn, replayed from a CUDA graph of `calls` calls: no host
-    work between launches, so a host path slower than the kernels cannot leave the GPU idle.
-    Raises if fn cannot be captured (host syncs, host allocations)."""
+def _captured(fn, calls: int = 1, warmup: int = 1) -> torch.cuda.CUDAGraph:
+    """A CUDA graph of `calls` calls of fn, after `warmup` calls on a side stream (compiles,
+    autotunes, device tables: off the capture). Raises if fn cannot be captured (host syncs,
+    host allocations)."""
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):             # warm-up (compiles, autotunes) off the capture
+    with torch.cuda.stream(stream):
         for _ in range(warmup):
             fn()
     torch.cuda.current_stream().wait_stream(stream)
@@ -87,6 +87,14 @@ def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
     with torch.cuda.graph(graph):
         for _ in range(calls):
             fn()
+    return graph
+
+
+def graph_ms(fn, calls: int = 10, replays: int = 7, warmup: int = 1) -> float:
+    """Median GPU milliseconds per call of fn, replayed from a CUDA graph of `calls` calls: no host
+    work between launches, so a host path slower than the kernels cannot leave the GPU idle.
+    Raises if fn cannot be captured (host syncs, host allocations)."""
+    graph = _captured(fn, calls, warmup)
     graph.replay()
     times = []
     for _ in range(replays):
@@ -104,15 +112,7 @@ def graph_bench_ms(fn) -> float:
     each replay, but the call's host time, which do_bench counts wherever it outlasts the L2
     clearing kernel (short calls: 0.1-0.2 ms of host time in FA3's and our Python paths),
     drops out. The GPU time of the call. Raises if fn cannot be captured."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):             # compiles, autotunes, tables: off the capture
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return bench_ms(graph.replay)
+    return bench_ms(_captured(fn).replay)
 
 
 def loop_us(fn, n: int = 200) -> tuple[float, float]:

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 from common import (attn_flops, bench_ms, fa3_out, graph_bench_ms, host_probe_inputs,  # noqa: E402
-                    load_fa3, loop_us)
+                    kernel_only, load_fa3, loop_us)
 
 
 def main():
@@ -39,7 +39,6 @@ def main():
         return
     from fp8attn.attention import gluon_dispatch
     from fp8attn.attention.gluon_fwd import gluon_attention_fwd
-    from fp8attn.attention.triton_fwd import attention_fwd_fp8
     fa3, why = load_fa3()
     rows = []
     for s in (int(x) for x in args.seqlens.split(",")):
@@ -56,10 +55,7 @@ def main():
                 v_key_order=v8.key_order, **variant)
 
         def package(causal):
-            return lambda: attention_fwd_fp8(
-                q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-                softmax_scale=d ** -0.5, causal=causal, out=out, v_key_order=v8.key_order)
+            return lambda: kernel_only((q8, k8, v8), out, causal)
 
         calls = {f"{p}_{c}": f(c) for p, f in (("direct", direct), ("package", package))
                  for c in ("top_left", "bottom_right")}
