@@ -21,6 +21,11 @@
 #           consumers (session 10: 0.86-0.96x of the tl kernel)                 (~3 min)
 #   q2      two Q buffers in the persistent kernels (session 16): their bit tests, then timed
 #           beside the one-buffer forms (hdim 64 causal, hdim 128 causal and not)   (~7 min)
+#   licm    session 17: the persistent hdim-128 kernels with the item loop compiled without
+#           LLVM's loop-invariant code motion (now the default) beside the same kernels with
+#           it (the "_licm" variants, as dispatched before), non-causal and causal   (~5 min)
+#   licm64  the same at head dim 64 (three consumers): causal with per-warpgroup bounds, and
+#           non-causal persistent beside the dispatched non-persistent kernel  (~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -96,6 +101,21 @@ for stage in "$@"; do
         timeout 120 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
             --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_q2 \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_q2_nc.json" 2>&1 | tail -6 ;;
+    licm)
+        timeout 170 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
+            --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_licm,pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_licm \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_licm_nc.json" 2>&1 | tail -8
+        timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
+            --variants pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts2_licm,pingpong_ovl_s3 \
+            --causal bottom_right --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_licm_c.json" 2>&1 | tail -8 ;;
+    licm64)
+        timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb,tri_ovl_s3_persist_wgb_licm --causal top_left \
+            --seqlens 4096,8192,16384 --json "$OUT/gluon_check_licm_d64c.json" 2>&1 | tail -6
+        timeout 120 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 --head-dim 64 \
+            --variants tri_ovl_s3,tri_ovl_s3_persist --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_licm_d64.json" 2>&1 | tail -6 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -122,7 +142,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

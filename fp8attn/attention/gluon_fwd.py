@@ -66,6 +66,7 @@ from typing import NamedTuple
 
 import torch
 import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import (
@@ -1083,16 +1084,24 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          TURNS: gl.constexpr = True, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
                          TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
-                         WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
+                         WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
+                         ITEM_LICM: gl.constexpr = False):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item.
     TURNS=False: no ping-pong turns (the two warpgroups run free, for head dims where the
-    softmax outweighs the GEMMs)."""
+    softmax outweighs the GEMMs).
+
+    The item loop is compiled without loop-invariant code motion unless ITEM_LICM (session 17).
+    With it, LLVM hoisted the masked steps' column indices (gl.arange: 32 registers a set,
+    two sets) out of the item loop, so they stayed live through every tile loop; ptxas then
+    ran short of registers and waited for each tile's P @ V before starting the next tile's
+    softmax (no overlap in the SASS), and spilled (12-448 B at hdim 128)."""
     g = 0
     it = 0
     turn_phase = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
-    for k in range(first, end, step):
+    # (tl.range: Gluon has no range of its own with disable_licm)
+    for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
             _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
             BLOCK_M, HEAD_DIM, CAUSAL)
@@ -1103,7 +1112,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
         turn_phase = _ovl_work(
             q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn,
             QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
-            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+            stride_od,
             seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
             causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
@@ -1130,7 +1140,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
                     PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
-                    WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1):
+                    WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
+                    ITEM_LICM: gl.constexpr = False):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1199,7 +1210,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS)),
+                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1209,7 +1220,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS)),
+                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 2 * THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1219,7 +1230,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS)),
+                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1249,7 +1260,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_smem0,
-                                    TMA_STORE, 2, False, Q_BUFS)),
+                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1259,7 +1270,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_smem1,
-                                    TMA_STORE, 2, False, Q_BUFS)),
+                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1458,7 +1469,18 @@ VARIANTS = {
     "tri_ovl_s3_persist_wgb_q2": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                       consumers=3, block_m=192, consumer_regs=160,
                                       persistent=True, wg_bounds=True, q_bufs=2),
-
+    # session 17: the dispatched persistent kernels with LLVM's loop-invariant code motion left
+    # on in the item loop (as before session 17; _consumer_persistent), for timing beside them
+    "pingpong_ovl_u2_s3_persist_licm": dict(mode="pingpong", stages=3, overlap=True,
+                                            unroll2=True, persistent=True, item_licm=True),
+    "pingpong_ovl_u2_s3_persist_ts_licm": dict(mode="pingpong", stages=3, overlap=True,
+                                               unroll2=True, persistent=True, tma_store=1,
+                                               item_licm=True),
+    "pingpong_ovl_s3_persist_ts2_licm": dict(mode="pingpong", stages=3, overlap=True,
+                                             persistent=True, tma_store=2, item_licm=True),
+    "tri_ovl_s3_persist_wgb_licm": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                        consumers=3, block_m=192, consumer_regs=160,
+                                        persistent=True, wg_bounds=True, item_licm=True),
 }
 
 
@@ -1466,7 +1488,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
-                  consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1) -> dict:
+                  consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
+                  item_licm: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1479,7 +1502,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
     more warps to hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
     warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
-    1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs."""
+    1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs.
+    item_licm (persistent): leave LLVM's loop-invariant code motion on in the item loop (off
+    by default since session 17: it cost the softmax / P @ V overlap, _consumer_persistent)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and not tma_store
             and block_m == 192)):
@@ -1496,6 +1521,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
+    if item_licm and not persistent:
+        raise ValueError("item_licm needs persistent=True (the item loop)")
     if tma_store not in (0, 1, 2) or (tma_store and not persistent):
         raise ValueError("tma_store: 0, or 1 / 2 (the output in one / two TMA stores) with "
                          "persistent=True")
@@ -1504,7 +1531,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
-                Q_BUFS=q_bufs, num_warps=num_warps)
+                Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -1647,7 +1674,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, tma_store: int = 0, trace=None,
-                        consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1):
+                        consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
+                        item_licm: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1672,7 +1700,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
     warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
     wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
-    q_bufs: kernel_config's (persistent: two Q buffers).
+    q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
     tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
@@ -1686,7 +1714,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs)
+               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1767,7 +1795,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs) = variant
+     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1823,7 +1851,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
-                        q_bufs)
+                        q_bufs, item_licm)
     if trace is not None:
         _check_trace(trace, grid[0], persistent, consumers)
     bm = cfg["BLOCK_M"]
