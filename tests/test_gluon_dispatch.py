@@ -217,6 +217,20 @@ def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
         gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
 
 
+def test_variant_for_causal_hdim128_is_persistent_at_every_length():
+    """Causal head dim 128 runs the persistent kernel from 1k keys up, long calls included
+    (session 17: 1.05x one CTA per block at 16k keys once the item loop kept its overlap; up to
+    8k keys before)."""
+    from fp8attn.attention.gluon_fwd import kernel_config
+    for causal in ("top_left", "bottom_right"):
+        for sk in (1024, 8192, 8193, 16384, 65536):
+            assert gluon_dispatch.variant_for(128, causal, sk) is \
+                gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
+            assert gluon_dispatch.variant_for(128, causal, sk, sk) is \
+                gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
+    assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["ITEM_LICM"] is False
+
+
 def test_variant_for_one_query_block_causal_runs_without_a_schedule():
     """A causal head of at most CAUSAL_BLOCK_M queries is one work item: the non-persistent
     variant (no schedule table per seqlen_k); from one row more, the persistent one."""

@@ -2,8 +2,8 @@
 
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
-non-causal calls the loop unrolled by two; persistent CTAs for non-causal calls and for causal
-ones up to 8k keys, storing the output with TMA up to 8k keys). On the calls below it gives the
+non-causal calls the loop unrolled by two; persistent CTAs (for causal calls since session 17
+at every length, up to 8k keys before), storing the output with TMA up to 8k keys). On the calls below it gives the
 same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
 tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
 faster from 1k keys at head dim 128, 4k at 256 and 64 (16k for hdim-64 causal calls; H200,
@@ -30,8 +30,8 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it tak
     UTC, results/probe_launch_host_s12.json), under the GPU's 195 / 155 us, so 1k calls are
     GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
     kernel on the GPU alone, session 11). Head dim 256 keeps 4k (its non-persistent kernel ran
-    0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls persistent
-    CTAs up to 8k keys (from two 128-row query blocks a head) and one CTA per query block
+    0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls too from two
+    128-row query blocks a head (up to 8k keys until session 17), one CTA per query block
     otherwise (the variants below, with the timings that chose them). Causal (session 7, one
     CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
     2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
@@ -93,7 +93,7 @@ import triton
 # (gluon_fwd._causal_schedule) ran 682 / 768 / 819 TFLOP/s top-left at 4k / 8k / 16k keys
 # against pingpong_ovl_s3's 662 / 759 / 845 (bottom-right 677 / - / 801 against 661 / - / 826;
 # H200, 2026-11-30 13:22 and 13:36 UTC, results/gluon_check_{top_left,bottom_right,8k}_s9.json):
-# causal calls up to CAUSAL_PERSISTENT_MAX_SEQLEN_K keys run them.
+# causal calls up to 8k keys ran them (all lengths since session 17, below).
 # Session 11: the persistent kernels store the output through shared memory with TMA
 # (gluon_fwd tma_store): per work item the plain stores and what waited on them took ~2.7
 # tile-times, the TMA store ~0.8 (SM clock stamps, benchmarks/experiments/gluon_trace.py).
@@ -110,7 +110,11 @@ VARIANT_LONG = dict(VARIANT, tma_store=0)
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
-CAUSAL_PERSISTENT_MAX_SEQLEN_K = 8192
+# Session 17: with the item loop compiled without LLVM's loop-invariant code motion
+# (gluon_fwd._consumer_persistent) the persistent causal kernel keeps its softmax under P @ V
+# and runs 484 / 741 / 842 TFLOP/s bottom-right at 1k / 4k / 16k keys, against 439 / 679 / 779
+# as before and 380 / 642 / 805 for one CTA per block (H200, 2026-11-30 22:13 UTC,
+# results/gluon_check_licm_c_s17.json): causal calls run it at every length (up to 8k before).
 # Query rows per CTA of the causal kernels. Up to this many queries a head is one work item,
 # all items are equally long and the persistent kernel's balanced schedule has nothing to
 # balance: CAUSAL_VARIANT runs those calls (same bits) and no schedule table is built, which
@@ -304,8 +308,7 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
     if causal is None:
         return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M
-    return (CAUSAL_PERSISTENT_VARIANT
-            if seqlen_k <= CAUSAL_PERSISTENT_MAX_SEQLEN_K and not one_block else CAUSAL_VARIANT)
+    return CAUSAL_VARIANT if one_block else CAUSAL_PERSISTENT_VARIANT
 
 
 def try_launch(*args, **kwargs) -> bool:
