@@ -26,6 +26,8 @@
 #           it (the "_licm" variants, as dispatched before), non-causal and causal   (~5 min)
 #   licm64  the same at head dim 64 (three consumers): causal with per-warpgroup bounds, and
 #           non-causal persistent beside the dispatched non-persistent kernel  (~4 min)
+#   longc   the dispatch GPU tests of causal hdim 128 (persistent CTAs at every length since
+#           session 17), with a 9k-key case                                    (~1-2 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -102,8 +104,8 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_q2 \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_q2_nc.json" 2>&1 | tail -6 ;;
     licm)
-        timeout 170 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
-            --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_licm,pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_licm \
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
+            --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_licm,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_licm_nc.json" 2>&1 | tail -8
         timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
             --variants pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts2_licm,pingpong_ovl_s3 \
@@ -116,6 +118,11 @@ for stage in "$@"; do
         timeout 120 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 --head-dim 64 \
             --variants tri_ovl_s3,tri_ovl_s3_persist --seqlens 4096,16384 \
             --json "$OUT/gluon_check_licm_d64.json" 2>&1 | tail -6 ;;
+    longc)
+        # session 17: causal hdim-128 dispatch on persistent CTAs at every length
+        timeout 150 $PY -m pytest -q -n 8 -p no:logging tests/test_gluon_dispatch.py \
+            -k "gpu_gluon_path_same_bits or causal_persistent_under or causal_schedule_under" \
+            2>&1 | grep -v DEBUG | tail -6 | tee "$OUT/pytest_longc.log" ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -142,7 +149,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done
