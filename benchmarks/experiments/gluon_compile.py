@@ -4,7 +4,8 @@
 
 (/tmp/t36: the Triton 3.6 wheel unpacked, the version the device machine runs.) Prints per variant:
 compile OK or the error, registers / spills from ptxas -v, shared memory, the number of wgmma
-instructions in the PTX and the setmaxnreg values. Optional arguments: variant names to build
+instructions in the PTX, the setmaxnreg values and, per tile step, the softmax work ptxas left
+under the P @ V (softmax_under_pv). Optional arguments: variant names to build
 (default: all), e.g. `ws pingpong`. PTX and TTGIR land in /tmp/gluon_attn_<variant>.{ptx,ttgir}.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fp8attn.attention import gluon_fwd as gluon_attn  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+CUOBJDUMP = os.path.join(os.path.dirname(PTXAS), "cuobjdump")
 
 VARIANTS = gluon_attn.VARIANTS
 
@@ -81,6 +83,43 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
                           options=dict(num_warps=num_warps))
 
 
+def softmax_under_pv(sass: str) -> list:
+    """Per tile step of each wgmma loop in `sass` (cuobjdump -sass text): the (instructions,
+    row-max FMNMX, MUFU exp2) between a `wait_group 1` (S ready, the previous P @ V still in
+    flight) and the next `wait_group 0`, i.e. the softmax work that overlaps the P @ V. ptxas
+    moves the second wait up when it lacks registers, silently (session 17: the persistent
+    kernels ran 0-45 instructions there against ~275 in the non-persistent ones, 8-10% of
+    their causal speed)."""
+    ins = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2).strip()))
+    at = {a: i for i, (a, _) in enumerate(ins)}
+    loops = []          # (first, last) instruction of each backward branch's loop with wgmmas
+    for i, (a, text) in enumerate(ins):
+        # a loop's back edge is predicated; the unconditional backward branches are the
+        # mbarrier wait stubs' retries into the code
+        m = re.match(r"@!?U?P\w+\s+BRA .*?(0x[0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < a and int(m.group(1), 16) in at:
+            lo = at[int(m.group(1), 16)]
+            if i - lo < 1200 and sum("QGMMA" in t for _, t in ins[lo:i + 1]) >= 6:
+                loops.append((lo, i))
+    steps = []
+    for lo, hi in loops:
+        if any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2 in loops):
+            continue        # not innermost: an item loop around a tile loop
+        body = [t for _, t in ins[lo:hi + 1]]
+        for j in (j for j, t in enumerate(body) if "DEPBAR.LE gsb0, 0x1" in t):
+            k = next((k for k in range(j + 1, j + len(body)) if "DEPBAR.LE gsb0, 0x0"
+                      in body[k % len(body)]), None)
+            if k is not None:
+                seg = [body[x % len(body)] for x in range(j + 1, k)]
+                steps.append((len(seg), sum("FMNMX" in t for t in seg),
+                              sum("MUFU.EX2" in t for t in seg)))
+    return steps
+
+
 def report(name, kern):
     ptx = kern.asm["ptx"]
     base = f"/tmp/gluon_attn_{name}"
@@ -93,7 +132,10 @@ def report(name, kern):
     regs = re.findall(r"Used (\d+) registers", r.stderr)
     spill = re.findall(r"(\d+) bytes spill stores, (\d+) bytes spill loads", r.stderr)
     setmax = re.findall(r"setmaxnreg\.(inc|dec)\.sync\.aligned\.u32\s+(\d+)", ptx)
+    sass = subprocess.run([CUOBJDUMP, "-sass", base + ".o"], capture_output=True,
+                          text=True).stdout if r.returncode == 0 else ""
     return dict(regs=regs, spills=spill, smem=kern.metadata.shared,
+                softmax_under_pv=softmax_under_pv(sass),
                 wgmma=len(re.findall(r"wgmma\.mma_async", ptx)),
                 setmaxnreg=sorted(set(f"{a}{b}" for a, b in setmax)),
                 ptxas_rc=r.returncode, ptxas_err=r.stderr.strip()[-400:] if r.returncode else "",
