@@ -104,6 +104,12 @@ import triton
 # 834 with two half-width ones (tma_store=2, 16 KB less shared memory); causal top-left 403 /
 # 685 / 767 at 1k / 4k / 8k, 474 / 715 / 772 with two half-width stores (15:43 UTC,
 # gluon_check_ts2_c_s11.json).
+# Session 17: the persistent kernels' item loop lost LLVM's loop-invariant code motion
+# (gluon_fwd._consumer_persistent); the non-causal ones, whose unrolled loop had kept part of
+# its softmax / P @ V overlap, moved both ways: TMA store 723 / 828 / 832 TFLOP/s at 1k / 4k /
+# 16k against 692 / 842 / 876 before, plain stores 618 / 815 / 862 (H200, 2026-11-30 22:25 UTC,
+# results/gluon_check_licm_nc_s17.json; plain stores 815 / 877 against 808 / 868 before at 4k
+# / 16k, 22:31 UTC). Kept as they are: within a few percent either way.
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True,
                tma_store=1)
 VARIANT_LONG = dict(VARIANT, tma_store=0)
