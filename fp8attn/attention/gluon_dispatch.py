@@ -3,8 +3,8 @@
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs (for causal calls since session 17
-at every length, up to 8k keys before), storing the output with TMA up to 8k keys). On the calls below it gives the
-same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
+at every length, up to 8k keys before), storing the output with TMA up to 8k keys). On the
+calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
 tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
 faster from 1k keys at head dim 128, 4k at 256 and 64 (16k for hdim-64 causal calls; H200,
 Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it takes:
