@@ -4,10 +4,10 @@ The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgrou
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs (for causal calls since session 17
 at every length, up to 8k keys before), storing the output with TMA up to 8k keys). On the
-calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles (GPU tests:
-tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and is
-faster from 1k keys at head dim 128, 4k at 256 and 64 (16k for hdim-64 causal calls; H200,
-Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it takes:
+calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles
+(GPU tests: tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and
+is faster from 1k keys at head dim 128, 4k at 256 and 64 (8k for hdim-64 causal calls; H200,
+Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -20,7 +20,7 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 14"). The calls it tak
     one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
-    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 16384). Below it the
+    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 8192). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
     was as long as its GPU work. Session 12's launch plan
@@ -53,8 +53,8 @@ VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run i
 (VARIANT_D64_CAUSAL). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,bottom_right}
 _s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x / 1.05x /
 1.12x bottom-right, so the threshold moved from 16k to 8k keys.
-Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the H200 (2026-11-30): head dim 64 on two consumer
-warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
+Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
+H200 (2026-11-30): head dim 64 on two consumer warpgroups (0.77x / 0.88x / 0.90x the tl kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl;
 persistent CTAs 0.86x / 0.95x / 0.96x, non-causal, results/gluon_check_d64_persist_s8.json;
 without the ping-pong turns 0.86-0.88x / 0.95x / 0.95-0.96x,
 results/gluon_check_d64_dual_s10.json), which is what a causal call at head dim 64 would run.
