@@ -1095,7 +1095,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
     With it, LLVM hoisted the masked steps' column indices (gl.arange: 32 registers a set,
     two sets) out of the item loop, so they stayed live through every tile loop; ptxas then
     ran short of registers and waited for each tile's P @ V before starting the next tile's
-    softmax (no overlap in the SASS), and spilled (12-448 B at hdim 128)."""
+    softmax (no overlap in the SASS), and spilled (8-448 B at hdim 128)."""
     g = 0
     it = 0
     turn_phase = 0
