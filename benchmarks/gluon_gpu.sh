@@ -28,6 +28,11 @@
 #           non-causal persistent beside the dispatched non-persistent kernel  (~4 min)
 #   longc   the dispatch GPU tests of causal hdim 128 (persistent CTAs at every length since
 #           session 17), with a 9k-key case                                    (~1-2 min)
+#   ovl64   session 17's follow-up at hdim 64: two consumer warpgroups, persistent, loop not
+#           unrolled (the whole softmax under P @ V offline) beside the three-consumer kernels,
+#           causal and not                                                      (~5 min)
+#   ovl128  hdim 128 non-causal not unrolled beside unrolled; traces of the causal kernel in
+#           both alignments                                                     (~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -123,6 +128,28 @@ for stage in "$@"; do
         timeout 150 $PY -m pytest -q -n 8 -p no:logging tests/test_gluon_dispatch.py \
             -k "gpu_gluon_path_same_bits or causal_persistent_under or causal_schedule_under" \
             2>&1 | grep -v DEBUG | tail -6 | tee "$OUT/pytest_longc.log" ;;
+    ovl64)
+        # session 17, offline: two consumers at hdim 64, persistent and not unrolled, keep the
+        # whole softmax under P @ V (gluon_compile softmax_under_pv); the three-consumer kernels
+        # cannot (160 registers). Causal 4k is the open target (tl kernel 0.82x FA3 FP8)
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
+            --variants pingpong_ovl_s3_persist_ts2,tri_ovl_s3_persist_wgb --causal top_left \
+            --seqlens 4096,16384 --json "$OUT/gluon_check_ovl64_c.json" 2>&1 | tail -6
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
+            --variants pingpong_ovl_s3_persist_ts,tri_ovl_s3 --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_ovl64_nc.json" 2>&1 | tail -6 ;;
+    ovl128)
+        # session 17: hdim 128 non-causal, the loop not unrolled (full overlap now) beside the
+        # dispatched unrolled one; then clock-stamp traces of the causal kernel in both
+        # alignments (session 16's 3-6% bottom-right gap, before the LICM fix)
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 \
+            --variants pingpong_ovl_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_ovl128_nc.json" 2>&1 | tail -6
+        for c in top_left bottom_right; do
+            timeout 100 $PY benchmarks/experiments/gluon_trace.py \
+                --variants pingpong_ovl_s3_persist_ts2 --seqlens 1024,4096 --causal $c \
+                --json "$OUT/trace_$c.json" 2>&1 | tail -3
+        done ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -149,7 +176,7 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc, ovl64, ovl128, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done
