@@ -109,11 +109,13 @@ for stage in "$@"; do
             --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_q2 \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_q2_nc.json" 2>&1 | tail -6 ;;
     licm)
+        v=pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_licm
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
-            --variants pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist_ts_licm,pingpong_ovl_u2_s3_persist \
+            --variants $v,pingpong_ovl_u2_s3_persist \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_licm_nc.json" 2>&1 | tail -8
+        v=pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts2_licm
         timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 60 \
-            --variants pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts2_licm,pingpong_ovl_s3 \
+            --variants $v,pingpong_ovl_s3 \
             --causal bottom_right --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_licm_c.json" 2>&1 | tail -8 ;;
     licm64)
@@ -176,7 +178,8 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
-        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc, ovl64, ovl128, tsloop, d256c, launch, overhead, bench)" >&2
+        echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
+             "ovl64, ovl128, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done
