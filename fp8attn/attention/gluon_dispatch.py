@@ -56,9 +56,9 @@ _s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 on two consumer warpgroups (0.77x / 0.88x / 0.90x the tl
 kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x,
-non-causal, results/gluon_check_d64_persist_s8.json;
-without the ping-pong turns 0.86-0.88x / 0.95x / 0.95-0.96x,
-results/gluon_check_d64_dual_s10.json), which is what a causal call at head dim 64 would run.
+non-causal, results/gluon_check_d64_persist_s8.json; without the ping-pong turns 0.86-0.88x /
+0.95x / 0.95-0.96x, results/gluon_check_d64_dual_s10.json), which is what a causal call at head
+dim 64 would run.
 Everything else runs the tl kernel. On by default; FP8ATTN_GLUON=0 turns it off. If a launch
 raises (a compiler or driver the kernel was not checked with), try_launch warns once and the
 process goes on with the tl kernel, which gives the same results.
