@@ -33,6 +33,8 @@
 #           causal and not                                                      (~5 min)
 #   ovl128  hdim 128 non-causal not unrolled beside unrolled; traces of the causal kernel in
 #           both alignments                                                     (~4 min)
+#   store   causal hdim 128: one full-width TMA store of the output against two half-width
+#           ones, one and two Q buffers; hdim 64 causal with two Q buffers   (~6 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -152,6 +154,19 @@ for stage in "$@"; do
                 --variants pingpong_ovl_s3_persist_ts2 --seqlens 1024,4096 --causal $c \
                 --json "$OUT/trace_$c.json" 2>&1 | tail -3
         done ;;
+    store)
+        # session 18: causal hdim 128 with its output through one full-width TMA store (0 B
+        # spilled offline) against the dispatched two half-width ones (24 B; the second waits
+        # for the first to leave shared memory: ~0.8 tile-times a work item), each with one
+        # and two Q buffers; then hdim 64 causal with two Q buffers
+        v=pingpong_ovl_s3_persist_ts2,pingpong_ovl_s3_persist_ts
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 \
+            --variants $v,pingpong_ovl_s3_persist_ts2_q2,pingpong_ovl_s3_persist_ts_q2 \
+            --causal top_left --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_store_c.json" 2>&1 | tail -8
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb,tri_ovl_s3_persist_wgb_q2 --causal top_left \
+            --seqlens 4096,8192 --json "$OUT/gluon_check_store_d64c.json" 2>&1 | tail -6 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -179,7 +194,7 @@ for stage in "$@"; do
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, tsloop, d256c, launch, overhead, bench)" >&2
+             "ovl64, ovl128, store, tsloop, d256c, launch, overhead, bench)" >&2
         exit 2 ;;
     esac
 done

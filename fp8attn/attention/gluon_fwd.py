@@ -1463,6 +1463,9 @@ VARIANTS = {
     "pingpong_ovl_u2_s3_persist_ts_q2": dict(mode="pingpong", stages=3, overlap=True,
                                              unroll2=True, persistent=True, tma_store=1,
                                              q_bufs=2),
+    # session 18: causal with one full-width TMA store (0 B spilled, session 17's full overlap)
+    "pingpong_ovl_s3_persist_ts_q2": dict(mode="pingpong", stages=3, overlap=True,
+                                          persistent=True, tma_store=1, q_bufs=2),
     "tri_ovl_s3_persist_q2": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                   consumers=3, block_m=192, consumer_regs=160, persistent=True,
                                   q_bufs=2),
