@@ -54,6 +54,7 @@
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
+#   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -192,9 +193,14 @@ for stage in "$@"; do
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
+    benchq2)
+        # bench with the two-term Q rows beside the default ones (Recipe(q_terms=2): the
+        # accurate recipe, timed with the kernels of session 17's LICM fix for the first time)
+        timeout 420 $PY benchmarks/bench_attention.py --quick --tl --q-terms 1,2 \
+            --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, store, tsloop, d256c, launch, overhead, bench)" >&2
+             "ovl64, ovl128, store, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
         exit 2 ;;
     esac
 done

@@ -108,9 +108,10 @@ def test_kernel_config_rejects_pv_pipe_outside_the_split_consumer():
 def test_kernel_config_tma_store_needs_persistent_ctas():
     """The TMA store of the output lives in the persistent consumer only; elsewhere, or with a
     value other than 0 / 1 / 2, kernel_config says so instead of ignoring it."""
-    from fp8attn.attention.gluon_fwd import kernel_config
+    from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
     assert kernel_config(**gluon_dispatch.VARIANT)["TMA_STORE"] == 1
-    assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["TMA_STORE"] == 2
+    assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["TMA_STORE"] == 1
+    assert kernel_config(**VARIANTS["pingpong_ovl_s3_persist_ts2"])["TMA_STORE"] == 2
     assert kernel_config(**gluon_dispatch.VARIANT_LONG)["TMA_STORE"] == 0
     for bad in (dict(gluon_dispatch.CAUSAL_VARIANT, tma_store=1),
                 dict(gluon_dispatch.VARIANT, tma_store=3)):
@@ -347,9 +348,9 @@ def test_launch_bottom_right_with_as_many_queries_as_keys_runs_top_left(d, launc
         assert kw["CAUSAL"] == mode
 
 
-@pytest.mark.parametrize("d,kernel", [(64, gluon_fwd.VARIANTS["tri_ovl_s3_persist_wgb"]),
+@pytest.mark.parametrize("d,kernel", [(64, gluon_dispatch.VARIANT_D64_CAUSAL),
                                       (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
-                         ids=["tri_ovl_s3_persist_wgb", "CAUSAL_PERSISTENT_VARIANT"])
+                         ids=["VARIANT_D64_CAUSAL", "CAUSAL_PERSISTENT_VARIANT"])
 def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launches,
                                                               monkeypatch):
     """A causal persistent call whose schedule table cannot be made (a CUDA-graph capture, table
@@ -362,7 +363,7 @@ def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launche
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
                                   v_key_order="mma", causal="top_left", **kernel)
     (grid, _, kw), = launches
-    want = gluon_fwd.kernel_config(**dict(kernel, persistent=False, tma_store=0))
+    want = gluon_fwd.kernel_config(**dict(kernel, persistent=False, tma_store=0, q_bufs=1))
     assert not kw["PERSISTENT"] and grid == (-(-s // want["BLOCK_M"]), b * h)
     assert {k: kw[k] for k in want if k != "num_warps"} == \
         {k: v for k, v in want.items() if k != "num_warps"}

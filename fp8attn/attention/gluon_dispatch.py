@@ -116,12 +116,19 @@ VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent
 VARIANT_LONG = dict(VARIANT, tma_store=0)
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
-CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=2)
+CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q_bufs=2)
 # Session 17: with the item loop compiled without LLVM's loop-invariant code motion
 # (gluon_fwd._consumer_persistent) the persistent causal kernel keeps its softmax under P @ V
 # and runs 484 / 741 / 842 TFLOP/s bottom-right at 1k / 4k / 16k keys, against 439 / 679 / 779
 # as before and 380 / 642 / 805 for one CTA per block (H200, 2026-11-30 22:13 UTC,
 # results/gluon_check_licm_c_s17.json): causal calls run it at every length (up to 8k before).
+# Session 18: one full-width TMA store of the output (tma_store=1; the second of two
+# half-width stores waited for the first to leave shared memory, ~0.8 tile-times a work item,
+# session 11) and two Q buffers (the next item's Q loads under this item's last tiles): top-left
+# 509 / 775 / 842 TFLOP/s at 1k / 4k / 16k keys against 483 / 739 / 820 with tma_store=2 and
+# one Q buffer, as dispatched in session 17 (489 / 772 / 843 one full store, one Q buffer; 498 /
+# 746 / 820 two half stores, two Q buffers; FA3 FP8 514 / 783 / 882; H200, 2026-11-30 23:13 UTC,
+# results/gluon_check_store_c_s18.json). Offline it compiles with no spills (24 B before).
 # Query rows per CTA of the causal kernels. Up to this many queries a head is one work item,
 # all items are equally long and the persistent kernel's balanced schedule has nothing to
 # balance: CAUSAL_VARIANT runs those calls (same bits) and no schedule table is built, which
@@ -144,8 +151,12 @@ VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consume
 # it runs without the table (same bits either way).
 # Two Q buffers (gluon_fwd VARIANTS "*_q2", session 16) ran 0.7-2.7% faster on the causal
 # persistent kernels and 4-5% slower on the unrolled non-causal one (results/gluon_check_q2_*
-# _s16.json); not dispatched yet (branch wip/s16-q2-causal).
-VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True)
+# _s16.json); again at hdim 64 in session 18, top-left: 448 / 528 TFLOP/s at 4k / 8k keys
+# against 437 / 501 with one (the tl kernel 444 / 470; H200, 2026-11-30 23:16 UTC,
+# results/gluon_check_store_d64c_s18.json): the causal persistent variants take them (at 4k
+# the tl kernel stays: level within 1% in both sessions, and bottom-right calls with fewer
+# queries than keys ran 0.95x it in session 16).
+VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True, q_bufs=2)
 VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
