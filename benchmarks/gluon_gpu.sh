@@ -35,6 +35,8 @@
 #           both alignments                                                     (~4 min)
 #   store   causal hdim 128: one full-width TMA store of the output against two half-width
 #           ones, one and two Q buffers; hdim 64 causal with two Q buffers   (~6 min)
+#   nc128   non-causal hdim 128: the dispatched variants beside the non-unrolled TMA-store
+#           loop with one and two Q buffers                                     (~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -168,6 +170,14 @@ for stage in "$@"; do
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
             --variants tri_ovl_s3_persist_wgb,tri_ovl_s3_persist_wgb_q2 --causal top_left \
             --seqlens 4096,8192 --json "$OUT/gluon_check_store_d64c.json" 2>&1 | tail -6 ;;
+    nc128)
+        # session 18: non-causal hdim 128, the two dispatched variants (TMA store up to 8k
+        # keys, plain stores beyond) beside the loop not unrolled with the TMA store, with one
+        # and two Q buffers (the causal kernel's session-18 form)
+        v=pingpong_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist
+        timeout 380 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 \
+            --variants $v,pingpong_ovl_s3_persist_ts,pingpong_ovl_s3_persist_ts_q2 \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_nc128.json" 2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -200,7 +210,7 @@ for stage in "$@"; do
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, store, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
+             "ovl64, ovl128, store, nc128, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
         exit 2 ;;
     esac
 done
