@@ -377,92 +377,6 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
 
 
 @gluon.jit
-def _split_scores(qk, m_i, l_i, vs_prev, row_scale, vs, start_n, seqlen_k, MASKED: gl.constexpr,
-                  BLOCK_N: gl.constexpr, PART_D: gl.constexpr, P_SHIFT: gl.constexpr,
-                  NW: gl.constexpr, row_lo=0, causal_off=0, CAUSAL: gl.constexpr = 0, wg_end=0):
-    """The softmax half of _tile_split on a waited S tile, for _split_group_step: returns (P
-    as _pack_p's words, m, l, the factor acc's quarters take before this tile's P @ V is
-    added, vs). Masked causal tiles past this warpgroup's rows keep acc's V-descale units
-    (_tile_split's `live`)."""
-    h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, PART_D, 32])
-    p, m_i, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED, BLOCK_N,
-                                  P_SHIFT, NW, row_lo, causal_off, CAUSAL)
-    v_ratio = vs_prev / vs
-    if MASKED and CAUSAL != 0:
-        live = start_n < wg_end
-        vs = gl.where(live, vs, vs_prev)
-        v_ratio = gl.where(live, v_ratio, 1.0)
-    factor = gl.expand_dims(gl.convert_layout(alpha * v_ratio, gl.SliceLayout(1, h_layout)), 1)
-    return _pack_p(p, PART_D, NW), m_i, l_i, factor, vs
-
-
-@gluon.jit
-def _split_pv(acc0, acc1, acc2, acc3, p8, v_s, factor, ROWS: gl.constexpr, PART_D: gl.constexpr,
-              NW: gl.constexpr):
-    """The four P @ V parts of _tile_split with PV_PIPE, up to the third part's add: returns
-    the quarters 0-2 updated and the fourth part, still in flight, with its V slice."""
-    pv0, v0 = _pv_issue(p8, v_s, 0, ROWS, PART_D, NW)
-    pv1, v1 = _pv_issue(p8, v_s, 1, ROWS, PART_D, NW)
-    pv0, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv0, v0])
-    acc0 = acc0 * factor + pv0
-    pv2, v2 = _pv_issue(p8, v_s, 2, ROWS, PART_D, NW)
-    pv1, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv1, v1])
-    acc1 = acc1 * factor + pv1
-    pv3, v3 = _pv_issue(p8, v_s, 3, ROWS, PART_D, NW)
-    pv2, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv2, v2])
-    acc2 = acc2 * factor + pv2
-    return acc0, acc1, acc2, pv3, v3
-
-
-@gluon.jit
-def _split_group_step(acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem,
-                      k_full, v_full, kv_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block,
-                      v_block, row_scale0, my_turn, other_turn, turn_phase,
-                      MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                      BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
-                      P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0, causal_off=0,
-                      CAUSAL: gl.constexpr = 0, wg_end=0):
-    """PV_PIPE 2 (head dims above 128): P @ V of tile j (_tile_split's four pipelined parts)
-    and S of tile j + 1 issued in one ping-pong turn, then the softmax of tile j + 1 (MASKED)
-    under the other warpgroup's turn. With PV_PIPE 1 a warpgroup takes two turns a tile (S,
-    then P @ V after its softmax), and the turns alternate: the other warpgroup's next S waits
-    behind this one's P @ V, which waits for this one's softmax. Same operations in the same
-    order per tile as _tile_split (same bits); the fourth part's add moves after the S issue."""
-    PART_D: gl.constexpr = HEAD_DIM // 4
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, BLOCK_N, 32])
-    slot = j % STAGES
-    nslot = (j + 1) % STAGES
-    v_s = v_smem.index(slot)
-    k_s = k_smem.index(nslot)
-    mbarrier.wait(v_full.index(slot), (j // STAGES) & 1)
-    mbarrier.wait(k_full.index(nslot), ((j + 1) // STAGES) & 1)
-    p8 = _p_operand(p, PART_D, NW)
-    if PINGPONG:
-        mbarrier.wait(turn.index(my_turn), turn_phase)
-    acc0, acc1, acc2, pv3, v3 = _split_pv(acc0, acc1, acc2, acc3, p8, v_s, factor, ROWS, PART_D,
-                                          NW)
-    qk = warpgroup_mma(q_s, k_s.permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
-                       use_acc=False, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    start_n = (j + 1) * BLOCK_N
-    row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
-    vs_new = _tile_descale(vd_ptr, start_n, v_block)
-    pv3, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv3, v3])
-    acc3 = acc3 * factor + pv3
-    # K of tile j (its S, the previous turn) and V of tile j are consumed
-    mbarrier.arrive(kv_empty.index(slot))
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
-    p, m_i, l_i, factor, vs = _split_scores(qk, m_i, l_i, vs, row_scale, vs_new, start_n,
-                                            seqlen_k, MASKED, BLOCK_N, PART_D, P_SHIFT, NW,
-                                            row_lo, causal_off, CAUSAL, wg_end)
-    return acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, turn_phase
-
-
-@gluon.jit
 def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
                    stride_kdz, stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
@@ -719,15 +633,6 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE)
-    _split_store(acc0, acc1, acc2, acc3, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz,
-                 stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
-
-
-@gluon.jit
-def _split_store(acc0, acc1, acc2, acc3, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz,
-                 stride_oh, stride_om, stride_od, seqlen_q, ROWS: gl.constexpr,
-                 PART_D: gl.constexpr, NW: gl.constexpr):
-    """_consumer_store of the split consumers' four head-dim quarters."""
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -736,98 +641,6 @@ def _split_store(acc0, acc1, acc2, acc3, l_i, vs, O, row0, start_m, off_b, off_h
                     stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc3, l_i, vs, O + 3 * PART_D * stride_od, row0, start_m, off_b, off_h,
                     stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
-
-
-@gluon.jit
-def _consumer_split_grouped(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
-                            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
-                            stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
-                            stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
-                            seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                            ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                            STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                            PINGPONG: gl.constexpr, kv_end=0, full_end=0, causal_off=0,
-                            CAUSAL: gl.constexpr = 0):
-    """_consumer_split with PV_PIPE 2: one ping-pong turn a tile (_split_group_step). Prologue:
-    S and softmax of tile 0 in its own turn; epilogue: P @ V of the last tile in its own. Both
-    warpgroups run every tile of the CTA, so their turns stay paired."""
-    PART_D: gl.constexpr = HEAD_DIM // 4
-    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, BLOCK_N, 32])
-    row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
-        QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
-        stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, PART_D,
-        NW)
-    acc1 = gl.zeros_like(acc0)
-    acc2 = gl.zeros_like(acc0)
-    acc3 = gl.zeros_like(acc0)
-    other_turn = 1 - my_turn
-    turn_phase = 0
-    q_s = q_smem.slice(row0, ROWS, dim=0)
-    mbarrier.wait(q_bar, 0)
-    n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
-    row_lo = start_m + row0
-    wg_end = _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
-
-    # prologue: S_0 and its softmax (masked when tile 0 is already masked); vs_prev = 1 on the
-    # first tile, as in triton_fwd.py (acc is 0 and alpha 0)
-    k_s = k_smem.index(0)
-    mbarrier.wait(k_full.index(0), 0)
-    if PINGPONG:
-        mbarrier.wait(turn.index(my_turn), turn_phase)
-    qk = warpgroup_mma(q_s, k_s.permute((1, 0)), gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout),
-                       use_acc=False, is_async=True)
-    if PINGPONG:
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    row_scale = row_scale0 * _tile_descale(kd_ptr, 0, k_block)
-    vs0 = _tile_descale(vd_ptr, 0, v_block)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
-    one = gl.to_tensor(1.0)
-    if n_full == 0:
-        p, m_i, l_i, factor, vs = _split_scores(qk, m_i, l_i, one, row_scale, vs0, 0, seqlen_k,
-                                                True, BLOCK_N, PART_D, P_SHIFT, NW, row_lo,
-                                                causal_off, CAUSAL, wg_end)
-    else:
-        p, m_i, l_i, factor, vs = _split_scores(qk, m_i, l_i, one, row_scale, vs0, 0, seqlen_k,
-                                                False, BLOCK_N, PART_D, P_SHIFT, NW)
-
-    for j in range(n_full - 1):     # the softmax of tiles 1 .. n_full - 1: unmasked
-        acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, turn_phase = _split_group_step(
-            acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
-            kv_empty, turn, kd_ptr, vd_ptr, j, seqlen_k, k_block, v_block, row_scale0, my_turn,
-            other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT,
-            NW)
-    # the masked tiles after tile 0: causal, the diagonal and the tail (at most three 64-key
-    # tiles for a 128-row block, _consumer_split); otherwise the partial last tile
-    MASKED_MAX: gl.constexpr = 3 if CAUSAL != 0 else 1
-    jm0 = gl.maximum(n_full, 1)
-    for t in gl.static_range(MASKED_MAX):
-        if jm0 + t < n_tiles:
-            acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, turn_phase = _split_group_step(
-                acc0, acc1, acc2, acc3, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full,
-                v_full, kv_empty, turn, kd_ptr, vd_ptr, jm0 + t - 1, seqlen_k, k_block, v_block,
-                row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
-                HEAD_DIM, STAGES, P_SHIFT, NW, row_lo, causal_off, CAUSAL, wg_end)
-
-    # epilogue: P @ V of the last tile
-    last = n_tiles - 1
-    slot = last % STAGES
-    v_s = v_smem.index(slot)
-    mbarrier.wait(v_full.index(slot), (last // STAGES) & 1)
-    p8 = _p_operand(p, PART_D, NW)
-    if PINGPONG:
-        mbarrier.wait(turn.index(my_turn), turn_phase)
-    acc0, acc1, acc2, pv3, v3 = _split_pv(acc0, acc1, acc2, acc3, p8, v_s, factor, ROWS, PART_D,
-                                          NW)
-    if PINGPONG:
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    pv3, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv3, v3])
-    acc3 = acc3 * factor + pv3
-    mbarrier.arrive(kv_empty.index(slot))
-    _split_store(acc0, acc1, acc2, acc3, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz,
-                 stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
 
 
 @gluon.jit
@@ -843,15 +656,7 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   CAUSAL: gl.constexpr = 0):
     """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
     PV_PIPE: its pipelined P @ V parts; CAUSAL: its causal mask, head dims above 128 only)."""
-    if HEAD_DIM > 128 and PV_PIPE == 2:
-        _consumer_split_grouped(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
-                                QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
-                                stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
-                                stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
-                                seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale,
-                                my_turn, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG,
-                                kv_end, full_end, causal_off, CAUSAL)
-    elif HEAD_DIM > 128:
+    if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
@@ -1616,8 +1421,6 @@ VARIANTS = {
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
     # head dim 256: the four P @ V parts pipelined (session 9)
     "pingpong_n64_s3_pipe": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True),
-    # session 18: one ping-pong turn a tile (P @ V of tile j with S of tile j + 1)
-    "pingpong_n64_s3_grp": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=2),
     # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
@@ -1687,7 +1490,7 @@ VARIANTS = {
 def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   producer_regs: int = 24, consumer_regs: int = 240, overlap: bool = False,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
-                  persistent: bool = False, pv_pipe: int = 0, tma_store: int = 0,
+                  persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                   item_licm: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
@@ -1695,8 +1498,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
     overlap; GPU tests: tests/test_gluon_dispatch.py). pv_pipe: head dims above 128 (mode
-    pingpong without overlap), the four P @ V parts pipelined (_tile_split); 2: also one
-    ping-pong turn a tile for the P @ V and the next S (_split_group_step). tma_store
+    pingpong without overlap), the four P @ V parts pipelined (_tile_split). tma_store
     (persistent only): 0 plain stores of the output, 1 one TMA store a warpgroup and item
     through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
     (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
@@ -1718,9 +1520,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
-    if pv_pipe not in (0, 1, 2) or (pv_pipe and not (mode == "pingpong" and not overlap)):
-        raise ValueError("pv_pipe: 0, or 1 / 2 with mode 'pingpong' and overlap=False (head "
-                         "dims > 128)")
+    if pv_pipe and not (mode == "pingpong" and not overlap):
+        raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -1731,7 +1532,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=int(pv_pipe),
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
@@ -1875,7 +1676,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         overlap: bool = False, block_m: int = 128, turns: bool = True,
                         unroll2: bool = False, causal=None, lse=None,
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: int = 0, tma_store: int = 0, trace=None,
+                        pv_pipe: bool = False, tma_store: int = 0, trace=None,
                         consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                         item_licm: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
@@ -1899,7 +1700,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined (1), also one ping-pong turn a tile (2; kernel_config). consumers: kernel_config's (3: three consumer
+    P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
     warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
     wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
     q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
