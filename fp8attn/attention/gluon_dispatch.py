@@ -3,7 +3,8 @@
 The Gluon kernel has FA3's structure (a TMA producer warp; two consumer warpgroups in ping-pong,
 one's softmax under the other's GEMMs; Q K^T of tile j issued with P @ V of tile j-1; for
 non-causal calls the loop unrolled by two; persistent CTAs (for causal calls since session 17
-at every length, up to 8k keys before), storing the output with TMA up to 8k keys). On the
+at every length, up to 8k keys before), storing the output with TMA (non-causal calls up to
+8k keys; causal ones since session 18 through one full-width store, with two Q buffers)). On the
 calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles
 (GPU tests: tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and
 is faster from 1k keys at head dim 128, 4k at 256 and 64 (8k for hdim-64 causal calls; H200,
