@@ -37,6 +37,8 @@
 #           ones, one and two Q buffers; hdim 64 causal with two Q buffers   (~6 min)
 #   nc128   non-causal hdim 128: the dispatched variants beside the non-unrolled TMA-store
 #           loop with one and two Q buffers                                     (~4 min)
+#   trace256 per-tile clock stamps of the hdim-256 kernel (gluon_trace_tiles.py), causal
+#           and not                                                             (~2 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -178,6 +180,13 @@ for stage in "$@"; do
         timeout 380 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 \
             --variants $v,pingpong_ovl_s3_persist_ts,pingpong_ovl_s3_persist_ts_q2 \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_nc128.json" 2>&1 | tail -8 ;;
+    trace256)
+        # session 18: where a head-dim-256 KV tile's time goes (per-tile clock stamps of the
+        # dispatched kernel: turn waits, S GEMM, softmax), non-causal and causal
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 4096,16384 \
+            --json "$OUT/trace256.json" 2>&1 | tail -3
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 4096,16384 \
+            --causal top_left --json "$OUT/trace256_c.json" 2>&1 | tail -3 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -210,7 +219,7 @@ for stage in "$@"; do
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, store, nc128, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
+             "ovl64, ovl128, store, nc128, trace256, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
         exit 2 ;;
     esac
 done

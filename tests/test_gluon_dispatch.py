@@ -208,6 +208,29 @@ def test_launch_host_path_picks_the_store_and_checks_the_trace(launches):
              trace=torch.zeros(48, 3, 32, 8, dtype=torch.int64))
 
 
+def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
+    """The head-dim > 128 kernel (one CTA per query block and head) takes a trace buffer with a
+    slot per CTA of its 2-D grid (per-KV-tile stamps, gluon_trace_tiles.py); a buffer sized
+    for the first grid dimension alone is refused."""
+    b, h, s, d = 1, 2, 300, 256
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
+    out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+    items = gluon_fwd.TRACE_ITEMS.value
+
+    def call(n_ctas):
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(
+            q8, k8, vt8, ds, ds, ds, 64, 64, 64, 0.1, out=out, v_key_order="mma", block_n=64,
+            trace=torch.zeros(n_ctas, 3, items, 8, dtype=torch.int64),
+            **gluon_dispatch.VARIANT_D256)
+        (grid, _, kw), = launches
+        return grid, kw
+    grid, kw = call(3 * b * h)
+    assert grid == (3, b * h) and kw["TRACE"]
+    with pytest.raises(ValueError, match="trace must be"):
+        call(3)
+
+
 def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
     """Non-causal calls store through TMA up to TMA_STORE_MAX_SEQLEN_K keys, where the measured
     gain was; beyond it the loop ran ~4% more cycles a tile with it (session 11)."""

@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 from typing import NamedTuple
 
 import torch
@@ -225,11 +226,12 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
                     BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
-                    causal_off=0, CAUSAL: gl.constexpr = 0):
+                    causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0, trace_part=0,
+                    trace_it=0, TRACE: gl.constexpr = False):
     """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
     this warpgroup's turn), its K and V descales, and the online-softmax update (masked tiles:
     _softmax's causal mask with row_lo, causal_off and CAUSAL). Returns (p' fp32, m_new, l_new,
-    alpha, vs, turn_phase)."""
+    alpha, vs, turn_phase). TRACE: _tile_split's stamps 1 and 2."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     k_s = k_smem.index(slot)
@@ -239,6 +241,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
     qk = warpgroup_mma(q_s, k_s.permute((1, 0)),
                        gl.zeros([ROWS, BLOCK_N], gl.float32, s_layout), use_acc=False,
                        is_async=True)
+    _stamp_at(TRACE_PTR, trace_part, trace_it, 1, TRACE)
     if PINGPONG:
         mbarrier.arrive(turn.index(other_turn))
         turn_phase ^= 1
@@ -246,6 +249,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs = _tile_descale(vd_ptr, start_n, v_block)
     qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
+    _stamp_at(TRACE_PTR, trace_part, trace_it, 2, TRACE)
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                     BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
     return p, m_new, l_i, alpha, vs, turn_phase
@@ -315,7 +319,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                 NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
-                CAUSAL: gl.constexpr = 0, wg_end=0):
+                CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
@@ -324,17 +328,22 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     cores do not idle during the adds; the same operations in the same order (same bits).
     CAUSAL (masked tiles): the causal mask of the rows from row_lo; a tile from wg_end (this
     warpgroup's own key end) on changes nothing, as _ovl_step's (triton_fwd.py's 64-row blocks
-    skip it)."""
+    skip it).
+    TRACE (non-persistent launches; benchmarks/experiments/gluon_trace_tiles.py): clock stamps
+    of tile j in this warpgroup's slot j: 0 entry, 1 S issued (its turn held), 2 S ready,
+    3 softmax and P done, 4 P @ V turn held. Offline these cost no spills in the loop; stamps
+    among the P @ V parts or at the tile's end made ptxas spill 0.3-2.5 KB."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
     slot = j % STAGES
     phase = (j // STAGES) & 1
     v_s = v_smem.index(slot)
+    _stamp_at(TRACE_PTR, my_turn, j, 0, TRACE)
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
-        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TRACE_PTR, my_turn, j, TRACE)
     v_ratio = vs_prev / vs
     if MASKED and CAUSAL != 0:
         # a tile past this warpgroup's rows (alpha = 1) must leave acc as it is: its V-descale
@@ -344,10 +353,12 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
         v_ratio = gl.where(live, v_ratio, 1.0)
     p8 = _p_operand(_pack_p(p, PART_D, NW), PART_D, NW)
     factor = gl.expand_dims(gl.convert_layout(alpha * v_ratio, gl.SliceLayout(1, h_layout)), 1)
+    _stamp_at(TRACE_PTR, my_turn, j, 3, TRACE)
 
     mbarrier.wait(v_full.index(slot), phase)
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
+    _stamp_at(TRACE_PTR, my_turn, j, 4, TRACE)
     if PV_PIPE:
         pv0, v0 = _pv_issue(p8, v_s, 0, ROWS, PART_D, NW)
         pv1, v1 = _pv_issue(p8, v_s, 1, ROWS, PART_D, NW)
@@ -591,9 +602,11 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                     PINGPONG: gl.constexpr, PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0,
-                    causal_off=0, CAUSAL: gl.constexpr = 0):
+                    causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
+                    TRACE: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
-    CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's)."""
+    CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
+    TRACE: _tile_split's clock stamps, one slot per tile."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
@@ -613,7 +626,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-            P_SHIFT, NW, PV_PIPE)
+            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE)
     if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles for a 128-row block
         # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
@@ -626,13 +639,13 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
-                    row_lo, causal_off, CAUSAL, wg_end)
+                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE)
     elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
-            HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE)
+            HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -653,9 +666,10 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr,
                   PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0, causal_off=0,
-                  CAUSAL: gl.constexpr = 0):
+                  CAUSAL: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False):
     """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
-    PV_PIPE: its pipelined P @ V parts; CAUSAL: its causal mask, head dims above 128 only)."""
+    PV_PIPE: its pipelined P @ V parts; CAUSAL: its causal mask and TRACE its clock stamps,
+    head dims above 128 only)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
@@ -663,7 +677,7 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                         ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, PV_PIPE,
-                        kv_end, full_end, causal_off, CAUSAL)
+                        kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
@@ -906,9 +920,17 @@ def _release_tiles(k_full, v_full, kv_empty, v_empty, g_begin, g_end, STAGES: gl
 @gluon.jit
 def _trace_slot(TRACE_PTR, part, it):
     """TRACE: the 8 stamps of this CTA's partition `part` (consumer warpgroups 0 / 1, producer
-    2) for its work item `it` (items past TRACE_ITEMS share the last slot)."""
-    return TRACE_PTR + ((gl.program_id(0) * 3 + part) * TRACE_ITEMS
-                        + gl.minimum(it, TRACE_ITEMS - 1)) * 8
+    2) for its work item `it` (persistent CTAs) or KV tile `it` (the non-persistent split
+    consumer); those past TRACE_ITEMS share the last slot. CTAs in row-major grid order."""
+    cta = gl.program_id(0) + gl.program_id(1) * gl.num_programs(0)
+    return TRACE_PTR + ((cta * 3 + part) * TRACE_ITEMS + gl.minimum(it, TRACE_ITEMS - 1)) * 8
+
+
+@gluon.jit
+def _stamp_at(TRACE_PTR, part, it, i: gl.constexpr, TRACE: gl.constexpr):
+    """TRACE only: _stamp into _trace_slot(TRACE_PTR, part, it)[i]."""
+    if TRACE:
+        _stamp(_trace_slot(TRACE_PTR, part, it), i, TRACE)
 
 
 @gluon.jit
@@ -1383,14 +1405,14 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
-                         kv_end, full_end, causal_off, CAUSAL)),
+                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
-                         kv_end, full_end, causal_off, CAUSAL)),
+                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -1631,11 +1653,13 @@ def _tma_strides(out) -> list | None:
     return strides if all(usable(st) for st in strides[:-1]) else None
 
 
-def _check_trace(trace, grid: int, persistent: bool, consumers: int) -> None:
-    """gluon_attention_fwd's trace buffer: what the TRACE kernel writes into."""
-    want = (grid, 3, TRACE_ITEMS.value, 8)
-    if not persistent:
-        raise ValueError("trace: clock stamps are taken by persistent launches only")
+def _check_trace(trace, grid: tuple, persistent: bool, consumers: int, head_dim: int) -> None:
+    """gluon_attention_fwd's trace buffer: what the TRACE kernel writes into (one slot per CTA
+    of the grid, row-major: _trace_slot)."""
+    want = (math.prod(grid), 3, TRACE_ITEMS.value, 8)
+    if not persistent and head_dim <= 128:
+        raise ValueError("trace: clock stamps are taken by persistent launches, and by the "
+                         "head-dim > 128 kernel (per KV tile)")
     if consumers != 2:
         # _trace_slot has one slot per consumer of two (and the producer's): a third
         # consumer's stamps would overwrite the first's
@@ -1707,8 +1731,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule), same bits either way.
-    trace: None, or an int64 CUDA tensor (grid, 3, TRACE_ITEMS, 8) that a persistent launch fills
-    with clock stamps (a debugging aid: benchmarks/experiments/gluon_trace.py).
+    trace: None, or an int64 CUDA tensor (CTAs, 3, TRACE_ITEMS, 8) that a persistent launch fills
+    with clock stamps per work item (a debugging aid: benchmarks/experiments/gluon_trace.py),
+    the head-dim > 128 kernel per KV tile (gluon_trace_tiles.py).
     The host work after the first call of a kind (the shapes, strides, dtypes, alignments and
     variant: _launch_plan's key) is cached: the checks, the launch constants, and the compiled
     kernel (fp8attn.kernel_launch, which skips Triton's per-call argument binding).
@@ -1856,7 +1881,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
                         q_bufs, item_licm)
     if trace is not None:
-        _check_trace(trace, grid[0], persistent, consumers)
+        _check_trace(trace, grid, persistent, consumers, D)
     bm = cfg["BLOCK_M"]
     q_box = q_box_rows(bm, consumers)
     ql, kl, vl = smem_layouts(D, q_box, block_n)

@@ -1,0 +1,116 @@
+"""Where the head-dim-256 Gluon kernel's time goes inside a KV tile: SM clock stamps (session 18).
+
+    PYTHONPATH=. python benchmarks/experiments/gluon_trace_tiles.py [--variants a,b]
+        [--seqlens 4096,16384] [--causal top_left] [--json out.json]
+
+gluon_attention_fwd(..., trace=buf) on the non-persistent head-dim > 128 kernel (one CTA per
+query block and head; gluon_fwd._tile_split) has each consumer warpgroup write %clock64 at five
+points of each of its first TRACE_ITEMS KV tiles: 0 entry, 1 S issued (its ping-pong turn
+held), 2 S ready, 3 softmax and P done, 4 P @ V turn held (more stamps made ptxas spill). Per
+variant and shape this prints medians over CTAs, both warpgroups and the tiles after the
+first two (the pipeline filling) in clock cycles:
+  s_turn     0 -> 1  waiting for K's load and the turn to issue S
+  s_gemm     1 -> 2  S = Q K^T from issue to ready
+  softmax    2 -> 3  the online softmax and P's packing
+  pv_turn    3 -> 4  waiting for V's load and the turn to issue P @ V
+  pv         4 -> next tile's 0: the four P @ V parts and their adds
+  tile       0 -> next tile's 0
+Stamps come from one SM's clock, so they compare within a CTA only. A tile-time at the
+tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock an
+SM) is 512 cycles a warpgroup, 1024 for the pair.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
+
+from gluon_gpu_check import _inputs  # noqa: E402
+import gluon_gpu_check  # noqa: E402
+
+from fp8attn.attention import gluon_fwd  # noqa: E402
+
+SEGMENTS = [("s_turn", 0, 1), ("s_gemm", 1, 2), ("softmax", 2, 3), ("pv_turn", 3, 4)]
+BLOCK_M, HEAD_DIM = 128, 256
+
+
+def _run(name, b, h, s, causal):
+    cfg = gluon_fwd.VARIANTS[name]
+    gluon_gpu_check.CAUSAL = causal
+    gluon_gpu_check.HDIM = HEAD_DIM
+    _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
+    n_ctas = -(-s // BLOCK_M) * b * h
+    trace = torch.zeros(n_ctas, 3, gluon_fwd.TRACE_ITEMS.value, 8, dtype=torch.int64,
+                        device="cuda")
+    args = (q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale, k8.descale,
+            v8.descale, q8.block_size, k8.block_size, v8.block_size, HEAD_DIM ** -0.5)
+    kw = dict(causal=causal, v_key_order=v8.key_order, **cfg)     # cfg: block_n 64
+    gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)     # compile, warm up
+    torch.cuda.synchronize()
+    trace.zero_()
+    out = gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)
+    ref = gluon_fwd.gluon_attention_fwd(*args, **kw)            # the same kernel untraced
+    torch.cuda.synchronize()
+    return trace.cpu(), bool(torch.equal(out, ref))
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else float("nan")
+
+
+def analyse(trace):
+    """Medians of SEGMENTS and of the tile period over every CTA, warpgroup and tile 2 .. 30
+    (slot TRACE_ITEMS - 1 holds whichever tile came last, so it is left out)."""
+    seg = {k: [] for k, _, _ in SEGMENTS}
+    seg["pv"] = []
+    seg["tile"] = []
+    n_ctas, _, items, _ = trace.shape
+    for c in range(n_ctas):
+        for wg in (0, 1):
+            t = trace[c, wg].tolist()
+            for j in range(2, items - 1):
+                st = t[j]
+                if min(st[:5]) <= 0:
+                    break                       # this CTA has no tile j
+                for k, a, z in SEGMENTS:
+                    seg[k].append(st[z] - st[a])
+                if j + 1 < items - 1 and t[j + 1][0] > 0:
+                    seg["pv"].append(t[j + 1][0] - st[4])
+                    seg["tile"].append(t[j + 1][0] - st[0])
+    return {k: dict(cycles=_median(v), n=len(v)) for k, v in seg.items()}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="pingpong_n64_s3_pipe")
+    ap.add_argument("--seqlens", default="4096,16384")
+    ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("CUDA is absent: nothing to trace here (run this on the device machine)")
+        return
+    causal = a.causal or None
+    rows = []
+    for s in (int(x) for x in a.seqlens.split(",")):
+        b, h = 16384 // s, 2048 // HEAD_DIM
+        for name in a.variants.split(","):
+            trace, same = _run(name, b, h, s, causal)
+            r = dict(variant=name, seqlen=s, batch=b, heads=h, causal=causal,
+                     traced_equals_untraced=same, **analyse(trace))
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
