@@ -219,7 +219,8 @@ for stage in "$@"; do
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, store, nc128, trace256, tsloop, d256c, launch, overhead, bench, benchq2)" >&2
+             "ovl64, ovl128, store, nc128, trace256, tsloop, d256c, launch, overhead, bench," \
+             "benchq2)" >&2
         exit 2 ;;
     esac
 done
