@@ -16,6 +16,11 @@ class Recipe:
     fmt:          "e4m3" (default, FA3) or "e5m2": the FP8 format of Q, K, V and P.
     granularity:  scale groups: "block" (block_q / block_kv rows of one head), "head" (one per
                   batch and head), "tensor" (one for the whole tensor) or "token" (one per row).
+                  Finer is not more accurate in e4m3: its rounding error is relative, and with
+                  "token" V's per-key descales are folded into P before P's FP8 cast, which
+                  costs P precision. FA3's outlier data (CPU emulation, fp32 inputs, twenty
+                  draws, benchmarks/experiments/rmse_draws.py): mean RMSE 8.24e-3 "block",
+                  8.27e-3 "head", 8.26e-3 "tensor", 9.20e-3 "token".
     block_q:      rows per Q scale block (granularity "block"); matches the kernel's BLOCK_M.
     block_kv:     rows per K and V scale block; matches the kernel's BLOCK_N.
     hadamard:     rotate Q and K by the same seeded random Hadamard matrix before quantising

@@ -7,7 +7,9 @@ seed 0). This draws the same distribution, N(0, 1) + N(0, 100) * Bernoulli(0.001
 shape (2, 16, 2048, 128) from the CPU generator with seeds 0.. and reports the default recipe's
 RMSE against the float64 oracle per draw, with fp32 and bf16 inputs (the CPU emulation: the
 GPU kernel gave the same figure on the same draw, RESULTS.md), and optionally with
-Recipe(q_search=n) for each n of --q-search. Session 13 (2026-11-30).
+Recipe(q_search=n) for each n of --q-search (session 13) and with Recipe(granularity=g) for
+each g of --granularities (session 18: is FA3's per-head scaling better than our per-block
+one on some draws?), fp32 inputs.
 """
 from __future__ import annotations
 
@@ -39,6 +41,8 @@ def main():
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--q-search", default="",
                     help="comma-separated Recipe.q_search values to add (fp32 inputs)")
+    ap.add_argument("--granularities", default="",
+                    help="comma-separated Recipe.granularity values to add (fp32 inputs)")
     ap.add_argument("--json")
     a = ap.parse_args()
     rows = []
@@ -54,6 +58,9 @@ def main():
         for n in filter(None, a.q_search.split(",")):
             row[f"q_search_{n}"] = rmse(fp8attn.scaled_dot_product_attention(
                 q, k, v, recipe=Recipe(q_search=int(n))), ref)
+        for gr in filter(None, a.granularities.split(",")):
+            row[f"granularity_{gr}"] = rmse(fp8attn.scaled_dot_product_attention(
+                q, k, v, recipe=Recipe(granularity=gr)), ref)
         rows.append(row)
         print(f"seed {seed:2d}: " + ", ".join(f"{k} {v:.3e}" for k, v in row.items()
                                               if k != "seed"), flush=True)
