@@ -40,10 +40,19 @@ def _run(name, b, h, s, causal):
     _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
     n_m = -(-s // 128)
     grid = min(n_m * b * h, gluon_fwd._sm_count(q8.data.device))
-    items = gluon_fwd.TRACE_ITEMS.value
-    trace = torch.zeros(grid, 3, items, 8, dtype=torch.int64, device="cuda")
+    trace, same = traced_call(q8, k8, v8, cfg, causal, grid)
+    tiles = _item_tiles(b, h, s, n_m, grid, causal)
+    return trace, tiles, same
+
+
+def traced_call(q8, k8, v8, cfg, causal, n_ctas):
+    """The variant cfg on (q8, k8, v8) with TRACE on, after a warm-up call: (the stamps on the
+    CPU, whether the output equals the same kernel's untraced one). n_ctas: the launch's CTAs
+    (the trace buffer's first dimension)."""
+    trace = torch.zeros(n_ctas, 3, gluon_fwd.TRACE_ITEMS.value, 8, dtype=torch.int64,
+                        device="cuda")
     args = (q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale, k8.descale,
-            v8.descale, q8.block_size, k8.block_size, v8.block_size, 128 ** -0.5)
+            v8.descale, q8.block_size, k8.block_size, v8.block_size, q8.data.shape[-1] ** -0.5)
     kw = dict(causal=causal, v_key_order=v8.key_order, **cfg)
     gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)     # compile, warm up
     torch.cuda.synchronize()
@@ -51,9 +60,7 @@ def _run(name, b, h, s, causal):
     out = gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)
     ref = gluon_fwd.gluon_attention_fwd(*args, **kw)            # the same kernel untraced
     torch.cuda.synchronize()
-    same = bool(torch.equal(out, ref))
-    tiles = _item_tiles(b, h, s, n_m, grid, causal)
-    return trace.cpu(), tiles, same
+    return trace.cpu(), bool(torch.equal(out, ref))
 
 
 def _item_tiles(b, h, s, n_m, grid, causal):
@@ -69,7 +76,7 @@ def _item_tiles(b, h, s, n_m, grid, causal):
              for w in flat[off[c]:off[c + 1]]] for c in range(grid)]
 
 
-def _median(xs):
+def median(xs):
     xs = sorted(xs)
     return xs[len(xs) // 2] if xs else float("nan")
 
@@ -108,10 +115,10 @@ def analyse(trace, tiles):
             prod["q_issue_after_last_qk"].append(pr[1] - last_qk)
             qr = min(int(trace[c, 0, i, 1]), int(trace[c, 1, i, 1]))
             prod["q_ready_after_issue"].append(qr - pr[1])
-    tile = _median(per_tile)
+    tile = median(per_tile)
     res = {"cycles_per_tile": tile}
     for k, v in list(seg.items()) + list(prod.items()):
-        m = _median(v)
+        m = median(v)
         res[k] = dict(cycles=m, tiles=m / tile if tile == tile else None, n=len(v))
     if len({x for x, _ in fit}) > 1:
         n = len(fit)

@@ -32,6 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
 
 from gluon_gpu_check import _inputs  # noqa: E402
+from gluon_trace import median, traced_call  # noqa: E402
 import gluon_gpu_check  # noqa: E402
 
 from fp8attn.attention import gluon_fwd  # noqa: E402
@@ -45,24 +46,8 @@ def _run(name, b, h, s, causal):
     gluon_gpu_check.CAUSAL = causal
     gluon_gpu_check.HDIM = HEAD_DIM
     _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
-    n_ctas = -(-s // BLOCK_M) * b * h
-    trace = torch.zeros(n_ctas, 3, gluon_fwd.TRACE_ITEMS.value, 8, dtype=torch.int64,
-                        device="cuda")
-    args = (q8.data.contiguous(), k8.data.contiguous(), v8.data, q8.descale, k8.descale,
-            v8.descale, q8.block_size, k8.block_size, v8.block_size, HEAD_DIM ** -0.5)
-    kw = dict(causal=causal, v_key_order=v8.key_order, **cfg)     # cfg: block_n 64
-    gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)     # compile, warm up
-    torch.cuda.synchronize()
-    trace.zero_()
-    out = gluon_fwd.gluon_attention_fwd(*args, trace=trace, **kw)
-    ref = gluon_fwd.gluon_attention_fwd(*args, **kw)            # the same kernel untraced
-    torch.cuda.synchronize()
-    return trace.cpu(), bool(torch.equal(out, ref))
-
-
-def _median(xs):
-    xs = sorted(xs)
-    return xs[len(xs) // 2] if xs else float("nan")
+    # one CTA per (query block, head); cfg carries block_n 64
+    return traced_call(q8, k8, v8, cfg, causal, -(-s // BLOCK_M) * b * h)
 
 
 def analyse(trace):
@@ -84,7 +69,7 @@ def analyse(trace):
                 if j + 1 < items - 1 and t[j + 1][0] > 0:
                     seg["pv"].append(t[j + 1][0] - st[4])
                     seg["tile"].append(t[j + 1][0] - st[0])
-    return {k: dict(cycles=_median(v), n=len(v)) for k, v in seg.items()}
+    return {k: dict(cycles=median(v), n=len(v)) for k, v in seg.items()}
 
 
 def main():
