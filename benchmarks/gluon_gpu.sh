@@ -187,6 +187,18 @@ for stage in "$@"; do
             --json "$OUT/trace256.json" 2>&1 | tail -3
         timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 4096,16384 \
             --causal top_left --json "$OUT/trace256_c.json" 2>&1 | tail -3 ;;
+    d256q)
+        # session 18 experiment (branch wip/s18-d256-qreg): hdim 256 with Q as the register
+        # operand of Q K^T (pv_pipe 2), beside the dispatched kernel, non-causal and causal;
+        # then per-tile traces of both
+        v=pingpong_n64_s3_pipe,pingpong_n64_s3_qreg
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 256 \
+            --variants $v --seqlens 4096,16384 --json "$OUT/gluon_check_d256q.json" 2>&1 | tail -6
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 256 \
+            --variants $v --causal top_left --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d256q_c.json" 2>&1 | tail -6
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --variants $v \
+            --seqlens 16384 --json "$OUT/trace256q.json" 2>&1 | tail -3 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

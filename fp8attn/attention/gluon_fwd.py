@@ -227,7 +227,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
                     BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0, trace_part=0,
-                    trace_it=0, TRACE: gl.constexpr = False):
+                    trace_it=0, TRACE: gl.constexpr = False, Q_REGS: gl.constexpr = False):
     """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
     this warpgroup's turn), its K and V descales, and the online-softmax update (masked tiles:
     _softmax's causal mask with row_lo, causal_off and CAUSAL). Returns (p' fp32, m_new, l_new,
@@ -248,7 +248,11 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
     # K_MODE 1: one K descale per tile (k_block a multiple of BLOCK_N); the load overlaps the MMA
     row_scale = row_scale0 * _tile_descale(kd_ptr, start_n, k_block)
     vs = _tile_descale(vd_ptr, start_n, v_block)
-    qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
+    if Q_REGS:
+        # (an 8-bit register operand cannot be a dep on 3.6; ptxas tracks it itself)
+        qk, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, k_s])
+    else:
+        qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     _stamp_at(TRACE_PTR, trace_part, trace_it, 2, TRACE)
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
                                     BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
@@ -319,7 +323,8 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 PINGPONG: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                 NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
-                CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False):
+                CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False,
+                Q_REGS: gl.constexpr = False):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
@@ -343,7 +348,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
-        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TRACE_PTR, my_turn, j, TRACE)
+        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TRACE_PTR, my_turn, j, TRACE, Q_REGS)
     v_ratio = vs_prev / vs
     if MASKED and CAUSAL != 0:
         # a tile past this warpgroup's rows (alpha = 1) must leave acc as it is: its V-descale
@@ -620,13 +625,20 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
+    Q_REGS: gl.constexpr = PV_PIPE == 2
+    if Q_REGS:
+        # experiment: Q as the register A operand of Q K^T (the 64-key S GEMM then reads only
+        # K from shared memory)
+        s_layout: gl.constexpr = gl.NVMMADistributedLayout(
+            version=[3, 0], warps_per_cta=[NW, 1], instr_shape=[16, BLOCK_N, 32])
+        q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=4))
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     for j in range(n_full):
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE)
+            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS)
     if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles for a 128-row block
         # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
@@ -639,13 +651,14 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
-                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE)
+                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS)
     elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
-            HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE)
+            HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
+            Q_REGS=Q_REGS)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -1443,6 +1456,8 @@ VARIANTS = {
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
     # head dim 256: the four P @ V parts pipelined (session 9)
     "pingpong_n64_s3_pipe": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True),
+    # session 18 experiment: pv_pipe 2 = pipelined parts and Q as a register operand
+    "pingpong_n64_s3_qreg": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=2),
     # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
@@ -1554,7 +1569,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=pv_pipe,
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=int(pv_pipe),
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
