@@ -39,6 +39,10 @@
 #           loop with one and two Q buffers                                     (~4 min)
 #   trace256 per-tile clock stamps of the hdim-256 kernel (gluon_trace_tiles.py), causal
 #           and not                                                             (~2 min)
+#   d256q   hdim 256, Q as the register operand of Q K^T beside the dispatched kernel
+#           (session 18's branch; bits, timings, traces)                        (~4 min)
+#   d256t   hdim 256: dispatched, Q in registers, + tree row max, + no turns; 1k-16k, causal
+#           and not, traces                                                     (~8 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -199,6 +203,19 @@ for stage in "$@"; do
             --json "$OUT/gluon_check_d256q_c.json" 2>&1 | tail -6
         timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --variants $v \
             --seqlens 16384 --json "$OUT/trace256q.json" 2>&1 | tail -3 ;;
+    d256t)
+        # session 19: hdim 256, the dispatched kernel beside Q in registers, the tree row max
+        # and no turns (bits, timings at 1k-16k, non-causal and causal), then per-tile traces
+        v=pingpong_n64_s3_pipe,pingpong_n64_s3_qreg,pingpong_n64_s3_qreg_tree
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 256 \
+            --variants $v,pingpong_n64_s3_qreg_tree_noturn --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d256t.json" 2>&1 | tail -8
+        timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 256 \
+            --variants $v,pingpong_n64_s3_qreg_tree_noturn --causal top_left \
+            --seqlens 4096,16384 --json "$OUT/gluon_check_d256t_c.json" 2>&1 | tail -8
+        timeout 120 $PY benchmarks/experiments/gluon_trace_tiles.py \
+            --variants pingpong_n64_s3_qreg_tree,pingpong_n64_s3_qreg_tree_noturn \
+            --seqlens 16384 --json "$OUT/trace256t.json" 2>&1 | tail -3 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts
@@ -231,7 +248,7 @@ for stage in "$@"; do
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
-             "ovl64, ovl128, store, nc128, trace256, tsloop, d256c, launch, overhead, bench," \
+             "ovl64, ovl128, store, nc128, trace256, d256t, tsloop, d256c, launch, overhead, bench," \
              "benchq2)" >&2
         exit 2 ;;
     esac

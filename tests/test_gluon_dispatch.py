@@ -95,14 +95,20 @@ def test_on_by_default_off_with_env_and_cuda_only(monkeypatch):
     assert "off" in gluon_dispatch.why_not(x, x, vt, **kw)
 
 
-def test_kernel_config_rejects_pv_pipe_outside_the_split_consumer():
-    """pv_pipe only changes the head-dim > 128 consumer (mode pingpong without overlap):
-    elsewhere it is an error, not a silently ignored option."""
+def test_kernel_config_rejects_split_options_outside_the_split_consumer():
+    """pv_pipe, q_regs and tree_max only change the head-dim > 128 consumer (mode pingpong
+    without overlap): elsewhere they are an error, not a silently ignored option. They reach
+    the kernel as the bits of SPLIT."""
     from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
-    assert kernel_config(**VARIANTS["pingpong_n64_s3_pipe"])["PV_PIPE"]
-    for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
-        with pytest.raises(ValueError, match="pv_pipe"):
-            kernel_config(pv_pipe=True, **bad)
+    assert kernel_config(**VARIANTS["pingpong_n64_s3_pipe"])["SPLIT"] == 1
+    assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg"])["SPLIT"] == 3
+    assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg_tree"])["SPLIT"] == 7
+    for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True)):
+        for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
+            with pytest.raises(ValueError, match="tree_max need mode"):
+                kernel_config(**option, **bad)
+    with pytest.raises(ValueError, match="q_regs needs pv_pipe"):
+        kernel_config(mode="pingpong", q_regs=True)
 
 
 def test_kernel_config_tma_store_needs_persistent_ctas():
@@ -241,6 +247,16 @@ def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
         gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
 
 
+def test_variant_for_hdim256_causal_runs_without_turns():
+    """Head dim 256: Q in registers either way; causal calls also drop the ping-pong turns
+    (session 19, same bits, the faster form there)."""
+    v = gluon_dispatch.variant_for(256, None, 4096)
+    assert v is gluon_dispatch.VARIANT_D256 and v["q_regs"] and v.get("turns", True)
+    for causal in ("top_left", "bottom_right"):
+        c = gluon_dispatch.variant_for(256, causal, 4096)
+        assert c is gluon_dispatch.VARIANT_D256_CAUSAL and c["q_regs"] and not c["turns"]
+
+
 def test_variant_for_causal_hdim128_is_persistent_at_every_length():
     """Causal head dim 128 runs the persistent kernel from 1k keys up, long calls included
     (session 17: 1.05x one CTA per block at 16k keys once the item loop kept its overlap; up to
@@ -344,7 +360,7 @@ def test_launch_host_path_takes_every_variant(name, launches):
     lacks fails here rather than on the GPU (session 15's wg_bounds did)."""
     variant = gluon_fwd.VARIANTS[name]
     cfg = gluon_fwd.kernel_config(**variant)
-    d = 64 if cfg["CONSUMERS"] == 3 else 256 if cfg["PV_PIPE"] else 128
+    d = 64 if cfg["CONSUMERS"] == 3 else 256 if cfg["SPLIT"] else 128
     q8, k8, vt8, ds = _zero_fp8_inputs(1, 2, 1000, d)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
                                   v_key_order="mma", **variant)

@@ -170,6 +170,8 @@ def test_gluon_launch_plan_refuses_bad_inputs_every_call(monkeypatch):
             call(vt=vt8[:, :, :, :900])
         with pytest.raises(ValueError, match="pv_pipe"):
             call(pv_pipe=True)
+        with pytest.raises(ValueError, match="tree_max"):
+            call(tree_max=True)
         with pytest.raises(ValueError, match="bottom-right"):
             call(q=torch.zeros(2, 3, 1100, 128, dtype=torch.float8_e4m3fn),
                  causal="bottom_right", **gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)

@@ -42,7 +42,9 @@ Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel a
 16k keys (H200, 2026-11-30 11:12 UTC, results/gluon_check_d256_s7.json); with the P @ V parts
 pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json). Causal:
 1.03x / 1.15x top-left at 4k / 16k, 1.05x / 1.20x bottom-right (0.89x top-left at 1k, not
-dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json).
+dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json). Session 19:
+Q in registers (VARIANT_D256) and, causal, no turns (VARIANT_D256_CAUSAL): 1.10x / 1.36x the
+tl kernel at 4k / 16k, causal 1.10x / 1.20x (0.76x / 0.84x and 0.68x / 0.76x FA3 FP8).
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -135,7 +137,19 @@ CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q
 # balance: CAUSAL_VARIANT runs those calls (same bits) and no schedule table is built, which
 # would be one more per new seqlen_k (e.g. a few query rows verified against a growing cache).
 CAUSAL_BLOCK_M = 128
-VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True)
+# Head dim 256 (session 19): Q loaded once into registers as the A operand of Q K^T, so that
+# the 64-key S GEMM reads only K from shared memory (with both operands there it read 128 B a
+# clock, all the SM has). Bit-identical; H200, 2026-12-01 00:35 UTC, TFLOP/s at 1k / 4k / 16k
+# keys (results/gluon_check_d256t_s19.json): 626 / 830 / 898 against 608 / 803 / 842 for
+# session 9's form (Q read from shared memory), FA3 FP8 990 / 1097 / 1066; 00:23 UTC: 844 /
+# 875 against 800 / 840 at 4k / 16k. Causal: also without the ping-pong turns (the two
+# consumers issue their GEMMs as they get to them) and the tree row max, 694 / 847 at 4k / 16k
+# against 665 / 828 with turns and 650 / 802 for session 9's form (FA3 FP8 1024 / 1114;
+# results/gluon_check_d256t_c_s19.json). Non-causal, the turn-free form timed as the one with
+# turns (821 / 871 vs 821 / 868). The tree row max alone changed nothing (per-tile trace:
+# softmax 717 against 714 cycles; results/trace256t_s19.json).
+VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True, q_regs=True)
+VARIANT_D256_CAUSAL = dict(VARIANT_D256, tree_max=True, turns=False)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -317,7 +331,7 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
     """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
     length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64)."""
     if head_dim == 256:
-        return VARIANT_D256
+        return VARIANT_D256 if causal is None else VARIANT_D256_CAUSAL
     if head_dim == 64:
         if causal is None:
             return VARIANT_D64

@@ -129,13 +129,34 @@ def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
 
 
 @gluon.jit
+def _row_max(qk, BLOCK_N: gl.constexpr, NW: gl.constexpr):
+    """gl.max(qk, 1) as a tree. A thread holds a row's columns 8 g + {0, 1} (g = 0 ..
+    BLOCK_N / 8 - 1; column bits 1-2 are lanes): gl.max folds them in one dependent chain of
+    BLOCK_N / 4 - 1 FMNMX (15 at 64-key tiles, 31 at 128) before the two shuffles, at the head
+    of every softmax. Here the g halves are folded pairwise first (log2(BLOCK_N / 8) levels),
+    then gl.max finishes the eight columns 0-7 (one in-thread FMNMX and the shuffles). A max
+    is exact in any order: same bits."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    R: gl.constexpr = qk.shape[0]
+    G: gl.constexpr = BLOCK_N // 8
+    # (R, G, 8) -> (R, 8, G): the in-thread group index g last
+    x = gl.permute(gl.reshape(qk, [R, G, 8]), (0, 2, 1))
+    for _ in gl.static_range(G.bit_length() - 1):
+        a, b = gl.split(gl.reshape(x, [R, 8, x.shape[2] // 2, 2]))
+        x = gl.maximum(a, b)
+    return gl.convert_layout(gl.max(gl.reshape(x, [R, 8]), 1), gl.SliceLayout(1, s_layout))
+
+
+@gluon.jit
 def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
              BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
-             causal_off=0, CAUSAL: gl.constexpr = 0):
+             causal_off=0, CAUSAL: gl.constexpr = 0, TREE_MAX: gl.constexpr = False):
     """Online-softmax update of one S tile (ROWS, BLOCK_N): returns (p' in fp32, m_new, l_new,
     alpha), the formulas of triton_fwd.py step for step; _pack_p makes the P @ V operand.
     CAUSAL (masked tiles only): column c is visible to query row r (row_lo + the tile's row
-    index) when c <= r + causal_off, as triton_fwd.py's _mask_scores."""
+    index) when c <= r + causal_off, as triton_fwd.py's _mask_scores. TREE_MAX: the row max
+    by _row_max (same bits)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     if MASKED:
@@ -148,7 +169,11 @@ def _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED: gl.constexpr,
         else:
             qk = gl.where(gl.expand_dims(cols < seqlen_k, 0), qk, float("-inf"))
     # row_scale > 0, so the max commutes with the scaling (as in triton_fwd.py)
-    m_new = gl.maximum(m_i, gl.max(qk, 1) * row_scale)
+    if TREE_MAX:
+        row_max = _row_max(qk, BLOCK_N, NW)
+    else:
+        row_max = gl.max(qk, 1)
+    m_new = gl.maximum(m_i, row_max * row_scale)
     if MASKED:
         m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
     else:
@@ -227,11 +252,13 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
                     MASKED: gl.constexpr, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
                     BLOCK_N: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr, row_lo=0,
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0, trace_part=0,
-                    trace_it=0, TRACE: gl.constexpr = False, Q_REGS: gl.constexpr = False):
+                    trace_it=0, TRACE: gl.constexpr = False, Q_REGS: gl.constexpr = False,
+                    TREE_MAX: gl.constexpr = False):
     """The first half of _tile and _tile_split: S = Q K^T of the tile in ring slot `slot` (in
     this warpgroup's turn), its K and V descales, and the online-softmax update (masked tiles:
     _softmax's causal mask with row_lo, causal_off and CAUSAL). Returns (p' fp32, m_new, l_new,
-    alpha, vs, turn_phase). TRACE: _tile_split's stamps 1 and 2."""
+    alpha, vs, turn_phase). TRACE: _tile_split's stamps 1 and 2. Q_REGS: q_s is Q in registers
+    (the A operand), not a shared-memory view. TREE_MAX: _softmax's."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     k_s = k_smem.index(slot)
@@ -255,7 +282,7 @@ def _scores_softmax(m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, p
         qk, _, _ = warpgroup_mma_wait(num_outstanding=0, deps=[qk, q_s, k_s])
     _stamp_at(TRACE_PTR, trace_part, trace_it, 2, TRACE)
     p, m_new, l_i, alpha = _softmax(qk, m_i, l_i, row_scale, start_n, seqlen_k, MASKED,
-                                    BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL)
+                                    BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TREE_MAX)
     return p, m_new, l_i, alpha, vs, turn_phase
 
 
@@ -324,7 +351,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                 NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
                 CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False,
-                Q_REGS: gl.constexpr = False):
+                Q_REGS: gl.constexpr = False, TREE_MAX: gl.constexpr = False):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
@@ -348,7 +375,8 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
         m_i, l_i, q_s, k_smem, k_full, turn, kd_ptr, vd_ptr, slot, phase, start_n, seqlen_k,
         k_block, v_block, row_scale0, my_turn, other_turn, turn_phase, MASKED, PINGPONG, ROWS,
-        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TRACE_PTR, my_turn, j, TRACE, Q_REGS)
+        BLOCK_N, P_SHIFT, NW, row_lo, causal_off, CAUSAL, TRACE_PTR, my_turn, j, TRACE, Q_REGS,
+        TREE_MAX)
     v_ratio = vs_prev / vs
     if MASKED and CAUSAL != 0:
         # a tile past this warpgroup's rows (alpha = 1) must leave acc as it is: its V-descale
@@ -606,12 +634,19 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                     ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
-                    PINGPONG: gl.constexpr, PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0,
+                    PINGPONG: gl.constexpr, SPLIT: gl.constexpr = 0, kv_end=0, full_end=0,
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
                     TRACE: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
+    SPLIT (kernel_config's pv_pipe, q_regs, tree_max as bits 0, 1, 2): _tile_split's PV_PIPE;
+    Q_REGS: Q loaded once into registers as the A operand of every Q K^T (the 64-key S GEMM
+    then reads only K from shared memory: it read 128 B a clock with both, the SM's whole
+    shared-memory bandwidth); TREE_MAX: _softmax's. All three give the same bits.
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
     TRACE: _tile_split's clock stamps, one slot per tile."""
+    PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
+    Q_REGS: gl.constexpr = (SPLIT & 2) != 0
+    TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
@@ -625,10 +660,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     turn_phase = 0
     q_s = q_smem.slice(row0, ROWS, dim=0)
     mbarrier.wait(q_bar, 0)
-    Q_REGS: gl.constexpr = PV_PIPE == 2
     if Q_REGS:
-        # experiment: Q as the register A operand of Q K^T (the 64-key S GEMM then reads only
-        # K from shared memory)
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[NW, 1], instr_shape=[16, BLOCK_N, 32])
         q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=4))
@@ -638,7 +670,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
-            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS)
+            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS,
+            TREE_MAX=TREE_MAX)
     if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles for a 128-row block
         # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
@@ -651,14 +684,14 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
-                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS)
+                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS, TREE_MAX)
     elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
-            Q_REGS=Q_REGS)
+            Q_REGS=Q_REGS, TREE_MAX=TREE_MAX)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -678,10 +711,10 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr,
-                  PV_PIPE: gl.constexpr = False, kv_end=0, full_end=0, causal_off=0,
+                  SPLIT: gl.constexpr = 0, kv_end=0, full_end=0, causal_off=0,
                   CAUSAL: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False):
     """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
-    PV_PIPE: its pipelined P @ V parts; CAUSAL: its causal mask and TRACE its clock stamps,
+    SPLIT: its options; CAUSAL: its causal mask and TRACE its clock stamps,
     head dims above 128 only)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
@@ -689,7 +722,7 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, PV_PIPE,
+                        ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, SPLIT,
                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
@@ -1173,7 +1206,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     OVERLAP: gl.constexpr, TURNS: gl.constexpr, UNROLL2: gl.constexpr,
                     CAUSAL: gl.constexpr = 0, RETURN_LSE: gl.constexpr = False,
                     Q_TERMS: gl.constexpr = 1, PERSISTENT: gl.constexpr = False,
-                    PV_PIPE: gl.constexpr = False, TRACE_PTR=0, TRACE: gl.constexpr = False,
+                    SPLIT: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
                     ITEM_LICM: gl.constexpr = False):
@@ -1417,14 +1450,14 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, SPLIT,
                          kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
-                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, PV_PIPE,
+                         HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, SPLIT,
                          kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
@@ -1456,8 +1489,14 @@ VARIANTS = {
     "pingpong_ovl_n64_s4": dict(mode="pingpong", stages=4, overlap=True, block_n=64),
     # head dim 256: the four P @ V parts pipelined (session 9)
     "pingpong_n64_s3_pipe": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True),
-    # session 18 experiment: pv_pipe 2 = pipelined parts and Q as a register operand
-    "pingpong_n64_s3_qreg": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=2),
+    # Q in registers as the A operand of Q K^T (session 19), and the tree row max
+    "pingpong_n64_s3_qreg": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True,
+                                 q_regs=True),
+    "pingpong_n64_s3_qreg_tree": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True,
+                                      q_regs=True, tree_max=True),
+    "pingpong_n64_s3_qreg_tree_noturn": dict(mode="pingpong", stages=3, block_n=64,
+                                             pv_pipe=True, q_regs=True, tree_max=True,
+                                             turns=False),
     # overlap loop unrolled by two (u2_s3: the dispatched variant since session 6)
     "pingpong_ovl_u2_s2": dict(mode="pingpong", stages=2, overlap=True, unroll2=True),
     "pingpong_ovl_u2_s3": dict(mode="pingpong", stages=3, overlap=True, unroll2=True),
@@ -1529,7 +1568,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
-                  item_licm: bool = False) -> dict:
+                  item_licm: bool = False, q_regs: bool = False, tree_max: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1544,7 +1583,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
     1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs.
     item_licm (persistent): leave LLVM's loop-invariant code motion on in the item loop (off
-    by default since session 17: it cost the softmax / P @ V overlap, _consumer_persistent)."""
+    by default since session 17: it cost the softmax / P @ V overlap, _consumer_persistent).
+    q_regs (with pv_pipe): Q as a register operand of Q K^T; tree_max: the softmax's row max
+    as a tree (_row_max); both head dims above 128 (_consumer_split's SPLIT bits)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and not tma_store
             and block_m == 192)):
@@ -1557,8 +1598,11 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
-    if pv_pipe and not (mode == "pingpong" and not overlap):
-        raise ValueError("pv_pipe needs mode 'pingpong' with overlap=False (head dims > 128)")
+    if (pv_pipe or q_regs or tree_max) and not (mode == "pingpong" and not overlap):
+        raise ValueError("pv_pipe, q_regs and tree_max need mode 'pingpong' with overlap=False "
+                         "(head dims > 128)")
+    if q_regs and not pv_pipe:
+        raise ValueError("q_regs needs pv_pipe=True (the register budget was measured with it)")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -1569,7 +1613,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, PV_PIPE=int(pv_pipe),
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
@@ -1717,7 +1761,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, tma_store: int = 0, trace=None,
                         consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
-                        item_licm: bool = False):
+                        item_licm: bool = False, q_regs: bool = False, tree_max: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1739,7 +1783,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined (kernel_config). consumers: kernel_config's (3: three consumer
+    P @ V parts pipelined; q_regs, tree_max: the same head dims (kernel_config). consumers: kernel_config's (3: three consumer
     warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
     wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
     q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
@@ -1757,7 +1801,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm)
+               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm,
+               q_regs, tree_max)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1778,7 +1823,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                 softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
                 overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
                 persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
-                consumers=consumers, wg_bounds=wg_bounds)      # one CTA an item: one Q buffer
+                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max)      # one CTA an item: one Q buffer
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
@@ -1838,7 +1883,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm) = variant
+     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm, q_regs,
+     tree_max) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1865,9 +1911,9 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
-    if pv_pipe and D <= 128:
-        raise ValueError(f"pv_pipe pipelines the four P @ V parts of head dims above 128, "
-                         f"not head dim {D}")
+    if (pv_pipe or q_regs or tree_max) and D <= 128:
+        raise ValueError(f"pv_pipe, q_regs and tree_max change the P @ V in four parts of head "
+                         f"dims above 128, not head dim {D}")
     if split and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
@@ -1894,7 +1940,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
-                        q_bufs, item_licm)
+                        q_bufs, item_licm, q_regs, tree_max)
     if trace is not None:
         _check_trace(trace, grid, persistent, consumers, D)
     bm = cfg["BLOCK_M"]
