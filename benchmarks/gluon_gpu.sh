@@ -216,6 +216,22 @@ for stage in "$@"; do
         timeout 120 $PY benchmarks/experiments/gluon_trace_tiles.py \
             --variants pingpong_n64_s3_qreg_tree,pingpong_n64_s3_qreg_tree_noturn \
             --seqlens 16384 --json "$OUT/trace256t.json" 2>&1 | tail -3 ;;
+    d256n128)
+        # session 19 experiment: hdim 256 with 128-key tiles (spilling offline) beside the
+        # dispatched 64-key kernel; not the tl kernel's bits (other tiles)
+        v=pingpong_n64_s3_qreg,pingpong_n128_s2_pipe
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v --seqlens 4096,16384 --json "$OUT/gluon_check_d256n128.json" 2>&1 | tail -6
+        timeout 100 $PY benchmarks/experiments/gluon_trace_tiles.py --variants pingpong_n128_s2_pipe \
+            --seqlens 16384 --json "$OUT/trace256n128.json" 2>&1 | tail -3 ;;
+    d256n128c)
+        # session 19: the hdim-256 bit tests (both tile sizes, the 128-key variants directly),
+        # then the 128-key variants causal, with turns and without
+        timeout 170 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py \
+            -k "hdim256 or 128_key" 2>&1 | tail -5 | tee "$OUT/pytest_d256.log"
+        timeout 190 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants pingpong_n128_s2_pipe,pingpong_n128_s2_pipe_noturn --causal top_left \
+            --seqlens 4096,16384 --json "$OUT/gluon_check_d256n128_c.json" 2>&1 | tail -6 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

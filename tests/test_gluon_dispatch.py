@@ -41,7 +41,9 @@ def test_reason_accepts_the_covered_call():
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, causal=causal, lse=True,
                                             seqlen_k=16384)) is None
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, seqlen_q=100, k_block=4096)) is None
-    # head dim 256: 64-key tiles, non-causal without the LSE
+    # head dim 256: 128-key tiles, or 64-key ones where a descale block splits a 128-key tile,
+    # without the LSE
+    assert gluon_dispatch.reason(**dict(GOOD, head_dim=256)) is None
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=192)) is None
     for causal in ("top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
@@ -247,14 +249,34 @@ def test_variant_for_keeps_plain_stores_beyond_tma_store_max_seqlen_k():
         gluon_dispatch.CAUSAL_PERSISTENT_VARIANT
 
 
-def test_variant_for_hdim256_causal_runs_without_turns():
-    """Head dim 256: Q in registers either way; causal calls also drop the ping-pong turns
-    (session 19, same bits, the faster form there)."""
-    v = gluon_dispatch.variant_for(256, None, 4096)
-    assert v is gluon_dispatch.VARIANT_D256 and v["q_regs"] and v.get("turns", True)
+def test_tile_keys_hdim256_falls_back_to_64_key_tiles():
+    """Head dim 256 runs 128-key tiles unless a K or V descale block would split one (then 64:
+    one descale per tile); a per-head block (>= seqlen_k) splits nothing. Other head dims
+    have one tile size."""
+    tk = gluon_dispatch.tile_keys
+    assert tk(256, 128, 128, 4096) == 128
+    assert tk(256, 256, 4096, 4096) == 128
+    assert tk(256, 5000, 5000, 4096) == 128
+    assert tk(256, 64, 128, 4096) == 64
+    assert tk(256, 128, 192, 4096) == 64
+    assert tk(128, 128, 128, 4096) == 128
+    assert tk(96, 128, 128, 4096) == 1
+
+
+def test_variant_for_hdim256_by_tile_size():
+    """Head dim 256: 128-key tiles by default; 64-key tiles take Q in registers, and causal
+    calls on them drop the ping-pong turns (session 19, same bits, the faster forms)."""
+    for causal in (None, "top_left", "bottom_right"):
+        v = gluon_dispatch.variant_for(256, causal, 4096)
+        assert v is (gluon_dispatch.VARIANT_D256 if causal is None
+                     else gluon_dispatch.VARIANT_D256_CAUSAL)
+        assert gluon_dispatch.variant_for(256, causal, 4096, block_n=128) is v
+        assert not v.get("q_regs") and "block_n" not in v
+    v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
+    assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
     for causal in ("top_left", "bottom_right"):
-        c = gluon_dispatch.variant_for(256, causal, 4096)
-        assert c is gluon_dispatch.VARIANT_D256_CAUSAL and c["q_regs"] and not c["turns"]
+        c = gluon_dispatch.variant_for(256, causal, 4096, block_n=64)
+        assert c is gluon_dispatch.VARIANT_D256_N64_CAUSAL and c["q_regs"] and not c["turns"]
 
 
 def test_variant_for_causal_hdim128_is_persistent_at_every_length():
@@ -743,16 +765,18 @@ def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, l
     (1, 2, 2, 3000, 16400, "bottom_right"),
     (1, 2, 2, 4200, 4200, "bottom_right"),   # launched top-left (the same mask), tails
 ])
-def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, spy,
-                                                       monkeypatch):
-    """Head dim 256 (P @ V in four parts, _tile_split, 64-key tiles) through the dispatch,
-    causal or not, without the LSE: the bits of the tl kernel's hdim-256 config with the same
-    tiles. With the LSE the call stays on the tl kernel."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 3 * sk,
-                            v_key_order="mma")
+@pytest.mark.parametrize("block_kv", [128, 64])
+def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, block_kv,
+                                                       spy, monkeypatch):
+    """Head dim 256 (P @ V in four parts, _tile_split) through the dispatch, causal or not,
+    without the LSE: 128-key tiles with the default 128-key descale blocks, 64-key tiles with
+    64-key ones; the bits of the tl kernel's hdim-256 config with the same tiles. With the LSE
+    the call stays on the tl kernel."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(block_kv=block_kv),
+                            seed=sq + 3 * sk, v_key_order="mma")
     ref = _run(q8, k8, v8, causal, lse=False,
-               config={"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                       "SPLIT": 2, "REVERSE": False})
+               config={"BLOCK_M": 64, "BLOCK_N": block_kv, "num_warps": 4,
+                       "num_stages": 3 if block_kv == 64 else 2, "SPLIT": 2, "REVERSE": False})
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     got = _run(q8, k8, v8, causal, lse=False)
     assert spy == ["mma"]
@@ -760,6 +784,27 @@ def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causa
     assert torch.equal(got, ref)
     _run(q8, k8, v8, causal)               # with the LSE: the tl kernel
     assert spy == ["mma"]
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn"])
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
+    (2, 3, 3, 1000, 4200, None),
+    (1, 4, 2, 4500, 4200, "top_left"),
+    (2, 3, 3, 1000, 4200, "bottom_right"),
+])
+def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
+                                                                    causal):
+    """The 128-key head-dim-256 variants, with turns and without, called directly: the tl
+    kernel's bits with the same 128-key tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, lse=False,
+               config={"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2,
+                       "SPLIT": 2, "REVERSE": False})
+    _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
+                      **gluon_fwd.VARIANTS[variant])
 
 
 @pytest.mark.gpu

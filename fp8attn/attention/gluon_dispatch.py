@@ -18,7 +18,7 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
     warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (8k) keys
     (VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
-    one K and one V descale per KV tile (TILE_KEYS keys: k_block and v_block multiples of it,
+    one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
     64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 8192). Below it the
@@ -148,8 +148,17 @@ CAUSAL_BLOCK_M = 128
 # results/gluon_check_d256t_c_s19.json). Non-causal, the turn-free form timed as the one with
 # turns (821 / 871 vs 821 / 868). The tree row max alone changed nothing (per-tile trace:
 # softmax 717 against 714 cycles; results/trace256t_s19.json).
-VARIANT_D256 = dict(mode="pingpong", stages=3, pv_pipe=True, q_regs=True)
-VARIANT_D256_CAUSAL = dict(VARIANT_D256, tree_max=True, turns=False)
+VARIANT_D256_N64 = dict(mode="pingpong", stages=3, pv_pipe=True, q_regs=True)
+VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
+# 128-key tiles at head dim 256 (session 19, 00:54 UTC, results/gluon_check_d256n128_s19.json):
+# 916 / 974 TFLOP/s at 4k / 16k non-causal against 842 / 874 for VARIANT_D256_N64 in the same
+# run (FA3 FP8 1170 / 1156), although ptxas spills ~14 registers around the P @ V quarters
+# (380-436 B): the per-tile work outside the GEMMs (turns, row reductions, the adds of the fresh
+# accumulators) comes half as often per key. Q stays in shared memory (in registers as well
+# the 128-key kernel would spill more). Calls whose K / V descale blocks do not cover whole
+# 128-key tiles keep the 64-key kernels (tile_keys).
+VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True)
+VARIANT_D256_CAUSAL = dict(VARIANT_D256)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -173,7 +182,9 @@ VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consume
 # queries than keys ran 0.95x it in session 16).
 VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True, q_bufs=2)
 VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
-TILE_KEYS = {64: 128, 128: 128, 256: 64}    # head dim -> keys per KV tile (block_n)
+TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (block_n)
+# head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
+SMALL_TILE_KEYS = {256: 64}
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
@@ -242,7 +253,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            vt_ok: bool, mma_order: bool = True, lse: bool = False,
            aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
-    bn = TILE_KEYS.get(head_dim, 1)
+    bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
              256: MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
@@ -311,7 +322,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
     d = q8.shape[-1]
-    bn = TILE_KEYS[d]
+    bn = tile_keys(d, k_block, v_block, k8.shape[-2])
     if causal == "bottom_right" and q8.shape[-2] == k8.shape[-2]:
         # the top-left mask when there are as many queries as keys; the kernel's top-left form
         # ran faster there, same bits (H200, 2026-11-30 21:07 UTC, hdim 128, GPU time: 465
@@ -319,7 +330,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
         # probe_short_causal_s16.json), as the three-consumer kernel's at hdim 64 (436 / 515 /
         # 553 against 416 / 488 / 535 at 4k / 8k / 16k, gluon_check_d64c_*_s16.json)
         causal = "top_left"
-    variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2])
+    variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2], block_n=bn)
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
@@ -327,10 +338,25 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
                                causal=causal, v_key_order=v_key_order, q_lo=q_lo, **variant)
 
 
-def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None) -> dict:
+def tile_keys(head_dim: int, k_block: int, v_block: int, seqlen_k: int) -> int:
+    """Keys per KV tile for a call: TILE_KEYS[head_dim], or SMALL_TILE_KEYS[head_dim] where the
+    K or V descale blocks would split such a tile (one descale per tile; a block covering all
+    seqlen_k keys is one per head and splits nothing). 1 for head dims without a kernel."""
+    bn = TILE_KEYS.get(head_dim, 1)
+    small = SMALL_TILE_KEYS.get(head_dim)
+    if small and any(b % bn and b < seqlen_k for b in (k_block, v_block)):
+        return small
+    return bn
+
+
+def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None,
+                block_n: int | None = None) -> dict:
     """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
-    length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64)."""
+    length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64; block_n: tile_keys's,
+    None for TILE_KEYS[head_dim])."""
     if head_dim == 256:
+        if block_n == SMALL_TILE_KEYS[256]:
+            return VARIANT_D256_N64 if causal is None else VARIANT_D256_N64_CAUSAL
         return VARIANT_D256 if causal is None else VARIANT_D256_CAUSAL
     if head_dim == 64:
         if causal is None:
