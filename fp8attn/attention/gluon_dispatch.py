@@ -43,8 +43,10 @@ Head dim 256 (64-key tiles, no unrolling): 0.93x / 1.09x / 1.14x the tl kernel a
 pipelined 0.93x / 1.08x / 1.23x (13:41 UTC, results/gluon_check_d256_pipe_s9.json). Causal:
 1.03x / 1.15x top-left at 4k / 16k, 1.05x / 1.20x bottom-right (0.89x top-left at 1k, not
 dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json). Session 19:
-Q in registers (VARIANT_D256) and, causal, no turns (VARIANT_D256_CAUSAL): 1.10x / 1.36x the
-tl kernel at 4k / 16k, causal 1.10x / 1.20x (0.76x / 0.84x and 0.68x / 0.76x FA3 FP8).
+64-key tiles with Q in registers and, causal, no turns (VARIANT_D256_N64*): 1.10x / 1.36x the
+tl kernel at 4k / 16k, causal 1.10x / 1.20x (0.76x / 0.84x and 0.68x / 0.76x FA3 FP8); then
+128-key tiles (VARIANT_D256*): 1.23x / 1.29x the tl kernel non-causal (0.78x / 0.84x FA3 FP8,
+which read 1170 / 1156 in that run).
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -157,6 +159,9 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # accumulators) comes half as often per key. Q stays in shared memory (in registers as well
 # the 128-key kernel would spill more). Calls whose K / V descale blocks do not cover whole
 # 128-key tiles keep the 64-key kernels (tile_keys).
+# Causal (00:59 UTC, top-left, the run's reference rows lost to its time limit): 754 / 924
+# TFLOP/s at 4k / 16k against 694 / 847 for VARIANT_D256_N64_CAUSAL at 00:35 (another run:
+# confirm in one run; the turn-free 128-key form is untimed).
 VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True)
 VARIANT_D256_CAUSAL = dict(VARIANT_D256)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
