@@ -139,9 +139,10 @@ CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q
 # balance: CAUSAL_VARIANT runs those calls (same bits) and no schedule table is built, which
 # would be one more per new seqlen_k (e.g. a few query rows verified against a growing cache).
 CAUSAL_BLOCK_M = 128
-# Head dim 256 (session 19): Q loaded once into registers as the A operand of Q K^T, so that
-# the 64-key S GEMM reads only K from shared memory (with both operands there it read 128 B a
-# clock, all the SM has). Bit-identical; H200, 2026-12-01 00:35 UTC, TFLOP/s at 1k / 4k / 16k
+# Head dim 256, 64-key tiles (session 19; calls whose K / V descale blocks split a 128-key
+# tile): Q loaded once into registers as the A operand of Q K^T, so that the 64-key S GEMM
+# reads only K from shared memory (with both operands there it read 128 B a clock, all the SM
+# has). Bit-identical; H200, 2026-12-01 00:35 UTC, TFLOP/s at 1k / 4k / 16k
 # keys (results/gluon_check_d256t_s19.json): 626 / 830 / 898 against 608 / 803 / 842 for
 # session 9's form (Q read from shared memory), FA3 FP8 990 / 1097 / 1066; 00:23 UTC: 844 /
 # 875 against 800 / 840 at 4k / 16k. Causal: also without the ping-pong turns (the two

@@ -1617,7 +1617,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
-                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent, SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2,
+                TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
+                SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
@@ -1787,8 +1788,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
     persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
     causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined; q_regs, tree_max: the same head dims (kernel_config). consumers: kernel_config's (3: three consumer
-    warpgroups of 64 rows, block_m 192; Q's TMA block is then 64 rows, q_box_rows).
+    P @ V parts pipelined; q_regs, tree_max: the same head dims (kernel_config). consumers:
+    kernel_config's (3: three consumer warpgroups of 64 rows, block_m 192; Q's TMA block is
+    then 64 rows, q_box_rows).
     wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
     q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
     tma_store: kernel_config's; it falls back to 0 where
@@ -1827,7 +1829,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                 softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
                 overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
                 persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
-                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max)      # one CTA an item: one Q buffer
+                # one CTA an item: one Q buffer
+                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max)
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
