@@ -673,8 +673,9 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS,
             TREE_MAX=TREE_MAX)
     if CAUSAL != 0:
-        # the diagonal and the tail: at most three 64-key tiles for a 128-row block
-        # (kv_end - full_end < 128), written out (a second loop made ptxas spill in the first)
+        # the diagonal and the tail: at most three 64-key tiles (two 128-key ones) for a
+        # 128-row block (kv_end - full_end < 128), written out (a second loop made ptxas spill
+        # in the first)
         row_lo = start_m + row0
         wg_end = _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
         for t in gl.static_range(3):
