@@ -1495,7 +1495,8 @@ VARIANTS = {
                                  q_regs=True),
     "pingpong_n64_s3_qreg_tree": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True,
                                       q_regs=True, tree_max=True),
-    # 128-key tiles at hdim 256 (session 19 experiment; offline 380-436 B spilled)
+    # 128-key tiles at hdim 256 (session 19: offline 380-436 B spilled, timed 9-11% faster than
+    # 64-key tiles all the same; dispatched)
     "pingpong_n128_s2_pipe": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True),
     "pingpong_n128_s2_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True,
                                          turns=False),
