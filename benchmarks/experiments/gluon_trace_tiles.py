@@ -15,9 +15,10 @@ first two (the pipeline filling) in clock cycles:
   pv_turn    3 -> 4  waiting for V's load and the turn to issue P @ V
   pv         4 -> next tile's 0: the four P @ V parts and their adds
   tile       0 -> next tile's 0
-Stamps come from one SM's clock, so they compare within a CTA only. A tile-time at the
-tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock an
-SM) is 512 cycles a warpgroup, 1024 for the pair.
+Stamps come from one SM's clock, so they compare within a CTA only. A 64-key tile-time at
+the tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock
+an SM) is 512 cycles a warpgroup, 1024 for the pair; twice that for a 128-key tile. The
+default variant is the dispatched one (128-key tiles since session 19).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ def _run(name, b, h, s, causal):
     gluon_gpu_check.CAUSAL = causal
     gluon_gpu_check.HDIM = HEAD_DIM
     _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
-    # one CTA per (query block, head); cfg carries block_n 64
+    # one CTA per (query block, head); cfg carries block_n
     return traced_call(q8, k8, v8, cfg, causal, -(-s // BLOCK_M) * b * h)
 
 
@@ -74,7 +75,7 @@ def analyse(trace):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="pingpong_n64_s3_pipe")
+    ap.add_argument("--variants", default="pingpong_n128_s2_pipe")
     ap.add_argument("--seqlens", default="4096,16384")
     ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
     ap.add_argument("--json", default="")
