@@ -24,6 +24,7 @@ from triton.experimental.gluon._runtime import GluonASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fp8attn.attention import gluon_fwd as gluon_attn  # noqa: E402
+from sass_issue_model import sass_instructions  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 CUOBJDUMP = os.path.join(os.path.dirname(PTXAS), "cuobjdump")
@@ -90,11 +91,7 @@ def softmax_under_pv(sass: str) -> list:
     moves the second wait up when it lacks registers, silently (session 17: the persistent
     kernels ran 0-45 instructions there against ~275 in the non-persistent ones, 8-10% of
     their causal speed)."""
-    ins = []
-    for line in sass.splitlines():
-        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
-        if m:
-            ins.append((int(m.group(1), 16), m.group(2).strip()))
+    ins = sass_instructions(sass)
     at = {a: i for i, (a, _) in enumerate(ins)}
     loops = []          # (first, last) instruction of each backward branch's loop with wgmmas
     for i, (a, text) in enumerate(ins):

@@ -45,9 +45,19 @@ def issue_cycles(instructions: list[str]) -> int:
     return t
 
 
+def sass_instructions(sass: str) -> list[tuple[int, str]]:
+    """(address, text without the ';') of every instruction in `cuobjdump -sass` output (also
+    gluon_compile.py's parser)."""
+    ins = []
+    for line in sass.splitlines():
+        m = re.match(r"\s*/\*([0-9a-f]{4,})\*/\s+(.*?);", line)
+        if m:
+            ins.append((int(m.group(1), 16), m.group(2).strip()))
+    return ins
+
+
 def softmax_regions(sass: str) -> list[list[str]]:
-    ins = [m.group(1).strip() for m in
-           (re.match(r"\s*/\*[0-9a-f]{4,}\*/\s+(.*?);", line) for line in sass.splitlines()) if m]
+    ins = [text for _, text in sass_instructions(sass)]
     regions = []
     for i, text in enumerate(ins):
         if text.startswith("WARPGROUP.DEPBAR.LE gsb0, 0x0"):
