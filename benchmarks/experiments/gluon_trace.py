@@ -130,11 +130,13 @@ def analyse(trace, tiles):
     return res
 
 
-def main():
+def trace_cli(default_variants: str, default_seqlens: str, heads: int, trace_row) -> None:
+    """The trace scripts' command line (--variants, --seqlens, --causal, --json): for every
+    seqlen (batch 16384 / seqlen, `heads` heads) and variant, the dict trace_row(name, batch,
+    heads, seqlen, causal, json_path) is printed and kept for --json."""
     ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="pingpong_ovl_u2_s3_persist,"
-                                          "pingpong_ovl_u2_s3_persist_ts")
-    ap.add_argument("--seqlens", default="1024,4096,16384")
+    ap.add_argument("--variants", default=default_variants)
+    ap.add_argument("--seqlens", default=default_seqlens)
     ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
     ap.add_argument("--json", default="")
     a = ap.parse_args()
@@ -144,19 +146,28 @@ def main():
     causal = a.causal or None
     rows = []
     for s in (int(x) for x in a.seqlens.split(",")):
-        b, h = 16384 // s, 16
         for name in a.variants.split(","):
-            trace, tiles, same = _run(name, b, h, s, causal)
-            r = dict(variant=name, seqlen=s, batch=b, heads=h, causal=causal,
-                     traced_equals_untraced=same, **analyse(trace, tiles))
+            r = trace_row(name, 16384 // s, heads, s, causal, a.json)
             rows.append(r)
             print(json.dumps(r), flush=True)
-            if a.json:
-                torch.save(dict(trace=trace, tiles=tiles),
-                           a.json.replace(".json", f"_{name}_{s}{'_c' if causal else ''}.pt"))
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(rows, fh, indent=1)
+
+
+def _row(name, b, h, s, causal, json_path):
+    """One variant and shape: the medians of analyse, the raw stamps beside --json."""
+    trace, tiles, same = _run(name, b, h, s, causal)
+    if json_path:
+        torch.save(dict(trace=trace, tiles=tiles),
+                   json_path.replace(".json", f"_{name}_{s}{'_c' if causal else ''}.pt"))
+    return dict(variant=name, seqlen=s, batch=b, heads=h, causal=causal,
+                traced_equals_untraced=same, **analyse(trace, tiles))
+
+
+def main():
+    trace_cli("pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts", "1024,4096,16384", 16,
+              _row)
 
 
 if __name__ == "__main__":

@@ -22,18 +22,14 @@ default variant is the dispatched one (128-key tiles since session 19).
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
-
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]
 
 from gluon_gpu_check import _inputs  # noqa: E402
-from gluon_trace import median, traced_call  # noqa: E402
+from gluon_trace import median, trace_cli, traced_call  # noqa: E402
 import gluon_gpu_check  # noqa: E402
 
 from fp8attn.attention import gluon_fwd  # noqa: E402
@@ -73,29 +69,14 @@ def analyse(trace):
     return {k: dict(cycles=median(v), n=len(v)) for k, v in seg.items()}
 
 
+def _row(name, b, h, s, causal, json_path):
+    trace, same = _run(name, b, h, s, causal)
+    return dict(variant=name, seqlen=s, batch=b, heads=h, causal=causal,
+                traced_equals_untraced=same, **analyse(trace))
+
+
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--variants", default="pingpong_n128_s2_pipe")
-    ap.add_argument("--seqlens", default="4096,16384")
-    ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
-    ap.add_argument("--json", default="")
-    a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to trace here (run this on the device machine)")
-        return
-    causal = a.causal or None
-    rows = []
-    for s in (int(x) for x in a.seqlens.split(",")):
-        b, h = 16384 // s, 2048 // HEAD_DIM
-        for name in a.variants.split(","):
-            trace, same = _run(name, b, h, s, causal)
-            r = dict(variant=name, seqlen=s, batch=b, heads=h, causal=causal,
-                     traced_equals_untraced=same, **analyse(trace))
-            rows.append(r)
-            print(json.dumps(r), flush=True)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    trace_cli("pingpong_n128_s2_pipe", "4096,16384", 2048 // HEAD_DIM, _row)
 
 
 if __name__ == "__main__":
