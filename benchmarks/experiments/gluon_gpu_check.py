@@ -151,6 +151,12 @@ def _child(args, timeout):
     return rows
 
 
+def _save(path, rows):
+    if path:
+        with open(path, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default=",".join(VARIANTS))
@@ -178,8 +184,10 @@ def main():
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
     hd = ["--head-dim", str(HDIM)] + (["--causal", CAUSAL] if CAUSAL else [])
     rows = _child(["--refs", "--seqlens", a.seqlens, *hd], a.timeout * 2)
+    _save(a.json, rows)
     for name in a.variants.split(","):
         rows += _child(["--one", name, "--seqlens", a.seqlens, *hd], a.timeout)
+        _save(a.json, rows)  # after every child: a stage killed by its timeout keeps its rows
     ref = {(r["variant"], r.get("seqlen")): r.get("tflops") for r in rows if r.get("kind") == "time"}
     print("\n| variant | " + " | ".join(f"{s} TFLOP/s (x ours, x FA3)" for s in seqlens) + " |")
     print("|---|" + "---|" * len(seqlens))
@@ -190,9 +198,6 @@ def main():
             cells.append("-" if not t else f"{t:.0f} ({t / o:.2f}, {t / f:.2f})" if o and f
                          else f"{t:.0f}")
         print(f"| {name} | " + " | ".join(cells) + " |")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
 
 
 if __name__ == "__main__":
