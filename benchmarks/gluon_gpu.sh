@@ -43,6 +43,10 @@
 #           (session 18's branch; bits, timings, traces)                        (~4 min)
 #   d256t   hdim 256: dispatched, Q in registers, + tree row max, + no turns; 1k-16k, causal
 #           and not, traces                                                     (~8 min)
+#   d256n128 / d256n128c  hdim 256 on 128-key tiles (session 19)          (~2 / ~5 min)
+#   d256e   hdim 256, 128-key tiles with P @ V in eighths (branch wip/s19-d256-eighths):
+#           bit tests, then non-causal timings                                  (~7 min)
+#   d256ec  the same causal (top-left) beside the 64-key causal kernel          (~5 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -232,6 +236,22 @@ for stage in "$@"; do
         timeout 190 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants pingpong_n128_s2_pipe,pingpong_n128_s2_pipe_noturn --causal top_left \
             --seqlens 4096,16384 --json "$OUT/gluon_check_d256n128_c.json" 2>&1 | tail -6 ;;
+    d256e)
+        # session 19's branch wip/s19-d256-eighths: hdim 256 on 128-key tiles with each P @ V
+        # quarter as two eighth-width GEMMs (fewer spills), turns or not, Q in registers;
+        # the bit tests first, then non-causal timings beside the dispatched kernel
+        timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "128_key" \
+            2>&1 | tail -5 | tee "$OUT/pytest_d256e.log"
+        v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths,pingpong_n128_s2_eighths_noturn
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_eighths_qreg --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d256e.json" 2>&1 | tail -8 ;;
+    d256ec)
+        # the same variants causal (top-left), beside the dispatched 64-key causal kernel
+        v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths,pingpong_n128_s2_eighths_noturn
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v,pingpong_n64_s3_qreg_tree_noturn --causal top_left \
+            --seqlens 4096,16384 --json "$OUT/gluon_check_d256e_c.json" 2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

@@ -105,7 +105,9 @@ def test_kernel_config_rejects_split_options_outside_the_split_consumer():
     assert kernel_config(**VARIANTS["pingpong_n64_s3_pipe"])["SPLIT"] == 1
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg"])["SPLIT"] == 3
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg_tree"])["SPLIT"] == 7
-    for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True)):
+    assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths"])["SPLIT"] == 8
+    for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True),
+                   dict(pv_eighths=True)):
         for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
             with pytest.raises(ValueError, match="tree_max need mode"):
                 kernel_config(**option, **bad)
@@ -788,7 +790,9 @@ def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causa
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn"])
+@pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn",
+                                     "pingpong_n128_s2_eighths",
+                                     "pingpong_n128_s2_eighths_noturn"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 4, 2, 4500, 4200, "top_left"),
@@ -796,8 +800,8 @@ def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causa
 ])
 def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
                                                                     causal):
-    """The 128-key head-dim-256 variants, with turns and without, called directly: the tl
-    kernel's bits with the same 128-key tiles."""
+    """The 128-key head-dim-256 variants (P @ V in quarters or eighths, with turns and
+    without), called directly: the tl kernel's bits with the same 128-key tiles."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
     ref = _run(q8, k8, v8, causal, lse=False,

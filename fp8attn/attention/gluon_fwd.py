@@ -344,6 +344,45 @@ def _pv_part(acc, p8, v_s, factor, PART: gl.constexpr, ROWS: gl.constexpr,
 
 
 @gluon.jit
+def _split_cols(x):
+    """(R, C) -> its column halves (R, C / 2): the top column bit is a register bit of the
+    wgmma accumulator layout, so this moves no data."""
+    R: gl.constexpr = x.shape[0]
+    C: gl.constexpr = x.shape[1]
+    return gl.split(gl.permute(gl.reshape(x, [R, 2, C // 2]), (0, 2, 1)))
+
+
+@gluon.jit
+def _join_cols(lo, hi, layout: gl.constexpr):
+    """_split_cols's inverse, in `layout`."""
+    R: gl.constexpr = lo.shape[0]
+    C: gl.constexpr = lo.shape[1]
+    x = gl.reshape(gl.permute(gl.join(lo, hi), (0, 2, 1)), [R, 2 * C])
+    return gl.convert_layout(x, layout)
+
+
+@gluon.jit
+def _pv_quarter_in_eighths(acc, p8, v_s, factor, Q: gl.constexpr, ROWS: gl.constexpr,
+                           PART_D: gl.constexpr, NW: gl.constexpr):
+    """acc * factor + P @ V's Q-th quarter as two eighth-width GEMMs, each fresh eighth added
+    into its half of acc as soon as it is ready (the second runs under the first's adds): one
+    16-register fresh accumulator live at a time instead of two 32-register quarters. The
+    same FMAs on the same values as _pv_part (same bits)."""
+    h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, PART_D, 32])
+    E_D: gl.constexpr = PART_D // 2
+    lo, hi = _split_cols(acc)
+    f_lo, f_hi = _split_cols(gl.broadcast(factor, acc)[0])
+    pa, va = _pv_issue(p8, v_s, 2 * Q, ROWS, E_D, NW)
+    pb, vb = _pv_issue(p8, v_s, 2 * Q + 1, ROWS, E_D, NW)
+    pa, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pa, va])
+    lo = lo * f_lo + gl.convert_layout(pa, lo.type.layout)
+    pb, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pb, vb])
+    hi = hi * f_hi + gl.convert_layout(pb, hi.type.layout)
+    return _join_cols(lo, hi, h_layout)
+
+
+@gluon.jit
 def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, k_full, v_full,
                 kv_empty, turn, kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block,
                 row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
@@ -351,7 +390,8 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 HEAD_DIM: gl.constexpr, STAGES: gl.constexpr, P_SHIFT: gl.constexpr,
                 NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
                 CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False,
-                Q_REGS: gl.constexpr = False, TREE_MAX: gl.constexpr = False):
+                Q_REGS: gl.constexpr = False, TREE_MAX: gl.constexpr = False,
+                PV_EIGHTHS: gl.constexpr = False):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
@@ -392,7 +432,15 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     _stamp_at(TRACE_PTR, my_turn, j, 4, TRACE)
-    if PV_PIPE:
+    if PV_EIGHTHS:
+        acc0 = _pv_quarter_in_eighths(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
+        acc1 = _pv_quarter_in_eighths(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
+        acc2 = _pv_quarter_in_eighths(acc2, p8, v_s, factor, 2, ROWS, PART_D, NW)
+        if PINGPONG:    # the other warpgroup's S GEMM may start under the last quarter
+            mbarrier.arrive(turn.index(other_turn))
+            turn_phase ^= 1
+        acc3 = _pv_quarter_in_eighths(acc3, p8, v_s, factor, 3, ROWS, PART_D, NW)
+    elif PV_PIPE:
         pv0, v0 = _pv_issue(p8, v_s, 0, ROWS, PART_D, NW)
         pv1, v1 = _pv_issue(p8, v_s, 1, ROWS, PART_D, NW)
         pv0, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv0, v0])
@@ -647,6 +695,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
+    PV_EIGHTHS: gl.constexpr = (SPLIT & 8) != 0
     PART_D: gl.constexpr = HEAD_DIM // 4
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
@@ -671,7 +720,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
             P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS,
-            TREE_MAX=TREE_MAX)
+            TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
     if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles (two 128-key ones) for a
         # 128-row block (kv_end - full_end < 128), written out (a second loop made ptxas spill
@@ -685,14 +734,15 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
-                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS, TREE_MAX)
+                    row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS, TREE_MAX,
+                    PV_EIGHTHS)
     elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
-            Q_REGS=Q_REGS, TREE_MAX=TREE_MAX)
+            Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -1496,10 +1546,16 @@ VARIANTS = {
     "pingpong_n64_s3_qreg_tree": dict(mode="pingpong", stages=3, block_n=64, pv_pipe=True,
                                       q_regs=True, tree_max=True),
     # 128-key tiles at hdim 256 (session 19: offline 380-436 B spilled, timed 9-11% faster than
-    # 64-key tiles all the same; dispatched)
+    # 64-key tiles all the same; dispatched). _eighths: P @ V quarters as two eighth-width
+    # GEMMs each (offline 232 / 200 B non-causal, 60 / 100 causal; not run on a GPU yet)
     "pingpong_n128_s2_pipe": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True),
     "pingpong_n128_s2_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True,
                                          turns=False),
+    "pingpong_n128_s2_eighths": dict(mode="pingpong", stages=2, block_n=128, pv_eighths=True),
+    "pingpong_n128_s2_eighths_noturn": dict(mode="pingpong", stages=2, block_n=128,
+                                            pv_eighths=True, turns=False),
+    "pingpong_n128_s2_eighths_qreg": dict(mode="pingpong", stages=2, block_n=128,
+                                          pv_eighths=True, q_regs=True),
     "pingpong_n64_s3_qreg_tree_noturn": dict(mode="pingpong", stages=3, block_n=64,
                                              pv_pipe=True, q_regs=True, tree_max=True,
                                              turns=False),
@@ -1574,7 +1630,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   block_m: int = 128, turns: bool = True, unroll2: bool = False,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
-                  item_licm: bool = False, q_regs: bool = False, tree_max: bool = False) -> dict:
+                  item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
+                  pv_eighths: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1604,11 +1661,13 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
     if persistent and not (mode == "pingpong" and overlap):
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
-    if (pv_pipe or q_regs or tree_max) and not (mode == "pingpong" and not overlap):
+    if (pv_pipe or q_regs or tree_max or pv_eighths) and not (mode == "pingpong"
+                                                               and not overlap):
         raise ValueError("pv_pipe, q_regs and tree_max need mode 'pingpong' with overlap=False "
                          "(head dims > 128)")
-    if q_regs and not pv_pipe:
-        raise ValueError("q_regs needs pv_pipe=True (the register budget was measured with it)")
+    if q_regs and not (pv_pipe or pv_eighths):
+        raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
+                         "was measured with them)")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -1620,7 +1679,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
-                SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2,
+                SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2 | int(pv_eighths) << 3,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
@@ -1768,7 +1827,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                         v_key_order: str = "natural", q_lo=None, persistent: bool = False,
                         pv_pipe: bool = False, tma_store: int = 0, trace=None,
                         consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
-                        item_licm: bool = False, q_regs: bool = False, tree_max: bool = False):
+                        item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
+                        pv_eighths: bool = False):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
@@ -1810,7 +1870,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
                unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm,
-               q_regs, tree_max)
+               q_regs, tree_max, pv_eighths)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, variant, q8.device)
@@ -1832,7 +1892,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
                 overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
                 persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
                 # one CTA an item: one Q buffer
-                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max)
+                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max,
+                pv_eighths=pv_eighths)
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
@@ -1893,7 +1954,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     from ..quant.key_order import check_key_order, padded_len
     (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
      persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm, q_regs,
-     tree_max) = variant
+     tree_max, pv_eighths) = variant
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -1920,7 +1981,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
-    if (pv_pipe or q_regs or tree_max) and D <= 128:
+    if (pv_pipe or q_regs or tree_max or pv_eighths) and D <= 128:
         raise ValueError(f"pv_pipe, q_regs and tree_max change the P @ V in four parts of head "
                          f"dims above 128, not head dim {D}")
     if split and not (mode == "pingpong" and not overlap):
@@ -1949,7 +2010,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     tma_store = tma_store if persistent and o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
-                        q_bufs, item_licm, q_regs, tree_max)
+                        q_bufs, item_licm, q_regs, tree_max, pv_eighths)
     if trace is not None:
         _check_trace(trace, grid, persistent, consumers, D)
     bm = cfg["BLOCK_M"]
