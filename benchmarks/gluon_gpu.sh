@@ -45,7 +45,7 @@
 #           and not, traces                                                     (~8 min)
 #   d256n128 / d256n128c  hdim 256 on 128-key tiles (session 19)          (~2 / ~5 min)
 #   d256e   hdim 256, 128-key tiles with P @ V in eighths (branch wip/s19-d256-eighths):
-#           bit tests, then non-causal timings                                  (~7 min)
+#           bit tests, then non-causal timings (three stages too: 224 KB)       (~8 min)
 #   d256ec  the same causal (top-left) beside the 64-key causal kernel          (~5 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
@@ -244,7 +244,8 @@ for stage in "$@"; do
             2>&1 | tail -5 | tee "$OUT/pytest_d256e.log"
         v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths,pingpong_n128_s2_eighths_noturn
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_eighths_qreg --seqlens 4096,16384 \
+            --variants $v,pingpong_n128_s2_eighths_qreg,pingpong_n128_s3_eighths \
+            --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d256e.json" 2>&1 | tail -8 ;;
     d256ec)
         # the same variants causal (top-left), beside the dispatched 64-key causal kernel

@@ -1552,6 +1552,7 @@ VARIANTS = {
     "pingpong_n128_s2_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True,
                                          turns=False),
     "pingpong_n128_s2_eighths": dict(mode="pingpong", stages=2, block_n=128, pv_eighths=True),
+    "pingpong_n128_s3_eighths": dict(mode="pingpong", stages=3, block_n=128, pv_eighths=True),
     "pingpong_n128_s2_eighths_noturn": dict(mode="pingpong", stages=2, block_n=128,
                                             pv_eighths=True, turns=False),
     "pingpong_n128_s2_eighths_qreg": dict(mode="pingpong", stages=2, block_n=128,
