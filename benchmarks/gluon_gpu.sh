@@ -243,7 +243,7 @@ for stage in "$@"; do
         timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "128_key" \
             2>&1 | tail -5 | tee "$OUT/pytest_d256e.log"
         v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths,pingpong_n128_s2_eighths_noturn
-        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+        timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n128_s2_eighths_qreg,pingpong_n128_s3_eighths \
             --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d256e.json" 2>&1 | tail -8 ;;
