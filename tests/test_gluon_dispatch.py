@@ -48,6 +48,9 @@ def test_reason_accepts_the_covered_call():
     for causal in ("top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
                                             causal=causal)) is None
+    # non-causal on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys
+    assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, seqlen_q=1024,
+                                        seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -75,6 +78,10 @@ def test_reason_accepts_the_covered_call():
     (dict(seqlen_k=1000, k_block=1024, v_block=1024), "seqlen_k"),
     (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(head_dim=256, k_block=64, v_block=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
+     "seqlen_k"),
+    (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
+    # causal head dim 256 keeps the tl kernel below MIN_SEQLEN_K_D256 even on 128-key tiles
+    (dict(head_dim=256, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
      "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(aligned=False), "aligned"),
@@ -274,6 +281,10 @@ def test_variant_for_hdim256_by_tile_size():
                      else gluon_dispatch.VARIANT_D256_CAUSAL)
         assert gluon_dispatch.variant_for(256, causal, 4096, block_n=128) is v
         assert not v.get("q_regs") and "block_n" not in v
+    # causal 128-key tiles: P @ V quarters in eighths, no turns (session 20); not non-causal
+    assert gluon_dispatch.VARIANT_D256_CAUSAL["pv_eighths"]
+    assert not gluon_dispatch.VARIANT_D256_CAUSAL["turns"]
+    assert not gluon_dispatch.VARIANT_D256.get("pv_eighths")
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
     for causal in ("top_left", "bottom_right"):
@@ -786,6 +797,28 @@ def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causa
     assert torch.equal(got, ref)
     _run(q8, k8, v8, causal)               # with the LSE: the tl kernel
     assert spy == ["mma"]
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("causal,block_kv,gluon", [
+    (None, 128, True),            # from MIN_SEQLEN_K_D256_N128 keys
+    ("top_left", 128, False),     # causal: from MIN_SEQLEN_K_D256
+    (None, 64, False),            # 64-key tiles: from MIN_SEQLEN_K_D256
+])
+def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeypatch):
+    """Head dim 256 at 1k keys: only non-causal 128-key calls take the Gluon kernel (1.06x the
+    tl kernel there, session 20), with the tl kernel's bits for the same tiles."""
+    q8, k8, v8 = _quantized(8, 4, 4, 1024, 1024, 256, Recipe(block_kv=block_kv), seed=7,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, lse=False,
+               config={"BLOCK_M": 64, "BLOCK_N": block_kv, "num_warps": 4,
+                       "num_stages": 3 if block_kv == 64 else 2, "SPLIT": 2, "REVERSE": False})
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got = _run(q8, k8, v8, causal, lse=False)
+    assert spy == (["mma"] if gluon else [])
+    if gluon:
+        assert torch.equal(got, ref)
 
 
 @pytest.mark.gpu

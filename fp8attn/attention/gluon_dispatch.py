@@ -20,8 +20,9 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     (VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
-    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dims 256 and
-    64: MIN_SEQLEN_K_D256 and MIN_SEQLEN_K_D64, 4096; hdim 64 causal: 8192). Below it the
+    package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
+    1024 non-causal on 128-key tiles, MIN_SEQLEN_K_D256_N128, else MIN_SEQLEN_K_D256, 4096;
+    head dim 64: MIN_SEQLEN_K_D64, 4096, causal 8192). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
     was as long as its GPU work. Session 12's launch plan
@@ -30,9 +31,9 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     (against 89 / 150 us through Triton's JIT binding in the same run; H200, 2026-11-30 16:35
     UTC, results/probe_launch_host_s12.json), under the GPU's 195 / 155 us, so 1k calls are
     GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
-    kernel on the GPU alone, session 11). Head dim 256 keeps 4k (its non-persistent kernel ran
-    0.93x the tl kernel at 1k). Non-causal calls run persistent CTAs, causal calls too from two
-    128-row query blocks a head (up to 8k keys until session 17), one CTA per query block
+    kernel on the GPU alone, session 11). Head dim 256 kept 4k (its 64-key kernel ran 0.93x the
+    tl kernel at 1k) until session 20: the 128-key kernel runs 1.06x it there. Non-causal
+    calls run persistent CTAs, causal calls too from two 128-row query blocks a head (up to 8k keys until session 17), one CTA per query block
     otherwise (the variants below, with the timings that chose them). Causal (session 7, one
     CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
     2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
@@ -160,11 +161,15 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # accumulators) comes half as often per key. Q stays in shared memory (in registers as well
 # the 128-key kernel would spill more). Calls whose K / V descale blocks do not cover whole
 # 128-key tiles keep the 64-key kernels (tile_keys).
-# Causal (00:59 UTC, top-left, the run's reference rows lost to its time limit): 754 / 924
-# TFLOP/s at 4k / 16k against 694 / 847 for VARIANT_D256_N64_CAUSAL at 00:35 (another run:
-# confirm in one run; the turn-free 128-key form is untimed).
+# Causal, session 20 (H200, 2026-12-01 01:59 UTC, top-left, results/gluon_check_d256e_c_s20
+# .json): each P @ V quarter as two eighth-width GEMMs (pv_eighths: ptxas spills 60-100 B
+# instead of ~900 B around the causal quarters) and no ping-pong turns, 833 / 1021 TFLOP/s at
+# 4k / 16k keys against 769 / 924 for the non-causal form and 694 / 847 for
+# VARIANT_D256_N64_CAUSAL (FA3 FP8 1088 / 1110, the tl kernel 631 / 696). Non-causal the
+# eighths lost (864 / 913 against 903 / 967 with quarters, 01:50 UTC,
+# results/gluon_check_d256e_s20.json; turn-free 893 / 948).
 VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True)
-VARIANT_D256_CAUSAL = dict(VARIANT_D256)
+VARIANT_D256_CAUSAL = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -192,7 +197,11 @@ TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (blo
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
 SMALL_TILE_KEYS = {256: 64}
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
-MIN_SEQLEN_K_D256 = 4096
+MIN_SEQLEN_K_D256 = 4096    # head dim 256: causal calls and 64-key tiles
+# non-causal head dim 256 on 128-key tiles: 688 TFLOP/s at 1k keys against the tl kernel's 648
+# (H200, 2026-12-01 01:53 UTC, results/gluon_check_d256p_s20.json); causal there 452 against
+# 471 (top-left), the 64-key kernel 626 against 654 (session 19)
+MIN_SEQLEN_K_D256_N128 = 1024
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
 # keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
@@ -261,7 +270,8 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
-             256: MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
+             256: MIN_SEQLEN_K_D256_N128 if causal is None and bn == 128
+             else MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
