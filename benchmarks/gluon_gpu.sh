@@ -47,6 +47,12 @@
 #   d256e   hdim 256, 128-key tiles with P @ V in eighths (branch wip/s19-d256-eighths):
 #           bit tests, then non-causal timings (three stages too: 224 KB)       (~8 min)
 #   d256ec  the same causal (top-left) beside the 64-key causal kernel          (~5 min)
+#   d256n128 / d256n128c  session 19: hdim 256 on 128-key tiles beside the 64-key kernel,
+#           non-causal (with a per-tile trace) / causal after the bit tests      (~3 min each)
+#   d256e / d256ec  session 20: the P @ V quarters as eighth-width GEMMs (pv_eighths; the
+#           causal dispatch since, without turns), non-causal / causal top-left   (~3 / ~5 min)
+#   d256ep / d256epc  the eighths pipelined (pv_pipe + pv_eighths; not run yet), bits and
+#           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -253,6 +259,21 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n64_s3_qreg_tree_noturn --causal top_left \
             --seqlens 4096,16384 --json "$OUT/gluon_check_d256e_c.json" 2>&1 | tail -8 ;;
+    d256ep)
+        # session 20 (not run yet): the eight P @ V eighths pipelined (pv_pipe + pv_eighths):
+        # bits, then non-causal timings beside the dispatched quarters and the turn-free forms
+        timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "eighths_pipe" \
+            2>&1 | tail -5 | tee "$OUT/pytest_d256ep.log"
+        v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths_pipe,pingpong_n128_s2_eighths_pipe_noturn
+        timeout 360 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_pipe_noturn --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d256ep.json" 2>&1 | tail -8 ;;
+    d256epc)
+        # the same causal (top-left) beside the dispatched causal form (eighths, no turns)
+        v=pingpong_n128_s2_eighths_noturn,pingpong_n128_s2_eighths_pipe_noturn
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_pipe_noturn --causal top_left --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d256ep_c.json" 2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

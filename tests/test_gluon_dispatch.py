@@ -113,6 +113,7 @@ def test_kernel_config_rejects_split_options_outside_the_split_consumer():
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg"])["SPLIT"] == 3
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg_tree"])["SPLIT"] == 7
     assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths"])["SPLIT"] == 8
+    assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths_pipe"])["SPLIT"] == 9
     for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True),
                    dict(pv_eighths=True)):
         for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
@@ -825,7 +826,9 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
 @needs_gluon
 @pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn",
                                      "pingpong_n128_s2_eighths",
-                                     "pingpong_n128_s2_eighths_noturn"])
+                                     "pingpong_n128_s2_eighths_noturn",
+                                     "pingpong_n128_s2_eighths_pipe",
+                                     "pingpong_n128_s2_eighths_pipe_noturn"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 4, 2, 4500, 4200, "top_left"),
