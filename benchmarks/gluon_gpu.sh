@@ -265,9 +265,9 @@ for stage in "$@"; do
         timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "eighths_pipe" \
             2>&1 | tail -5 | tee "$OUT/pytest_d256ep.log"
         v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths_pipe,pingpong_n128_s2_eighths_pipe_noturn
-        timeout 360 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_pipe_noturn --seqlens 1024,4096,16384 \
-            --json "$OUT/gluon_check_d256ep.json" 2>&1 | tail -8 ;;
+        timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_eighths_pipe_qreg,pingpong_n128_s2_pipe_noturn \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256ep.json" 2>&1 | tail -9 ;;
     d256epc)
         # the same causal (top-left) beside the dispatched causal form (eighths, no turns)
         v=pingpong_n128_s2_eighths_noturn,pingpong_n128_s2_eighths_pipe_noturn

@@ -828,7 +828,8 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
                                      "pingpong_n128_s2_eighths",
                                      "pingpong_n128_s2_eighths_noturn",
                                      "pingpong_n128_s2_eighths_pipe",
-                                     "pingpong_n128_s2_eighths_pipe_noturn"])
+                                     "pingpong_n128_s2_eighths_pipe_noturn",
+                                     "pingpong_n128_s2_eighths_pipe_qreg"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 4, 2, 4500, 4200, "top_left"),

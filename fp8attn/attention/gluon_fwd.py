@@ -1612,6 +1612,9 @@ VARIANTS = {
                                           pv_eighths=True, pv_pipe=True),
     "pingpong_n128_s2_eighths_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128,
                                                  pv_eighths=True, pv_pipe=True, turns=False),
+    # + Q in registers: offline 232 / 196 B spilled non-causal, as without; causal 1.1 KB
+    "pingpong_n128_s2_eighths_pipe_qreg": dict(mode="pingpong", stages=2, block_n=128,
+                                               pv_eighths=True, pv_pipe=True, q_regs=True),
     "pingpong_n128_s2_eighths_qreg": dict(mode="pingpong", stages=2, block_n=128,
                                           pv_eighths=True, q_regs=True),
     "pingpong_n64_s3_qreg_tree_noturn": dict(mode="pingpong", stages=3, block_n=64,
