@@ -53,6 +53,8 @@
 #           causal dispatch since, without turns), non-causal / causal top-left   (~3 / ~5 min)
 #   d256ep / d256epc  the eighths pipelined (pv_pipe + pv_eighths; not run yet), bits and
 #           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
+#   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
+#           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -274,6 +276,15 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n128_s2_pipe_noturn --causal top_left --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d256ep_c.json" 2>&1 | tail -8 ;;
+    trace1k)
+        # session 20 (not run yet): where the hdim-256 kernel's 1k-key calls lose 27% against
+        # 4k: per-CTA stamps (Q wait, to the first tile, the loop, the store) beside the
+        # per-tile ones, non-causal (dispatched) and causal (dispatched: eighths, no turns)
+        timeout 200 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,4096,16384 \
+            --json "$OUT/trace256_cta.json" 2>&1 | tail -4
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --causal top_left \
+            --variants pingpong_n128_s2_eighths_noturn --seqlens 1024,4096,16384 \
+            --json "$OUT/trace256_cta_c.json" 2>&1 | tail -4 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

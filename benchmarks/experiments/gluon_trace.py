@@ -150,9 +150,9 @@ def trace_cli(default_variants: str, default_seqlens: str, heads: int, trace_row
             r = trace_row(name, 16384 // s, heads, s, causal, a.json)
             rows.append(r)
             print(json.dumps(r), flush=True)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+            if a.json:      # after every row: a call cut by its time limit keeps what it had
+                with open(a.json, "w") as fh:
+                    json.dump(rows, fh, indent=1)
 
 
 def _row(name, b, h, s, causal, json_path):

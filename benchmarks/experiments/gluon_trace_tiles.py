@@ -15,6 +15,7 @@ first two (the pipeline filling) in clock cycles:
   pv_turn    3 -> 4  waiting for V's load and the turn to issue P @ V
   pv         4 -> next tile's 0: the four P @ V parts and their adds
   tile       0 -> next tile's 0
+and, per CTA (analyse_cta): q_wait, to_tile0, loop, store and cta (the whole CTA).
 Stamps come from one SM's clock, so they compare within a CTA only. A 64-key tile-time at
 the tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock
 an SM) is 512 cycles a warpgroup, 1024 for the pair; twice that for a 128-key tile. The
@@ -66,7 +67,33 @@ def analyse(trace):
                 if j + 1 < items - 1 and t[j + 1][0] > 0:
                     seg["pv"].append(t[j + 1][0] - st[4])
                     seg["tile"].append(t[j + 1][0] - st[0])
+    seg.update(analyse_cta(trace))
     return {k: dict(cycles=median(v), n=len(v)) for k, v in seg.items()}
+
+
+# a CTA's own stamps (_consumer_split): (slot, index) of entry, Q ready, loop end, stored
+CTA_STAMPS = dict(entry=(0, 5), q_ready=(0, 6), loop_end=(1, 5), stored=(0, 7))
+
+
+def analyse_cta(trace):
+    """Per CTA and warpgroup, the cycles outside the tile loop (session 20: at 1k keys the
+    128-key kernel ran 0.73x its 4k speed): q_wait (entry to Q ready), to_tile0 (Q ready to
+    tile 0's entry), loop (tile 0's entry to the loop's end), store (loop end to the output
+    stored), cta (entry to stored). Lists of cycles, one per CTA and warpgroup stamped."""
+    out = {k: [] for k in ("q_wait", "to_tile0", "loop", "store", "cta")}
+    n_ctas = trace.shape[0]
+    for c in range(n_ctas):
+        for wg in (0, 1):
+            t = trace[c, wg].tolist()
+            at = {k: t[i][j] for k, (i, j) in CTA_STAMPS.items()}
+            if min(at.values()) <= 0 or t[0][0] <= 0:
+                continue                        # no CTA stamps (a kernel without them)
+            out["q_wait"].append(at["q_ready"] - at["entry"])
+            out["to_tile0"].append(t[0][0] - at["q_ready"])
+            out["loop"].append(at["loop_end"] - t[0][0])
+            out["store"].append(at["stored"] - at["loop_end"])
+            out["cta"].append(at["stored"] - at["entry"])
+    return out
 
 
 def _row(name, b, h, s, causal, json_path):

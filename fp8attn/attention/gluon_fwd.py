@@ -742,12 +742,14 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     then reads only K from shared memory: it read 128 B a clock with both, the SM's whole
     shared-memory bandwidth); TREE_MAX: _softmax's. All three give the same bits.
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
-    TRACE: _tile_split's clock stamps, one slot per tile."""
+    TRACE: _tile_split's clock stamps, one slot per tile, and the CTA's: 5 entry, 6 Q ready
+    (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's)."""
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
     PV_EIGHTHS: gl.constexpr = (SPLIT & 8) != 0
     PART_D: gl.constexpr = HEAD_DIM // 4
+    _stamp_at(TRACE_PTR, my_turn, 0, 5, TRACE)     # the CTA's stamps: tile 0's slots 5-7, 1's 5
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, PART_D,
@@ -764,6 +766,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[NW, 1], instr_shape=[16, BLOCK_N, 32])
         q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=4))
+    _stamp_at(TRACE_PTR, my_turn, 0, 6, TRACE)
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     for j in range(n_full):
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
@@ -794,6 +797,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
             Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
+    _stamp_at(TRACE_PTR, my_turn, 1, 5, TRACE)
     _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
@@ -802,6 +806,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
     _consumer_store(acc3, l_i, vs, O + 3 * PART_D * stride_od, row0, start_m, off_b, off_h,
                     stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+    _stamp_at(TRACE_PTR, my_turn, 0, 7, TRACE)
 
 
 @gluon.jit
