@@ -304,7 +304,7 @@ def test_bert_fp8_per_layer_report():
 
 def test_error_accumulator_matches_metrics_module():
     g = _gen(7)
-    outs, refs, valids = [], [], []
+    outs, refs = [], []
     acc = ErrorAccumulator()
     for s in (5, 9):
         ref = torch.randn(2, 3, s, 8, generator=g)
