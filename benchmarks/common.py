@@ -32,17 +32,18 @@ def fa3_accuracy_inputs(shape=(2, 16, 2048, 128), seed: int = 0):
 
 
 def quantized_randn(b: int, hq: int, hkv: int, sq: int, sk: int, head_dim: int, seed: int,
-                    v_key_order: str = "natural"):
+                    v_key_order: str = "natural", recipe=None):
     """bf16 CUDA Q (b, hq, sq, head_dim) and K, V (b, hkv, sk, head_dim) from N(0, 1), drawn in
-    that order from one CUDA generator seeded with seed, and their default-recipe quantisation
-    with V^T in v_key_order (the bit probes in experiments/). Returns (q, k, v), (q8, k8, v8)."""
+    that order from one CUDA generator seeded with seed, and their quantisation by recipe (None:
+    the default Recipe()) with V^T in v_key_order (the bit probes in experiments/). Returns
+    (q, k, v), (q8, k8, v8)."""
     from fp8attn import Recipe
     from fp8attn.quant import quantize_qkv
     g = torch.Generator(device="cuda").manual_seed(seed)
     q = torch.randn(b, hq, sq, head_dim, generator=g, device="cuda", dtype=torch.bfloat16)
     k, v = (torch.randn(b, hkv, sk, head_dim, generator=g, device="cuda", dtype=torch.bfloat16)
             for _ in range(2))
-    return (q, k, v), quantize_qkv(q, k, v, Recipe(), v_key_order=v_key_order)
+    return (q, k, v), quantize_qkv(q, k, v, recipe or Recipe(), v_key_order=v_key_order)
 
 
 def host_probe_inputs(seqlen: int, head_dim: int = 128):

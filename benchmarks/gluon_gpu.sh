@@ -55,6 +55,8 @@
 #           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
+#   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
+#           dispatched kernel (not run yet)                                     (~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -285,6 +287,15 @@ for stage in "$@"; do
         timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --causal top_left \
             --variants pingpong_n128_s2_eighths_noturn --seqlens 1024,4096,16384 \
             --json "$OUT/trace256_cta_c.json" 2>&1 | tail -4 ;;
+    n256)
+        # session 20 (not run yet): hdim 128 non-causal on 256-key tiles (plain ping-pong: the
+        # overlap kernels spill there), inputs with 256-key descale blocks; beside the
+        # dispatched kernel and the plain ping-pong on 128-key tiles. Other tiles than the tl
+        # kernel's: the check rows give the max difference and both RMSEs against the oracle
+        v=pingpong_ovl_u2_s3_persist_ts,pingpong_s2,pingpong_n256_s2,pingpong_n256_s3
+        timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --block-kv 256 \
+            --variants $v --seqlens 1024,4096,16384 --json "$OUT/gluon_check_n256.json" \
+            2>&1 | tail -8 ;;
     tsloop)
         v=pingpong_ovl_u2_s3_persist,pingpong_ovl_u2_s3_persist_ts
         v=$v,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts

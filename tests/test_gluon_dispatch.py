@@ -398,7 +398,8 @@ def test_launch_host_path_takes_every_variant(name, launches):
     cfg = gluon_fwd.kernel_config(**variant)
     d = 64 if cfg["CONSUMERS"] == 3 else 256 if cfg["SPLIT"] else 128
     q8, k8, vt8, ds = _zero_fp8_inputs(1, 2, 1000, d)
-    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
+    kv = max(128, cfg["BLOCK_N"])       # one K / V descale per tile
+    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, kv, kv, 0.1,
                                   v_key_order="mma", **variant)
     (_, _, kw), = launches
     assert {k: kw[k] for k in cfg if k != "num_warps"} == \

@@ -1,14 +1,15 @@
 """GPU check of the Gluon FP8 attention prototype (fp8attn/attention/gluon_fwd.py).
 
     PYTHONPATH=. python benchmarks/experiments/gluon_gpu_check.py [--variants ws_s2,pingpong_s2]
-        [--seqlens 1024,4096,16384] [--head-dim 128] [--causal top_left] [--timeout 90]
-        [--json out.json]
+        [--seqlens 1024,4096,16384] [--head-dim 128] [--causal top_left] [--block-kv 128]
+        [--timeout 90] [--json out.json]
 
 Every Gluon variant runs in its own subprocess with a timeout (an mbarrier protocol error hangs
 the kernel; the parent then reports "timeout" and goes on). Per variant:
   1. correctness on small odd shapes (tail tiles, GQA) against fp8attn's attention_fwd_fp8 on the
-     same quantised inputs (quantize_qkv, fp8attn.Recipe(): max |diff|, count of differing
-     elements) and the relative RMSE of both vs the float64 oracle (attention_oracle);
+     same quantised inputs (quantize_qkv, fp8attn.Recipe(block_kv=--block-kv): max |diff|,
+     count of differing elements) and the relative RMSE of both vs the float64 oracle
+     (attention_oracle);
   2. TFLOP/s at FA3's setting (16k tokens, hidden 2048, hdim --head-dim, --causal) for each
      seqlen (hdim 64 compiles for sm_90a with 0 spills, 2026-11-30; hdim 256 takes the
      pingpong_n64_* variants only, P @ V in four parts: session 9 ran them at 1k-16k).
@@ -38,13 +39,16 @@ CHECK_SHAPES = [(1, 1, 1, 128, 128), (2, 3, 3, 1000, 1000), (1, 4, 2, 300, 777),
                 (1, 2, 2, 4096, 4096), (2, 24, 24, 1000, 1000)]   # the last: ~3 items a CTA
 HDIM = 128
 CAUSAL = None       # --causal: None, "top_left" or "bottom_right" (modes pingpong + overlap only)
+BLOCK_KV = 128      # --block-kv: the K / V descale block (a variant's block_n must divide it)
 
 
 def _inputs(b, hq, hkv, sq, sk, seed, v_key_order="natural"):
     """V^T in `v_key_order`: "mma" for the Gluon kernel (what it reads), natural for the tl
     kernel (what it reads), so that neither timing includes a permuting copy."""
     from common import quantized_randn
-    return quantized_randn(b, hq, hkv, sq, sk, HDIM, seed, v_key_order)
+    from fp8attn import Recipe
+    return quantized_randn(b, hq, hkv, sq, sk, HDIM, seed, v_key_order,
+                           Recipe(block_kv=BLOCK_KV))
 
 
 def _ours(q8, k8, v8, out=None):
@@ -164,13 +168,16 @@ def main():
     ap.add_argument("--timeout", type=int, default=90, help="seconds per child process")
     ap.add_argument("--head-dim", type=int, default=128)
     ap.add_argument("--causal", default="", choices=("", "top_left", "bottom_right"))
+    ap.add_argument("--block-kv", type=int, default=128,
+                    help="K / V descale block of the inputs (256: 256-key tiles at hdim 128)")
     ap.add_argument("--json", default="")
     ap.add_argument("--one", default="", help=argparse.SUPPRESS)
     ap.add_argument("--refs", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    global HDIM, CAUSAL
+    global HDIM, CAUSAL, BLOCK_KV
     HDIM = a.head_dim
     CAUSAL = a.causal or None
+    BLOCK_KV = a.block_kv
     seqlens = [int(x) for x in a.seqlens.split(",")]
     if not torch.cuda.is_available():
         print("CUDA is absent: nothing to check here (run this on the device machine)")
@@ -182,7 +189,8 @@ def main():
         run_refs(seqlens)
         return
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}", flush=True)
-    hd = ["--head-dim", str(HDIM)] + (["--causal", CAUSAL] if CAUSAL else [])
+    hd = ["--head-dim", str(HDIM), "--block-kv", str(BLOCK_KV)] + (
+        ["--causal", CAUSAL] if CAUSAL else [])
     rows = _child(["--refs", "--seqlens", a.seqlens, *hd], a.timeout * 2)
     _save(a.json, rows)
     for name in a.variants.split(","):

@@ -1581,6 +1581,11 @@ VARIANTS = {
     "ws_s3": dict(mode="ws", stages=3),
     "pingpong_s2": dict(mode="pingpong", stages=2),
     "pingpong_s3": dict(mode="pingpong", stages=3),
+    # hdim 128 non-causal on 256-key tiles (session 20, not timed; needs 256-key or per-head
+    # K / V descale blocks): offline no spills (147,808 / 213,392 B of shared memory with two /
+    # three stages); the overlap kernels spill 2.1-4.0 KB there
+    "pingpong_n256_s2": dict(mode="pingpong", stages=2, block_n=256),
+    "pingpong_n256_s3": dict(mode="pingpong", stages=3, block_n=256),
     # round 2: intra-warpgroup overlap (S_j under P_{j-1} @ V_{j-1}, one turn per GEMM pair)
     "ws_ovl_s2": dict(mode="ws", stages=2, overlap=True),
     "ws_ovl_s3": dict(mode="ws", stages=3, overlap=True),
