@@ -289,9 +289,12 @@ for stage in "$@"; do
             --json "$OUT/trace256_cta_c.json" 2>&1 | tail -4 ;;
     n256)
         # session 20 (not run yet): hdim 128 non-causal on 256-key tiles (plain ping-pong: the
-        # overlap kernels spill there), inputs with 256-key descale blocks; beside the
-        # dispatched kernel and the plain ping-pong on 128-key tiles. Other tiles than the tl
-        # kernel's: the check rows give the max difference and both RMSEs against the oracle
+        # overlap kernels spill there), inputs with 256-key descale blocks: bits against the tl
+        # kernel on 256-key tiles, then timings beside the dispatched kernel and the plain
+        # ping-pong on 128-key tiles (the check rows compare with the tl kernel's 128-key
+        # tiles: other bits, both RMSEs against the oracle)
+        timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "256_key_tiles" \
+            2>&1 | tail -5 | tee "$OUT/pytest_n256.log"
         v=pingpong_ovl_u2_s3_persist_ts,pingpong_s2,pingpong_n256_s2,pingpong_n256_s3
         timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --block-kv 256 \
             --variants $v --seqlens 1024,4096,16384 --json "$OUT/gluon_check_n256.json" \

@@ -851,6 +851,20 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("variant", ["pingpong_n256_s2", "pingpong_n256_s3"])
+@pytest.mark.parametrize("b,hq,hkv,sq,sk", [(2, 3, 3, 1000, 4200), (1, 4, 2, 777, 4500)])
+def test_gpu_gluon_hdim128_256_key_tiles_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk):
+    """Head dim 128 on 256-key tiles (the plain ping-pong consumer; not dispatched), with
+    256-key descale blocks: the tl kernel's bits with the same tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 128, Recipe(block_kv=256), seed=sq + 7 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, None, lse=False,
+               config={"BLOCK_M": 64, "BLOCK_N": 256, "num_warps": 4, "num_stages": 2})
+    _direct_same_bits(q8, k8, v8, ref, v_key_order="mma", **gluon_fwd.VARIANTS[variant])
+
+
+@pytest.mark.gpu
+@needs_gluon
 def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
     """flash_attn_func (B, S, H, D): the output view's strides reach the Gluon kernel (causal or
     not, with and without the LSE), a call below MIN_SEQLEN_K keys runs the tl kernel; same
