@@ -43,14 +43,11 @@
 #           (session 18's branch; bits, timings, traces)                        (~4 min)
 #   d256t   hdim 256: dispatched, Q in registers, + tree row max, + no turns; 1k-16k, causal
 #           and not, traces                                                     (~8 min)
-#   d256n128 / d256n128c  hdim 256 on 128-key tiles (session 19)          (~2 / ~5 min)
-#   d256e   hdim 256, 128-key tiles with P @ V in eighths (branch wip/s19-d256-eighths):
-#           bit tests, then non-causal timings (three stages too: 224 KB)       (~8 min)
-#   d256ec  the same causal (top-left) beside the 64-key causal kernel          (~5 min)
 #   d256n128 / d256n128c  session 19: hdim 256 on 128-key tiles beside the 64-key kernel,
 #           non-causal (with a per-tile trace) / causal after the bit tests      (~3 min each)
 #   d256e / d256ec  session 20: the P @ V quarters as eighth-width GEMMs (pv_eighths; the
-#           causal dispatch since, without turns), non-causal / causal top-left   (~3 / ~5 min)
+#           causal dispatch since, without turns): bits and non-causal timings (three stages
+#           too) / causal top-left beside the 64-key causal kernel             (~3 / ~5 min)
 #   d256ep / d256epc  the eighths pipelined (pv_pipe + pv_eighths; not run yet), bits and
 #           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
@@ -247,7 +244,7 @@ for stage in "$@"; do
             --variants pingpong_n128_s2_pipe,pingpong_n128_s2_pipe_noturn --causal top_left \
             --seqlens 4096,16384 --json "$OUT/gluon_check_d256n128_c.json" 2>&1 | tail -6 ;;
     d256e)
-        # session 19's branch wip/s19-d256-eighths: hdim 256 on 128-key tiles with each P @ V
+        # session 19's eighths (merged in session 20): hdim 256 on 128-key tiles with each P @ V
         # quarter as two eighth-width GEMMs (fewer spills), turns or not, Q in registers;
         # the bit tests first, then non-causal timings beside the dispatched kernel
         timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "128_key" \

@@ -105,9 +105,9 @@ def test_on_by_default_off_with_env_and_cuda_only(monkeypatch):
 
 
 def test_kernel_config_rejects_split_options_outside_the_split_consumer():
-    """pv_pipe, q_regs and tree_max only change the head-dim > 128 consumer (mode pingpong
-    without overlap): elsewhere they are an error, not a silently ignored option. They reach
-    the kernel as the bits of SPLIT."""
+    """pv_pipe, q_regs, tree_max and pv_eighths only change the head-dim > 128 consumer (mode
+    pingpong without overlap): elsewhere they are an error, not a silently ignored option.
+    They reach the kernel as the bits of SPLIT."""
     from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
     assert kernel_config(**VARIANTS["pingpong_n64_s3_pipe"])["SPLIT"] == 1
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg"])["SPLIT"] == 3
@@ -117,7 +117,7 @@ def test_kernel_config_rejects_split_options_outside_the_split_consumer():
     for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True),
                    dict(pv_eighths=True)):
         for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
-            with pytest.raises(ValueError, match="tree_max need mode"):
+            with pytest.raises(ValueError, match="pv_eighths need mode"):
                 kernel_config(**option, **bad)
     with pytest.raises(ValueError, match="q_regs needs pv_pipe"):
         kernel_config(mode="pingpong", q_regs=True)

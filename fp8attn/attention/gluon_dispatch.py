@@ -33,8 +33,9 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
     kernel on the GPU alone, session 11). Head dim 256 kept 4k (its 64-key kernel ran 0.93x the
     tl kernel at 1k) until session 20: the 128-key kernel runs 1.06x it there. Non-causal
-    calls run persistent CTAs, causal calls too from two 128-row query blocks a head (up to 8k keys until session 17), one CTA per query block
-    otherwise (the variants below, with the timings that chose them). Causal (session 7, one
+    calls run persistent CTAs, causal calls too from two 128-row query blocks a head (up to
+    8k keys until session 17), one CTA per query block otherwise (the variants below, with
+    the timings that chose them). Causal (session 7, one
     CTA per block): 1.07x / 1.11x / 1.09x the tl kernel at 4k / 8k / 16k keys (H200,
     2026-11-30 11:02 UTC, two timings each, 1.03-1.16x at 16k:
     results/probe_causal_order_s7.jsonl). Two Q terms: 1.45-1.53x the tl kernel's two-term

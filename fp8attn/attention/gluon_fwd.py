@@ -1608,7 +1608,8 @@ VARIANTS = {
                                       q_regs=True, tree_max=True),
     # 128-key tiles at hdim 256 (session 19: offline 380-436 B spilled, timed 9-11% faster than
     # 64-key tiles all the same; dispatched). _eighths: P @ V quarters as two eighth-width
-    # GEMMs each (offline 232 / 200 B non-causal, 60 / 100 causal; not run on a GPU yet)
+    # GEMMs each (offline 232 / 200 B non-causal, 60 / 100 causal; session 20: 4-6% slower
+    # non-causal, causal without turns +8-10%: VARIANT_D256_CAUSAL)
     "pingpong_n128_s2_pipe": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True),
     "pingpong_n128_s2_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True,
                                          turns=False),
@@ -1736,8 +1737,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("persistent needs mode 'pingpong' with overlap=True")
     if (pv_pipe or q_regs or tree_max or pv_eighths) and not (mode == "pingpong"
                                                                and not overlap):
-        raise ValueError("pv_pipe, q_regs and tree_max need mode 'pingpong' with overlap=False "
-                         "(head dims > 128)")
+        raise ValueError("pv_pipe, q_regs, tree_max and pv_eighths need mode 'pingpong' with "
+                         "overlap=False (head dims > 128)")
     if q_regs and not (pv_pipe or pv_eighths):
         raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
                          "was measured with them)")
@@ -2055,8 +2056,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
     if (pv_pipe or q_regs or tree_max or pv_eighths) and D <= 128:
-        raise ValueError(f"pv_pipe, q_regs and tree_max change the P @ V in four parts of head "
-                         f"dims above 128, not head dim {D}")
+        raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
+                         f"parts of head dims above 128, not head dim {D}")
     if split and not (mode == "pingpong" and not overlap):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
