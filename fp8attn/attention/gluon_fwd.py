@@ -335,12 +335,19 @@ def _pv_issue(p8, v_s, PART: gl.constexpr, ROWS: gl.constexpr, PART_D: gl.conste
 
 
 @gluon.jit
+def _add_pv(acc, factor, pv, v_part, OUTSTANDING: gl.constexpr):
+    """acc * factor + the fresh accumulator pv of _pv_issue, once at most OUTSTANDING wgmmas
+    are still in flight (pv's among the done ones)."""
+    pv, _ = warpgroup_mma_wait(num_outstanding=OUTSTANDING, deps=[pv, v_part])
+    return acc * factor + gl.convert_layout(pv, acc.type.layout)
+
+
+@gluon.jit
 def _pv_part(acc, p8, v_s, factor, PART: gl.constexpr, ROWS: gl.constexpr,
              PART_D: gl.constexpr, NW: gl.constexpr):
     """acc * factor + P @ V's PART-th quarter (_pv_issue), waited for here."""
     pv, v_part = _pv_issue(p8, v_s, PART, ROWS, PART_D, NW)
-    pv, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv, v_part])
-    return acc * factor + pv
+    return _add_pv(acc, factor, pv, v_part, 0)
 
 
 @gluon.jit
@@ -375,10 +382,8 @@ def _pv_quarter_in_eighths(acc, p8, v_s, factor, Q: gl.constexpr, ROWS: gl.const
     f_lo, f_hi = _split_cols(gl.broadcast(factor, acc)[0])
     pa, va = _pv_issue(p8, v_s, 2 * Q, ROWS, E_D, NW)
     pb, vb = _pv_issue(p8, v_s, 2 * Q + 1, ROWS, E_D, NW)
-    pa, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pa, va])
-    lo = lo * f_lo + gl.convert_layout(pa, lo.type.layout)
-    pb, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pb, vb])
-    hi = hi * f_hi + gl.convert_layout(pb, hi.type.layout)
+    lo = _add_pv(lo, f_lo, pa, va, 1)
+    hi = _add_pv(hi, f_hi, pb, vb, 0)
     return _join_cols(lo, hi, h_layout)
 
 
@@ -400,31 +405,23 @@ def _pv_eighths_pipelined(acc0, acc1, acc2, acc3, p8, v_s, factor, turn, other_t
     lo3, hi3 = _split_cols(acc3)
     e0, v0 = _pv_issue(p8, v_s, 0, ROWS, E_D, NW)
     e1, v1 = _pv_issue(p8, v_s, 1, ROWS, E_D, NW)
-    e0, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e0, v0])
-    lo0 = lo0 * f_lo + gl.convert_layout(e0, lo0.type.layout)
+    lo0 = _add_pv(lo0, f_lo, e0, v0, 1)
     e2, v2 = _pv_issue(p8, v_s, 2, ROWS, E_D, NW)
-    e1, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e1, v1])
-    hi0 = hi0 * f_hi + gl.convert_layout(e1, hi0.type.layout)
+    hi0 = _add_pv(hi0, f_hi, e1, v1, 1)
     e3, v3 = _pv_issue(p8, v_s, 3, ROWS, E_D, NW)
-    e2, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e2, v2])
-    lo1 = lo1 * f_lo + gl.convert_layout(e2, lo1.type.layout)
+    lo1 = _add_pv(lo1, f_lo, e2, v2, 1)
     e4, v4 = _pv_issue(p8, v_s, 4, ROWS, E_D, NW)
-    e3, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e3, v3])
-    hi1 = hi1 * f_hi + gl.convert_layout(e3, hi1.type.layout)
+    hi1 = _add_pv(hi1, f_hi, e3, v3, 1)
     e5, v5 = _pv_issue(p8, v_s, 5, ROWS, E_D, NW)
-    e4, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e4, v4])
-    lo2 = lo2 * f_lo + gl.convert_layout(e4, lo2.type.layout)
+    lo2 = _add_pv(lo2, f_lo, e4, v4, 1)
     e6, v6 = _pv_issue(p8, v_s, 6, ROWS, E_D, NW)
-    e5, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e5, v5])
-    hi2 = hi2 * f_hi + gl.convert_layout(e5, hi2.type.layout)
+    hi2 = _add_pv(hi2, f_hi, e5, v5, 1)
     e7, v7 = _pv_issue(p8, v_s, 7, ROWS, E_D, NW)
     if PINGPONG:    # all eight issued: the other warpgroup's S GEMM queues behind them
         mbarrier.arrive(turn.index(other_turn))
         turn_phase ^= 1
-    e6, _ = warpgroup_mma_wait(num_outstanding=1, deps=[e6, v6])
-    lo3 = lo3 * f_lo + gl.convert_layout(e6, lo3.type.layout)
-    e7, _ = warpgroup_mma_wait(num_outstanding=0, deps=[e7, v7])
-    hi3 = hi3 * f_hi + gl.convert_layout(e7, hi3.type.layout)
+    lo3 = _add_pv(lo3, f_lo, e6, v6, 1)
+    hi3 = _add_pv(hi3, f_hi, e7, v7, 0)
     return (_join_cols(lo0, hi0, h_layout), _join_cols(lo1, hi1, h_layout),
             _join_cols(lo2, hi2, h_layout), _join_cols(lo3, hi3, h_layout), turn_phase)
 
@@ -494,19 +491,15 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     elif PV_PIPE:
         pv0, v0 = _pv_issue(p8, v_s, 0, ROWS, PART_D, NW)
         pv1, v1 = _pv_issue(p8, v_s, 1, ROWS, PART_D, NW)
-        pv0, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv0, v0])
-        acc0 = acc0 * factor + pv0
+        acc0 = _add_pv(acc0, factor, pv0, v0, 1)
         pv2, v2 = _pv_issue(p8, v_s, 2, ROWS, PART_D, NW)
-        pv1, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv1, v1])
-        acc1 = acc1 * factor + pv1
+        acc1 = _add_pv(acc1, factor, pv1, v1, 1)
         pv3, v3 = _pv_issue(p8, v_s, 3, ROWS, PART_D, NW)
         if PINGPONG:    # all four issued: the other warpgroup's S GEMM queues behind them
             mbarrier.arrive(turn.index(other_turn))
             turn_phase ^= 1
-        pv2, _ = warpgroup_mma_wait(num_outstanding=1, deps=[pv2, v2])
-        acc2 = acc2 * factor + pv2
-        pv3, _ = warpgroup_mma_wait(num_outstanding=0, deps=[pv3, v3])
-        acc3 = acc3 * factor + pv3
+        acc2 = _add_pv(acc2, factor, pv2, v2, 1)
+        acc3 = _add_pv(acc3, factor, pv3, v3, 0)
     else:
         acc0 = _pv_part(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
         acc1 = _pv_part(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
