@@ -730,7 +730,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
                     TRACE: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
-    SPLIT (kernel_config's pv_pipe, q_regs, tree_max as bits 0, 1, 2): _tile_split's PV_PIPE;
+    SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths as bits 0-3): _tile_split's
+    PV_PIPE and PV_EIGHTHS;
     Q_REGS: Q loaded once into registers as the A operand of every Q K^T (the 64-key S GEMM
     then reads only K from shared memory: it read 128 B a clock with both, the SM's whole
     shared-memory bandwidth); TREE_MAX: _softmax's. All three give the same bits.
