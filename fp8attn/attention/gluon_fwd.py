@@ -734,7 +734,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     PV_PIPE and PV_EIGHTHS;
     Q_REGS: Q loaded once into registers as the A operand of every Q K^T (the 64-key S GEMM
     then reads only K from shared memory: it read 128 B a clock with both, the SM's whole
-    shared-memory bandwidth); TREE_MAX: _softmax's. All three give the same bits.
+    shared-memory bandwidth); TREE_MAX: _softmax's. All four give the same bits.
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
     TRACE: _tile_split's clock stamps, one slot per tile, and the CTA's: 5 entry, 6 Q ready
     (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's)."""
