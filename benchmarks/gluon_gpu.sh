@@ -50,6 +50,8 @@
 #           too) / causal top-left beside the 64-key causal kernel             (~3 / ~5 min)
 #   d256ep / d256epc  the eighths pipelined (pv_pipe + pv_eighths; not run yet), bits and
 #           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
+#   d256nt  hdim 256 non-causal: the pipelined quarters with and without turns, a second
+#           reading after d256ep                                                (~2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
@@ -275,6 +277,12 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n128_s2_pipe_noturn --causal top_left --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d256ep_c.json" 2>&1 | tail -8 ;;
+    d256nt)
+        # session 21: the pipelined quarters without turns ran +2.5 / +4% over the dispatched
+        # (with turns) at 4k / 16k non-causal in d256ep; a second same-run reading, order swapped
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants pingpong_n128_s2_pipe_noturn,pingpong_n128_s2_pipe --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d256nt.json" 2>&1 | tail -6 ;;
     trace1k)
         # session 20 (not run yet): where the hdim-256 kernel's 1k-key calls lose 27% against
         # 4k: per-CTA stamps (Q wait, to the first tile, the loop, the store) beside the

@@ -286,6 +286,8 @@ def test_variant_for_hdim256_by_tile_size():
     assert gluon_dispatch.VARIANT_D256_CAUSAL["pv_eighths"]
     assert not gluon_dispatch.VARIANT_D256_CAUSAL["turns"]
     assert not gluon_dispatch.VARIANT_D256.get("pv_eighths")
+    # non-causal: pipelined quarters, no turns (session 21)
+    assert gluon_dispatch.VARIANT_D256["pv_pipe"] and not gluon_dispatch.VARIANT_D256["turns"]
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
     for causal in ("top_left", "bottom_right"):

@@ -169,7 +169,13 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # VARIANT_D256_N64_CAUSAL (FA3 FP8 1088 / 1110, the tl kernel 631 / 696). Non-causal the
 # eighths lost (864 / 913 against 903 / 967 with quarters, 01:50 UTC,
 # results/gluon_check_d256e_s20.json; turn-free 893 / 948).
-VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True)
+# Non-causal, session 21 (H200, 2026-12-01): the pipelined quarters without the ping-pong turns
+# (same bits), 941 / 1011 TFLOP/s at 4k / 16k keys against 918 / 972 with turns at 02:50 UTC
+# (results/gluon_check_d256ep_s21.json; 697 / 694 at 1k) and 1008 / 1012 against 938 / 965 in a
+# second run, order swapped (03:06 UTC, results/gluon_check_d256nt_s21.json). The pipelined
+# eighths lost there (934 / 979 turn-free) and causal (819 / 1004 against 838 / 1023 for
+# VARIANT_D256_CAUSAL; results/gluon_check_d256ep_c_s21.json).
+VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False)
 VARIANT_D256_CAUSAL = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
