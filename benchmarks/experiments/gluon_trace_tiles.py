@@ -19,7 +19,7 @@ and, per CTA (analyse_cta): q_wait, to_tile0, loop, store and cta (the whole CTA
 Stamps come from one SM's clock, so they compare within a CTA only. A 64-key tile-time at
 the tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock
 an SM) is 512 cycles a warpgroup, 1024 for the pair; twice that for a 128-key tile. The
-default variant is the dispatched one (128-key tiles since session 19).
+default variant is the dispatched one (128-key tiles since session 19, no turns since 21).
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def _row(name, b, h, s, causal, json_path):
 
 
 def main():
-    trace_cli("pingpong_n128_s2_pipe", "4096,16384", 2048 // HEAD_DIM, _row)
+    trace_cli("pingpong_n128_s2_pipe_noturn", "4096,16384", 2048 // HEAD_DIM, _row)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,9 @@ dispatched; 17:45 UTC, results/gluon_check_d256_{top_left,bottom_right}_s13.json
 64-key tiles with Q in registers and, causal, no turns (VARIANT_D256_N64*): 1.10x / 1.36x the
 tl kernel at 4k / 16k, causal 1.10x / 1.20x (0.76x / 0.84x and 0.68x / 0.76x FA3 FP8); then
 128-key tiles (VARIANT_D256*): 1.23x / 1.29x the tl kernel non-causal (0.78x / 0.84x FA3 FP8,
-which read 1170 / 1156 in that run).
+which read 1170 / 1156 in that run). Session 21 (2026-12-01 03:12 UTC bench,
+results/bench_attention_s21.md), non-causal without ping-pong turns: 1.31x / 1.35x the tl kernel
+at 4k / 16k (0.88x / 0.91x FA3 FP8), causal (eighths, no turns) 1.29x / 1.52x (0.82x / 0.95x).
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
