@@ -123,16 +123,20 @@ def test_kernel_config_rejects_split_options_outside_the_split_consumer():
         kernel_config(mode="pingpong", q_regs=True)
 
 
-def test_kernel_config_tma_store_needs_persistent_ctas():
-    """The TMA store of the output lives in the persistent consumer only; elsewhere, or with a
-    value other than 0 / 1 / 2, kernel_config says so instead of ignoring it."""
+def test_kernel_config_tma_store_needs_persistent_ctas_or_the_split_consumer():
+    """The TMA store of the output lives in the persistent consumer and in the head-dim > 128
+    one (mode pingpong without overlap); elsewhere, or with a value other than 0 / 1 / 2,
+    kernel_config says so instead of ignoring it."""
     from fp8attn.attention.gluon_fwd import VARIANTS, kernel_config
     assert kernel_config(**gluon_dispatch.VARIANT)["TMA_STORE"] == 1
     assert kernel_config(**gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)["TMA_STORE"] == 1
     assert kernel_config(**VARIANTS["pingpong_ovl_s3_persist_ts2"])["TMA_STORE"] == 2
     assert kernel_config(**gluon_dispatch.VARIANT_LONG)["TMA_STORE"] == 0
+    assert kernel_config(**VARIANTS["pingpong_n128_s2_pipe_noturn_ts2"])["TMA_STORE"] == 2
+    assert kernel_config(**dict(gluon_dispatch.VARIANT_D256, tma_store=1))["TMA_STORE"] == 1
     for bad in (dict(gluon_dispatch.CAUSAL_VARIANT, tma_store=1),
-                dict(gluon_dispatch.VARIANT, tma_store=3)):
+                dict(gluon_dispatch.VARIANT, tma_store=3),
+                dict(mode="ws", tma_store=1), dict(gluon_dispatch.VARIANT_D256, tma_store=3)):
         with pytest.raises(ValueError, match="tma_store"):
             kernel_config(**bad)
 
@@ -224,6 +228,34 @@ def test_launch_host_path_picks_the_store_and_checks_the_trace(launches):
     with pytest.raises(ValueError, match="persistent"):
         call(out, persistent=False, unroll2=False, tma_store=0,
              trace=torch.zeros(48, 3, 32, 8, dtype=torch.int64))
+
+
+def test_launch_host_path_hdim256_tma_store_takes_quarter_tiles(launches):
+    """Head dim 256 with tma_store (not persistent): one (64, 64) output tile a TMA store, the
+    P @ V quarter's; plain stores for an output TMA cannot address; head dim 128 without
+    persistent CTAs refuses tma_store instead of ignoring it (CPU, launch recorded)."""
+    b, h, s = 1, 2, 1000
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, 256)
+
+    def call(out, **kw):
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      v_key_order="mma", **kw)
+        (grid, _, kwargs), = launches
+        return grid, kwargs
+    for name, n in (("pingpong_n128_s2_pipe_noturn_ts", 1),
+                    ("pingpong_n128_s2_eighths_noturn_ts2", 2)):
+        grid, kw = call(torch.empty(b, h, s, 256, dtype=torch.bfloat16),
+                        **gluon_fwd.VARIANTS[name])
+        assert grid == (8, b * h) and kw["TMA_STORE"] == n and not kw["PERSISTENT"]
+        assert kw["o_desc"].shape == [b, h, s, 256]
+        assert kw["o_desc"].block_shape == [1, 1, 64, 64]
+    _, kw = call(torch.empty(b, h, s, 258, dtype=torch.bfloat16)[..., :256],
+                 **gluon_fwd.VARIANTS["pingpong_n128_s2_pipe_noturn_ts2"])
+    assert kw["TMA_STORE"] == 0                 # row stride not 16-byte aligned: plain stores
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, 128)
+    with pytest.raises(ValueError, match="tma_store needs persistent"):
+        call(torch.empty(b, h, s, 128, dtype=torch.bfloat16), mode="pingpong", tma_store=1)
 
 
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
@@ -832,7 +864,11 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
                                      "pingpong_n128_s2_eighths_noturn",
                                      "pingpong_n128_s2_eighths_pipe",
                                      "pingpong_n128_s2_eighths_pipe_noturn",
-                                     "pingpong_n128_s2_eighths_pipe_qreg"])
+                                     "pingpong_n128_s2_eighths_pipe_qreg",
+                                     "pingpong_n128_s2_pipe_noturn_ts",
+                                     "pingpong_n128_s2_pipe_noturn_ts2",
+                                     "pingpong_n128_s2_eighths_noturn_ts",
+                                     "pingpong_n128_s2_eighths_noturn_ts2"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 4, 2, 4500, 4200, "top_left"),
@@ -841,7 +877,8 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
 def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
                                                                     causal):
     """The 128-key head-dim-256 variants (P @ V in quarters or eighths, with turns and
-    without), called directly: the tl kernel's bits with the same 128-key tiles."""
+    without, the output through TMA or not), called directly: the tl kernel's bits with the
+    same 128-key tiles."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
     ref = _run(q8, k8, v8, causal, lse=False,
@@ -849,6 +886,30 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
                        "SPLIT": 2, "REVERSE": False})
     _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
                       **gluon_fwd.VARIANTS[variant])
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize("causal", [None, "top_left"])
+def test_gpu_gluon_hdim256_tma_store_other_output_types_same_bits(out_dtype, causal):
+    """The head-dim-256 output quarters through TMA (two shared tiles a warpgroup) into fp16 /
+    fp32 outputs (fp32's tiles take the kernel to 229,696 B of shared memory, offline): the tl
+    kernel's bits, tail rows past seqlen_q left alone."""
+    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 256, Recipe(), seed=23, v_key_order="mma")
+    ref = triton_fwd.attention_fwd_fp8(
+        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
+        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=256 ** -0.5,
+        causal=causal, return_lse=False, v_key_order=v8.key_order, out_dtype=out_dtype,
+        config={"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "SPLIT": 2,
+                "REVERSE": False})
+    b, h, s, d = q8.data.shape
+    room = torch.full((b, h, s + 64, d), 7.0, dtype=out_dtype, device="cuda")
+    variant = ("pingpong_n128_s2_pipe_noturn_ts2" if causal is None
+               else "pingpong_n128_s2_eighths_noturn_ts2")
+    _direct_same_bits(q8, k8, v8, ref, out=room[:, :, :s], causal=causal, v_key_order="mma",
+                      **gluon_fwd.VARIANTS[variant])
+    assert (room[:, :, s:] == 7.0).all()
 
 
 @pytest.mark.gpu

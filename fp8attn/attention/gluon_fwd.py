@@ -43,7 +43,10 @@ Structure (MODE constexpr):
   persistent=True (mode pingpong with overlap): one CTA per SM looping over (query block, head)
                work items; tma_store 1 / 2 writes each item's output through shared memory
                with one / two asynchronous TMA stores instead of plain stores (session 11:
-               ~2 tile-times less per item, benchmarks/RESULTS.md "Session 11").
+               ~2 tile-times less per item, benchmarks/RESULTS.md "Session 11"). Head dims
+               above 128 (not persistent) take tma_store too: the four P @ V parts' outputs
+               through one / two (64, head_dim / 4) shared tiles a warpgroup (session 21: the
+               plain stores took ~4-5k cycles a CTA, 12% of a 1k-key one).
   overlap=True (modes ws / pingpong, _consumer_ovl): FA3's intra-warpgroup overlap: S_j = Q K_j^T
                and P_{j-1} @ V_{j-1} are issued back to back in ONE ping-pong turn, the softmax
                of S_j runs while P_{j-1} @ V_{j-1} is in flight, then that tile is folded into
@@ -537,10 +540,11 @@ def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz,
 
 
 @gluon.jit
-def _tma_store_tile(tile, o_desc, o_smem, coord):
+def _tma_store_tile(tile, o_desc, o_smem, coord, PENDING: gl.constexpr = 0):
     """tile (registers) -> o_smem -> one asynchronous TMA store at coord, once the previous
-    store from o_smem has left it."""
-    tma.store_wait(0)
+    store from o_smem has left it (PENDING: stores from other buffers that may still be
+    reading theirs, issued after the one that last used o_smem)."""
+    tma.store_wait(PENDING)
     o_smem.reshape(tile.shape).store(tile)
     fence_async_shared()
     tma.async_copy_shared_to_global(o_desc, coord, o_smem)
@@ -551,12 +555,15 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
                     RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8, o_desc=0,
-                    o_smem=0, TMA_STORE: gl.constexpr = 0):
+                    o_smem=0, TMA_STORE: gl.constexpr = 0, O_COL: gl.constexpr = 0,
+                    PENDING: gl.constexpr = 0):
     """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
     RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py.
     TMA_STORE: out goes through o_smem (this warpgroup's (1, 1, ROWS, HEAD_DIM) tile) and one
     asynchronous TMA store of o_desc ((B, H, Sq, D) view of O: rows past Sq are clipped), so
-    the warps go on while it drains; the previous item's store has left o_smem first."""
+    the warps go on while it drains; the previous item's store has left o_smem first.
+    O_COL, PENDING (TMA_STORE 1): the tile's first column in o_desc (O already points at it,
+    for plain stores) and _tma_store_tile's PENDING."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     no_key = l_i == 0.0
@@ -571,7 +578,7 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
         _tma_store_tile(o_lo, o_desc, o_smem, [off_b, off_h, start_m + row0, 0])
         _tma_store_tile(o_hi, o_desc, o_smem, [off_b, off_h, start_m + row0, HD2])
     elif TMA_STORE:
-        _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, start_m + row0, 0])
+        _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, start_m + row0, O_COL], PENDING)
     else:
         orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
         ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
@@ -719,6 +726,27 @@ def _ovl_step(acc, m_i, l_i, p, factor, vs, q_s, k_smem, v_smem, k_full, v_full,
 
 
 @gluon.jit
+def _store_quarter(acc, QUARTER: gl.constexpr, l_i, vs, O, row0, start_m, off_b, off_h,
+                   stride_oz, stride_oh, stride_om, stride_od, seqlen_q, my_turn,
+                   ROWS: gl.constexpr, PART_D: gl.constexpr, NW: gl.constexpr, o_desc, o_smem,
+                   TMA_STORE: gl.constexpr):
+    """Output columns [QUARTER * PART_D, + PART_D) of _consumer_split's rows (acc: that P @ V
+    quarter): plain stores, or with TMA_STORE 1 / 2 one TMA store through this warpgroup's one
+    shared tile / two, alternating, so the next quarter fills one while the last is read
+    (o_smem: 2 * TMA_STORE (1, 1, ROWS, PART_D) tiles, warpgroup my_turn's from
+    my_turn * TMA_STORE)."""
+    if TMA_STORE:
+        _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                        stride_om, stride_od, seqlen_q, ROWS, PART_D, NW, o_desc=o_desc,
+                        o_smem=o_smem.index(my_turn * TMA_STORE + QUARTER % TMA_STORE),
+                        TMA_STORE=1, O_COL=QUARTER * PART_D, PENDING=TMA_STORE - 1)
+    else:
+        _consumer_store(acc, l_i, vs, O + QUARTER * PART_D * stride_od, row0, start_m, off_b,
+                        off_h, stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS,
+                        PART_D, NW)
+
+
+@gluon.jit
 def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                     QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
@@ -728,7 +756,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                     PINGPONG: gl.constexpr, SPLIT: gl.constexpr = 0, kv_end=0, full_end=0,
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
-                    TRACE: gl.constexpr = False):
+                    TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
+                    TMA_STORE: gl.constexpr = 0):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
     SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths as bits 0-3): _tile_split's
     PV_PIPE and PV_EIGHTHS;
@@ -737,7 +766,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     shared-memory bandwidth); TREE_MAX: _softmax's. All four give the same bits.
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
     TRACE: _tile_split's clock stamps, one slot per tile, and the CTA's: 5 entry, 6 Q ready
-    (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's)."""
+    (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's).
+    TMA_STORE: _store_quarter's (o_smem: both warpgroups' shared output tiles)."""
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
@@ -792,14 +822,20 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
             Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
     _stamp_at(TRACE_PTR, my_turn, 1, 5, TRACE)
-    _consumer_store(acc0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
-                    stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
-    _consumer_store(acc1, l_i, vs, O + PART_D * stride_od, row0, start_m, off_b, off_h,
-                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
-    _consumer_store(acc2, l_i, vs, O + 2 * PART_D * stride_od, row0, start_m, off_b, off_h,
-                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
-    _consumer_store(acc3, l_i, vs, O + 3 * PART_D * stride_od, row0, start_m, off_b, off_h,
-                    stride_oz, stride_oh, stride_om, stride_od, seqlen_q, ROWS, PART_D, NW)
+    _store_quarter(acc0, 0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                   stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
+                   TMA_STORE)
+    _store_quarter(acc1, 1, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                   stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
+                   TMA_STORE)
+    _store_quarter(acc2, 2, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                   stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
+                   TMA_STORE)
+    _store_quarter(acc3, 3, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                   stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
+                   TMA_STORE)
+    if TMA_STORE:
+        tma.store_wait(0)       # o_smem must outlive the last store
     _stamp_at(TRACE_PTR, my_turn, 0, 7, TRACE)
 
 
@@ -813,10 +849,11 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                   STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
                   PINGPONG: gl.constexpr, INLINE_LOADS: gl.constexpr,
                   SPLIT: gl.constexpr = 0, kv_end=0, full_end=0, causal_off=0,
-                  CAUSAL: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False):
+                  CAUSAL: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
+                  o_desc=0, o_smem=0, TMA_STORE: gl.constexpr = 0):
     """_consumer's arguments; head dims above 128 go to _consumer_split (producer loads only;
-    SPLIT: its options; CAUSAL: its causal mask and TRACE its clock stamps,
-    head dims above 128 only)."""
+    SPLIT: its options; CAUSAL: its causal mask, TRACE its clock stamps and TMA_STORE its
+    output stores, head dims above 128 only)."""
     if HEAD_DIM > 128:
         _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
@@ -824,7 +861,8 @@ def _consumer_any(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn,
                         stride_oz, stride_oh, stride_om, stride_od,
                         seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
                         ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, SPLIT,
-                        kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)
+                        kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem,
+                        TMA_STORE)
     else:
         _consumer(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, turn, k_desc, v_desc,
                   QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, kv_row0, vt_row0,
@@ -1545,6 +1583,12 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         # consumer warpgroup 0 starts: its first turn is already granted
         mbarrier.arrive(turn.index(0))
         HALF: gl.constexpr = BLOCK_M // 2
+        if TMA_STORE:   # head dims above 128: the output quarters, _store_quarter
+            o_smem = gl.allocate_shared_memory(o_desc.dtype,
+                                               [2 * TMA_STORE, 1, 1, HALF, HEAD_DIM // 4],
+                                               o_desc.layout)
+        else:
+            o_smem = 0
         gl.warp_specialize([
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
@@ -1552,14 +1596,16 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, SPLIT,
-                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
+                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE, o_desc,
+                         o_smem, TMA_STORE)),
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, HALF, start_m, off_b, off_h, off_kvh, kv_row0,
                          vt_row0, stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
                          stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
                          seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 1,
                          HALF, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, False, SPLIT,
-                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE)),
+                         kv_end, full_end, causal_off, CAUSAL, TRACE_PTR, TRACE, o_desc,
+                         o_smem, TMA_STORE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
@@ -1607,6 +1653,16 @@ VARIANTS = {
     "pingpong_n128_s2_pipe": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True),
     "pingpong_n128_s2_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128, pv_pipe=True,
                                          turns=False),
+    # the output quarters through shared memory and TMA (session 21, not timed yet): one / two
+    # (64, 64) tiles a warpgroup; the non-causal and causal dispatches
+    "pingpong_n128_s2_pipe_noturn_ts": dict(mode="pingpong", stages=2, block_n=128,
+                                            pv_pipe=True, turns=False, tma_store=1),
+    "pingpong_n128_s2_pipe_noturn_ts2": dict(mode="pingpong", stages=2, block_n=128,
+                                             pv_pipe=True, turns=False, tma_store=2),
+    "pingpong_n128_s2_eighths_noturn_ts": dict(mode="pingpong", stages=2, block_n=128,
+                                               pv_eighths=True, turns=False, tma_store=1),
+    "pingpong_n128_s2_eighths_noturn_ts2": dict(mode="pingpong", stages=2, block_n=128,
+                                                pv_eighths=True, turns=False, tma_store=2),
     "pingpong_n128_s2_eighths": dict(mode="pingpong", stages=2, block_n=128, pv_eighths=True),
     "pingpong_n128_s3_eighths": dict(mode="pingpong", stages=3, block_n=128, pv_eighths=True),
     "pingpong_n128_s2_eighths_noturn": dict(mode="pingpong", stages=2, block_n=128,
@@ -1704,9 +1760,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
     overlap; GPU tests: tests/test_gluon_dispatch.py). pv_pipe: head dims above 128 (mode
     pingpong without overlap), the four P @ V parts pipelined (_tile_split). tma_store
-    (persistent only): 0 plain stores of the output, 1 one TMA store a warpgroup and item
-    through a (64, head_dim) shared tile, 2 two half-width ones through half the shared memory
-    (_consumer_store). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
+    (persistent, or mode pingpong without overlap at head dims above 128): 0 plain stores of
+    the output; persistent, 1 one TMA store a warpgroup and item through a (64, head_dim)
+    shared tile, 2 two half-width ones through half the shared memory (_consumer_store); head
+    dims above 128, four quarter-width ones through 1 / 2 shared tiles (_store_quarter). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
     rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
     more warps to hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
     warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
@@ -1740,9 +1797,11 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
         raise ValueError("item_licm needs persistent=True (the item loop)")
-    if tma_store not in (0, 1, 2) or (tma_store and not persistent):
-        raise ValueError("tma_store: 0, or 1 / 2 (the output in one / two TMA stores) with "
-                         "persistent=True")
+    if tma_store not in (0, 1, 2) or (tma_store and not (
+            persistent or (mode == "pingpong" and not overlap))):
+        raise ValueError("tma_store: 0, or 1 / 2 with persistent=True (the output in one / two "
+                         "TMA stores) or with mode 'pingpong', overlap=False (head dims > 128: "
+                         "through one / two shared tiles)")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
@@ -1881,9 +1940,9 @@ def q_box_rows(block_m: int, consumers: int) -> int:
 @functools.lru_cache(maxsize=None)
 def out_tile_layout(block_m: int, head_dim: int, tma_store: int, dtype: torch.dtype):
     """Block shape and NVMMA shared layout of the output tile a warpgroup stores with TMA
-    (tma_store 1: its (block_m / 2, head_dim) rows, 2: half the columns a store); cached, as
-    smem_layouts."""
-    blk = [1, 1, block_m // 2, head_dim // tma_store]
+    (tma_store 1: its (block_m / 2, head_dim) rows, 2: half the columns a store; head dims
+    above 128: a quarter of the columns, _store_quarter's); cached, as smem_layouts."""
+    blk = [1, 1, block_m // 2, head_dim // 4 if head_dim > 128 else head_dim // tma_store]
     return blk, gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[dtype])
 
 
@@ -1925,7 +1984,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
     tma_store: kernel_config's; it falls back to 0 where
     TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
-    persistent (a causal call under a capture without its schedule), same bits either way.
+    persistent (a causal call under a capture without its schedule; head dims up to 128),
+    same bits either way.
     trace: None, or an int64 CUDA tensor (CTAs, 3, TRACE_ITEMS, 8) that a persistent launch fills
     with clock stamps per work item (a debugging aid: benchmarks/experiments/gluon_trace.py),
     the head-dim > 128 kernel per KV tile (gluon_trace_tiles.py).
@@ -2074,8 +2134,11 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if persistent and causal_mode:
         schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, block_m, block_n, causal_mode,
                     q8.device)
+    if tma_store and not (persistent or split):
+        raise ValueError(f"tma_store needs persistent=True or a head dim above 128, not "
+                         f"head dim {D}")
     o_strides = _tma_strides(out)
-    tma_store = tma_store if persistent and o_strides is not None else 0
+    tma_store = tma_store if o_strides is not None else 0
     cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
                         turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
                         q_bufs, item_licm, q_regs, tree_max, pv_eighths)
