@@ -53,8 +53,8 @@
 #   d256nt  hdim 256 non-causal: the pipelined quarters with and without turns, a second
 #           reading after d256ep                                                (~2 min)
 #   d256ts  hdim 256, the output quarters through shared memory and TMA (tma_store 1 / 2; not
-#           run yet): bits, then non-causal 1k-16k and causal 4k / 16k timings beside the
-#           dispatched forms                                                    (~7 min)
+#           run yet): bits, then non-causal and causal 1k-16k timings beside the
+#           dispatched forms                                                    (~8 min)
 #   trace256ts  per-CTA stamps of those forms at 1k / 4k keys (not run yet)     (~1 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
@@ -291,17 +291,18 @@ for stage in "$@"; do
         # session 21 (not run yet): the hdim-256 output quarters through shared memory and one
         # TMA store each (tma_store 1 / 2: one / two (64, 64) tiles a warpgroup), against the
         # plain stores' ~4-5k cycles a CTA (trace1k): bits (both kinds, fp16 / fp32 outputs),
-        # then timings beside the dispatched forms, non-causal 1k-16k, causal 4k / 16k
+        # then timings beside the dispatched forms, non-causal and causal 1k-16k (causal 1k
+        # runs the tl kernel: the "ours" row)
         timeout 200 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py \
             -k "noturn_ts or tma_store_other" 2>&1 | tail -5 | tee "$OUT/pytest_d256ts.log"
         v=pingpong_n128_s2_pipe_noturn,pingpong_n128_s2_pipe_noturn_ts
-        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n128_s2_pipe_noturn_ts2 --seqlens 1024,4096,16384 \
             --json "$OUT/gluon_check_d256ts.json" 2>&1 | tail -7
         v=pingpong_n128_s2_eighths_noturn,pingpong_n128_s2_eighths_noturn_ts
-        timeout 300 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+        timeout 360 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n128_s2_eighths_noturn_ts2 --causal top_left \
-            --seqlens 4096,16384 --json "$OUT/gluon_check_d256ts_c.json" 2>&1 | tail -7 ;;
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256ts_c.json" 2>&1 | tail -7 ;;
     trace256ts)
         # the per-CTA stamps of the TMA-store forms at 1k / 4k (the store's share, trace1k's)
         timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,4096 \
