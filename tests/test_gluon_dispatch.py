@@ -458,6 +458,17 @@ def test_launch_bottom_right_with_as_many_queries_as_keys_runs_top_left(d, launc
         assert kw["CAUSAL"] == mode
 
 
+def test_launch_refuses_an_unknown_kernel_option(launches):
+    """gluon_attention_fwd's kernel options are kernel_config's keyword arguments: a misspelt one
+    is a TypeError naming it, not a silently different kernel (CPU, nothing launched)."""
+    q8, k8, vt8, ds = _zero_fp8_inputs(1, 2, 1000, 128)
+    with pytest.raises(TypeError, match="tma_stores"):
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
+                                      v_key_order="mma", tma_stores=1,
+                                      **gluon_dispatch.VARIANT)
+    assert not launches
+
+
 @pytest.mark.parametrize("d,kernel", [(64, gluon_dispatch.VARIANT_D64_CAUSAL),
                                       (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
                          ids=["VARIANT_D64_CAUSAL", "CAUSAL_PERSISTENT_VARIANT"])

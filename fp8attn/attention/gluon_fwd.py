@@ -1947,16 +1947,14 @@ def out_tile_layout(block_m: int, head_dim: int, tma_store: int, dtype: torch.dt
 
 
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
-                        softmax_scale, out=None, mode: str = "ws", block_n: int = 128,
-                        stages: int = 2, producer_regs: int = 24, consumer_regs: int = 240,
-                        overlap: bool = False, block_m: int = 128, turns: bool = True,
-                        unroll2: bool = False, causal=None, lse=None,
-                        v_key_order: str = "natural", q_lo=None, persistent: bool = False,
-                        pv_pipe: bool = False, tma_store: int = 0, trace=None,
-                        consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
-                        item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
-                        pv_eighths: bool = False):
+                        softmax_scale, out=None, causal=None, lse=None,
+                        v_key_order: str = "natural", q_lo=None, trace=None, **variant):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
+
+    variant: the kernel's options, kernel_config's keyword arguments (mode, block_n, stages,
+    overlap, persistent, tma_store, ...; its docstring says what each does and which go
+    together), e.g. **VARIANTS[name] or a gluon_dispatch VARIANT*; left out, kernel_config's
+    defaults. An unknown name is a TypeError, a bad combination a ValueError.
 
     q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
     float8_e4m3fn with unit stride along Sk and a row stride (stride(-2)) that is a multiple of 16
@@ -1975,15 +1973,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     receives the natural-log LSE of every row, as attention_fwd_fp8's.
     q_lo: None, or Q's second FP8 term (Recipe.q_terms == 2; shape, dtype and layout of q8,
     sharing q_descale; mode "pingpong" with overlap): S = (q8 + q_lo) K^T, one more wgmma a tile.
-    persistent: one CTA per SM looping over the (query block, head) items (kernel_config;
-    causal calls in _work_item's longest-first order). pv_pipe: head dims above 128, the four
-    P @ V parts pipelined; q_regs, tree_max: the same head dims (kernel_config). consumers:
-    kernel_config's (3: three consumer warpgroups of 64 rows, block_m 192; Q's TMA block is
-    then 64 rows, q_box_rows).
-    wg_bounds: kernel_config's (three consumers, causal: each warpgroup its own rows' tiles).
-    q_bufs, item_licm: kernel_config's (persistent: two Q buffers; LICM in the item loop).
-    tma_store: kernel_config's; it falls back to 0 where
-    TMA cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
+    Persistent causal calls run their items in _work_item's longest-first order; with three
+    consumers Q's TMA block is 64 rows (q_box_rows). tma_store falls back to 0 where TMA
+    cannot address out (an unaligned base or stride, _tma_strides) or the CTAs are not
     persistent (a causal call under a capture without its schedule; head dims up to 128),
     same bits either way.
     trace: None, or an int64 CUDA tensor (CTAs, 3, TRACE_ITEMS, 8) that a persistent launch fills
@@ -1996,12 +1988,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     """
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
-    variant = (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns,
-               unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm,
-               q_regs, tree_max, pv_eighths)
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
-           causal, v_key_order, variant, q8.device)
+           causal, v_key_order, tuple(variant.items()), q8.device)
     plan = _PLANS.get(key)
     if plan is None:
         plan = _launch_plan(q8, k8, vt8, q_lo, (q_descale, k_descale, v_descale), out, lse,
@@ -2016,12 +2005,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         if sched is None:       # capturing, table not built yet: one CTA per block, same bits
             return gluon_attention_fwd(
                 q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
-                softmax_scale, out, mode, block_n, stages, producer_regs, consumer_regs,
-                overlap, block_m, turns, unroll2, causal, lse, v_key_order, q_lo,
-                persistent=False, pv_pipe=pv_pipe, tma_store=0, trace=trace,
-                # one CTA an item: one Q buffer
-                consumers=consumers, wg_bounds=wg_bounds, q_regs=q_regs, tree_max=tree_max,
-                pv_eighths=pv_eighths)
+                softmax_scale, out, causal, lse, v_key_order, q_lo, trace,
+                # one CTA an item: no item loop, one Q buffer, plain stores
+                **dict(variant, persistent=False, tma_store=0, q_bufs=1, item_licm=False))
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
@@ -2077,12 +2063,13 @@ def _validated(base, shape, strides, block, layout) -> tuple:
 
 
 def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block, v_block,
-                 causal, v_key_order, variant) -> _Plan:
-    """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor."""
+                 causal, v_key_order, variant: dict) -> _Plan:
+    """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor.
+    variant: kernel_config's keyword arguments."""
     from ..quant.key_order import check_key_order, padded_len
-    (mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m, turns, unroll2,
-     persistent, pv_pipe, tma_store, consumers, wg_bounds, q_bufs, item_licm, q_regs,
-     tree_max, pv_eighths) = variant
+    cfg = kernel_config(**variant)
+    overlapped = cfg["MODE"] == MODES["pingpong"] and cfg["OVERLAP"]
+    block_n, persistent, tma_store = cfg["BLOCK_N"], cfg["PERSISTENT"], cfg["TMA_STORE"]
     check_key_order(v_key_order)
     B, Hq, Sq, D = q8.shape
     Hkv, Sk = k8.shape[1], k8.shape[2]
@@ -2101,18 +2088,17 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
     split = D > 128         # P @ V in four parts: mode pingpong without overlap (_tile_split)
-    if (lse is not None or q_lo is not None or (causal_mode and not split)) \
-            and not (mode == "pingpong" and overlap):
+    if (lse is not None or q_lo is not None or (causal_mode and not split)) and not overlapped:
         raise ValueError("causal (head dims up to 128), lse and q_lo need mode 'pingpong' with "
                          "overlap=True")
     if q_lo is not None and (q_lo.shape != q8.shape or q_lo.dtype != q8.dtype
                              or not q_lo.is_contiguous()):
         raise ValueError(f"q_lo (shape {tuple(q_lo.shape)}, {q_lo.dtype}) must be a contiguous "
                          f"tensor of q8's shape {tuple(q8.shape)} and dtype {q8.dtype}")
-    if (pv_pipe or q_regs or tree_max or pv_eighths) and D <= 128:
+    if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    if split and not (mode == "pingpong" and not overlap):
+    if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
     if causal_mode == 2 and Sk < Sq:
@@ -2126,26 +2112,24 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     # compile-time descale blocks: 0 = one descale for the whole head
     k_block = 0 if k_block >= Sk else k_block
     v_block = 0 if v_block >= Sk else v_block
-    n_m = triton.cdiv(Sq, block_m)
+    bm = cfg["BLOCK_M"]
+    n_m = triton.cdiv(Sq, bm)
     section = _section_heads(Sk, D)
     n_work = n_m * B * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     schedule = None
     if persistent and causal_mode:
-        schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, block_m, block_n, causal_mode,
+        schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, bm, block_n, causal_mode,
                     q8.device)
     if tma_store and not (persistent or split):
         raise ValueError(f"tma_store needs persistent=True or a head dim above 128, not "
                          f"head dim {D}")
     o_strides = _tma_strides(out)
-    tma_store = tma_store if o_strides is not None else 0
-    cfg = kernel_config(mode, block_n, stages, producer_regs, consumer_regs, overlap, block_m,
-                        turns, unroll2, persistent, pv_pipe, tma_store, consumers, wg_bounds,
-                        q_bufs, item_licm, q_regs, tree_max, pv_eighths)
+    if o_strides is None:
+        tma_store = cfg["TMA_STORE"] = 0
     if trace is not None:
-        _check_trace(trace, grid, persistent, consumers, D)
-    bm = cfg["BLOCK_M"]
-    q_box = q_box_rows(bm, consumers)
+        _check_trace(trace, grid, persistent, cfg["CONSUMERS"], D)
+    q_box = q_box_rows(bm, cfg["CONSUMERS"])
     ql, kl, vl = smem_layouts(D, q_box, block_n)
     q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [q_box, D], ql)
     k_desc = _validated(k8, [B * Hkv * Sk, D], [D, 1], [block_n, D], kl)
