@@ -1763,9 +1763,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     (persistent, or mode pingpong without overlap at head dims above 128): 0 plain stores of
     the output; persistent, 1 one TMA store a warpgroup and item through a (64, head_dim)
     shared tile, 2 two half-width ones through half the shared memory (_consumer_store); head
-    dims above 128, four quarter-width ones through 1 / 2 shared tiles (_store_quarter). consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64
-    rows each (mode pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64:
-    more warps to hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
+    dims above 128, four quarter-width ones through 1 / 2 shared tiles (_store_quarter).
+    consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64 rows each (mode
+    pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64: more warps to
+    hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
     warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
     1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs.
     item_licm (persistent): leave LLVM's loop-invariant code motion on in the item loop (off
