@@ -575,16 +575,19 @@ def spy(monkeypatch):
 # the tl kernel with the Gluon kernel's 128-key tiles (tests/conftest.py's FP8ATTN_TUNE=minimal
 # would pick 64-key tiles, whose two-level accumulation rounds differently)
 TL_128 = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
+# the same at head dims above 128: P @ V in four parts (SPLIT 2), the Gluon kernel's key order
+TL_D256_N128 = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "SPLIT": 2,
+                "REVERSE": False}
 
 
-def _run(q8, k8, v8, causal=None, config=None, lse=True):
+def _run(q8, k8, v8, causal=None, config=None, lse=True, out_dtype=torch.bfloat16):
     """(out, lse) of attention_fwd_fp8, or out if not lse (V^T in v8's key order: an
     "mma"-order one goes back to the natural order for the tl kernel)."""
     return triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
         k_block=k8.block_size, v_block=v8.block_size, softmax_scale=q8.data.shape[-1] ** -0.5,
         causal=causal, return_lse=lse, config=config, v_key_order=v8.key_order,
-        q_lo=q8.residual)
+        q_lo=q8.residual, out_dtype=out_dtype)
 
 
 def _gluon_direct(q8, k8, v8, **variant):
@@ -892,9 +895,7 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
     same 128-key tiles."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
                             v_key_order="mma")
-    ref = _run(q8, k8, v8, causal, lse=False,
-               config={"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2,
-                       "SPLIT": 2, "REVERSE": False})
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
     _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
                       **gluon_fwd.VARIANTS[variant])
 
@@ -908,12 +909,7 @@ def test_gpu_gluon_hdim256_tma_store_other_output_types_same_bits(out_dtype, cau
     fp32 outputs (fp32's tiles take the kernel to 229,696 B of shared memory, offline): the tl
     kernel's bits, tail rows past seqlen_q left alone."""
     q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 256, Recipe(), seed=23, v_key_order="mma")
-    ref = triton_fwd.attention_fwd_fp8(
-        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
-        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=256 ** -0.5,
-        causal=causal, return_lse=False, v_key_order=v8.key_order, out_dtype=out_dtype,
-        config={"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "SPLIT": 2,
-                "REVERSE": False})
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False, out_dtype=out_dtype)
     b, h, s, d = q8.data.shape
     room = torch.full((b, h, s + 64, d), 7.0, dtype=out_dtype, device="cuda")
     variant = ("pingpong_n128_s2_pipe_noturn_ts2" if causal is None
@@ -983,15 +979,9 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
     LSE included."""
     q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 128, Recipe(), seed=17, v_key_order="mma")
 
-    def run(config=None):
-        return triton_fwd.attention_fwd_fp8(
-            q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-            q_block=q8.block_size, k_block=k8.block_size, v_block=v8.block_size,
-            softmax_scale=128 ** -0.5, causal=causal, return_lse=True, config=config,
-            v_key_order=v8.key_order, out_dtype=out_dtype)
-    ref, ref_lse = run(config=TL_128)
+    ref, ref_lse = _run(q8, k8, v8, causal, TL_128, out_dtype=out_dtype)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    got, got_lse = run()
+    got, got_lse = _run(q8, k8, v8, causal, out_dtype=out_dtype)
     assert spy == ["mma"]
     assert got.dtype == out_dtype and not got.isnan().any()
     assert torch.equal(got, ref)
