@@ -48,9 +48,11 @@ def test_reason_accepts_the_covered_call():
     for causal in ("top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
                                             causal=causal)) is None
-    # non-causal on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys
-    assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, seqlen_q=1024,
-                                        seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128)) is None
+    # on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys, causal too since session 22
+    for causal in (None, "top_left", "bottom_right"):
+        assert gluon_dispatch.reason(**dict(
+            GOOD, head_dim=256, seqlen_q=1024, causal=causal,
+            seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -80,9 +82,10 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=256, k_block=64, v_block=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
      "seqlen_k"),
     (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
-    # causal head dim 256 keeps the tl kernel below MIN_SEQLEN_K_D256 even on 128-key tiles
-    (dict(head_dim=256, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
+    (dict(head_dim=256, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1),
      "seqlen_k"),
+    (dict(head_dim=256, k_block=64, v_block=64, causal="top_left",
+          seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1), "seqlen_k"),
     (dict(contiguous=False), "contiguous"),
     (dict(aligned=False), "aligned"),
     (dict(vt_ok=False), "V^T"),
@@ -320,6 +323,9 @@ def test_variant_for_hdim256_by_tile_size():
     assert not gluon_dispatch.VARIANT_D256.get("pv_eighths")
     # non-causal: pipelined quarters, no turns (session 21)
     assert gluon_dispatch.VARIANT_D256["pv_pipe"] and not gluon_dispatch.VARIANT_D256["turns"]
+    # both: the output quarters through two shared tiles a warpgroup and TMA (session 22)
+    assert gluon_dispatch.VARIANT_D256["tma_store"] == 2
+    assert gluon_dispatch.VARIANT_D256_CAUSAL["tma_store"] == 2
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
     for causal in ("top_left", "bottom_right"):
@@ -853,12 +859,14 @@ def test_gpu_gluon_path_hdim256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causa
 @needs_gluon
 @pytest.mark.parametrize("causal,block_kv,gluon", [
     (None, 128, True),            # from MIN_SEQLEN_K_D256_N128 keys
-    ("top_left", 128, False),     # causal: from MIN_SEQLEN_K_D256
+    ("top_left", 128, True),      # causal too, since session 22
+    ("bottom_right", 128, True),
     (None, 64, False),            # 64-key tiles: from MIN_SEQLEN_K_D256
 ])
 def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeypatch):
-    """Head dim 256 at 1k keys: only non-causal 128-key calls take the Gluon kernel (1.06x the
-    tl kernel there, session 20), with the tl kernel's bits for the same tiles."""
+    """Head dim 256 at 1k keys: 128-key calls take the Gluon kernel (non-causal 1.06x the tl
+    kernel there, session 20; causal 1.22x with the TMA store, session 22), with the tl
+    kernel's bits for the same tiles; 64-key calls keep the tl kernel."""
     q8, k8, v8 = _quantized(8, 4, 4, 1024, 1024, 256, Recipe(block_kv=block_kv), seed=7,
                             v_key_order="mma")
     ref = _run(q8, k8, v8, causal, lse=False,

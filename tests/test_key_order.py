@@ -137,12 +137,16 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096),
                                           **dict(kw, out_dtype=torch.float16)) == "mma"
     assert gluon_dispatch.v_key_order_for(t(1024), t(1024), **kw) == "mma"    # MIN_SEQLEN_K
-    # head dim 256 non-causal: MIN_SEQLEN_K_D256_N128
+    # head dim 256 on 128-key tiles: MIN_SEQLEN_K_D256_N128, causal or not
     assert gluon_dispatch.v_key_order_for(t(1024, 256), t(1024, 256), **kw) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(1024, 256), t(1024, 256),
+                                          **dict(kw, causal="top_left")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(4096, 64), **dict(kw, lse=True)) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(16384, 64),
                                           **dict(kw, causal="top_left")) == "mma"
-    for q, k, change in [(t(4096), t(1000), {}), (t(2048, 256), t(2048, 256), dict(causal="top_left")),
+    for q, k, change in [(t(4096), t(1000), {}), (t(1000, 256), t(1000, 256), {}),
+                         # 64-key tiles at head dim 256: MIN_SEQLEN_K_D256
+                         (t(2048, 256), t(2048, 256), dict(causal="top_left", block_kv=64)),
                          (t(4096, 64), t(2048, 64), {}),          # MIN_SEQLEN_K_D64
                          (t(4096, 64), t(4096, 64), dict(causal="top_left")),
                          (t(5000), t(4096), dict(causal="bottom_right")),  # Sq > Sk

@@ -21,7 +21,8 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
-    1024 non-causal on 128-key tiles, MIN_SEQLEN_K_D256_N128, else MIN_SEQLEN_K_D256, 4096;
+    1024 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (causal since session 22), else
+    MIN_SEQLEN_K_D256, 4096;
     head dim 64: MIN_SEQLEN_K_D64, 4096, causal 8192). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
@@ -32,7 +33,8 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     UTC, results/probe_launch_host_s12.json), under the GPU's 195 / 155 us, so 1k calls are
     GPU-bound and the persistent TMA-store kernels take them at hdim 128 (1.13x / ~1.1x the tl
     kernel on the GPU alone, session 11). Head dim 256 kept 4k (its 64-key kernel ran 0.93x the
-    tl kernel at 1k) until session 20: the 128-key kernel runs 1.06x it there. Non-causal
+    tl kernel at 1k) until session 20: the 128-key kernel runs 1.06x it there (causal 1.22x
+    since session 22, with the TMA store). Non-causal
     calls run persistent CTAs, causal calls too from two 128-row query blocks a head (up to
     8k keys until session 17), one CTA per query block otherwise (the variants below, with
     the timings that chose them). Causal (session 7, one
@@ -51,6 +53,7 @@ tl kernel at 4k / 16k, causal 1.10x / 1.20x (0.76x / 0.84x and 0.68x / 0.76x FA3
 which read 1170 / 1156 in that run). Session 21 (2026-12-01 03:12 UTC bench,
 results/bench_attention_s21.md), non-causal without ping-pong turns: 1.31x / 1.35x the tl kernel
 at 4k / 16k (0.88x / 0.91x FA3 FP8), causal (eighths, no turns) 1.29x / 1.52x (0.82x / 0.95x).
+Session 22: the output through shared memory and TMA (tma_store=2), VARIANT_D256 below.
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -177,8 +180,16 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # second run, order swapped (03:06 UTC, results/gluon_check_d256nt_s21.json). The pipelined
 # eighths lost there (934 / 979 turn-free) and causal (819 / 1004 against 838 / 1023 for
 # VARIANT_D256_CAUSAL; results/gluon_check_d256ep_c_s21.json).
-VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False)
-VARIANT_D256_CAUSAL = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False)
+# Session 22 (H200, 2026-12-01 03:49-03:57 UTC, results/gluon_check_d256ts{,_c}_s22.json): the
+# output quarters through shared memory and one TMA store each (tma_store=2: two (64, 64) tiles
+# a warpgroup used in turn; same bits). Non-causal 840 / 1093 / 1035 TFLOP/s at 1k / 4k / 16k
+# keys against 692 / 944 / 1018 with plain stores (one tile, tma_store=1: 828 / 1088 / 1033; FA3
+# FP8 1006 / 1136 / 1075). Per-CTA stamps at 1k (results/trace256_ts_s22.json): the store 2.2k
+# cycles against 4.9k (session 21). Causal top-left 577 / 903 / 1063 (the tl kernel 471 / 638 /
+# 706, FA3 FP8 1025 / 1045 at 4k / 16k); the plain-store form's child timed out in that run,
+# session 21 read 838 / 1023 at 4k / 16k.
+VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2)
+VARIANT_D256_CAUSAL = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -206,10 +217,11 @@ TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (blo
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
 SMALL_TILE_KEYS = {256: 64}
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
-MIN_SEQLEN_K_D256 = 4096    # head dim 256: causal calls and 64-key tiles
-# non-causal head dim 256 on 128-key tiles: 688 TFLOP/s at 1k keys against the tl kernel's 648
-# (H200, 2026-12-01 01:53 UTC, results/gluon_check_d256p_s20.json); causal there 452 against
-# 471 (top-left), the 64-key kernel 626 against 654 (session 19)
+MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
+# head dim 256 on 128-key tiles: non-causal 688 TFLOP/s at 1k keys against the tl kernel's 648
+# (H200, 2026-12-01 01:53 UTC, results/gluon_check_d256p_s20.json; 64-key kernel 626 against
+# 654, session 19); causal since session 22 (the TMA store), 577 against 471 top-left
+# (results/gluon_check_d256ts_c_s22.json; 452 against 471 with plain stores, session 20)
 MIN_SEQLEN_K_D256_N128 = 1024
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
@@ -279,7 +291,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
-             256: MIN_SEQLEN_K_D256_N128 if causal is None and bn == 128
+             256: MIN_SEQLEN_K_D256_N128 if bn == 128
              else MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
