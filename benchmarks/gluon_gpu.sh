@@ -52,10 +52,13 @@
 #           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
 #   d256nt  hdim 256 non-causal: the pipelined quarters with and without turns, a second
 #           reading after d256ep                                                (~2 min)
-#   d256ts  hdim 256, the output quarters through shared memory and TMA (tma_store 1 / 2; not
-#           run yet): bits, then non-causal and causal 1k-16k timings beside the
+#   d256ts  hdim 256, the output quarters through shared memory and TMA (tma_store 1 / 2; run
+#           in session 22, dispatched since): bits, then non-causal and causal 1k-16k timings beside the
 #           dispatched forms                                                    (~8 min)
-#   trace256ts  per-CTA stamps of those forms at 1k / 4k keys (not run yet)     (~1 min)
+#   trace256ts  per-CTA stamps of those forms at 1k / 4k keys (run in session 22) (~1 min)
+#   d64ts   hdim 64 (three consumers), the output through one shared tile a warpgroup and TMA:
+#           bits, then non-causal 1k-16k and causal top-left 4k-16k timings beside the
+#           dispatched forms                                                    (~5 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
@@ -308,6 +311,19 @@ for stage in "$@"; do
         timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,4096 \
             --variants pingpong_n128_s2_pipe_noturn_ts,pingpong_n128_s2_pipe_noturn_ts2 \
             --json "$OUT/trace256_ts.json" 2>&1 | tail -4 ;;
+    d64ts)
+        # session 22: the three hdim-64 consumers' output through shared memory and TMA (one
+        # (64, 64) tile a warpgroup), after the hdim-256 TMA store's 1.2x at 1k: bits (one CTA
+        # a block and persistent, fp16 / fp32 outputs), then timings beside the dispatched
+        # forms, non-causal 1k-16k and causal top-left 4k-16k
+        timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "tri_tma_store" \
+            2>&1 | tail -5 | tee "$OUT/pytest_d64ts.log"
+        timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 70 --head-dim 64 \
+            --variants tri_ovl_s3,tri_ovl_s3_ts --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d64ts.json" 2>&1 | tail -6
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb_q2,tri_ovl_s3_persist_wgb_q2_ts --causal top_left \
+            --seqlens 4096,8192,16384 --json "$OUT/gluon_check_d64ts_c.json" 2>&1 | tail -6 ;;
     trace1k)
         # session 20 (not run yet): where the hdim-256 kernel's 1k-key calls lose 27% against
         # 4k: per-CTA stamps (Q wait, to the first tile, the loop, the store) beside the
@@ -362,7 +378,7 @@ for stage in "$@"; do
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
              "ovl64, ovl128, store, nc128, trace256, d256t, tsloop, d256c, launch, overhead, bench," \
-             "benchq2)" >&2
+             "benchq2, d256ts, trace256ts, d64ts, ...: see the list above)" >&2
         exit 2 ;;
     esac
 done

@@ -137,6 +137,11 @@ def test_kernel_config_tma_store_needs_persistent_ctas_or_the_split_consumer():
     assert kernel_config(**gluon_dispatch.VARIANT_LONG)["TMA_STORE"] == 0
     assert kernel_config(**VARIANTS["pingpong_n128_s2_pipe_noturn_ts2"])["TMA_STORE"] == 2
     assert kernel_config(**dict(gluon_dispatch.VARIANT_D256, tma_store=1))["TMA_STORE"] == 1
+    # three consumers, persistent or not: one full-width tile a warpgroup (session 22)
+    assert kernel_config(**VARIANTS["tri_ovl_s3_ts"])["TMA_STORE"] == 1
+    assert kernel_config(**VARIANTS["tri_ovl_s3_persist_wgb_q2_ts"])["TMA_STORE"] == 1
+    with pytest.raises(ValueError, match="tma_store 0 / 1"):
+        kernel_config(**dict(VARIANTS["tri_ovl_s3_ts"], tma_store=2))
     for bad in (dict(gluon_dispatch.CAUSAL_VARIANT, tma_store=1),
                 dict(gluon_dispatch.VARIANT, tma_store=3),
                 dict(mode="ws", tma_store=1), dict(gluon_dispatch.VARIANT_D256, tma_store=3)):
@@ -422,6 +427,13 @@ def test_launch_host_path_three_consumers(launches):
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
+    assert not kw["TMA_STORE"]
+    for name in ("tri_ovl_s3_ts", "tri_ovl_s3_persist_wgb_q2_ts"):      # a warpgroup's rows
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      v_key_order="mma", **gluon_fwd.VARIANTS[name])
+        (_, _, kw), = launches
+        assert kw["TMA_STORE"] == 1 and kw["o_desc"].block_shape == [1, 1, 64, d]
     with pytest.raises(ValueError, match="two consumer"):      # trace slots for two only
         gluon_fwd.gluon_attention_fwd(
             q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out, v_key_order="mma",
@@ -502,7 +514,7 @@ def test_kernel_config_three_consumers_need_their_shape():
     assert kernel_config(**base)["CONSUMERS"] == 3
     assert kernel_config(mode="pingpong", overlap=True)["CONSUMERS"] == 2
     for bad in (dict(turns=True), dict(block_m=128), dict(overlap=False),
-                dict(persistent=True, tma_store=1), dict(consumers=4)):
+                dict(persistent=True, tma_store=2), dict(consumers=4)):
         with pytest.raises(ValueError, match="consumers"):
             kernel_config(**dict(base, **bad))
     assert kernel_config(**base, wg_bounds=True)["WG_BOUNDS"]
@@ -820,6 +832,46 @@ def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, l
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
                       v_key_order="mma", **gluon_fwd.VARIANTS[variant])
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,lse,causal", [
+    (1, 8, 8, 4096, 4096, False, None),
+    (2, 3, 3, 1000, 4200, True, None),        # tails on both sides, the LSE
+    (1, 4, 2, 777, 4500, True, None),         # GQA
+    (1, 2, 2, 100, 4096, False, None),        # one partly filled 192-row block
+    (2, 20, 20, 2000, 2000, True, "top_left"),
+    (1, 8, 4, 1000, 3000, True, "bottom_right"),      # GQA, causal_off 2000
+    (1, 4, 4, 3000, 2200, False, "top_left"),         # more queries than keys
+])
+@pytest.mark.parametrize("variant", ["tri_ovl_s3_ts", "tri_ovl_s3_persist_wgb_q2_ts"])
+def test_gpu_gluon_kernel_tri_tma_store_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
+                                                          variant):
+    """Three consumer warpgroups (hdim 64) storing the output through one shared (64, 64)
+    tile each and TMA (session 22), one CTA per block and persistent: the tl kernel's bits
+    with the same 128-key tiles, LSE included (rows past seqlen_q clipped by the
+    descriptor)."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 11 * sk,
+                            v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
+    _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
+                      v_key_order="mma", **gluon_fwd.VARIANTS[variant])
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
+def test_gpu_gluon_tri_tma_store_other_output_types_same_bits(out_dtype):
+    """The three consumers' TMA store into fp16 / fp32 outputs inside a larger buffer: the tl
+    kernel's bits, the rows past seqlen_q left alone."""
+    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 64, Recipe(), seed=29, v_key_order="mma")
+    ref, _ = _run(q8, k8, v8, None, TL_128, out_dtype=out_dtype)
+    b, h, s, d = q8.data.shape
+    room = torch.full((b, h, s + 192, d), 7.0, dtype=out_dtype, device="cuda")
+    _direct_same_bits(q8, k8, v8, ref, out=room[:, :, :s], v_key_order="mma",
+                      **gluon_fwd.VARIANTS["tri_ovl_s3_ts"])
+    assert (room[:, :, s:] == 7.0).all()
 
 
 @pytest.mark.gpu

@@ -47,8 +47,8 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
                  k_desc=f"tensordesc<fp8e4nv[{cfg['BLOCK_N']}, {head_dim}],{kl!r}>",
                  v_desc=f"tensordesc<fp8e4nv[{head_dim}, {cfg['BLOCK_N']}],{vl!r}>")
     if cfg.get("TMA_STORE"):
-        blk, ol = gluon_attn.out_tile_layout(cfg["BLOCK_M"], head_dim, cfg["TMA_STORE"],
-                                             out_types[out])
+        blk, ol = gluon_attn.out_tile_layout(cfg["BLOCK_M"] // cfg["CONSUMERS"], head_dim,
+                                             cfg["TMA_STORE"], out_types[out])
         descs["o_desc"] = f"tensordesc<{out}[{', '.join(map(str, blk))}],{ol!r}>"
     else:
         descs["o_desc"] = descs["q_desc"]

@@ -883,10 +883,12 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   PINGPONG: gl.constexpr, UNROLL2: gl.constexpr, kv_end=0, full_end=0,
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
-                  MASKED_MAX: gl.constexpr = 2, WG_BOUNDS: gl.constexpr = False):
+                  MASKED_MAX: gl.constexpr = 2, WG_BOUNDS: gl.constexpr = False, o_desc=0,
+                  o_smem=0, TMA_STORE: gl.constexpr = 0):
     """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
     rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
-    3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults)."""
+    3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults).
+    TMA_STORE (three consumers): _consumer_store's, through this warpgroup's o_smem."""
     _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
               VD, O, row0, start_m, off_b, off_h, off_kvh,
               stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
@@ -894,7 +896,10 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
               seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
               ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
               causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-              MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
+              o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
+              WG_BOUNDS=WG_BOUNDS)
+    if TMA_STORE:
+        tma.store_wait(0)       # o_smem must outlive the store
 
 
 @gluon.jit
@@ -1405,8 +1410,18 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     TRI_MASKED: gl.constexpr = 2 if WG_BOUNDS else 3
 
     if PERSISTENT and CONSUMERS == 3:
-        # three turn-free consumer warpgroups (plain stores), as the non-persistent form below
+        # three turn-free consumer warpgroups, as the non-persistent form below
         THIRD_P: gl.constexpr = BLOCK_M // 3
+        if TMA_STORE:   # one (1, 1, THIRD_P, HEAD_DIM) output tile a warpgroup
+            o_smem3 = gl.allocate_shared_memory(o_desc.dtype, [3, 1, 1, THIRD_P, HEAD_DIM],
+                                                o_desc.layout)
+            o_tile0 = o_smem3.index(0)
+            o_tile1 = o_smem3.index(1)
+            o_tile2 = o_smem3.index(2)
+        else:
+            o_tile0 = 0
+            o_tile1 = 0
+            o_tile2 = 0
         gl.warp_specialize([
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m,
@@ -1416,8 +1431,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
+                                    False, TRACE_PTR, TRACE, o_desc, o_tile0,
+                                    TMA_STORE, TRI_MASKED, WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1426,8 +1441,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 1, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
+                                    False, TRACE_PTR, TRACE, o_desc, o_tile1,
+                                    TMA_STORE, TRI_MASKED, WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 2 * THIRD_P, n_m,
                                     n_work, H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1436,8 +1451,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 0, THIRD_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    False, TRACE_PTR, TRACE, o_desc, 0, 0, TRI_MASKED,
-                                    WG_BOUNDS, Q_BUFS, ITEM_LICM)),
+                                    False, TRACE_PTR, TRACE, o_desc, o_tile2,
+                                    TMA_STORE, TRI_MASKED, WG_BOUNDS, Q_BUFS, ITEM_LICM)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -1525,6 +1540,16 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     elif OVERLAP and CONSUMERS == 3:
         # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
         THIRD: gl.constexpr = BLOCK_M // 3
+        if TMA_STORE:   # one (1, 1, THIRD, HEAD_DIM) output tile a warpgroup
+            o_smem3 = gl.allocate_shared_memory(o_desc.dtype, [3, 1, 1, THIRD, HEAD_DIM],
+                                                o_desc.layout)
+            o_tile0 = o_smem3.index(0)
+            o_tile1 = o_smem3.index(1)
+            o_tile2 = o_smem3.index(2)
+        else:
+            o_tile0 = 0
+            o_tile1 = 0
+            o_tile2 = 0
         gl.warp_specialize([
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
@@ -1534,7 +1559,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS)),
+                             WG_BOUNDS, o_desc, o_tile0, TMA_STORE)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1543,7 +1568,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS)),
+                             WG_BOUNDS, o_desc, o_tile1, TMA_STORE)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1552,7 +1577,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS)),
+                             WG_BOUNDS, o_desc, o_tile2, TMA_STORE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -1708,6 +1733,14 @@ VARIANTS = {
     "tri_ovl_s3_persist_wgb": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                    consumers=3, block_m=192, consumer_regs=160,
                                    persistent=True, wg_bounds=True),
+    # session 22: the three consumers' output through shared memory and TMA (one (64, 64)
+    # tile a warpgroup), non-causal (VARIANT_D64) and causal (VARIANT_D64_CAUSAL)
+    "tri_ovl_s3_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                          block_m=192, consumer_regs=160, tma_store=1),
+    "tri_ovl_s3_persist_wgb_q2_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False,
+                                         consumers=3, block_m=192, consumer_regs=160,
+                                         persistent=True, wg_bounds=True, q_bufs=2,
+                                         tma_store=1),
     # session 11: the output through shared memory and an asynchronous TMA store
     "pingpong_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                           persistent=True, tma_store=1),
@@ -1765,8 +1798,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     shared tile, 2 two half-width ones through half the shared memory (_consumer_store); head
     dims above 128, four quarter-width ones through 1 / 2 shared tiles (_store_quarter).
     consumers: 2, or 3 turn-free consumer warpgroups of block_m / 3 = 64 rows each (mode
-    pingpong with overlap, turns=False, plain stores; FA3's shape at hdim 64: more warps to
-    hide the exp2 unit's latency). wg_bounds (three consumers): causal, each
+    pingpong with overlap, turns=False; FA3's shape at hdim 64: more warps to hide the exp2
+    unit's latency), persistent or not, with tma_store 0 or 1 (one (64, head_dim) shared tile
+    a warpgroup). wg_bounds (three consumers): causal, each
     warpgroup computes only its own rows' tiles (_ovl_work's WG_BOUNDS). q_bufs (persistent):
     1, or 2 Q buffers, so that an item's Q loads while the previous item's last Q K^T runs.
     item_licm (persistent): leave LLVM's loop-invariant code motion on in the item loop (off
@@ -1776,10 +1810,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     (_pv_quarter_in_eighths; with pv_pipe all eight pipelined, _pv_eighths_pipelined); all
     head dims above 128 (_consumer_split's SPLIT bits)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
-            mode == "pingpong" and overlap and not turns and not tma_store
+            mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
         raise ValueError("consumers: 2, or 3 with mode 'pingpong', overlap=True, turns=False, "
-                         "tma_store=0 and block_m=192")
+                         "tma_store 0 / 1 and block_m=192")
     if wg_bounds and consumers != 3:
         raise ValueError("wg_bounds needs consumers=3 (with turns, every warpgroup runs every "
                          "tile)")
@@ -1799,10 +1833,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     if item_licm and not persistent:
         raise ValueError("item_licm needs persistent=True (the item loop)")
     if tma_store not in (0, 1, 2) or (tma_store and not (
-            persistent or (mode == "pingpong" and not overlap))):
+            persistent or consumers == 3 or (mode == "pingpong" and not overlap))):
         raise ValueError("tma_store: 0, or 1 / 2 with persistent=True (the output in one / two "
-                         "TMA stores) or with mode 'pingpong', overlap=False (head dims > 128: "
-                         "through one / two shared tiles)")
+                         "TMA stores), 1 with three consumers, or with mode 'pingpong', "
+                         "overlap=False (head dims > 128: through one / two shared tiles)")
     num_warps = 4 if mode == "pingpong" else block_m // 16
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
@@ -1939,11 +1973,12 @@ def q_box_rows(block_m: int, consumers: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def out_tile_layout(block_m: int, head_dim: int, tma_store: int, dtype: torch.dtype):
+def out_tile_layout(rows: int, head_dim: int, tma_store: int, dtype: torch.dtype):
     """Block shape and NVMMA shared layout of the output tile a warpgroup stores with TMA
-    (tma_store 1: its (block_m / 2, head_dim) rows, 2: half the columns a store; head dims
-    above 128: a quarter of the columns, _store_quarter's); cached, as smem_layouts."""
-    blk = [1, 1, block_m // 2, head_dim // 4 if head_dim > 128 else head_dim // tma_store]
+    (rows: a warpgroup's, block_m / consumers; tma_store 1: all head_dim columns, 2: half the
+    columns a store; head dims above 128: a quarter of the columns, _store_quarter's);
+    cached, as smem_layouts."""
+    blk = [1, 1, rows, head_dim // 4 if head_dim > 128 else head_dim // tma_store]
     return blk, gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[dtype])
 
 
@@ -2122,9 +2157,9 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if persistent and causal_mode:
         schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, bm, block_n, causal_mode,
                     q8.device)
-    if tma_store and not (persistent or split):
-        raise ValueError(f"tma_store needs persistent=True or a head dim above 128, not "
-                         f"head dim {D}")
+    if tma_store and not (persistent or split or cfg["CONSUMERS"] == 3):
+        raise ValueError(f"tma_store needs persistent=True, three consumers or a head dim above "
+                         f"128, not head dim {D}")
     o_strides = _tma_strides(out)
     if o_strides is None:
         tma_store = cfg["TMA_STORE"] = 0
@@ -2142,7 +2177,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     v_desc = _validated(vt8, [B * Hkv * D, sk16], [rs, 1], [D, block_n], vl)
     o_desc = None
     if tma_store:
-        blk, ol = out_tile_layout(bm, D, tma_store, out.dtype)
+        blk, ol = out_tile_layout(bm // cfg["CONSUMERS"], D, tma_store, out.dtype)
         o_desc = _validated(out, [B, Hq, Sq, D], o_strides, blk, ol)
     constants = dict(
         H=Hq, GQA_GROUP=Hq // Hkv, seqlen_q=Sq, seqlen_k=Sk, q_block=q_block, k_block=k_block,
