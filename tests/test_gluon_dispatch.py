@@ -398,11 +398,13 @@ def test_variant_for_hdim64_is_the_three_consumer_kernel():
     cfg = kernel_config(**v)
     assert (cfg["CONSUMERS"], cfg["BLOCK_M"], cfg["TURNS"], cfg["PERSISTENT"]) == (3, 192, False,
                                                                                  False)
+    assert not cfg["TMA_STORE"]     # plain stores: the TMA store lost at 16k (session 22)
 
 
 def test_variant_for_hdim64_causal_is_persistent_with_warpgroup_bounds():
     """Causal hdim 64: the three-consumer kernel with per-warpgroup causal bounds, persistent
-    CTAs beyond one 192-row block of queries (a single block needs no schedule table)."""
+    CTAs (output through TMA) beyond one 192-row block of queries (a single block needs no
+    schedule table)."""
     from fp8attn.attention.gluon_fwd import kernel_config
     for causal in ("top_left", "bottom_right"):
         for sq in (None, 193, 16384):
@@ -410,6 +412,7 @@ def test_variant_for_hdim64_causal_is_persistent_with_warpgroup_bounds():
             assert v is gluon_dispatch.VARIANT_D64_CAUSAL
             cfg = kernel_config(**v)
             assert (cfg["CONSUMERS"], cfg["PERSISTENT"], cfg["WG_BOUNDS"]) == (3, True, True)
+            assert cfg["TMA_STORE"] == 1        # session 22: +5% at 4k keys
         for sq in (1, 192):
             v = gluon_dispatch.variant_for(64, causal, 16384, sq)
             assert v is gluon_dispatch.VARIANT_D64_CAUSAL_ONE_BLOCK
@@ -761,7 +764,8 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     (1, 2, 2, 4096, 4096, Recipe(q_search=4), None),          # per-row Q descales
     # causal from MIN_SEQLEN_K_D64_CAUSAL keys
     (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),         # causal_off 13400, tail
-    (1, 2, 2, 1000, 8192, Recipe(), "top_left"),              # at the threshold
+    (1, 2, 2, 1000, 4096, Recipe(), "top_left"),              # at the threshold
+    (1, 4, 2, 1000, 4200, Recipe(), "bottom_right"),          # GQA, causal_off 3200
     (1, 2, 2, 8300, 8300, Recipe(), "bottom_right"),          # launched top-left, tails
 ])
 def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe, causal, spy,
@@ -784,10 +788,10 @@ def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe
 @pytest.mark.gpu
 @needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
-    (1, 4, 4, 4096, 4096, "top_left"),
-    (2, 3, 3, 1000, 4200, "bottom_right"),      # causal_off 3200
-    (1, 4, 2, 4500, 4100, "top_left"),          # more queries than keys, GQA
-    (1, 4, 4, 1500, 4200, "bottom_right"),
+    (1, 4, 4, 4000, 4000, "top_left"),
+    (2, 3, 3, 1000, 4000, "bottom_right"),      # causal_off 3000
+    (1, 4, 2, 4500, 4000, "top_left"),          # more queries than keys, GQA
+    (1, 4, 4, 1500, 4050, "bottom_right"),
 ])
 @pytest.mark.parametrize("variant", ["dispatched", "tri_ovl_s3", "tri_ovl_s3_wgb"])
 def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, variant,
@@ -825,7 +829,7 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
 def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
                                                            variant):
     """Persistent CTAs on three consumer warpgroups (hdim 64; with wg_bounds each warpgroup
-    computes its own rows' causal tiles: VARIANT_D64_CAUSAL, dispatched from 8k keys; _q2: two
+    computes its own rows' causal tiles: dispatched from 4k keys, with the TMA store; _q2: two
     Q buffers): the tl kernel's bits with the same 128-key tiles, LSE included."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
                             v_key_order="mma")

@@ -7,8 +7,9 @@ at every length, up to 8k keys before), storing the output with TMA (non-causal 
 8k keys; causal ones since session 18 through one full-width store, with two Q buffers)). On the
 calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles
 (GPU tests: tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and
-is faster from 1k keys at head dim 128, 4k at 256 and 64 (8k for hdim-64 causal calls; H200,
-Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it takes:
+is faster from 1k keys at head dim 128, 1k at 256 (128-key tiles; 64-key ones from 4k) and 4k
+at 64 (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 22"). The calls it
+takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -16,14 +17,14 @@ Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 17"). The calls it tak
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL (8k) keys
-    (VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
+    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL keys (4k since
+    session 22; VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
     1024 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (causal since session 22), else
     MIN_SEQLEN_K_D256, 4096;
-    head dim 64: MIN_SEQLEN_K_D64, 4096, causal 8192). Below it the
+    head dim 64: MIN_SEQLEN_K_D64, 4096, causal MIN_SEQLEN_K_D64_CAUSAL). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
     was as long as its GPU work. Session 12's launch plan
@@ -64,7 +65,8 @@ causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0
 VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run it
 (VARIANT_D64_CAUSAL). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,bottom_right}
 _s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x / 1.05x /
-1.12x bottom-right, so the threshold moved from 16k to 8k keys.
+1.12x bottom-right, so the threshold moved from 16k to 8k keys (to 4k in session 22, with the
+TMA store).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 on two consumer warpgroups (0.77x / 0.88x / 0.90x the tl
 kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x,
@@ -211,7 +213,14 @@ VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consume
 # results/gluon_check_store_d64c_s18.json): the causal persistent variants take them (at 4k
 # the tl kernel stays: level within 1% in both sessions, and bottom-right calls with fewer
 # queries than keys ran 0.95x it in session 16).
-VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True, q_bufs=2)
+# Session 22 (H200, 2026-12-01 04:09 UTC, top-left, results/gluon_check_d64ts_c_s22.json): the
+# output through one shared (64, 64) tile a warpgroup and TMA, 474 / 542 / 565 TFLOP/s at 4k /
+# 8k / 16k keys against 450 / 525 / 564 with plain stores (the tl kernel 444 / 465 / 481, FA3
+# FP8 530 / 603 / 627), so causal calls take it from 4k keys (MIN_SEQLEN_K_D64_CAUSAL).
+# Non-causal the same store lost at 16k (554 against 590 for VARIANT_D64; 509 / 518 at 4k,
+# results/gluon_check_d64ts_s22.json), as at hdim 128 in session 11: VARIANT_D64 keeps plain
+# stores.
+VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True, q_bufs=2, tma_store=1)
 VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (block_n)
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
@@ -226,9 +235,10 @@ MIN_SEQLEN_K_D256_N128 = 1024
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
 # keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
-# results/gluon_check_d64c_{top_left,bottom_right}_s16.json); below 4k the per-block code of
-# three consumers is not paid back (0.70x at 1k, session 15)
-MIN_SEQLEN_K_D64_CAUSAL = 8192
+# results/gluon_check_d64c_{top_left,bottom_right}_s16.json), hence 8k until session 22; with
+# the TMA store 1.07x at 4k top-left (session 22, above). Below 4k the per-block code of three
+# consumers is not paid back (0.70x at 1k, session 15)
+MIN_SEQLEN_K_D64_CAUSAL = 4096
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
