@@ -59,6 +59,7 @@
 #   d64ts   hdim 64 (three consumers), the output through one shared tile a warpgroup and TMA:
 #           bits, then non-causal 1k-16k and causal top-left 4k-16k timings beside the
 #           dispatched forms                                                    (~5 min)
+#   d64path the GPU tests of the hdim-64 dispatch and the three-consumer kernels  (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
@@ -324,6 +325,11 @@ for stage in "$@"; do
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
             --variants tri_ovl_s3_persist_wgb_q2,tri_ovl_s3_persist_wgb_q2_ts --causal top_left \
             --seqlens 4096,8192,16384 --json "$OUT/gluon_check_d64ts_c.json" 2>&1 | tail -6 ;;
+    d64path)
+        # the GPU tests of the hdim-64 dispatch and the three-consumer kernels (session 22:
+        # causal calls through TMA from 4k keys)
+        timeout 200 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "hdim64 or tri" \
+            2>&1 | tail -5 | tee "$OUT/pytest_d64path.log" ;;
     trace1k)
         # session 20 (not run yet): where the hdim-256 kernel's 1k-key calls lose 27% against
         # 4k: per-CTA stamps (Q wait, to the first tile, the loop, the store) beside the
