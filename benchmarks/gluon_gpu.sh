@@ -60,6 +60,9 @@
 #           bits, then non-causal 1k-16k and causal top-left 4k-16k timings beside the
 #           dispatched forms                                                    (~5 min)
 #   d64path the GPU tests of the hdim-64 dispatch and the three-consumer kernels  (~1-2 min)
+#   d256persist  hdim 256 on persistent CTAs with the TMA store (not run yet): bits, non-causal
+#           1k-16k timings beside the dispatched form, per-tile stamps at 1k / 16k    (~6 min)
+#   d256persistc the causal forms, top-left 1k-16k (not run yet)                (~5 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
@@ -325,6 +328,26 @@ for stage in "$@"; do
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 90 --head-dim 64 \
             --variants tri_ovl_s3_persist_wgb_q2,tri_ovl_s3_persist_wgb_q2_ts --causal top_left \
             --seqlens 4096,8192,16384 --json "$OUT/gluon_check_d64ts_c.json" 2>&1 | tail -6 ;;
+    d256persist)
+        # session 22 (not run yet): head dim 256 on persistent CTAs with the TMA store (the
+        # item's stores drain under the next item's tiles; _q2: the next item's Q loads under
+        # this item's tiles), against the 1k keys' fixed cost a CTA (Q wait ~2k cycles, store
+        # ~2.2k with TMA, trace256ts): bits, non-causal timings beside the dispatched form, then
+        # per-tile stamps (session 20's persistent form ran 9% slower a tile, unexplained)
+        timeout 200 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py \
+            -k "hdim256_persistent" 2>&1 | tail -5 | tee "$OUT/pytest_d256persist.log"
+        v=pingpong_n128_s2_pipe_noturn_ts2,pingpong_n128_s2_pipe_noturn_ts2_persist
+        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_pipe_noturn_ts2_persist_q2 --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d256persist.json" 2>&1 | tail -6
+        timeout 120 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,16384 \
+            --variants $v --json "$OUT/trace256_persist.json" 2>&1 | tail -4 ;;
+    d256persistc)
+        # the causal forms (eighths, no turns, TMA store) on persistent CTAs, top-left
+        v=pingpong_n128_s2_eighths_noturn_ts2,pingpong_n128_s2_eighths_noturn_ts2_persist
+        timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
+            --variants $v,pingpong_n128_s2_eighths_noturn_ts2_persist_q2 --causal top_left \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256persist_c.json" 2>&1 | tail -6 ;;
     d64path)
         # the GPU tests of the hdim-64 dispatch and the three-consumer kernels (session 22:
         # causal calls through TMA from 4k keys)

@@ -266,6 +266,40 @@ def test_launch_host_path_hdim256_tma_store_takes_quarter_tiles(launches):
         call(torch.empty(b, h, s, 128, dtype=torch.bfloat16), mode="pingpong", tma_store=1)
 
 
+def test_launch_host_path_hdim256_persistent(launches):
+    """Head dim 256 on persistent CTAs (session 22; CPU, launch recorded): a 1-D grid of at most
+    one CTA per SM, the quarter-width TMA store blocks, a causal call's schedule table, a trace
+    buffer with one slot per CTA; persistent without the split options is refused."""
+    b, h, s = 1, 2, 1000
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, 256)
+    out = torch.empty(b, h, s, 256, dtype=torch.bfloat16)
+    n_work = -(-s // 128) * b * h
+
+    def call(causal=None, trace=None, **variant):
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                      causal=causal, v_key_order="mma", trace=trace, **variant)
+        (grid, _, kw), = launches
+        return grid, kw
+    for name in ("pingpong_n128_s2_pipe_noturn_ts2_persist",
+                 "pingpong_n128_s2_eighths_noturn_ts2_persist_q2"):
+        grid, kw = call(**gluon_fwd.VARIANTS[name])
+        assert grid == (min(n_work, gluon_fwd._sm_count(q8.device)),)
+        assert kw["PERSISTENT"] and kw["TMA_STORE"] == 2
+        assert kw["o_desc"].block_shape == [1, 1, 64, 64]
+    grid, kw = call("top_left", **gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"])
+    assert kw["SCHED"] is not ds                # the causal schedule table
+    grid, kw = call(trace=torch.zeros(grid[0], 3, gluon_fwd.TRACE_ITEMS.value, 8,
+                                      dtype=torch.int64),
+                    **gluon_fwd.VARIANTS["pingpong_n128_s2_pipe_noturn_ts2_persist"])
+    assert kw["TRACE"]
+    from fp8attn.attention.gluon_fwd import kernel_config
+    assert kernel_config(**gluon_fwd.VARIANTS["pingpong_n128_s2_pipe_noturn_ts2_persist"])[
+        "PERSISTENT"]
+    with pytest.raises(ValueError, match="persistent needs"):
+        kernel_config(mode="pingpong", persistent=True)
+
+
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
     """The head-dim > 128 kernel (one CTA per query block and head) takes a trace buffer with a
     slot per CTA of its 2-D grid (per-KV-tile stamps, gluon_trace_tiles.py); a buffer sized
@@ -958,6 +992,35 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
     without, the output through TMA or not), called directly: the tl kernel's bits with the
     same 128-key tiles."""
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
+    _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
+                      **gluon_fwd.VARIANTS[variant])
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe_noturn_ts2_persist",
+                                     "pingpong_n128_s2_pipe_noturn_ts2_persist_q2",
+                                     "pingpong_n128_s2_eighths_noturn_ts2_persist",
+                                     "pingpong_n128_s2_eighths_noturn_ts2_persist_q2"])
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
+    (2, 3, 3, 1000, 4200, None),
+    (1, 16, 16, 1024, 4096, None),              # 128 items: fewer than SMs, one a CTA
+    (4, 16, 8, 2000, 2000, None),               # 1024 items over the CTAs, GQA, tails
+    (1, 4, 2, 4500, 4200, "top_left"),          # session 20's persistent q2 failures:
+    (2, 24, 24, 1000, 1000, "top_left"),        # these two shapes
+    (2, 3, 3, 1000, 4200, "bottom_right"),
+])
+def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
+                                                             causal):
+    """Head dim 256 on persistent CTAs (_consumer_split_persistent, session 22: the output
+    through TMA, draining under the next item's tiles; _q2 two Q buffers): the tl kernel's
+    bits with the same 128-key tiles. The non-causal variants on causal shapes are skipped
+    (they would run the non-causal mask)."""
+    if causal is not None and "eighths" not in variant:
+        pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 13 * sk,
                             v_key_order="mma")
     ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
     _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",

@@ -44,8 +44,12 @@ def _run(name, b, h, s, causal):
     gluon_gpu_check.CAUSAL = causal
     gluon_gpu_check.HDIM = HEAD_DIM
     _, (q8, k8, v8) = _inputs(b, h, h, s, s, seed=s, v_key_order="mma")
-    # one CTA per (query block, head); cfg carries block_n
-    return traced_call(q8, k8, v8, cfg, causal, -(-s // BLOCK_M) * b * h)
+    # one CTA per (query block, head), or persistent CTAs, one per SM at most (their slots
+    # then hold each CTA's last work item: same tiles per item non-causal); cfg carries block_n
+    n_ctas = -(-s // BLOCK_M) * b * h
+    if cfg.get("persistent"):
+        n_ctas = min(n_ctas, gluon_fwd._sm_count(q8.data.device))
+    return traced_call(q8, k8, v8, cfg, causal, n_ctas)
 
 
 def analyse(trace):

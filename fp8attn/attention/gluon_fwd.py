@@ -100,35 +100,43 @@ def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, 
 
 
 @gluon.jit
+def _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty, kv_row0,
+               vt_row0, start_n, slot, ph, SPLIT_EMPTY: gl.constexpr):
+    """Load the KV tile at start_n into ring slot `slot` once the slot's previous tile is
+    released (parity ph). SPLIT_EMPTY: K is released by kv_empty (after Q K^T) and V by v_empty
+    (after P @ V), so the next K load starts while the previous P @ V still reads its V (the
+    overlapped consumer needs K one tile ahead); otherwise kv_empty releases both (the
+    head-dim > 128 consumers)."""
+    if SPLIT_EMPTY:
+        kb = k_full.index(slot)
+        mbarrier.wait(kv_empty.index(slot), ph)
+        mbarrier.expect(kb, k_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(k_desc, [kv_row0 + start_n, 0], kb, k_smem.index(slot))
+        vb = v_full.index(slot)
+        mbarrier.wait(v_empty.index(slot), ph)
+        mbarrier.expect(vb, v_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(v_desc, [vt_row0, start_n], vb, v_smem.index(slot))
+    else:
+        mbarrier.wait(kv_empty.index(slot), ph)
+        _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, start_n,
+                  slot)
+
+
+@gluon.jit
 def _producer(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty, kv_row0,
               vt_row0, seqlen_k, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
               SPLIT_EMPTY: gl.constexpr):
     """Worker partition: fill the ring; wait for a slot's previous tile to be released first.
 
     A fresh mbarrier counts as having completed the phase before phase 0, so the first pass over
-    the ring waits on parity 1 and returns at once. SPLIT_EMPTY: K slots are released by
-    kv_empty (after QK^T) and V slots by v_empty (after P @ V), so the next K load starts while
-    the previous P @ V still reads its V (the overlapped consumer needs K one tile ahead).
+    the ring waits on parity 1 and returns at once. SPLIT_EMPTY: _fill_slot's.
     """
     n_tiles = gl.cdiv(seqlen_k, BLOCK_N)
     for j in range(n_tiles):
         slot = j % STAGES
         ph = ((j // STAGES) & 1) ^ 1
-        if SPLIT_EMPTY:
-            kb = k_full.index(slot)
-            mbarrier.wait(kv_empty.index(slot), ph)
-            mbarrier.expect(kb, k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row0 + j * BLOCK_N, 0], kb,
-                                            k_smem.index(slot))
-            vb = v_full.index(slot)
-            mbarrier.wait(v_empty.index(slot), ph)
-            mbarrier.expect(vb, v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [vt_row0, j * BLOCK_N], vb,
-                                            v_smem.index(slot))
-        else:
-            mbarrier.wait(kv_empty.index(slot), ph)
-            _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0,
-                      j * BLOCK_N, slot)
+        _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty, kv_row0,
+                   vt_row0, j * BLOCK_N, slot, ph, SPLIT_EMPTY)
 
 
 @gluon.jit
@@ -438,7 +446,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
                 NW: gl.constexpr, PV_PIPE: gl.constexpr = False, row_lo=0, causal_off=0,
                 CAUSAL: gl.constexpr = 0, wg_end=0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                 Q_REGS: gl.constexpr = False, TREE_MAX: gl.constexpr = False,
-                PV_EIGHTHS: gl.constexpr = False):
+                PV_EIGHTHS: gl.constexpr = False, g0=0):
     """_tile for head dims above 128: acc in four head-dim quarters and P @ V as four GEMMs,
     each into a fresh quarter-width accumulator added into its quarter (triton_fwd.py's
     SPLIT). At hdim 256 a fresh full-width accumulator beside acc spilled 3-7 KB; halves still
@@ -451,12 +459,13 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     TRACE (non-persistent launches; benchmarks/experiments/gluon_trace_tiles.py): clock stamps
     of tile j in this warpgroup's slot j: 0 entry, 1 S issued (its turn held), 2 S ready,
     3 softmax and P done, 4 P @ V turn held. Offline these cost no spills in the loop; stamps
-    among the P @ V parts or at the tile's end made ptxas spill 0.3-2.5 KB."""
+    among the P @ V parts or at the tile's end made ptxas spill 0.3-2.5 KB.
+    g0: the ring position of the work item's tile 0 (persistent CTAs; 0 otherwise)."""
     PART_D: gl.constexpr = HEAD_DIM // 4
     h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, PART_D, 32])
-    slot = j % STAGES
-    phase = (j // STAGES) & 1
+    slot = (g0 + j) % STAGES
+    phase = ((g0 + j) // STAGES) & 1
     v_s = v_smem.index(slot)
     _stamp_at(TRACE_PTR, my_turn, j, 0, TRACE)
     p, m_new, l_i, alpha, vs, turn_phase = _scores_softmax(
@@ -757,7 +766,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     PINGPONG: gl.constexpr, SPLIT: gl.constexpr = 0, kv_end=0, full_end=0,
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
                     TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
-                    TMA_STORE: gl.constexpr = 0):
+                    TMA_STORE: gl.constexpr = 0, g0=0, turn_phase=0, q_phase=0, q_empty=0,
+                    PERSISTENT: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
     SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths as bits 0-3): _tile_split's
     PV_PIPE and PV_EIGHTHS;
@@ -767,7 +777,13 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
     TRACE: _tile_split's clock stamps, one slot per tile, and the CTA's: 5 entry, 6 Q ready
     (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's).
-    TMA_STORE: _store_quarter's (o_smem: both warpgroups' shared output tiles)."""
+    TMA_STORE: _store_quarter's (o_smem: both warpgroups' shared output tiles).
+    PERSISTENT (_consumer_split_persistent, once per work item): g0 is the ring position of
+    the item's tile 0, turn_phase the ping-pong phase so far, q_phase the parity of the item's
+    Q load; the warpgroup arrives on q_empty once it is done with Q (in registers: once
+    loaded; else after the item's last Q K^T), and leaves the item's TMA stores draining under
+    the next item's tiles (_store_quarter waits for a shared tile before reusing it). The
+    trace stamps then hold each CTA's last item. Returns turn_phase."""
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
@@ -783,13 +799,16 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     acc3 = gl.zeros_like(acc0)
     vs = gl.to_tensor(1.0)  # as triton_fwd.py: acc is 0 and alpha 0 on the first tile
     other_turn = 1 - my_turn
-    turn_phase = 0
+    # a tensor from here on: the tile loops carry it (a constexpr default would change type)
+    turn_phase = gl.to_tensor(turn_phase)
     q_s = q_smem.slice(row0, ROWS, dim=0)
-    mbarrier.wait(q_bar, 0)
+    mbarrier.wait(q_bar, q_phase)
     if Q_REGS:
         s_layout: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[NW, 1], instr_shape=[16, BLOCK_N, 32])
         q_s = q_s.load(gl.DotOperandLayout(operand_index=0, parent=s_layout, k_width=4))
+        if PERSISTENT:
+            mbarrier.arrive(q_empty)    # Q is in registers: its buffer may take the next one
     _stamp_at(TRACE_PTR, my_turn, 0, 6, TRACE)
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
     for j in range(n_full):
@@ -798,7 +817,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
             my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
             P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS,
-            TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
+            TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS, g0=g0)
     if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles (two 128-key ones) for a
         # 128-row block (kv_end - full_end < 128), written out (a second loop made ptxas spill
@@ -813,14 +832,16 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
                     row_lo, causal_off, CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS, TREE_MAX,
-                    PV_EIGHTHS)
+                    PV_EIGHTHS, g0)
     elif n_full < n_tiles:
         acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
             acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
             turn, kd_ptr, vd_ptr, n_full, n_full * BLOCK_N, seqlen_k, k_block, v_block,
             row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS, BLOCK_N,
             HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
-            Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS)
+            Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS, g0=g0)
+    if PERSISTENT and not Q_REGS:
+        mbarrier.arrive(q_empty)        # every Q K^T of this item has completed
     _stamp_at(TRACE_PTR, my_turn, 1, 5, TRACE)
     _store_quarter(acc0, 0, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                    stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
@@ -834,9 +855,10 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     _store_quarter(acc3, 3, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                    stride_om, stride_od, seqlen_q, my_turn, ROWS, PART_D, NW, o_desc, o_smem,
                    TMA_STORE)
-    if TMA_STORE:
+    if TMA_STORE and not PERSISTENT:
         tma.store_wait(0)       # o_smem must outlive the last store
     _stamp_at(TRACE_PTR, my_turn, 0, 7, TRACE)
+    return turn_phase
 
 
 @gluon.jit
@@ -1241,12 +1263,13 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1,
-                         Q_BUFS: gl.constexpr = 1):
+                         Q_BUFS: gl.constexpr = 1, SPLIT_EMPTY: gl.constexpr = True):
     """_producer for persistent CTAs: per work item, Q (once every consumer is done with the
     Q that used its buffer before: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and
     then its K / V tiles (causal: those below the item's kv_end), the ring position g running
     on across items (the consumers count the same way). Q_BUFS = 2: item it's Q in buffer
-    it % 2, so the next item's Q loads while this item's last Q K^T still reads the other."""
+    it % 2, so the next item's Q loads while this item's last Q K^T still reads the other.
+    SPLIT_EMPTY: _fill_slot's (False: the head-dim > 128 consumers)."""
     g = 0
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
@@ -1267,16 +1290,8 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
             gg = g + j
             slot = gg % STAGES
             ph = ((gg // STAGES) & 1) ^ 1
-            kb = k_full.index(slot)
-            mbarrier.wait(kv_empty.index(slot), ph)
-            mbarrier.expect(kb, k_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(k_desc, [kv_row0 + j * BLOCK_N, 0], kb,
-                                            k_smem.index(slot))
-            vb = v_full.index(slot)
-            mbarrier.wait(v_empty.index(slot), ph)
-            mbarrier.expect(vb, v_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(v_desc, [vt_row0, j * BLOCK_N], vb,
-                                            v_smem.index(slot))
+            _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                       kv_row0, vt_row0, j * BLOCK_N, slot, ph, SPLIT_EMPTY)
         _stamp(tptr, 2, TRACE)
         g += n_tiles
         it += 1
@@ -1332,6 +1347,48 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
             g0=g, turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
             ARRIVE_Q_EMPTY=True, tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem,
             TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS, q_base=qb * Q_TERMS)
+        g += gl.cdiv(kv_end, BLOCK_N)
+        it += 1
+    if TMA_STORE:
+        tma.store_wait(0)       # o_smem must outlive the last store
+
+
+@gluon.jit
+def _consumer_split_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full, kv_empty,
+                               turn, QD, KD, VD, O, row0, n_m, n_work, H, GQA_GROUP,
+                               stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                               stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                               seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                               section_heads, SCHED, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                               BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                               STAGES: gl.constexpr, P_SHIFT: gl.constexpr, NW: gl.constexpr,
+                               PINGPONG: gl.constexpr, SPLIT: gl.constexpr,
+                               CAUSAL: gl.constexpr, TRACE_PTR=0, TRACE: gl.constexpr = False,
+                               o_desc=0, o_smem=0, TMA_STORE: gl.constexpr = 0,
+                               Q_BUFS: gl.constexpr = 1, ITEM_LICM: gl.constexpr = False):
+    """_consumer_persistent for head dims above 128: _consumer_split once per work item, the
+    ring position, the ping-pong phase and the Q buffer carried from item to item; with
+    TMA_STORE an item's output stores drain under the next item's tiles."""
+    g = 0
+    it = 0
+    turn_phase = 0
+    first, end, step = _item_loop(SCHED, n_work, CAUSAL)
+    for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
+        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
+            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
+            BLOCK_M, HEAD_DIM, CAUSAL)
+        kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
+                                                      CAUSAL)
+        qb = it % Q_BUFS
+        turn_phase = _consumer_split(
+            q_smem.index(qb), k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, turn,
+            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
+            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+            stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, SPLIT, kv_end, full_end,
+            causal_off, CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem, TMA_STORE, g0=g,
+            turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
+            PERSISTENT=True)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1460,6 +1517,44 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     CAUSAL, TRACE_PTR, TRACE, Q_LOADS, Q_BUFS)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         return      # without it the CTA went on into the non-persistent path below and hung
+    elif PERSISTENT and HEAD_DIM > 128:
+        # the split consumers (P @ V in four parts) on persistent CTAs
+        mbarrier.arrive(turn.index(0))
+        HALF_S: gl.constexpr = BLOCK_M // 2
+        if TMA_STORE:   # _store_quarter's tiles, as the non-persistent path below
+            o_smem_s = gl.allocate_shared_memory(o_desc.dtype,
+                                                 [2 * TMA_STORE, 1, 1, HALF_S, HEAD_DIM // 4],
+                                                 o_desc.layout)
+        else:
+            o_smem_s = 0
+        gl.warp_specialize([
+            (_consumer_split_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full,
+                                          v_full, kv_empty, turn, QD, KD, VD, O, 0, n_m,
+                                          n_work, H, GQA_GROUP, stride_qdz, stride_qdh,
+                                          stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                                          stride_oz, stride_oh, stride_om, stride_od,
+                                          seqlen_q, seqlen_k, q_block, k_block, v_block,
+                                          qk_scale, 0, section_heads, SCHED, HALF_S, BLOCK_M,
+                                          BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, SPLIT,
+                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem_s,
+                                          TMA_STORE, Q_BUFS, ITEM_LICM)),
+            (_consumer_split_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full,
+                                          v_full, kv_empty, turn, QD, KD, VD, O, HALF_S, n_m,
+                                          n_work, H, GQA_GROUP, stride_qdz, stride_qdh,
+                                          stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                                          stride_oz, stride_oh, stride_om, stride_od,
+                                          seqlen_q, seqlen_k, q_block, k_block, v_block,
+                                          qk_scale, 1, section_heads, SCHED, HALF_S, BLOCK_M,
+                                          BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, SPLIT,
+                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem_s,
+                                          TMA_STORE, Q_BUFS, ITEM_LICM)),
+            (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
+                                    q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
+                                    n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
+                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    CAUSAL, TRACE_PTR, False, 1, Q_BUFS, False)),
+        ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
+        return
     elif PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
@@ -1733,6 +1828,21 @@ VARIANTS = {
     "tri_ovl_s3_persist_wgb": dict(mode="pingpong", stages=3, overlap=True, turns=False,
                                    consumers=3, block_m=192, consumer_regs=160,
                                    persistent=True, wg_bounds=True),
+    # session 22: head dim 256 on persistent CTAs with the output through TMA (the dispatched
+    # VARIANT_D256 / VARIANT_D256_CAUSAL looping over work items; _q2: two Q buffers, so the
+    # next item's Q loads under this item's tiles); not run on a GPU yet
+    "pingpong_n128_s2_pipe_noturn_ts2_persist": dict(mode="pingpong", stages=2, pv_pipe=True,
+                                                     turns=False, tma_store=2, persistent=True),
+    "pingpong_n128_s2_pipe_noturn_ts2_persist_q2": dict(mode="pingpong", stages=2, pv_pipe=True,
+                                                        turns=False, tma_store=2,
+                                                        persistent=True, q_bufs=2),
+    "pingpong_n128_s2_eighths_noturn_ts2_persist": dict(mode="pingpong", stages=2,
+                                                        pv_eighths=True, turns=False,
+                                                        tma_store=2, persistent=True),
+    "pingpong_n128_s2_eighths_noturn_ts2_persist_q2": dict(mode="pingpong", stages=2,
+                                                           pv_eighths=True, turns=False,
+                                                           tma_store=2, persistent=True,
+                                                           q_bufs=2),
     # session 22: the three consumers' output through shared memory and TMA (one (64, 64)
     # tile a warpgroup), non-causal (VARIANT_D64) and causal (VARIANT_D64_CAUSAL)
     "tri_ovl_s3_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
@@ -1791,8 +1901,10 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
-    overlap; GPU tests: tests/test_gluon_dispatch.py). pv_pipe: head dims above 128 (mode
-    pingpong without overlap), the four P @ V parts pipelined (_tile_split). tma_store
+    overlap; GPU tests: tests/test_gluon_dispatch.py; or, head dims above 128, with pv_pipe /
+    pv_eighths: _consumer_split_persistent, session 22, not run on a GPU yet). pv_pipe: head
+    dims above 128 (mode pingpong without overlap), the four P @ V parts pipelined
+    (_tile_split). tma_store
     (persistent, or mode pingpong without overlap at head dims above 128): 0 plain stores of
     the output; persistent, 1 one TMA store a warpgroup and item through a (64, head_dim)
     shared tile, 2 two half-width ones through half the shared memory (_consumer_store); head
@@ -1819,10 +1931,11 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                          "tile)")
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
-    if persistent and not (mode == "pingpong" and overlap):
-        raise ValueError("persistent needs mode 'pingpong' with overlap=True")
-    if (pv_pipe or q_regs or tree_max or pv_eighths) and not (mode == "pingpong"
-                                                               and not overlap):
+    split_opts = pv_pipe or q_regs or tree_max or pv_eighths
+    if persistent and not (mode == "pingpong" and (overlap or split_opts)):
+        raise ValueError("persistent needs mode 'pingpong' with overlap=True, or with pv_pipe / "
+                         "pv_eighths (head dims > 128)")
+    if split_opts and not (mode == "pingpong" and not overlap):
         raise ValueError("pv_pipe, q_regs, tree_max and pv_eighths need mode 'pingpong' with "
                          "overlap=False (head dims > 128)")
     if q_regs and not (pv_pipe or pv_eighths):
