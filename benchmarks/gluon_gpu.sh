@@ -53,8 +53,8 @@
 #   d256nt  hdim 256 non-causal: the pipelined quarters with and without turns, a second
 #           reading after d256ep                                                (~2 min)
 #   d256ts  hdim 256, the output quarters through shared memory and TMA (tma_store 1 / 2; run
-#           in session 22, dispatched since): bits, then non-causal and causal 1k-16k timings beside the
-#           dispatched forms                                                    (~8 min)
+#           in session 22, dispatched since): bits, then non-causal and causal 1k-16k
+#           timings beside the dispatched forms                                 (~8 min)
 #   trace256ts  per-CTA stamps of those forms at 1k / 4k keys (run in session 22) (~1 min)
 #   d64ts   hdim 64 (three consumers), the output through one shared tile a warpgroup and TMA:
 #           bits, then non-causal 1k-16k and causal top-left 4k-16k timings beside the
@@ -63,6 +63,8 @@
 #   d256persist  hdim 256 on persistent CTAs with the TMA store (not run yet): bits, non-causal
 #           1k-16k timings beside the dispatched form, per-tile stamps at 1k / 16k    (~6 min)
 #   d256persistc the causal forms, top-left 1k-16k (not run yet)                (~5 min)
+#   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
+#           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
 #           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
@@ -348,6 +350,13 @@ for stage in "$@"; do
         timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
             --variants $v,pingpong_n128_s2_eighths_noturn_ts2_persist_q2 --causal top_left \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256persist_c.json" 2>&1 | tail -6 ;;
+    gap256)
+        # session 22 (not run yet): why the hdim-256 TMA store gained 16-21% where the per-CTA
+        # clock stamps shortened a CTA 3-10%: the GPU-wide timer at each CTA's entry and exit
+        # and its SM (analyse_gaps: an SM's idle time between CTAs), plain stores against TMA
+        v=pingpong_n128_s2_pipe_noturn,pingpong_n128_s2_pipe_noturn_ts2
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,4096 \
+            --variants $v --json "$OUT/trace256_gap.json" 2>&1 | tail -4 ;;
     d64path)
         # the GPU tests of the hdim-64 dispatch and the three-consumer kernels (session 22:
         # causal calls through TMA from 4k keys)

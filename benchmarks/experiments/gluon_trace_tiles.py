@@ -15,7 +15,9 @@ first two (the pipeline filling) in clock cycles:
   pv_turn    3 -> 4  waiting for V's load and the turn to issue P @ V
   pv         4 -> next tile's 0: the four P @ V parts and their adds
   tile       0 -> next tile's 0
-and, per CTA (analyse_cta): q_wait, to_tile0, loop, store and cta (the whole CTA).
+and, per CTA (analyse_cta): q_wait, to_tile0, loop, store and cta (the whole CTA); from the
+GPU-wide timer (analyse_gaps, in ns): cta_ns, gap_ns (an SM idle between two CTAs) and
+gap_share (the idle share of an SM's span).
 Stamps come from one SM's clock, so they compare within a CTA only. A 64-key tile-time at
 the tensor cores' peak (64 x 64 x 256 x 2 x 2 FLOP a warpgroup, ~8192 dense FP8 FLOP a clock
 an SM) is 512 cycles a warpgroup, 1024 for the pair; twice that for a 128-key tile. The
@@ -72,7 +74,9 @@ def analyse(trace):
                     seg["pv"].append(t[j + 1][0] - st[4])
                     seg["tile"].append(t[j + 1][0] - st[0])
     seg.update(analyse_cta(trace))
-    return {k: dict(cycles=median(v), n=len(v)) for k, v in seg.items()}
+    out = {k: dict(cycles=median(v), n=len(v)) for k, v in seg.items()}
+    out.update({k: dict(value=median(v), n=len(v)) for k, v in analyse_gaps(trace).items()})
+    return out
 
 
 # a CTA's own stamps (_consumer_split): (slot, index) of entry, Q ready, loop end, stored
@@ -97,6 +101,39 @@ def analyse_cta(trace):
             out["loop"].append(at["loop_end"] - t[0][0])
             out["store"].append(at["stored"] - at["loop_end"])
             out["cta"].append(at["stored"] - at["entry"])
+    return out
+
+
+# the CTA's GPU-wide stamps (_consumer_split): (slot, index) of %globaltimer at entry and once
+# its output is stored, and of the SM's index
+GLOBAL_STAMPS = dict(entry_ns=(1, 6), stored_ns=(1, 7), smid=(2, 5))
+
+
+def analyse_gaps(trace):
+    """What happens on an SM between its CTAs (session 22: the TMA store gained more than the
+    per-CTA clock stamps explain). Per CTA: entry = the earlier warpgroup's entry, exit = the
+    later one's "stored" (%globaltimer, ns); per SM, its CTAs in entry order. Lists: cta_ns
+    (exit - entry), gap_ns (the next CTA's entry - this one's exit on the same SM) and
+    gap_share (an SM's gaps over its span from first entry to last exit, one value an SM).
+    Empty for a kernel without these stamps, and meaningless for persistent CTAs (their slots
+    hold the last item)."""
+    per_sm = {}
+    for c in range(trace.shape[0]):
+        wgs = [trace[c, wg].tolist() for wg in (0, 1)]
+        entry = [t[1][6] for t in wgs]
+        stored = [t[1][7] for t in wgs]
+        if min(entry) <= 0 or min(stored) <= 0:
+            continue
+        per_sm.setdefault(wgs[0][2][5], []).append((min(entry), max(stored)))
+    out = dict(cta_ns=[], gap_ns=[], gap_share=[])
+    for ctas in per_sm.values():
+        ctas.sort()
+        out["cta_ns"] += [z - a for a, z in ctas]
+        gaps = [b[0] - a[1] for a, b in zip(ctas, ctas[1:])]
+        out["gap_ns"] += gaps
+        span = ctas[-1][1] - ctas[0][0]
+        if len(ctas) > 1 and span > 0:
+            out["gap_share"].append(sum(gaps) / span)
     return out
 
 

@@ -776,7 +776,9 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     shared-memory bandwidth); TREE_MAX: _softmax's. All four give the same bits.
     CAUSAL: the CTA's tiles are [0, kv_end), those below full_end unmasked (_ovl_work's).
     TRACE: _tile_split's clock stamps, one slot per tile, and the CTA's: 5 entry, 6 Q ready
-    (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's).
+    (tile 0's slot), 5 loop end (tile 1's), 7 output stored (tile 0's); %globaltimer at entry
+    and once stored (tile 1's 6 / 7) and the SM's index (tile 2's 5), for the gaps between
+    the CTAs an SM runs (gluon_trace_tiles.analyse_gaps).
     TMA_STORE: _store_quarter's (o_smem: both warpgroups' shared output tiles).
     PERSISTENT (_consumer_split_persistent, once per work item): g0 is the ring position of
     the item's tile 0, turn_phase the ping-pong phase so far, q_phase the parity of the item's
@@ -790,6 +792,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     PV_EIGHTHS: gl.constexpr = (SPLIT & 8) != 0
     PART_D: gl.constexpr = HEAD_DIM // 4
     _stamp_at(TRACE_PTR, my_turn, 0, 5, TRACE)     # the CTA's stamps: tile 0's slots 5-7, 1's 5
+    _stamp_global_at(TRACE_PTR, my_turn, 1, 6, TRACE)              # entry, GPU-wide ns
+    _stamp_global_at(TRACE_PTR, my_turn, 2, 5, TRACE, SMID=True)   # which SM
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc0 = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, PART_D,
@@ -858,6 +862,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     if TMA_STORE and not PERSISTENT:
         tma.store_wait(0)       # o_smem must outlive the last store
     _stamp_at(TRACE_PTR, my_turn, 0, 7, TRACE)
+    _stamp_global_at(TRACE_PTR, my_turn, 1, 7, TRACE)              # stored, GPU-wide ns
     return turn_phase
 
 
@@ -1143,6 +1148,21 @@ def _stamp_at(TRACE_PTR, part, it, i: gl.constexpr, TRACE: gl.constexpr):
     """TRACE only: _stamp into _trace_slot(TRACE_PTR, part, it)[i]."""
     if TRACE:
         _stamp(_trace_slot(TRACE_PTR, part, it), i, TRACE)
+
+
+@gluon.jit
+def _stamp_global_at(TRACE_PTR, part, it, i: gl.constexpr, TRACE: gl.constexpr,
+                     SMID: gl.constexpr = False):
+    """TRACE only: the GPU-wide nanosecond timer (%globaltimer: comparable across SMs, unlike
+    %clock64), or with SMID the SM's index, into _trace_slot(TRACE_PTR, part, it)[i]."""
+    if TRACE:
+        if SMID:
+            t = gl.inline_asm_elementwise("mov.u32 $0, %smid;", "=r", [], dtype=gl.int32,
+                                          is_pure=False, pack=1).to(gl.int64)
+        else:
+            t = gl.inline_asm_elementwise("mov.u64 $0, %globaltimer;", "=l", [],
+                                          dtype=gl.int64, is_pure=False, pack=1)
+        gl.store(_trace_slot(TRACE_PTR, part, it) + i, t)
 
 
 @gluon.jit
