@@ -61,8 +61,9 @@
 #           dispatched forms                                                    (~5 min)
 #   d64path the GPU tests of the hdim-64 dispatch and the three-consumer kernels  (~1-2 min)
 #   d256persist  hdim 256 on persistent CTAs with the TMA store (not run yet): bits, non-causal
-#           1k-16k timings beside the dispatched form, per-tile stamps at 1k / 16k    (~6 min)
-#   d256persistc the causal forms, top-left 1k-16k (not run yet)                (~5 min)
+#           1k-16k timings beside the dispatched form (with and without LICM in the item
+#           loop, one and two Q buffers), per-tile stamps at 1k / 16k             (~8 min)
+#   d256persistc the causal forms, top-left 1k-16k (not run yet)                (~7 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
@@ -338,18 +339,23 @@ for stage in "$@"; do
         # per-tile stamps (session 20's persistent form ran 9% slower a tile, unexplained)
         timeout 200 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py \
             -k "hdim256_persistent" 2>&1 | tail -5 | tee "$OUT/pytest_d256persist.log"
-        v=pingpong_n128_s2_pipe_noturn_ts2,pingpong_n128_s2_pipe_noturn_ts2_persist
-        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_pipe_noturn_ts2_persist_q2 --seqlens 1024,4096,16384 \
-            --json "$OUT/gluon_check_d256persist.json" 2>&1 | tail -6
-        timeout 120 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,16384 \
-            --variants $v --json "$OUT/trace256_persist.json" 2>&1 | tail -4 ;;
+        # (_licm: the item loop with loop-invariant code motion: 20 B spilled offline against
+        # 428 for the dispatched kernel)
+        p=pingpong_n128_s2_pipe_noturn_ts2
+        v=$p,${p}_persist,${p}_persist_licm,${p}_persist_q2_licm
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 256 \
+            --variants $v --seqlens 1024,4096,16384 \
+            --json "$OUT/gluon_check_d256persist.json" 2>&1 | tail -7
+        timeout 150 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,16384 \
+            --variants $p,${p}_persist,${p}_persist_licm \
+            --json "$OUT/trace256_persist.json" 2>&1 | tail -6 ;;
     d256persistc)
         # the causal forms (eighths, no turns, TMA store) on persistent CTAs, top-left
-        v=pingpong_n128_s2_eighths_noturn_ts2,pingpong_n128_s2_eighths_noturn_ts2_persist
-        timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_eighths_noturn_ts2_persist_q2 --causal top_left \
-            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256persist_c.json" 2>&1 | tail -6 ;;
+        p=pingpong_n128_s2_eighths_noturn_ts2
+        v=$p,${p}_persist,${p}_persist_licm,${p}_persist_q2_licm
+        timeout 520 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
+            --variants $v --causal top_left \
+            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256persist_c.json" 2>&1 | tail -7 ;;
     gap256)
         # session 22 (not run yet): why the hdim-256 TMA store gained 16-21% where the per-CTA
         # clock stamps shortened a CTA 3-10%: the GPU-wide timer at each CTA's entry and exit

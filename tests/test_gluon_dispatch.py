@@ -1000,10 +1000,9 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe_noturn_ts2_persist",
-                                     "pingpong_n128_s2_pipe_noturn_ts2_persist_q2",
-                                     "pingpong_n128_s2_eighths_noturn_ts2_persist",
-                                     "pingpong_n128_s2_eighths_noturn_ts2_persist_q2"])
+@pytest.mark.parametrize("variant", [f"pingpong_n128_s2_{p}_noturn_ts2_persist{q}{licm}"
+                                     for p in ("pipe", "eighths") for q in ("", "_q2")
+                                     for licm in ("", "_licm")])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 16, 16, 1024, 4096, None),              # 128 items: fewer than SMs, one a CTA
@@ -1015,8 +1014,8 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
                                                              causal):
     """Head dim 256 on persistent CTAs (_consumer_split_persistent, session 22: the output
-    through TMA, draining under the next item's tiles; _q2 two Q buffers): the tl kernel's
-    bits with the same 128-key tiles. The non-causal variants on causal shapes are skipped
+    through TMA, draining under the next item's tiles; _q2 two Q buffers; _licm the item loop
+    with loop-invariant code motion): the tl kernel's bits with the same 128-key tiles. The non-causal variants on causal shapes are skipped
     (they would run the non-causal mask)."""
     if causal is not None and "eighths" not in variant:
         pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")

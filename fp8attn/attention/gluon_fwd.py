@@ -1863,6 +1863,22 @@ VARIANTS = {
                                                            pv_eighths=True, turns=False,
                                                            tma_store=2, persistent=True,
                                                            q_bufs=2),
+    # the same with LLVM's loop-invariant code motion left on in the item loop: offline
+    # (Triton 3.6) ptxas then spills 20 / 20 B non-causal (488 / 448 without it, 428 / 372
+    # for the dispatched non-persistent kernel, whose tile loop holds 34 of its LDL / STL) and
+    # 156 / 172 causal (872 / 836; 64 / 116 not persistent)
+    "pingpong_n128_s2_pipe_noturn_ts2_persist_licm": dict(
+        mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2, persistent=True,
+        item_licm=True),
+    "pingpong_n128_s2_pipe_noturn_ts2_persist_q2_licm": dict(
+        mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2, persistent=True,
+        q_bufs=2, item_licm=True),
+    "pingpong_n128_s2_eighths_noturn_ts2_persist_licm": dict(
+        mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
+        item_licm=True),
+    "pingpong_n128_s2_eighths_noturn_ts2_persist_q2_licm": dict(
+        mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
+        q_bufs=2, item_licm=True),
     # session 22: the three consumers' output through shared memory and TMA (one (64, 64)
     # tile a warpgroup), non-causal (VARIANT_D64) and causal (VARIANT_D64_CAUSAL)
     "tri_ovl_s3_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
