@@ -1416,6 +1416,26 @@ def _consumer_split_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v
 
 
 @gluon.jit
+def _out_tiles(o_desc, BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, CONSUMERS: gl.constexpr,
+               TMA_STORE: gl.constexpr):
+    """TMA_STORE: the consumers' shared output tiles, o_desc's blocks (out_tile_layout): one a
+    warpgroup (three consumers), one or two a warpgroup used in turn (head dims above 128,
+    quarter-width: _store_quarter), or one a warpgroup for its one full- / two half-width
+    stores (persistent, head dims up to 128). Returns (all tiles, tile 0, tile 1, the last
+    tile: the third consumer's), or zeros without TMA_STORE."""
+    if TMA_STORE:
+        O_TILES: gl.constexpr = 3 if CONSUMERS == 3 else (2 * TMA_STORE if HEAD_DIM > 128
+                                                          else 2)
+        O_COLS: gl.constexpr = HEAD_DIM // 4 if HEAD_DIM > 128 else HEAD_DIM // TMA_STORE
+        o_smem = gl.allocate_shared_memory(o_desc.dtype,
+                                           [O_TILES, 1, 1, BLOCK_M // CONSUMERS, O_COLS],
+                                           o_desc.layout)
+        return o_smem, o_smem.index(0), o_smem.index(1), o_smem.index(O_TILES - 1)
+    else:
+        return 0, 0, 0, 0
+
+
+@gluon.jit
 def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
                     stride_oz, stride_oh, stride_om, stride_od, stride_lz, stride_lh, stride_lm,
@@ -1486,19 +1506,13 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     # warpgroup's 64 rows (WG_BOUNDS) up to two
     TRI_MASKED: gl.constexpr = 2 if WG_BOUNDS else 3
 
+    # each branch allocates its output tiles (_out_tiles) itself: allocated once up here, the
+    # head-dim-256 kernels' barriers moved in shared memory (offline PTX, session 22)
     if PERSISTENT and CONSUMERS == 3:
         # three turn-free consumer warpgroups, as the non-persistent form below
         THIRD_P: gl.constexpr = BLOCK_M // 3
-        if TMA_STORE:   # one (1, 1, THIRD_P, HEAD_DIM) output tile a warpgroup
-            o_smem3 = gl.allocate_shared_memory(o_desc.dtype, [3, 1, 1, THIRD_P, HEAD_DIM],
-                                                o_desc.layout)
-            o_tile0 = o_smem3.index(0)
-            o_tile1 = o_smem3.index(1)
-            o_tile2 = o_smem3.index(2)
-        else:
-            o_tile0 = 0
-            o_tile1 = 0
-            o_tile2 = 0
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
         gl.warp_specialize([
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m,
@@ -1541,12 +1555,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         # the split consumers (P @ V in four parts) on persistent CTAs
         mbarrier.arrive(turn.index(0))
         HALF_S: gl.constexpr = BLOCK_M // 2
-        if TMA_STORE:   # _store_quarter's tiles, as the non-persistent path below
-            o_smem_s = gl.allocate_shared_memory(o_desc.dtype,
-                                                 [2 * TMA_STORE, 1, 1, HALF_S, HEAD_DIM // 4],
-                                                 o_desc.layout)
-        else:
-            o_smem_s = 0
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
         gl.warp_specialize([
             (_consumer_split_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full,
                                           v_full, kv_empty, turn, QD, KD, VD, O, 0, n_m,
@@ -1556,7 +1566,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                           seqlen_q, seqlen_k, q_block, k_block, v_block,
                                           qk_scale, 0, section_heads, SCHED, HALF_S, BLOCK_M,
                                           BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, SPLIT,
-                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem_s,
+                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem,
                                           TMA_STORE, Q_BUFS, ITEM_LICM)),
             (_consumer_split_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full,
                                           v_full, kv_empty, turn, QD, KD, VD, O, HALF_S, n_m,
@@ -1566,7 +1576,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                           seqlen_q, seqlen_k, q_block, k_block, v_block,
                                           qk_scale, 1, section_heads, SCHED, HALF_S, BLOCK_M,
                                           BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, TURNS, SPLIT,
-                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem_s,
+                                          CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem,
                                           TMA_STORE, Q_BUFS, ITEM_LICM)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
@@ -1578,15 +1588,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     elif PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
-        if TMA_STORE:
-            O_COLS: gl.constexpr = HEAD_DIM // TMA_STORE
-            o_smem = gl.allocate_shared_memory(o_desc.dtype, [2, 1, 1, HALF_P, O_COLS],
-                                               o_desc.layout)
-            o_smem0 = o_smem.index(0)
-            o_smem1 = o_smem.index(1)
-        else:
-            o_smem0 = 0
-            o_smem1 = 0
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
         gl.warp_specialize([
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, 0, n_m, n_work, H,
@@ -1596,7 +1599,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     qk_scale, 0, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, TRACE_PTR, TRACE, o_desc, o_smem0,
+                                    TURNS, TRACE_PTR, TRACE, o_desc, o_tile0,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
@@ -1606,7 +1609,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     v_block, qk_scale, 1, HALF_P, BLOCK_M, BLOCK_N, HEAD_DIM,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
-                                    TURNS, TRACE_PTR, TRACE, o_desc, o_smem1,
+                                    TURNS, TRACE_PTR, TRACE, o_desc, o_tile1,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
@@ -1655,16 +1658,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     elif OVERLAP and CONSUMERS == 3:
         # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
         THIRD: gl.constexpr = BLOCK_M // 3
-        if TMA_STORE:   # one (1, 1, THIRD, HEAD_DIM) output tile a warpgroup
-            o_smem3 = gl.allocate_shared_memory(o_desc.dtype, [3, 1, 1, THIRD, HEAD_DIM],
-                                                o_desc.layout)
-            o_tile0 = o_smem3.index(0)
-            o_tile1 = o_smem3.index(1)
-            o_tile2 = o_smem3.index(2)
-        else:
-            o_tile0 = 0
-            o_tile1 = 0
-            o_tile2 = 0
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
         gl.warp_specialize([
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
@@ -1723,12 +1718,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
         # consumer warpgroup 0 starts: its first turn is already granted
         mbarrier.arrive(turn.index(0))
         HALF: gl.constexpr = BLOCK_M // 2
-        if TMA_STORE:   # head dims above 128: the output quarters, _store_quarter
-            o_smem = gl.allocate_shared_memory(o_desc.dtype,
-                                               [2 * TMA_STORE, 1, 1, HALF, HEAD_DIM // 4],
-                                               o_desc.layout)
-        else:
-            o_smem = 0
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
         gl.warp_specialize([
             (_consumer_any, (q_one, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, turn, k_desc,
                          v_desc, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh, kv_row0,
@@ -2125,8 +2116,8 @@ def q_box_rows(block_m: int, consumers: int) -> int:
 def out_tile_layout(rows: int, head_dim: int, tma_store: int, dtype: torch.dtype):
     """Block shape and NVMMA shared layout of the output tile a warpgroup stores with TMA
     (rows: a warpgroup's, block_m / consumers; tma_store 1: all head_dim columns, 2: half the
-    columns a store; head dims above 128: a quarter of the columns, _store_quarter's);
-    cached, as smem_layouts."""
+    columns a store; head dims above 128: a quarter of the columns, _store_quarter's: the
+    kernel's tiles, _out_tiles); cached, as smem_layouts."""
     blk = [1, 1, rows, head_dim // 4 if head_dim > 128 else head_dim // tma_store]
     return blk, gl.NVMMASharedLayout.get_default_for(blk, _GL_DTYPES[dtype])
 
