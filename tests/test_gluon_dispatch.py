@@ -865,8 +865,13 @@ def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, l
     """Persistent CTAs on three consumer warpgroups (hdim 64; with wg_bounds each warpgroup
     computes its own rows' causal tiles: dispatched from 4k keys, with the TMA store; _q2: two
     Q buffers): the tl kernel's bits with the same 128-key tiles, LSE included."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 7 * sk,
-                            v_key_order="mma")
+    _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, causal, variant, seed=sq + 7 * sk)
+
+
+def _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, causal, variant, seed):
+    """A three-consumer (hdim 64) variant called directly: the tl kernel's bits with 128-key
+    tiles, and its LSE's with lse."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=seed, v_key_order="mma")
     ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
     _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
                       v_key_order="mma", **gluon_fwd.VARIANTS[variant])
@@ -890,11 +895,7 @@ def test_gpu_gluon_kernel_tri_tma_store_matches_tl_kernel(b, hq, hkv, sq, sk, ls
     tile each and TMA (session 22), one CTA per block and persistent: the tl kernel's bits
     with the same 128-key tiles, LSE included (rows past seqlen_q clipped by the
     descriptor)."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 64, Recipe(), seed=sq + 11 * sk,
-                            v_key_order="mma")
-    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128)
-    _direct_same_bits(q8, k8, v8, ref, ref_lse if lse else None, causal=causal,
-                      v_key_order="mma", **gluon_fwd.VARIANTS[variant])
+    _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, causal, variant, seed=sq + 11 * sk)
 
 
 @pytest.mark.gpu
