@@ -352,10 +352,16 @@ for stage in "$@"; do
     d256persistc)
         # the causal forms (eighths, no turns, TMA store) on persistent CTAs, top-left
         p=pingpong_n128_s2_eighths_noturn_ts2
-        v=$p,${p}_persist,${p}_persist_licm,${p}_persist_q2_licm
-        timeout 520 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
+        # (the _q2 forms give wrong causal bits: q2diag)
+        v=$p,${p}_persist,${p}_persist_licm
+        timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
             --variants $v --causal top_left \
             --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256persist_c.json" 2>&1 | tail -7 ;;
+    q2diag)
+        # session 23: where the two-Q-buffer persistent hdim-256 kernel's causal bits differ
+        # (work item, CTA, position in the CTA's run, warpgroup half, head-dim quarter)
+        timeout 150 $PY benchmarks/experiments/q2_causal_diag.py 2>&1 | tee "$OUT/q2diag.jsonl" \
+            | cut -c1-1500 ;;
     gap256)
         # session 22 (not run yet): why the hdim-256 TMA store gained 16-21% where the per-CTA
         # clock stamps shortened a CTA 3-10%: the GPU-wide timer at each CTA's entry and exit

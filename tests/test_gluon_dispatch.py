@@ -365,6 +365,15 @@ def test_variant_for_hdim256_by_tile_size():
     # both: the output quarters through two shared tiles a warpgroup and TMA (session 22)
     assert gluon_dispatch.VARIANT_D256["tma_store"] == 2
     assert gluon_dispatch.VARIANT_D256_CAUSAL["tma_store"] == 2
+    # causal: persistent CTAs with the item loop's LICM (session 23), but not for one block
+    c = gluon_dispatch.VARIANT_D256_CAUSAL
+    assert c["persistent"] and c["item_licm"] and c.get("q_bufs", 1) == 1
+    assert not gluon_dispatch.VARIANT_D256.get("persistent")
+    for causal in ("top_left", "bottom_right"):
+        assert gluon_dispatch.variant_for(256, causal, 4096, seqlen_q=129) is c
+        one = gluon_dispatch.variant_for(256, causal, 4096, seqlen_q=128)
+        assert one is gluon_dispatch.VARIANT_D256_CAUSAL_ONE_BLOCK
+        assert one == {k: v for k, v in c.items() if k not in ("persistent", "item_licm")}
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
     for causal in ("top_left", "bottom_right"):
@@ -525,13 +534,16 @@ def test_launch_refuses_an_unknown_kernel_option(launches):
 
 
 @pytest.mark.parametrize("d,kernel", [(64, gluon_dispatch.VARIANT_D64_CAUSAL),
-                                      (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT)],
-                         ids=["VARIANT_D64_CAUSAL", "CAUSAL_PERSISTENT_VARIANT"])
+                                      (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT),
+                                      (256, gluon_dispatch.VARIANT_D256_CAUSAL)],
+                         ids=["VARIANT_D64_CAUSAL", "CAUSAL_PERSISTENT_VARIANT",
+                              "VARIANT_D256_CAUSAL"])
 def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launches,
                                                               monkeypatch):
     """A causal persistent call whose schedule table cannot be made (a CUDA-graph capture, table
     not built yet) launches the same variant without persistent CTAs: one CTA per block, every
-    other option kept (the three consumers and wg_bounds included; CPU, launch recorded)."""
+    other option kept (the three consumers and wg_bounds included; the TMA store above head
+    dim 128, where one CTA per block has it too; CPU, launch recorded)."""
     monkeypatch.setattr(gluon_fwd, "causal_schedule_for", lambda *args: None)
     b, h, s = 2, 3, 1000
     q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
@@ -539,8 +551,12 @@ def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launche
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
                                   v_key_order="mma", causal="top_left", **kernel)
     (grid, _, kw), = launches
-    want = gluon_fwd.kernel_config(**dict(kernel, persistent=False, tma_store=0, q_bufs=1))
+    one_cta = dict(kernel, persistent=False, q_bufs=1, item_licm=False)
+    if d <= 128:
+        one_cta["tma_store"] = 0
+    want = gluon_fwd.kernel_config(**one_cta)
     assert not kw["PERSISTENT"] and grid == (-(-s // want["BLOCK_M"]), b * h)
+    assert kw["TMA_STORE"] == (2 if d == 256 else 0)
     assert {k: kw[k] for k in want if k != "num_warps"} == \
         {k: v for k, v in want.items() if k != "num_warps"}
 
@@ -1215,7 +1231,7 @@ def test_gpu_gluon_few_query_rows_growing_keys_build_no_schedule(spy, monkeypatc
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("d,s", [(128, 4096), (64, 16384)])
+@pytest.mark.parametrize("d,s", [(128, 4096), (64, 16384), (256, 2048)])
 def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(d, s, spy, monkeypatch):
     """A causal call whose persistent CTAs need a schedule table not yet on the device, made
     during a CUDA-graph capture: the copy cannot be captured, so the launch runs the

@@ -55,6 +55,7 @@ which read 1170 / 1156 in that run). Session 21 (2026-12-01 03:12 UTC bench,
 results/bench_attention_s21.md), non-causal without ping-pong turns: 1.31x / 1.35x the tl kernel
 at 4k / 16k (0.88x / 0.91x FA3 FP8), causal (eighths, no turns) 1.29x / 1.52x (0.82x / 0.95x).
 Session 22: the output through shared memory and TMA (tma_store=2), VARIANT_D256 below.
+Session 23: causal calls on persistent CTAs (VARIANT_D256_CAUSAL), +11% / +8% at 1k / 4k keys.
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -191,7 +192,18 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # 706, FA3 FP8 1025 / 1045 at 4k / 16k); the plain-store form's child timed out in that run,
 # session 21 read 838 / 1023 at 4k / 16k.
 VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2)
-VARIANT_D256_CAUSAL = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2)
+# Causal, session 23 (H200, 2026-12-01 05:15-05:21 UTC, top-left, results/gluon_check_d256persist_c
+# _s23.json): on persistent CTAs (one per SM over _causal_schedule's longest-first table, each
+# item's TMA stores draining under the next item's tiles) with LLVM's loop-invariant code motion
+# in the item loop (item_licm), 640 / 954 / 1046 TFLOP/s at 1k / 4k / 16k keys against 578 / 885
+# / 1051 for one CTA per block (without item_licm 576 / 874 / 981; FA3 FP8 1013 / 1007 at 4k /
+# 16k, 314 at 1k an outlier). Same bits as the tl kernel (results/pytest_d256persist_s23.log);
+# with two Q buffers (q_bufs=2) the causal bits differ (results/q2diag_s23.jsonl), not used.
+# One query block a head (seqlen_q <= 128) keeps one CTA per block, as CAUSAL_VARIANT at head
+# dim 128 (the persistent form is not timed there).
+VARIANT_D256_CAUSAL_ONE_BLOCK = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False,
+                                     tma_store=2)
+VARIANT_D256_CAUSAL = dict(VARIANT_D256_CAUSAL_ONE_BLOCK, persistent=True, item_licm=True)
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -404,7 +416,11 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
     if head_dim == 256:
         if block_n == SMALL_TILE_KEYS[256]:
             return VARIANT_D256_N64 if causal is None else VARIANT_D256_N64_CAUSAL
-        return VARIANT_D256 if causal is None else VARIANT_D256_CAUSAL
+        if causal is None:
+            return VARIANT_D256
+        if seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M:
+            return VARIANT_D256_CAUSAL_ONE_BLOCK
+        return VARIANT_D256_CAUSAL
     if head_dim == 64:
         if causal is None:
             return VARIANT_D64

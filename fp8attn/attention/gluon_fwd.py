@@ -2179,11 +2179,14 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if plan.schedule is not None:
         sched = causal_schedule_for(*plan.schedule)
         if sched is None:       # capturing, table not built yet: one CTA per block, same bits
+            # one CTA an item: no item loop, one Q buffer; plain stores up to head dim 128 (the
+            # split kernel above it stores through TMA without persistent CTAs too)
+            one_cta = dict(variant, persistent=False, q_bufs=1, item_licm=False)
+            if q8.shape[-1] <= 128:
+                one_cta["tma_store"] = 0
             return gluon_attention_fwd(
                 q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
-                softmax_scale, out, causal, lse, v_key_order, q_lo, trace,
-                # one CTA an item: no item loop, one Q buffer, plain stores
-                **dict(variant, persistent=False, tma_store=0, q_bufs=1, item_licm=False))
+                softmax_scale, out, causal, lse, v_key_order, q_lo, trace, **one_cta)
     if v_key_order == "natural":
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
