@@ -282,7 +282,7 @@ def test_launch_host_path_hdim256_persistent(launches):
         (grid, _, kw), = launches
         return grid, kw
     for name in ("pingpong_n128_s2_pipe_noturn_ts2_persist",
-                 "pingpong_n128_s2_eighths_noturn_ts2_persist_q2"):
+                 "pingpong_n128_s2_eighths_noturn_ts2_persist_licm"):
         grid, kw = call(**gluon_fwd.VARIANTS[name])
         assert grid == (min(n_work, gluon_fwd._sm_count(q8.device)),)
         assert kw["PERSISTENT"] and kw["TMA_STORE"] == 2
@@ -298,6 +298,11 @@ def test_launch_host_path_hdim256_persistent(launches):
         "PERSISTENT"]
     with pytest.raises(ValueError, match="persistent needs"):
         kernel_config(mode="pingpong", persistent=True)
+    # two Q buffers gave wrong causal bits at head dim 256 (session 23): refused, causal or not
+    for causal in (None, "top_left"):
+        with pytest.raises(ValueError, match="q_bufs=2 with head dim 256"):
+            call(causal, **dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"],
+                                q_bufs=2))
 
 
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
@@ -1017,23 +1022,23 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("variant", [f"pingpong_n128_s2_{p}_noturn_ts2_persist{q}{licm}"
-                                     for p in ("pipe", "eighths") for q in ("", "_q2")
-                                     for licm in ("", "_licm")])
+@pytest.mark.parametrize("variant", [f"pingpong_n128_s2_{p}_noturn_ts2_persist{licm}"
+                                     for p in ("pipe", "eighths") for licm in ("", "_licm")])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 16, 16, 1024, 4096, None),              # 128 items: fewer than SMs, one a CTA
     (4, 16, 8, 2000, 2000, None),               # 1024 items over the CTAs, GQA, tails
-    (1, 4, 2, 4500, 4200, "top_left"),          # session 20's persistent q2 failures:
-    (2, 24, 24, 1000, 1000, "top_left"),        # these two shapes
+    (1, 4, 2, 4500, 4200, "top_left"),          # where two Q buffers failed (sessions 20,
+    (2, 24, 24, 1000, 1000, "top_left"),        # 23): several items a CTA, query block 0
     (2, 3, 3, 1000, 4200, "bottom_right"),
 ])
 def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
                                                              causal):
     """Head dim 256 on persistent CTAs (_consumer_split_persistent, session 22: the output
-    through TMA, draining under the next item's tiles; _q2 two Q buffers; _licm the item loop
-    with loop-invariant code motion): the tl kernel's bits with the same 128-key tiles. The non-causal variants on causal shapes are skipped
-    (they would run the non-causal mask)."""
+    through TMA, draining under the next item's tiles; _licm the item loop with loop-invariant
+    code motion, causal dispatched since session 23): the tl kernel's bits with the same
+    128-key tiles. The non-causal variants on causal shapes are skipped (they would run the
+    non-causal mask)."""
     if causal is not None and "eighths" not in variant:
         pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")
     q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 13 * sk,
