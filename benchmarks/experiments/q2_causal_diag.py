@@ -1,9 +1,9 @@
-"""Where the persistent head-dim-256 kernel with two Q buffers (`*_persist_q2`) departs from the
-tl kernel's bits on causal shapes (sessions 20 and 23: 2 of 6 shapes, both causal with several
-work items per CTA). Per differing (batch, head, 128-row block): its work item, the CTA that ran
-it and the item's position in that CTA's run (_causal_schedule), which 64-row warpgroup half and
-which head-dim quarters differ, and whether the output equals the tl kernel's for the same rows
-with another item's Q (a Q buffer read out of turn). One JSON line per shape and variant.
+"""Where the persistent head-dim-256 kernel with two Q buffers (q_bufs=2) departs from the tl
+kernel's bits on causal shapes (sessions 20 and 23: the causal shapes with several work items
+per CTA). Per differing (batch, head, 128-row block): its work item, the CTA that ran it, the
+item's position in that CTA's run (_causal_schedule) and the item before it, which 64-row
+warpgroup half and which head-dim quarters differ, the share of differing elements and the
+largest difference. One JSON line per shape and variant (the one-buffer form beside it).
 Since session 23 gluon_fwd._launch_plan refuses q_bufs=2 above head dim 128: lift that check to
 run the second variant (e.g. while looking for the cause).
 

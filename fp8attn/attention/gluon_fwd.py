@@ -2270,8 +2270,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
         # session 23 (H200, results/q2diag_s23.jsonl): causal, the first warpgroup's rows of
         # every item without an unmasked tile (query block 0) that was not its CTA's first
         # item came out wrong; non-causal shapes passed, but the cause is not found
-        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) gives wrong results (session 23: "
-                         f"a known bug, not found); use q_bufs=1")
+        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) gives wrong causal results (a "
+                         f"known bug whose cause is not found yet); use q_bufs=1")
     if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
