@@ -48,8 +48,8 @@
 #   d256e / d256ec  session 20: the P @ V quarters as eighth-width GEMMs (pv_eighths; the
 #           causal dispatch since, without turns): bits and non-causal timings (three stages
 #           too) / causal top-left beside the 64-key causal kernel             (~3 / ~5 min)
-#   d256ep / d256epc  the eighths pipelined (pv_pipe + pv_eighths; not run yet), bits and
-#           non-causal timings 1k-16k / causal top-left                       (~5 / ~4 min)
+#   (d256ep / d256epc, session 21: the eighths pipelined, pv_pipe + pv_eighths; slower causal
+#           and not, removed with their variants in session 23)
 #   d256nt  hdim 256 non-causal: the pipelined quarters with and without turns, a second
 #           reading after d256ep                                                (~2 min)
 #   d256ts  hdim 256, the output quarters through shared memory and TMA (tma_store 1 / 2; run
@@ -276,24 +276,10 @@ for stage in "$@"; do
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $v,pingpong_n64_s3_qreg_tree_noturn --causal top_left \
             --seqlens 4096,16384 --json "$OUT/gluon_check_d256e_c.json" 2>&1 | tail -8 ;;
-    d256ep)
-        # session 20 (not run yet): the eight P @ V eighths pipelined (pv_pipe + pv_eighths):
-        # bits, then non-causal timings beside the dispatched quarters and the turn-free forms
-        timeout 150 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "eighths_pipe" \
-            2>&1 | tail -5 | tee "$OUT/pytest_d256ep.log"
-        v=pingpong_n128_s2_pipe,pingpong_n128_s2_eighths_pipe,pingpong_n128_s2_eighths_pipe_noturn
-        timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_eighths_pipe_qreg,pingpong_n128_s2_pipe_noturn \
-            --seqlens 1024,4096,16384 --json "$OUT/gluon_check_d256ep.json" 2>&1 | tail -9 ;;
-    d256epc)
-        # the same causal (top-left) beside the dispatched causal form (eighths, no turns)
-        v=pingpong_n128_s2_eighths_noturn,pingpong_n128_s2_eighths_pipe_noturn
-        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
-            --variants $v,pingpong_n128_s2_pipe_noturn --causal top_left --seqlens 4096,16384 \
-            --json "$OUT/gluon_check_d256ep_c.json" 2>&1 | tail -8 ;;
     d256nt)
         # session 21: the pipelined quarters without turns ran +2.5 / +4% over the dispatched
-        # (with turns) at 4k / 16k non-causal in d256ep; a second same-run reading, order swapped
+        # (with turns) at 4k / 16k non-causal in d256ep (removed stage); a second same-run
+        # reading, order swapped
         timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants pingpong_n128_s2_pipe_noturn,pingpong_n128_s2_pipe --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d256nt.json" 2>&1 | tail -6 ;;

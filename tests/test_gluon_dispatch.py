@@ -116,7 +116,9 @@ def test_kernel_config_rejects_split_options_outside_the_split_consumer():
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg"])["SPLIT"] == 3
     assert kernel_config(**VARIANTS["pingpong_n64_s3_qreg_tree"])["SPLIT"] == 7
     assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths"])["SPLIT"] == 8
-    assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths_pipe"])["SPLIT"] == 9
+    assert kernel_config(**VARIANTS["pingpong_n128_s2_eighths_qreg"])["SPLIT"] == 10
+    with pytest.raises(ValueError, match="one or the other"):   # pipelined eighths: removed
+        kernel_config(mode="pingpong", pv_pipe=True, pv_eighths=True)
     for option in (dict(pv_pipe=True), dict(tree_max=True), dict(pv_pipe=True, q_regs=True),
                    dict(pv_eighths=True)):
         for bad in (dict(mode="pingpong", overlap=True), dict(mode="ws")):
@@ -996,9 +998,6 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
 @pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn",
                                      "pingpong_n128_s2_eighths",
                                      "pingpong_n128_s2_eighths_noturn",
-                                     "pingpong_n128_s2_eighths_pipe",
-                                     "pingpong_n128_s2_eighths_pipe_noturn",
-                                     "pingpong_n128_s2_eighths_pipe_qreg",
                                      "pingpong_n128_s2_pipe_noturn_ts",
                                      "pingpong_n128_s2_pipe_noturn_ts2",
                                      "pingpong_n128_s2_eighths_noturn_ts",

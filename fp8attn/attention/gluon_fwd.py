@@ -399,45 +399,6 @@ def _pv_quarter_in_eighths(acc, p8, v_s, factor, Q: gl.constexpr, ROWS: gl.const
 
 
 @gluon.jit
-def _pv_eighths_pipelined(acc0, acc1, acc2, acc3, p8, v_s, factor, turn, other_turn,
-                          turn_phase, PINGPONG: gl.constexpr, ROWS: gl.constexpr,
-                          PART_D: gl.constexpr, NW: gl.constexpr):
-    """P @ V as eight eighth-width GEMMs with one always in flight: eighth k + 1 is issued
-    before eighth k is waited for and added into its half of acc (PV_PIPE's overlap with
-    _pv_quarter_in_eighths's register budget: two 16-register fresh accumulators live, as one
-    quarter). The same FMAs on the same values as _pv_part (same bits)."""
-    h_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
-                                                       instr_shape=[16, PART_D, 32])
-    E_D: gl.constexpr = PART_D // 2
-    f_lo, f_hi = _split_cols(gl.broadcast(factor, acc0)[0])
-    lo0, hi0 = _split_cols(acc0)
-    lo1, hi1 = _split_cols(acc1)
-    lo2, hi2 = _split_cols(acc2)
-    lo3, hi3 = _split_cols(acc3)
-    e0, v0 = _pv_issue(p8, v_s, 0, ROWS, E_D, NW)
-    e1, v1 = _pv_issue(p8, v_s, 1, ROWS, E_D, NW)
-    lo0 = _add_pv(lo0, f_lo, e0, v0, 1)
-    e2, v2 = _pv_issue(p8, v_s, 2, ROWS, E_D, NW)
-    hi0 = _add_pv(hi0, f_hi, e1, v1, 1)
-    e3, v3 = _pv_issue(p8, v_s, 3, ROWS, E_D, NW)
-    lo1 = _add_pv(lo1, f_lo, e2, v2, 1)
-    e4, v4 = _pv_issue(p8, v_s, 4, ROWS, E_D, NW)
-    hi1 = _add_pv(hi1, f_hi, e3, v3, 1)
-    e5, v5 = _pv_issue(p8, v_s, 5, ROWS, E_D, NW)
-    lo2 = _add_pv(lo2, f_lo, e4, v4, 1)
-    e6, v6 = _pv_issue(p8, v_s, 6, ROWS, E_D, NW)
-    hi2 = _add_pv(hi2, f_hi, e5, v5, 1)
-    e7, v7 = _pv_issue(p8, v_s, 7, ROWS, E_D, NW)
-    if PINGPONG:    # all eight issued: the other warpgroup's S GEMM queues behind them
-        mbarrier.arrive(turn.index(other_turn))
-        turn_phase ^= 1
-    lo3 = _add_pv(lo3, f_lo, e6, v6, 1)
-    hi3 = _add_pv(hi3, f_hi, e7, v7, 0)
-    return (_join_cols(lo0, hi0, h_layout), _join_cols(lo1, hi1, h_layout),
-            _join_cols(lo2, hi2, h_layout), _join_cols(lo3, hi3, h_layout), turn_phase)
-
-
-@gluon.jit
 def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, k_full, v_full,
                 kv_empty, turn, kd_ptr, vd_ptr, j, start_n, seqlen_k, k_block, v_block,
                 row_scale0, my_turn, other_turn, turn_phase, MASKED: gl.constexpr,
@@ -488,11 +449,7 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
     if PINGPONG:
         mbarrier.wait(turn.index(my_turn), turn_phase)
     _stamp_at(TRACE_PTR, my_turn, j, 4, TRACE)
-    if PV_EIGHTHS and PV_PIPE:
-        acc0, acc1, acc2, acc3, turn_phase = _pv_eighths_pipelined(
-            acc0, acc1, acc2, acc3, p8, v_s, factor, turn, other_turn, turn_phase, PINGPONG,
-            ROWS, PART_D, NW)
-    elif PV_EIGHTHS:
+    if PV_EIGHTHS:
         acc0 = _pv_quarter_in_eighths(acc0, p8, v_s, factor, 0, ROWS, PART_D, NW)
         acc1 = _pv_quarter_in_eighths(acc1, p8, v_s, factor, 1, ROWS, PART_D, NW)
         acc2 = _pv_quarter_in_eighths(acc2, p8, v_s, factor, 2, ROWS, PART_D, NW)
@@ -1798,15 +1755,8 @@ VARIANTS = {
     "pingpong_n128_s3_eighths": dict(mode="pingpong", stages=3, block_n=128, pv_eighths=True),
     "pingpong_n128_s2_eighths_noturn": dict(mode="pingpong", stages=2, block_n=128,
                                             pv_eighths=True, turns=False),
-    # eighths pipelined (pv_pipe with pv_eighths, session 20, not timed yet): one eighth always
-    # in flight, as the quarters of pv_pipe, with the eighths' register budget
-    "pingpong_n128_s2_eighths_pipe": dict(mode="pingpong", stages=2, block_n=128,
-                                          pv_eighths=True, pv_pipe=True),
-    "pingpong_n128_s2_eighths_pipe_noturn": dict(mode="pingpong", stages=2, block_n=128,
-                                                 pv_eighths=True, pv_pipe=True, turns=False),
-    # + Q in registers: offline 232 / 196 B spilled non-causal, as without; causal 1.1 KB
-    "pingpong_n128_s2_eighths_pipe_qreg": dict(mode="pingpong", stages=2, block_n=128,
-                                               pv_eighths=True, pv_pipe=True, q_regs=True),
+    # (the eighths pipelined, pv_pipe with pv_eighths, ran slower causal and not in session 21
+    # (RESULTS.md "Session 21") and were removed in session 23)
     "pingpong_n128_s2_eighths_qreg": dict(mode="pingpong", stages=2, block_n=128,
                                           pv_eighths=True, q_regs=True),
     "pingpong_n64_s3_qreg_tree_noturn": dict(mode="pingpong", stages=3, block_n=64,
@@ -1935,8 +1885,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     by default since session 17: it cost the softmax / P @ V overlap, _consumer_persistent).
     q_regs (with pv_pipe): Q as a register operand of Q K^T; tree_max: the softmax's row max
     as a tree (_row_max); pv_eighths: each P @ V quarter as two eighth-width GEMMs
-    (_pv_quarter_in_eighths; with pv_pipe all eight pipelined, _pv_eighths_pipelined); all
-    head dims above 128 (_consumer_split's SPLIT bits)."""
+    (_pv_quarter_in_eighths; not with pv_pipe: the eighths pipelined measured slower, causal
+    or not, and were removed in session 23); all head dims above 128 (_consumer_split's SPLIT
+    bits)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -1954,6 +1905,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     if split_opts and not (mode == "pingpong" and not overlap):
         raise ValueError("pv_pipe, q_regs, tree_max and pv_eighths need mode 'pingpong' with "
                          "overlap=False (head dims > 128)")
+    if pv_pipe and pv_eighths:
+        raise ValueError("pv_pipe and pv_eighths: one or the other (the pipelined eighths were "
+                         "slower in session 21 and are gone)")
     if q_regs and not (pv_pipe or pv_eighths):
         raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
                          "was measured with them)")
