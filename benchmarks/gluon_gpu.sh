@@ -60,10 +60,13 @@
 #           bits, then non-causal 1k-16k and causal top-left 4k-16k timings beside the
 #           dispatched forms                                                    (~5 min)
 #   d64path the GPU tests of the hdim-64 dispatch and the three-consumer kernels  (~1-2 min)
-#   d256persist  hdim 256 on persistent CTAs with the TMA store (not run yet): bits, non-causal
-#           1k-16k timings beside the dispatched form (with and without LICM in the item
-#           loop, one and two Q buffers), per-tile stamps at 1k / 16k             (~8 min)
-#   d256persistc the causal forms, top-left 1k-16k (not run yet)                (~7 min)
+#   d256persist  hdim 256 on persistent CTAs with the TMA store (run in session 23): bits,
+#           non-causal 1k-16k timings beside the dispatched form (with and without LICM in
+#           the item loop), per-tile stamps at 1k / 16k                           (~5 min)
+#   d256persistc the causal forms, top-left 1k-16k (run in session 23; the LICM form is
+#           VARIANT_D256_CAUSAL since)                                          (~6 min)
+#   q2diag  where two Q buffers give wrong causal bits at hdim 256 (run in session 23; needs
+#           _launch_plan's q_bufs refusal lifted locally)                       (~1 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
