@@ -1196,7 +1196,7 @@ def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: g
 
 @gluon.jit
 def _item_loop(SCHED, n_work, CAUSAL: gl.constexpr):
-    """(first, end, step) of this CTA's positions k; the item of position k is _item_at's.
+    """(first, end, step) of this CTA's positions k; the item at position k is _item_at's.
     Non-causal (equal items): items pid, pid + grid, ... Causal: the CTA's run of the host's
     table SCHED (_causal_schedule: grid + 1 offsets, then the items CTA by CTA)."""
     first = gl.program_id(0)
@@ -1210,11 +1210,20 @@ def _item_loop(SCHED, n_work, CAUSAL: gl.constexpr):
 
 
 @gluon.jit
-def _item_at(SCHED, k, CAUSAL: gl.constexpr):
+def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
+             BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr):
+    """The work item at this CTA's position k (_item_loop; causal: the table SCHED's entry):
+    _work_item's (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0), then
+    _causal_bounds' (kv_end, full_end, causal_off) of its query block. Shared by the
+    persistent producer and consumers, so they walk the same items."""
     w = k
     if CAUSAL != 0:
         w = gl.load(SCHED + gl.num_programs(0) + 1 + k)
-    return w
+    start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
+        w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+    kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
+    return (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
+            causal_off)
 
 
 @gluon.jit
@@ -1251,10 +1260,9 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
     for k in range(first, end, step):
-        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
-            BLOCK_M, HEAD_DIM, CAUSAL)
-        kv_end, _, _ = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
+        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, _, _ = _item_at(
+            SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads, BLOCK_M,
+            HEAD_DIM, CAUSAL)
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         tptr = _trace_slot(TRACE_PTR, 2, it)
         _stamp(tptr, 0, TRACE)
@@ -1306,11 +1314,9 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
     # (tl.range: Gluon has no range of its own with disable_licm)
     for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
-        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
-            BLOCK_M, HEAD_DIM, CAUSAL)
-        kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
-                                                      CAUSAL)
+        (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
+         causal_off) = _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k,
+                                section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
         tptr = _trace_slot(TRACE_PTR, my_turn, it)
         qb = it % Q_BUFS
         turn_phase = _ovl_work(
@@ -1351,11 +1357,9 @@ def _consumer_split_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v
     turn_phase = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
     for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
-        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-            _item_at(SCHED, k, CAUSAL), n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads,
-            BLOCK_M, HEAD_DIM, CAUSAL)
-        kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M,
-                                                      CAUSAL)
+        (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
+         causal_off) = _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k,
+                                section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
         qb = it % Q_BUFS
         turn_phase = _consumer_split(
             q_smem.index(qb), k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, turn,
