@@ -993,6 +993,15 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
         assert torch.equal(got, ref)
 
 
+def _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed):
+    """A 128-key head-dim-256 variant called directly: the tl kernel's bits with the same
+    128-key tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=seed, v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
+    _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
+                      **gluon_fwd.VARIANTS[variant])
+
+
 @pytest.mark.gpu
 @needs_gluon
 @pytest.mark.parametrize("variant", ["pingpong_n128_s2_pipe", "pingpong_n128_s2_pipe_noturn",
@@ -1012,11 +1021,7 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
     """The 128-key head-dim-256 variants (P @ V in quarters or eighths, with turns and
     without, the output through TMA or not), called directly: the tl kernel's bits with the
     same 128-key tiles."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 5 * sk,
-                            v_key_order="mma")
-    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
-    _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
-                      **gluon_fwd.VARIANTS[variant])
+    _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed=sq + 5 * sk)
 
 
 @pytest.mark.gpu
@@ -1040,11 +1045,7 @@ def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv
     non-causal mask)."""
     if causal is not None and "eighths" not in variant:
         pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 13 * sk,
-                            v_key_order="mma")
-    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False)
-    _direct_same_bits(q8, k8, v8, ref, causal=causal, v_key_order="mma",
-                      **gluon_fwd.VARIANTS[variant])
+    _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed=sq + 13 * sk)
 
 
 @pytest.mark.gpu
