@@ -67,6 +67,11 @@
 #           VARIANT_D256_CAUSAL since)                                          (~6 min)
 #   q2diag  where two Q buffers give wrong causal bits at hdim 256 (run in session 23; needs
 #           _launch_plan's q_bufs refusal lifted locally)                       (~1 min)
+#   q2nc    session 24: two Q buffers at hdim 256, non-causal (bits on five shapes, then
+#           timed beside VARIANT_D256 at 1k / 2k / 4k keys), and q2diag's causal probes
+#           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
+#   q2short the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
+#           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
@@ -353,6 +358,20 @@ for stage in "$@"; do
         # (work item, CTA, position in the CTA's run, warpgroup half, head-dim quarter)
         timeout 150 $PY benchmarks/experiments/q2_causal_diag.py 2>&1 | tee "$OUT/q2diag.jsonl" \
             | cut -c1-1500 ;;
+    q2nc)
+        timeout 150 $PY benchmarks/experiments/q2_causal_diag.py --non-causal 2>&1 \
+            | tee "$OUT/q2nc_bits.jsonl" | cut -c1-300
+        timeout 150 $PY benchmarks/experiments/q2_causal_diag.py 2>&1 | tee "$OUT/q2diag.jsonl" \
+            | cut -c1-1800
+        p=pingpong_n128_s2_pipe_noturn_ts2
+        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $p,${p}_persist_licm,${p}_persist_licm_q2 --seqlens 1024,2048,4096 \
+            --json "$OUT/gluon_check_d256q2nc.json" 2>&1 | tail -8 ;;
+    q2short)
+        p=pingpong_n128_s2_pipe_noturn_ts2
+        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $p,${p}_persist_licm,${p}_persist_licm_q2 --seqlens 512,1024,1536 \
+            --json "$OUT/gluon_check_d256q2short.json" 2>&1 | tail -8 ;;
     gap256)
         # session 22 (not run yet): why the hdim-256 TMA store gained 16-21% where the per-CTA
         # clock stamps shortened a CTA 3-10%: the GPU-wide timer at each CTA's entry and exit

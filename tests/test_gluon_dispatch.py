@@ -48,11 +48,16 @@ def test_reason_accepts_the_covered_call():
     for causal in ("top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
                                             causal=causal)) is None
-    # on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys, causal too since session 22
+    # on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys, causal too since session 22;
+    # non-causal from MIN_SEQLEN_K_D256_N128_NONCAUSAL (512) since session 24
     for causal in (None, "top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(
             GOOD, head_dim=256, seqlen_q=1024, causal=causal,
             seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128)) is None
+    assert gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL == 512
+    assert gluon_dispatch.reason(**dict(
+        GOOD, head_dim=256, seqlen_q=512,
+        seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -81,7 +86,10 @@ def test_reason_accepts_the_covered_call():
     (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(head_dim=256, k_block=64, v_block=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
      "seqlen_k"),
-    (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
+    (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL - 1),
+     "seqlen_k"),
+    (dict(head_dim=256, causal="bottom_right",
+          seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
     (dict(head_dim=256, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1),
      "seqlen_k"),
     (dict(head_dim=256, k_block=64, v_block=64, causal="top_left",
@@ -300,11 +308,14 @@ def test_launch_host_path_hdim256_persistent(launches):
         "PERSISTENT"]
     with pytest.raises(ValueError, match="persistent needs"):
         kernel_config(mode="pingpong", persistent=True)
-    # two Q buffers gave wrong causal bits at head dim 256 (session 23): refused, causal or not
-    for causal in (None, "top_left"):
+    # two Q buffers gave wrong causal bits at head dim 256 (session 23): refused causal;
+    # non-causal (the same bits as the tl kernel on the GPU) they run (session 24)
+    two = dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"], q_bufs=2)
+    for causal in ("top_left", "bottom_right"):
         with pytest.raises(ValueError, match="q_bufs=2 with head dim 256"):
-            call(causal, **dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"],
-                                q_bufs=2))
+            call(causal, **two)
+    grid, kw = call(**two)
+    assert kw["Q_BUFS"] == 2 and kw["PERSISTENT"]
 
 
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
@@ -383,6 +394,28 @@ def test_variant_for_hdim256_by_tile_size():
         assert one == {k: v for k, v in c.items() if k not in ("persistent", "item_licm")}
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
+
+
+
+def test_variant_for_hdim256_short_non_causal_calls_take_two_q_buffers():
+    """Non-causal head dim 256 up to D256_SHORT_MAX_SEQLEN_K keys (session 24): VARIANT_D256 on
+    persistent CTAs with two Q buffers and the item loop's LICM, except into fp32 outputs
+    (their shared output tiles would not fit beside the second Q buffer); causal calls and
+    64-key tiles are unchanged."""
+    short = gluon_dispatch.VARIANT_D256_SHORT
+    assert short == dict(gluon_dispatch.VARIANT_D256, persistent=True, item_licm=True,
+                         q_bufs=2)
+    limit = gluon_dispatch.D256_SHORT_MAX_SEQLEN_K
+    for s in (512, 1024, limit):
+        for dt in (torch.bfloat16, torch.float16):
+            assert gluon_dispatch.variant_for(256, None, s, out_dtype=dt) is short
+        assert gluon_dispatch.variant_for(256, None, s, out_dtype=torch.float32) is \
+            gluon_dispatch.VARIANT_D256
+        assert gluon_dispatch.variant_for(256, "top_left", s) is \
+            gluon_dispatch.VARIANT_D256_CAUSAL
+        assert gluon_dispatch.variant_for(256, None, s, block_n=64) is \
+            gluon_dispatch.VARIANT_D256_N64
+    assert gluon_dispatch.variant_for(256, None, limit + 1) is gluon_dispatch.VARIANT_D256
     for causal in ("top_left", "bottom_right"):
         c = gluon_dispatch.variant_for(256, causal, 4096, block_n=64)
         assert c is gluon_dispatch.VARIANT_D256_N64_CAUSAL and c["q_regs"] and not c["turns"]
@@ -527,6 +560,23 @@ def test_launch_bottom_right_with_as_many_queries_as_keys_runs_top_left(d, launc
                               v_key_order="mma", causal="bottom_right")
         (_, _, kw), = launches
         assert kw["CAUSAL"] == mode
+
+
+def test_launch_hdim256_short_call_by_output_dtype(launches):
+    """A non-causal head-dim-256 call of 1k keys (CPU, launch recorded): persistent CTAs with two
+    Q buffers into a bf16 / fp16 output, one CTA a block into fp32 (the launch passes the
+    output's dtype to variant_for)."""
+    q8, k8, vt8, ds = _zero_fp8_inputs(2, 2, 1024, 256)
+    n_blocks = 8 * 2 * 2            # 128-row query blocks x batch x heads
+    for dt, persistent in ((torch.bfloat16, True), (torch.float16, True),
+                           (torch.float32, False)):
+        launches.clear()
+        gluon_dispatch.launch(q8, k8, vt8, ds, ds, ds, q_block=128, k_block=128, v_block=128,
+                              softmax_scale=0.1, out=torch.empty(2, 2, 1024, 256, dtype=dt),
+                              v_key_order="mma")
+        (grid, _, kw), = launches
+        assert kw["PERSISTENT"] == persistent and kw["Q_BUFS"] == (2 if persistent else 1)
+        assert grid == ((min(n_blocks, 132),) if persistent else (8, 2 * 2))
 
 
 def test_launch_refuses_an_unknown_kernel_option(launches):
@@ -993,6 +1043,28 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
         assert torch.equal(got, ref)
 
 
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk", [
+    (8, 4, 4, 512, 512),           # from MIN_SEQLEN_K_D256_N128_NONCAUSAL keys
+    (2, 4, 2, 700, 1536),          # up to D256_SHORT_MAX_SEQLEN_K, GQA, a tail
+    (1, 3, 3, 1500, 1100),
+])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_gpu_gluon_path_hdim256_short_non_causal(b, hq, hkv, sq, sk, out_dtype, spy,
+                                                 monkeypatch):
+    """Non-causal head dim 256 from 512 keys up to D256_SHORT_MAX_SEQLEN_K through the dispatch
+    (session 24: persistent CTAs with two Q buffers into bf16 / fp16 outputs, one CTA a block
+    into fp32): the tl kernel's bits with the same 128-key tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 7 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, None, TL_D256_N128, lse=False, out_dtype=out_dtype)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got = _run(q8, k8, v8, None, lse=False, out_dtype=out_dtype)
+    assert spy == ["mma"]
+    assert torch.equal(got, ref)
+
+
 def _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed):
     """A 128-key head-dim-256 variant called directly: the tl kernel's bits with the same
     128-key tiles."""
@@ -1027,7 +1099,8 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 @pytest.mark.gpu
 @needs_gluon
 @pytest.mark.parametrize("variant", [f"pingpong_n128_s2_{p}_noturn_ts2_persist{licm}"
-                                     for p in ("pipe", "eighths") for licm in ("", "_licm")])
+                                     for p in ("pipe", "eighths") for licm in ("", "_licm")]
+                         + ["pingpong_n128_s2_pipe_noturn_ts2_persist_licm_q2"])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 16, 16, 1024, 4096, None),              # 128 items: fewer than SMs, one a CTA
@@ -1044,7 +1117,8 @@ def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv
     128-key tiles. The non-causal variants on causal shapes are skipped (they would run the
     non-causal mask)."""
     if causal is not None and "eighths" not in variant:
-        pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")
+        pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's; two Q "
+                    "buffers are refused causal)")
     _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed=sq + 13 * sk)
 
 

@@ -4,14 +4,22 @@ per CTA). Per differing (batch, head, 128-row block): its work item, the CTA tha
 item's position in that CTA's run (_causal_schedule) and the item before it, which 64-row
 warpgroup half and which head-dim quarters differ, the share of differing elements and the
 largest difference. One JSON line per shape and variant (the one-buffer form beside it).
-Since session 23 gluon_fwd._launch_plan refuses q_bufs=2 above head dim 128: lift that check to
-run the second variant (e.g. while looking for the cause).
+gluon_fwd._launch_plan refuses q_bufs=2 causal above head dim 128 (gluon_fwd.REFUSE_Q2_SPLIT_CAUSAL);
+this script turns the refusal off for its own calls.
 
-    python benchmarks/experiments/q2_causal_diag.py
+Session 24 adds, per differing block, what its wrong rows are: the item before it's output rows
+(a shared output tile stored stale), another block's right rows (a Q / K / V tile of another
+item), or zeros; and two probe forms: plain stores (tma_store=0: no shared output tiles) and the
+dispatched form (item_licm, VARIANT_D256_CAUSAL's) with two Q buffers. `--non-causal` checks the
+two-Q-buffer form's bits on non-causal shapes instead (the dispatch candidate).
+
+    python benchmarks/experiments/q2_causal_diag.py [--non-causal]
 """
 from __future__ import annotations
 
 import json
+import sys
+import types
 
 import torch
 
@@ -24,8 +32,15 @@ TL = {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "SPLIT": 2
       "REVERSE": False}
 SHAPES = [(1, 4, 2, 4500, 4200, "top_left"), (2, 24, 24, 1000, 1000, "top_left"),
           (2, 24, 24, 1000, 1000, "bottom_right"), (1, 8, 8, 2048, 2048, "top_left")]
-VARIANTS = [("pingpong_n128_s2_eighths_noturn_ts2_persist", 1),
-            ("pingpong_n128_s2_eighths_noturn_ts2_persist", 2)]    # (gluon_fwd.VARIANTS, q_bufs)
+E = "pingpong_n128_s2_eighths_noturn_ts2_persist"
+P = "pingpong_n128_s2_pipe_noturn_ts2_persist_licm"
+# (label, gluon_fwd.VARIANTS name, overrides)
+VARIANTS = [("q1", E, {}), ("q2", E, dict(q_bufs=2)),
+            ("q2_plain_store", E, dict(q_bufs=2, tma_store=0)),
+            ("q2_licm", E + "_licm", dict(q_bufs=2))]
+NC_SHAPES = [(2, 24, 24, 1000, 1000), (1, 4, 2, 4500, 4200), (4, 8, 8, 1024, 1024),
+             (2, 8, 4, 2048, 2048), (1, 8, 8, 1100, 3000)]
+NC_VARIANTS = [("q2_pipe_licm", P, dict(q_bufs=2)), ("q1_pipe_licm", P, {})]
 
 
 def quantized(b, hq, hkv, sq, sk, seed):
@@ -52,37 +67,100 @@ def item_of(b, h, blk, n_m, n_hz, H, section):
     return sec * n_m * section + r
 
 
+def _sync():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def run(q8, k8, v8, causal, name, over):
+    return gluon_fwd.gluon_attention_fwd(
+        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q8.block_size,
+        k8.block_size, v8.block_size, 256 ** -0.5, causal=causal, v_key_order="mma",
+        **dict(gluon_fwd.VARIANTS[name], **over))
+
+
+def what_it_is(bad_rows, prev_rows, ref_halves):
+    """Where a wrong (64, 256) block of output rows comes from: the previous item's rows in the
+    same place, another block's right rows (index into ref_halves), zeros, or unknown."""
+    if prev_rows is not None and torch.equal(bad_rows, prev_rows):
+        return "prev_item_rows"
+    if not bad_rows.any():
+        return "zeros"
+    hit = (ref_halves[:, 0] == bad_rows[0]).all(-1).nonzero().flatten().tolist()
+    for i in hit:
+        if torch.equal(ref_halves[i], bad_rows):
+            return f"ref_half_{i}"
+    return "unknown"
+
+
+def stale_q_test(q8, k8, v8, causal, bb, h, blk, half, prev_block, bad_rows):
+    """Are the wrong rows the tl kernel's output for these rows computed with the previous
+    item's Q rows (its data, this block's descale: a stale Q buffer)?"""
+    pb, ph, pblk = prev_block
+    data = q8.data.clone()
+    r = slice(blk * 128 + half * 64, blk * 128 + half * 64 + 64)
+    pr = slice(pblk * 128 + half * 64, pblk * 128 + half * 64 + 64)
+    data[bb, h, r] = q8.data[pb, ph, pr]
+    fake = types.SimpleNamespace(data=data, descale=q8.descale, block_size=q8.block_size)
+    out = tl_ref(fake, k8, v8, causal)[bb, h, r]
+    if torch.equal(out, bad_rows):
+        return "stale_q_prev_item"
+    return f"not_stale_q(maxdiff {float((out.float() - bad_rows.float()).abs().max()):.3g})"
+
+
+def non_causal():
+    for b, hq, hkv, sq, sk in NC_SHAPES:
+        q8, k8, v8 = quantized(b, hq, hkv, sq, sk, seed=sq + 13 * sk)
+        ref = tl_ref(q8, k8, v8, None)
+        for label, name, over in NC_VARIANTS:
+            got = run(q8, k8, v8, None, name, over)
+            _sync()
+            print(json.dumps(dict(shape=[b, hq, hkv, sq, sk, None], variant=label,
+                                  equal=bool(torch.equal(got, ref)),
+                                  n_diff=int((got != ref).sum()))), flush=True)
+
+
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False
+    gluon_fwd.REFUSE_Q2_SPLIT_CAUSAL = False
+    if "--non-causal" in sys.argv:
+        non_causal()
+        return
     for b, hq, hkv, sq, sk, causal in SHAPES:
         q8, k8, v8 = quantized(b, hq, hkv, sq, sk, seed=sq + 13 * sk)
         ref = tl_ref(q8, k8, v8, causal)
         n_m = -(-sq // 128)
         n_hz = b * hq
+        # every (b, h, block, half) of the right output as (n, 64, 256) (tails padded with NaN)
+        pad = torch.full((b, hq, n_m * 128, 256), float("nan"), dtype=ref.dtype,
+                         device=ref.device)
+        pad[:, :, :sq] = ref
+        ref_halves = pad.reshape(-1, 64, 256)
         section = gluon_fwd._section_heads(sk, 256)
         grid = min(n_m * n_hz, gluon_fwd._sm_count(q8.data.device))
         mode = {"top_left": 1, "bottom_right": 2}[causal]
         table = gluon_fwd._causal_schedule(n_m, n_hz, section, grid, sq, sk, 128, 128, mode,
                                            "cpu").tolist()
         offs, flat = table[:grid + 1], table[grid + 1:]
-        where = {}
+        where, block_of = {}, {}
+        for bb in range(b):
+            for h in range(hq):
+                for blk in range(n_m):
+                    block_of[item_of(bb, h, blk, n_m, n_hz, hq, section)] = (bb, h, blk)
         for c in range(grid):
             for pos, w in enumerate(flat[offs[c]:offs[c + 1]]):
                 where[w] = (c, pos, offs[c + 1] - offs[c])
-        for name, q_bufs in VARIANTS:
-            rec = dict(shape=[b, hq, hkv, sq, sk, causal], variant=name, q_bufs=q_bufs,
-                       grid=grid, items=n_m * n_hz)
+        for label, name, over in VARIANTS:
+            rec = dict(shape=[b, hq, hkv, sq, sk, causal], variant=label, grid=grid,
+                       items=n_m * n_hz)
             try:
-                got = gluon_fwd.gluon_attention_fwd(
-                    q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale,
-                    q8.block_size, k8.block_size, v8.block_size, 256 ** -0.5, causal=causal,
-                    v_key_order="mma", **dict(gluon_fwd.VARIANTS[name], q_bufs=q_bufs))
-                torch.cuda.synchronize()
+                got = run(q8, k8, v8, causal, name, over)
+                _sync()
             except Exception as e:     # noqa: BLE001 (an illegal access ends the process)
                 rec["error"] = repr(e)[:300]
                 print(json.dumps(rec), flush=True)
                 return
-            diff = got.float() != ref.float()
+            diff = got != ref
             rec["nan"] = bool(got.isnan().any())
             rec["equal"] = bool(not diff.any())
             bad = []
@@ -98,18 +176,44 @@ def main():
                         halves = [int(d[i * 64:(i + 1) * 64].any()) for i in range(2)]
                         quarters = [int(d[:, i * 64:(i + 1) * 64].any()) for i in range(4)]
                         prev = flat[offs[c] + pos - 1] if pos else None
+                        kinds = []
+                        for i in range(2):
+                            if not halves[i] or blk * 128 + i * 64 + 64 > sq:
+                                continue
+                            r = slice(blk * 128 + i * 64, blk * 128 + i * 64 + 64)
+                            prev_rows = None
+                            if prev is not None:
+                                pb, ph, pblk = block_of[prev]
+                                pr = slice(pblk * 128 + i * 64, pblk * 128 + i * 64 + 64)
+                                if pr.stop <= sq:
+                                    prev_rows = got[pb, ph, pr]
+                            kind = what_it_is(got[bb, h, r], prev_rows, ref_halves)
+                            if kind.startswith("ref_half_"):       # -> (b, h, block, half)
+                                j = int(kind[9:])
+                                kind = (f"block_{j // (hq * n_m * 2)}_{j // (n_m * 2) % hq}_"
+                                        f"{j // 2 % n_m}_{j % 2}")
+                            if kind == "unknown" and prev is not None and len(bad) < 4:
+                                kind += "/" + stale_q_test(q8, k8, v8, causal, bb, h, blk, i,
+                                                           block_of[prev], got[bb, h, r])
+                            kinds.append(kind)
                         bad.append(dict(b=bb, h=h, blk=blk, w=w, cta=c, pos=pos,
-                                        n_items=n_items, prev=prev, halves=halves,
-                                        quarters=quarters, frac=round(float(d.float().mean()), 3),
+                                        n_items=n_items, prev=prev,
+                                        prev_block=block_of.get(prev), halves=halves,
+                                        quarters=quarters, kinds=kinds,
+                                        frac=round(float(d.float().mean()), 3),
                                         maxdiff=float((got[bb, h, rows].float()
                                                        - ref[bb, h, rows].float()).abs().max())))
             rec["n_bad_blocks"] = len(bad)
             rec["bad_pos_hist"] = {}
+            rec["kinds_hist"] = {}
             for x in bad:
                 rec["bad_pos_hist"][x["pos"]] = rec["bad_pos_hist"].get(x["pos"], 0) + 1
+                for k in x["kinds"]:
+                    k = k.split("(")[0] if not k.startswith("block_") else "another_block"
+                    rec["kinds_hist"][k] = rec["kinds_hist"].get(k, 0) + 1
             multi = sum(1 for c in range(grid) if offs[c + 1] - offs[c] > 1)
             rec["ctas_with_several_items"] = multi
-            rec["bad"] = bad[:12]
+            rec["bad"] = bad[:6]
             print(json.dumps(rec), flush=True)
 
 

@@ -22,8 +22,8 @@ takes:
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
-    1024 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (causal since session 22), else
-    MIN_SEQLEN_K_D256, 4096;
+    1024 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (causal since session 22; non-causal 512,
+    MIN_SEQLEN_K_D256_N128_NONCAUSAL, since session 24), else MIN_SEQLEN_K_D256, 4096;
     head dim 64: MIN_SEQLEN_K_D64, 4096, causal MIN_SEQLEN_K_D64_CAUSAL). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
@@ -56,6 +56,8 @@ results/bench_attention_s21.md), non-causal without ping-pong turns: 1.31x / 1.3
 at 4k / 16k (0.88x / 0.91x FA3 FP8), causal (eighths, no turns) 1.29x / 1.52x (0.82x / 0.95x).
 Session 22: the output through shared memory and TMA (tma_store=2), VARIANT_D256 below.
 Session 23: causal calls on persistent CTAs (VARIANT_D256_CAUSAL), +11% / +8% at 1k / 4k keys.
+Session 24: non-causal calls up to 1.5k keys on persistent CTAs with two Q buffers
+(VARIANT_D256_SHORT), +13% / +5% at 512 / 1k keys.
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -192,6 +194,16 @@ VARIANT_D256_N64_CAUSAL = dict(VARIANT_D256_N64, tree_max=True, turns=False)
 # 706, FA3 FP8 1025 / 1045 at 4k / 16k); the plain-store form's child timed out in that run,
 # session 21 read 838 / 1023 at 4k / 16k.
 VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2)
+# Non-causal up to D256_SHORT_MAX_SEQLEN_K keys, session 24 (H200, 2026-12-01 06:30 UTC,
+# results/gluon_check_d256q2short_s24.json): on persistent CTAs with the next item's Q loaded
+# into a second buffer under this item's tiles (q_bufs=2), 711 / 872 / 877 TFLOP/s at 512 /
+# 1024 / 1536 keys against 627 / 830 / 877 for VARIANT_D256 and 533 / 652 / 673 for the tl
+# kernel (FA3 FP8 799 / 984 / 1005); at 2k / 4k it lost (925 / 960 against 941 / 984, 06:26
+# UTC, gluon_check_d256q2nc_s24.json), as the one-buffer persistent form did in session 23.
+# Same bits as the tl kernel on five non-causal shapes (q2nc_bits_s24.jsonl) and the GPU tests.
+# Its shared memory (229,752 B) leaves no room for fp32 output tiles: those keep VARIANT_D256.
+VARIANT_D256_SHORT = dict(VARIANT_D256, persistent=True, item_licm=True, q_bufs=2)
+D256_SHORT_MAX_SEQLEN_K = 1536
 # Causal, session 23 (H200, 2026-12-01 05:15-05:21 UTC, top-left, results/gluon_check_d256persist_c
 # _s23.json): on persistent CTAs (one per SM over _causal_schedule's longest-first table, each
 # item's TMA stores draining under the next item's tiles) with LLVM's loop-invariant code motion
@@ -244,6 +256,9 @@ MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # 654, session 19); causal since session 22 (the TMA store), 577 against 471 top-left
 # (results/gluon_check_d256ts_c_s22.json; 452 against 471 with plain stores, session 20)
 MIN_SEQLEN_K_D256_N128 = 1024
+# non-causal on 128-key tiles: VARIANT_D256_SHORT 1.33x the tl kernel at 512 keys (above; the
+# one-CTA-per-block form 1.18x); shorter calls are not measured
+MIN_SEQLEN_K_D256_N128_NONCAUSAL = 512
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
 # keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
@@ -313,8 +328,9 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
     """The checks of why_not on plain values (testable without a GPU)."""
     bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
-             256: MIN_SEQLEN_K_D256_N128 if bn == 128
-             else MIN_SEQLEN_K_D256}.get(head_dim, MIN_SEQLEN_K)
+             256: MIN_SEQLEN_K_D256 if bn != 128
+             else MIN_SEQLEN_K_D256_N128_NONCAUSAL if causal is None
+             else MIN_SEQLEN_K_D256_N128}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
@@ -389,7 +405,8 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
         # probe_short_causal_s16.json), as the three-consumer kernel's at hdim 64 (436 / 515 /
         # 553 against 416 / 488 / 535 at 4k / 8k / 16k, gluon_check_d64c_*_s16.json)
         causal = "top_left"
-    variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2], block_n=bn)
+    variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2], block_n=bn,
+                          out_dtype=out.dtype)
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
@@ -409,15 +426,16 @@ def tile_keys(head_dim: int, k_block: int, v_block: int, seqlen_k: int) -> int:
 
 
 def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None,
-                block_n: int | None = None) -> dict:
+                block_n: int | None = None, out_dtype=torch.bfloat16) -> dict:
     """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
     length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64; block_n: tile_keys's,
-    None for TILE_KEYS[head_dim])."""
+    None for TILE_KEYS[head_dim]; out_dtype: the output's, one of OUT_DTYPES)."""
     if head_dim == 256:
         if block_n == SMALL_TILE_KEYS[256]:
             return VARIANT_D256_N64 if causal is None else VARIANT_D256_N64_CAUSAL
         if causal is None:
-            return VARIANT_D256
+            short = seqlen_k <= D256_SHORT_MAX_SEQLEN_K and out_dtype != torch.float32
+            return VARIANT_D256_SHORT if short else VARIANT_D256
         if seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M:
             return VARIANT_D256_CAUSAL_ONE_BLOCK
         return VARIANT_D256_CAUSAL
