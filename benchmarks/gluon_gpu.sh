@@ -70,6 +70,8 @@
 #   q2nc    session 24: two Q buffers at hdim 256, non-causal (bits on five shapes, then
 #           timed beside VARIANT_D256 at 1k / 2k / 4k keys), and q2diag's causal probes
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
+#   q2kv    q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
+#           tile of the previous item                                           (~1 min)
 #   q2short the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
@@ -367,6 +369,11 @@ for stage in "$@"; do
         timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $p,${p}_persist_licm,${p}_persist_licm_q2 --seqlens 1024,2048,4096 \
             --json "$OUT/gluon_check_d256q2nc.json" 2>&1 | tail -8 ;;
+    q2kv)
+        # the two-Q-buffer causal failure again: are the wrong rows made with a K / V tile of
+        # the previous item (the ring slot's earlier content)?
+        timeout 150 $PY benchmarks/experiments/q2_causal_diag.py --only-q2 2>&1 \
+            | tee "$OUT/q2diag_kv.jsonl" | cut -c1-1500 ;;
     q2short)
         p=pingpong_n128_s2_pipe_noturn_ts2
         timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
