@@ -67,12 +67,12 @@
 #           VARIANT_D256_CAUSAL since)                                          (~6 min)
 #   q2diag  where two Q buffers give wrong causal bits at hdim 256 (run in session 23; needs
 #           _launch_plan's q_bufs refusal lifted locally)                       (~1 min)
-#   q2nc    session 24: two Q buffers at hdim 256, non-causal (bits on five shapes, then
+#   q2nc    session 24 (run then): two Q buffers at hdim 256, non-causal (bits on five shapes, then
 #           timed beside VARIANT_D256 at 1k / 2k / 4k keys), and q2diag's causal probes
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
-#   q2kv    q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
+#   q2kv    (run in session 24) q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
 #           tile of the previous item                                           (~1 min)
-#   q2short the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
+#   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
