@@ -72,6 +72,7 @@
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
 #   q2kv    (run in session 24) q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
 #           tile of the previous item                                           (~1 min)
+#   q2san   compute-sanitizer memcheck / racecheck on the two-Q-buffer causal form (~4 min)
 #   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
@@ -374,6 +375,18 @@ for stage in "$@"; do
         # the previous item (the ring slot's earlier content)?
         timeout 150 $PY benchmarks/experiments/q2_causal_diag.py --only-q2 2>&1 \
             | tee "$OUT/q2diag_kv.jsonl" | cut -c1-1500 ;;
+    q2san)
+        # session 24: compute-sanitizer on the two-Q-buffer causal form: memcheck on the shape
+        # with one item a CTA (an illegal memory access), racecheck on one with wrong rows
+        export TRITON_CACHE_DIR="$OUT/tcache"
+        cd benchmarks/experiments
+        timeout 200 compute-sanitizer --tool memcheck --print-limit 8 $PY q2_sanitize.py \
+            --shape crash 2>&1 | tail -60 | tee "$OUT/q2san_memcheck.log"
+        for f in $(find "$OUT/tcache" -name "*.cubin"); do
+            cuobjdump -sass "$f" > "$OUT/$(basename "$f").sass" 2>&1; done
+        timeout 200 compute-sanitizer --tool racecheck --print-limit 8 $PY q2_sanitize.py \
+            --shape rows 2>&1 | tail -40 | tee "$OUT/q2san_racecheck.log"
+        rm -rf "$OUT/tcache"; cd ../.. ;;
     q2short)
         p=pingpong_n128_s2_pipe_noturn_ts2
         timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
