@@ -308,14 +308,21 @@ def test_launch_host_path_hdim256_persistent(launches):
         "PERSISTENT"]
     with pytest.raises(ValueError, match="persistent needs"):
         kernel_config(mode="pingpong", persistent=True)
-    # two Q buffers gave wrong causal bits at head dim 256 (session 23): refused causal;
-    # non-causal (the same bits as the tl kernel on the GPU) they run (session 24)
+    # two Q buffers at head dim 256: ptxas miscompiles work items without an unmasked KV
+    # tile (session 24), so they are refused causal and below block_n keys; non-causal calls
+    # with a full tile in every item run (the tl kernel's bits on the GPU)
     two = dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"], q_bufs=2)
     for causal in ("top_left", "bottom_right"):
-        with pytest.raises(ValueError, match="q_bufs=2 with head dim 256"):
+        with pytest.raises(ValueError, match="q_bufs=2 with head dim 256.*miscompiled"):
             call(causal, **two)
     grid, kw = call(**two)
     assert kw["Q_BUFS"] == 2 and kw["PERSISTENT"]
+    q_short, k_short, vt_short, ds_short = _zero_fp8_inputs(b, h, 100, 256)
+    with pytest.raises(ValueError, match="seqlen_k 100 < 128"):
+        gluon_fwd.gluon_attention_fwd(q_short, k_short, vt_short, ds_short, ds_short, ds_short,
+                                      128, 128, 128, 0.1, v_key_order="mma",
+                                      out=torch.empty(b, h, 100, 256, dtype=torch.bfloat16),
+                                      **two)
 
 
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):

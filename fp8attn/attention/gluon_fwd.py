@@ -2154,8 +2154,9 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     return out
 
 
-# causal head dims above 128 with two Q buffers: refused (wrong bits, session 23); only
-# benchmarks/experiments/q2_causal_diag.py turns it off, to reproduce the bug
+# head dims above 128 with two Q buffers where a work item can lack an unmasked KV tile:
+# refused (a ptxas miscompile, _launch_plan); only benchmarks/experiments/q2_causal_diag.py and
+# q2_sanitize.py turn it off, to reproduce the bug
 REFUSE_Q2_SPLIT_CAUSAL = True
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
 _PLANS: dict = {}
@@ -2232,12 +2233,17 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    if split and causal_mode and cfg["Q_BUFS"] == 2 and REFUSE_Q2_SPLIT_CAUSAL:
-        # session 23 (H200, results/q2diag_s23.jsonl): causal, the first warpgroup's rows of
-        # every item without an unmasked tile (query block 0) that was not its CTA's first
-        # item came out wrong; non-causal shapes passed, but the cause is not found
-        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) gives wrong causal results (a "
-                         f"known bug whose cause is not found yet); use q_bufs=1")
+    if (split and cfg["Q_BUFS"] == 2 and REFUSE_Q2_SPLIT_CAUSAL
+            and (causal_mode or Sk < block_n)):
+        # Triton 3.6's ptxas miscompiles these kernels (session 24, compute-sanitizer and the
+        # SASS: benchmarks/experiments/sass_loop_skip_check.py): the masked tiles after the
+        # full-tile loop read Q K^T descriptors of k-steps 1.. (a uniform register) that only
+        # the loop's preheader writes, so an item with no unmasked tile (causal query block 0,
+        # or fewer than block_n keys) uses the previous item's Q buffer (wrong rows) or, as a
+        # CTA's first item, an undefined address (an out-of-bounds shared read)
+        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) is miscompiled for work items "
+                         f"without an unmasked KV tile (causal, or seqlen_k {Sk} < {block_n}); "
+                         f"use q_bufs=1")
     if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
