@@ -10,8 +10,11 @@ this script turns the refusal off for its own calls.
 Session 24 adds, per differing block, what its wrong rows are: the item before it's output rows
 (a shared output tile stored stale), another block's right rows (a Q / K / V tile of another
 item), or zeros; and two probe forms: plain stores (tma_store=0: no shared output tiles) and the
-dispatched form (item_licm, VARIANT_D256_CAUSAL's) with two Q buffers. `--non-causal` checks the
-two-Q-buffer form's bits on non-causal shapes instead (the dispatch candidate).
+dispatched form (item_licm, VARIANT_D256_CAUSAL's) with two Q buffers; and whether the wrong rows
+used the previous item's Q rows or K / V tiles (they did not). `--non-causal` checks the
+two-Q-buffer form's bits on non-causal shapes instead (the dispatch candidate); `--only-q2` runs
+the two-buffer form alone. The cause, found with q2_sanitize.py: a ptxas miscompile
+(sass_loop_skip_check.py).
 
     python benchmarks/experiments/q2_causal_diag.py [--non-causal]
 """

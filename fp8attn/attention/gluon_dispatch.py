@@ -202,6 +202,8 @@ VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_st
 # UTC, gluon_check_d256q2nc_s24.json), as the one-buffer persistent form did in session 23.
 # Same bits as the tl kernel on five non-causal shapes (q2nc_bits_s24.jsonl) and the GPU tests.
 # Its shared memory (229,752 B) leaves no room for fp32 output tiles: those keep VARIANT_D256.
+# ptxas miscompiles its items without an unmasked KV tile (gluon_fwd._launch_plan refuses them:
+# fewer than 128 keys, or causal); from MIN_SEQLEN_K_D256_N128_NONCAUSAL keys every item has 4+.
 VARIANT_D256_SHORT = dict(VARIANT_D256, persistent=True, item_licm=True, q_bufs=2)
 D256_SHORT_MAX_SEQLEN_K = 1536
 # Causal, session 23 (H200, 2026-12-01 05:15-05:21 UTC, top-left, results/gluon_check_d256persist_c
@@ -210,7 +212,8 @@ D256_SHORT_MAX_SEQLEN_K = 1536
 # in the item loop (item_licm), 640 / 954 / 1046 TFLOP/s at 1k / 4k / 16k keys against 578 / 885
 # / 1051 for one CTA per block (without item_licm 576 / 874 / 981; FA3 FP8 1013 / 1007 at 4k /
 # 16k, 314 at 1k an outlier). Same bits as the tl kernel (results/pytest_d256persist_s23.log);
-# with two Q buffers (q_bufs=2) the causal bits differ (results/q2diag_s23.jsonl), not used.
+# with two Q buffers (q_bufs=2) the causal bits differ (results/q2diag_s23.jsonl): a ptxas
+# miscompile (session 24, RESULTS.md "The cause"), refused by gluon_fwd._launch_plan.
 # One query block a head (seqlen_q <= 128) keeps one CTA per block, as CAUSAL_VARIANT at head
 # dim 128 (the persistent form is not timed there).
 VARIANT_D256_CAUSAL_ONE_BLOCK = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False,

@@ -1797,7 +1797,8 @@ VARIANTS = {
     # VARIANT_D256 / VARIANT_D256_CAUSAL looping over work items). Session 23 (H200): causal
     # with item_licm dispatched (VARIANT_D256_CAUSAL); non-causal slower than one CTA per block
     # from 4k keys (results/gluon_check_d256persist_s23.json). The two-Q-buffer forms (q_bufs=2)
-    # gave wrong causal bits and _launch_plan refuses them above head dim 128.
+    # gave wrong causal bits (a ptxas miscompile, session 24) and _launch_plan refuses them
+    # above head dim 128 wherever a work item can lack an unmasked tile.
     "pingpong_n128_s2_pipe_noturn_ts2_persist": dict(mode="pingpong", stages=2, pv_pipe=True,
                                                      turns=False, tma_store=2, persistent=True),
     "pingpong_n128_s2_eighths_noturn_ts2_persist": dict(mode="pingpong", stages=2,
