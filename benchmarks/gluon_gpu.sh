@@ -72,8 +72,6 @@
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
 #   q2kv    (run in session 24) q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
 #           tile of the previous item                                           (~1 min)
-#   q2loop  causal hdim 256 with every tile in one loop, one / two Q buffers: bits and
-#           top-left 1k / 4k timings beside the dispatched form                (~5 min)
 #   q2san   compute-sanitizer memcheck / racecheck on the two-Q-buffer causal form (~4 min)
 #   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
@@ -389,17 +387,6 @@ for stage in "$@"; do
         timeout 200 compute-sanitizer --tool racecheck --print-limit 8 $PY q2_sanitize.py \
             --shape rows 2>&1 | tail -40 | tee "$OUT/q2san_racecheck.log"
         rm -rf "$OUT/tcache"; cd ../.. ;;
-    q2loop)
-        # session 24: the causal hdim-256 form with every tile in one loop (the workaround for
-        # ptxas' two-Q-buffer miscompile), one and two Q buffers: bits (with a one-item-a-CTA
-        # causal shape), then causal top-left timings beside the dispatched form
-        timeout 200 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py \
-            -k "hdim256_persistent and (1loop or eighths_noturn_ts2_persist_licm-)" 2>&1 \
-            | tail -5 | tee "$OUT/pytest_q2loop.log"
-        p=pingpong_n128_s2_eighths_noturn_ts2_persist_licm
-        timeout 260 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 256 \
-            --variants $p,${p}_1loop,${p}_1loop_q2 --causal top_left --seqlens 1024,4096 \
-            --json "$OUT/gluon_check_d256q2loop_c.json" 2>&1 | tail -7 ;;
     q2short)
         p=pingpong_n128_s2_pipe_noturn_ts2
         timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \

@@ -726,9 +726,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     TMA_STORE: gl.constexpr = 0, g0=0, turn_phase=0, q_phase=0, q_empty=0,
                     PERSISTENT: gl.constexpr = False):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
-    SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths, one_tile_loop as bits 0-4):
-    _tile_split's PV_PIPE and PV_EIGHTHS; ONE_LOOP (causal): the unmasked and masked tiles in
-    one loop;
+    SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths as bits 0-3): _tile_split's
+    PV_PIPE and PV_EIGHTHS;
     Q_REGS: Q loaded once into registers as the A operand of every Q K^T (the 64-key S GEMM
     then reads only K from shared memory: it read 128 B a clock with both, the SM's whole
     shared-memory bandwidth); TREE_MAX: _softmax's. All four give the same bits.
@@ -748,7 +747,6 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
     PV_EIGHTHS: gl.constexpr = (SPLIT & 8) != 0
-    ONE_LOOP: gl.constexpr = (SPLIT & 16) != 0 and CAUSAL != 0
     PART_D: gl.constexpr = HEAD_DIM // 4
     _stamp_at(TRACE_PTR, my_turn, 0, 5, TRACE)     # the CTA's stamps: tile 0's slots 5-7, 1's 5
     _stamp_global_at(TRACE_PTR, my_turn, 1, 6, TRACE)              # entry, GPU-wide ns
@@ -774,34 +772,14 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
             mbarrier.arrive(q_empty)    # Q is in registers: its buffer may take the next one
     _stamp_at(TRACE_PTR, my_turn, 0, 6, TRACE)
     n_tiles, n_full = _tile_counts(seqlen_k, kv_end, full_end, BLOCK_N, CAUSAL)
-    if ONE_LOOP:
-        # every tile in one loop, each in its form: the same tiles in the same order as below
-        row_lo = start_m + row0
-        wg_end = _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
-        for j in range(n_tiles):
-            if j < n_full:
-                acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
-                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
-                    kv_empty, turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block,
-                    row_scale0, my_turn, other_turn, turn_phase, False, PINGPONG, ROWS,
-                    BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR,
-                    TRACE=TRACE, Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS, g0=g0)
-            else:
-                acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
-                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
-                    kv_empty, turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block,
-                    row_scale0, my_turn, other_turn, turn_phase, True, PINGPONG, ROWS,
-                    BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, row_lo, causal_off,
-                    CAUSAL, wg_end, TRACE_PTR, TRACE, Q_REGS, TREE_MAX, PV_EIGHTHS, g0)
-    else:
-        for j in range(n_full):
-            acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
-                acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
-                kv_empty, turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block,
-                row_scale0, my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N,
-                HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE,
-                Q_REGS=Q_REGS, TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS, g0=g0)
-    if CAUSAL != 0 and not ONE_LOOP:
+    for j in range(n_full):
+        acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
+            acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full, kv_empty,
+            turn, kd_ptr, vd_ptr, j, j * BLOCK_N, seqlen_k, k_block, v_block, row_scale0,
+            my_turn, other_turn, turn_phase, False, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES,
+            P_SHIFT, NW, PV_PIPE, TRACE_PTR=TRACE_PTR, TRACE=TRACE, Q_REGS=Q_REGS,
+            TREE_MAX=TREE_MAX, PV_EIGHTHS=PV_EIGHTHS, g0=g0)
+    if CAUSAL != 0:
         # the diagonal and the tail: at most three 64-key tiles (two 128-key ones) for a
         # 128-row block (kv_end - full_end < 128), written out (a second loop made ptxas spill
         # in the first)
@@ -1838,17 +1816,6 @@ VARIANTS = {
         item_licm=True),
     # session 24: two Q buffers, non-causal only (the causal form is refused: _launch_plan);
     # session 23 timed it at 870 TFLOP/s at 1k keys against 840 for VARIANT_D256
-    # session 24: the causal form with every tile in one loop (one_tile_loop), the workaround
-    # tried for ptxas' two-Q-buffer miscompile: the loop runs at least once a causal item, so
-    # its preheader writes the Q K^T descriptors every item (offline SASS: the only stale read
-    # left is after the loop's zero-trip guard). Spills 188 / 232 B (224 / 280 with two Q
-    # buffers) against the dispatched form's 156 / 172
-    "pingpong_n128_s2_eighths_noturn_ts2_persist_licm_1loop": dict(
-        mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
-        item_licm=True, one_tile_loop=True),
-    "pingpong_n128_s2_eighths_noturn_ts2_persist_licm_1loop_q2": dict(
-        mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
-        item_licm=True, one_tile_loop=True, q_bufs=2),
     "pingpong_n128_s2_pipe_noturn_ts2_persist_licm_q2": dict(
         mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2, persistent=True,
         item_licm=True, q_bufs=2),
@@ -1905,7 +1872,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                   item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
-                  pv_eighths: bool = False, one_tile_loop: bool = False) -> dict:
+                  pv_eighths: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1929,10 +1896,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     q_regs (with pv_pipe): Q as a register operand of Q K^T; tree_max: the softmax's row max
     as a tree (_row_max); pv_eighths: each P @ V quarter as two eighth-width GEMMs
     (_pv_quarter_in_eighths; not with pv_pipe: the eighths pipelined measured slower, causal
-    or not, and were removed in session 23); one_tile_loop: causal, the unmasked and the
-    masked tiles in one loop (each tile picks its form), so the loop's preheader runs for
-    every item (the workaround tried for session 24's ptxas miscompile of two Q buffers);
-    all head dims above 128 (_consumer_split's SPLIT bits)."""
+    or not, and were removed in session 23); all head dims above 128 (_consumer_split's SPLIT
+    bits)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -1943,7 +1908,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                          "tile)")
     if overlap and mode == "plain":
         raise ValueError("overlap needs a producer partition (mode ws or pingpong)")
-    split_opts = pv_pipe or q_regs or tree_max or pv_eighths or one_tile_loop
+    split_opts = pv_pipe or q_regs or tree_max or pv_eighths
     if persistent and not (mode == "pingpong" and (overlap or split_opts)):
         raise ValueError("persistent needs mode 'pingpong' with overlap=True, or with pv_pipe / "
                          "pv_eighths (head dims > 128)")
@@ -1969,8 +1934,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     return dict(MODE=MODES[mode], BLOCK_M=block_m, BLOCK_N=block_n, STAGES=stages,
                 PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, OVERLAP=overlap,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
-                SPLIT=(int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2
-                       | int(pv_eighths) << 3 | int(one_tile_loop) << 4),
+                SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2 | int(pv_eighths) << 3,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
                 Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
@@ -2270,9 +2234,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    one_loop = bool(cfg["SPLIT"] & 16)        # one_tile_loop: the preheader runs every item
     if (split and cfg["Q_BUFS"] == 2 and REFUSE_Q2_SPLIT_CAUSAL
-            and ((causal_mode and not one_loop) or Sk < block_n)):
+            and (causal_mode or Sk < block_n)):
         # Triton 3.6's ptxas miscompiles these kernels (session 24, compute-sanitizer and the
         # SASS: benchmarks/experiments/sass_loop_skip_check.py): the masked tiles after the
         # full-tile loop read Q K^T descriptors of k-steps 1.. (a uniform register) that only
