@@ -72,7 +72,9 @@
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
 #   q2kv    (run in session 24) q2diag's two-Q-buffer form only, testing whether the wrong rows used a K / V
 #           tile of the previous item                                           (~1 min)
-#   q2san   compute-sanitizer memcheck / racecheck on the two-Q-buffer causal form (~4 min)
+#   q2san   compute-sanitizer memcheck / racecheck on the two-Q-buffer causal form (run in
+#           session 24: it found the ptxas miscompile; memcheck's first errors are cut by
+#           tail -60, raise it to see all)                                       (~1 min)
 #   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
