@@ -23,7 +23,7 @@ def main():
     ap.add_argument("--shape", choices=tuple(SHAPES), default="crash")
     ap.add_argument("--q-bufs", type=int, default=2)
     args = ap.parse_args()
-    gluon_fwd.REFUSE_Q2_SPLIT_CAUSAL = False
+    gluon_fwd.REFUSE_Q2_WITHOUT_FULL_TILE = False
     b, hq, hkv, sq, sk = SHAPES[args.shape]
     q8, k8, v8 = quantized(b, hq, hkv, sq, sk, seed=sq + 13 * sk)
     out = gluon_fwd.gluon_attention_fwd(

@@ -84,8 +84,8 @@ def check(ins: list[tuple[int, str]]) -> list[dict]:
         if not cond or j <= i + 1 or j > cold:
             continue
         # the span ends with a loop: a backward branch among its last instructions jumps to
-        # inside it (`@!P BRA T; preheader; L: ...; @P BRA L; T:`); a branch to a far
-        # retry block of an mbarrier wait (whose blocks end in an unconditional branch back) does not
+        # inside it (`@!P BRA T; preheader; L: ...; @P BRA L; T:`), conditionally (the far
+        # retry blocks of the mbarrier waits end in an unconditional branch back)
         if not any(j - 4 <= s < j and i < d < s and c for s, d, c in branches):
             continue
         span_writes = set()

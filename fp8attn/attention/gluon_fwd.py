@@ -1814,8 +1814,9 @@ VARIANTS = {
     "pingpong_n128_s2_eighths_noturn_ts2_persist_licm": dict(
         mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
         item_licm=True),
-    # session 24: two Q buffers, non-causal only (the causal form is refused: _launch_plan);
-    # session 23 timed it at 870 TFLOP/s at 1k keys against 840 for VARIANT_D256
+    # two Q buffers, non-causal only (the causal form is refused: _launch_plan): 870 / 872
+    # TFLOP/s at 1k keys against 840 / 830 for VARIANT_D256 (sessions 23 / 24); dispatched up
+    # to 1.5k keys since session 24 (gluon_dispatch.VARIANT_D256_SHORT)
     "pingpong_n128_s2_pipe_noturn_ts2_persist_licm_q2": dict(
         mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2, persistent=True,
         item_licm=True, q_bufs=2),
@@ -2158,7 +2159,7 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
 # head dims above 128 with two Q buffers where a work item can lack an unmasked KV tile:
 # refused (a ptxas miscompile, _launch_plan); only benchmarks/experiments/q2_causal_diag.py and
 # q2_sanitize.py turn it off, to reproduce the bug
-REFUSE_Q2_SPLIT_CAUSAL = True
+REFUSE_Q2_WITHOUT_FULL_TILE = True
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
 _PLANS: dict = {}
 
@@ -2234,7 +2235,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    if (split and cfg["Q_BUFS"] == 2 and REFUSE_Q2_SPLIT_CAUSAL
+    if (split and cfg["Q_BUFS"] == 2 and REFUSE_Q2_WITHOUT_FULL_TILE
             and (causal_mode or Sk < block_n)):
         # Triton 3.6's ptxas miscompiles these kernels (session 24, compute-sanitizer and the
         # SASS: benchmarks/experiments/sass_loop_skip_check.py): the masked tiles after the
