@@ -3,8 +3,9 @@
 # in stages that each fit one 10-minute call:
 #   tests   the GPU tests of the attention kernels, the API, the quantiser, the rotation and the
 #           device tables (CUDA-graph captures), with the Gluon path on
-#           (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit); 300 s cut
-#           it at 94% in session 23                                             (~5-6 min)
+#           (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit), and the
+#           hdim-256 kernels' SASS against session 24's ptxas miscompile; 300 s cut it at 94%
+#           in session 23                                                       (~5-6 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
 #           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
 #           keys since session 9; with two half-width TMA stores of the output since session
@@ -120,7 +121,8 @@ for stage in "$@"; do
         timeout 420 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py tests/test_q_search.py \
             tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py \
-            tests/test_device_tables.py tests/test_hadamard.py tests/test_kernel_launch.py 2>&1 | tail -40 \
+            tests/test_device_tables.py tests/test_hadamard.py tests/test_kernel_launch.py \
+            tests/test_sass_loop_skip.py 2>&1 | tail -40 \
             | tee "$OUT/pytest_gluon.log" ;;
     check)
         timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \

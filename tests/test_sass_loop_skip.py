@@ -1,0 +1,55 @@
+"""The dispatched head-dim-256 Gluon kernels against session 24's ptxas miscompile.
+
+Triton 3.6's ptxas computed the two-Q-buffer kernels' Q K^T descriptors in the full-tile loop's
+preheader only, and the masked tiles after the loop read them: items without a full tile got
+the previous item's descriptors (benchmarks/RESULTS.md "Session 24", "The cause"). This builds
+the kernels offline (sm_90a, no GPU needed) and reads their SASS with
+benchmarks/experiments/sass_loop_skip_check.py. It needs Triton 3.6 (the version the GPU machines
+run, whose ptxas made the SASS); elsewhere it is skipped.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import triton
+
+pytestmark = pytest.mark.skipif(
+    not triton.__version__.startswith("3.6."),
+    reason=f"builds with Triton 3.6's ptxas (the GPU machines' version), got {triton.__version__}")
+
+EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "benchmarks", "experiments")
+
+
+def _stale_reads(tag: str, **build_args) -> list:
+    sys.path.insert(0, EXPERIMENTS)
+    import gluon_compile as gc
+    import sass_loop_skip_check as check
+    gc.report("skiptest_" + tag, gc.build(**build_args))
+    sass = subprocess.run([gc.CUOBJDUMP, "-sass", f"/tmp/gluon_attn_skiptest_{tag}.o"],
+                          capture_output=True, text=True, check=True).stdout
+    return [f for f in check.check(check.parse(sass)) if f["kind"] == "stale"]
+
+
+def test_the_check_finds_the_two_q_buffer_miscompile():
+    """The refused causal two-Q-buffer form: its masked tile reads the preheader's UR20."""
+    from fp8attn.attention import gluon_dispatch as gd
+    stale = _stale_reads("refused_q2", head_dim=256, causal=1,
+                         **dict(gd.VARIANT_D256_CAUSAL, q_bufs=2))
+    assert any(f["reg"] in ("UR20", "UR21") for f in stale), stale[:4]
+
+
+@pytest.mark.parametrize("name,causal", [("VARIANT_D256_CAUSAL", 1), ("VARIANT_D256_CAUSAL", 2),
+                                         ("VARIANT_D256_CAUSAL_ONE_BLOCK", 1),
+                                         ("VARIANT_D256", 0)])
+def test_dispatched_hdim256_kernels_read_no_stale_registers(name, causal):
+    """What the dispatch launches at head dim 256 (causal in both alignments): no uniform
+    register read after a loop skip that only the skipped loop writes. (VARIANT_D256_SHORT has
+    one on its items without a full tile, which its calls, from 512 keys, never have:
+    gluon_fwd._launch_plan refuses shorter ones.)"""
+    from fp8attn.attention import gluon_dispatch as gd
+    assert _stale_reads(f"{name}_{causal}", head_dim=256, causal=causal,
+                        **getattr(gd, name)) == []
