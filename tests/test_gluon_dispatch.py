@@ -401,7 +401,9 @@ def test_variant_for_hdim256_by_tile_size():
         assert one == {k: v for k, v in c.items() if k not in ("persistent", "item_licm")}
     v = gluon_dispatch.variant_for(256, None, 4096, block_n=64)
     assert v is gluon_dispatch.VARIANT_D256_N64 and v["q_regs"] and v.get("turns", True)
-
+    for causal in ("top_left", "bottom_right"):
+        c = gluon_dispatch.variant_for(256, causal, 4096, block_n=64)
+        assert c is gluon_dispatch.VARIANT_D256_N64_CAUSAL and c["q_regs"] and not c["turns"]
 
 
 def test_variant_for_hdim256_short_non_causal_calls_take_two_q_buffers():
@@ -423,9 +425,6 @@ def test_variant_for_hdim256_short_non_causal_calls_take_two_q_buffers():
         assert gluon_dispatch.variant_for(256, None, s, block_n=64) is \
             gluon_dispatch.VARIANT_D256_N64
     assert gluon_dispatch.variant_for(256, None, limit + 1) is gluon_dispatch.VARIANT_D256
-    for causal in ("top_left", "bottom_right"):
-        c = gluon_dispatch.variant_for(256, causal, 4096, block_n=64)
-        assert c is gluon_dispatch.VARIANT_D256_N64_CAUSAL and c["q_regs"] and not c["turns"]
 
 
 def test_variant_for_causal_hdim128_is_persistent_at_every_length():
