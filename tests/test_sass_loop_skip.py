@@ -10,7 +10,6 @@ run, whose ptxas made the SASS); elsewhere it is skipped.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
@@ -26,11 +25,8 @@ EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__fil
 
 def _stale_reads(tag: str, **build_args) -> list:
     sys.path.insert(0, EXPERIMENTS)
-    import gluon_compile as gc
     import sass_loop_skip_check as check
-    gc.report("skiptest_" + tag, gc.build(**build_args))
-    sass = subprocess.run([gc.CUOBJDUMP, "-sass", f"/tmp/gluon_attn_skiptest_{tag}.o"],
-                          capture_output=True, text=True, check=True).stdout
+    sass = check.kernel_sass("skiptest_" + tag, **build_args)
     return [f for f in check.check(check.parse(sass)) if f["kind"] == "stale"]
 
 

@@ -73,11 +73,6 @@ def item_of(b, h, blk, n_m, n_hz, H, section):
     return sec * n_m * section + r
 
 
-def _sync():
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def run(q8, k8, v8, causal, name, over):
     return gluon_fwd.gluon_attention_fwd(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q8.block_size,
@@ -152,7 +147,7 @@ def non_causal():
         ref = tl_ref(q8, k8, v8, None)
         for label, name, over in NC_VARIANTS:
             got = run(q8, k8, v8, None, name, over)
-            _sync()
+            torch.cuda.synchronize()
             print(json.dumps(dict(shape=[b, hq, hkv, sq, sk, None], variant=label,
                                   equal=bool(torch.equal(got, ref)),
                                   n_diff=int((got != ref).sum()))), flush=True)
@@ -193,7 +188,7 @@ def main():
                        items=n_m * n_hz)
             try:
                 got = run(q8, k8, v8, causal, name, over)
-                _sync()
+                torch.cuda.synchronize()
             except Exception as e:     # noqa: BLE001 (an illegal access ends the process)
                 rec["error"] = repr(e)[:300]
                 print(json.dumps(rec), flush=True)

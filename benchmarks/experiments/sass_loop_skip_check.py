@@ -133,7 +133,7 @@ def dispatched_kernels() -> dict:
     causal alignments, the LSE and two-Q-term forms at head dim 128), then the refused
     two-Q-buffer causal head-dim-256 forms for comparison."""
     from fp8attn.attention import gluon_dispatch as gd
-    from gluon_compile import VARIANTS
+    from fp8attn.attention.gluon_fwd import VARIANTS
     k = {}
     for c in (0, 1, 2):
         tag = ("nc", "tl", "br")[c]
@@ -165,19 +165,24 @@ def dispatched_kernels() -> dict:
     return k
 
 
+def kernel_sass(tag: str, **build_args) -> str:
+    """Offline (Triton 3.6): gluon_compile.build(**build_args), assembled with ptxas into
+    /tmp/gluon_attn_<tag>.o, and its SASS (cuobjdump)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gluon_compile as gc
+    gc.report(tag, gc.build(**build_args))
+    return subprocess.run([gc.CUOBJDUMP, "-sass", f"/tmp/gluon_attn_{tag}.o"],
+                          capture_output=True, text=True, check=True).stdout
+
+
 def build_and_check(only: str = "") -> int:
     """Offline (Triton 3.6 on PYTHONPATH): build each kernel, read its SASS, report; returns
     the number of kernels with stale reads."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import gluon_compile as gc
     bad = 0
     for name, kw in dispatched_kernels().items():
         if only and only not in name:
             continue
-        gc.report("skipcheck_" + name, gc.build(**kw))
-        sass = subprocess.run([gc.CUOBJDUMP, "-sass", f"/tmp/gluon_attn_skipcheck_{name}.o"],
-                              capture_output=True, text=True).stdout
-        bad += report(name, sass) > 0
+        bad += report(name, kernel_sass("skipcheck_" + name, **kw)) > 0
     return bad
 
 

@@ -1879,7 +1879,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
     persistent: one CTA per SM looping over (query block, head) items (mode pingpong with
     overlap; GPU tests: tests/test_gluon_dispatch.py; or, head dims above 128, with pv_pipe /
-    pv_eighths: _consumer_split_persistent, session 22, not run on a GPU yet). pv_pipe: head
+    pv_eighths: _consumer_split_persistent, session 22, dispatched since session 23). pv_pipe: head
     dims above 128 (mode pingpong without overlap), the four P @ V parts pipelined
     (_tile_split). tma_store
     (persistent, or mode pingpong without overlap at head dims above 128): 0 plain stores of
