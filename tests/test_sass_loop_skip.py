@@ -5,7 +5,8 @@ preheader only, and the masked tiles after the loop read them: items without a f
 the previous item's descriptors (benchmarks/RESULTS.md "Session 24", "The cause"). This builds
 the kernels offline (sm_90a, no GPU needed) and reads their SASS with
 benchmarks/experiments/sass_loop_skip_check.py. It needs Triton 3.6 (the version the GPU machines
-run, whose ptxas made the SASS); elsewhere it is skipped.
+run, whose ptxas made the SASS) without the interpreter; elsewhere it is skipped. Offline:
+TRITON_INTERPRET=0 PYTHONPATH=<Triton 3.6>:. python -m pytest tests/test_sass_loop_skip.py
 """
 from __future__ import annotations
 
@@ -15,9 +16,15 @@ import sys
 import pytest
 import triton
 
-pytestmark = pytest.mark.skipif(
-    not triton.__version__.startswith("3.6."),
-    reason=f"builds with Triton 3.6's ptxas (the GPU machines' version), got {triton.__version__}")
+pytestmark = [
+    pytest.mark.skipif(not triton.__version__.startswith("3.6."),
+                       reason=f"builds with Triton 3.6's ptxas (the GPU machines' version), "
+                              f"got {triton.__version__}"),
+    # conftest.py turns the interpreter on without a GPU; it replaces the kernels' functions
+    # (run offline with TRITON_INTERPRET=0)
+    pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") == "1",
+                       reason="needs compiled kernels, not the interpreter"),
+]
 
 EXPERIMENTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "benchmarks", "experiments")
