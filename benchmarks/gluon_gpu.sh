@@ -4,8 +4,8 @@
 #   tests   the GPU tests of the attention kernels, the API, the quantiser, the rotation and the
 #           device tables (CUDA-graph captures), with the Gluon path on
 #           (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit), and the
-#           hdim-256 kernels' SASS against session 24's ptxas miscompile; 300 s cut it at 94%
-#           in session 23                                                       (~5-6 min)
+#           hdim-256 kernels' SASS against session 24's ptxas miscompile (in one process
+#           after the rest); 300 s cut it at 94% in session 23                  (~6-7 min)
 #   check   gluon_gpu_check.py, each variant timed beside the tl kernel and FA3 FP8: causal
 #           calls on persistent CTAs with the host-built greedy schedule (dispatched up to 8k
 #           keys since session 9; with two half-width TMA stores of the output since session
@@ -78,6 +78,9 @@
 #           tail -60, raise it to see all)                                       (~1 min)
 #   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
+#   s25     session 25: hdim 64 non-causal with rowless warpgroups skipping (wg_bounds), and
+#           hdim 256 causal with two Q buffers (the miscompile worked around): bits, then
+#           timings beside the dispatched forms                                 (~9 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
@@ -103,6 +106,12 @@
 #   bench   bench_attention.py --quick --tl: ours (the default path: Gluon where the dispatch
 #           takes the call), ours through the tl kernel there, FA3 FP8 / BF16, SDPA in the
 #           same run                                                            (~3 min)
+#   d256c512 causal hdim 256 at 512 / 1k keys: the persistent Gluon forms beside the tl
+#           kernel the dispatch runs below 1k                                   (~3 min)
+#   d256cshort the causal hdim-256 dispatch from 512 keys: GPU tests, then the one- and
+#           two-Q-buffer forms timed at 512 / 768 keys                          (~7 min)
+#   sass    tests/test_sass_loop_skip.py in one process                        (~2 min)
+#   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
@@ -122,8 +131,11 @@ for stage in "$@"; do
             tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
             tests/test_two_term_q.py tests/test_quant.py tests/test_key_order.py \
             tests/test_device_tables.py tests/test_hadamard.py tests/test_kernel_launch.py \
-            tests/test_sass_loop_skip.py 2>&1 | tail -40 \
-            | tee "$OUT/pytest_gluon.log" ;;
+            2>&1 | tail -40 | tee "$OUT/pytest_gluon.log"
+        # in one process: two of its builds failed in cuobjdump among the 12 workers
+        # (session 25), not alone
+        timeout 240 $PY -m pytest -q -rf --tb=short tests/test_sass_loop_skip.py 2>&1 \
+            | tail -30 | tee "$OUT/pytest_sass.log" ;;
     check)
         timeout 280 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 75 \
             --variants pingpong_ovl_s3,pingpong_ovl_s3_persist,pingpong_ovl_s3_persist_ts2 \
@@ -396,6 +408,41 @@ for stage in "$@"; do
         timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
             --variants $p,${p}_persist_licm,${p}_persist_licm_q2 --seqlens 512,1024,1536 \
             --json "$OUT/gluon_check_d256q2short.json" 2>&1 | tail -8 ;;
+    s25)
+        # session 25: (1) hdim 64 non-causal, warpgroups with no rows in the last query block
+        # only release the tiles (wg_bounds, _skip_rows): bits, then timed beside the
+        # dispatched tri_ovl_s3; (2) hdim 256 causal with two Q buffers, the masked tiles
+        # reading Q through a view ptxas cannot merge (session 24's miscompile): bits (the
+        # shapes that failed), then timed beside VARIANT_D256_CAUSAL, top-left
+        timeout 200 $PY -m pytest -q -n 12 --tb=line -rf tests/test_gluon_dispatch.py \
+            -k "wgb_non_causal or hdim256_persistent_same_bits or tri_persistent" 2>&1 \
+            | tail -25 | tee "$OUT/pytest_s25.log"
+        timeout 150 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 70 --head-dim 64 \
+            --variants tri_ovl_s3,tri_ovl_s3_wgb --seqlens 2048,4096,8192,16384 \
+            --json "$OUT/gluon_check_d64wgb.json" 2>&1 | tail -6
+        p=pingpong_n128_s2_eighths_noturn_ts2_persist_licm
+        timeout 210 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $p,${p}_q2 --causal top_left --seqlens 1024,2048,4096 \
+            --json "$OUT/gluon_check_d256q2c.json" 2>&1 | tail -6 ;;
+    d256c512)
+        # session 25: causal hdim 256 at 512 keys runs the tl kernel (0.60x FA3 FP8 in the full
+        # bench); the persistent Gluon forms (one and two Q buffers) beside it at 512 / 1k (the
+        # one-buffer child timed out at 100 s then)
+        p=pingpong_n128_s2_eighths_noturn_ts2_persist_licm
+        timeout 240 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 --head-dim 256 \
+            --variants $p,${p}_q2 --causal top_left --seqlens 512,1024 \
+            --json "$OUT/gluon_check_d256c512.json" 2>&1 | tail -6 ;;
+    d256cshort)
+        # the dispatch from 512 keys causal: its GPU tests (run in session 25 with the
+        # two-Q-buffer form dispatched below 1k into bf16 and the one-buffer form into fp32;
+        # the one-buffer form everywhere since, as timed), then both forms at 512 / 768 keys
+        timeout 120 $PY -m pytest -q -n 12 --tb=line -rf tests/test_gluon_dispatch.py \
+            -k "hdim256_short_causal or hdim256_at_1k" 2>&1 | tail -8 \
+            | tee "$OUT/pytest_d256cshort.log"
+        p=pingpong_n128_s2_eighths_noturn_ts2_persist_licm
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
+            --variants $p,${p}_q2 --causal top_left --seqlens 512,768 \
+            --json "$OUT/gluon_check_d256cshort.json" 2>&1 | tail -6 ;;
     gap256)
         # session 22 (not run yet): why the hdim-256 TMA store gained 16-21% where the per-CTA
         # clock stamps shortened a CTA 3-10%: the GPU-wide timer at each CTA's entry and exit
@@ -454,6 +501,15 @@ for stage in "$@"; do
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
+    sass)
+        # tests/test_sass_loop_skip.py alone, one process (session 25: two of its builds failed
+        # in cuobjdump inside the 12-worker tests stage, not offline)
+        timeout 240 $PY -m pytest -q -rf --tb=short tests/test_sass_loop_skip.py 2>&1 \
+            | tail -30 | tee "$OUT/pytest_sass.log" ;;
+    benchfull)
+        # the whole sweep of the issue (seqlen 512-16k), without the tl columns
+        timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \
+            --out "$OUT" 2>&1 | tail -50 | tee "$OUT/bench_full.log" ;;
     benchq2)
         # bench with the two-term Q rows beside the default ones (Recipe(q_terms=2): the
         # accurate recipe, timed with the kernels of session 17's LICM fix for the first time)

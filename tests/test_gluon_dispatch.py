@@ -48,16 +48,13 @@ def test_reason_accepts_the_covered_call():
     for causal in ("top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, k_block=64, v_block=64,
                                             causal=causal)) is None
-    # on 128-key tiles from MIN_SEQLEN_K_D256_N128 (1k) keys, causal too since session 22;
-    # non-causal from MIN_SEQLEN_K_D256_N128_NONCAUSAL (512) since session 24
+    # on 128-key tiles from MIN_SEQLEN_K_D256_N128 (512) keys: non-causal since session 24,
+    # causal since session 25 (1k keys before)
+    assert gluon_dispatch.MIN_SEQLEN_K_D256_N128 == 512
     for causal in (None, "top_left", "bottom_right"):
         assert gluon_dispatch.reason(**dict(
-            GOOD, head_dim=256, seqlen_q=1024, causal=causal,
+            GOOD, head_dim=256, seqlen_q=512, causal=causal,
             seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128)) is None
-    assert gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL == 512
-    assert gluon_dispatch.reason(**dict(
-        GOOD, head_dim=256, seqlen_q=512,
-        seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL)) is None
 
 
 @pytest.mark.parametrize("change,words", [
@@ -86,8 +83,7 @@ def test_reason_accepts_the_covered_call():
     (dict(seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(head_dim=256, k_block=64, v_block=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256 - 1),
      "seqlen_k"),
-    (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128_NONCAUSAL - 1),
-     "seqlen_k"),
+    (dict(head_dim=256, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
     (dict(head_dim=256, causal="bottom_right",
           seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1), "seqlen_k"),
     (dict(head_dim=256, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D256_N128 - 1),
@@ -309,14 +305,13 @@ def test_launch_host_path_hdim256_persistent(launches):
     with pytest.raises(ValueError, match="persistent needs"):
         kernel_config(mode="pingpong", persistent=True)
     # two Q buffers at head dim 256: ptxas miscompiles work items without an unmasked KV
-    # tile (session 24), so they are refused causal and below block_n keys; non-causal calls
-    # with a full tile in every item run (the tl kernel's bits on the GPU)
+    # tile (session 24). Causal calls run since session 25's masked-tile Q view
+    # (gluon_fwd._consumer_split's Q_BUFS; tests/test_sass_loop_skip.py); non-causal ones
+    # with fewer keys than a tile stay refused
     two = dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"], q_bufs=2)
-    for causal in ("top_left", "bottom_right"):
-        with pytest.raises(ValueError, match="q_bufs=2 with head dim 256.*miscompiled"):
-            call(causal, **two)
-    grid, kw = call(**two)
-    assert kw["Q_BUFS"] == 2 and kw["PERSISTENT"]
+    for causal in (None, "top_left", "bottom_right"):
+        grid, kw = call(causal, **two)
+        assert kw["Q_BUFS"] == 2 and kw["PERSISTENT"]
     q_short, k_short, vt_short, ds_short = _zero_fp8_inputs(b, h, 100, 256)
     with pytest.raises(ValueError, match="seqlen_k 100 < 128"):
         gluon_fwd.gluon_attention_fwd(q_short, k_short, vt_short, ds_short, ds_short, ds_short,
@@ -420,11 +415,22 @@ def test_variant_for_hdim256_short_non_causal_calls_take_two_q_buffers():
             assert gluon_dispatch.variant_for(256, None, s, out_dtype=dt) is short
         assert gluon_dispatch.variant_for(256, None, s, out_dtype=torch.float32) is \
             gluon_dispatch.VARIANT_D256
-        assert gluon_dispatch.variant_for(256, "top_left", s) is \
-            gluon_dispatch.VARIANT_D256_CAUSAL
         assert gluon_dispatch.variant_for(256, None, s, block_n=64) is \
             gluon_dispatch.VARIANT_D256_N64
     assert gluon_dispatch.variant_for(256, None, limit + 1) is gluon_dispatch.VARIANT_D256
+
+
+def test_variant_for_hdim256_causal_from_512_keys():
+    """Causal head dim 256 from 512 keys (session 25; 1k before): VARIANT_D256_CAUSAL into
+    every output type (its two-Q-buffer form ran no faster below 1k), one query block
+    VARIANT_D256_CAUSAL_ONE_BLOCK."""
+    for causal in ("top_left", "bottom_right"):
+        for s in (512, 1000, 4096):
+            for dt in gluon_dispatch.OUT_DTYPES:
+                assert gluon_dispatch.variant_for(256, causal, s, out_dtype=dt) is \
+                    gluon_dispatch.VARIANT_D256_CAUSAL
+            assert gluon_dispatch.variant_for(256, causal, s, seqlen_q=128) is \
+                gluon_dispatch.VARIANT_D256_CAUSAL_ONE_BLOCK
 
 
 def test_variant_for_causal_hdim128_is_persistent_at_every_length():
@@ -1051,8 +1057,30 @@ def test_gpu_gluon_path_hdim256_at_1k_keys(causal, block_kv, gluon, spy, monkeyp
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
+    (8, 4, 4, 512, 512, "top_left"),        # from MIN_SEQLEN_K_D256_N128 keys
+    (2, 4, 2, 700, 1000, "bottom_right"),   # GQA, causal_off 300, tails
+    (2, 6, 6, 1000, 600, "top_left"),       # more queries than keys
+    (1, 24, 24, 900, 900, "bottom_right"),  # several items a CTA, launched top-left
+])
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32])
+def test_gpu_gluon_path_hdim256_short_causal(b, hq, hkv, sq, sk, causal, out_dtype, spy,
+                                             monkeypatch):
+    """Causal head dim 256 from 512 keys through the dispatch (session 25,
+    VARIANT_D256_CAUSAL): the tl kernel's bits with the same 128-key tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 17 * sk,
+                            v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False, out_dtype=out_dtype)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got = _run(q8, k8, v8, causal, lse=False, out_dtype=out_dtype)
+    assert spy == ["mma"]
+    assert torch.equal(got, ref)
+
+
+@pytest.mark.gpu
+@needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk", [
-    (8, 4, 4, 512, 512),           # from MIN_SEQLEN_K_D256_N128_NONCAUSAL keys
+    (8, 4, 4, 512, 512),           # from MIN_SEQLEN_K_D256_N128 keys
     (2, 4, 2, 700, 1536),          # up to D256_SHORT_MAX_SEQLEN_K, GQA, a tail
     (1, 3, 3, 1500, 1100),
 ])
@@ -1106,7 +1134,8 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
 @needs_gluon
 @pytest.mark.parametrize("variant", [f"pingpong_n128_s2_{p}_noturn_ts2_persist{licm}"
                                      for p in ("pipe", "eighths") for licm in ("", "_licm")]
-                         + ["pingpong_n128_s2_pipe_noturn_ts2_persist_licm_q2"])
+                         + [f"pingpong_n128_s2_{p}_noturn_ts2_persist_licm_q2"
+                            for p in ("pipe", "eighths")])
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
     (2, 3, 3, 1000, 4200, None),
     (1, 16, 16, 1024, 4096, None),              # 128 items: fewer than SMs, one a CTA
@@ -1114,6 +1143,8 @@ def test_gpu_gluon_hdim256_128_key_variants_same_bits_as_tl_kernel(variant, b, h
     (1, 4, 2, 4500, 4200, "top_left"),          # where two Q buffers failed (sessions 20,
     (2, 24, 24, 1000, 1000, "top_left"),        # 23): several items a CTA, query block 0
     (2, 3, 3, 1000, 4200, "bottom_right"),
+    (1, 8, 8, 2048, 2048, "top_left"),          # one item a CTA (session 24: out of bounds)
+    (2, 24, 24, 1000, 1000, "bottom_right"),
 ])
 def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv, sq, sk,
                                                              causal):
@@ -1123,8 +1154,7 @@ def test_gpu_gluon_hdim256_persistent_same_bits_as_tl_kernel(variant, b, hq, hkv
     128-key tiles. The non-causal variants on causal shapes are skipped (they would run the
     non-causal mask)."""
     if causal is not None and "eighths" not in variant:
-        pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's; two Q "
-                    "buffers are refused causal)")
+        pytest.skip("the causal forms are the eighths ones (VARIANT_D256_CAUSAL's)")
     _d256_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, variant, seed=sq + 13 * sk)
 
 

@@ -137,11 +137,10 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
     assert gluon_dispatch.v_key_order_for(t(4096), t(4096),
                                           **dict(kw, out_dtype=torch.float16)) == "mma"
     assert gluon_dispatch.v_key_order_for(t(1024), t(1024), **kw) == "mma"    # MIN_SEQLEN_K
-    # head dim 256 on 128-key tiles: MIN_SEQLEN_K_D256_N128 causal, 512 keys non-causal
-    # (MIN_SEQLEN_K_D256_N128_NONCAUSAL)
+    # head dim 256 on 128-key tiles: from 512 keys (MIN_SEQLEN_K_D256_N128), causal or not
     assert gluon_dispatch.v_key_order_for(t(1024, 256), t(1024, 256), **kw) == "mma"
     assert gluon_dispatch.v_key_order_for(t(512, 256), t(512, 256), **kw) == "mma"
-    assert gluon_dispatch.v_key_order_for(t(1024, 256), t(1024, 256),
+    assert gluon_dispatch.v_key_order_for(t(512, 256), t(512, 256),
                                           **dict(kw, causal="top_left")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(4096, 64), **dict(kw, lse=True)) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(16384, 64),
@@ -149,7 +148,7 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(4096, 64),
                                           **dict(kw, causal="top_left")) == "mma"
     for q, k, change in [(t(4096), t(1000), {}), (t(500, 256), t(500, 256), {}),
-                         (t(1000, 256), t(1000, 256), dict(causal="top_left")),
+                         (t(500, 256), t(500, 256), dict(causal="top_left")),
                          # 64-key tiles at head dim 256: MIN_SEQLEN_K_D256
                          (t(2048, 256), t(2048, 256), dict(causal="top_left", block_kv=64)),
                          (t(4096, 64), t(2048, 64), {}),          # MIN_SEQLEN_K_D64

@@ -4,8 +4,8 @@ per CTA). Per differing (batch, head, 128-row block): its work item, the CTA tha
 item's position in that CTA's run (_causal_schedule) and the item before it, which 64-row
 warpgroup half and which head-dim quarters differ, the share of differing elements and the
 largest difference. One JSON line per shape and variant (the one-buffer form beside it).
-gluon_fwd._launch_plan refuses q_bufs=2 causal above head dim 128
-(gluon_fwd.REFUSE_Q2_WITHOUT_FULL_TILE); this script turns the refusal off for its own calls.
+(Session 25: the cause fixed in the kernel, gluon_fwd._consumer_split's Q_BUFS, and the
+package's refusal of these calls gone; the script now checks the fixed form.)
 
 Session 24 adds, per differing block, what its wrong rows are: the item before it's output rows
 (a shared output tile stored stale), another block's right rows (a Q / K / V tile of another
@@ -155,7 +155,6 @@ def non_causal():
 
 def main():
     torch.backends.cuda.matmul.allow_tf32 = False
-    gluon_fwd.REFUSE_Q2_WITHOUT_FULL_TILE = False
     if "--non-causal" in sys.argv:
         non_causal()
         return

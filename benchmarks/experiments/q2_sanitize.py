@@ -1,5 +1,5 @@
-"""One causal head-dim-256 call of the two-Q-buffer persistent form (refused by the package: see
-q2_causal_diag.py), for compute-sanitizer: the shape that ends in an illegal memory access
+"""One causal head-dim-256 call of the two-Q-buffer persistent form (session 24's miscompile,
+fixed in session 25: see q2_causal_diag.py), for compute-sanitizer: the shape that ends in an illegal memory access
 (one work item a CTA) or one with wrong rows (several items a CTA). With TRITON_CACHE_DIR set,
 the kernel's cubin lands there, for cuobjdump to read the faulting SASS offset.
 
@@ -23,7 +23,6 @@ def main():
     ap.add_argument("--shape", choices=tuple(SHAPES), default="crash")
     ap.add_argument("--q-bufs", type=int, default=2)
     args = ap.parse_args()
-    gluon_fwd.REFUSE_Q2_WITHOUT_FULL_TILE = False
     b, hq, hkv, sq, sk = SHAPES[args.shape]
     q8, k8, v8 = quantized(b, hq, hkv, sq, sk, seed=sq + 13 * sk)
     out = gluon_fwd.gluon_attention_fwd(

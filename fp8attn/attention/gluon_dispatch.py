@@ -22,8 +22,8 @@ takes:
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
-    1024 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (causal since session 22; non-causal 512,
-    MIN_SEQLEN_K_D256_N128_NONCAUSAL, since session 24), else MIN_SEQLEN_K_D256, 4096;
+    512 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (1024 until session 24 non-causal, session
+    25 causal), else MIN_SEQLEN_K_D256, 4096;
     head dim 64: MIN_SEQLEN_K_D64, 4096, causal MIN_SEQLEN_K_D64_CAUSAL). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
@@ -57,7 +57,8 @@ at 4k / 16k (0.88x / 0.91x FA3 FP8), causal (eighths, no turns) 1.29x / 1.52x (0
 Session 22: the output through shared memory and TMA (tma_store=2), VARIANT_D256 below.
 Session 23: causal calls on persistent CTAs (VARIANT_D256_CAUSAL), +11% / +8% at 1k / 4k keys.
 Session 24: non-causal calls up to 1.5k keys on persistent CTAs with two Q buffers
-(VARIANT_D256_SHORT), +13% / +5% at 512 / 1k keys.
+(VARIANT_D256_SHORT), +13% / +5% at 512 / 1k keys. Session 25: causal calls from 512 keys
+(VARIANT_D256_CAUSAL), 1.16x / 1.27x the tl kernel at 512 / 768.
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -203,7 +204,7 @@ VARIANT_D256 = dict(mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_st
 # Same bits as the tl kernel on five non-causal shapes (q2nc_bits_s24.jsonl) and the GPU tests.
 # Its shared memory (229,752 B) leaves no room for fp32 output tiles: those keep VARIANT_D256.
 # ptxas miscompiles its items without an unmasked KV tile (gluon_fwd._launch_plan refuses them:
-# fewer than 128 keys, or causal); from MIN_SEQLEN_K_D256_N128_NONCAUSAL keys every item has 4+.
+# fewer than 128 keys); from MIN_SEQLEN_K_D256_N128 keys every item has 4+.
 VARIANT_D256_SHORT = dict(VARIANT_D256, persistent=True, item_licm=True, q_bufs=2)
 D256_SHORT_MAX_SEQLEN_K = 1536
 # Causal, session 23 (H200, 2026-12-01 05:15-05:21 UTC, top-left, results/gluon_check_d256persist_c
@@ -212,13 +213,18 @@ D256_SHORT_MAX_SEQLEN_K = 1536
 # in the item loop (item_licm), 640 / 954 / 1046 TFLOP/s at 1k / 4k / 16k keys against 578 / 885
 # / 1051 for one CTA per block (without item_licm 576 / 874 / 981; FA3 FP8 1013 / 1007 at 4k /
 # 16k, 314 at 1k an outlier). Same bits as the tl kernel (results/pytest_d256persist_s23.log);
-# with two Q buffers (q_bufs=2) the causal bits differ (results/q2diag_s23.jsonl): a ptxas
-# miscompile (session 24, RESULTS.md "The cause"), refused by gluon_fwd._launch_plan.
+# with two Q buffers (q_bufs=2) the causal bits differed (results/q2diag_s23.jsonl): a ptxas
+# miscompile (session 24, RESULTS.md "The cause"), worked around in session 25 (below).
 # One query block a head (seqlen_q <= 128) keeps one CTA per block, as CAUSAL_VARIANT at head
 # dim 128 (the persistent form is not timed there).
 VARIANT_D256_CAUSAL_ONE_BLOCK = dict(mode="pingpong", stages=2, pv_eighths=True, turns=False,
                                      tma_store=2)
 VARIANT_D256_CAUSAL = dict(VARIANT_D256_CAUSAL_ONE_BLOCK, persistent=True, item_licm=True)
+# Causal from 512 keys since session 25 (H200, 2026-12-01 09:04 UTC, top-left,
+# results/gluon_check_d256cshort_s25.json): 418 / 539 TFLOP/s at 512 / 768 keys against the tl
+# kernel's 359 / 426; with two Q buffers (the miscompile of session 24 worked around in
+# gluon_fwd._consumer_split) 410 / 538, and 617-627 against 627-634 at 1k (08:32 and 08:56
+# runs): not dispatched.
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -258,10 +264,10 @@ MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # (H200, 2026-12-01 01:53 UTC, results/gluon_check_d256p_s20.json; 64-key kernel 626 against
 # 654, session 19); causal since session 22 (the TMA store), 577 against 471 top-left
 # (results/gluon_check_d256ts_c_s22.json; 452 against 471 with plain stores, session 20)
-MIN_SEQLEN_K_D256_N128 = 1024
-# non-causal on 128-key tiles: VARIANT_D256_SHORT 1.33x the tl kernel at 512 keys (above; the
-# one-CTA-per-block form 1.18x); shorter calls are not measured
-MIN_SEQLEN_K_D256_N128_NONCAUSAL = 512
+# (1k keys then). From 512 keys: non-causal since session 24 (VARIANT_D256_SHORT, 1.33x the tl
+# kernel there; the one-CTA-per-block form 1.18x), causal since session 25
+# (VARIANT_D256_CAUSAL, 1.16x); shorter calls are not measured
+MIN_SEQLEN_K_D256_N128 = 512
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
 # keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
@@ -332,7 +338,6 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
     bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
              256: MIN_SEQLEN_K_D256 if bn != 128
-             else MIN_SEQLEN_K_D256_N128_NONCAUSAL if causal is None
              else MIN_SEQLEN_K_D256_N128}.get(head_dim, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)

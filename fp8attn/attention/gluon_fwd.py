@@ -724,7 +724,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
                     causal_off=0, CAUSAL: gl.constexpr = 0, TRACE_PTR=0,
                     TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
                     TMA_STORE: gl.constexpr = 0, g0=0, turn_phase=0, q_phase=0, q_empty=0,
-                    PERSISTENT: gl.constexpr = False):
+                    PERSISTENT: gl.constexpr = False, q_all=0, qb=0,
+                    Q_BUFS: gl.constexpr = 1):
     """_consumer (loads by the producer partition) for head dims above 128, via _tile_split.
     SPLIT (kernel_config's pv_pipe, q_regs, tree_max, pv_eighths as bits 0-3): _tile_split's
     PV_PIPE and PV_EIGHTHS;
@@ -742,7 +743,14 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     Q load; the warpgroup arrives on q_empty once it is done with Q (in registers: once
     loaded; else after the item's last Q K^T), and leaves the item's TMA stores draining under
     the next item's tiles (_store_quarter waits for a shared tile before reusing it). The
-    trace stamps then hold each CTA's last item. Returns turn_phase."""
+    trace stamps then hold each CTA's last item. Returns turn_phase.
+    Q_BUFS == 2 (persistent, q_all[qb] is q_smem's buffer), causal: the masked tiles read Q
+    through a view of q_all whose index ptxas cannot prove equal to the unmasked loop's
+    (_opaque_zero), so it cannot reuse that loop's preheader descriptors for them. It did
+    (session 24: a ptxas miscompile), and an item without an unmasked tile, which skips that
+    preheader, read the previous item's Q buffer or an undefined address. Non-causal, only a
+    call with fewer keys than a tile has such items: _launch_plan refuses those (the view
+    there would change VARIANT_D256_SHORT's code for calls it never sees)."""
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
@@ -785,10 +793,13 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
         # in the first)
         row_lo = start_m + row0
         wg_end = _wg_key_end(row_lo, ROWS, seqlen_q, seqlen_k, causal_off)
+        q_m = q_s
+        if Q_BUFS == 2 and not Q_REGS:
+            q_m = q_all.index(qb + _opaque_zero(seqlen_k)).slice(row0, ROWS, dim=0)
         for t in gl.static_range(3):
             if n_full + t < n_tiles:
                 acc0, acc1, acc2, acc3, m_i, l_i, vs, turn_phase = _tile_split(
-                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_s, k_smem, v_smem, k_full, v_full,
+                    acc0, acc1, acc2, acc3, m_i, l_i, vs, q_m, k_smem, v_smem, k_full, v_full,
                     kv_empty, turn, kd_ptr, vd_ptr, n_full + t, (n_full + t) * BLOCK_N,
                     seqlen_k, k_block, v_block, row_scale0, my_turn, other_turn, turn_phase,
                     True, PINGPONG, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PV_PIPE,
@@ -821,6 +832,12 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     _stamp_at(TRACE_PTR, my_turn, 0, 7, TRACE)
     _stamp_global_at(TRACE_PTR, my_turn, 1, 7, TRACE)              # stored, GPU-wide ns
     return turn_phase
+
+
+@gluon.jit
+def _opaque_zero(seqlen_k):
+    """0 for every call (seqlen_k > 0), as a value the compiler cannot fold."""
+    return (seqlen_k < 0).to(gl.int32)
 
 
 @gluon.jit
@@ -1369,7 +1386,7 @@ def _consumer_split_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v
             ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, SPLIT, kv_end, full_end,
             causal_off, CAUSAL, TRACE_PTR, TRACE, o_desc, o_smem, TMA_STORE, g0=g,
             turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
-            PERSISTENT=True)
+            PERSISTENT=True, q_all=q_smem, qb=qb, Q_BUFS=Q_BUFS)
         g += gl.cdiv(kv_end, BLOCK_N)
         it += 1
     if TMA_STORE:
@@ -1797,8 +1814,8 @@ VARIANTS = {
     # VARIANT_D256 / VARIANT_D256_CAUSAL looping over work items). Session 23 (H200): causal
     # with item_licm dispatched (VARIANT_D256_CAUSAL); non-causal slower than one CTA per block
     # from 4k keys (results/gluon_check_d256persist_s23.json). The two-Q-buffer forms (q_bufs=2)
-    # gave wrong causal bits (a ptxas miscompile, session 24) and _launch_plan refuses them
-    # above head dim 128 wherever a work item can lack an unmasked tile.
+    # gave wrong causal bits (a ptxas miscompile, session 24; _consumer_split's Q_BUFS since
+    # session 25).
     "pingpong_n128_s2_pipe_noturn_ts2_persist": dict(mode="pingpong", stages=2, pv_pipe=True,
                                                      turns=False, tma_store=2, persistent=True),
     "pingpong_n128_s2_eighths_noturn_ts2_persist": dict(mode="pingpong", stages=2,
@@ -1814,11 +1831,16 @@ VARIANTS = {
     "pingpong_n128_s2_eighths_noturn_ts2_persist_licm": dict(
         mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
         item_licm=True),
-    # two Q buffers, non-causal only (the causal form is refused: _launch_plan): 870 / 872
-    # TFLOP/s at 1k keys against 840 / 830 for VARIANT_D256 (sessions 23 / 24); dispatched up
-    # to 1.5k keys since session 24 (gluon_dispatch.VARIANT_D256_SHORT)
+    # two Q buffers, non-causal: 870 / 872 TFLOP/s at 1k keys against 840 / 830 for
+    # VARIANT_D256 (sessions 23 / 24); dispatched up to 1.5k keys since session 24
+    # (gluon_dispatch.VARIANT_D256_SHORT)
     "pingpong_n128_s2_pipe_noturn_ts2_persist_licm_q2": dict(
         mode="pingpong", stages=2, pv_pipe=True, turns=False, tma_store=2, persistent=True,
+        item_licm=True, q_bufs=2),
+    # session 25: causal (gluon_dispatch.VARIANT_D256_CAUSAL) with two Q buffers, once the
+    # masked tiles read Q through a view ptxas cannot merge with the unmasked loop's
+    "pingpong_n128_s2_eighths_noturn_ts2_persist_licm_q2": dict(
+        mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
         item_licm=True, q_bufs=2),
     # session 22: the three consumers' output through shared memory and TMA (one (64, 64)
     # tile a warpgroup), non-causal (VARIANT_D64) and causal (VARIANT_D64_CAUSAL)
@@ -2156,10 +2178,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     return out
 
 
-# head dims above 128 with two Q buffers where a work item can lack an unmasked KV tile:
-# refused (a ptxas miscompile, _launch_plan); only benchmarks/experiments/q2_causal_diag.py and
-# q2_sanitize.py turn it off, to reproduce the bug
-REFUSE_Q2_WITHOUT_FULL_TILE = True
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
 _PLANS: dict = {}
 
@@ -2235,17 +2253,14 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    if (split and cfg["Q_BUFS"] == 2 and REFUSE_Q2_WITHOUT_FULL_TILE
-            and (causal_mode or Sk < block_n)):
-        # Triton 3.6's ptxas miscompiles these kernels (session 24, compute-sanitizer and the
-        # SASS: benchmarks/experiments/sass_loop_skip_check.py): the masked tiles after the
-        # full-tile loop read Q K^T descriptors of k-steps 1.. (a uniform register) that only
-        # the loop's preheader writes, so an item with no unmasked tile (causal query block 0,
-        # or fewer than block_n keys) uses the previous item's Q buffer (wrong rows) or, as a
-        # CTA's first item, an undefined address (an out-of-bounds shared read)
-        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) is miscompiled for work items "
-                         f"without an unmasked KV tile (causal, or seqlen_k {Sk} < {block_n}); "
-                         f"use q_bufs=1")
+    if split and cfg["Q_BUFS"] == 2 and not causal_mode and Sk < block_n:
+        # Triton 3.6's ptxas miscompiles these (session 24, compute-sanitizer and the SASS:
+        # benchmarks/experiments/sass_loop_skip_check.py): the masked tile after the full-tile
+        # loop reads Q K^T descriptors (a uniform register) that only the loop's preheader
+        # writes, so an item with no unmasked tile reads the previous item's Q buffer or an
+        # undefined address. Causal items have _consumer_split's Q view (session 25).
+        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) is miscompiled non-causal for "
+                         f"seqlen_k {Sk} < {block_n} (no unmasked KV tile); use q_bufs=1")
     if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
