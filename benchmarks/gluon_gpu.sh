@@ -78,9 +78,9 @@
 #           tail -60, raise it to see all)                                       (~1 min)
 #   q2short (run in session 24, dispatched since) the same non-causal forms at 512 / 1024 / 1536 keys (where the dispatch switches
 #           to two Q buffers; the tl kernel's row is "ours" below 1k)           (~2 min)
-#   s25     session 25: hdim 64 non-causal with rowless warpgroups skipping (wg_bounds), and
-#           hdim 256 causal with two Q buffers (the miscompile worked around): bits, then
-#           timings beside the dispatched forms                                 (~9 min)
+#   s25     (run in session 25) hdim 64 non-causal with rowless warpgroups skipping (backed
+#           out), and hdim 256 causal with two Q buffers (the miscompile worked around): bits,
+#           then timings beside the dispatched forms                            (~6 min)
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
@@ -409,11 +409,13 @@ for stage in "$@"; do
             --variants $p,${p}_persist_licm,${p}_persist_licm_q2 --seqlens 512,1024,1536 \
             --json "$OUT/gluon_check_d256q2short.json" 2>&1 | tail -8 ;;
     s25)
-        # session 25: (1) hdim 64 non-causal, warpgroups with no rows in the last query block
-        # only release the tiles (wg_bounds, _skip_rows): bits, then timed beside the
-        # dispatched tri_ovl_s3; (2) hdim 256 causal with two Q buffers, the masked tiles
-        # reading Q through a view ptxas cannot merge (session 24's miscompile): bits (the
-        # shapes that failed), then timed beside VARIANT_D256_CAUSAL, top-left
+        # session 25 (run then): (1) hdim 64 non-causal, warpgroups with no rows in the last
+        # query block only releasing the tiles (wg_bounds, _skip_rows): bits, then timed
+        # beside the dispatched tri_ovl_s3 (4-7% slower: backed out with its test, so
+        # tri_ovl_s3_wgb times the plain form now); (2) hdim 256 causal with two Q buffers,
+        # the masked tiles reading Q through a view ptxas cannot merge (session 24's
+        # miscompile): bits (the shapes that failed), then timed beside VARIANT_D256_CAUSAL,
+        # top-left
         timeout 200 $PY -m pytest -q -n 12 --tb=line -rf tests/test_gluon_dispatch.py \
             -k "wgb_non_causal or hdim256_persistent_same_bits or tri_persistent" 2>&1 \
             | tail -25 | tee "$OUT/pytest_s25.log"
