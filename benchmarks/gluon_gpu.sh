@@ -66,8 +66,8 @@
 #           the item loop), per-tile stamps at 1k / 16k                           (~5 min)
 #   d256persistc the causal forms, top-left 1k-16k (run in session 23; the LICM form is
 #           VARIANT_D256_CAUSAL since)                                          (~6 min)
-#   q2diag  where two Q buffers give wrong causal bits at hdim 256 (run in session 23; needs
-#           _launch_plan's q_bufs refusal lifted locally)                       (~1 min)
+#   q2diag  where two Q buffers gave wrong causal bits at hdim 256 (run in session 23; since
+#           session 25's workaround it checks the fixed form)                   (~1 min)
 #   q2nc    session 24 (run then): two Q buffers at hdim 256, non-causal (bits on five shapes, then
 #           timed beside VARIANT_D256 at 1k / 2k / 4k keys), and q2diag's causal probes
 #           (plain stores, the LICM form; what the wrong rows are)             (~3 min)
@@ -355,8 +355,8 @@ for stage in "$@"; do
         # (_licm: the item loop with loop-invariant code motion: 20 B spilled offline against
         # 428 for the dispatched kernel)
         p=pingpong_n128_s2_pipe_noturn_ts2
-        # (session 23 also timed ${p}_persist_q2_licm: two Q buffers, refused since for wrong
-        # causal bits)
+        # (session 23 also timed ${p}_persist_q2_licm: two Q buffers, whose causal bits were
+        # wrong until session 25)
         v=$p,${p}_persist,${p}_persist_licm
         timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 256 \
             --variants $v --seqlens 1024,4096,16384 \
@@ -367,7 +367,7 @@ for stage in "$@"; do
     d256persistc)
         # the causal forms (eighths, no turns, TMA store) on persistent CTAs, top-left
         p=pingpong_n128_s2_eighths_noturn_ts2
-        # (the _q2 forms give wrong causal bits: q2diag)
+        # (the _q2 forms gave wrong causal bits until session 25: q2diag)
         v=$p,${p}_persist,${p}_persist_licm
         timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 150 --head-dim 256 \
             --variants $v --causal top_left \
