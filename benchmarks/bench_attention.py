@@ -45,14 +45,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import (attn_flops, bench_ms, environment, fa3_accuracy_inputs, fa3_out,  # noqa: E402
-                    graph_bench_ms, load_fa3, load_sage)
+                    fa3_fp8_per_head, graph_bench_ms, load_fa3, load_sage)
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention.reference import attention_oracle, fp8_flash_emulation  # noqa: E402
 from fp8attn.attention import gluon_dispatch  # noqa: E402
 from fp8attn.attention.triton_fwd import attention_fwd_fp8  # noqa: E402
-from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference  # noqa: E402
 from fp8attn.quant import KEY_ORDERS, quantize_qkv  # noqa: E402
 
 IMPLS = ["ours_kernel", "ours_e2e", "fa3_fp8", "fa3_bf16", "sdpa_flash", "sdpa_cudnn", "sage"]
@@ -220,15 +219,8 @@ def accuracy(log, cpu_emulation=True, q_terms=(1,)):
             qb, kb, vb = (x.transpose(1, 2).contiguous() for x in (q, k, v))
             res[f"fa3_bf16_{tag}"] = err(fa3_out(fa3.flash_attn_func(
                 qb.bfloat16(), kb.bfloat16(), vb.bfloat16(), causal=causal)).float(), True)
-            signs = hadamard_signs(128, 0, q.device)
             for rot in (False, True):
-                qq, kk = ((random_hadamard_reference(x, signs) if rot else x) for x in (qb, kb))
-                amax = [x.abs().amax(dim=(1, 3)) for x in (qq, kk, vb)]  # (B, H) per head
-                desc = [a.clamp_min(1e-12) / 448.0 for a in amax]
-                f8 = [(x / dd[:, None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
-                      for x, dd in zip((qq, kk, vb), desc)]
-                o = fa3_out(fa3.flash_attn_func(*f8, causal=causal, q_descale=desc[0],
-                                                k_descale=desc[1], v_descale=desc[2]))
+                o = fa3_fp8_per_head(fa3, qb, kb, vb, causal, rot)
                 res[f"fa3_fp8_per_head{'_hadamard' if rot else ''}_{tag}"] = err(o.float(), True)
     log(json.dumps(res))
     return res

@@ -165,6 +165,22 @@ def fa3_out(res):
     return res[0] if isinstance(res, tuple) else res
 
 
+def fa3_fp8_per_head(fa3, qb, kb, vb, causal: bool, rotate: bool):
+    """FA3 FP8's output (B, S, H, D) on (B, S, H, D) inputs quantised as FA3's released path
+    does: one e4m3 scale per (batch, head) from the amax, Q and K first rotated by the
+    package's randomized Hadamard transform (seed 0) when rotate (FA3's paper recipe without
+    the block scales)."""
+    from fp8attn.hadamard.reference import hadamard_signs, random_hadamard_reference
+    signs = hadamard_signs(qb.shape[-1], 0, qb.device)
+    qq, kk = ((random_hadamard_reference(x, signs) if rotate else x) for x in (qb, kb))
+    amax = [x.abs().amax(dim=(1, 3)) for x in (qq, kk, vb)]     # (B, H) per head
+    desc = [a.clamp_min(1e-12) / 448.0 for a in amax]
+    f8 = [(x / dd[:, None, :, None]).clamp(-448, 448).to(torch.float8_e4m3fn)
+          for x, dd in zip((qq, kk, vb), desc)]
+    return fa3_out(fa3.flash_attn_func(*f8, causal=causal, q_descale=desc[0],
+                                       k_descale=desc[1], v_descale=desc[2]))
+
+
 def load_sage():
     try:
         return importlib.import_module("sageattention"), ""

@@ -110,6 +110,8 @@
 #           kernel the dispatch runs below 1k                                   (~3 min)
 #   d256cshort the causal hdim-256 dispatch from 512 keys: GPU tests, then the one- and
 #           two-Q-buffer forms timed at 512 / 768 keys                          (~7 min)
+#   rmsedraws the default recipe's RMSE over twenty CUDA draws of FA3's outlier data, FA3 FP8
+#           + the same rotation beside it per draw (not run yet)                 (~1 min)
 #   sass    tests/test_sass_loop_skip.py in one process                        (~2 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
@@ -503,6 +505,12 @@ for stage in "$@"; do
     bench)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
+    rmsedraws)
+        # session 25 (not run yet): the default recipe's RMSE over twenty CUDA draws of FA3's
+        # outlier data beside FA3 FP8 + the same rotation on each draw (the benchmark's row is
+        # draw 0; the CPU draws put it above all twenty)
+        timeout 200 $PY benchmarks/experiments/rmse_draws_gpu.py --seeds 20 \
+            --json "$OUT/rmse_draws_gpu.json" 2>&1 | tail -3 ;;
     sass)
         # tests/test_sass_loop_skip.py alone, one process (session 25: two of its builds failed
         # in cuobjdump inside the 12-worker tests stage, not offline)
