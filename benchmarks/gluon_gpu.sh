@@ -412,8 +412,8 @@ for stage in "$@"; do
             --json "$OUT/gluon_check_d256q2short.json" 2>&1 | tail -8 ;;
     s25)
         # session 25 (run then): (1) hdim 64 non-causal, warpgroups with no rows in the last
-        # query block only releasing the tiles (wg_bounds, _skip_rows): bits, then timed
-        # beside the dispatched tri_ovl_s3 (4-7% slower: backed out with its test, so
+        # query block only releasing the tiles (wg_bounds non-causal): bits, then timed
+        # beside the dispatched tri_ovl_s3 (3-7% slower: backed out with its test, so
         # tri_ovl_s3_wgb times the plain form now); (2) hdim 256 causal with two Q buffers,
         # the masked tiles reading Q through a view ptxas cannot merge (session 24's
         # miscompile): bits (the shapes that failed), then timed beside VARIANT_D256_CAUSAL,

@@ -306,18 +306,20 @@ def test_launch_host_path_hdim256_persistent(launches):
         kernel_config(mode="pingpong", persistent=True)
     # two Q buffers at head dim 256: ptxas miscompiles work items without an unmasked KV
     # tile (session 24). Causal calls run since session 25's masked-tile Q view
-    # (gluon_fwd._consumer_split's Q_BUFS; tests/test_sass_loop_skip.py); non-causal ones
-    # with fewer keys than a tile stay refused
+    # (gluon_fwd._consumer_split's Q_BUFS; tests/test_sass_loop_skip.py); calls with fewer
+    # keys than a tile stay refused (miscompiled non-causal, not GPU-tested causal)
     two = dict(gluon_fwd.VARIANTS["pingpong_n128_s2_eighths_noturn_ts2_persist"], q_bufs=2)
     for causal in (None, "top_left", "bottom_right"):
         grid, kw = call(causal, **two)
         assert kw["Q_BUFS"] == 2 and kw["PERSISTENT"]
     q_short, k_short, vt_short, ds_short = _zero_fp8_inputs(b, h, 100, 256)
-    with pytest.raises(ValueError, match="seqlen_k 100 < 128"):
-        gluon_fwd.gluon_attention_fwd(q_short, k_short, vt_short, ds_short, ds_short, ds_short,
-                                      128, 128, 128, 0.1, v_key_order="mma",
-                                      out=torch.empty(b, h, 100, 256, dtype=torch.bfloat16),
-                                      **two)
+    for causal in (None, "top_left"):
+        with pytest.raises(ValueError, match="seqlen_k 100 < 128"):
+            gluon_fwd.gluon_attention_fwd(q_short, k_short, vt_short, ds_short, ds_short,
+                                          ds_short, 128, 128, 128, 0.1, causal=causal,
+                                          v_key_order="mma",
+                                          out=torch.empty(b, h, 100, 256,
+                                                          dtype=torch.bfloat16), **two)
 
 
 def test_launch_host_path_traces_the_hdim256_kernel_per_cta(launches):
@@ -420,10 +422,15 @@ def test_variant_for_hdim256_short_non_causal_calls_take_two_q_buffers():
     assert gluon_dispatch.variant_for(256, None, limit + 1) is gluon_dispatch.VARIANT_D256
 
 
-def test_variant_for_hdim256_causal_from_512_keys():
-    """Causal head dim 256 from 512 keys (session 25; 1k before): VARIANT_D256_CAUSAL into
-    every output type (its two-Q-buffer form ran no faster below 1k), one query block
-    VARIANT_D256_CAUSAL_ONE_BLOCK."""
+def test_hdim256_causal_from_512_keys_on_one_q_buffer():
+    """Causal head dim 256 from 512 keys (session 25; 1k before; the threshold through
+    reason, the variant through variant_for): VARIANT_D256_CAUSAL into every output type (its
+    two-Q-buffer form ran no faster below 1k), one query block VARIANT_D256_CAUSAL_ONE_BLOCK."""
+    for causal in ("top_left", "bottom_right"):
+        assert gluon_dispatch.reason(**dict(GOOD, head_dim=256, seqlen_q=512, seqlen_k=512,
+                                            causal=causal)) is None
+        assert "seqlen_k" in gluon_dispatch.reason(**dict(GOOD, head_dim=256, seqlen_q=511,
+                                                          seqlen_k=511, causal=causal))
     for causal in ("top_left", "bottom_right"):
         for s in (512, 1000, 4096):
             for dt in gluon_dispatch.OUT_DTYPES:

@@ -54,8 +54,8 @@ def test_dispatched_hdim256_kernels_read_no_stale_registers(name, causal):
     """What the dispatch launches at head dim 256 (causal in both alignments): no uniform
     register read after a loop skip that only the skipped loop writes (the check itself is
     tested on hand-written SASS: test_sass_loop_skip_check.py). (VARIANT_D256_SHORT has
-    one on its items without a full tile, which its calls, from 512 keys, never have:
-    gluon_fwd._launch_plan refuses shorter ones.)"""
+    one on its items without a full tile, which its calls, from 512 keys, never have;
+    gluon_fwd._launch_plan refuses calls with fewer keys than a tile.)"""
     from fp8attn.attention import gluon_dispatch as gd
     assert _stale_reads(f"{name}_{causal}", head_dim=256, causal=causal,
                         **getattr(gd, name)) == []

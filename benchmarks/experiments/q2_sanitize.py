@@ -1,6 +1,7 @@
-"""One causal head-dim-256 call of the two-Q-buffer persistent form (session 24's miscompile,
-fixed in session 25: see q2_causal_diag.py), for compute-sanitizer: the shape that ends in an illegal memory access
-(one work item a CTA) or one with wrong rows (several items a CTA). With TRITON_CACHE_DIR set,
+"""One causal head-dim-256 call of the two-Q-buffer persistent form, for compute-sanitizer. In
+session 24 (the miscompile, see q2_causal_diag.py; worked around in the kernel since session
+25) it found the cause on the shape that ended in an illegal memory access (one work item a
+CTA); the other shape gave wrong rows (several items a CTA). With TRITON_CACHE_DIR set,
 the kernel's cubin lands there, for cuobjdump to read the faulting SASS offset.
 
     compute-sanitizer --tool memcheck python benchmarks/experiments/q2_sanitize.py --shape crash

@@ -58,7 +58,7 @@ Session 22: the output through shared memory and TMA (tma_store=2), VARIANT_D256
 Session 23: causal calls on persistent CTAs (VARIANT_D256_CAUSAL), +11% / +8% at 1k / 4k keys.
 Session 24: non-causal calls up to 1.5k keys on persistent CTAs with two Q buffers
 (VARIANT_D256_SHORT), +13% / +5% at 512 / 1k keys. Session 25: causal calls from 512 keys
-(VARIANT_D256_CAUSAL), 1.16x / 1.27x the tl kernel at 512 / 768.
+(VARIANT_D256_CAUSAL), 1.17x / 1.27x the tl kernel at 512 / 768.
 Head dim 64 on three consumer warpgroups (session 14): 0.81x / 1.01x / 1.11x the tl kernel at
 1k / 4k / 16k keys, non-causal (0.84x / 0.90x FA3 FP8 at 4k / 16k; H200, 2026-11-30 19:02 UTC,
 results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.09x
@@ -223,8 +223,8 @@ VARIANT_D256_CAUSAL = dict(VARIANT_D256_CAUSAL_ONE_BLOCK, persistent=True, item_
 # Causal from 512 keys since session 25 (H200, 2026-12-01 09:04 UTC, top-left,
 # results/gluon_check_d256cshort_s25.json): 418 / 539 TFLOP/s at 512 / 768 keys against the tl
 # kernel's 359 / 426; with two Q buffers (the miscompile of session 24 worked around in
-# gluon_fwd._consumer_split) 410 / 538, and 617-627 against 627-634 at 1k (08:32 and 08:56
-# runs): not dispatched.
+# gluon_fwd._consumer_split) 410 / 538, and 617 / 627 against 634 at 1k (08:36 and 08:56; the
+# one-buffer child of 08:56 was cut by its timeout): not dispatched.
 # Head dim 64 (session 14): three turn-free consumer warpgroups of 64 rows (192-row
 # blocks, FA3's hdim-64 shape: a third warp per scheduler to issue softmax work while another
 # waits on the exp2 unit or a wgmma), loop not unrolled (unrolled, the 160-register consumers
@@ -266,7 +266,7 @@ MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # (results/gluon_check_d256ts_c_s22.json; 452 against 471 with plain stores, session 20)
 # (1k keys then). From 512 keys: non-causal since session 24 (VARIANT_D256_SHORT, 1.33x the tl
 # kernel there; the one-CTA-per-block form 1.18x), causal since session 25
-# (VARIANT_D256_CAUSAL, 1.16x); shorter calls are not measured
+# (VARIANT_D256_CAUSAL, 1.17x); shorter calls are not measured
 MIN_SEQLEN_K_D256_N128 = 512
 MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
 # causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k

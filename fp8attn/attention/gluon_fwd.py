@@ -750,7 +750,8 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
     (session 24: a ptxas miscompile), and an item without an unmasked tile, which skips that
     preheader, read the previous item's Q buffer or an undefined address. Non-causal, only a
     call with fewer keys than a tile has such items: _launch_plan refuses those (the view
-    there would change VARIANT_D256_SHORT's code for calls it never sees)."""
+    there would change VARIANT_D256_SHORT's code for calls it never sees), and causal ones
+    with fewer keys than a tile (not GPU-tested)."""
     PV_PIPE: gl.constexpr = (SPLIT & 1) != 0
     Q_REGS: gl.constexpr = (SPLIT & 2) != 0
     TREE_MAX: gl.constexpr = (SPLIT & 4) != 0
@@ -836,7 +837,7 @@ def _consumer_split(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, tur
 
 @gluon.jit
 def _opaque_zero(seqlen_k):
-    """0 for every call (seqlen_k > 0), as a value the compiler cannot fold."""
+    """0 for every call (seqlen_k >= 0), as a value the compiler cannot fold."""
     return (seqlen_k < 0).to(gl.int32)
 
 
@@ -2253,14 +2254,16 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if cfg["SPLIT"] and D <= 128:
         raise ValueError(f"pv_pipe, q_regs, tree_max and pv_eighths change the P @ V in four "
                          f"parts of head dims above 128, not head dim {D}")
-    if split and cfg["Q_BUFS"] == 2 and not causal_mode and Sk < block_n:
-        # Triton 3.6's ptxas miscompiles these (session 24, compute-sanitizer and the SASS:
-        # benchmarks/experiments/sass_loop_skip_check.py): the masked tile after the full-tile
-        # loop reads Q K^T descriptors (a uniform register) that only the loop's preheader
-        # writes, so an item with no unmasked tile reads the previous item's Q buffer or an
-        # undefined address. Causal items have _consumer_split's Q view (session 25).
-        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) is miscompiled non-causal for "
-                         f"seqlen_k {Sk} < {block_n} (no unmasked KV tile); use q_bufs=1")
+    if split and cfg["Q_BUFS"] == 2 and Sk < block_n:
+        # Triton 3.6's ptxas miscompiles the non-causal form (session 24, compute-sanitizer and
+        # the SASS: benchmarks/experiments/sass_loop_skip_check.py): the masked tile after the
+        # full-tile loop reads Q K^T descriptors (a uniform register) that only the loop's
+        # preheader writes, so an item with no unmasked tile reads the previous item's Q buffer
+        # or an undefined address. Causal items have _consumer_split's Q view (session 25),
+        # but calls with no unmasked tile at all are not GPU-tested: refused too
+        raise ValueError(f"q_bufs=2 with head dim {D} (> 128) is not supported for seqlen_k "
+                         f"{Sk} < {block_n} (no unmasked KV tile: miscompiled non-causal, "
+                         f"untested causal); use q_bufs=1")
     if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
