@@ -431,7 +431,6 @@ def test_hdim256_causal_from_512_keys_on_one_q_buffer():
                                             causal=causal)) is None
         assert "seqlen_k" in gluon_dispatch.reason(**dict(GOOD, head_dim=256, seqlen_q=511,
                                                           seqlen_k=511, causal=causal))
-    for causal in ("top_left", "bottom_right"):
         for s in (512, 1000, 4096):
             for dt in gluon_dispatch.OUT_DTYPES:
                 assert gluon_dispatch.variant_for(256, causal, s, out_dtype=dt) is \
@@ -1075,13 +1074,8 @@ def test_gpu_gluon_path_hdim256_short_causal(b, hq, hkv, sq, sk, causal, out_dty
                                              monkeypatch):
     """Causal head dim 256 from 512 keys through the dispatch (session 25,
     VARIANT_D256_CAUSAL): the tl kernel's bits with the same 128-key tiles."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 17 * sk,
-                            v_key_order="mma")
-    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False, out_dtype=out_dtype)
-    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    got = _run(q8, k8, v8, causal, lse=False, out_dtype=out_dtype)
-    assert spy == ["mma"]
-    assert torch.equal(got, ref)
+    _d256_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, out_dtype, sq + 17 * sk, spy,
+                                      monkeypatch)
 
 
 @pytest.mark.gpu
@@ -1097,11 +1091,18 @@ def test_gpu_gluon_path_hdim256_short_non_causal(b, hq, hkv, sq, sk, out_dtype, 
     """Non-causal head dim 256 from 512 keys up to D256_SHORT_MAX_SEQLEN_K through the dispatch
     (session 24: persistent CTAs with two Q buffers into bf16 / fp16 outputs, one CTA a block
     into fp32): the tl kernel's bits with the same 128-key tiles."""
-    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=sq + 7 * sk,
-                            v_key_order="mma")
-    ref = _run(q8, k8, v8, None, TL_D256_N128, lse=False, out_dtype=out_dtype)
+    _d256_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, None, out_dtype, sq + 7 * sk, spy,
+                                      monkeypatch)
+
+
+def _d256_path_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, causal, out_dtype, seed, spy,
+                                      monkeypatch):
+    """A head-dim-256 call through the dispatch takes the Gluon kernel and gives the tl
+    kernel's bits with the same 128-key tiles."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, 256, Recipe(), seed=seed, v_key_order="mma")
+    ref = _run(q8, k8, v8, causal, TL_D256_N128, lse=False, out_dtype=out_dtype)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
-    got = _run(q8, k8, v8, None, lse=False, out_dtype=out_dtype)
+    got = _run(q8, k8, v8, causal, lse=False, out_dtype=out_dtype)
     assert spy == ["mma"]
     assert torch.equal(got, ref)
 
