@@ -113,6 +113,10 @@
 #   rmsedraws the default recipe's RMSE over twenty CUDA draws of FA3's outlier data, FA3 FP8
 #           + the same rotation beside it per draw (not run yet)                 (~1 min)
 #   sass    tests/test_sass_loop_skip.py in one process                        (~2 min)
+#   bars    the cells at the 0.85x bar (hdim 64 from 1k, every 1k cell), five alternating readings
+#           of ours and FA3 FP8 each (experiments/bar_repeats.py)                  (~3 min)
+#   d64stages hdim 64, three consumers: the K / V ring two / three / four tiles deep,
+#           non-causal 2k-16k, causal top-left 4k / 16k                          (~6 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -516,6 +520,22 @@ for stage in "$@"; do
         # in cuobjdump inside the 12-worker tests stage, not offline)
         timeout 240 $PY -m pytest -q -rf --tb=short tests/test_sass_loop_skip.py 2>&1 \
             | tail -30 | tee "$OUT/pytest_sass.log" ;;
+    bars)
+        # session 26: the cells the 0.85x bar names (every hdim-64 cell from 1k, every 1k
+        # cell), five alternating readings of ours and FA3 FP8 each (experiments/bar_repeats.py)
+        timeout 400 $PY benchmarks/experiments/bar_repeats.py --repeats 5 \
+            --cells 64:1024:0,64:2048:0,64:4096:0,64:8192:0,64:16384:0,64:1024:1,64:2048:1,64:4096:1,64:8192:1,64:16384:1,128:1024:0,128:1024:1,256:1024:0,256:1024:1 \
+            --json "$OUT/bar_repeats.json" 2>&1 | grep "^#" ;;
+    d64stages)
+        # session 26: the hdim-64 three-consumer kernels with a two- / four-deep K / V ring
+        # beside the dispatched three-deep one, non-causal 2k-16k and causal top-left 4k-16k
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
+            --variants tri_ovl_s3,tri_ovl_s2,tri_ovl_s4 --seqlens 2048,4096,16384 \
+            --json "$OUT/gluon_check_d64stages_nc.json" 2>&1 | tail -7
+        timeout 250 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb_q2_ts,tri_ovl_s4_persist_wgb_q2_ts \
+            --causal top_left --seqlens 4096,16384 \
+            --json "$OUT/gluon_check_d64stages_c.json" 2>&1 | tail -6 ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \
