@@ -24,7 +24,7 @@ from triton.experimental.gluon._runtime import GluonASTSource
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from fp8attn.attention import gluon_fwd as gluon_attn  # noqa: E402
-from sass_issue_model import sass_instructions  # noqa: E402
+from sass_issue_model import innermost_wgmma_loops  # noqa: E402
 
 PTXAS = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
 CUOBJDUMP = os.path.join(os.path.dirname(PTXAS), "cuobjdump")
@@ -91,22 +91,8 @@ def softmax_under_pv(sass: str) -> list:
     moves the second wait up when it lacks registers, silently (session 17: the persistent
     kernels ran 0-45 instructions there against ~275 in the non-persistent ones, 8-10% of
     their causal speed)."""
-    ins = sass_instructions(sass)
-    at = {a: i for i, (a, _) in enumerate(ins)}
-    loops = []          # (first, last) instruction of each backward branch's loop with wgmmas
-    for i, (a, text) in enumerate(ins):
-        # a loop's back edge is predicated; the unconditional backward branches are the
-        # mbarrier wait stubs' retries into the code
-        m = re.match(r"@!?U?P\w+\s+BRA .*?(0x[0-9a-f]+)", text)
-        if m and int(m.group(1), 16) < a and int(m.group(1), 16) in at:
-            lo = at[int(m.group(1), 16)]
-            if i - lo < 1200 and sum("QGMMA" in t for _, t in ins[lo:i + 1]) >= 6:
-                loops.append((lo, i))
     steps = []
-    for lo, hi in loops:
-        if any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2 in loops):
-            continue        # not innermost: an item loop around a tile loop
-        body = [t for _, t in ins[lo:hi + 1]]
+    for body in innermost_wgmma_loops(sass):
         for j in (j for j, t in enumerate(body) if "DEPBAR.LE gsb0, 0x1" in t):
             k = next((k for k in range(j + 1, j + len(body)) if "DEPBAR.LE gsb0, 0x0"
                       in body[k % len(body)]), None)

@@ -56,6 +56,36 @@ def sass_instructions(sass: str) -> list[tuple[int, str]]:
     return ins
 
 
+def innermost_wgmma_loops(sass: str, min_wgmmas: int = 6,
+                          max_len: int = 1200) -> list[list[str]]:
+    """The instruction texts of each innermost loop of `sass` (cuobjdump -sass text) that holds
+    at least min_wgmmas QGMMA instructions in at most max_len instructions: the tile loops of an
+    attention kernel (an item loop around a tile loop is not innermost). A loop is a predicated
+    backward branch; the unconditional backward branches are the mbarrier wait stubs' retries
+    into the code."""
+    ins = sass_instructions(sass)
+    at = {a: i for i, (a, _) in enumerate(ins)}
+    loops = []
+    for i, (a, text) in enumerate(ins):
+        m = re.match(r"@!?U?P\w+\s+BRA .*?(0x[0-9a-f]+)", text)
+        if m and int(m.group(1), 16) < a and int(m.group(1), 16) in at:
+            lo = at[int(m.group(1), 16)]
+            if i - lo < max_len and sum("QGMMA" in t for _, t in ins[lo:i + 1]) >= min_wgmmas:
+                loops.append((lo, i))
+    return [[t for _, t in ins[lo:hi + 1]] for lo, hi in loops
+            if not any((lo, hi) != (l2, h2) and lo <= l2 and h2 <= hi for l2, h2 in loops)]
+
+
+def opcode_counts(body: list[str]) -> dict[str, int]:
+    """Instructions of `body` by opcode without modifiers or predicate guard (MUFU.EX2 and
+    MUFU.RCP both count as MUFU), most frequent first."""
+    counts: dict[str, int] = {}
+    for text in body:
+        op = re.sub(r"^@!?U?P\w+\s+", "", text).split()[0].split(".")[0]
+        counts[op] = counts.get(op, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def softmax_regions(sass: str) -> list[list[str]]:
     ins = [text for _, text in sass_instructions(sass)]
     regions = []
