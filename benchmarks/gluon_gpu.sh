@@ -111,7 +111,7 @@
 #   d256cshort the causal hdim-256 dispatch from 512 keys: GPU tests, then the one- and
 #           two-Q-buffer forms timed at 512 / 768 keys                          (~7 min)
 #   rmsedraws the default recipe's RMSE over twenty CUDA draws of FA3's outlier data, FA3 FP8
-#           + the same rotation beside it per draw (not run yet)                 (~1 min)
+#           + the same rotation beside it per draw (run in session 26)          (~1 min)
 #   sass    tests/test_sass_loop_skip.py in one process                        (~2 min)
 #   bars    the cells at the 0.85x bar (hdim 64 from 1k, every 1k cell), five alternating readings
 #           of ours and FA3 FP8 each (experiments/bar_repeats.py)                  (~3 min)
@@ -510,9 +510,9 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --no-cpu-emulation \
             --out "$OUT" 2>&1 | tail -30 | tee "$OUT/bench_gluon.log" ;;
     rmsedraws)
-        # session 25 (not run yet): the default recipe's RMSE over twenty CUDA draws of FA3's
-        # outlier data beside FA3 FP8 + the same rotation on each draw (the benchmark's row is
-        # draw 0; the CPU draws put it above all twenty)
+        # session 25 (run in session 26): the default recipe's RMSE over twenty CUDA draws of
+        # FA3's outlier data beside FA3 FP8 + the same rotation on each draw (the benchmark's
+        # row is draw 0, the highest of the twenty on the GPU too)
         timeout 200 $PY benchmarks/experiments/rmse_draws_gpu.py --seeds 20 \
             --json "$OUT/rmse_draws_gpu.json" 2>&1 | tail -3 ;;
     sass)

@@ -1885,7 +1885,8 @@ VARIANTS = {
     "pingpong_ovl_s3_persist_ts2_licm": dict(mode="pingpong", stages=3, overlap=True,
                                              persistent=True, tma_store=2, item_licm=True),
     # session 26: the three-consumer kernels' K / V ring two and four tiles deep (offline: the
-    # same registers, spills and softmax placement; shared memory 49.5 / 82.3 KB non-causal)
+    # same registers, spills and softmax placement; shared memory 49.5 / 82.3 KB non-causal);
+    # timed within 1% of the three-deep ring, causal or not (results/gluon_check_d64stages_*)
     "tri_ovl_s2": dict(mode="pingpong", stages=2, overlap=True, turns=False, consumers=3,
                        block_m=192, consumer_regs=160),
     "tri_ovl_s4": dict(mode="pingpong", stages=4, overlap=True, turns=False, consumers=3,
