@@ -523,8 +523,10 @@ for stage in "$@"; do
     bars)
         # session 26: the cells the 0.85x bar names (every hdim-64 cell from 1k, every 1k
         # cell), five alternating readings of ours and FA3 FP8 each (experiments/bar_repeats.py)
-        timeout 400 $PY benchmarks/experiments/bar_repeats.py --repeats 5 \
-            --cells 64:1024:0,64:2048:0,64:4096:0,64:8192:0,64:16384:0,64:1024:1,64:2048:1,64:4096:1,64:8192:1,64:16384:1,128:1024:0,128:1024:1,256:1024:0,256:1024:1 \
+        cells=64:1024:0,64:2048:0,64:4096:0,64:8192:0,64:16384:0
+        cells=$cells,64:1024:1,64:2048:1,64:4096:1,64:8192:1,64:16384:1
+        cells=$cells,128:1024:0,128:1024:1,256:1024:0,256:1024:1
+        timeout 400 $PY benchmarks/experiments/bar_repeats.py --repeats 5 --cells $cells \
             --json "$OUT/bar_repeats.json" 2>&1 | grep "^#" ;;
     d64stages)
         # session 26: the hdim-64 three-consumer kernels with a two- / four-deep K / V ring
