@@ -4,8 +4,9 @@ FA3's FP8 kernels from the fa3-fwd wheel, read from the SASS offline (no GPU nee
     PYTHONPATH=/tmp/t36:. python benchmarks/experiments/sass_vs_fa3.py .whl/fa3_fwd-*.whl \
         [--head-dims 64,128,256] [--causal]
 
-(/tmp/t36: the Triton 3.6 wheel unpacked, for its ptxas / cuobjdump; the fa3-fwd wheel as
-README's GPU section downloads it; c++filt from binutils.) For each head dim: FA3's e4m3 kernel
+(/tmp/t36: the Triton 3.6 wheel unpacked, for its ptxas / cuobjdump; c++filt from binutils;
+the fa3-fwd wheel, on any machine: `pip download --no-deps --only-binary=:all: --python-version
+3.12 --implementation cp --platform manylinux_2_24_x86_64 -d .whl fa3-fwd==0.0.3`.) For each head dim: FA3's e4m3 kernel
 for plain batches (no varlen, paging, split, local, softcap, GQA packing), its tile shape and
 register split (setmaxnreg), and per innermost tile loop of each kernel: instructions, MUFU.EX2
 (one per score element and a few per row for the rescale factors), instructions per EX2, and the
