@@ -117,6 +117,9 @@
 #           of ours and FA3 FP8 each (experiments/bar_repeats.py)                  (~3 min)
 #   d64stages hdim 64, three consumers: the K / V ring two / three / four tiles deep,
 #           non-causal 2k-16k, causal top-left 4k / 16k                          (~6 min)
+#   tail64  hdim 64 non-causal, the last query block in a second launch whose rowless
+#           warpgroups skip the work (tail_split 1 / 2): bits, then 2k-16k timings beside the
+#           dispatched one-launch kernel                                       (~6 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -538,6 +541,17 @@ for stage in "$@"; do
             --variants tri_ovl_s3_persist_wgb_q2_ts,tri_ovl_s4_persist_wgb_q2_ts \
             --causal top_left --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d64stages_c.json" 2>&1 | tail -6 ;;
+    tail64)
+        # session 27: hdim 64 non-causal with the last query block in a launch of its own
+        # (tail_split 1: after the full blocks; 2: beside their last wave): bits, then timed
+        # beside the dispatched one-launch kernel (read again after the split forms)
+        timeout 200 $PY -m pytest -q -n 8 -rf --tb=line tests/test_gluon_dispatch.py \
+            -k "tail_split or tri_tma_store or hdim64" 2>&1 | tail -15 \
+            | tee "$OUT/pytest_tail64.log"
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 64 \
+            --variants tri_ovl_s3,tri_ovl_s3_tail1,tri_ovl_s3_tail2,tri_ovl_s3 \
+            --seqlens 2048,4096,8192,16384 --json "$OUT/gluon_check_tail64.json" 2>&1 \
+            | tail -8 ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \

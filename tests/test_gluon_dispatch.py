@@ -202,8 +202,12 @@ def launches(monkeypatch):
     class Record:
         def __getitem__(self, grid):
             return lambda *args, **kw: recorded.append((grid, args, kw))
+    class NoStream:     # tail_split=2's fork and join, without CUDA
+        def wait_stream(self, other):
+            pass
     monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
+    monkeypatch.setattr(gluon_fwd, "_streams", lambda device: (NoStream(), NoStream()))
     return recorded
 
 
@@ -557,9 +561,36 @@ def test_launch_host_path_takes_every_variant(name, launches):
     kv = max(128, cfg["BLOCK_N"])       # one K / V descale per tile
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, kv, kv, 0.1,
                                   v_key_order="mma", **variant)
-    (_, _, kw), = launches
+    assert len(launches) == (2 if variant.get("tail_split") else 1)    # 1000 rows: a tail
+    kw = launches[0][2]
     assert {k: kw[k] for k in cfg if k != "num_warps"} == \
         {k: v for k, v in cfg.items() if k != "num_warps"}
+
+
+@pytest.mark.parametrize("tail_split", [1, 2])
+def test_launch_host_path_tail_split(tail_split, launches):
+    """tail_split (CPU, launches recorded): the full 192-row blocks in one launch, then the
+    last block (one CTA a head) with TAIL_WGS = its warpgroups with rows; one launch when the
+    last block is full or has more than 128 rows, when there is one block, and causal."""
+    variant = dict(gluon_dispatch.VARIANT_D64, tail_split=tail_split)
+    b, h, d = 2, 3, 64
+
+    def grids(s, causal=None):
+        q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
+        launches.clear()
+        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
+                                      v_key_order="mma", causal=causal, **variant)
+        return [(grid, kw["TAIL_WGS"]) for grid, _, kw in launches]
+    assert grids(1000) == [((5, b * h), 0), ((1, b * h), 1)]      # 5 x 192 + 40 rows
+    assert grids(4096) == [((21, b * h), 0), ((1, b * h), 1)]     # 21 x 192 + 64
+    assert grids(2048) == [((10, b * h), 0), ((1, b * h), 2)]     # 10 x 192 + 128
+    assert grids(300) == [((1, b * h), 0), ((1, b * h), 2)]       # 192 + 108
+    assert grids(576) == [((3, b * h), 0)]                        # full blocks only
+    assert grids(342) == [((2, b * h), 0)]                        # 192 + 150: one launch
+    assert grids(100) == [((1, b * h), 0)]                        # one block
+    assert grids(1000, causal="top_left") == [((6, b * h), 0)]
+    with pytest.raises(ValueError, match="tail_split"):
+        gluon_fwd.kernel_config(**dict(gluon_dispatch.VARIANT, tail_split=1))
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -987,6 +1018,50 @@ def test_gpu_gluon_kernel_tri_tma_store_matches_tl_kernel(b, hq, hkv, sq, sk, ls
     with the same 128-key tiles, LSE included (rows past seqlen_q clipped by the
     descriptor)."""
     _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, causal, variant, seed=sq + 11 * sk)
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("b,hq,hkv,sq,sk,lse", [
+    (1, 8, 8, 4096, 4096, False),     # 21 full blocks + 64 rows: one warpgroup in the tail
+    (2, 3, 3, 2048, 4200, True),      # + 128 rows: two; a key tail, the LSE
+    (1, 4, 2, 777, 4500, True),       # + 9 rows, GQA
+    (3, 5, 5, 300, 1000, False),      # one full block + 108 rows
+    (1, 2, 2, 576, 2000, True),       # full blocks only: one launch
+])
+@pytest.mark.parametrize("variant", ["tri_ovl_s3_tail1", "tri_ovl_s3_tail2"])
+def test_gpu_gluon_kernel_tri_tail_split_matches_tl_kernel(b, hq, hkv, sq, sk, lse, variant):
+    """Session 27: the full 192-row blocks and the last block in two launches, the tail's
+    rowless warpgroups skipping the work; tail2 with the full blocks on a high-priority stream.
+    The tl kernel's bits, LSE included (the rows each launch writes are disjoint)."""
+    _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, None, variant, seed=sq + 13 * sk)
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_tri_tail_split_on_two_streams_under_cuda_graph_capture():
+    """tail_split=2 forks a high-priority stream from the caller's and joins it back: it
+    captures into a CUDA graph, whose replays follow new data and give the eager bits."""
+    q8, k8, v8 = _quantized(1, 4, 4, 4096, 4096, 64, Recipe(), seed=31, v_key_order="mma")
+    variant = gluon_fwd.VARIANTS["tri_ovl_s3_tail2"]
+    out = torch.empty(q8.data.shape, device="cuda", dtype=torch.bfloat16)
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        _gluon_direct(q8, k8, v8, out=out, v_key_order="mma", **variant)    # compile first
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _gluon_direct(q8, k8, v8, out=out, v_key_order="mma", **variant)
+    for seed in (32, 33):
+        new = _quantized(1, 4, 4, 4096, 4096, 64, Recipe(), seed=seed, v_key_order="mma")
+        for t, src in zip((q8, k8, v8), new):
+            t.data.copy_(src.data)
+            t.descale.copy_(src.descale)
+        out.zero_()
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, _run(q8, k8, v8, None, config=TL_128, lse=False))
 
 
 @pytest.mark.gpu

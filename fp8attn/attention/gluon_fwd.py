@@ -1095,6 +1095,14 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
 
 @gluon.jit
+def _release_partition(k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N: gl.constexpr,
+                       STAGES: gl.constexpr):
+    """A consumer warpgroup without rows (the tail launch of a split call): every KV tile of the
+    CTA released unread."""
+    _release_tiles(k_full, v_full, kv_empty, v_empty, 0, gl.cdiv(kv_end, BLOCK_N), STAGES)
+
+
+@gluon.jit
 def _release_tiles(k_full, v_full, kv_empty, v_empty, g_begin, g_end, STAGES: gl.constexpr):
     """Ring positions [g_begin, g_end): tiles this warpgroup does not compute, released as if
     it had (the empty barriers count every consumer). Each waits for its tile's load first: an
@@ -1429,7 +1437,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     SPLIT: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                    ITEM_LICM: gl.constexpr = False):
+                    ITEM_LICM: gl.constexpr = False, TAIL_WGS: gl.constexpr = 0):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1437,8 +1445,13 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
     in _work_item's order (section_heads: causal only); otherwise the grid is (n_m, B * H) and
-    one CTA one item."""
+    one CTA one item.
+    TAIL_WGS (three consumers, non-causal, not persistent): 0, or the launch is the tail of a
+    split call (gluon_attention_fwd's tail_split): one CTA a head on the last query block
+    (n_m - 1), whose first TAIL_WGS warpgroups have rows; the others only release the tiles."""
     pid_m = gl.program_id(0)
+    if TAIL_WGS != 0:
+        pid_m = n_m - 1
     if CAUSAL != 0:
         pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
     off_hz = gl.program_id(1)
@@ -1634,6 +1647,58 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
+    elif OVERLAP and CONSUMERS == 3 and TAIL_WGS != 0:
+        # the tail launch of a split call: the rowless warpgroups release each tile unread, so
+        # that the CTA costs its rows, not a whole 192-row block (the branch below, unchanged,
+        # is the main launch's)
+        THIRD_T: gl.constexpr = BLOCK_M // 3
+        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
+                                                       TMA_STORE)
+        # (the partitions' arguments written out: a tuple held in a variable loses its
+        # constexpr entries on Triton 3.6)
+        if TAIL_WGS == 1:
+            gl.warp_specialize([
+                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
+                                 v_empty, turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
+                                 stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                                 stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                                 seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                                 THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
+                                 UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                                 stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
+                                 WG_BOUNDS, o_desc, o_tile0, TMA_STORE)),
+                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
+                                      STAGES)),
+                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
+                                      STAGES)),
+                (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                             kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
+            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
+        else:
+            gl.warp_specialize([
+                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
+                                 v_empty, turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
+                                 stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
+                                 stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
+                                 seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
+                                 THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
+                                 UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
+                                 stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
+                                 WG_BOUNDS, o_desc, o_tile0, TMA_STORE)),
+                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
+                                 v_empty, turn, QD, KD, VD, O, THIRD_T, start_m, off_b, off_h,
+                                 off_kvh, stride_qdz, stride_qdh, stride_kdz, stride_kdh,
+                                 stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+                                 stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
+                                 qk_scale, 1, THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4,
+                                 False, UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE,
+                                 stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+                                 TRI_MASKED, WG_BOUNDS, o_desc, o_tile1, TMA_STORE)),
+                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
+                                      STAGES)),
+                (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                             kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
+            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif OVERLAP and CONSUMERS == 3:
         # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
         THIRD: gl.constexpr = BLOCK_M // 3
@@ -1891,6 +1956,13 @@ VARIANTS = {
                        block_m=192, consumer_regs=160),
     "tri_ovl_s4": dict(mode="pingpong", stages=4, overlap=True, turns=False, consumers=3,
                        block_m=192, consumer_regs=160),
+    # session 27: the last query block in a launch of its own whose rowless warpgroups skip the
+    # work (a 4k-key head is 21 full blocks and one of 64 rows), after the full blocks (tail1)
+    # or beside their last wave, the full blocks on a high-priority stream (tail2)
+    "tri_ovl_s3_tail1": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                             block_m=192, consumer_regs=160, tail_split=1),
+    "tri_ovl_s3_tail2": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                             block_m=192, consumer_regs=160, tail_split=2),
     "tri_ovl_s4_persist_wgb_q2_ts": dict(mode="pingpong", stages=4, overlap=True, turns=False,
                                          consumers=3, block_m=192, consumer_regs=160,
                                          persistent=True, wg_bounds=True, q_bufs=2,
@@ -1907,7 +1979,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                   item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
-                  pv_eighths: bool = False) -> dict:
+                  pv_eighths: bool = False, tail_split: int = 0) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1932,7 +2004,12 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     as a tree (_row_max); pv_eighths: each P @ V quarter as two eighth-width GEMMs
     (_pv_quarter_in_eighths; not with pv_pipe: the eighths pipelined measured slower, causal
     or not, and were removed in session 23); all head dims above 128 (_consumer_split's SPLIT
-    bits)."""
+    bits). tail_split (three consumers, not persistent; used by non-causal calls whose last
+    query block has at most 128 rows): 0 one launch; 1 the full blocks in one launch, then the
+    last block in a second one whose rowless warpgroups skip the work (TAIL_WGS); 2 the same
+    with the full blocks on a high-priority stream, so that the tail's CTAs run on the SMs
+    the full blocks' last wave leaves idle (_launch_split). The launch-level option is read by
+    _launch_plan; the kernel sees TAIL_WGS."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -1956,6 +2033,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     if q_regs and not (pv_pipe or pv_eighths):
         raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
                          "was measured with them)")
+    if tail_split not in (0, 1, 2) or (tail_split and (consumers != 3 or persistent)):
+        raise ValueError("tail_split: 0, or 1 / 2 with consumers=3 and persistent=False")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -1971,7 +2050,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
                 SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2 | int(pv_eighths) << 3,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
-                Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
+                Q_BUFS=q_bufs, ITEM_LICM=item_licm, TAIL_WGS=0, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -2160,6 +2239,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         plan = _launch_plan(q8, k8, vt8, q_lo, (q_descale, k_descale, v_descale), out, lse,
                             trace, q_block, k_block, v_block, causal, v_key_order,
                             variant)._replace(key=key)
+        if plan.tail is not None:
+            plan = plan._replace(tail=plan.tail._replace(key=key + ("tail",)))
         if len(_PLANS) >= MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -2179,15 +2260,52 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
     vt16 = padded_view(vt8)
-    kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, dict(
-        plan.constants, q_desc=q_desc,
-        ql_desc=q_desc if q_lo is None else _descriptor(q_lo, plan.q_desc),
+    args = dict(
+        q_desc=q_desc, ql_desc=q_desc if q_lo is None else _descriptor(q_lo, plan.q_desc),
         k_desc=_descriptor(k8, plan.k_desc), v_desc=_descriptor(vt16, plan.v_desc),
         o_desc=_descriptor(out, plan.o_desc) if plan.o_desc else q_desc,
         QD=q_descale, KD=k_descale, VD=v_descale, O=out, LSE=out if lse is None else lse,
         qk_scale=float(softmax_scale) * LOG2E, SCHED=sched,
-        TRACE_PTR=q_descale if trace is None else trace))
+        TRACE_PTR=q_descale if trace is None else trace)
+    if plan.tail is None:
+        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, dict(plan.constants, **args))
+    else:
+        _launch_split(plan, args, q8.device)
     return out
+
+
+def _launch_split(plan, args: dict, device) -> None:
+    """A tail_split call: the full query blocks (plan), then the last one (plan.tail). With
+    plan.concurrent the full blocks go to a high-priority stream (forked from and joined back
+    into the caller's, so that CUDA-graph captures and later work see one call): the block
+    scheduler then hands the tail's CTAs only the SMs the full blocks leave idle, which is
+    their last wave. The two launches write disjoint rows of the output."""
+    main = dict(plan.constants, **args)
+    tail = dict(plan.tail.constants, **args)
+    if not plan.concurrent:
+        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, main)
+        kernel_launch.launch(_attn_fwd_gluon, plan.tail.grid, plan.tail.key, tail)
+        return
+    caller, side = _streams(device)
+    side.wait_stream(caller)
+    with torch.cuda.stream(side):
+        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, main)
+    kernel_launch.launch(_attn_fwd_gluon, plan.tail.grid, plan.tail.key, tail)
+    # the caller's later work (and the caching allocator's reuse of these tensors' memory on
+    # the caller's stream) waits for both launches
+    caller.wait_stream(side)
+
+
+def _streams(device) -> tuple:
+    """(the caller's current stream, _high_priority_stream) on device."""
+    return torch.cuda.current_stream(device), _high_priority_stream(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _high_priority_stream(device) -> torch.cuda.Stream:
+    """One stream a device at the highest priority the driver allows (a value below the range
+    maps to its top); the caller's streams default to the lowest."""
+    return torch.cuda.Stream(device=device, priority=-100)
 
 
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
@@ -2210,6 +2328,8 @@ class _Plan(NamedTuple):
     v_desc: tuple
     o_desc: tuple | None    # None: plain stores
     schedule: tuple | None  # causal_schedule_for's arguments (persistent causal launches)
+    tail: "_Plan | None" = None     # tail_split: the last query block's launch
+    concurrent: bool = False        # tail_split 2: the full blocks on a high-priority stream
 
 
 def _descriptor(base, params):
@@ -2330,4 +2450,13 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     constants.update(zip(("stride_oz", "stride_oh", "stride_om", "stride_od"), out.stride()))
     constants.update(zip(("stride_lz", "stride_lh", "stride_lm"),
                          (0, 0, 0) if lse is None else lse.stride()))
-    return _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)
+    plan = _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)
+    tail_rows = Sq - (n_m - 1) * bm
+    if (variant.get("tail_split") and not causal_mode and n_m > 1 and trace is None
+            and tail_rows <= 2 * (bm // 3)):
+        # the last block in a launch of its own, with only its rows' warpgroups working
+        tail = plan._replace(grid=(1, B * Hq),
+                             constants=dict(constants, TAIL_WGS=triton.cdiv(tail_rows, bm // 3)))
+        plan = plan._replace(grid=(n_m - 1, B * Hq), tail=tail,
+                             concurrent=variant["tail_split"] == 2)
+    return plan
