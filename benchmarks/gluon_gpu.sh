@@ -120,6 +120,8 @@
 #   tail64  hdim 64 non-causal, the last query block in a second launch whose rowless
 #           warpgroups skip the work (tail_split 1 / 2): bits, then 2k-16k timings beside the
 #           dispatched one-launch kernel                                       (~6 min)
+#   tail64d the same dispatched (VARIANT_D64, tail_split 3): the hdim-64 GPU tests, then the
+#           non-causal hdim-64 cells five times beside FA3 FP8 (bar_repeats.py)  (~5 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -552,6 +554,15 @@ for stage in "$@"; do
             --variants tri_ovl_s3,tri_ovl_s3_tail1,tri_ovl_s3_tail2,tri_ovl_s3 \
             --seqlens 2048,4096,8192,16384 --json "$OUT/gluon_check_tail64.json" 2>&1 \
             | tail -8 ;;
+    tail64d)
+        # session 27, after VARIANT_D64 took tail_split 3: the hdim-64 dispatch's GPU tests (the
+        # split's bits, its two streams under a capture and under torch.compile), then the
+        # non-causal hdim-64 cells read five times beside FA3 FP8
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=line tests/test_gluon_dispatch.py \
+            -k "hdim64 or tri" 2>&1 | tail -8 | tee "$OUT/pytest_tail64d.log"
+        timeout 300 $PY benchmarks/experiments/bar_repeats.py --repeats 5 \
+            --cells 64:2048:0,64:4096:0,64:8192:0,64:16384:0 \
+            --json "$OUT/bar_repeats_tail64.json" 2>&1 | grep "^#" ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \

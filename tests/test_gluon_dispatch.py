@@ -3,6 +3,7 @@ with Triton 3.6, the tl kernel's bits (with 128-key tiles) for the calls it take
 causal code on short shapes and its two-consumer head-dim-64 code (not dispatched: slower
 there) are held to the tl kernel too.
 """
+import contextlib
 import dataclasses
 
 import pytest
@@ -202,12 +203,13 @@ def launches(monkeypatch):
     class Record:
         def __getitem__(self, grid):
             return lambda *args, **kw: recorded.append((grid, args, kw))
-    class NoStream:     # tail_split=2's fork and join, without CUDA
+    class NoStream:     # tail_split's fork and join, without CUDA streams
         def wait_stream(self, other):
             pass
     monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
     monkeypatch.setattr(gluon_fwd, "_streams", lambda device: (NoStream(), NoStream()))
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
     return recorded
 
 
@@ -591,6 +593,24 @@ def test_launch_host_path_tail_split(tail_split, launches):
     assert grids(1000, causal="top_left") == [((6, b * h), 0)]
     with pytest.raises(ValueError, match="tail_split"):
         gluon_fwd.kernel_config(**dict(gluon_dispatch.VARIANT, tail_split=1))
+
+
+@pytest.mark.parametrize("b,s,launched", [
+    (4, 4096, [(21, 0), (1, 1)]),     # 22 waves of 132 CTAs in one launch, 21 split
+    (2, 8192, [(43, 0)]),             # 21 either way: one launch
+    (1, 16384, [(86, 0)]),            # 21 either way
+    (8, 2048, [(10, 0), (1, 2)]),     # 22 against 20
+])
+def test_launch_host_path_dispatched_tail_split_where_it_saves_a_wave(b, s, launched, launches):
+    """VARIANT_D64 (tail_split 3) splits off the last query block only where the full blocks
+    take fewer waves of one CTA an SM (132 SMs here) than all of them: the benchmark's shapes
+    (16k tokens, 32 heads of 64) at 4k keys, not at 8k or 16k (CPU, launches recorded)."""
+    h, d = 32, 64
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
+    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
+                                  v_key_order="mma", **gluon_dispatch.VARIANT_D64)
+    assert [(grid[0], kw["TAIL_WGS"]) for grid, _, kw in launches] == launched
+    assert all(grid[1] == b * h for grid, _, _ in launches)
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -1035,6 +1055,44 @@ def test_gpu_gluon_kernel_tri_tail_split_matches_tl_kernel(b, hq, hkv, sq, sk, l
     rowless warpgroups skipping the work; tail2 with the full blocks on a high-priority stream.
     The tl kernel's bits, LSE included (the rows each launch writes are disjoint)."""
     _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, None, variant, seed=sq + 13 * sk)
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_path_hdim64_splits_the_tail_where_it_saves_a_wave(spy, monkeypatch):
+    """The dispatch at the benchmark's 4k-key shape (16k tokens, 32 heads of 64): the last
+    query block in a second launch where the device's SM count makes that save a wave (132 SMs:
+    22 waves against 21), the tl kernel's bits either way."""
+    splits = []
+    real = gluon_fwd._launch_split
+    monkeypatch.setattr(gluon_fwd, "_launch_split",
+                        lambda *a, **kw: splits.append(1) or real(*a, **kw))
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    q8, k8, v8 = _quantized(4, 32, 32, 4096, 4096, 64, Recipe(), seed=41, v_key_order="mma")
+    ref = _run(q8, k8, v8, None, config=TL_128, lse=False)
+    assert torch.equal(_run(q8, k8, v8, None, lse=False), ref)
+    assert spy == ["mma"]
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    assert bool(splits) == gluon_fwd._saves_a_wave(22, 4 * 32, sms)
+
+
+@pytest.mark.gpu
+@needs_gluon
+def test_gpu_gluon_hdim64_split_call_under_torch_compile_reduce_overhead():
+    """The split hdim-64 call (two streams at 4k keys on an H100 / H200) inside Inductor's CUDA
+    graphs (torch.compile mode="reduce-overhead"): replays give the eager bits on new data."""
+    torch._dynamo.reset()
+    g = torch.Generator(device="cuda").manual_seed(43)
+
+    def inputs():
+        return [torch.randn(4, 4096, 32, 64, generator=g, device="cuda").bfloat16()
+                for _ in range(3)]
+    fp8attn.flash_attn_func(*inputs())      # the device tables, outside the graph pool
+    compiled = torch.compile(lambda a, b, c: fp8attn.flash_attn_func(a, b, c),
+                             mode="reduce-overhead", fullgraph=True)
+    for _ in range(4):          # the first calls record, later ones replay the graph
+        q, k, v = inputs()
+        assert torch.equal(compiled(q, k, v).clone(), fp8attn.flash_attn_func(q, k, v))
 
 
 @pytest.mark.gpu

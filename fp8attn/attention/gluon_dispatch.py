@@ -234,8 +234,13 @@ VARIANT_D256_CAUSAL = dict(VARIANT_D256_CAUSAL_ONE_BLOCK, persistent=True, item_
 # Three consumers, persistent ("tri_ovl_s3_persist", session 15): 393 / 486 / 546 against 366 /
 # 515 / 590 for this one (20:11 UTC, results/gluon_check_d64_tri_persist_s15.json).
 # Causal calls: MIN_SEQLEN_K_D64_CAUSAL.
-VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
-                   block_m=192, consumer_regs=160)
+_D64_BASE = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                 block_m=192, consumer_regs=160)
+# Session 27: the last query block in a second launch, beside the full blocks' last wave, where
+# that saves a wave (gluon_fwd.kernel_config's tail_split 3, _saves_a_wave): 529 against 519
+# TFLOP/s at 4k keys (0.87x / 0.85x FA3 FP8's 611), same bits; 8k / 16k keys are not split
+# (H200, 2026-12-02 01:05 UTC, results/gluon_check_tail64_s27.json)
+VARIANT_D64 = dict(_D64_BASE, tail_split=3)
 # Causal hdim 64 (session 15): each warpgroup computes only its own rows' tiles (wg_bounds), on
 # persistent CTAs with the greedy table; a head of at most one 192-row block is one item, so
 # it runs without the table (same bits either way).
@@ -253,8 +258,8 @@ VARIANT_D64 = dict(mode="pingpong", stages=3, overlap=True, turns=False, consume
 # Non-causal the same store lost at 16k (554 against 590 for VARIANT_D64; 509 / 518 at 4k,
 # results/gluon_check_d64ts_s22.json), as at hdim 128 in session 11: VARIANT_D64 keeps plain
 # stores.
-VARIANT_D64_CAUSAL = dict(VARIANT_D64, persistent=True, wg_bounds=True, q_bufs=2, tma_store=1)
-VARIANT_D64_CAUSAL_ONE_BLOCK = dict(VARIANT_D64, wg_bounds=True)
+VARIANT_D64_CAUSAL = dict(_D64_BASE, persistent=True, wg_bounds=True, q_bufs=2, tma_store=1)
+VARIANT_D64_CAUSAL_ONE_BLOCK = dict(_D64_BASE, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (block_n)
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
 SMALL_TILE_KEYS = {256: 64}

@@ -2008,8 +2008,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     query block has at most 128 rows): 0 one launch; 1 the full blocks in one launch, then the
     last block in a second one whose rowless warpgroups skip the work (TAIL_WGS); 2 the same
     with the full blocks on a high-priority stream, so that the tail's CTAs run on the SMs
-    the full blocks' last wave leaves idle (_launch_split). The launch-level option is read by
-    _launch_plan; the kernel sees TAIL_WGS."""
+    the full blocks' last wave leaves idle (_launch_split); 3 as 2 where the full blocks take
+    fewer waves of one CTA an SM than all blocks would (_saves_a_wave), else one launch. The
+    launch-level option is read by _launch_plan; the kernel sees TAIL_WGS."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -2033,8 +2034,8 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     if q_regs and not (pv_pipe or pv_eighths):
         raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
                          "was measured with them)")
-    if tail_split not in (0, 1, 2) or (tail_split and (consumers != 3 or persistent)):
-        raise ValueError("tail_split: 0, or 1 / 2 with consumers=3 and persistent=False")
+    if tail_split not in (0, 1, 2, 3) or (tail_split and (consumers != 3 or persistent)):
+        raise ValueError("tail_split: 0, or 1 / 2 / 3 with consumers=3 and persistent=False")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -2452,11 +2453,22 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                          (0, 0, 0) if lse is None else lse.stride()))
     plan = _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)
     tail_rows = Sq - (n_m - 1) * bm
-    if (variant.get("tail_split") and not causal_mode and n_m > 1 and trace is None
-            and tail_rows <= 2 * (bm // 3)):
+    tail_split = variant.get("tail_split", 0)
+    if (tail_split and not causal_mode and n_m > 1 and trace is None
+            and tail_rows <= 2 * (bm // 3)
+            and (tail_split != 3 or _saves_a_wave(n_m, B * Hq, _sm_count(q8.device)))):
         # the last block in a launch of its own, with only its rows' warpgroups working
         tail = plan._replace(grid=(1, B * Hq),
                              constants=dict(constants, TAIL_WGS=triton.cdiv(tail_rows, bm // 3)))
-        plan = plan._replace(grid=(n_m - 1, B * Hq), tail=tail,
-                             concurrent=variant["tail_split"] == 2)
+        plan = plan._replace(grid=(n_m - 1, B * Hq), tail=tail, concurrent=tail_split >= 2)
     return plan
+
+
+def _saves_a_wave(n_m: int, heads: int, sms: int) -> bool:
+    """Whether the full query blocks of a non-persistent three-consumer launch (one CTA an SM:
+    the register file is full) take fewer waves than all n_m blocks. Only then did the split
+    pay (H200, session 27, 16k tokens, hdim 64: +1.9% at 4k keys, 21 + 1 blocks x 128 heads =
+    22 waves unsplit, 21 split; -1.2% / +0.3% at 8k / 16k keys, 21 waves either way): the
+    tail's CTAs fill the idle SMs of the full blocks' last wave, and otherwise add a second
+    launch's cost."""
+    return -(-(n_m - 1) * heads // sms) < -(-n_m * heads // sms)
