@@ -17,8 +17,10 @@ takes:
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64), causal calls from MIN_SEQLEN_K_D64_CAUSAL keys (4k since
-    session 22; VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup causal bounds);
+    warpgroups (VARIANT_D64; since session 27 non-causal calls launch the last query block
+    on its own where that saves a wave of CTAs), causal calls from MIN_SEQLEN_K_D64_CAUSAL
+    keys (4k since session 22; VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup
+    causal bounds);
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
