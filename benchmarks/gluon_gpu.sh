@@ -123,6 +123,8 @@
 #   tail64d the same dispatched (VARIANT_D64, tail_split 3; run in session 27): the hdim-64 GPU
 #           tests, then the non-causal hdim-64 cells five times beside FA3 FP8 (bar_repeats.py;
 #           its 200 s pytest limit of that run cut the tests short, see RESULTS)   (~8 min)
+#   d64short hdim 64 non-causal 1k-4k: the three-consumer kernel, split and persistent forms,
+#           beside the Triton kernel the dispatch runs at 1k / 2k (not run yet)  (~6 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -565,6 +567,18 @@ for stage in "$@"; do
         timeout 300 $PY benchmarks/experiments/bar_repeats.py --repeats 5 \
             --cells 64:2048:0,64:4096:0,64:8192:0,64:16384:0 \
             --json "$OUT/bar_repeats_tail64.json" 2>&1 | grep "^#" ;;
+    d64short)
+        # prepared in session 27, not run yet: hdim 64 non-causal at 1k-4k keys, where the
+        # Triton kernel keeps 1k / 2k (2k: 0.854x FA3 FP8). The three-consumer kernel one CTA a
+        # block (split or not) beside its persistent forms, whose CTAs overlap one item's
+        # epilogue with the next one's start: plain stores, two Q buffers, and two Q buffers
+        # with the TMA store (tri_ovl_s3_persist_wgb_q2_ts: wg_bounds acts on causal calls
+        # only, so non-causal it is that form; offline 20 B spilled against 24 for the others)
+        v=tri_ovl_s3,tri_ovl_s3_tail2,tri_ovl_s3_persist,tri_ovl_s3_persist_q2
+        v=$v,tri_ovl_s3_persist_wgb_q2_ts
+        timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
+            --variants $v --seqlens 1024,2048,4096 --json "$OUT/gluon_check_d64short.json" \
+            2>&1 | tail -9 ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \
