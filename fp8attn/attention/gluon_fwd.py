@@ -886,22 +886,27 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
                   MASKED_MAX: gl.constexpr = 2, WG_BOUNDS: gl.constexpr = False, o_desc=0,
-                  o_smem=0, TMA_STORE: gl.constexpr = 0):
+                  o_smem=0, TMA_STORE: gl.constexpr = 0, ROWLESS: gl.constexpr = False):
     """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
     rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
     3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults).
-    TMA_STORE (three consumers): _consumer_store's, through this warpgroup's o_smem."""
-    _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
-              VD, O, row0, start_m, off_b, off_h, off_kvh,
-              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-              stride_oz, stride_oh, stride_om, stride_od,
-              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-              ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
-              causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-              o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
-              WG_BOUNDS=WG_BOUNDS)
-    if TMA_STORE:
-        tma.store_wait(0)       # o_smem must outlive the store
+    TMA_STORE (three consumers): _consumer_store's, through this warpgroup's o_smem.
+    ROWLESS (the tail launch of a tail_split call, _attn_fwd_gluon's TAIL_WGS): the warpgroup
+    has no rows; it releases every KV tile of the CTA unread."""
+    if ROWLESS:
+        _release_tiles(k_full, v_full, kv_empty, v_empty, 0, gl.cdiv(kv_end, BLOCK_N), STAGES)
+    else:
+        _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD,
+                  KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
+                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+                  stride_oz, stride_oh, stride_om, stride_od,
+                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                  ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end,
+                  full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm,
+                  RETURN_LSE, Q_TERMS, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
+                  MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
+        if TMA_STORE:
+            tma.store_wait(0)       # o_smem must outlive the store
 
 
 @gluon.jit
@@ -1092,14 +1097,6 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
         _release_tiles(k_full, v_full, kv_empty, v_empty, g0 + n_tiles, g0 + block_tiles, STAGES)
     _stamp(tptr, 6, TRACE)
     return turn_phase
-
-
-@gluon.jit
-def _release_partition(k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N: gl.constexpr,
-                       STAGES: gl.constexpr):
-    """A consumer warpgroup without rows (the tail launch of a split call): every KV tile of the
-    CTA released unread."""
-    _release_tiles(k_full, v_full, kv_empty, v_empty, 0, gl.cdiv(kv_end, BLOCK_N), STAGES)
 
 
 @gluon.jit
@@ -1647,60 +1644,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
-    elif OVERLAP and CONSUMERS == 3 and TAIL_WGS != 0:
-        # the tail launch of a split call: the rowless warpgroups release each tile unread, so
-        # that the CTA costs its rows, not a whole 192-row block (the branch below, unchanged,
-        # is the main launch's)
-        THIRD_T: gl.constexpr = BLOCK_M // 3
-        o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
-                                                       TMA_STORE)
-        # (the partitions' arguments written out: a tuple held in a variable loses its
-        # constexpr entries on Triton 3.6)
-        if TAIL_WGS == 1:
-            gl.warp_specialize([
-                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
-                                 v_empty, turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
-                                 stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
-                                 stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
-                                 seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                                 THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
-                                 UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                                 stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                                 WG_BOUNDS, o_desc, o_tile0, TMA_STORE)),
-                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
-                                      STAGES)),
-                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
-                                      STAGES)),
-                (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                             kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
-            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
-        else:
-            gl.warp_specialize([
-                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
-                                 v_empty, turn, QD, KD, VD, O, 0, start_m, off_b, off_h, off_kvh,
-                                 stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
-                                 stride_vdh, stride_oz, stride_oh, stride_om, stride_od,
-                                 seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, 0,
-                                 THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
-                                 UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
-                                 stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                                 WG_BOUNDS, o_desc, o_tile0, TMA_STORE)),
-                (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty,
-                                 v_empty, turn, QD, KD, VD, O, THIRD_T, start_m, off_b, off_h,
-                                 off_kvh, stride_qdz, stride_qdh, stride_kdz, stride_kdh,
-                                 stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
-                                 stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
-                                 qk_scale, 1, THIRD_T, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4,
-                                 False, UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE,
-                                 stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-                                 TRI_MASKED, WG_BOUNDS, o_desc, o_tile1, TMA_STORE)),
-                (_release_partition, (k_full, v_full, kv_empty, v_empty, kv_end, BLOCK_N,
-                                      STAGES)),
-                (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                             kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
-            ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
     elif OVERLAP and CONSUMERS == 3:
-        # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
+        # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows);
+        # in the tail launch of a split call (TAIL_WGS) the rowless ones only release the tiles
         THIRD: gl.constexpr = BLOCK_M // 3
         o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
                                                        TMA_STORE)
@@ -1722,7 +1668,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS, o_desc, o_tile1, TMA_STORE)),
+                             WG_BOUNDS, o_desc, o_tile1, TMA_STORE, TAIL_WGS == 1)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1731,7 +1677,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS, o_desc, o_tile2, TMA_STORE)),
+                             WG_BOUNDS, o_desc, o_tile2, TMA_STORE, TAIL_WGS != 0)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
