@@ -124,7 +124,12 @@
 #           tests, then the non-causal hdim-64 cells five times beside FA3 FP8 (bar_repeats.py;
 #           its 200 s pytest limit of that run cut the tests short, see RESULTS)   (~8 min)
 #   d64short hdim 64 non-causal 1k-4k: the three-consumer kernel, split and persistent forms,
-#           beside the Triton kernel the dispatch runs at 1k / 2k (not run yet)  (~6 min)
+#           beside the Triton kernel the dispatch runs at 1k / 2k (run in session 28)  (~4 min)
+#   d64mid  after d64short (session 28): the persistent two-Q-buffer TMA-store form beside the
+#           one-CTA-a-block kernel non-causal 1.5k-16k, and causal top-left at 1k / 2k beside
+#           the Triton kernel the dispatch runs there                           (~5 min)
+#   d64disp after VARIANT_D64 took the persistent form (session 28): the hdim-64 GPU tests, then
+#           the hdim-64 cells from 1.5k keys, five readings each beside FA3 FP8     (~9 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -568,7 +573,7 @@ for stage in "$@"; do
             --cells 64:2048:0,64:4096:0,64:8192:0,64:16384:0 \
             --json "$OUT/bar_repeats_tail64.json" 2>&1 | grep "^#" ;;
     d64short)
-        # prepared in session 27, not run yet: hdim 64 non-causal at 1k-4k keys, where the
+        # prepared in session 27, run in session 28: hdim 64 non-causal at 1k-4k keys, where the
         # Triton kernel keeps 1k / 2k (2k: 0.854x FA3 FP8). The three-consumer kernel one CTA a
         # block (split or not) beside its persistent forms, whose CTAs overlap one item's
         # epilogue with the next one's start: plain stores, two Q buffers, and two Q buffers
@@ -579,6 +584,26 @@ for stage in "$@"; do
         timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
             --variants $v --seqlens 1024,2048,4096 --json "$OUT/gluon_check_d64short.json" \
             2>&1 | tail -9 ;;
+    d64mid)
+        # session 28: d64short found tri_ovl_s3_persist_wgb_q2_ts (VARIANT_D64_CAUSAL's form,
+        # non-causal here: wg_bounds acts on causal calls only) 1.07x the Triton kernel at 2k and
+        # 1.03x VARIANT_D64 at 4k; where does it stop winning, and does it win causal below 4k?
+        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb_q2_ts,tri_ovl_s3 \
+            --seqlens 1536,2048,8192,16384 --json "$OUT/gluon_check_d64mid_nc.json" 2>&1 | tail -5
+        timeout 200 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
+            --variants tri_ovl_s3_persist_wgb_q2_ts --causal top_left --seqlens 1024,2048,3072 \
+            --json "$OUT/gluon_check_d64mid_c.json" 2>&1 | tail -4 ;;
+    d64disp)
+        # session 28: VARIANT_D64 (persistent, two Q buffers, TMA store) for non-causal calls
+        # from 1.5k keys and causal ones from 2k: the hdim-64 GPU tests, then the cells read five
+        # times beside FA3 FP8
+        timeout 400 $PY -m pytest -q -n 12 -rf --tb=line tests/test_gluon_dispatch.py \
+            -k "hdim64 or tri" 2>&1 | tail -8 | tee "$OUT/pytest_d64disp.log"
+        cells=64:1536:0,64:2048:0,64:4096:0,64:8192:0,64:16384:0
+        cells=$cells,64:2048:1,64:4096:1,64:16384:1
+        timeout 190 $PY benchmarks/experiments/bar_repeats.py --repeats 5 --cells $cells \
+            --json "$OUT/bar_repeats_d64disp.json" 2>&1 | grep "^#" ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \

@@ -498,25 +498,28 @@ def test_causal_blocks_need_at_most_masked_max_masked_steps(block_m, masked_max)
     assert worst == masked_max      # the bound is reached: one step fewer would miss tiles
 
 
-def test_variant_for_hdim64_is_the_three_consumer_kernel():
+def test_variant_for_hdim64_is_the_persistent_three_consumer_kernel():
+    """Non-causal hdim 64 (session 28): three consumer warpgroups on persistent CTAs with two Q
+    buffers and the TMA store, at any number of queries."""
     from fp8attn.attention.gluon_fwd import kernel_config
-    v = gluon_dispatch.variant_for(64, None, 16384)
-    assert v is gluon_dispatch.VARIANT_D64
+    for sq in (None, 1, 192, 16384):
+        v = gluon_dispatch.variant_for(64, None, 16384, sq)
+        assert v is gluon_dispatch.VARIANT_D64
     cfg = kernel_config(**v)
     assert (cfg["CONSUMERS"], cfg["BLOCK_M"], cfg["TURNS"], cfg["PERSISTENT"]) == (3, 192, False,
-                                                                                 False)
-    assert not cfg["TMA_STORE"]     # plain stores: the TMA store lost at 16k (session 22)
+                                                                                 True)
+    assert cfg["Q_BUFS"] == 2 and cfg["TMA_STORE"] == 1
 
 
 def test_variant_for_hdim64_causal_is_persistent_with_warpgroup_bounds():
-    """Causal hdim 64: the three-consumer kernel with per-warpgroup causal bounds, persistent
-    CTAs (output through TMA) beyond one 192-row block of queries (a single block needs no
-    schedule table)."""
+    """Causal hdim 64: the same kernel as non-causal, whose per-warpgroup causal bounds act on
+    causal calls, beyond one 192-row block of queries (a single block needs no schedule
+    table)."""
     from fp8attn.attention.gluon_fwd import kernel_config
     for causal in ("top_left", "bottom_right"):
         for sq in (None, 193, 16384):
             v = gluon_dispatch.variant_for(64, causal, 16384, sq)
-            assert v is gluon_dispatch.VARIANT_D64_CAUSAL
+            assert v is gluon_dispatch.VARIANT_D64
             cfg = kernel_config(**v)
             assert (cfg["CONSUMERS"], cfg["PERSISTENT"], cfg["WG_BOUNDS"]) == (3, True, True)
             assert cfg["TMA_STORE"] == 1        # session 22: +5% at 4k keys
@@ -533,7 +536,7 @@ def test_launch_host_path_three_consumers(launches):
     q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
     out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1, out=out,
-                                  v_key_order="mma", **gluon_dispatch.VARIANT_D64)
+                                  v_key_order="mma", **gluon_fwd.VARIANTS["tri_ovl_s3"])
     (grid, _, kw), = launches
     assert grid == (-(-s // 192), b * h) and kw["CONSUMERS"] == 3
     assert kw["q_desc"].block_shape == [64, d]
@@ -563,7 +566,8 @@ def test_launch_host_path_takes_every_variant(name, launches):
     kv = max(128, cfg["BLOCK_N"])       # one K / V descale per tile
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, kv, kv, 0.1,
                                   v_key_order="mma", **variant)
-    assert len(launches) == (2 if variant.get("tail_split") else 1)    # 1000 rows: a tail
+    # 1000 rows: a tail, split off by tail_split 1 / 2 (3: 12 CTAs, one wave either way)
+    assert len(launches) == (2 if variant.get("tail_split") in (1, 2) else 1)
     kw = launches[0][2]
     assert {k: kw[k] for k in cfg if k != "num_warps"} == \
         {k: v for k, v in cfg.items() if k != "num_warps"}
@@ -574,7 +578,7 @@ def test_launch_host_path_tail_split(tail_split, launches):
     """tail_split (CPU, launches recorded): the full 192-row blocks in one launch, then the
     last block (one CTA a head) with TAIL_WGS = its warpgroups with rows; one launch when the
     last block is full or has more than 128 rows, when there is one block, and causal."""
-    variant = dict(gluon_dispatch.VARIANT_D64, tail_split=tail_split)
+    variant = dict(gluon_fwd.VARIANTS["tri_ovl_s3"], tail_split=tail_split)
     b, h, d = 2, 3, 64
 
     def grids(s, causal=None):
@@ -601,14 +605,15 @@ def test_launch_host_path_tail_split(tail_split, launches):
     (1, 16384, [(86, 0)]),            # 21 either way
     (8, 2048, [(10, 0), (1, 2)]),     # 22 against 20
 ])
-def test_launch_host_path_dispatched_tail_split_where_it_saves_a_wave(b, s, launched, launches):
-    """VARIANT_D64 (tail_split 3) splits off the last query block only where the full blocks
-    take fewer waves of one CTA an SM (132 SMs here) than all of them: the benchmark's shapes
-    (16k tokens, 32 heads of 64) at 4k keys, not at 8k or 16k (CPU, launches recorded)."""
+def test_launch_host_path_tail_split_where_it_saves_a_wave(b, s, launched, launches):
+    """tail_split 3 (VARIANT_D64 in session 27) splits off the last query block only where the
+    full blocks take fewer waves of one CTA an SM (132 SMs here) than all of them: the
+    benchmark's shapes (16k tokens, 32 heads of 64) at 4k keys, not at 8k or 16k (CPU, launches
+    recorded)."""
     h, d = 32, 64
     q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
-                                  v_key_order="mma", **gluon_dispatch.VARIANT_D64)
+                                  v_key_order="mma", **gluon_fwd.VARIANTS["tri_ovl_s3_tail3"])
     assert [(grid[0], kw["TAIL_WGS"]) for grid, _, kw in launches] == launched
     assert all(grid[1] == b * h for grid, _, _ in launches)
 
@@ -659,10 +664,10 @@ def test_launch_refuses_an_unknown_kernel_option(launches):
     assert not launches
 
 
-@pytest.mark.parametrize("d,kernel", [(64, gluon_dispatch.VARIANT_D64_CAUSAL),
+@pytest.mark.parametrize("d,kernel", [(64, gluon_dispatch.VARIANT_D64),
                                       (128, gluon_dispatch.CAUSAL_PERSISTENT_VARIANT),
                                       (256, gluon_dispatch.VARIANT_D256_CAUSAL)],
-                         ids=["VARIANT_D64_CAUSAL", "CAUSAL_PERSISTENT_VARIANT",
+                         ids=["VARIANT_D64", "CAUSAL_PERSISTENT_VARIANT",
                               "VARIANT_D256_CAUSAL"])
 def test_launch_host_path_causal_persistent_without_its_table(d, kernel, launches,
                                                               monkeypatch):
@@ -938,9 +943,11 @@ def test_gpu_gluon_kernel_undispatched_modes_match_tl_kernel(b, h, sq, sk, causa
     (1, 2, 2, 100, 4096, Recipe(), None),                     # one partly filled 192-row block
     (1, 2, 2, 4096, 4096, Recipe(granularity="head"), None),  # one descale per head
     (1, 2, 2, 4096, 4096, Recipe(q_search=4), None),          # per-row Q descales
+    (2, 3, 3, 1000, 1536, Recipe(), None),                    # at MIN_SEQLEN_K_D64
     # causal from MIN_SEQLEN_K_D64_CAUSAL keys
     (1, 2, 2, 3000, 16400, Recipe(), "bottom_right"),         # causal_off 13400, tail
-    (1, 2, 2, 1000, 4096, Recipe(), "top_left"),              # at the threshold
+    (1, 2, 2, 1000, 4096, Recipe(), "top_left"),
+    (1, 4, 4, 2048, 2048, Recipe(), "top_left"),              # at the threshold
     (1, 4, 2, 1000, 4200, Recipe(), "bottom_right"),          # GQA, causal_off 3200
     (1, 2, 2, 8300, 8300, Recipe(), "bottom_right"),          # launched top-left, tails
 ])
@@ -964,10 +971,10 @@ def test_gpu_gluon_path_hdim64_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, recipe
 @pytest.mark.gpu
 @needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,causal", [
-    (1, 4, 4, 4000, 4000, "top_left"),
-    (2, 3, 3, 1000, 4000, "bottom_right"),      # causal_off 3000
-    (1, 4, 2, 4500, 4000, "top_left"),          # more queries than keys, GQA
-    (1, 4, 4, 1500, 4050, "bottom_right"),
+    (1, 4, 4, 2000, 2000, "top_left"),
+    (2, 3, 3, 1000, 2000, "bottom_right"),      # causal_off 1000
+    (1, 4, 2, 2500, 2000, "top_left"),          # more queries than keys, GQA
+    (1, 4, 4, 1500, 2040, "bottom_right"),
 ])
 @pytest.mark.parametrize("variant", ["dispatched", "tri_ovl_s3", "tri_ovl_s3_wgb"])
 def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, causal, variant,
@@ -1005,8 +1012,8 @@ def test_gpu_gluon_kernel_hdim64_causal_below_its_threshold(b, hq, hkv, sq, sk, 
 def test_gpu_gluon_kernel_tri_persistent_matches_tl_kernel(b, hq, hkv, sq, sk, lse, causal,
                                                            variant):
     """Persistent CTAs on three consumer warpgroups (hdim 64; with wg_bounds each warpgroup
-    computes its own rows' causal tiles: dispatched from 4k keys, with the TMA store; _q2: two
-    Q buffers): the tl kernel's bits with the same 128-key tiles, LSE included."""
+    computes its own rows' causal tiles; _q2: two Q buffers; the dispatch's form adds the TMA
+    store, below): the tl kernel's bits with the same 128-key tiles, LSE included."""
     _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, causal, variant, seed=sq + 7 * sk)
 
 
@@ -1059,28 +1066,28 @@ def test_gpu_gluon_kernel_tri_tail_split_matches_tl_kernel(b, hq, hkv, sq, sk, l
 
 @pytest.mark.gpu
 @needs_gluon
-def test_gpu_gluon_path_hdim64_splits_the_tail_where_it_saves_a_wave(spy, monkeypatch):
-    """The dispatch at the benchmark's 4k-key shape (16k tokens, 32 heads of 64): the last
+def test_gpu_gluon_kernel_hdim64_splits_the_tail_where_it_saves_a_wave(monkeypatch):
+    """tail_split 3 at the benchmark's 4k-key shape (16k tokens, 32 heads of 64): the last
     query block in a second launch where the device's SM count makes that save a wave (132 SMs:
     22 waves against 21), the tl kernel's bits either way."""
     splits = []
     real = gluon_fwd._launch_split
     monkeypatch.setattr(gluon_fwd, "_launch_split",
                         lambda *a, **kw: splits.append(1) or real(*a, **kw))
-    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
     q8, k8, v8 = _quantized(4, 32, 32, 4096, 4096, 64, Recipe(), seed=41, v_key_order="mma")
     ref = _run(q8, k8, v8, None, config=TL_128, lse=False)
-    assert torch.equal(_run(q8, k8, v8, None, lse=False), ref)
-    assert spy == ["mma"]
+    _direct_same_bits(q8, k8, v8, ref, None, causal=None, v_key_order="mma",
+                      **gluon_fwd.VARIANTS["tri_ovl_s3_tail3"])
     sms = torch.cuda.get_device_properties(0).multi_processor_count
     assert bool(splits) == gluon_fwd._saves_a_wave(22, 4 * 32, sms)
 
 
 @pytest.mark.gpu
 @needs_gluon
-def test_gpu_gluon_hdim64_split_call_under_torch_compile_reduce_overhead():
-    """The split hdim-64 call (two streams at 4k keys on an H100 / H200) inside Inductor's CUDA
-    graphs (torch.compile mode="reduce-overhead"): replays give the eager bits on new data."""
+def test_gpu_gluon_hdim64_call_under_torch_compile_reduce_overhead():
+    """The dispatched hdim-64 call at 4k keys (persistent CTAs; two streams in session 27)
+    inside Inductor's CUDA graphs (torch.compile mode="reduce-overhead"): replays give the
+    eager bits on new data."""
     torch._dynamo.reset()
     g = torch.Generator(device="cuda").manual_seed(43)
 

@@ -147,12 +147,15 @@ def test_v_key_order_for_follows_the_dispatch_rules(monkeypatch):
                                           **dict(kw, causal="top_left")) == "mma"
     assert gluon_dispatch.v_key_order_for(t(4096, 64), t(4096, 64),
                                           **dict(kw, causal="top_left")) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(1536, 64), t(1536, 64), **kw) == "mma"
+    assert gluon_dispatch.v_key_order_for(t(2048, 64), t(2048, 64),
+                                          **dict(kw, causal="top_left")) == "mma"
     for q, k, change in [(t(4096), t(1000), {}), (t(500, 256), t(500, 256), {}),
                          (t(500, 256), t(500, 256), dict(causal="top_left")),
                          # 64-key tiles at head dim 256: MIN_SEQLEN_K_D256
                          (t(2048, 256), t(2048, 256), dict(causal="top_left", block_kv=64)),
-                         (t(4096, 64), t(2048, 64), {}),          # MIN_SEQLEN_K_D64
-                         (t(4000, 64), t(4000, 64), dict(causal="top_left")),  # _D64_CAUSAL
+                         (t(4096, 64), t(1535, 64), {}),          # MIN_SEQLEN_K_D64
+                         (t(2000, 64), t(2000, 64), dict(causal="top_left")),  # _D64_CAUSAL
                          (t(5000), t(4096), dict(causal="bottom_right")),  # Sq > Sk
                          (t(4096, 256), t(4096, 256), dict(lse=True)),
                          (t(4096), t(4096), dict(varlen=True)),

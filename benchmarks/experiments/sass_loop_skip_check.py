@@ -153,7 +153,7 @@ def dispatched_kernels() -> dict:
             k[f"d128_{name}_{tag}"] = dict(head_dim=128, causal=c, **getattr(gd, name))
         k[f"d128_CAUSAL_PERSISTENT_VARIANT_lse_{tag}"] = dict(
             head_dim=128, causal=c, lse=True, **gd.CAUSAL_PERSISTENT_VARIANT)
-        for name in ("VARIANT_D64_CAUSAL", "VARIANT_D64_CAUSAL_ONE_BLOCK"):
+        for name in ("VARIANT_D64", "VARIANT_D64_CAUSAL_ONE_BLOCK"):
             k[f"d64_{name}_{tag}"] = dict(head_dim=64, causal=c, **getattr(gd, name))
         for name in ("VARIANT_D256_CAUSAL", "VARIANT_D256_CAUSAL_ONE_BLOCK"):
             k[f"d256_{name}_{tag}"] = dict(head_dim=256, causal=c, **getattr(gd, name))

@@ -17,16 +17,16 @@ takes:
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
-    warpgroups (VARIANT_D64; since session 27 non-causal calls launch the last query block
-    on its own where that saves a wave of CTAs), causal calls from MIN_SEQLEN_K_D64_CAUSAL
-    keys (4k since session 22; VARIANT_D64_CAUSAL since session 16: persistent, per-warpgroup
-    causal bounds);
+    warpgroups (VARIANT_D64; since session 28 causal or not on persistent CTAs with two Q
+    buffers and the TMA store, causal ones with per-warpgroup causal bounds, as causal calls
+    since session 16), non-causal from MIN_SEQLEN_K_D64 keys, causal from
+    MIN_SEQLEN_K_D64_CAUSAL;
     one K and one V descale per KV tile (tile_keys keys: k_block and v_block multiples of it,
     or per head), q8 / k8 (and Q's second term) contiguous, V^T rows 16-byte aligned (the
     package's quantiser output), and seqlen_k >= MIN_SEQLEN_K (1024 keys; head dim 256:
     512 on 128-key tiles, MIN_SEQLEN_K_D256_N128 (1024 until session 24 non-causal, session
     25 causal), else MIN_SEQLEN_K_D256, 4096;
-    head dim 64: MIN_SEQLEN_K_D64, 4096, causal MIN_SEQLEN_K_D64_CAUSAL). Below it the
+    head dim 64: MIN_SEQLEN_K_D64, 1536, causal MIN_SEQLEN_K_D64_CAUSAL, 2048). Below it the
     launch's host time would be a large share of the call. Until session 12 the threshold was
     4k keys at every head dim: a Gluon call's host time at 1k (0.16-0.31 ms, H200, session 11)
     was as long as its GPU work. Session 12's launch plan
@@ -68,11 +68,12 @@ results/gluon_check_d64_tri_s14.json); causal 0.35-0.38x / 0.76-0.80x / 1.07-1.0
 gluon_check_d64_{tri,wgb}_top_left_s15.json): with each warpgroup computing only its own rows'
 causal tiles and persistent CTAs (gluon_fwd VARIANTS "tri_ovl_s3_persist_wgb") 0.70x / 0.99x /
 1.17x the tl kernel (0.77x / 0.83x / 0.91x FA3 FP8), against 0.39x / 0.80x / 1.09x for
-VARIANT_D64 in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run it
-(VARIANT_D64_CAUSAL). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,bottom_right}
-_s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x / 1.05x /
-1.12x bottom-right, so the threshold moved from 16k to 8k keys (to 4k in session 22, with the
-TMA store).
+the one-CTA-a-block kernel in the same session: causal calls from MIN_SEQLEN_K_D64_CAUSAL run
+it (with two Q buffers and the TMA store since sessions 18 / 22; VARIANT_D64, which non-causal
+calls run too since session 28). Session 16 (21:03 UTC, results/gluon_check_d64c_{top_left,
+bottom_right}_s16.json), at 4k / 8k / 16k: 0.98x / 1.10x / 1.15x the tl kernel top-left, 0.95x
+/ 1.05x / 1.12x bottom-right, so the threshold moved from 16k to 8k keys (to 4k in session 22,
+with the TMA store; to 2k in session 28).
 Left to the tl kernel although gluon_fwd.py has the code, because it ran slower there on the
 H200 (2026-11-30): head dim 64 on two consumer warpgroups (0.77x / 0.88x / 0.90x the tl
 kernel at 1k / 4k / 16k, probe_causal_order_s7.jsonl; persistent CTAs 0.86x / 0.95x / 0.96x,
@@ -242,7 +243,7 @@ _D64_BASE = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers
 # that saves a wave (gluon_fwd.kernel_config's tail_split 3, _saves_a_wave): 529 against 519
 # TFLOP/s at 4k keys (0.87x / 0.85x FA3 FP8's 611), same bits; 8k / 16k keys are not split
 # (H200, 2026-12-02 01:05 UTC, results/gluon_check_tail64_s27.json)
-VARIANT_D64 = dict(_D64_BASE, tail_split=3)
+# (VARIANT_D64 until session 28: dict(_D64_BASE, tail_split=3).)
 # Causal hdim 64 (session 15): each warpgroup computes only its own rows' tiles (wg_bounds), on
 # persistent CTAs with the greedy table; a head of at most one 192-row block is one item, so
 # it runs without the table (same bits either way).
@@ -257,10 +258,18 @@ VARIANT_D64 = dict(_D64_BASE, tail_split=3)
 # output through one shared (64, 64) tile a warpgroup and TMA, 474 / 542 / 565 TFLOP/s at 4k /
 # 8k / 16k keys against 450 / 525 / 564 with plain stores (the tl kernel 444 / 465 / 481, FA3
 # FP8 530 / 603 / 627), so causal calls take it from 4k keys (MIN_SEQLEN_K_D64_CAUSAL).
-# Non-causal the same store lost at 16k (554 against 590 for VARIANT_D64; 509 / 518 at 4k,
-# results/gluon_check_d64ts_s22.json), as at hdim 128 in session 11: VARIANT_D64 keeps plain
-# stores.
-VARIANT_D64_CAUSAL = dict(_D64_BASE, persistent=True, wg_bounds=True, q_bufs=2, tma_store=1)
+# Non-causal the same store lost at 16k on one CTA a block (554 against 590 for the plain
+# stores; 509 / 518 at 4k, results/gluon_check_d64ts_s22.json), as at hdim 128 in session 11.
+# Session 28: non-causal calls too take this persistent form (wg_bounds acts on causal calls
+# only), which no session had timed non-causal. Its CTAs pull (block, head) items, so no launch
+# ends on a part-empty wave, and each item's TMA store and next Q load run under the next
+# item's tiles. Non-causal 454 / 523 / 521 / 544 / 591 / 600 TFLOP/s at 1k / 1.5k / 2k / 4k /
+# 8k / 16k keys against the tl kernel's 457 / 472 / 489-493 / 513 (1k-4k) and the one-CTA-a-
+# block kernel's 452 / 467 / 530 (tail split) / 571 / 589 (1.5k-16k; FA3 FP8 447 / 554 / 573-576
+# / 609 / 660 / 674). Causal top-left 280 / 409 / 474 at 1k / 2k / 3k against the tl kernel's
+# 328 / 399 / 426 (FA3 FP8 299 / 449 / 524). Same bits as the tl kernel (five shapes a run).
+# (H200, 2026-12-02 02:45-02:54 UTC, results/gluon_check_d64{short,mid_nc,mid_c}_s28.json.)
+VARIANT_D64 = dict(_D64_BASE, persistent=True, wg_bounds=True, q_bufs=2, tma_store=1)
 VARIANT_D64_CAUSAL_ONE_BLOCK = dict(_D64_BASE, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (block_n)
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
@@ -275,13 +284,15 @@ MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # kernel there; the one-CTA-per-block form 1.18x), causal since session 25
 # (VARIANT_D256_CAUSAL, 1.17x); shorter calls are not measured
 MIN_SEQLEN_K_D256_N128 = 512
-MIN_SEQLEN_K_D64 = 4096     # 0.81x the tl kernel at 1k keys, 1.01x at 4k
-# causal, head dim 64 (VARIANT_D64_CAUSAL): 0.98x / 1.10x / 1.15x the tl kernel at 4k / 8k / 16k
-# keys top-left, 0.95x / 1.05x / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC,
-# results/gluon_check_d64c_{top_left,bottom_right}_s16.json), hence 8k until session 22; with
-# the TMA store 1.07x at 4k top-left (session 22, above). Below 4k the per-block code of three
-# consumers is not paid back (0.70x at 1k, session 15)
-MIN_SEQLEN_K_D64_CAUSAL = 4096
+# head dim 64 non-causal (VARIANT_D64, session 28): 0.99x / 1.11x / 1.07x the tl kernel at 1k
+# / 1.5k / 2k keys (4k until session 28: one CTA a block ran 0.81x it at 1k, 0.96x at 1.5k / 2k)
+MIN_SEQLEN_K_D64 = 1536
+# causal, head dim 64 (VARIANT_D64): 0.85x / 1.02x / 1.11x the tl kernel at 1k / 2k / 3k keys
+# top-left (session 28); before: 0.98x / 1.10x / 1.15x at 4k / 8k / 16k top-left, 0.95x / 1.05x
+# / 1.12x bottom-right (H200, 2026-11-30 21:03 UTC, results/gluon_check_d64c_{top_left,
+# bottom_right}_s16.json), hence 8k until session 22, 4k (the TMA store: 1.07x there) until
+# session 28
+MIN_SEQLEN_K_D64_CAUSAL = 2048
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 TRITON_SERIES = "3.6."
 _failed: list = []      # the first launch error, if any: the path stays off for the process
@@ -455,11 +466,9 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
             return VARIANT_D256_CAUSAL_ONE_BLOCK
         return VARIANT_D256_CAUSAL
     if head_dim == 64:
-        if causal is None:
-            return VARIANT_D64
-        if seqlen_q is not None and seqlen_q <= VARIANT_D64["block_m"]:
+        if causal is not None and seqlen_q is not None and seqlen_q <= VARIANT_D64["block_m"]:
             return VARIANT_D64_CAUSAL_ONE_BLOCK
-        return VARIANT_D64_CAUSAL
+        return VARIANT_D64
     if causal is None:
         return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M

@@ -1855,7 +1855,8 @@ VARIANTS = {
         mode="pingpong", stages=2, pv_eighths=True, turns=False, tma_store=2, persistent=True,
         item_licm=True, q_bufs=2),
     # session 22: the three consumers' output through shared memory and TMA (one (64, 64)
-    # tile a warpgroup), non-causal (VARIANT_D64) and causal (VARIANT_D64_CAUSAL)
+    # tile a warpgroup), one CTA a block and persistent (gluon_dispatch.VARIANT_D64: causal
+    # calls since session 22, non-causal ones since session 28)
     "tri_ovl_s3_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                           block_m=192, consumer_regs=160, tma_store=1),
     "tri_ovl_s3_persist_wgb_q2_ts": dict(mode="pingpong", stages=3, overlap=True, turns=False,
@@ -1909,6 +1910,11 @@ VARIANTS = {
                              block_m=192, consumer_regs=160, tail_split=1),
     "tri_ovl_s3_tail2": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                              block_m=192, consumer_regs=160, tail_split=2),
+    # tail2 where that saves a wave (_saves_a_wave), else one launch: VARIANT_D64 in session 27
+    # (529 against 519 TFLOP/s at 4k keys, results/gluon_check_tail64_s27.json), until the
+    # persistent form took non-causal calls in session 28
+    "tri_ovl_s3_tail3": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
+                             block_m=192, consumer_regs=160, tail_split=3),
     "tri_ovl_s4_persist_wgb_q2_ts": dict(mode="pingpong", stages=4, overlap=True, turns=False,
                                          consumers=3, block_m=192, consumer_regs=160,
                                          persistent=True, wg_bounds=True, q_bufs=2,
