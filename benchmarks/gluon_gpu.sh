@@ -130,6 +130,8 @@
 #           the Triton kernel the dispatch runs there                           (~5 min)
 #   d64disp after VARIANT_D64 took the persistent form (session 28): the hdim-64 GPU tests, then
 #           the hdim-64 cells from 1.5k keys, five readings each beside FA3 FP8     (~9 min)
+#   nt128   hdim 128 non-causal, the dispatched persistent kernels (TMA store up to 8k keys,
+#           plain stores beyond) beside the same without the ping-pong turns, 2k-16k  (~5 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
 # Usage (on the device machine, wheels carried in .whl):
@@ -604,6 +606,12 @@ for stage in "$@"; do
         cells=$cells,64:2048:1,64:4096:1,64:16384:1
         timeout 190 $PY benchmarks/experiments/bar_repeats.py --repeats 5 --cells $cells \
             --json "$OUT/bar_repeats_d64disp.json" 2>&1 | grep "^#" ;;
+    nt128)
+        # session 28: do the hdim-128 non-causal kernels gain from dropping the ping-pong turns,
+        # as hdim 256 did in session 21 (+2.5 / +4%)? Bits against the tl kernel first
+        timeout 400 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 100 \
+            --variants pingpong_ovl_u2_s3_persist_ts,dual_ovl_u2_s3_persist_ts,pingpong_ovl_u2_s3_persist,dual_ovl_u2_s3_persist \
+            --seqlens 2048,4096,16384 --json "$OUT/gluon_check_nt128.json" 2>&1 | tail -7 ;;
     benchfull)
         # the whole sweep of the issue (seqlen 512-16k), without the tl columns
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \
