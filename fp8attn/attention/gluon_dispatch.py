@@ -7,8 +7,9 @@ at every length, up to 8k keys before), storing the output with TMA (non-causal 
 8k keys; causal ones since session 18 through one full-width store, with two Q buffers)). On the
 calls below it gives the same bits as the tl kernel with 64-row blocks and the same key tiles
 (GPU tests: tests/test_gluon_dispatch.py, bottom-right causal included since session 13) and
-is faster from 1k keys at head dim 128, 1k at 256 (128-key tiles; 64-key ones from 4k) and 4k
-at 64 (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 22"). The calls it
+is faster from 1k keys at head dim 128, 512 at 256 (128-key tiles; 64-key ones from 4k) and
+1.5k at 64 (causal 2k) (H200, Triton 3.6, benchmarks/RESULTS.md "Session 5" to "Session 28").
+The calls it
 takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
