@@ -1379,11 +1379,12 @@ def test_gpu_gluon_public_api_and_fallbacks(spy, monkeypatch):
 @needs_gluon
 @pytest.mark.parametrize("out_dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize("causal", [None, "bottom_right"])
-def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causal, spy,
+@pytest.mark.parametrize("d", [128, 64])
+def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causal, d, spy,
                                                                 monkeypatch):
-    """fp16 / fp32 outputs (the store converts as the tl kernel's does): the tl kernel's bits,
-    LSE included."""
-    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, 128, Recipe(), seed=17, v_key_order="mma")
+    """fp16 / fp32 outputs (the store converts as the tl kernel's does; at hdim 64 through the
+    three consumers' TMA tiles on persistent CTAs): the tl kernel's bits, LSE included."""
+    q8, k8, v8 = _quantized(1, 3, 3, 1000, 4200, d, Recipe(), seed=17, v_key_order="mma")
 
     ref, ref_lse = _run(q8, k8, v8, causal, TL_128, out_dtype=out_dtype)
     monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
