@@ -1813,7 +1813,7 @@ VARIANTS = {
     # spills) and the same softmax placement under P @ V as with them. Timed (H200, 2026-12-02
     # 03:13 UTC, results/gluon_check_nt128_s28.json): 770 / 820 / 846 TFLOP/s at 2k / 4k / 16k
     # keys against 802 / 824 / 836 with the turns (plain stores 734 / 813 / 861, turn-free 711
-    # / 791 / 840); same bits. Not dispatched: at hdim 128 the turns pay
+    # / 791 / 840); same bits. Not dispatched: at hdim 128 the turns pay.
     "dual_ovl_u2_s3_persist_ts": dict(mode="pingpong", stages=3, overlap=True, unroll2=True,
                                       turns=False, persistent=True, tma_store=1),
     # session 14: three turn-free consumer warpgroups, 192 query rows (FA3's hdim-64 tile)
