@@ -117,12 +117,7 @@
 #           of ours and FA3 FP8 each (experiments/bar_repeats.py)                  (~3 min)
 #   d64stages hdim 64, three consumers: the K / V ring two / three / four tiles deep,
 #           non-causal 2k-16k, causal top-left 4k / 16k                          (~6 min)
-#   tail64  hdim 64 non-causal, the last query block in a second launch whose rowless
-#           warpgroups skip the work (tail_split 1 / 2; run in session 27): bits, then 2k-16k
-#           timings beside the one-launch kernel                                (~3 min)
-#   tail64d the same dispatched (VARIANT_D64, tail_split 3; run in session 27): the hdim-64 GPU
-#           tests, then the non-causal hdim-64 cells five times beside FA3 FP8 (bar_repeats.py;
-#           its 200 s pytest limit of that run cut the tests short, see RESULTS)   (~8 min)
+#   (tail64 / tail64d, session 27's tail split, went with it in session 28: commit 65080c8)
 #   d64short hdim 64 non-causal 1k-4k: the three-consumer kernel, split and persistent forms,
 #           beside the Triton kernel the dispatch runs at 1k / 2k (run in session 28)  (~4 min)
 #   d64mid  after d64short (session 28): the persistent two-Q-buffer TMA-store form beside the
@@ -554,34 +549,15 @@ for stage in "$@"; do
             --variants tri_ovl_s3_persist_wgb_q2_ts,tri_ovl_s4_persist_wgb_q2_ts \
             --causal top_left --seqlens 4096,16384 \
             --json "$OUT/gluon_check_d64stages_c.json" 2>&1 | tail -6 ;;
-    tail64)
-        # session 27: hdim 64 non-causal with the last query block in a launch of its own
-        # (tail_split 1: after the full blocks; 2: beside their last wave): bits, then timed
-        # beside the dispatched one-launch kernel (read again after the split forms)
-        timeout 200 $PY -m pytest -q -n 8 -rf --tb=line tests/test_gluon_dispatch.py \
-            -k "tail_split or tri_tma_store or hdim64" 2>&1 | tail -15 \
-            | tee "$OUT/pytest_tail64.log"
-        timeout 330 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 120 --head-dim 64 \
-            --variants tri_ovl_s3,tri_ovl_s3_tail1,tri_ovl_s3_tail2,tri_ovl_s3 \
-            --seqlens 2048,4096,8192,16384 --json "$OUT/gluon_check_tail64.json" 2>&1 \
-            | tail -8 ;;
-    tail64d)
-        # session 27, after VARIANT_D64 took tail_split 3: the hdim-64 dispatch's GPU tests (the
-        # split's bits, its two streams under a capture and under torch.compile), then the
-        # non-causal hdim-64 cells read five times beside FA3 FP8
-        timeout 420 $PY -m pytest -q -n 12 -rf --tb=line tests/test_gluon_dispatch.py \
-            -k "hdim64 or tri" 2>&1 | tail -8 | tee "$OUT/pytest_tail64d.log"
-        timeout 300 $PY benchmarks/experiments/bar_repeats.py --repeats 5 \
-            --cells 64:2048:0,64:4096:0,64:8192:0,64:16384:0 \
-            --json "$OUT/bar_repeats_tail64.json" 2>&1 | grep "^#" ;;
     d64short)
         # prepared in session 27, run in session 28: hdim 64 non-causal at 1k-4k keys, where the
         # Triton kernel keeps 1k / 2k (2k: 0.854x FA3 FP8). The three-consumer kernel one CTA a
-        # block (split or not) beside its persistent forms, whose CTAs overlap one item's
+        # block beside its persistent forms, whose CTAs overlap one item's
         # epilogue with the next one's start: plain stores, two Q buffers, and two Q buffers
         # with the TMA store (tri_ovl_s3_persist_wgb_q2_ts: wg_bounds acts on causal calls
-        # only, so non-causal it is that form; offline 20 B spilled against 24 for the others)
-        v=tri_ovl_s3,tri_ovl_s3_tail2,tri_ovl_s3_persist,tri_ovl_s3_persist_q2
+        # only, so non-causal it is that form; offline 20 B spilled against 24 for the others).
+        # The session-28 run also timed session 27's tail split (tri_ovl_s3_tail2, since removed)
+        v=tri_ovl_s3,tri_ovl_s3_persist,tri_ovl_s3_persist_q2
         v=$v,tri_ovl_s3_persist_wgb_q2_ts
         timeout 420 $PY benchmarks/experiments/gluon_gpu_check.py --timeout 110 --head-dim 64 \
             --variants $v --seqlens 1024,2048,4096 --json "$OUT/gluon_check_d64short.json" \

@@ -3,7 +3,6 @@ with Triton 3.6, the tl kernel's bits (with 128-key tiles) for the calls it take
 causal code on short shapes and its two-consumer head-dim-64 code (not dispatched: slower
 there) are held to the tl kernel too.
 """
-import contextlib
 import dataclasses
 
 import pytest
@@ -203,13 +202,8 @@ def launches(monkeypatch):
     class Record:
         def __getitem__(self, grid):
             return lambda *args, **kw: recorded.append((grid, args, kw))
-    class NoStream:     # tail_split's fork and join, without CUDA streams
-        def wait_stream(self, other):
-            pass
     monkeypatch.setattr(gluon_fwd, "_attn_fwd_gluon", Record())
     monkeypatch.setattr(gluon_fwd, "_sm_count", lambda device: 132)
-    monkeypatch.setattr(gluon_fwd, "_streams", lambda device: (NoStream(), NoStream()))
-    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
     return recorded
 
 
@@ -566,56 +560,9 @@ def test_launch_host_path_takes_every_variant(name, launches):
     kv = max(128, cfg["BLOCK_N"])       # one K / V descale per tile
     gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, kv, kv, 0.1,
                                   v_key_order="mma", **variant)
-    # 1000 rows: a tail, split off by tail_split 1 / 2 (3: 12 CTAs, one wave either way)
-    assert len(launches) == (2 if variant.get("tail_split") in (1, 2) else 1)
-    kw = launches[0][2]
+    (_, _, kw), = launches
     assert {k: kw[k] for k in cfg if k != "num_warps"} == \
         {k: v for k, v in cfg.items() if k != "num_warps"}
-
-
-@pytest.mark.parametrize("tail_split", [1, 2])
-def test_launch_host_path_tail_split(tail_split, launches):
-    """tail_split (CPU, launches recorded): the full 192-row blocks in one launch, then the
-    last block (one CTA a head) with TAIL_WGS = its warpgroups with rows; one launch when the
-    last block is full or has more than 128 rows, when there is one block, and causal."""
-    variant = dict(gluon_fwd.VARIANTS["tri_ovl_s3"], tail_split=tail_split)
-    b, h, d = 2, 3, 64
-
-    def grids(s, causal=None):
-        q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
-        launches.clear()
-        gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
-                                      v_key_order="mma", causal=causal, **variant)
-        return [(grid, kw["TAIL_WGS"]) for grid, _, kw in launches]
-    assert grids(1000) == [((5, b * h), 0), ((1, b * h), 1)]      # 5 x 192 + 40 rows
-    assert grids(4096) == [((21, b * h), 0), ((1, b * h), 1)]     # 21 x 192 + 64
-    assert grids(2048) == [((10, b * h), 0), ((1, b * h), 2)]     # 10 x 192 + 128
-    assert grids(300) == [((1, b * h), 0), ((1, b * h), 2)]       # 192 + 108
-    assert grids(576) == [((3, b * h), 0)]                        # full blocks only
-    assert grids(342) == [((2, b * h), 0)]                        # 192 + 150: one launch
-    assert grids(100) == [((1, b * h), 0)]                        # one block
-    assert grids(1000, causal="top_left") == [((6, b * h), 0)]
-    with pytest.raises(ValueError, match="tail_split"):
-        gluon_fwd.kernel_config(**dict(gluon_dispatch.VARIANT, tail_split=1))
-
-
-@pytest.mark.parametrize("b,s,launched", [
-    (4, 4096, [(21, 0), (1, 1)]),     # 22 waves of 132 CTAs in one launch, 21 split
-    (2, 8192, [(43, 0)]),             # 21 either way: one launch
-    (1, 16384, [(86, 0)]),            # 21 either way
-    (8, 2048, [(10, 0), (1, 2)]),     # 22 against 20
-])
-def test_launch_host_path_tail_split_where_it_saves_a_wave(b, s, launched, launches):
-    """tail_split 3 (VARIANT_D64 in session 27) splits off the last query block only where the
-    full blocks take fewer waves of one CTA an SM (132 SMs here) than all of them: the
-    benchmark's shapes (16k tokens, 32 heads of 64) at 4k keys, not at 8k or 16k (CPU, launches
-    recorded)."""
-    h, d = 32, 64
-    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
-    gluon_fwd.gluon_attention_fwd(q8, k8, vt8, ds, ds, ds, 128, 128, 128, 0.1,
-                                  v_key_order="mma", **gluon_fwd.VARIANTS["tri_ovl_s3_tail3"])
-    assert [(grid[0], kw["TAIL_WGS"]) for grid, _, kw in launches] == launched
-    assert all(grid[1] == b * h for grid, _, _ in launches)
 
 
 @pytest.mark.parametrize("d", [64, 128])
@@ -1049,45 +996,9 @@ def test_gpu_gluon_kernel_tri_tma_store_matches_tl_kernel(b, hq, hkv, sq, sk, ls
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("b,hq,hkv,sq,sk,lse", [
-    (1, 8, 8, 4096, 4096, False),     # 21 full blocks + 64 rows: one warpgroup in the tail
-    (2, 3, 3, 2048, 4200, True),      # + 128 rows: two; a key tail, the LSE
-    (1, 4, 2, 777, 4500, True),       # + 9 rows, GQA
-    (3, 5, 5, 300, 1000, False),      # one full block + 108 rows
-    (1, 2, 2, 576, 2000, True),       # full blocks only: one launch
-])
-@pytest.mark.parametrize("variant", ["tri_ovl_s3_tail1", "tri_ovl_s3_tail2"])
-def test_gpu_gluon_kernel_tri_tail_split_matches_tl_kernel(b, hq, hkv, sq, sk, lse, variant):
-    """Session 27: the full 192-row blocks and the last block in two launches, the tail's
-    rowless warpgroups skipping the work; tail2 with the full blocks on a high-priority stream.
-    The tl kernel's bits, LSE included (the rows each launch writes are disjoint)."""
-    _tri_same_bits_as_tl_kernel(b, hq, hkv, sq, sk, lse, None, variant, seed=sq + 13 * sk)
-
-
-@pytest.mark.gpu
-@needs_gluon
-def test_gpu_gluon_kernel_hdim64_splits_the_tail_where_it_saves_a_wave(monkeypatch):
-    """tail_split 3 at the benchmark's 4k-key shape (16k tokens, 32 heads of 64): the last
-    query block in a second launch where the device's SM count makes that save a wave (132 SMs:
-    22 waves against 21), the tl kernel's bits either way."""
-    splits = []
-    real = gluon_fwd._launch_split
-    monkeypatch.setattr(gluon_fwd, "_launch_split",
-                        lambda *a, **kw: splits.append(1) or real(*a, **kw))
-    q8, k8, v8 = _quantized(4, 32, 32, 4096, 4096, 64, Recipe(), seed=41, v_key_order="mma")
-    ref = _run(q8, k8, v8, None, config=TL_128, lse=False)
-    _direct_same_bits(q8, k8, v8, ref, None, causal=None, v_key_order="mma",
-                      **gluon_fwd.VARIANTS["tri_ovl_s3_tail3"])
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    assert bool(splits) == gluon_fwd._saves_a_wave(22, 4 * 32, sms)
-
-
-@pytest.mark.gpu
-@needs_gluon
 def test_gpu_gluon_hdim64_call_under_torch_compile_reduce_overhead():
-    """The dispatched hdim-64 call at 4k keys (persistent CTAs; two streams in session 27)
-    inside Inductor's CUDA graphs (torch.compile mode="reduce-overhead"): replays give the
-    eager bits on new data."""
+    """The dispatched hdim-64 call at 4k keys (persistent CTAs) inside Inductor's CUDA graphs
+    (torch.compile mode="reduce-overhead"): replays give the eager bits on new data."""
     torch._dynamo.reset()
     g = torch.Generator(device="cuda").manual_seed(43)
 
@@ -1100,33 +1011,6 @@ def test_gpu_gluon_hdim64_call_under_torch_compile_reduce_overhead():
     for _ in range(4):          # the first calls record, later ones replay the graph
         q, k, v = inputs()
         assert torch.equal(compiled(q, k, v).clone(), fp8attn.flash_attn_func(q, k, v))
-
-
-@pytest.mark.gpu
-@needs_gluon
-def test_gpu_gluon_tri_tail_split_on_two_streams_under_cuda_graph_capture():
-    """tail_split=2 forks a high-priority stream from the caller's and joins it back: it
-    captures into a CUDA graph, whose replays follow new data and give the eager bits."""
-    q8, k8, v8 = _quantized(1, 4, 4, 4096, 4096, 64, Recipe(), seed=31, v_key_order="mma")
-    variant = gluon_fwd.VARIANTS["tri_ovl_s3_tail2"]
-    out = torch.empty(q8.data.shape, device="cuda", dtype=torch.bfloat16)
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        _gluon_direct(q8, k8, v8, out=out, v_key_order="mma", **variant)    # compile first
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        _gluon_direct(q8, k8, v8, out=out, v_key_order="mma", **variant)
-    for seed in (32, 33):
-        new = _quantized(1, 4, 4, 4096, 4096, 64, Recipe(), seed=seed, v_key_order="mma")
-        for t, src in zip((q8, k8, v8), new):
-            t.data.copy_(src.data)
-            t.descale.copy_(src.descale)
-        out.zero_()
-        graph.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(out, _run(q8, k8, v8, None, config=TL_128, lse=False))
 
 
 @pytest.mark.gpu

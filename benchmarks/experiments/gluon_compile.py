@@ -33,11 +33,10 @@ VARIANTS = gluon_attn.VARIANTS
 
 
 def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", trace=False,
-          tail_wgs=0, **kw):
+          **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
-    type (bf16, fp16, fp32). tail_wgs: the kernel's TAIL_WGS (the tail launch of a tail_split
-    call: 1 or 2 warpgroups with rows)."""
+    type (bf16, fp16, fp32)."""
     cfg = gluon_attn.kernel_config(**kw)
     out_types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     num_warps = cfg.pop("num_warps")
@@ -54,8 +53,7 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
     else:
         descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
-                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms, TRACE=trace,
-                  TAIL_WGS=tail_wgs)
+                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms, TRACE=trace)
     fn = gluon_attn._attn_fwd_gluon
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):

@@ -241,10 +241,10 @@ VARIANT_D256_CAUSAL = dict(VARIANT_D256_CAUSAL_ONE_BLOCK, persistent=True, item_
 _D64_BASE = dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
                  block_m=192, consumer_regs=160)
 # Session 27: the last query block in a second launch, beside the full blocks' last wave, where
-# that saves a wave (gluon_fwd.kernel_config's tail_split 3, _saves_a_wave): 529 against 519
-# TFLOP/s at 4k keys (0.87x / 0.85x FA3 FP8's 611), same bits; 8k / 16k keys are not split
-# (H200, 2026-12-02 01:05 UTC, results/gluon_check_tail64_s27.json)
-# (VARIANT_D64 until session 28: dict(_D64_BASE, tail_split=3).)
+# that saves a wave: 529 against 519 TFLOP/s at 4k keys (0.87x / 0.85x FA3 FP8's 611), same
+# bits; 8k / 16k keys were not split (H200, 2026-12-02 01:05 UTC,
+# results/gluon_check_tail64_s27.json). Superseded by the persistent form below in session 28
+# and removed (the code: commit 65080c8, gluon_fwd's tail_split).
 # Causal hdim 64 (session 15): each warpgroup computes only its own rows' tiles (wg_bounds), on
 # persistent CTAs with the greedy table; a head of at most one 192-row block is one item, so
 # it runs without the table (same bits either way).

@@ -886,27 +886,22 @@ def _consumer_ovl(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_emp
                   causal_off=0, CAUSAL: gl.constexpr = 0, LSE=0, stride_lz=0, stride_lh=0,
                   stride_lm=0, RETURN_LSE: gl.constexpr = False, Q_TERMS: gl.constexpr = 1,
                   MASKED_MAX: gl.constexpr = 2, WG_BOUNDS: gl.constexpr = False, o_desc=0,
-                  o_smem=0, TMA_STORE: gl.constexpr = 0, ROWLESS: gl.constexpr = False):
+                  o_smem=0, TMA_STORE: gl.constexpr = 0):
     """One CTA's rows (not persistent): _ovl_work once, from ring position 0. A wrapper
     rather than _ovl_work listed in warp_specialize directly: that failed to compile on Triton
     3.6 (offline, 2026-11-30; _ovl_work returns turn_phase and takes keyword defaults).
-    TMA_STORE (three consumers): _consumer_store's, through this warpgroup's o_smem.
-    ROWLESS (the tail launch of a tail_split call, _attn_fwd_gluon's TAIL_WGS): the warpgroup
-    has no rows; it releases every KV tile of the CTA unread."""
-    if ROWLESS:
-        _release_tiles(k_full, v_full, kv_empty, v_empty, 0, gl.cdiv(kv_end, BLOCK_N), STAGES)
-    else:
-        _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD,
-                  KD, VD, O, row0, start_m, off_b, off_h, off_kvh,
-                  stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
-                  stride_oz, stride_oh, stride_om, stride_od,
-                  seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-                  ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end,
-                  full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm,
-                  RETURN_LSE, Q_TERMS, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
-                  MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS)
-        if TMA_STORE:
-            tma.store_wait(0)       # o_smem must outlive the store
+    TMA_STORE (three consumers): _consumer_store's, through this warpgroup's o_smem."""
+    _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, turn, QD, KD,
+              VD, O, row0, start_m, off_b, off_h, off_kvh,
+              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
+              stride_oz, stride_oh, stride_om, stride_od,
+              seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+              ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, PINGPONG, UNROLL2, kv_end, full_end,
+              causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+              o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
+              WG_BOUNDS=WG_BOUNDS)
+    if TMA_STORE:
+        tma.store_wait(0)       # o_smem must outlive the store
 
 
 @gluon.jit
@@ -1434,7 +1429,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     SPLIT: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                    ITEM_LICM: gl.constexpr = False, TAIL_WGS: gl.constexpr = 0):
+                    ITEM_LICM: gl.constexpr = False):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1442,13 +1437,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
     in _work_item's order (section_heads: causal only); otherwise the grid is (n_m, B * H) and
-    one CTA one item.
-    TAIL_WGS (three consumers, non-causal, not persistent): 0, or the launch is the tail of a
-    split call (gluon_attention_fwd's tail_split): one CTA a head on the last query block
-    (n_m - 1), whose first TAIL_WGS warpgroups have rows; the others only release the tiles."""
+    one CTA one item."""
     pid_m = gl.program_id(0)
-    if TAIL_WGS != 0:
-        pid_m = n_m - 1
     if CAUSAL != 0:
         pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
     off_hz = gl.program_id(1)
@@ -1645,8 +1635,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                          kv_row0, vt_row0, seqlen_k, BLOCK_N, STAGES, OVERLAP)),
         ], [1], [PRODUCER_REGS])
     elif OVERLAP and CONSUMERS == 3:
-        # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows);
-        # in the tail launch of a split call (TAIL_WGS) the rowless ones only release the tiles
+        # three turn-free consumer warpgroups of BLOCK_M / 3 rows (FA3's hdim-64 shape, 192 rows)
         THIRD: gl.constexpr = BLOCK_M // 3
         o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
                                                        TMA_STORE)
@@ -1668,7 +1657,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS, o_desc, o_tile1, TMA_STORE, TAIL_WGS == 1)),
+                             WG_BOUNDS, o_desc, o_tile1, TMA_STORE)),
             (_consumer_ovl, (q_smem, k_smem, v_smem, q_bar0, k_full, v_full, kv_empty, v_empty,
                              turn, QD, KD, VD, O, 2 * THIRD, start_m, off_b, off_h, off_kvh,
                              stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz,
@@ -1677,7 +1666,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                              THIRD, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, 4, False,
                              UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz,
                              stride_lh, stride_lm, RETURN_LSE, Q_TERMS, TRI_MASKED,
-                             WG_BOUNDS, o_desc, o_tile2, TMA_STORE, TAIL_WGS != 0)),
+                             WG_BOUNDS, o_desc, o_tile2, TMA_STORE)),
             (_producer, (k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
                          kv_row0, vt_row0, kv_end, BLOCK_N, STAGES, OVERLAP)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
@@ -1911,18 +1900,9 @@ VARIANTS = {
                        block_m=192, consumer_regs=160),
     "tri_ovl_s4": dict(mode="pingpong", stages=4, overlap=True, turns=False, consumers=3,
                        block_m=192, consumer_regs=160),
-    # session 27: the last query block in a launch of its own whose rowless warpgroups skip the
-    # work (a 4k-key head is 21 full blocks and one of 64 rows), after the full blocks (tail1)
-    # or beside their last wave, the full blocks on a high-priority stream (tail2)
-    "tri_ovl_s3_tail1": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
-                             block_m=192, consumer_regs=160, tail_split=1),
-    "tri_ovl_s3_tail2": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
-                             block_m=192, consumer_regs=160, tail_split=2),
-    # tail2 where that saves a wave (_saves_a_wave), else one launch: VARIANT_D64 in session 27
-    # (529 against 519 TFLOP/s at 4k keys, results/gluon_check_tail64_s27.json), until the
-    # persistent form took non-causal calls in session 28
-    "tri_ovl_s3_tail3": dict(mode="pingpong", stages=3, overlap=True, turns=False, consumers=3,
-                             block_m=192, consumer_regs=160, tail_split=3),
+    # (session 27's tail split, the last query block in a second launch on the SMs the full
+    # blocks' last wave leaves idle, was dispatched at hdim 64 4k keys until the persistent
+    # form above took those calls in session 28; removed after it, code in commit 65080c8)
     "tri_ovl_s4_persist_wgb_q2_ts": dict(mode="pingpong", stages=4, overlap=True, turns=False,
                                          consumers=3, block_m=192, consumer_regs=160,
                                          persistent=True, wg_bounds=True, q_bufs=2,
@@ -1939,7 +1919,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                   item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
-                  pv_eighths: bool = False, tail_split: int = 0) -> dict:
+                  pv_eighths: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -1964,13 +1944,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     as a tree (_row_max); pv_eighths: each P @ V quarter as two eighth-width GEMMs
     (_pv_quarter_in_eighths; not with pv_pipe: the eighths pipelined measured slower, causal
     or not, and were removed in session 23); all head dims above 128 (_consumer_split's SPLIT
-    bits). tail_split (three consumers, not persistent; used by non-causal calls whose last
-    query block has at most 128 rows): 0 one launch; 1 the full blocks in one launch, then the
-    last block in a second one whose rowless warpgroups skip the work (TAIL_WGS); 2 the same
-    with the full blocks on a high-priority stream, so that the tail's CTAs run on the SMs
-    the full blocks' last wave leaves idle (_launch_split); 3 as 2 where the full blocks take
-    fewer waves of one CTA an SM than all blocks would (_saves_a_wave), else one launch. The
-    launch-level option is read by _launch_plan; the kernel sees TAIL_WGS."""
+    bits)."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -1994,8 +1968,6 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     if q_regs and not (pv_pipe or pv_eighths):
         raise ValueError("q_regs needs pv_pipe=True or pv_eighths=True (the register budget "
                          "was measured with them)")
-    if tail_split not in (0, 1, 2, 3) or (tail_split and (consumers != 3 or persistent)):
-        raise ValueError("tail_split: 0, or 1 / 2 / 3 with consumers=3 and persistent=False")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
     if item_licm and not persistent:
@@ -2011,7 +1983,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
                 SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2 | int(pv_eighths) << 3,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
-                Q_BUFS=q_bufs, ITEM_LICM=item_licm, TAIL_WGS=0, num_warps=num_warps)
+                Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -2200,8 +2172,6 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         plan = _launch_plan(q8, k8, vt8, q_lo, (q_descale, k_descale, v_descale), out, lse,
                             trace, q_block, k_block, v_block, causal, v_key_order,
                             variant)._replace(key=key)
-        if plan.tail is not None:
-            plan = plan._replace(tail=plan.tail._replace(key=key + ("tail",)))
         if len(_PLANS) >= MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -2221,52 +2191,15 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         vt8 = to_mma(vt8)
     q_desc = _descriptor(q8, plan.q_desc)
     vt16 = padded_view(vt8)
-    args = dict(
-        q_desc=q_desc, ql_desc=q_desc if q_lo is None else _descriptor(q_lo, plan.q_desc),
+    kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, dict(
+        plan.constants, q_desc=q_desc,
+        ql_desc=q_desc if q_lo is None else _descriptor(q_lo, plan.q_desc),
         k_desc=_descriptor(k8, plan.k_desc), v_desc=_descriptor(vt16, plan.v_desc),
         o_desc=_descriptor(out, plan.o_desc) if plan.o_desc else q_desc,
         QD=q_descale, KD=k_descale, VD=v_descale, O=out, LSE=out if lse is None else lse,
         qk_scale=float(softmax_scale) * LOG2E, SCHED=sched,
-        TRACE_PTR=q_descale if trace is None else trace)
-    if plan.tail is None:
-        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, dict(plan.constants, **args))
-    else:
-        _launch_split(plan, args, q8.device)
+        TRACE_PTR=q_descale if trace is None else trace))
     return out
-
-
-def _launch_split(plan, args: dict, device) -> None:
-    """A tail_split call: the full query blocks (plan), then the last one (plan.tail). With
-    plan.concurrent the full blocks go to a high-priority stream (forked from and joined back
-    into the caller's, so that CUDA-graph captures and later work see one call): the block
-    scheduler then hands the tail's CTAs only the SMs the full blocks leave idle, which is
-    their last wave. The two launches write disjoint rows of the output."""
-    main = dict(plan.constants, **args)
-    tail = dict(plan.tail.constants, **args)
-    if not plan.concurrent:
-        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, main)
-        kernel_launch.launch(_attn_fwd_gluon, plan.tail.grid, plan.tail.key, tail)
-        return
-    caller, side = _streams(device)
-    side.wait_stream(caller)
-    with torch.cuda.stream(side):
-        kernel_launch.launch(_attn_fwd_gluon, plan.grid, plan.key, main)
-    kernel_launch.launch(_attn_fwd_gluon, plan.tail.grid, plan.tail.key, tail)
-    # the caller's later work (and the caching allocator's reuse of these tensors' memory on
-    # the caller's stream) waits for both launches
-    caller.wait_stream(side)
-
-
-def _streams(device) -> tuple:
-    """(the caller's current stream, _high_priority_stream) on device."""
-    return torch.cuda.current_stream(device), _high_priority_stream(device)
-
-
-@functools.lru_cache(maxsize=None)
-def _high_priority_stream(device) -> torch.cuda.Stream:
-    """One stream a device at the highest priority the driver allows (a value below the range
-    maps to its top); the caller's streams default to the lowest."""
-    return torch.cuda.Stream(device=device, priority=-100)
 
 
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
@@ -2289,8 +2222,6 @@ class _Plan(NamedTuple):
     v_desc: tuple
     o_desc: tuple | None    # None: plain stores
     schedule: tuple | None  # causal_schedule_for's arguments (persistent causal launches)
-    tail: "_Plan | None" = None     # tail_split: the last query block's launch
-    concurrent: bool = False        # tail_split 2: the full blocks on a high-priority stream
 
 
 def _descriptor(base, params):
@@ -2411,24 +2342,4 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     constants.update(zip(("stride_oz", "stride_oh", "stride_om", "stride_od"), out.stride()))
     constants.update(zip(("stride_lz", "stride_lh", "stride_lm"),
                          (0, 0, 0) if lse is None else lse.stride()))
-    plan = _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)
-    tail_rows = Sq - (n_m - 1) * bm
-    tail_split = variant.get("tail_split", 0)
-    if (tail_split and not causal_mode and n_m > 1 and trace is None
-            and tail_rows <= 2 * (bm // 3)
-            and (tail_split != 3 or _saves_a_wave(n_m, B * Hq, _sm_count(q8.device)))):
-        # the last block in a launch of its own, with only its rows' warpgroups working
-        tail = plan._replace(grid=(1, B * Hq),
-                             constants=dict(constants, TAIL_WGS=triton.cdiv(tail_rows, bm // 3)))
-        plan = plan._replace(grid=(n_m - 1, B * Hq), tail=tail, concurrent=tail_split >= 2)
-    return plan
-
-
-def _saves_a_wave(n_m: int, heads: int, sms: int) -> bool:
-    """Whether the full query blocks of a non-persistent three-consumer launch (one CTA an SM:
-    the register file is full) take fewer waves than all n_m blocks. Only then did the split
-    pay (H200, session 27, 16k tokens, hdim 64: +1.9% at 4k keys, 21 + 1 blocks x 128 heads =
-    22 waves unsplit, 21 split; -1.2% / +0.3% at 8k / 16k keys, 21 waves either way): the
-    tail's CTAs fill the idle SMs of the full blocks' last wave, and otherwise add a second
-    launch's cost."""
-    return -(-(n_m - 1) * heads // sms) < -(-n_m * heads // sms)
+    return _Plan(None, grid, constants, q_desc, k_desc, v_desc, o_desc, schedule)
