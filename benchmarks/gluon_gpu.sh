@@ -129,6 +129,11 @@
 #           plain stores beyond) beside the same without the ping-pong turns, 2k-16k  (~5 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
+#   shapes  experiments/probe_model_shapes.py: real models' shapes (GQA, head dims 96 / 80 /
+#           32), kernel-only and end to end beside FA3 FP8 / BF16 (session 29)      (~3 min)
+#   d96     head dims 80 / 96 / 112 on the 128 kernel (session 29): the GPU tests (the padded
+#           calls, captures, output types), then Phi-3's and Phi-2's
+#           shapes on the dispatch and on the tl kernel (FP8ATTN_GLUON=0)          (~6 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -597,6 +602,18 @@ for stage in "$@"; do
         # accurate recipe, timed with the kernels of session 17's LICM fix for the first time)
         timeout 420 $PY benchmarks/bench_attention.py --quick --tl --q-terms 1,2 \
             --no-cpu-emulation --out "$OUT" 2>&1 | tail -40 | tee "$OUT/bench_gluon.log" ;;
+    d96)
+        timeout 300 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            -k "padded or capture or fp16_fp32 or host_path" 2>&1 \
+            | tail -8 | tee "$OUT/pytest_d96.log"
+        timeout 150 $PY benchmarks/experiments/probe_model_shapes.py --shapes phi3-mini,phi2 \
+            --json "$OUT/probe_d96.json" 2>&1 | grep -v "^ *warn" | tail -7
+        FP8ATTN_GLUON=0 timeout 120 $PY benchmarks/experiments/probe_model_shapes.py \
+            --shapes phi3-mini,phi2 --json "$OUT/probe_d96_tl.json" 2>&1 | grep -v "^ *warn" \
+            | tail -7 ;;
+    shapes)
+        timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
+            --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;
     *)
         echo "unknown stage $stage (tests, check, persist, d64, d64c, q2, licm, licm64, longc," \
              "ovl64, ovl128, store, nc128, trace256, d256t, tsloop, d256c, launch, overhead, bench," \

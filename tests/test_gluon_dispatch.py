@@ -41,6 +41,12 @@ def test_reason_accepts_the_covered_call():
         assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, causal=causal, lse=True,
                                             seqlen_k=16384)) is None
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=64, seqlen_q=100, k_block=4096)) is None
+    # head dims 80 / 96 / 112 on the 128 kernel (session 29): as head dim 128
+    for d in (80, 96, 112):
+        assert gluon_dispatch.kernel_head_dim(d) == 128
+        for causal in (None, "top_left", "bottom_right"):
+            assert gluon_dispatch.reason(**dict(GOOD, head_dim=d, causal=causal, lse=True,
+                                                two_terms=True)) is None
     # head dim 256: 128-key tiles, or 64-key ones where a descale block splits a 128-key tile,
     # without the LSE
     assert gluon_dispatch.reason(**dict(GOOD, head_dim=256)) is None
@@ -67,7 +73,10 @@ def test_reason_accepts_the_covered_call():
     (dict(head_dim=64, seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64 - 1), "seqlen_k"),
     (dict(head_dim=64, causal="top_left", seqlen_k=gluon_dispatch.MIN_SEQLEN_K_D64_CAUSAL - 1),
      "seqlen_k"),
-    (dict(head_dim=96), "head dim"),
+    (dict(head_dim=72), "head dim"),       # not a multiple of 16 (TMA's row alignment)
+    (dict(head_dim=48), "head dim"),
+    (dict(head_dim=144), "head dim"),
+    (dict(head_dim=96, seqlen_k=gluon_dispatch.MIN_SEQLEN_K - 1), "seqlen_k"),
     (dict(head_dim=256, k_block=64, v_block=64, lse=True), "head dim 256"),
     (dict(head_dim=256, k_block=96), "k_block"),
     (dict(causal="bottom_right", seqlen_q=20000), "bottom-right"),
@@ -242,6 +251,48 @@ def test_launch_host_path_picks_the_store_and_checks_the_trace(launches):
     with pytest.raises(ValueError, match="persistent"):
         call(out, persistent=False, unroll2=False, tma_store=0,
              trace=torch.zeros(48, 3, 32, 8, dtype=torch.int64))
+
+
+def test_launch_host_path_runs_head_dim_96_on_the_128_kernel(launches):
+    """Head dim 96 (as 80 / 112) runs the 128 kernel (CPU, launch recorded): TMA boxes 128
+    columns wide over the 96 columns of Q and K (zero-filled past them) and 128 rows of V^T
+    from each head's first row (V_ROWS: 96 a head), the output's TMA store clipped at column
+    96; with plain stores (VARIANT_LONG's) the kernel writes a 128-wide buffer whose first 96
+    columns go into out; head dims the kernel cannot run and outputs of another shape are
+    refused."""
+    b, h, s, d = 2, 3, 1000, 96
+    q8, k8, vt8, ds = _zero_fp8_inputs(b, h, s, d)
+
+    def call(out, variant, q=q8, k=k8, vt=vt8):
+        launches.clear()
+        got = gluon_fwd.gluon_attention_fwd(q, k, vt, ds, ds, ds, 128, 128, 128, 0.1, out=out,
+                                            v_key_order="mma", **variant)
+        (grid, args, kwargs), = launches
+        return got, kwargs
+    out = torch.empty(b, h, s, d, dtype=torch.bfloat16)
+    got, kw = call(out, gluon_dispatch.VARIANT)
+    assert got is out and kw["HEAD_DIM"] == 128 and kw["V_ROWS"] == d and kw["TMA_STORE"] == 1
+    assert kw["q_desc"].shape == [b * h * s, d] and kw["q_desc"].block_shape == [128, 128]
+    assert kw["k_desc"].shape == [b * h * s, d] and kw["k_desc"].block_shape == [128, 128]
+    assert kw["v_desc"].shape == [b * h * d, 1008] and kw["v_desc"].block_shape == [128, 128]
+    assert kw["o_desc"].shape == [b, h, s, d] and kw["o_desc"].block_shape == [1, 1, 64, 128]
+    got, kw = call(out, gluon_dispatch.VARIANT_LONG)
+    assert got is out and kw["TMA_STORE"] == 0 and kw["O"].shape == (b, h, s, 128)
+    assert kw["stride_om"] == 128 and kw["O"] is not out
+    # the dispatch keeps padded non-causal calls on the TMA store at every length
+    assert gluon_dispatch.variant_for(128, None, 16384, padded=True) == gluon_dispatch.VARIANT
+    assert gluon_dispatch.variant_for(128, None, 16384) == gluon_dispatch.VARIANT_LONG
+    # head dim 128 keeps V_ROWS 0 (the kernels compiled before session 29)
+    q128, k128, vt128, _ = _zero_fp8_inputs(b, h, s, 128)
+    _, kw = call(torch.empty(b, h, s, 128, dtype=torch.bfloat16), gluon_dispatch.VARIANT,
+                 q128, k128, vt128)
+    assert kw["V_ROWS"] == 0 and kw["HEAD_DIM"] == 128
+    with pytest.raises(ValueError, match="out shape"):
+        call(torch.empty(b, h, s, 64, dtype=torch.bfloat16), gluon_dispatch.VARIANT)
+    q72, k72, vt72, _ = _zero_fp8_inputs(b, h, s, 72)
+    with pytest.raises(ValueError, match="head dim 72"):
+        call(torch.empty(b, h, s, 72, dtype=torch.bfloat16), gluon_dispatch.VARIANT, q72, k72,
+             vt72)
 
 
 def test_launch_host_path_hdim256_tma_store_takes_quarter_tiles(launches):
@@ -1281,6 +1332,36 @@ def test_gpu_gluon_path_fp16_fp32_output_same_bits_as_tl_kernel(out_dtype, causa
 
 @pytest.mark.gpu
 @needs_gluon
+@pytest.mark.parametrize("d,b,hq,hkv,sq,sk,recipe,causal,out_dtype", [
+    (96, 1, 4, 4, 4096, 4096, Recipe(), None, torch.bfloat16),
+    (96, 2, 3, 3, 1000, 4200, Recipe(), None, torch.float32),     # tails, fp32 TMA tiles
+    (96, 1, 4, 2, 777, 9000, Recipe(), None, torch.bfloat16),     # GQA, TMA store past 8k
+    (96, 1, 4, 4, 2048, 2048, Recipe(), "bottom_right", torch.bfloat16),
+    # one query block: one CTA, plain stores into a 128-wide buffer
+    (96, 1, 2, 2, 100, 4096, Recipe(), "bottom_right", torch.bfloat16),
+    (80, 1, 2, 2, 2500, 4103, Recipe(), "bottom_right", torch.bfloat16),
+    (112, 1, 3, 3, 1000, 4200, Recipe(q_terms=2), "top_left", torch.float16),
+    (80, 2, 4, 4, 1024, 1024, Recipe(), None, torch.bfloat16),
+])
+def test_gpu_gluon_path_padded_head_dims_same_bits_as_tl_kernel(d, b, hq, hkv, sq, sk, recipe,
+                                                                causal, out_dtype, spy,
+                                                                monkeypatch):
+    """Head dims 80 / 96 / 112 on the 128 kernel (gluon_dispatch.kernel_head_dim): Q's and K's
+    columns past d zero-filled by TMA, P @ V's past d dropped by the store (the TMA store's
+    clipping, or a 128-wide buffer for plain stores), the last head's V^T rows past its end
+    zero-filled. The tl kernel pads to 128 too: the same bits, LSE included."""
+    q8, k8, v8 = _quantized(b, hq, hkv, sq, sk, d, recipe, seed=sq + sk + d, v_key_order="mma")
+    ref, ref_lse = _run(q8, k8, v8, causal, config=TL_128, out_dtype=out_dtype)
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = _run(q8, k8, v8, causal, out_dtype=out_dtype)
+    assert spy == ["mma"]
+    assert got.shape == ref.shape and not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
+
+
+@pytest.mark.gpu
+@needs_gluon
 @pytest.mark.parametrize("b,hq,hkv,sq,sk,q_terms,lse,causal", [
     (1, 16, 16, 1024, 4096, 1, False, None),     # 128 items: fewer than SMs, one a CTA
     (4, 40, 40, 1000, 1000, 1, True, None),      # 1280 items over 132 CTAs, tails, the LSE
@@ -1379,7 +1460,7 @@ def test_gpu_gluon_few_query_rows_growing_keys_build_no_schedule(spy, monkeypatc
 
 @pytest.mark.gpu
 @needs_gluon
-@pytest.mark.parametrize("d,s", [(128, 4096), (64, 16384), (256, 2048)])
+@pytest.mark.parametrize("d,s", [(128, 4096), (64, 16384), (256, 2048), (96, 4096)])
 def test_gpu_gluon_causal_persistent_under_cuda_graph_capture(d, s, spy, monkeypatch):
     """A causal call whose persistent CTAs need a schedule table not yet on the device, made
     during a CUDA-graph capture: the copy cannot be captured, so the launch runs the

@@ -33,10 +33,11 @@ VARIANTS = gluon_attn.VARIANTS
 
 
 def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", trace=False,
-          **kw):
+          v_rows=0, **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
-    type (bf16, fp16, fp32)."""
+    type (bf16, fp16, fp32). v_rows: rows of V^T a head when not head_dim (0), a head dim
+    below 128 on the 128 kernel (gluon_dispatch.kernel_head_dim)."""
     cfg = gluon_attn.kernel_config(**kw)
     out_types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     num_warps = cfg.pop("num_warps")
@@ -53,7 +54,8 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
     else:
         descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
-                  k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms, TRACE=trace)
+                  V_ROWS=v_rows, k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms,
+                  TRACE=trace)
     fn = gluon_attn._attn_fwd_gluon
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):

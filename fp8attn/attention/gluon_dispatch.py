@@ -14,7 +14,8 @@ takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
-    one or two Q terms (Recipe.q_terms);
+    one or two Q terms (Recipe.q_terms); the same for head dims 80 / 96 / 112 on the 128
+    kernel since session 29 (kernel_head_dim);
     head dim 256: causal or not (causal since session 13), without the LSE, one Q term (the
     kernel's four-part P @ V loop has neither);
     head dim 64 (session 14): causal or not, LSE or not, one Q term, on three consumer
@@ -275,6 +276,20 @@ VARIANT_D64_CAUSAL_ONE_BLOCK = dict(_D64_BASE, wg_bounds=True)
 TILE_KEYS = {64: 128, 128: 128, 256: 128}    # head dim -> keys per KV tile (block_n)
 # head dim -> the smaller tile taken when the descale blocks split a TILE_KEYS tile
 SMALL_TILE_KEYS = {256: 64}
+
+
+def kernel_head_dim(head_dim: int) -> int | None:
+    """The head dim the Gluon kernel is built for to run head_dim: head_dim itself where
+    TILE_KEYS has it; 128 for the multiples of 16 between 64 and 128 (80 / 96 / 112, e.g.
+    Phi-3's 96; session 29), else None. On the 128 form TMA zero-fills the columns of Q and K
+    past head_dim (their products are exact), the output's TMA store drops them, and P @ V's
+    columns past head_dim, computed from the next rows of V^T, are thrown away, so the bits are
+    the tl kernel's, which pads to 128 too. 0.75x the 128 kernel's work per FLOP, against
+    0.70x FA3 FP8 for the tl kernel at head dim 96 (H200, 2026-12-02,
+    results/probe_model_shapes_s29.json)."""
+    if head_dim in TILE_KEYS:
+        return head_dim
+    return 128 if 64 < head_dim < 128 and head_dim % 16 == 0 else None
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # head dim 256 on 128-key tiles: non-causal 688 TFLOP/s at 1k keys against the tl kernel's 648
@@ -354,10 +369,11 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            vt_ok: bool, mma_order: bool = True, lse: bool = False,
            aligned: bool = True) -> str | None:
     """The checks of why_not on plain values (testable without a GPU)."""
-    bn = tile_keys(head_dim, k_block, v_block, seqlen_k)
+    hd = kernel_head_dim(head_dim)
+    bn = tile_keys(hd or head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
              256: MIN_SEQLEN_K_D256 if bn != 128
-             else MIN_SEQLEN_K_D256_N128}.get(head_dim, MIN_SEQLEN_K)
+             else MIN_SEQLEN_K_D256_N128}.get(hd, MIN_SEQLEN_K)
     # (condition, message): the messages are built only for the failing check (f-strings of
     # dtypes cost microseconds a call, and every launch asks)
     checks = [
@@ -366,12 +382,13 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (triton_version.startswith(TRITON_SERIES),
          lambda: f"written for Triton {TRITON_SERIES}x, got {triton_version}"),
         (dtype == torch.float8_e4m3fn, lambda: f"needs e4m3 inputs, got {dtype}"),
-        (head_dim in TILE_KEYS, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)})"),
-        (head_dim != 256 or not lse, lambda: "head dim 256 with the LSE"),
+        (hd is not None, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)}, and multiples "
+                                 "of 16 between them up to 128)"),
+        (hd != 256 or not lse, lambda: "head dim 256 with the LSE"),
         (causal != "bottom_right" or seqlen_k >= seqlen_q,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         (not varlen, lambda: "varlen batches"),
-        (not two_terms or head_dim == 128, lambda: "two-term Q at head dim 256"),
+        (not two_terms or hd == 128, lambda: f"two-term Q at head dim {head_dim}"),
         (out_dtype in OUT_DTYPES,
          lambda: f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
         (acc_mode == "tile", lambda: f"acc_mode {acc_mode!r}"),
@@ -423,7 +440,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
     """Run the Gluon kernel into out (B, Hq, Sq, D) of OUT_DTYPES (and lse (B, Hq, Sq) float32, if
     given), any strides; why_not(...) was None."""
     from .gluon_fwd import gluon_attention_fwd
-    d = q8.shape[-1]
+    d = kernel_head_dim(q8.shape[-1])
     bn = tile_keys(d, k_block, v_block, k8.shape[-2])
     if causal == "bottom_right" and q8.shape[-2] == k8.shape[-2]:
         # the top-left mask when there are as many queries as keys; the kernel's top-left form
@@ -433,7 +450,7 @@ def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_bloc
         # 553 against 416 / 488 / 535 at 4k / 8k / 16k, gluon_check_d64c_*_s16.json)
         causal = "top_left"
     variant = variant_for(d, causal, k8.shape[-2], q8.shape[-2], block_n=bn,
-                          out_dtype=out.dtype)
+                          out_dtype=out.dtype, padded=d != q8.shape[-1])
     # per head (k_block >= seqlen_k): every tile reads descale[0], as the tl kernel's K_MODE 0
     return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale,
                                q_block, _tile_block(k_block, bn), _tile_block(v_block, bn),
@@ -453,10 +470,14 @@ def tile_keys(head_dim: int, k_block: int, v_block: int, seqlen_k: int) -> int:
 
 
 def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = None,
-                block_n: int | None = None, out_dtype=torch.bfloat16) -> dict:
+                block_n: int | None = None, out_dtype=torch.bfloat16,
+                padded: bool = False) -> dict:
     """The gluon_fwd variant launch runs for a call why_not accepted (seqlen_q: None for any
     length above one causal block: CAUSAL_BLOCK_M, 192 at head dim 64; block_n: tile_keys's,
-    None for TILE_KEYS[head_dim]; out_dtype: the output's, one of OUT_DTYPES)."""
+    None for TILE_KEYS[head_dim]; out_dtype: the output's, one of OUT_DTYPES; padded: a head
+    dim below 128 run on the 128 kernel (kernel_head_dim), whose non-causal calls keep the TMA
+    store at every length: plain stores would go through a 128-wide buffer,
+    gluon_fwd.gluon_attention_fwd)."""
     if head_dim == 256:
         if block_n == SMALL_TILE_KEYS[256]:
             return VARIANT_D256_N64 if causal is None else VARIANT_D256_N64_CAUSAL
@@ -471,7 +492,7 @@ def variant_for(head_dim: int, causal, seqlen_k: int, seqlen_q: int | None = Non
             return VARIANT_D64_CAUSAL_ONE_BLOCK
         return VARIANT_D64
     if causal is None:
-        return VARIANT if seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
+        return VARIANT if padded or seqlen_k <= TMA_STORE_MAX_SEQLEN_K else VARIANT_LONG
     one_block = seqlen_q is not None and seqlen_q <= CAUSAL_BLOCK_M
     return CAUSAL_VARIANT if one_block else CAUSAL_PERSISTENT_VARIANT
 

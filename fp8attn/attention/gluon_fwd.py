@@ -80,6 +80,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .. import kernel_launch
 from ..device_tables import cached_table
 from ..quant.key_order import padded_view, to_mma
+from .gluon_dispatch import TILE_KEYS, kernel_head_dim
 
 LOG2E = 1.4426950408889634
 # TRACE (a debugging aid, off in every launch the package makes): clock stamps of the first
@@ -1186,9 +1187,9 @@ def _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, CAUSAL: g
 
 @gluon.jit
 def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
-               HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr):
+               VT_ROWS: gl.constexpr, CAUSAL: gl.constexpr):
     """Persistent CTAs: work item w -> (start_m, off_hz, off_b, off_h, off_kvh, kv_row0,
-    vt_row0). Non-causal: the query blocks of one head are consecutive items, so the CTAs
+    vt_row0) (VT_ROWS: rows of V^T a head). Non-causal: the query blocks of one head are consecutive items, so the CTAs
     working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
     Causal (a block's work grows with its index): heads in sections of section_heads (the
     last one may be smaller) whose K / V fit in L2 together; within a section the longest
@@ -1209,7 +1210,7 @@ def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: g
     off_kvh = off_h // GQA_GROUP
     kv_head = off_b * (H // GQA_GROUP) + off_kvh
     return (pid_m * BLOCK_M, off_hz, off_b, off_h, off_kvh, kv_head * seqlen_k,
-            kv_head * HEAD_DIM)
+            kv_head * VT_ROWS)
 
 
 @gluon.jit
@@ -1229,7 +1230,7 @@ def _item_loop(SCHED, n_work, CAUSAL: gl.constexpr):
 
 @gluon.jit
 def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-             BLOCK_M: gl.constexpr, HEAD_DIM: gl.constexpr, CAUSAL: gl.constexpr):
+             BLOCK_M: gl.constexpr, VT_ROWS: gl.constexpr, CAUSAL: gl.constexpr):
     """The work item at this CTA's position k (_item_loop; causal: the table SCHED's entry):
     _work_item's (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0), then
     _causal_bounds' (kv_end, full_end, causal_off) of its query block. Shared by the
@@ -1238,7 +1239,7 @@ def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_he
     if CAUSAL != 0:
         w = gl.load(SCHED + gl.num_programs(0) + 1 + k)
     start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0 = _work_item(
-        w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+        w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M, VT_ROWS, CAUSAL)
     kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
     return (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
             causal_off)
@@ -1264,7 +1265,7 @@ def _load_q(q_desc, ql_desc, q_smem, q_bar, row, Q_BOX: gl.constexpr, Q_LOADS: g
 def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
-                         BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                         BLOCK_N: gl.constexpr, VT_ROWS: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1,
                          Q_BUFS: gl.constexpr = 1, SPLIT_EMPTY: gl.constexpr = True):
@@ -1273,14 +1274,15 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     then its K / V tiles (causal: those below the item's kv_end), the ring position g running
     on across items (the consumers count the same way). Q_BUFS = 2: item it's Q in buffer
     it % 2, so the next item's Q loads while this item's last Q K^T still reads the other.
-    SPLIT_EMPTY: _fill_slot's (False: the head-dim > 128 consumers)."""
+    SPLIT_EMPTY: _fill_slot's (False: the head-dim > 128 consumers). VT_ROWS: rows of V^T a
+    head (the kernel's VT_ROWS)."""
     g = 0
     it = 0
     first, end, step = _item_loop(SCHED, n_work, CAUSAL)
     for k in range(first, end, step):
         start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, _, _ = _item_at(
             SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads, BLOCK_M,
-            HEAD_DIM, CAUSAL)
+            VT_ROWS, CAUSAL)
         n_tiles = gl.cdiv(kv_end, BLOCK_N)
         tptr = _trace_slot(TRACE_PTR, 2, it)
         _stamp(tptr, 0, TRACE)
@@ -1429,7 +1431,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     SPLIT: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                    ITEM_LICM: gl.constexpr = False):
+                    ITEM_LICM: gl.constexpr = False, V_ROWS: gl.constexpr = 0):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1437,7 +1439,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     a 1-D grid of at most one CTA per SM, each looping over work items (query block, head) =
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
     in _work_item's order (section_heads: causal only); otherwise the grid is (n_m, B * H) and
-    one CTA one item."""
+    one CTA one item. V_ROWS: rows of V^T a head where that is not HEAD_DIM (0: HEAD_DIM), the
+    true head dim of a call run on a wider kernel (gluon_dispatch.kernel_head_dim)."""
+    VT_ROWS: gl.constexpr = HEAD_DIM if V_ROWS == 0 else V_ROWS
     pid_m = gl.program_id(0)
     if CAUSAL != 0:
         pid_m = gl.num_programs(0) - 1 - pid_m      # longest rows first, as triton_fwd.py
@@ -1449,7 +1453,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     kv_end, full_end, causal_off = _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M, CAUSAL)
     hkv = H // GQA_GROUP
     kv_row0 = (off_b * hkv + off_kvh) * seqlen_k
-    vt_row0 = (off_b * hkv + off_kvh) * HEAD_DIM
+    vt_row0 = (off_b * hkv + off_kvh) * VT_ROWS
 
     # Q's FP8 terms (ql_desc: the second, Q_TERMS == 2 with mode pingpong + overlap only)
     # three consumers: q_desc's block is one consumer's 64 rows (TMA blocks and shared buffers
@@ -1526,7 +1530,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    SCHED, BLOCK_M, BLOCK_N, VT_ROWS, STAGES, Q_TERMS,
                                     CAUSAL, TRACE_PTR, TRACE, Q_LOADS, Q_BUFS)),
         ], [4, 4, 1], [CONSUMER_REGS, CONSUMER_REGS, PRODUCER_REGS])
         return      # without it the CTA went on into the non-persistent path below and hung
@@ -1560,7 +1564,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    SCHED, BLOCK_M, BLOCK_N, VT_ROWS, STAGES, Q_TERMS,
                                     CAUSAL, TRACE_PTR, False, 1, Q_BUFS, False)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
@@ -1593,7 +1597,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
-                                    SCHED, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, Q_TERMS,
+                                    SCHED, BLOCK_M, BLOCK_N, VT_ROWS, STAGES, Q_TERMS,
                                     CAUSAL, TRACE_PTR, TRACE, 1, Q_BUFS)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
@@ -2164,6 +2168,16 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     """
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
+    d = q8.shape[-1]
+    if d not in TILE_KEYS and out.shape[-1] == d and not _stores_with_tma(variant, out):
+        # a head dim run on the 128 kernel (kernel_head_dim) with plain stores, which would
+        # write all 128 columns: into a 128-wide buffer, then its first d columns into out
+        wide = torch.empty(*out.shape[:-1], kernel_head_dim(d) or d, dtype=out.dtype,
+                           device=out.device)
+        gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block,
+                            v_block, softmax_scale, wide, causal, lse, v_key_order, q_lo, trace,
+                            **variant)
+        return out.copy_(wide[..., :d])
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
            causal, v_key_order, tuple(variant.items()), q8.device)
@@ -2204,6 +2218,11 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
 
 MAX_PLANS = 256         # launch plans kept (a new kind of call beyond: all are dropped)
 _PLANS: dict = {}
+
+
+def _stores_with_tma(variant: dict, out) -> bool:
+    """Whether a launch of variant stores into out through TMA (_launch_plan's choice)."""
+    return bool(kernel_config(**variant)["TMA_STORE"]) and _tma_strides(out) is not None
 
 
 def _meta(t) -> tuple | None:
@@ -2255,8 +2274,12 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     for name, t in (("q8", q8), ("k8", k8), ("vt8", vt8)):
         if t.dtype != torch.float8_e4m3fn:
             raise TypeError(f"{name} must be float8_e4m3fn, got {t.dtype}")
-    if D % 32 or D > 256:
-        raise ValueError(f"head dim {D} must be a multiple of 32 up to 256")
+    HD = kernel_head_dim(D)     # the kernel's head dim: D, or 128 for 80 / 96 / 112
+    if HD is None:
+        raise ValueError(f"head dim {D}: the kernel runs {tuple(TILE_KEYS)}, and the multiples "
+                         f"of 16 between 64 and 128 on its 128 form")
+    if tuple(out.shape) not in (tuple(q8.shape), (B, Hq, Sq, HD)):
+        raise ValueError(f"out shape {tuple(out.shape)}: want q8's {tuple(q8.shape)}")
     if not (q8.is_contiguous() and k8.is_contiguous()):
         raise ValueError(f"q8 {tuple(q8.stride())} and k8 {tuple(k8.stride())} must be contiguous")
     rs = vt8.stride(-2)
@@ -2266,7 +2289,7 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                          f"({B}, {Hkv}, {D}, {Sk}), unit last stride, row stride % 16 == 0, "
                          f"heads packed")
     causal_mode = {None: 0, "top_left": 1, "bottom_right": 2}[causal]
-    split = D > 128         # P @ V in four parts: mode pingpong without overlap (_tile_split)
+    split = HD > 128        # P @ V in four parts: mode pingpong without overlap (_tile_split)
     if (lse is not None or q_lo is not None or (causal_mode and not split)) and not overlapped:
         raise ValueError("causal (head dims up to 128), lse and q_lo need mode 'pingpong' with "
                          "overlap=True")
@@ -2316,27 +2339,33 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     o_strides = _tma_strides(out)
     if o_strides is None:
         tma_store = cfg["TMA_STORE"] = 0
+    if out.shape[-1] < HD and not tma_store:
+        raise ValueError(f"head dim {D} on the {HD} kernel stores through TMA only (plain stores "
+                         f"write {HD} columns: gluon_attention_fwd passes a {HD}-wide out)")
     if trace is not None:
-        _check_trace(trace, grid, persistent, cfg["CONSUMERS"], D)
+        _check_trace(trace, grid, persistent, cfg["CONSUMERS"], HD)
     q_box = q_box_rows(bm, cfg["CONSUMERS"])
-    ql, kl, vl = smem_layouts(D, q_box, block_n)
-    q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [q_box, D], ql)
-    k_desc = _validated(k8, [B * Hkv * Sk, D], [D, 1], [block_n, D], kl)
+    ql, kl, vl = smem_layouts(HD, q_box, block_n)
+    # HD > D: TMA zero-fills the columns of Q and K past D (kernel_head_dim), and reads the
+    # next HD - D rows of V^T as the tile's last rows (the next head's, or zeros past the end):
+    # they make only output columns past D, which the store drops
+    q_desc = _validated(q8, [B * Hq * Sq, D], [D, 1], [q_box, HD], ql)
+    k_desc = _validated(k8, [B * Hkv * Sk, D], [D, 1], [block_n, HD], kl)
     # V^T as (B*Hkv*D, Sk16) rows of stride rs, Sk16 = Sk rounded up to 16 (padded_view): in the
     # "mma" order the last group's positions past Sk can hold keys below Sk; columns >= Sk16
     # are zero-filled by TMA. A natural-order V^T is permuted first (to_mma: rows of Sk16).
     sk16 = padded_len(Sk)
     rs = sk16 if v_key_order == "natural" else rs
-    v_desc = _validated(vt8, [B * Hkv * D, sk16], [rs, 1], [D, block_n], vl)
+    v_desc = _validated(vt8, [B * Hkv * D, sk16], [rs, 1], [HD, block_n], vl)
     o_desc = None
     if tma_store:
-        blk, ol = out_tile_layout(bm // cfg["CONSUMERS"], D, tma_store, out.dtype)
-        o_desc = _validated(out, [B, Hq, Sq, D], o_strides, blk, ol)
+        blk, ol = out_tile_layout(bm // cfg["CONSUMERS"], HD, tma_store, out.dtype)
+        o_desc = _validated(out, list(out.shape), o_strides, blk, ol)
     constants = dict(
         H=Hq, GQA_GROUP=Hq // Hkv, seqlen_q=Sq, seqlen_k=Sk, q_block=q_block, k_block=k_block,
-        v_block=v_block, n_m=n_m, n_work=n_work, section_heads=section, HEAD_DIM=D, P_SHIFT=8,
+        v_block=v_block, n_m=n_m, n_work=n_work, section_heads=section, HEAD_DIM=HD, P_SHIFT=8,
         CAUSAL=causal_mode, RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2,
-        TRACE=trace is not None, **cfg)
+        TRACE=trace is not None, V_ROWS=0 if D == HD else D, **cfg)
     for name, t in zip("qkv", descales):
         constants.update(zip((f"stride_{name}dz", f"stride_{name}dh"), t.stride()[:2]))
     constants.update(zip(("stride_oz", "stride_oh", "stride_om", "stride_od"), out.stride()))
