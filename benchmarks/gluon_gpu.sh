@@ -84,9 +84,10 @@
 #   gap256  GPU-wide timer stamps of the hdim-256 CTAs, plain stores against TMA: an SM's
 #           idle time between CTAs (not run yet)                                (~1-2 min)
 #   trace1k per-tile and per-CTA clock stamps of the dispatched hdim-256 kernels at 1k / 4k /
-#           16k keys, causal and not (why 1k runs 0.73x the 4k speed; not run yet)   (~3 min)
+#           16k keys, causal and not (why 1k runs 0.73x the 4k speed; run in session 21)  (~3 min)
 #   n256    hdim 128 non-causal on 256-key tiles (256-key descale blocks), beside the
-#           dispatched kernel (not run yet)                                     (~4 min)
+#           dispatched kernel (run in session 21: +2-3% on the plain consumer, not
+#           dispatched; RESULTS.md "Head dim 128 on 256-key tiles")               (~4 min)
 #   d64c    head dim 64 causal, both alignments: VARIANT_D64 beside the persistent form with
 #           per-warpgroup causal bounds (tri_ovl_s3_persist_wgb, session 15 top-left: 0.99x /
 #           1.17x the tl kernel at 4k / 16k), at 4k / 8k / 16k keys            (~5 min)
@@ -480,7 +481,7 @@ for stage in "$@"; do
         timeout 420 $PY -m pytest -q -n 12 -rf tests/test_gluon_dispatch.py -k "hdim64 or tri" \
             2>&1 | tail -5 | tee "$OUT/pytest_d64path.log" ;;
     trace1k)
-        # session 20 (not run yet): where the hdim-256 kernel's 1k-key calls lose 27% against
+        # session 20 (run in session 21): where the hdim-256 kernel's 1k-key calls lose 27% against
         # 4k: per-CTA stamps (Q wait, to the first tile, the loop, the store) beside the
         # per-tile ones, non-causal (dispatched) and causal (dispatched: eighths, no turns)
         timeout 200 $PY benchmarks/experiments/gluon_trace_tiles.py --seqlens 1024,4096,16384 \
@@ -489,7 +490,7 @@ for stage in "$@"; do
             --variants pingpong_n128_s2_eighths_noturn --seqlens 1024,4096,16384 \
             --json "$OUT/trace256_cta_c.json" 2>&1 | tail -4 ;;
     n256)
-        # session 20 (not run yet): hdim 128 non-causal on 256-key tiles (plain ping-pong: the
+        # session 20 (run in session 21): hdim 128 non-causal on 256-key tiles (plain ping-pong: the
         # overlap kernels spill there), inputs with 256-key descale blocks: bits against the tl
         # kernel on 256-key tiles, then timings beside the dispatched kernel and the plain
         # ping-pong on 128-key tiles (the check rows compare with the tl kernel's 128-key

@@ -284,9 +284,11 @@ def kernel_head_dim(head_dim: int) -> int | None:
     Phi-3's 96; session 29), else None. On the 128 form TMA zero-fills the columns of Q and K
     past head_dim (their products are exact), the output's TMA store drops them, and P @ V's
     columns past head_dim, computed from the next rows of V^T, are thrown away, so the bits are
-    the tl kernel's, which pads to 128 too. 0.75x the 128 kernel's work per FLOP, against
-    0.70x FA3 FP8 for the tl kernel at head dim 96 (H200, 2026-12-02,
-    results/probe_model_shapes_s29.json)."""
+    the tl kernel's, which pads to 128 too (GPU tests). Phi-3-mini's shape (32 heads, head dim
+    96, 16k tokens a call): 565 / 625 TFLOP/s causal / not at 4k keys, 637 / 620 at 16k, against
+    the tl kernel's 464 / 528 / 505 / 548 (0.82-0.86x FA3 FP8, from 0.68-0.71x); Phi-2's (head
+    dim 80) at 4k: 474 / 519 against 363 / 425 (H200, 2026-12-02 05:01 UTC, GPU time,
+    results/probe_d96{,_tl}_s29.json)."""
     if head_dim in TILE_KEYS:
         return head_dim
     return 128 if 64 < head_dim < 128 and head_dim % 16 == 0 else None
