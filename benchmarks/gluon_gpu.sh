@@ -130,6 +130,9 @@
 #           plain stores beyond) beside the same without the ping-pong turns, 2k-16k  (~5 min)
 #   benchfull bench_attention.py without --quick: seqlen 512 to 16k, no tl columns  (~4 min)
 #   benchq2 the same with --q-terms 1,2: two-term Q rows (the accurate recipe) beside them
+#   quant96 session 29: the 12 / 20-factor rotations in LAYOUT 1 (in-thread): the quantiser's
+#           GPU tests, then probe_quant_dims.py on the default and with FP8ATTN_QUANT_LAYOUT=0
+#           (the tl.dot layout of before), then Phi-3's / Phi-2's shapes end to end  (~3 min)
 #   shapes  experiments/probe_model_shapes.py: real models' shapes (GQA, head dims 96 / 80 /
 #           32), kernel-only and end to end beside FA3 FP8 / BF16 (session 29)      (~3 min)
 #   d96     head dims 80 / 96 / 112 on the 128 kernel (session 29): the GPU tests (the padded
@@ -612,6 +615,15 @@ for stage in "$@"; do
         FP8ATTN_GLUON=0 timeout 120 $PY benchmarks/experiments/probe_model_shapes.py \
             --shapes phi3-mini,phi2 --json "$OUT/probe_d96_tl.json" 2>&1 | grep -v "^ *warn" \
             | tail -7 ;;
+    quant96)
+        timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py 2>&1 \
+            | tail -6 | tee "$OUT/pytest_quant96.log"
+        timeout 60 $PY benchmarks/experiments/probe_quant_dims.py --dims 80,96,128 \
+            --json "$OUT/probe_quant_dims_l1.json" 2>&1 | grep -v "^ *warn" | tail -9
+        FP8ATTN_QUANT_LAYOUT=0 timeout 60 $PY benchmarks/experiments/probe_quant_dims.py \
+            --dims 80,96 --json "$OUT/probe_quant_dims_l0.json" 2>&1 | grep -v "^ *warn" | tail -6
+        timeout 120 $PY benchmarks/experiments/probe_model_shapes.py --shapes phi3-mini,phi2 \
+            --json "$OUT/probe_quant96_shapes.json" 2>&1 | grep -v "^ *warn" | tail -7 ;;
     shapes)
         timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
             --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;

@@ -277,6 +277,39 @@ def test_kernel_variants_agree(variant, granularity, rotate, transpose, device):
     assert_same_quantization(got, ref, ignore_rows=nan_rows)
 
 
+@pytest.mark.parametrize("D", [96, 80, 48])
+@pytest.mark.parametrize("granularity", ["block", "token", "head"])
+def test_small_factor_rotation_in_thread_matches_reference(D, granularity, device):
+    """Head dims with a 12 / 20 factor rotate in LAYOUT 1 since session 29, the M x M factor
+    mixed inside each thread (`_small_factor_in_thread`); LAYOUT 0 (the factor as a tl.dot)
+    stays a variant. Both give the reference's quantisation, a NaN row included, and LAYOUT 1
+    is the default there."""
+    from fp8attn.quant.triton import _quant_kernel_layout, _tile_params
+    assert _quant_kernel_layout(_tile_params(D, True), True) == 1
+    B, H, S = 1, 2, 45
+    x = _x((B, H, S, D), seed=D + 3, device=device)
+    x[0, 1, 7, 3] = float("nan")
+    signs = hadamard_signs(D, 5, device)
+    ref = quantize_reference(x, "e4m3", granularity, 16, signs=signs)
+    nan_rows = torch.zeros(B, H, S, dtype=torch.bool)
+    nan_rows[0, 1, 7] = True
+    for variant in (None, dict(layout=1, store_2d=False), dict(layout=0)):
+        got = quantize_triton(x, "e4m3", granularity, 16, signs=signs, variant=variant)
+        assert_same_quantization(got, ref, ignore_rows=nan_rows)
+
+
+def test_small_factor_layout_limits():
+    """LAYOUT 1 takes a 12 / 20 factor where the padded row fits 128 values with groups of at
+    most 8 (the P_LO slices); wider ones (160, 192) keep LAYOUT 0, and no rotation takes the
+    plain layouts."""
+    from fp8attn.quant.triton import _qr_mask, _quant_kernel_layout, _tile_params
+    assert [_quant_kernel_layout(_tile_params(d, True), True) for d in (24, 40, 80, 96)] == [1] * 4
+    assert [_quant_kernel_layout(_tile_params(d, True), True) for d in (160, 192)] == [0, 0]
+    assert _quant_kernel_layout(_tile_params(96, False), False) == 0
+    assert _qr_mask(12) == sum(1 << r for r in (1, 3, 4, 5, 9))      # residues mod 11
+    assert _qr_mask(1) == 0
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
 def test_gpu_hardware_cast_is_bit_identical(fmt):

@@ -94,15 +94,17 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
                   TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, LAYOUT: tl.constexpr,
                   P_LO: tl.constexpr, LOG2_LO: tl.constexpr, SOFT_CAST: tl.constexpr,
                   SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr, RESIDUAL: tl.constexpr,
-                  SEARCH: tl.constexpr, BLOCK_S: tl.constexpr):
+                  SEARCH: tl.constexpr, QR_MASK: tl.constexpr, BLOCK_S: tl.constexpr):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
     descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous.
 
     LAYOUT 0: the tile is [BLOCK_S, M_PAD, P] (rows first), rotated by `hadamard_tile`.
-    LAYOUT 1 (M == 1 only): the tile is [P // P_LO, BLOCK_S, P_LO], element (j, r, i) = x[r, j*P_LO + i]:
+    LAYOUT 1: the tile is [D_PAD // P_LO, BLOCK_S, P_LO], element (j, r, i) = x[r, j*P_LO + i]:
     the coalescer spreads the lanes over the rows, so each thread holds whole rows and every butterfly
-    stage stays inside a thread (no shuffles, no shared-memory layout conversions).
+    stage stays inside a thread (no shuffles, no shared-memory layout conversions). With a 12 / 20
+    factor (M > 1, P_LO == P: j is the group) the M x M factor mixes the groups inside the thread
+    too (`_small_factor_in_thread`; QR_MASK: the quadratic residues of Paley's prime M - 1).
     SOFT_CAST: clamp and round in software before the cast (the interpreter's cast neither saturates
     nor rounds right); the GPU's cast rounds to nearest even and saturates finite values by itself.
     SOFT_AMAX: zero NaN and Inf before the max. Without it (GPU only, a benchmark variant) the
@@ -125,7 +127,7 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
         col = col[None, :, :]
         r3 = rows[:, None, None]
     else:
-        P_HI: tl.constexpr = P // P_LO
+        P_HI: tl.constexpr = D_PAD // P_LO
         col = tl.arange(0, P_HI)[:, None, None] * P_LO + tl.arange(0, P_LO)[None, None, :]
         r3 = rows[None, :, None]
     mask = (r3 < S) & (col < HEAD_DIM)
@@ -138,7 +140,9 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
         if LAYOUT == 0:
             x = hadamard_tile(x * sg, hm_ptr, BLOCK_S, M, M_PAD, P, LOG2_P, NORM, BUTTERFLY)
         else:
-            x = _fwht_in_thread(x * sg, P // P_LO, BLOCK_S, P_LO, LOG2_P - LOG2_LO, LOG2_LO)
+            x = _fwht_in_thread(x * sg, D_PAD // P_LO, BLOCK_S, P_LO, LOG2_P - LOG2_LO, LOG2_LO)
+            if M > 1:
+                x = _small_factor_in_thread(x, M, D_PAD // P_LO, QR_MASK)
             x = x * NORM
 
     if MODE != 2:                                                        # not MODE_CAST
@@ -189,28 +193,28 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
             y = x * _rows_expand(row_scale, LAYOUT)
         y8, yq = _cast_fp8(y, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN, RESIDUAL)
         o_off = b * stride_ob + h * stride_oh
-        _store_q(out_ptr + o_off, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM, P,
-                 LAYOUT, STORE_2D, BLOCK_S)
+        _store_q(out_ptr + o_off, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM,
+                 D_PAD, LAYOUT, STORE_2D, BLOCK_S)
         if RESIDUAL:
             # second FP8 term of the same y (exact float32 difference; launched without FP
             # fusion, so y is rounded before the subtraction as in the reference), same scale
             r8, _ = _cast_fp8(y - yq, out_ptr, SOFT_CAST, FP8_MAX, MBITS, EMIN)
             _store_q(res_ptr + o_off, r8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM,
-                     P, LAYOUT, STORE_2D, BLOCK_S)
+                     D_PAD, LAYOUT, STORE_2D, BLOCK_S)
 
 
 @triton.jit
 def _store_q(o_base, y8, rows, r3, col, mask, S, stride_os, stride_od, HEAD_DIM: tl.constexpr,
-             P: tl.constexpr, LAYOUT: tl.constexpr, STORE_2D: tl.constexpr,
+             D_PAD: tl.constexpr, LAYOUT: tl.constexpr, STORE_2D: tl.constexpr,
              BLOCK_S: tl.constexpr):
     if LAYOUT == 1 and STORE_2D:
-        # FP8 rows as a [BLOCK_S, P] tile: the store takes the coalescer's layout (16-byte
+        # FP8 rows as a [BLOCK_S, D_PAD] tile: the store takes the coalescer's layout (16-byte
         # vectors, consecutive lanes on consecutive bytes), the FP8 values pass through shared
         # memory once (1 byte each) instead of every lane writing 8 bytes of its own row
         rows2 = rows[:, None]
-        col2 = tl.arange(0, P)[None, :]
+        col2 = tl.arange(0, D_PAD)[None, :]
         o_offs2 = rows2.to(tl.int64) * stride_os + col2 * stride_od
-        y2 = tl.reshape(tl.permute(y8, [1, 0, 2]), [BLOCK_S, P])
+        y2 = tl.reshape(tl.permute(y8, [1, 0, 2]), [BLOCK_S, D_PAD])
         tl.store(o_base + o_offs2, y2, mask=(rows2 < S) & (col2 < HEAD_DIM))
     else:
         o_offs = r3.to(tl.int64) * stride_os + col * stride_od
@@ -270,6 +274,33 @@ def _fwht_in_thread(x, P_HI: tl.constexpr, N: tl.constexpr, P_LO: tl.constexpr,
         a, b = tl.split(tl.permute(x5, [0, 2, 3, 4, 1]))
         x = tl.reshape(tl.permute(tl.join(a + b, a - b), [0, 4, 1, 2, 3]), [P_HI, N, P_LO])
     return x
+
+
+@triton.jit
+def _small_factor_in_thread(x, M: tl.constexpr, G: tl.constexpr, QR_MASK: tl.constexpr):
+    """y[i] = sum_j H_M[i, j] x[j] over the groups (dim 0) of a [G, N, P] tile whose dims 0 and
+    2 are inside each thread (LAYOUT 1), G = M rounded up to a power of two (groups from M on
+    are zero). H_M is Paley's construction of hadamard.reference._paley_int: 1 on the diagonal
+    and in row 0, -1 in column 0 below it, else chi(j - i) for the prime q = M - 1 (+1 where
+    (j - i) mod q is a quadratic residue, the bits of QR_MASK). Its signs come from the indices,
+    which are compile-time constants inside a thread, so each term is x or -x: 12 or 20 adds a
+    value instead of the M x M product of LAYOUT 0 (a tl.dot and its layout conversions); the
+    padded terms are -0.0, which the adds drop."""
+    i = tl.arange(0, G)[:, None, None, None]
+    j = tl.arange(0, G)[None, :, None, None]
+    q: tl.constexpr = M - 1
+    qr = (QR_MASK >> ((j - i + G * q) % q)) & 1          # kept non-negative
+    sign = tl.where((i == j) | (i == 0), 1.0, tl.where(j == 0, -1.0, 2.0 * qr - 1.0))
+    terms = tl.where((i < M) & (j < M), sign * x[None, :, :, :], -0.0)
+    return tl.sum(terms, axis=1)
+
+
+def _qr_mask(m: int) -> int:
+    """The quadratic residues of Paley's prime m - 1 as bits (0 for m == 1)."""
+    if m == 1:
+        return 0
+    q = m - 1
+    return sum(1 << r for r in {(a * a) % q for a in range(1, q)})
 
 
 def _tile_params(d: int, rotate: bool) -> dict:
@@ -392,7 +423,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                   TRANSPOSE=transpose, BUTTERFLY=butterfly, LAYOUT=var["layout"],
                   P_LO=p_lo, LOG2_LO=p_lo.bit_length() - 1, SOFT_CAST=var["soft_cast"],
                   SOFT_AMAX=var["soft_amax"], STORE_2D=var["store_2d"], RESIDUAL=residual,
-                  SEARCH=search)
+                  SEARCH=search, QR_MASK=_qr_mask(tp["M"]))
     if residual:
         common["enable_fp_fusion"] = False      # y - float(cast(y)) from the rounded y
     args = (x, data, data if res is None else res, descale,
@@ -477,8 +508,14 @@ def _in_order(qt: QuantizedTensor, key_order: str) -> QuantizedTensor:
 
 def _quant_kernel_layout(tp: dict, rotate: bool) -> int:
     """`_quant_kernel`'s layout where the pairs kernel does not run: 1 for rotations of head
-    dims 2**k from 8 to 128, else 0."""
-    return 1 if rotate and tp["M"] == 1 and 8 <= tp["P"] <= 128 else 0
+    dims 2**k from 8 to 128, and (session 29) of those with a 12 / 20 factor whose padded row
+    is at most 128 wide with groups of at most 8 (80, 96, 24, 40, 48; the groups are the P_LO
+    slices), else 0."""
+    if not rotate:
+        return 0
+    if tp["M"] == 1:
+        return 1 if 8 <= tp["P"] <= 128 else 0
+    return 1 if tp["P"] <= 8 and tp["M_PAD"] * tp["P"] <= 128 else 0
 
 
 def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
