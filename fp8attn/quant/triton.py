@@ -17,11 +17,13 @@ holds whole rows (or four rows of a quarter of the columns, for transposed V) in
 column pairs; its docstring and `default_variant`'s say how, and what it measured.
 
 Tile layouts of `_quant_kernel` (constexpr LAYOUT, same results): 1 (rotations, head dims
-2**k <= 128) holds each row in one thread, so the butterfly needs no shuffles and no shared-memory
-layout conversions (the rows-first tile of LAYOUT 0 needed three fp32 round trips through shared
-memory per tile at d = 128 in sm_90 PTX; LAYOUT 1 ran 2.6x faster on an H200); 0 (no rotation, head
-dims with a 12 / 20 factor, or 256) uses `hadamard_tile`. `default_variant` picks; the numbers are in
-its docstring.
+2**k <= 128, and since session 29 those with a 12 / 20 factor up to 128 padded columns: 80, 96)
+holds each row in one thread, so the butterfly and the small factor need no shuffles and no
+shared-memory layout conversions (the rows-first tile of LAYOUT 0 needed three fp32 round trips
+through shared memory per tile at d = 128 in sm_90 PTX; LAYOUT 1 ran 2.6x faster on an H200; at 96
+/ 80 the rotated quantise ran 2.4x / 3.5x faster, H200, 2026-12-02,
+benchmarks/results/probe_quant_dims_l{0,1}_s29.json); 0 (no rotation, wider 12 / 20-factor head
+dims, or 256) uses `hadamard_tile`. `default_variant` picks; the numbers are in its docstring.
 
 Casts: x8 = cast(clamp(x * scale, -fp8_max, fp8_max)) with NaN kept NaN. The GPU's cast
 (cvt.rn.satfinite) rounds to nearest even and saturates finite values by itself, so the clamp and the
@@ -520,9 +522,10 @@ def _quant_kernel_layout(tp: dict, rotate: bool) -> int:
 
 def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
     """Where `_quant_kernel` runs the scale search: LAYOUT 1 (rotated rows, one per thread) at
-    head dims 32..128, checked on the H200 (Triton 3.6, 2026-11-30). Elsewhere (no rotation,
-    head dims 96 / 256 / 16: LAYOUT 0 or narrow rows) it failed there (a compile error at 256;
-    the GPU tests at 96, 16 and without rotation failed too, not yet looked into), so the
+    head dims 2**k from 32 to 128, checked on the H200 (Triton 3.6, 2026-11-30). Elsewhere (no
+    rotation, head dims 96 / 256 / 16: LAYOUT 0 then, or narrow rows) it failed there (a compile
+    error at 256; the GPU tests at 96, 16 and without rotation failed too, not yet looked into;
+    96 rotates in LAYOUT 1 since session 29, its search not tried on a GPU), so the
     launcher uses the torch reference on x's device (same results, slower). The interpreter,
     which runs both layouts bit-identical to the reference, keeps the kernel for the tests."""
     if os.environ.get("TRITON_INTERPRET") == "1" or not x.is_cuda:
