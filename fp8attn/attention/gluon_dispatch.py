@@ -292,6 +292,8 @@ def kernel_head_dim(head_dim: int) -> int | None:
     if head_dim in TILE_KEYS:
         return head_dim
     return 128 if 64 < head_dim < 128 and head_dim % 16 == 0 else None
+
+
 MIN_SEQLEN_K = 1024     # head dim 128, causal or not (see the module docstring)
 MIN_SEQLEN_K_D256 = 4096    # head dim 256 on 64-key tiles
 # head dim 256 on 128-key tiles: non-causal 688 TFLOP/s at 1k keys against the tl kernel's 648

@@ -1189,8 +1189,9 @@ def _causal_bounds(start_m, seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, CAUSAL: g
 def _work_item(w, n_m, n_work, H, GQA_GROUP, seqlen_k, section_heads, BLOCK_M: gl.constexpr,
                VT_ROWS: gl.constexpr, CAUSAL: gl.constexpr):
     """Persistent CTAs: work item w -> (start_m, off_hz, off_b, off_h, off_kvh, kv_row0,
-    vt_row0) (VT_ROWS: rows of V^T a head). Non-causal: the query blocks of one head are consecutive items, so the CTAs
-    working at the same time share a head's K / V in L2 (as the non-persistent grid's order).
+    vt_row0) (VT_ROWS: rows of V^T a head). Non-causal: the query blocks of one head are
+    consecutive items, so the CTAs working at the same time share a head's K / V in L2 (as the
+    non-persistent grid's order).
     Causal (a block's work grows with its index): heads in sections of section_heads (the
     last one may be smaller) whose K / V fit in L2 together; within a section the longest
     query blocks first, heads minor (FA3's longest-processing-time-first order); which CTA

@@ -285,7 +285,7 @@ def _small_factor_in_thread(x, M: tl.constexpr, G: tl.constexpr, QR_MASK: tl.con
     are zero). H_M is Paley's construction of hadamard.reference._paley_int: 1 on the diagonal
     and in row 0, -1 in column 0 below it, else chi(j - i) for the prime q = M - 1 (+1 where
     (j - i) mod q is a quadratic residue, the bits of QR_MASK). Its signs come from the indices,
-    which are compile-time constants inside a thread, so each term is x or -x: 12 or 20 adds a
+    which are compile-time constants inside a thread, so each term is x or -x: 12 or 20 terms a
     value instead of the M x M product of LAYOUT 0 (a tl.dot and its layout conversions); the
     padded terms are -0.0, which the adds drop."""
     i = tl.arange(0, G)[:, None, None, None]
