@@ -290,9 +290,9 @@ def test_launch_host_path_runs_head_dim_96_on_the_128_kernel(launches):
     with pytest.raises(ValueError, match="out shape"):
         call(torch.empty(b, h, s, 64, dtype=torch.bfloat16), gluon_dispatch.VARIANT)
     q72, k72, vt72, _ = _zero_fp8_inputs(b, h, s, 72)
-    with pytest.raises(ValueError, match="head dim 72"):
-        call(torch.empty(b, h, s, 72, dtype=torch.bfloat16), gluon_dispatch.VARIANT, q72, k72,
-             vt72)
+    for variant in (gluon_dispatch.VARIANT, gluon_dispatch.VARIANT_LONG):   # TMA, plain stores
+        with pytest.raises(ValueError, match="head dim 72"):
+            call(torch.empty(b, h, s, 72, dtype=torch.bfloat16), variant, q72, k72, vt72)
 
 
 def test_launch_host_path_hdim256_tma_store_takes_quarter_tiles(launches):

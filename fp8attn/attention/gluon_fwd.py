@@ -2137,7 +2137,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     together), e.g. **VARIANTS[name] or a gluon_dispatch VARIANT*; left out, kernel_config's
     defaults. An unknown name is a TypeError, a bad combination a ValueError.
 
-    q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous; vt8 (B, Hkv, D, Sk)
+    q8 (B, Hq, Sq, D) and k8 (B, Hkv, Sk, D) float8_e4m3fn, contiguous (D: 64, 128, 256, or
+    80 / 96 / 112 on the 128 kernel, gluon_dispatch.kernel_head_dim); vt8 (B, Hkv, D, Sk)
     float8_e4m3fn with unit stride along Sk and a row stride (stride(-2)) that is a multiple of 16
     (a view of a (B, Hkv, D, Sk16) buffer is fine), its keys in `v_key_order`: "mma" (the order
     the kernel reads, quant/key_order.py; what quantize(..., key_order="mma") writes) or
@@ -2170,11 +2171,12 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     if out is None:
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     d = q8.shape[-1]
-    if d not in TILE_KEYS and out.shape[-1] == d and not _stores_with_tma(variant, out):
-        # a head dim run on the 128 kernel (kernel_head_dim) with plain stores, which would
-        # write all 128 columns: into a 128-wide buffer, then its first d columns into out
-        wide = torch.empty(*out.shape[:-1], kernel_head_dim(d) or d, dtype=out.dtype,
-                           device=out.device)
+    hd = kernel_head_dim(d)
+    if hd not in (None, d) and out.shape[-1] == d and not _stores_with_tma(variant, out):
+        # a head dim run on the 128 kernel with plain stores, which would write all 128
+        # columns: into a 128-wide buffer, then its first d columns into out (head dims the
+        # kernel cannot run go on to _launch_plan's error)
+        wide = torch.empty(*out.shape[:-1], hd, dtype=out.dtype, device=out.device)
         gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block,
                             v_block, softmax_scale, wide, causal, lse, v_key_order, q_lo, trace,
                             **variant)
