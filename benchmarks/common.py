@@ -46,6 +46,20 @@ def quantized_randn(b: int, hq: int, hkv: int, sq: int, sk: int, head_dim: int, 
     return (q, k, v), quantize_qkv(q, k, v, recipe or Recipe(), v_key_order=v_key_order)
 
 
+def dispatch_quantized(qh, kh, vh, causal, out_dtype=torch.bfloat16):
+    """The default recipe's quantisation of (B, H, S, D) q, k, v with V^T in the key order
+    the package's dispatch reads for this call (gluon_dispatch.v_key_order_for), as
+    flash_attn_func quantises them. causal: None, "top_left" or "bottom_right".
+    Returns ((q8, k8, v8), order)."""
+    from fp8attn import Recipe
+    from fp8attn.attention import gluon_dispatch
+    from fp8attn.quant import quantize_qkv
+    order = gluon_dispatch.v_key_order_for(qh, kh, fmt="e4m3", granularity="block",
+                                           block_kv=128, causal=causal, varlen=False,
+                                           two_terms=False, out_dtype=out_dtype)
+    return quantize_qkv(qh, kh, vh, Recipe(), v_key_order=order), order
+
+
 def host_probe_inputs(seqlen: int, head_dim: int = 128):
     """The host-time probes' case (experiments/probe_*_host.py): FA3's setting at seqlen (16k
     tokens per batch, 16 heads), bf16 q, k, v (B, S, H, D) drawn from a CUDA generator seeded

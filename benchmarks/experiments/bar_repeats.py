@@ -22,12 +22,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import (attn_flops, bench_ms, fa3_out, graph_bench_ms, kernel_only,  # noqa: E402
-                    load_fa3)
-
-from fp8attn import Recipe  # noqa: E402
-from fp8attn.attention import gluon_dispatch  # noqa: E402
-from fp8attn.quant import quantize_qkv  # noqa: E402
+from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
+                    graph_bench_ms, kernel_only, load_fa3)
 
 
 def parse_cells(text: str) -> list[tuple[int, int, bool]]:
@@ -50,10 +46,7 @@ def cell_fns(fa3, d: int, s: int, causal: bool):
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
     c = "bottom_right" if causal else None
     out = torch.empty(b, h, s, d, device="cuda", dtype=torch.bfloat16)
-    order = gluon_dispatch.v_key_order_for(qh, kh, fmt="e4m3", granularity="block",
-                                           block_kv=128, causal=c, varlen=False,
-                                           two_terms=False, out_dtype=out.dtype)
-    quant = quantize_qkv(qh, kh, vh, Recipe(), v_key_order=order)
+    quant, _ = dispatch_quantized(qh, kh, vh, c, out.dtype)
     qf, kf, vf = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
     ones = torch.ones(b, h, device="cuda")
     return (attn_flops(b, h, s, s, d, causal),

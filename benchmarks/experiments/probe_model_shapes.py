@@ -24,8 +24,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import (attn_flops, bench_ms, fa3_out, graph_bench_ms, kernel_only,  # noqa: E402
-                    load_fa3)
+from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
+                    graph_bench_ms, kernel_only, load_fa3)
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -54,10 +54,7 @@ def cell(fa3, hq, hkv, d, s, causal):
     qh, kh, vh = (x.transpose(1, 2) for x in (q, k, v))
     c = "bottom_right" if causal else None
     out = torch.empty(b, hq, s, d, device="cuda", dtype=torch.bfloat16)
-    order = gluon_dispatch.v_key_order_for(qh, kh, fmt="e4m3", granularity="block",
-                                           block_kv=128, causal=c, varlen=False,
-                                           two_terms=False, out_dtype=out.dtype)
-    quant = quantize_qkv(qh, kh, vh, Recipe(), v_key_order=order)
+    quant, order = dispatch_quantized(qh, kh, vh, c, out.dtype)
     q8, k8, v8 = quant
     why = gluon_dispatch.why_not(
         q8.data, k8.data, v8.data, k_block=k8.block_size, v_block=v8.block_size, causal=c,
