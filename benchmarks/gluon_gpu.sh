@@ -138,6 +138,11 @@
 #   d96     head dims 80 / 96 / 112 on the 128 kernel (session 29): the GPU tests (the padded
 #           calls, captures, output types), then Phi-3's and Phi-2's
 #           shapes on the dispatch and on the tl kernel (FP8ATTN_GLUON=0)          (~6 min)
+#   s30verify session 30: the GPU tests session 29 left unrun (two-term Q, attention, API, Q
+#           search), Phi-3 / Phi-2 / Llama-3 shapes with FA3, two bar_repeats cells  (~3 min)
+#   s30quant session 30: the quantiser's 12 / 20-factor rotation with a shared sum, the Q search
+#           in the kernel at 80 / 96: GPU tests, timings against OLD_PKG (a copy of the
+#           previous fp8attn/), the search's cost, Phi-3 / Phi-2 end to end       (~5 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -624,6 +629,40 @@ for stage in "$@"; do
             --dims 80,96 --json "$OUT/probe_quant_dims_l0.json" 2>&1 | grep -v "^ *warn" | tail -6
         timeout 120 $PY benchmarks/experiments/probe_model_shapes.py --shapes phi3-mini,phi2 \
             --json "$OUT/probe_quant96_shapes.json" 2>&1 | grep -v "^ *warn" | tail -7 ;;
+    s30verify)
+        # session 30: what session 29 left unrun on the GPU after the 12 / 20-factor quantiser
+        # and the padded head dims: the two-term, attention and API GPU tests, then Phi-3's /
+        # Phi-2's / Llama-3's shapes with FA3 loaded (same-run end-to-end ratios), then two
+        # bar_repeats cells through benchmarks/common.dispatch_quantized
+        timeout 300 $PY -m pytest -q -n 12 -rf --tb=line tests/test_two_term_q.py \
+            tests/test_attention_gpu.py tests/test_api.py tests/test_q_search.py 2>&1 \
+            | tail -12 | tee "$OUT/pytest_s30verify.log"
+        timeout 150 $PY benchmarks/experiments/probe_model_shapes.py \
+            --shapes phi3-mini,phi2,llama3-8b-mha --json "$OUT/probe_s30verify.json" 2>&1 \
+            | grep -v "^ *warn" | tail -12
+        timeout 90 $PY benchmarks/experiments/bar_repeats.py --repeats 1 \
+            --cells 64:2048:0,128:1024:1 --json "$OUT/bar_s30verify.json" 2>&1 | grep "^#" ;;
+    s30quant)
+        # session 30: the 12 / 20-factor rotation with the shared sum (fewer adds) and the Q
+        # scale search in the kernel at those head dims: the quantiser's GPU tests, then the
+        # rotated quantise at 80 / 96 alternating with the package in $OLD_PKG (the previous
+        # commit's fp8attn/, if given), the Q search's time at 96 / 128, Phi-3 / Phi-2 end to end
+        timeout 240 $PY -m pytest -q -n 12 -rf --tb=line tests/test_quant.py \
+            tests/test_q_search.py tests/test_two_term_q.py 2>&1 | tail -8 \
+            | tee "$OUT/pytest_s30quant.log"
+        for r in 1 2; do
+            if [ -n "$OLD_PKG" ]; then
+                PYTHONPATH=$OLD_PKG:$PYTHONPATH timeout 60 $PY \
+                    benchmarks/experiments/probe_quant_dims.py --dims 80,96 \
+                    --json "$OUT/quant_dims_old_$r.json" 2>&1 | grep rotated | sed "s/^/old /"
+            fi
+            timeout 60 $PY benchmarks/experiments/probe_quant_dims.py --dims 80,96 \
+                --json "$OUT/quant_dims_new_$r.json" 2>&1 | grep rotated | sed "s/^/new /"
+        done
+        timeout 120 $PY benchmarks/experiments/probe_q_search.py --hdims 96,128 --seqlens 4096 \
+            --json "$OUT/probe_q_search_s30.json" 2>&1 | grep -v "^ *warn" | tail -8
+        timeout 120 $PY benchmarks/experiments/probe_model_shapes.py --shapes phi3-mini,phi2 \
+            --json "$OUT/probe_s30quant_shapes.json" 2>&1 | grep -v "^ *warn" | tail -7 ;;
     shapes)
         timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
             --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;

@@ -84,13 +84,15 @@ def test_search_handles_zero_and_nan_rows():
 
 
 # (shape, dtype, fmt, rotate, residual, variant): layouts 1 and 0 (the pairs kernel has no search:
-# the launcher routes around it), head dims with a 12 factor and 256, fp32 / fp16 in, e5m2
+# the launcher routes around it), head dims with a 12 / 20 factor (in-kernel on the GPU since
+# session 30) and 256, fp32 / fp16 in, e5m2
 CASES = [
     ((1, 2, 45, 128), torch.bfloat16, "e4m3", True, False, None),
     ((1, 2, 45, 64), torch.bfloat16, "e5m2", True, True, None),
     ((2, 1, 33, 96), torch.float32, "e4m3", True, False, None),
     ((1, 2, 20, 256), torch.float16, "e4m3", True, True, None),
     ((1, 2, 45, 80), torch.bfloat16, "e4m3", False, False, None),
+    ((1, 2, 45, 80), torch.bfloat16, "e4m3", True, True, None),
     ((1, 2, 45, 64), torch.bfloat16, "e4m3", True, False, dict(layout=0)),
 ]
 

@@ -303,8 +303,29 @@ def test_gpu_kernel_matches_emulation_two_terms(d):
         assert rmse(out, ref) <= 1.1 * rmse(emu[0], ref) + 1e-4
 
 
+def assert_two_terms_close(got, ref, what):
+    """For rotations whose float32 sums the kernel orders differently from the reference (the 12
+    / 20-factor head dims since session 30: a shared sum, `quant.triton._small_factor_in_thread`):
+    the first term within one FP8 ulp and such moves rare (as tests/test_quant.py's
+    assert_same_quantization), and the two terms' sum within an eighth of the first term's ulp
+    of the reference's sum (the second term's own rounding; a missing or stale second term
+    misses it by up to half an ulp; plus the subnormal spacing 2^-9 the second terms of small
+    values round to)."""
+    a, r = got.data.float(), ref.data.float()
+    assert torch.equal(a.isnan(), r.isnan()), what
+    a, r = torch.nan_to_num(a), torch.nan_to_num(r)
+    ulp = torch.exp2(torch.floor(torch.log2(r.abs().clamp_min(2.0 ** -6))) - 3)
+    assert ((a - r).abs() <= ulp).all(), what
+    assert (a != r).float().mean() <= 1e-3, what
+    two = a + torch.nan_to_num(got.residual.float())
+    two_ref = r + torch.nan_to_num(ref.residual.float())
+    assert ((two - two_ref).abs() <= ulp / 8 + 2.0 ** -9).all(), what
+
+
 @pytest.mark.gpu
 def test_gpu_residual_bit_identical_large():
+    """Both terms bit for bit at the power-of-two head dims (the kernels add in the reference's
+    stage order); at 96 within assert_two_terms_close's bounds (another order of the sums)."""
     for d in (64, 128, 256, 96):
         x = _x((2, 4, 1000, d), d).cuda()
         x[0, 1, 7, 2] = float("nan")
@@ -314,6 +335,9 @@ def test_gpu_residual_bit_identical_large():
             ref = quantize_reference(x, "e4m3", granularity, 128, signs=signs, residual=True)
             assert torch.equal(got.descale, ref.descale) or torch.allclose(
                 got.descale, ref.descale, rtol=1e-6, atol=0)
+            if d == 96:
+                assert_two_terms_close(got, ref, (d, granularity))
+                continue
             for a, r in ((got.data, ref.data), (got.residual, ref.residual)):
                 a, r = a.float(), r.float()
                 assert torch.equal(a.isnan(), r.isnan())

@@ -22,7 +22,9 @@ holds each row in one thread, so the butterfly and the small factor need no shuf
 shared-memory layout conversions (the rows-first tile of LAYOUT 0 needed three fp32 round trips
 through shared memory per tile at d = 128 in sm_90 PTX; LAYOUT 1 ran 2.6x faster on an H200; at 96
 / 80 the rotated quantise ran 2.4x / 3.5x faster, H200, 2026-12-02,
-benchmarks/results/probe_quant_dims_l{0,1}_s29.json); 0 (no rotation, wider 12 / 20-factor head
+benchmarks/results/probe_quant_dims_l{0,1}_s29.json; with session 30's shared sum another 1.12x
+/ 1.17x: 0.079 -> 0.071 ms at 96, 0.087 -> 0.074 at 80 for (4, 32, 4096, d) bf16,
+results/quant_dims_{old,new}_*_s30.json); 0 (no rotation, wider 12 / 20-factor head
 dims, or 256) uses `hadamard_tile`. `default_variant` picks; the numbers are in its docstring.
 
 Casts: x8 = cast(clamp(x * scale, -fp8_max, fp8_max)) with NaN kept NaN. The GPU's cast
@@ -282,19 +284,29 @@ def _fwht_in_thread(x, P_HI: tl.constexpr, N: tl.constexpr, P_LO: tl.constexpr,
 def _small_factor_in_thread(x, M: tl.constexpr, G: tl.constexpr, QR_MASK: tl.constexpr):
     """y[i] = sum_j H_M[i, j] x[j] over the groups (dim 0) of a [G, N, P] tile whose dims 0 and
     2 are inside each thread (LAYOUT 1), G = M rounded up to a power of two (groups from M on
-    are zero). H_M is Paley's construction of hadamard.reference._paley_int: 1 on the diagonal
-    and in row 0, -1 in column 0 below it, else chi(j - i) for the prime q = M - 1 (+1 where
-    (j - i) mod q is a quadratic residue, the bits of QR_MASK). Its signs come from the indices,
-    which are compile-time constants inside a thread, so each term is x or -x: 12 or 20 terms a
-    value instead of the M x M product of LAYOUT 0 (a tl.dot and its layout conversions); the
-    padded terms are -0.0, which the adds drop."""
+    are zero, and so are their outputs). H_M is Paley's construction of
+    hadamard.reference._paley_int: 1 on the diagonal and in row 0, -1 in column 0 below it, else
+    chi(j - i) for the prime q = M - 1 (+1 where (j - i) mod q is a quadratic residue, the bits
+    of QR_MASK). The signs come from the indices, compile-time constants inside a thread, so no
+    M x M product is formed (LAYOUT 0 does it as a tl.dot with layout conversions).
+    With c = x[0] + ... + x[M-1] (= y[0]) and R_i the sum of the x[j] with chi(j - i) = +1, row
+    i >= 1 is x[i] - x[0] + R_i - (c - x[0] - x[i] - R_i) = 2 (x[i] + R_i) - c: (q - 1) / 2 + 1
+    adds and an FMA a value (6 at M = 12, 10 at 20) instead of M - 1 (11, 19), with c shared:
+    offline (Triton 3.6, sm_90a) 1,363 / 1,462 f32 ops a row at 96 / 80 against 1,739 / 1,982,
+    the same 254 registers. The sums' order is not the reference's einsum's, so values can
+    differ from it by one float32 rounding (tests allow one FP8 ulp, rarely).
+    The masked terms are -0.0, which the adds drop (x + -0.0 == x, NaN and -0.0 included)."""
     i = tl.arange(0, G)[:, None, None, None]
     j = tl.arange(0, G)[None, :, None, None]
     q: tl.constexpr = M - 1
     qr = (QR_MASK >> ((j - i + G * q) % q)) & 1          # kept non-negative
-    sign = tl.where((i == j) | (i == 0), 1.0, tl.where(j == 0, -1.0, 2.0 * qr - 1.0))
-    terms = tl.where((i < M) & (j < M), sign * x[None, :, :, :], -0.0)
-    return tl.sum(terms, axis=1)
+    plus = (j >= 1) & (i < M) & (j < M) & ((i == j) | (qr == 1))
+    xj = x[None, :, :, :]
+    a = tl.sum(tl.where(plus, xj, -0.0), axis=1)                      # x[i] + R_i, [G, N, P]
+    # the same sum for every i: one add chain after common-subexpression elimination
+    c = tl.sum(tl.where((j < M) & (i >= 0), xj, -0.0), axis=1)
+    i3 = tl.arange(0, G)[:, None, None]
+    return tl.where(i3 == 0, c, tl.where(i3 < M, 2.0 * a - c, 0.0))
 
 
 def _qr_mask(m: int) -> int:
@@ -522,15 +534,18 @@ def _quant_kernel_layout(tp: dict, rotate: bool) -> int:
 
 def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
     """Where `_quant_kernel` runs the scale search: LAYOUT 1 (rotated rows, one per thread) at
-    head dims 2**k from 32 to 128, checked on the H200 (Triton 3.6, 2026-11-30). Elsewhere (no
-    rotation, head dims 96 / 256 / 16: LAYOUT 0 then, or narrow rows) it failed there (a compile
-    error at 256; the GPU tests at 96, 16 and without rotation failed too, not yet looked into;
-    96 rotates in LAYOUT 1 since session 29, its search not tried on a GPU), so the
-    launcher uses the torch reference on x's device (same results, slower). The interpreter,
-    which runs both layouts bit-identical to the reference, keeps the kernel for the tests."""
+    head dims 2**k from 32 to 128, checked on the H200 (Triton 3.6, 2026-11-30), and since
+    session 30 at those with a 12 / 20 factor that rotate in LAYOUT 1 (80, 96, 24, 40, 48;
+    offline at 96: 176 B of spills). Elsewhere (no rotation, head dim 256 or 16: LAYOUT 0 then,
+    or narrow rows) it failed there (a compile error at 256; the GPU tests without rotation
+    and at 16 failed too, not yet looked into), so the launcher uses the torch reference on x's
+    device (same results, slower). The interpreter, which runs both layouts bit-identical to
+    the reference, keeps the kernel for the tests."""
     if os.environ.get("TRITON_INTERPRET") == "1" or not x.is_cuda:
         return True
-    return layout == 1 and tp["M"] == 1 and 32 <= tp["P"] <= 128
+    if layout != 1:
+        return False
+    return tp["M"] > 1 or 32 <= tp["P"] <= 128
 
 
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
