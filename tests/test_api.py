@@ -123,6 +123,23 @@ def test_unsupported_arguments(no_work):
         sdpa(q, k, v, scale=torch.tensor(0.1))
 
 
+def test_backward_says_forward_only():
+    """The ops have no backward: calling it raises an error that says so (torch's default names
+    only the op's internals); under no_grad the output needs no graph."""
+    q, k, v = (t.requires_grad_() for t in qkv(seed=6))
+    bshd = [t.detach().transpose(1, 2).contiguous().requires_grad_() for t in (q, k, v)]
+    cu = torch.tensor([0, 20, 50], dtype=torch.int32)
+    packed = [t.detach()[0].transpose(0, 1).contiguous().requires_grad_() for t in (q, k, v)]
+    outs = (sdpa(q, k, v), fp8attn.flash_attn_func(*bshd, causal=True),
+            fp8attn.flash_attn_varlen_func(*packed, cu, cu, 30, 30))
+    for out in outs:
+        assert out.requires_grad
+        with pytest.raises(RuntimeError, match="no backward pass.*inference"):
+            out.float().sum().backward()
+    with torch.no_grad():
+        assert not sdpa(q, k, v).requires_grad
+
+
 def test_head_dim_56_runs_without_rotation():
     q, k, v = qkv(d=56, seed=6)
     out = sdpa(q, k, v, recipe=Recipe(hadamard=False))

@@ -6,6 +6,7 @@ traces through them as single opaque nodes (each has a fake implementation for s
                                (one FP8 term for Q: no recipe, so no q_terms)
     fp8attn::attention_varlen  packed (total, H, D) sequences with cu_seqlens, FA3 style
 
+None has a backward pass (inference only): calling one raises a RuntimeError that says so.
 The recipe travels as its fields (fmt, granularity, block_q, block_kv, hadamard, seed, q_terms,
 q_search).
 Each op picks its backend when it runs (api.select_backend): the Triton kernel on CUDA (or on the
@@ -293,6 +294,22 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, 
       block_q, block_kv, hadamard, seed, q_terms, q_search, return_lse):
     lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+def _no_backward(ctx, *grads):
+    raise RuntimeError(
+        "fp8attn's attention has no backward pass: the FP8 kernels are forward only (inference). "
+        "Run the call under torch.no_grad() or torch.inference_mode(), or give it detached "
+        "inputs, or use torch's scaled_dot_product_attention where gradients are needed.")
+
+
+def _keep_nothing(ctx, inputs, output):
+    pass
+
+
+# torch's own error for an op without a formula names its internals only; this says what it is
+for _op in (_attention, _attention_fp8, _attention_varlen):
+    _op.register_autograd(_no_backward, setup_context=_keep_nothing)
 
 
 def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:
