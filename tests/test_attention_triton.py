@@ -191,7 +191,11 @@ def test_quantized_emulation_matches_reference_emulation():
     assert (a - b).abs().max().item() < 1e-5
 
 
-def test_varlen(triton_backend, device):
+@pytest.mark.parametrize("align", ["0", "1"])
+def test_varlen(triton_backend, device, monkeypatch, align):
+    """align "1": FP8ATTN_VARLEN_ALIGN pads each sequence's K / V start to its scale block
+    (ops._pad_kv_starts), so the kernel reads per-tile descales (K_MODE 1)."""
+    monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", align)
     g = torch.Generator().manual_seed(9)
     lens_q, lens_k = [30, 1, 70], [50, 64, 45]
     cu_q = torch.tensor([0] + list(torch.tensor(lens_q).cumsum(0)), dtype=torch.int32, device=device)
@@ -212,6 +216,45 @@ def test_varlen(triton_backend, device):
         fin = torch.isfinite(ref_lse[0])
         assert (lse[:, a:b].double() - ref_lse[0])[fin].abs().max().item() < 0.1
         assert (lse[:, a:b][~fin] == float("-inf")).all()
+
+
+def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, monkeypatch):
+    """FP8ATTN_VARLEN_ALIGN=1 with query sequences starting on Q's scale blocks: every scale
+    group is then one sequence's, so each sequence's output and LSE are the bits of a dense call
+    on that sequence alone (per-tile K / V descales, K_MODE 1, where packed starts need per-column
+    ones)."""
+    from fp8attn.attention.ops import _pad_kv_starts
+    monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", "1")
+    g = torch.Generator().manual_seed(12)
+    lens_q, lens_k = [128, 256, 70], [50, 300, 45]
+    cu_q, cu_k = (torch.tensor([0] + torch.tensor(x).cumsum(0).tolist(), dtype=torch.int32,
+                               device=device) for x in (lens_q, lens_k))
+    q = torch.randn(sum(lens_q), 4, 64, generator=g).to(device)
+    k, v = (torch.randn(sum(lens_k), 2, 64, generator=g).to(device) for _ in range(2))
+    out, lse = fp8attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k),
+                                              causal=True, return_lse=True)
+    for i in range(3):
+        a, b, c, d = cu_q[i].item(), cu_q[i + 1].item(), cu_k[i].item(), cu_k[i + 1].item()
+        alone, alone_lse = fp8attn.flash_attn_func(q[None, a:b], k[None, c:d], v[None, c:d],
+                                                   causal=True, return_lse=True)
+        assert torch.equal(out[a:b], alone[0]), i
+        assert torch.equal(lse[:, a:b], alone_lse[0]), i
+    kp, vp, starts = _pad_kv_starts(k, v, cu_k.cpu(), 128)
+    assert starts.tolist() == [0, 128, 512] and kp.shape == (640, 2, 64)
+    assert torch.equal(kp[128:428], k[50:350]) and torch.equal(vp[512:557], v[350:])
+    assert not kp[50:128].any() and not vp[428:512].any()
+
+
+def test_kv_alignment_picks_per_tile_descales():
+    """The heuristics read kv_align: per-tile K / V descales on aligned varlen starts, per
+    column on packed ones (and for blocks a tile straddles)."""
+    a = dict(IS_VARLEN=True, kv_align=128, k_block=128, v_block=128, seqlen_k_arg=4096,
+             BLOCK_N=128)
+    assert triton_fwd._k_mode(a) == 1 and not triton_fwd._v_per_col(a)
+    for change in (dict(kv_align=0), dict(kv_align=64), dict(k_block=64, v_block=64)):
+        b = {**a, **change}
+        assert triton_fwd._k_mode(b) == 2 and triton_fwd._v_per_col(b), change
+    assert triton_fwd._k_mode({**a, "IS_VARLEN": False, "kv_align": 0}) == 1
 
 
 def test_negative_scale_and_fp32_output(triton_backend, device):

@@ -271,6 +271,10 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     if _backend(q.device) == "emulation":
         return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale, recipe,
                                  return_lse)
+    align = _kv_align(recipe)
+    kv_starts = None
+    if align:
+        k, v, kv_starts = _pad_kv_starts(k, v, cu_k, align)
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
     q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
@@ -281,7 +285,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                   out=out.permute(1, 0, 2).unsqueeze(0),
                   cu_seqlens_q=cu_seqlens_q.to(torch.int32),
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
-                  max_seqlen_q=max(int(max_seqlen_q), 1))
+                  max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
 
@@ -310,6 +314,41 @@ def _keep_nothing(ctx, inputs, output):
 # torch's own error for an op without a formula names its internals only; this says what it is
 for _op in (_attention, _attention_fp8, _attention_varlen):
     _op.register_autograd(_no_backward, setup_context=_keep_nothing)
+
+
+def _kv_align(recipe: Recipe) -> int:
+    """Rows to pad each varlen sequence's K / V start to (0: packed as given).
+
+    FP8ATTN_VARLEN_ALIGN=1 (off by default until its first GPU run): with block scales of a
+    multiple of 128 rows, each sequence's K and V start at a multiple of the block, so the
+    Triton kernel reads one K and one V descale per tile. On packed starts a tile straddles
+    two blocks, and the per-column descales it needs then (K_MODE 2) spilled 1.5 KB in the
+    kernel (offline, hdim 128): its varlen calls ran 4.7x slower than the same tokens as a
+    dense call (H200, session 30). The K / V scale groups then also start at each sequence,
+    as the CPU emulation's do."""
+    if os.environ.get("FP8ATTN_VARLEN_ALIGN", "").strip() != "1":
+        return 0
+    if recipe.granularity != "block" or recipe.block_kv % 128:
+        return 0
+    return recipe.block_kv
+
+
+def _pad_kv_starts(k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor, align: int):
+    """k, v (total, H, D) packed by cu_k (CPU int32) -> copies with each sequence starting at a
+    multiple of `align` rows (zero rows between: they never enter a tile, and leave the scale
+    blocks' amax as it was), and the starts (nseq,) int32 on k's device."""
+    lens = (cu_k[1:] - cu_k[:-1]).long()
+    padded = (lens + align - 1) // align * align
+    starts = torch.zeros_like(padded)
+    starts[1:] = padded.cumsum(0)[:-1]
+    seq = torch.repeat_interleave(torch.arange(lens.numel()), lens)
+    rows = (torch.arange(int(cu_k[-1])) - cu_k[:-1].long()[seq] + starts[seq]).to(k.device)
+    total = int(padded.sum())
+    kp = k.new_zeros((total,) + tuple(k.shape[1:]))
+    vp = v.new_zeros((total,) + tuple(v.shape[1:]))
+    kp.index_copy_(0, rows, k)
+    vp.index_copy_(0, rows, v)
+    return kp, vp, starts.to(torch.int32).to(k.device)
 
 
 def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:

@@ -195,7 +195,7 @@ def _update(acc0, acc1, acc2, acc3, l_i, m_i, vs_prev, qk, row_scale, vt_ptrs, k
 
 
 @triton.jit
-def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
+def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K, CU_KV,
               stride_qz, stride_qh, stride_qm, stride_qd,
               stride_kz, stride_kh, stride_kn, stride_kd,
               stride_vz, stride_vh, stride_vd, stride_vn,
@@ -203,7 +203,7 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
               stride_oz, stride_oh, stride_om, stride_od,
               stride_lz, stride_lh, stride_lm,
               H, GQA_GROUP, seqlen_q_arg, seqlen_k_arg, q_block, k_block, v_block, qk_scale,
-              tune_key,
+              tune_key, kv_align,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
@@ -224,8 +224,10 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K,
     if IS_VARLEN:
         q_pos0 = tl.load(CU_Q + off_b)
         seqlen_q = tl.load(CU_Q + off_b + 1) - q_pos0
-        kv_pos0 = tl.load(CU_K + off_b)
-        seqlen_k = tl.load(CU_K + off_b + 1) - kv_pos0
+        # CU_KV: each sequence's first row in K and V^T (CU_K itself, or starts padded to
+        # kv_align rows by the caller; the heuristics read kv_align), CU_K its length
+        kv_pos0 = tl.load(CU_KV + off_b)
+        seqlen_k = tl.load(CU_K + off_b + 1) - tl.load(CU_K + off_b)
         off_z = 0
     else:
         q_pos0 = 0
@@ -410,18 +412,31 @@ def _prune(configs, named_args, **kwargs):
     return [c for c in configs if c in _TUNED[d]]
 
 
+def _kv_tiles_aligned(a) -> bool:
+    """Whether K / V tile t of a sequence starts at a multiple of BLOCK_N in its scale blocks'
+    coordinates: always for dense calls; for varlen ones when the caller padded each sequence's
+    K / V start to kv_align rows, a multiple of both blocks (ops._pad_kv_starts)."""
+    if not a["IS_VARLEN"]:
+        return True
+    align = a.get("kv_align", 0) or 0
+    return align > 0 and align % a["k_block"] == 0 and align % a["v_block"] == 0
+
+
 def _v_per_col(a):
     """V descale varies inside a KV tile: fold it into P per column."""
     if a["v_block"] >= a["seqlen_k_arg"]:
         return False
-    return a["IS_VARLEN"] or a["v_block"] % a["BLOCK_N"] != 0
+    return not _kv_tiles_aligned(a) or a["v_block"] % a["BLOCK_N"] != 0
 
 
 def _k_mode(a):
-    """0: one K descale per head (folded into the row scale once); 1: per tile; 2: per column."""
+    """0: one K descale per head (folded into the row scale once); 1: per tile; 2: per column.
+    Per column costs the tl kernel registers: offline (Triton 3.6, sm_90a, hdim 128) it spills
+    1.5 KB, and varlen calls on unaligned starts ran 4.7x slower than the same tokens as a dense
+    call (H200, session 30, results/probe_varlen_profile_s30.log)."""
     if a["k_block"] >= a["seqlen_k_arg"]:
         return 0
-    if not a["IS_VARLEN"] and a["k_block"] % a["BLOCK_N"] == 0:
+    if _kv_tiles_aligned(a) and a["k_block"] % a["BLOCK_N"] == 0:
         return 1
     return 2
 
@@ -448,12 +463,15 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                       out_dtype=torch.bfloat16, return_lse: bool = False, out=None,
                       cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                       acc_mode: str = "tile", config: dict | None = None, q_lo=None,
-                      v_key_order: str = "natural"):
+                      v_key_order: str = "natural", kv_starts=None, kv_align: int = 0):
     """Launch the kernel on already-quantised inputs.
 
     q8 (B, Hq, Sq, D), k8 (B, Hkv, Sk, D), vt8 (B, Hkv, D, Sk): FP8 (e4m3fn or e5m2, all the same);
     q/k/v_descale (B, H, NB) float32, row r of a head uses descale[..., r // *_block].
     Varlen: B == 1, rows of all sequences packed, cu_seqlens_q/k int32 (nseq + 1,), max_seqlen_q.
+    kv_starts (varlen): int32 (nseq,) first row of each sequence in k8 / vt8 when they are not
+    cu_seqlens_k[:-1] (sequences padded apart), and kv_align > 0 the multiple of rows they all
+    are (a multiple of k_block and v_block: then K / V descales are read once per tile).
     out: optional (B, Hq, Sq, D) tensor (any strides) of out_dtype to write into.
     config: skip autotuning, e.g. {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
     (SPLIT, the number of head-dim slices of P @ V (1, 2 or 4), defaults to 2 for head dims above
@@ -501,6 +519,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     # unused pointer arguments still need a tensor: reuse one
     cu_q = cu_seqlens_q if varlen else q_descale
     cu_k = cu_seqlens_k if varlen else q_descale
+    cu_kv = kv_starts if varlen and kv_starts is not None else cu_k
+    kv_align = int(kv_align) if varlen and kv_starts is not None else 0
     meta = dict(CAUSAL=CAUSAL_MODES[causal], HEAD_DIM=D,
                 # FP8 MMAs reduce over 32 elements at least: pad (masked) small head dims
                 HEAD_DIM_PAD=max(triton.next_power_of_2(D), 32), IS_VARLEN=varlen,
@@ -509,20 +529,20 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                 Q_TERMS=1 if q_lo is None else 2)
     tune_key = _tune_bucket(m_extent, Sk, nseq * Hq)
     args = (q8, q8 if q_lo is None else q_lo, k8, vt8, q_descale, k_descale, v_descale, out, lse,
-            cu_q, cu_k,
+            cu_q, cu_k, cu_kv,
             *q8.stride(), *k8.stride(), *vt8.stride(),
             q_descale.stride(0), q_descale.stride(1), k_descale.stride(0), k_descale.stride(1),
             v_descale.stride(0), v_descale.stride(1),
             *out.stride(), *stride_l,
             Hq, Hq // Hkv, Sq, Sk, q_block, k_block, v_block, float(softmax_scale) * LOG2E,
-            tune_key)
+            tune_key, kv_align)
 
     def grid(m):
         return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
 
     if config is None:
         key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, tune_key, meta["ACC_MODE"],
-               q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"], meta["Q_TERMS"])
+               q8.dtype, out.dtype, D, return_lse, meta["INTERPRET"], meta["Q_TERMS"], kv_align)
         best = _BEST.get(key)
         if best is None:
             _attn_fwd_tuned[grid](*args, **meta)
@@ -532,7 +552,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             # Python layers (about a third of the host time of a short attention call)
             bn = best.kwargs["BLOCK_N"]
             heur = dict(v_block=v_block, k_block=k_block, seqlen_k_arg=Sk, IS_VARLEN=varlen,
-                        BLOCK_N=bn)
+                        BLOCK_N=bn, kv_align=kv_align)
             _attn_fwd_tuned.fn.fn[grid](*args, **meta, **best.all_kwargs(),
                                         V_PER_COL=_v_per_col(heur), K_MODE=_k_mode(heur))
     else:

@@ -1,0 +1,119 @@
+"""Variable-length batches (`flash_attn_varlen_func`), ours beside FA3's varlen calls in the same
+run, and the same tokens as one dense call beside them: the dispatch sends varlen calls to the
+Triton kernel (the Gluon kernel takes dense ones only), so the dense row shows what that costs.
+
+    PYTHONPATH=/tmp/site:$PWD python benchmarks/experiments/probe_varlen.py [--json out.json]
+
+Cases (hdim 128, 16 query / key-value heads, bf16 randn, about 16k packed tokens), causal and not:
+  uniform   8 sequences of 2048 (the dense comparison is exact: (8, 2048, 16, 128))
+  mixed     lengths drawn uniformly from 256..4096 (seeded) until 16k tokens
+Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved causal):
+  ours          fp8attn.flash_attn_varlen_func on the bf16 inputs (rotate + quantise + attend)
+  ours_aligned  the same with FP8ATTN_VARLEN_ALIGN=1 (K / V starts padded to the scale blocks)
+  ours_dense    fp8attn.flash_attn_func on the dense batch (uniform only)
+  fa3_fp8       FA3's varlen call on e4m3 casts of the inputs, descales of one (kernel only)
+  fa3_bf16      FA3's varlen call in bf16
+Each with do_bench (host time included) and, where the call can be captured in a CUDA graph, GPU
+time ("_gpu": our varlen call reads cu_seqlens on the host to check it, so it has none).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import bench_ms, fa3_out, graph_bench_ms, load_fa3  # noqa: E402
+
+import fp8attn  # noqa: E402
+
+H, D, TOTAL = 16, 128, 16384
+
+
+def lengths(case: str) -> list[int]:
+    if case == "uniform":
+        return [2048] * 8
+    g = torch.Generator().manual_seed(0)
+    out, n = [], 0
+    while n < TOTAL:                    # the last sequence takes what is left
+        s = min(int(torch.randint(256, 4097, (1,), generator=g)), TOTAL - n)
+        out.append(s)
+        n += s
+    return out
+
+
+def aligned(fn):
+    """fn with FP8ATTN_VARLEN_ALIGN=1 (each sequence's K / V padded to its scale blocks)."""
+    def run():
+        os.environ["FP8ATTN_VARLEN_ALIGN"] = "1"
+        try:
+            return fn()
+        finally:
+            os.environ.pop("FP8ATTN_VARLEN_ALIGN")
+    return run
+
+
+def timed(fn) -> tuple[float, float | None]:
+    ms = bench_ms(fn)
+    try:
+        gpu = graph_bench_ms(fn)
+    except Exception:  # noqa: BLE001 - a call that cannot be captured has no GPU-time reading
+        gpu = None
+    return ms, gpu
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", default="")
+    a = ap.parse_args()
+    if not torch.cuda.is_available():
+        print("CUDA is absent: nothing to time here (run this on the device machine)")
+        return
+    fa3, why = load_fa3()
+    print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; fa3: {why or 'ok'}")
+    rows = []
+    for case in ("uniform", "mixed"):
+        lens = lengths(case)
+        cu = torch.tensor([0] + lens, device="cuda", dtype=torch.int32).cumsum(0, dtype=torch.int32)
+        total, mx = int(cu[-1]), max(lens)
+        g = torch.Generator(device="cuda").manual_seed(len(lens))
+        q, k, v = (torch.randn(total, H, D, generator=g, device="cuda", dtype=torch.bfloat16)
+                   for _ in range(3))
+        q8, k8, v8 = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
+        one = torch.ones(len(lens), H, device="cuda", dtype=torch.float32)
+        for causal in (False, True):
+            flops = sum(4.0 * H * s * s * D for s in lens) / (2 if causal else 1)
+            calls = {"ours": lambda: fp8attn.flash_attn_varlen_func(
+                q, k, v, cu, cu, mx, mx, causal=causal),
+                     "ours_aligned": aligned(lambda: fp8attn.flash_attn_varlen_func(
+                         q, k, v, cu, cu, mx, mx, causal=causal))}
+            if case == "uniform":
+                qd, kd, vd = (x.view(len(lens), lens[0], H, D) for x in (q, k, v))
+                calls["ours_dense"] = lambda: fp8attn.flash_attn_func(qd, kd, vd, causal=causal)
+            if fa3 is not None:
+                calls["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_varlen_func(
+                    q8, k8, v8, cu, cu, mx, mx, causal=causal, q_descale=one, k_descale=one,
+                    v_descale=one))
+                calls["fa3_bf16"] = lambda: fa3_out(fa3.flash_attn_varlen_func(
+                    q, k, v, cu, cu, mx, mx, causal=causal))
+            row = dict(case=case, nseq=len(lens), total=total, max_seqlen=mx, causal=causal)
+            for name, fn in calls.items():
+                ms, gpu = timed(fn)
+                row[name] = round(flops / ms * 1e-9, 1)
+                row[name + "_gpu"] = None if gpu is None else round(flops / gpu * 1e-9, 1)
+            for peer in ("fa3_fp8", "fa3_bf16", "ours_dense"):
+                if row.get(peer):
+                    for mine in ("ours", "ours_aligned"):
+                        row[f"{mine}/{peer}"] = round(row[mine] / row[peer], 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    if a.json:
+        with open(a.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()
