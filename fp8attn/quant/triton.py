@@ -290,8 +290,9 @@ def _small_factor_in_thread(x, M: tl.constexpr, G: tl.constexpr, QR_MASK: tl.con
     of QR_MASK). The signs come from the indices, compile-time constants inside a thread, so no
     M x M product is formed (LAYOUT 0 does it as a tl.dot with layout conversions).
     With c = x[0] + ... + x[M-1] (= y[0]) and R_i the sum of the x[j] with chi(j - i) = +1, row
-    i >= 1 is x[i] - x[0] + R_i - (c - x[0] - x[i] - R_i) = 2 (x[i] + R_i) - c: (q - 1) / 2 + 1
-    adds and an FMA a value (6 at M = 12, 10 at 20) instead of M - 1 (11, 19), with c shared:
+    i >= 1 is x[i] - x[0] + R_i - (c - x[0] - x[i] - R_i) = 2 (x[i] + R_i) - c: (q - 1) / 2
+    adds and an FMA a value (6 operations at M = 12, 10 at 20) instead of M - 1 adds (11, 19),
+    with c shared:
     offline (Triton 3.6, sm_90a) 1,363 / 1,462 f32 ops a row at 96 / 80 against 1,739 / 1,982,
     the same 254 registers. The sums' order is not the reference's einsum's, so values can
     differ from it by one float32 rounding (tests allow one FP8 ulp, rarely).
@@ -304,7 +305,7 @@ def _small_factor_in_thread(x, M: tl.constexpr, G: tl.constexpr, QR_MASK: tl.con
     xj = x[None, :, :, :]
     a = tl.sum(tl.where(plus, xj, -0.0), axis=1)                      # x[i] + R_i, [G, N, P]
     # the same sum for every i: one add chain after common-subexpression elimination
-    c = tl.sum(tl.where((j < M) & (i >= 0), xj, -0.0), axis=1)
+    c = tl.sum(tl.where((j < M) & (i >= 0), xj, -0.0), axis=1)     # (i >= 0: the 4-D shape)
     i3 = tl.arange(0, G)[:, None, None]
     return tl.where(i3 == 0, c, tl.where(i3 < M, 2.0 * a - c, 0.0))
 
