@@ -245,6 +245,28 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
     assert not kp[50:128].any() and not vp[428:512].any()
 
 
+@pytest.mark.parametrize("align", ["0", "1"])
+def test_varlen_empty_sequences(triton_backend, device, monkeypatch, align):
+    """Sequences with no keys give zero rows and LSE -inf, ones with no queries nothing, padded
+    K / V starts (align "1") or not."""
+    monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", align)
+    g = torch.Generator().manual_seed(13)
+    lens_q, lens_k = [5, 40, 0, 17], [0, 33, 12, 130]
+    cu_q, cu_k = (torch.tensor([0] + torch.tensor(x).cumsum(0).tolist(), dtype=torch.int32,
+                               device=device) for x in (lens_q, lens_k))
+    q = torch.randn(sum(lens_q), 2, 64, generator=g).to(device)
+    k, v = (torch.randn(sum(lens_k), 1, 64, generator=g).to(device) for _ in range(2))
+    out, lse = fp8attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max(lens_q), max(lens_k),
+                                              return_lse=True)
+    assert (out[:5] == 0).all() and (lse[:, :5] == float("-inf")).all()
+    for i in (1, 3):
+        a, b, c, d = cu_q[i].item(), cu_q[i + 1].item(), cu_k[i].item(), cu_k[i + 1].item()
+        qs, ks, vs = (x[s:e].transpose(0, 1)[None] for x, s, e in ((q, a, b), (k, c, d), (v, c, d)))
+        ref = attention_oracle(qs, ks, vs)
+        emu = fp8_flash_emulation(qs, ks, vs, block_n=kernel_block_n(64))
+        assert rmse(out[a:b].transpose(0, 1)[None], ref) <= 2 * rmse(emu, ref) + ATOL_BUDGET
+
+
 def test_kv_alignment_picks_per_tile_descales():
     """The heuristics read kv_align: per-tile K / V descales on aligned varlen starts, per
     column on packed ones (and for blocks a tile straddles)."""
