@@ -243,6 +243,10 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
     assert starts.tolist() == [0, 128, 512] and kp.shape == (640, 2, 64)
     assert torch.equal(kp[128:428], k[50:350]) and torch.equal(vp[512:557], v[350:])
     assert not kp[50:128].any() and not vp[428:512].any()
+    cu_even = torch.tensor([0, 128, 384, 400], dtype=torch.int32)      # already aligned: no copy
+    k2 = torch.randn(400, 1, 8)
+    kp2, vp2, starts2 = _pad_kv_starts(k2, k2, cu_even, 128)
+    assert kp2 is k2 and vp2 is k2 and starts2.tolist() == [0, 128, 384]
 
 
 @pytest.mark.parametrize("align", ["0", "1"])

@@ -336,11 +336,14 @@ def _kv_align(recipe: Recipe) -> int:
 def _pad_kv_starts(k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor, align: int):
     """k, v (total, H, D) packed by cu_k (CPU int32) -> copies with each sequence starting at a
     multiple of `align` rows (zero rows between: they never enter a tile, and leave the scale
-    blocks' amax as it was), and the starts (nseq,) int32 on k's device."""
+    blocks' amax as it was), and the starts (nseq,) int32 on k's device. k and v themselves
+    where every sequence but the last already has a multiple of `align` rows."""
     lens = (cu_k[1:] - cu_k[:-1]).long()
     padded = (lens + align - 1) // align * align
     starts = torch.zeros_like(padded)
     starts[1:] = padded.cumsum(0)[:-1]
+    if torch.equal(starts, cu_k[:-1].long()):   # already aligned (all but the last a multiple)
+        return k, v, starts.to(torch.int32).to(k.device)
     seq = torch.repeat_interleave(torch.arange(lens.numel()), lens)
     rows = (torch.arange(int(cu_k[-1])) - cu_k[:-1].long()[seq] + starts[seq]).to(k.device)
     total = int(padded.sum())
