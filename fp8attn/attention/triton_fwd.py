@@ -207,7 +207,7 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K, CU_KV,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
-              SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
+              KV_ALIGNED: tl.constexpr, SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
               INTERPRET: tl.constexpr, Q_TERMS: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
@@ -227,6 +227,10 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K, CU_KV,
         # CU_KV: each sequence's first row in K and V^T (CU_K itself, or starts padded to
         # kv_align rows by the caller; the heuristics read kv_align), CU_K its length
         kv_pos0 = tl.load(CU_KV + off_b)
+        if KV_ALIGNED:
+            # starts padded to a multiple of 16 rows: without the hint V^T's rows (keys
+            # contiguous, starting at kv_pos0) load a byte at a time instead of 16
+            kv_pos0 = tl.multiple_of(kv_pos0, 16)
         seqlen_k = tl.load(CU_K + off_b + 1) - tl.load(CU_K + off_b)
         off_z = 0
     else:
@@ -419,7 +423,8 @@ def _kv_tiles_aligned(a) -> bool:
     if not a["IS_VARLEN"]:
         return True
     align = a.get("kv_align", 0) or 0
-    return align > 0 and align % a["k_block"] == 0 and align % a["v_block"] == 0
+    return (align > 0 and align % 16 == 0 and align % a["k_block"] == 0
+            and align % a["v_block"] == 0)
 
 
 def _v_per_col(a):
@@ -441,10 +446,11 @@ def _k_mode(a):
     return 2
 
 
-_attn_fwd_heur = triton.heuristics({"V_PER_COL": _v_per_col, "K_MODE": _k_mode})(_attn_fwd)
+_attn_fwd_heur = triton.heuristics({"V_PER_COL": _v_per_col, "K_MODE": _k_mode,
+                                    "KV_ALIGNED": _kv_tiles_aligned})(_attn_fwd)
 _attn_fwd_tuned = triton.autotune(
     configs=_configs(),
-    key=["HEAD_DIM_PAD", "CAUSAL", "IS_VARLEN", "tune_key", "ACC_MODE", "Q_TERMS"],
+    key=["HEAD_DIM_PAD", "CAUSAL", "IS_VARLEN", "tune_key", "ACC_MODE", "Q_TERMS", "kv_align"],
     prune_configs_by={"early_config_prune": _prune},
 )(_attn_fwd_heur)
 
@@ -554,7 +560,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             heur = dict(v_block=v_block, k_block=k_block, seqlen_k_arg=Sk, IS_VARLEN=varlen,
                         BLOCK_N=bn, kv_align=kv_align)
             _attn_fwd_tuned.fn.fn[grid](*args, **meta, **best.all_kwargs(),
-                                        V_PER_COL=_v_per_col(heur), K_MODE=_k_mode(heur))
+                                        V_PER_COL=_v_per_col(heur), K_MODE=_k_mode(heur),
+                                        KV_ALIGNED=_kv_tiles_aligned(heur))
     else:
         split = 2 if meta["HEAD_DIM_PAD"] >= 256 else 1
         _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, "ONE_LOOP": False,
