@@ -127,6 +127,34 @@ def test_varlen_matches_per_sequence(monkeypatch, align):
         assert rmse(out[a:b].transpose(0, 1)[None], ref) <= 2 * rmse(emu, ref) + 2e-3
 
 
+def test_varlen_under_cuda_graph_capture():
+    """flash_attn_varlen_func captured in a CUDA graph (nothing read on the host there: padded
+    K / V starts computed on the device): replays follow new data and new sequence boundaries
+    in the same buffers and give the eager call's bits."""
+    g = torch.Generator(device="cuda").manual_seed(14)
+    total, mx = 1407, 1100
+    q = outliers(total, 8, 128, gen=g).bfloat16()
+    k, v = (outliers(total, 2, 128, gen=g).bfloat16() for _ in range(2))
+    cu = torch.tensor([0, 1, 301, 1330, total], dtype=torch.int32, device="cuda")
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx, causal=True)   # compile, tune
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx, causal=True)
+    for seed, bounds in ((15, [0, 700, 700, 1200, total]), (16, [0, 128, 256, 1300, total])):
+        g.manual_seed(seed)
+        for t in (q, k, v):
+            t.copy_(outliers(total, t.shape[1], 128, gen=g).bfloat16())
+        cu.copy_(torch.tensor(bounds, dtype=torch.int32))
+        graph.replay()
+        torch.cuda.synchronize()
+        assert torch.equal(out, fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx,
+                                                               causal=True)), seed
+
+
 def test_nan_semantics_on_hardware():
     g = torch.Generator(device="cuda").manual_seed(5)
     q, k, v = (torch.randn(1, 2, 300, 64, generator=g, device="cuda") for _ in range(3))

@@ -8,8 +8,10 @@ Cases (hdim 128, 16 query / key-value heads, bf16 randn, about 16k packed tokens
   uniform   8 sequences of 2048 (the dense comparison is exact: (8, 2048, 16, 128))
   mixed     lengths drawn uniformly from 256..4096 (seeded) until 16k tokens
 Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved causal):
-  ours          fp8attn.flash_attn_varlen_func on the bf16 inputs (rotate + quantise + attend)
-  ours_aligned  the same with FP8ATTN_VARLEN_ALIGN=1 (K / V starts padded to the scale blocks)
+  ours          fp8attn.flash_attn_varlen_func on the bf16 inputs (rotate + quantise + attend;
+                K / V starts padded to the scale blocks, the default since session 31)
+  ours_packed   the same with FP8ATTN_VARLEN_ALIGN=0 (K / V packed as given; session 30's
+                "ours" row, when its "ours_aligned" row was the padded form)
   ours_dense    fp8attn.flash_attn_func on the dense batch (uniform only)
   fa3_fp8       FA3's varlen call on e4m3 casts of the inputs, descales of one (kernel only)
   fa3_bf16      FA3's varlen call in bf16
@@ -45,10 +47,10 @@ def lengths(case: str) -> list[int]:
     return out
 
 
-def aligned(fn):
-    """fn with FP8ATTN_VARLEN_ALIGN=1 (each sequence's K / V padded to its scale blocks)."""
+def packed(fn):
+    """fn with FP8ATTN_VARLEN_ALIGN=0 (K / V packed as given: per-column descales)."""
     def run():
-        os.environ["FP8ATTN_VARLEN_ALIGN"] = "1"
+        os.environ["FP8ATTN_VARLEN_ALIGN"] = "0"
         try:
             return fn()
         finally:
@@ -88,7 +90,7 @@ def main():
             flops = sum(4.0 * H * s * s * D for s in lens) / (2 if causal else 1)
             calls = {"ours": lambda: fp8attn.flash_attn_varlen_func(
                 q, k, v, cu, cu, mx, mx, causal=causal),
-                     "ours_aligned": aligned(lambda: fp8attn.flash_attn_varlen_func(
+                     "ours_packed": packed(lambda: fp8attn.flash_attn_varlen_func(
                          q, k, v, cu, cu, mx, mx, causal=causal))}
             if case == "uniform":
                 qd, kd, vd = (x.view(len(lens), lens[0], H, D) for x in (q, k, v))
@@ -106,7 +108,7 @@ def main():
                 row[name + "_gpu"] = None if gpu is None else round(flops / gpu * 1e-9, 1)
             for peer in ("fa3_fp8", "fa3_bf16", "ours_dense"):
                 if row.get(peer):
-                    for mine in ("ours", "ours_aligned"):
+                    for mine in ("ours", "ours_packed"):
                         row[f"{mine}/{peer}"] = round(row[mine] / row[peer], 3)
             print(json.dumps(row), flush=True)
             rows.append(row)

@@ -21,6 +21,7 @@ import os
 
 import torch
 
+from ..device_tables import _capturing
 from ..recipe import Recipe
 
 _CAUSAL = {"none": None, "top_left": "top_left", "bottom_right": "bottom_right"}
@@ -258,23 +259,27 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
                     hadamard=hadamard, seed=seed, q_terms=q_terms,
                     q_search=q_search)
-    cu_q = cu_seqlens_q.cpu()
-    cu_k = cu_seqlens_k.cpu()
-    _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
-    _check_cu(cu_k, k.shape[0], "cu_seqlens_k")
-    if cu_q.numel() != cu_k.numel():
-        raise ValueError(f"cu_seqlens_q has {cu_q.numel()} entries, cu_seqlens_k {cu_k.numel()}")
-    lens_q = (cu_q[1:] - cu_q[:-1])
-    if lens_q.numel() and int(lens_q.max()) > max_seqlen_q:
-        raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
-                         f"({int(lens_q.max())})")
-    if _backend(q.device) == "emulation":
-        return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale, recipe,
-                                 return_lse)
-    align = _kv_align(recipe)
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
+                         f"{cu_seqlens_k.numel()}")
+    if not _capturing(q.device):
+        # checked on the host (one sync). A CUDA-graph capture cannot read them: there the
+        # call trusts cu_seqlens and max_seqlen_q, as FA3's does
+        cu_q = cu_seqlens_q.cpu()
+        cu_k = cu_seqlens_k.cpu()
+        _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
+        _check_cu(cu_k, k.shape[0], "cu_seqlens_k")
+        lens_q = (cu_q[1:] - cu_q[:-1])
+        if lens_q.numel() and int(lens_q.max()) > max_seqlen_q:
+            raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
+                             f"({int(lens_q.max())})")
+        if _backend(q.device) == "emulation":
+            return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale,
+                                     recipe, return_lse)
+    align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
     kv_starts = None
     if align:
-        k, v, kv_starts = _pad_kv_starts(k, v, cu_k, align)
+        k, v, kv_starts = _pad_kv_starts(k, v, cu_seqlens_k, align)
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
     q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
@@ -316,42 +321,60 @@ for _op in (_attention, _attention_fp8, _attention_varlen):
     _op.register_autograd(_no_backward, setup_context=_keep_nothing)
 
 
-def _kv_align(recipe: Recipe) -> int:
+def _kv_align(recipe: Recipe, nseq: int, total_k: int) -> int:
     """Rows to pad each varlen sequence's K / V start to (0: packed as given).
 
-    FP8ATTN_VARLEN_ALIGN=1 (off by default until its first GPU run): with block scales of a
-    multiple of 128 rows, each sequence's K and V start at a multiple of the block, so the
-    Triton kernel reads one K and one V descale per tile. On packed starts a tile straddles
-    two blocks, and the per-column descales it needs then (K_MODE 2) spilled 1.5 KB in the
-    kernel (offline, hdim 128): its varlen calls ran 4.7x slower than the same tokens as a
-    dense call (H200, session 30). The K / V scale groups then also start at each sequence,
-    as the CPU emulation's do."""
-    if os.environ.get("FP8ATTN_VARLEN_ALIGN", "").strip() != "1":
+    By default (FP8ATTN_VARLEN_ALIGN=0 turns it off), with block scales of a multiple of 128
+    rows, each sequence's K and V start at a multiple of the block: the Triton kernel then
+    reads one K and one V descale per tile and loads V^T's rows 16 bytes at a time. On packed
+    starts a tile straddles two blocks: the per-column descales it needs (K_MODE 2) spilled
+    1.5 KB in the kernel (offline, hdim 128), and V^T's rows, starting anywhere, loaded a byte
+    at a time; its varlen calls ran 4.7x slower than the same tokens as a dense call (H200,
+    session 30). The K / V scale groups then also start at each sequence, as the CPU
+    emulation's do. Unset, not where the padding could more than double K and V (sequences
+    shorter than a block on average: their attention is cheap either way); =1 pads those too."""
+    flag = os.environ.get("FP8ATTN_VARLEN_ALIGN", "").strip()
+    if flag == "0" or recipe.granularity != "block" or recipe.block_kv % 128:
         return 0
-    if recipe.granularity != "block" or recipe.block_kv % 128:
+    if flag != "1" and nseq * recipe.block_kv > max(total_k, 1):
         return 0
     return recipe.block_kv
 
 
 def _pad_kv_starts(k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor, align: int):
-    """k, v (total, H, D) packed by cu_k (CPU int32) -> copies with each sequence starting at a
-    multiple of `align` rows (zero rows between: they never enter a tile, and leave the scale
-    blocks' amax as it was), and the starts (nseq,) int32 on k's device. k and v themselves
-    where every sequence but the last already has a multiple of `align` rows."""
-    lens = (cu_k[1:] - cu_k[:-1]).long()
+    """k, v (total, H, D) packed by cu_k (int32 on k's device) -> copies with each sequence
+    starting at a multiple of `align` rows (zero rows between: they never enter a tile, and
+    leave the scale blocks' amax as it was), and the starts (nseq,) int32.
+
+    All on the device, cu_k never read on the host (a CUDA graph can capture it): the copies
+    have room for the worst case, total + nseq * (align - 1) rows rounded up to `align`, so
+    their shape depends on the sizes alone (the same kernel tuning key for every call)."""
+    total, nseq = k.shape[0], cu_k.numel() - 1
+    cu = cu_k.to(torch.int64)
+    lens = cu[1:] - cu[:-1]
     padded = (lens + align - 1) // align * align
-    starts = torch.zeros_like(padded)
-    starts[1:] = padded.cumsum(0)[:-1]
-    if torch.equal(starts, cu_k[:-1].long()):   # already aligned (all but the last a multiple)
-        return k, v, starts.to(torch.int32).to(k.device)
-    seq = torch.repeat_interleave(torch.arange(lens.numel()), lens)
-    rows = (torch.arange(int(cu_k[-1])) - cu_k[:-1].long()[seq] + starts[seq]).to(k.device)
-    total = int(padded.sum())
-    kp = k.new_zeros((total,) + tuple(k.shape[1:]))
-    vp = v.new_zeros((total,) + tuple(v.shape[1:]))
-    kp.index_copy_(0, rows, k)
-    vp.index_copy_(0, rows, v)
-    return kp, vp, starts.to(torch.int32).to(k.device)
+    starts = torch.cumsum(padded, 0) - padded
+    rows = torch.arange(total, device=k.device)
+    seq = torch.searchsorted(cu[1:], rows, right=True)     # the sequence holding each row
+    dest = rows - cu[seq] + starts[seq]
+    cap = (total + nseq * (align - 1) + align - 1) // align * align
+    kp = k.new_zeros((cap,) + tuple(k.shape[1:]))
+    vp = v.new_zeros((cap,) + tuple(v.shape[1:]))
+    _copy_rows(kp, dest, k)
+    _copy_rows(vp, dest, v)
+    return kp, vp, starts.to(torch.int32)
+
+
+def _copy_rows(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
+    """dst[index[i]] = src[i] for rows of a contiguous dst, moving 8-byte words where a row
+    allows: torch's index_copy_ goes element by element, and on 2-byte elements it took 0.1 ms
+    for 64 MB of bf16 K (H200, session 31), a quarter of the attention kernel's time."""
+    src = src.reshape(src.shape[0], -1)
+    flat = dst.view(dst.shape[0], -1)
+    row_bytes = flat.shape[1] * flat.element_size()
+    if row_bytes % 8 == 0 and src.is_contiguous() and src.data_ptr() % 8 == 0:
+        flat, src = flat.view(torch.int64), src.view(torch.int64)
+    flat.index_copy_(0, index, src)
 
 
 def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:
