@@ -143,8 +143,8 @@
 #   s30quant session 30: the quantiser's 12 / 20-factor rotation with a shared sum, the Q search
 #           in the kernel at 80 / 96: GPU tests, timings against OLD_PKG (a copy of the
 #           previous fp8attn/), the search's cost, Phi-3 / Phi-2 end to end       (~5 min)
-#   varlen  session 30: the varlen GPU tests, then flash_attn_varlen_func (packed, and with
-#           FP8ATTN_VARLEN_ALIGN=1) beside FA3's varlen calls (FP8, BF16) and the same tokens
+#   varlen  session 30: the varlen GPU tests, then flash_attn_varlen_func (padded K / V starts,
+#           and packed with FP8ATTN_VARLEN_ALIGN=0) beside FA3's varlen calls (FP8, BF16) and the same tokens
 #           as one dense call (experiments/probe_varlen.py)                      (~3 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
@@ -668,9 +668,9 @@ for stage in "$@"; do
             --json "$OUT/probe_s30quant_shapes.json" 2>&1 | grep -v "^ *warn" | tail -7 ;;
     varlen)
         # session 30: variable-length batches (the Triton kernel) beside FA3's varlen calls and
-        # the same tokens as one dense call (experiments/probe_varlen.py), packed and with
-        # FP8ATTN_VARLEN_ALIGN=1; first the varlen GPU tests (both forms, the aligned one bit
-        # for bit against each sequence alone)
+        # the same tokens as one dense call (experiments/probe_varlen.py), with padded K / V
+        # starts (the default since session 31) and packed (FP8ATTN_VARLEN_ALIGN=0); first
+        # the varlen GPU tests (both forms, and a CUDA-graph capture)
         timeout 300 $PY -m pytest -q -n 8 -rf --tb=short tests/test_attention_triton.py \
             tests/test_attention_gpu.py tests/test_two_term_q.py -k "varlen or alignment" 2>&1 \
             | tail -6 | tee "$OUT/pytest_varlen.log"
