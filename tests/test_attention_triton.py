@@ -270,6 +270,29 @@ def test_copy_rows_any_row_size_and_layout(dtype, shape, transpose):
     assert torch.equal(dst, want)
 
 
+def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, monkeypatch):
+    """Under a CUDA-graph capture (faked here: ops._capturing patched) the varlen call skips its
+    host checks of cu_seqlens (they would sync) and gives the bits of the checked call; the
+    emulation, which needs them on the host, says it cannot be captured."""
+    from fp8attn.attention import ops
+    g = torch.Generator().manual_seed(16)
+    lens = [100, 0, 200, 60]
+    cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32,
+                      device=device)
+    q, k, v = (torch.randn(sum(lens), 2, 64, generator=g).to(device) for _ in range(3))
+    want = fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200, causal=True)
+
+    def no_host_check(*args):
+        raise AssertionError("cu_seqlens checked on the host during a capture")
+    monkeypatch.setattr(ops, "_capturing", lambda dev: True)
+    monkeypatch.setattr(ops, "_check_cu", no_host_check)
+    got = fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200, causal=True)
+    assert torch.equal(got, want)
+    monkeypatch.setenv("FP8ATTN_BACKEND", "emulation")
+    with pytest.raises(RuntimeError, match="CUDA-graph capture"):
+        fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200)
+
+
 def test_varlen_alignment_rule(monkeypatch):
     """Padded K / V starts by default for 128-row blocks unless the padding could more than
     double K / V; FP8ATTN_VARLEN_ALIGN=1 pads anyway, =0 never."""

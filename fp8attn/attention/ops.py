@@ -262,7 +262,12 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     if cu_seqlens_q.numel() != cu_seqlens_k.numel():
         raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
                          f"{cu_seqlens_k.numel()}")
-    if not _capturing(q.device):
+    emulate = _backend(q.device) == "emulation"
+    if _capturing(q.device):
+        if emulate:
+            raise RuntimeError("flash_attn_varlen_func: the emulation (FP8ATTN_BACKEND=emulation) "
+                               "reads cu_seqlens on the host, which a CUDA-graph capture cannot")
+    else:
         # checked on the host (one sync). A CUDA-graph capture cannot read them: there the
         # call trusts cu_seqlens and max_seqlen_q, as FA3's does
         cu_q = cu_seqlens_q.cpu()
@@ -273,7 +278,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
         if lens_q.numel() and int(lens_q.max()) > max_seqlen_q:
             raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
                              f"({int(lens_q.max())})")
-        if _backend(q.device) == "emulation":
+        if emulate:
             return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale,
                                      recipe, return_lse)
     align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
