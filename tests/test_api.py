@@ -1,5 +1,6 @@
 """fp8attn.scaled_dot_product_attention on the CPU: torch semantics, validation, NaN / Inf behaviour."""
 import math
+import os
 
 import pytest
 import torch
@@ -121,6 +122,30 @@ def test_unsupported_arguments(no_work):
         sdpa(q, k, v, scale=float("nan"))
     with pytest.raises(TypeError, match="scale must be a float"):
         sdpa(q, k, v, scale=torch.tensor(0.1))
+
+
+@pytest.mark.parametrize("cu_q,cu_k,max_q,match", [
+    ([0, 20, 50], [0, 30, 10], 30, "cu_seqlens_k must start at 0, never decrease"),
+    ([0, 20, 49], [0, 20, 50], 30, "cu_seqlens_q must start at 0.*end at the packed length 50"),
+    ([1, 20, 50], [0, 20, 50], 30, "cu_seqlens_q must start at 0"),
+    ([0, 20, 50], [0, 20, 50], 29, r"max_seqlen_q=29 is below the longest query sequence \(30\)"),
+    ([0, 50], [0, 20, 50], 50, "must both have nseq"),
+])
+@pytest.mark.parametrize("backend", ["emulation", "triton"])
+def test_varlen_bad_offsets(monkeypatch, backend, cu_q, cu_k, max_q, match):
+    """cu_seqlens that do not partition the packed rows, or a max_seqlen_q below the longest
+    query sequence, raise a ValueError naming them before any kernel runs (the emulation, and
+    the Triton path through the interpreter)."""
+    if backend == "triton":
+        pytest.importorskip("triton")
+        if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+            pytest.skip("the Triton path on the CPU needs TRITON_INTERPRET=1")
+        monkeypatch.setenv("FP8ATTN_BACKEND", "triton")
+    dev = "cuda" if backend == "triton" and torch.cuda.is_available() else "cpu"
+    q, k, v = (t[0].transpose(0, 1).contiguous().to(dev) for t in qkv(seed=7))
+    cu_q, cu_k = (torch.tensor(c, dtype=torch.int32, device=dev) for c in (cu_q, cu_k))
+    with pytest.raises(ValueError, match=match):
+        fp8attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, 50)
 
 
 def test_backward_says_forward_only():

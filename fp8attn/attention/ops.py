@@ -270,8 +270,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     else:
         # checked on the host (one sync). A CUDA-graph capture cannot read them: there the
         # call trusts cu_seqlens and max_seqlen_q, as FA3's does
-        cu_q = cu_seqlens_q.cpu()
-        cu_k = cu_seqlens_k.cpu()
+        cu_q, cu_k = torch.cat([cu_seqlens_q, cu_seqlens_k]).cpu().chunk(2)   # one copy
         _check_cu(cu_q, q.shape[0], "cu_seqlens_q")
         _check_cu(cu_k, k.shape[0], "cu_seqlens_k")
         lens_q = (cu_q[1:] - cu_q[:-1])
