@@ -144,8 +144,8 @@
 #           in the kernel at 80 / 96: GPU tests, timings against OLD_PKG (a copy of the
 #           previous fp8attn/), the search's cost, Phi-3 / Phi-2 end to end       (~5 min)
 #   varlen  session 30: the varlen GPU tests, then flash_attn_varlen_func (padded K / V starts,
-#           and packed with FP8ATTN_VARLEN_ALIGN=0) beside FA3's varlen calls (FP8, BF16) and the same tokens
-#           as one dense call (experiments/probe_varlen.py)                      (~3 min)
+#           and packed with FP8ATTN_VARLEN_ALIGN=0) beside FA3's varlen calls (FP8, BF16) and
+#           the same tokens as one dense call (experiments/probe_varlen.py)        (~3 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check

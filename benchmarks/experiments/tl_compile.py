@@ -61,7 +61,8 @@ def compile_attn(*, varlen: bool, k_mode: int, v_per_col: bool, kv_aligned: bool
         log = subprocess.run([PTXAS, "-arch=sm_90a", "-v", "/tmp/tl_attn.ptx", "-o",
                               os.path.join(tmp, "k.cubin")], capture_output=True, text=True).stderr
     loads: dict[str, int] = {}
-    for m in re.finditer(r"ld\.global[.\w]*|cp\.async\.c[ag]\.shared\.global[^;]*?, (?:0x)?\d+", ptx):
+    load = r"ld\.global[.\w]*|cp\.async\.c[ag]\.shared\.global[^;]*?, (?:0x)?\d+"
+    for m in re.finditer(load, ptx):
         kind = re.sub(r"\[[^\]]*\]", "[]", m.group(0))
         loads[kind] = loads.get(kind, 0) + 1
     return dict(regs=int(re.search(r"Used (\d+) registers", log).group(1)),
@@ -70,7 +71,8 @@ def compile_attn(*, varlen: bool, k_mode: int, v_per_col: bool, kv_aligned: bool
 
 def main():
     cases = [("dense", dict(varlen=False, k_mode=1, v_per_col=False, kv_aligned=True)),
-             ("varlen, padded starts", dict(varlen=True, k_mode=1, v_per_col=False, kv_aligned=True)),
+             ("varlen, padded starts", dict(varlen=True, k_mode=1, v_per_col=False,
+                                            kv_aligned=True)),
              ("varlen, padded, no hint", dict(varlen=True, k_mode=1, v_per_col=False,
                                               kv_aligned=False)),
              ("varlen, packed", dict(varlen=True, k_mode=2, v_per_col=True, kv_aligned=False))]

@@ -207,7 +207,8 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K, CU_KV,
               CAUSAL: tl.constexpr, HEAD_DIM: tl.constexpr, HEAD_DIM_PAD: tl.constexpr,
               IS_VARLEN: tl.constexpr, RETURN_LSE: tl.constexpr, P_SHIFT: tl.constexpr,
               ACC_MODE: tl.constexpr, K_MODE: tl.constexpr, V_PER_COL: tl.constexpr,
-              KV_ALIGNED: tl.constexpr, SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr, REVERSE: tl.constexpr,
+              KV_ALIGNED: tl.constexpr, SPLIT: tl.constexpr, ONE_LOOP: tl.constexpr,
+              REVERSE: tl.constexpr,
               INTERPRET: tl.constexpr, Q_TERMS: tl.constexpr, BLOCK_M: tl.constexpr,
               BLOCK_N: tl.constexpr):
     EVEN_D: tl.constexpr = HEAD_DIM == HEAD_DIM_PAD
