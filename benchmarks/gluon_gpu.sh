@@ -145,7 +145,8 @@
 #           previous fp8attn/), the search's cost, Phi-3 / Phi-2 end to end       (~5 min)
 #   varlen  session 30: the varlen GPU tests, then flash_attn_varlen_func (padded K / V starts,
 #           and packed with FP8ATTN_VARLEN_ALIGN=0) beside FA3's varlen calls (FP8, BF16) and
-#           the same tokens as one dense call (experiments/probe_varlen.py)        (~3 min)
+#           the same tokens as one dense call (experiments/probe_varlen.py); since session 32
+#           also the quantiser's GPU tests and the call's profile              (~4 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -674,8 +675,13 @@ for stage in "$@"; do
         timeout 300 $PY -m pytest -q -n 8 -rf --tb=short tests/test_attention_triton.py \
             tests/test_attention_gpu.py tests/test_two_term_q.py -k "varlen or alignment" 2>&1 \
             | tail -6 | tee "$OUT/pytest_varlen.log"
+        # session 32: K / V quantised straight into the padded rows (quant/padded_rows.py)
+        timeout 300 $PY -m pytest -q -n 8 -rf --tb=short tests/test_padded_rows.py \
+            tests/test_quant.py 2>&1 | tail -6 | tee "$OUT/pytest_quant.log"
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
-            2>&1 | grep -v "^ *warn" | tail -6 ;;
+            2>&1 | grep -v "^ *warn" | tail -6
+        timeout 120 $PY benchmarks/experiments/probe_varlen_profile.py 2>&1 \
+            | grep -v "^ *warn" | tee "$OUT/probe_varlen_profile.log" | tail -40 ;;
     shapes)
         timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
             --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;

@@ -194,7 +194,7 @@ def test_quantized_emulation_matches_reference_emulation():
 @pytest.mark.parametrize("align", ["0", "1"])
 def test_varlen(triton_backend, device, monkeypatch, align):
     """align "1": FP8ATTN_VARLEN_ALIGN pads each sequence's K / V start to its scale block
-    (ops._pad_kv_starts), so the kernel reads per-tile descales (K_MODE 1); "0": packed."""
+    (quant/padded_rows.py), so the kernel reads per-tile descales (K_MODE 1); "0": packed."""
     monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", align)
     g = torch.Generator().manual_seed(9)
     lens_q, lens_k = [30, 1, 70], [50, 64, 45]
@@ -223,7 +223,6 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
     group is then one sequence's, so each sequence's output and LSE are the bits of a dense call
     on that sequence alone (per-tile K / V descales, K_MODE 1, where packed starts need per-column
     ones)."""
-    from fp8attn.attention.ops import _pad_kv_starts
     monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", "1")
     g = torch.Generator().manual_seed(12)
     lens_q, lens_k = [128, 256, 70], [50, 300, 45]
@@ -239,35 +238,6 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
                                                    causal=True, return_lse=True)
         assert torch.equal(out[a:b], alone[0]), i
         assert torch.equal(lse[:, a:b], alone_lse[0]), i
-    kp, vp, starts = _pad_kv_starts(k, v, cu_k, 128)
-    # room for the worst case (395 + 3 * 127 rows, rounded up to 128): a shape from the sizes
-    # alone, so cu_k is never read on the host
-    assert starts.tolist() == [0, 128, 512] and kp.shape == (896, 2, 64)
-    assert torch.equal(kp[128:428], k[50:350]) and torch.equal(vp[512:557], v[350:])
-    assert not kp[50:128].any() and not vp[428:512].any() and not kp[557:].any()
-    cu_even = torch.tensor([0, 128, 384, 384, 400], dtype=torch.int32)   # aligned, one empty
-    k2 = torch.randn(400, 1, 8)
-    kp2, vp2, starts2 = _pad_kv_starts(k2, -k2, cu_even, 128)
-    assert starts2.tolist() == [0, 128, 384, 384] and kp2.shape == (1024, 1, 8)
-    assert torch.equal(kp2[:400], k2) and torch.equal(vp2[:400], -k2) and not kp2[400:].any()
-
-
-@pytest.mark.parametrize("dtype,shape,transpose", [(torch.bfloat16, (10, 3, 8), False),
-                                                   (torch.float16, (10, 1, 3), False),
-                                                   (torch.bfloat16, (10, 8, 4), True)])
-def test_copy_rows_any_row_size_and_layout(dtype, shape, transpose):
-    """ops._copy_rows moves rows as 8-byte words where it can (rows of 48 bytes), 2-byte
-    elements where not (6 bytes), and copies a non-contiguous source first."""
-    from fp8attn.attention.ops import _copy_rows
-    src = torch.randn(shape).to(dtype)
-    if transpose:
-        src = src.transpose(1, 2)
-    dst = torch.zeros((16,) + tuple(src.shape[1:]), dtype=dtype)
-    index = torch.tensor([0, 2, 3, 5, 6, 7, 9, 11, 12, 15])
-    _copy_rows(dst, index, src)
-    want = torch.zeros_like(dst)
-    want[index] = src
-    assert torch.equal(dst, want)
 
 
 def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, monkeypatch):

@@ -22,6 +22,7 @@ import os
 import torch
 
 from ..device_tables import _capturing
+from ..quant.padded_rows import padded_rows
 from ..recipe import Recipe
 
 _CAUSAL = {"none": None, "top_left": "top_left", "bottom_right": "bottom_right"}
@@ -37,16 +38,17 @@ def _backend(device: torch.device) -> str:
 
 
 def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
-                  out_dtype=torch.bfloat16, lse: bool = False):
+                  out_dtype=torch.bfloat16, lse: bool = False, kv_rows=None):
     """(B, H, S, D) views -> three QuantizedTensors (V transposed, (B, H, D, S), in the key
-    order the kernel that will take the call reads: gluon_dispatch.v_key_order_for)."""
+    order the kernel that will take the call reads: gluon_dispatch.v_key_order_for); kv_rows:
+    quantize_qkv's."""
     from ..quant import quantize_qkv
     from .gluon_dispatch import v_key_order_for
     backend = "triton" if q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
     order = v_key_order_for(q, k, fmt=recipe.fmt, granularity=recipe.granularity,
                             block_kv=recipe.block_kv, causal=causal, varlen=varlen,
                             two_terms=recipe.q_terms == 2, out_dtype=out_dtype, lse=lse)
-    return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order)
+    return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order, kv_rows=kv_rows)
 
 
 def _launch(q8, k8, v8, *, causal, softmax_scale, out_dtype, return_lse, out=None, **varlen):
@@ -263,6 +265,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
         raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
                          f"{cu_seqlens_k.numel()}")
     emulate = _backend(q.device) == "emulation"
+    cu_k = None                                   # cu_seqlens_k on the host, where read
     if _capturing(q.device):
         if emulate:
             raise RuntimeError("flash_attn_varlen_func: the emulation (FP8ATTN_BACKEND=emulation) "
@@ -281,13 +284,17 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
             return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale,
                                      recipe, return_lse)
     align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
-    kv_starts = None
+    # K and V quantised straight into rows where each sequence starts at a multiple of align;
+    # the layout from the host's copy of the offsets where there is one (less host time)
+    kv_rows = None
     if align:
-        k, v, kv_starts = _pad_kv_starts(k, v, cu_seqlens_k, align)
+        kv_rows = (padded_rows(cu_seqlens_k, k.shape[0], align) if cu_k is None
+                   else padded_rows(cu_k, k.shape[0], align).to(k.device))
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
     q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
-                               out_dtype=q.dtype, lse=return_lse)
+                               out_dtype=q.dtype, lse=return_lse, kv_rows=kv_rows)
+    kv_starts = None if kv_rows is None else kv_rows.starts
     out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=q.dtype, return_lse=return_lse,
@@ -343,42 +350,6 @@ def _kv_align(recipe: Recipe, nseq: int, total_k: int) -> int:
     if flag != "1" and nseq * recipe.block_kv > max(total_k, 1):
         return 0
     return recipe.block_kv
-
-
-def _pad_kv_starts(k: torch.Tensor, v: torch.Tensor, cu_k: torch.Tensor, align: int):
-    """k, v (total, H, D) packed by cu_k (int32 on k's device) -> copies with each sequence
-    starting at a multiple of `align` rows (zero rows between: they never enter a tile, and
-    leave the scale blocks' amax as it was), and the starts (nseq,) int32.
-
-    All on the device, cu_k never read on the host (a CUDA graph can capture it): the copies
-    have room for the worst case, total + nseq * (align - 1) rows rounded up to `align`, so
-    their shape depends on the sizes alone (the same kernel tuning key for every call)."""
-    total, nseq = k.shape[0], cu_k.numel() - 1
-    cu = cu_k.to(torch.int64)
-    lens = cu[1:] - cu[:-1]
-    padded = (lens + align - 1) // align * align
-    starts = torch.cumsum(padded, 0) - padded
-    rows = torch.arange(total, device=k.device)
-    seq = torch.searchsorted(cu[1:], rows, right=True)     # the sequence holding each row
-    dest = rows - cu[seq] + starts[seq]
-    cap = (total + nseq * (align - 1) + align - 1) // align * align
-    kp = k.new_zeros((cap,) + tuple(k.shape[1:]))
-    vp = v.new_zeros((cap,) + tuple(v.shape[1:]))
-    _copy_rows(kp, dest, k)
-    _copy_rows(vp, dest, v)
-    return kp, vp, starts.to(torch.int32)
-
-
-def _copy_rows(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
-    """dst[index[i]] = src[i] for rows of a contiguous dst, moving 8-byte words where a row
-    allows: torch's index_copy_ goes element by element, and on 2-byte elements it took 0.1 ms
-    for 64 MB of bf16 K (H200, session 31), a quarter of the attention kernel's time."""
-    src = src.reshape(src.shape[0], -1)
-    flat = dst.view(dst.shape[0], -1)
-    row_bytes = flat.shape[1] * flat.element_size()
-    if row_bytes % 8 == 0 and src.is_contiguous() and src.data_ptr() % 8 == 0:
-        flat, src = flat.view(torch.int64), src.view(torch.int64)
-    flat.index_copy_(0, index, src)
 
 
 def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:

@@ -12,6 +12,7 @@ from ..formats import check_fmt
 from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
 from .key_order import KEY_ORDERS, check_key_order
+from .padded_rows import PaddedRows, pad_rows
 from .reference import QuantizedTensor, check_search, quantize_reference
 
 __all__ = ["KEY_ORDERS", "QuantizedTensor", "quantize", "quantize_qkv", "quantize_reference"]
@@ -84,17 +85,21 @@ def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", blo
 
 
 def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str,
-                      residual: bool = False, search: int = 1, key_order: str = "natural"):
+                      residual: bool = False, search: int = 1, key_order: str = "natural",
+                      rows: PaddedRows | None = None):
+    """rows: None, or the padded layout to write x's packed rows in (quantize_qkv's kv_rows)."""
     if backend == "torch" or x.numel() == 0:
-        return quantize_reference(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                                  residual=residual, search=search, key_order=key_order)
+        return quantize_reference(x if rows is None else pad_rows(x, rows), fmt, granularity,
+                                  block, signs=signs, transpose=transpose, residual=residual,
+                                  search=search, key_order=key_order)
     from .triton import quantize_triton
     return quantize_triton(x, fmt, granularity, block, signs=signs, transpose=transpose,
-                           residual=residual, search=search, key_order=key_order)
+                           residual=residual, search=search, key_order=key_order, rows=rows)
 
 
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
-                 backend: str | None = None, v_key_order: str = "natural"
+                 backend: str | None = None, v_key_order: str = "natural",
+                 kv_rows: PaddedRows | None = None
                  ) -> tuple[QuantizedTensor, QuantizedTensor, QuantizedTensor]:
     """Quantise attention inputs (B, H, S, D) by `recipe`: Q and K rotated with the same signs
     (hadamard_signs(D, recipe.seed)) when recipe.hadamard; V not rotated and stored transposed
@@ -102,7 +107,10 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     recipe.q_search > 1: Q gets one scale per token, the best of q_search candidates (K and V
     keep recipe.granularity). recipe.q_terms == 2: Q also carries its second FP8 term
     (QuantizedTensor.residual). v_key_order: the key order of V^T ("natural" or "mma", see
-    quantize)."""
+    quantize). kv_rows: None, or (varlen batches) a padded_rows.PaddedRows for K's and V's
+    packed rows (k and v of batch 1): their FP8 data and descales come in that layout, each
+    sequence starting at a multiple of kv_rows.align rows, zeros between (the bits of
+    quantising padded copies)."""
     if not isinstance(recipe, Recipe):
         raise TypeError(f"recipe must be an fp8attn.Recipe, got {type(recipe).__name__}")
     check_key_order(v_key_order)
@@ -112,8 +120,12 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     used = [_check(t, fmt, g, 1, s, False, backend, name)
             for name, t, s in (("q", q, signs), ("k", k, signs), ("v", v, None))]
     q_gran = "token" if recipe.q_search > 1 else g
+    if kv_rows is not None and any(t.shape[0] != 1 or t.shape[2] != kv_rows.total
+                                   for t in (k, v)):
+        raise ValueError(f"kv_rows: k and v must hold one batch of {kv_rows.total} packed rows, "
+                         f"got {tuple(k.shape)} and {tuple(v.shape)}")
     if (used[0] == used[1] == "triton" and recipe.q_terms == 1 and recipe.q_search == 1
-            and q.numel() and k.numel()):
+            and q.numel() and k.numel() and kv_rows is None):
         # one launch for Q and K where the kernel can (same bits; one launch's host time less)
         from .triton import quantize_pair_triton
         q8, k8 = quantize_pair_triton(q, k, fmt, g, recipe.block_q, recipe.block_kv,
@@ -121,6 +133,6 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
     else:
         q8 = _quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
                                recipe.q_terms == 2, recipe.q_search)
-        k8 = _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1])
+        k8 = _quantize_checked(k, fmt, g, recipe.block_kv, signs, False, used[1], rows=kv_rows)
     return (q8, k8, _quantize_checked(v, fmt, g, recipe.block_kv, None, True, used[2],
-                                      key_order=v_key_order))
+                                      key_order=v_key_order, rows=kv_rows))

@@ -46,7 +46,8 @@ from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_ten
 from .key_order import to_mma
 from .reference import QuantizedTensor, cached_search_factors, group_block_size
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
-from .triton_pairs import _pairs_ok, _run_pairs, dual_ok
+from .padded_rows import PaddedRows, pad_rows
+from .triton_pairs import _pairs_ok, _run_pairs, dual_ok, row_map_ok
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
 MAX_TILE = 32768        # elements of one [BLOCK_S, D_PAD] register tile (fp32: 128 KB per program)
@@ -369,7 +370,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                     signs: torch.Tensor | None = None, transpose: bool = False,
                     butterfly: int = DEFAULT_BUTTERFLY, variant: dict | None = None,
                     config: dict | None = None, residual: bool = False,
-                    search: int = 1, key_order: str = "natural") -> QuantizedTensor:
+                    search: int = 1, key_order: str = "natural",
+                    rows: PaddedRows | None = None) -> QuantizedTensor:
     """Launcher; the caller (fp8attn.quant.quantize) has validated every argument.
 
     transpose=True returns data as a (B, H, D, S) view of a (B, H, D, S_pad) buffer, S_pad = S rounded
@@ -385,8 +387,13 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     key_order "mma" (transpose=True): V^T's keys permuted as quant/key_order.py says, in the
     same pass where `_pairs_kernel` runs with scale groups of a multiple of 16 rows, else by
     one gather after the kernel (key_order.to_mma).
+    rows: None, or a PaddedRows for x's packed rows (x of batch 1): quantise them into that
+    layout (S = rows.rows), in the same pass where `_pairs_kernel` takes it, else from a copy
+    (padded_rows.pad_rows).
     """
     B, H, S, D = x.shape
+    if rows is not None:
+        S = rows.rows                                       # the output's rows
     bs = group_block_size(granularity, S, block)
     nb = -(-S // bs)
     tp = _tile_params(D, signs is not None)
@@ -394,6 +401,14 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     dev = x.device
     var = {**default_variant(D, signs is not None), **(variant or {})}
     fused = _fused_groups(granularity, bs, d_pad)
+    if rows is not None and not (
+            fused and var["layout"] == 2 and config is None and not residual and search == 1
+            and key_order == "natural" and row_map_ok(x, tp, bs, signs is not None, transpose,
+                                                      rows)):
+        return quantize_triton(pad_rows(x, rows), fmt, granularity, block, signs=signs,
+                               transpose=transpose, butterfly=butterfly, variant=variant,
+                               config=config, residual=residual, search=search,
+                               key_order=key_order)
     if search > 1:
         # decided before allocating: the torch reference makes its own outputs
         if not fused:
@@ -415,16 +430,17 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
         res = torch.zeros_like(full)[..., :S] if residual else None
         descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
     else:
-        data, o_strides, descale = _plain_outputs(x, dtype8, nb)
+        data, o_strides, descale = _plain_outputs(x, dtype8, nb, S)
         res = torch.empty_like(data) if residual else None
     hm = small_factor_tensor(tp["M"], dev)
     signs_arg = _signs_arg(signs, hm)
     p_lo = min(8, tp["P"])
 
-    if fused and var["layout"] == 2 and _pairs_ok(x, tp, bs, signs is not None, transpose):
+    if rows is not None or (fused and var["layout"] == 2
+                            and _pairs_ok(x, tp, bs, signs is not None, transpose)):
         in_kernel = key_order == "mma" and bs % 16 == 0
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
-                   transpose, config, res, key_perm=in_kernel)
+                   transpose, config, res, key_perm=in_kernel, rows=rows)
         if in_kernel:
             return QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt,
                                    transposed=True, residual=res, key_order="mma")
@@ -474,9 +490,11 @@ def _signs_arg(signs, hm: torch.Tensor) -> torch.Tensor:
     return signs.to(device=hm.device, dtype=torch.float32).contiguous()
 
 
-def _plain_outputs(x: torch.Tensor, dtype8, nb: int):
-    """(data (B, H, S, D) FP8, its strides, descale (B, H, nb) float32) for x, not transposed."""
+def _plain_outputs(x: torch.Tensor, dtype8, nb: int, rows: int | None = None):
+    """(data (B, H, S, D) FP8, its strides, descale (B, H, nb) float32) for x, not transposed
+    (S: `rows` if given, else x's)."""
     B, H, S, D = x.shape
+    S = S if rows is None else rows
     data = torch.empty(B, H, S, D, dtype=dtype8, device=x.device)
     descale = torch.empty(B, H, nb, dtype=torch.float32, device=x.device)
     return data, (data.stride(0), data.stride(1), data.stride(2), 1), descale

@@ -66,7 +66,8 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
                   TRANSPOSE: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
                   SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
                   RESIDUAL: tl.constexpr, KEY_PERM: tl.constexpr, R_LO: tl.constexpr,
-                  DQ: tl.constexpr, BLOCK_S: tl.constexpr, DUAL: tl.constexpr = False,
+                  DQ: tl.constexpr, BLOCK_S: tl.constexpr, ROW_MAP: tl.constexpr = False,
+                  map_ptr=None, S_SRC=None, DUAL: tl.constexpr = False,
                   x2_ptr=None, out2_ptr=None, descale2_ptr=None, H2=None, S2=None, NB2=None,
                   N_FIRST=None, stride_x2b=None, stride_x2h=None, stride_x2s=None,
                   stride_o2b=None, stride_o2h=None, stride_o2s=None):
@@ -101,7 +102,10 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     DUAL: a second tensor in the same launch (Q and K: one launch less of host time; the same
     meta, so the same per-row arithmetic and bits): programs from N_FIRST on take x2 / out2 /
     descale2 with their H2, S2, NB2 and strides (the column strides are the first tensor's;
-    not with RESIDUAL or KEY_PERM)."""
+    not with RESIDUAL or KEY_PERM).
+    ROW_MAP (varlen K / V into padded rows, quant/padded_rows.py): x holds S_SRC packed rows and
+    output tile t (S rows in all, EVEN_S off) takes the rows map_ptr[2t] .. + map_ptr[2t + 1]
+    - 1 of x, then zero rows (not with DUAL, RESIDUAL or KEY_PERM)."""
     pid = tl.program_id(0)
     if DUAL:
         second = pid >= N_FIRST
@@ -138,12 +142,22 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     rl = tl.arange(0, R_LO)[None, None, :, None, None]
     jj = tl.arange(0, W_HI)[None, None, None, :, None]
     rows = row0 + rh * R_LO + rl                                     # [R_HI, 1, R_LO, 1, 1]
-    src = mma_key_tl(rows) if KEY_PERM else rows                     # the input row of a row
+    if ROW_MAP:
+        # rows past the tile's count read row S_SRC: masked, so zero
+        src0 = tl.load(map_ptr + 2 * tile)
+        n_src = tl.load(map_ptr + 2 * tile + 1)
+        src = tl.where(rows - row0 < n_src, src0 + rows - row0, S_SRC)
+        s_in = S_SRC
+    else:
+        src0 = row0
+        n_src = BLOCK_S
+        src = mma_key_tl(rows) if KEY_PERM else rows                 # the input row of a row
+        s_in = S
     wbase = (qq * W_HI + jj) * W_LO                                   # [1, DQ, 1, W_HI, 1]
     x_base = x_ptr + b * stride_xb + h * stride_xh
-    lo, hi = _load_pairs(x_base, src, wbase, S, stride_xs, stride_xd, HEAD_DIM, W_LO, WORDS,
-                         EVEN_S, COALESCED and R_LO == 1 and DQ == 1 and not KEY_PERM, row0,
-                         BLOCK_S, W_HI, LW_HI)
+    lo, hi = _load_pairs(x_base, src, wbase, s_in, stride_xs, stride_xd, HEAD_DIM, W_LO, WORDS,
+                         EVEN_S, COALESCED and R_LO == 1 and DQ == 1 and not KEY_PERM, src0,
+                         BLOCK_S, W_HI, LW_HI, ROW_MAP, n_src)
     if HAS_SIGNS:
         if SIGN_BITS >= 0:
             # the signs as compile-time constants: x * (+-1) folds into the adds' operand signs
@@ -173,7 +187,7 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
         # rare: a NaN or Inf in the tile; the amax takes finite values only. The reference turns
         # Inf into NaN: rotated, a row with a non-finite input is a NaN row; else that element.
         if HAS_SIGNS:
-            row_bad = _rows_nonfinite(x_base, src, S, stride_xs, stride_xd, HEAD_DIM, WORDS,
+            row_bad = _rows_nonfinite(x_base, src, s_in, stride_xs, stride_xd, HEAD_DIM, WORDS,
                                       W_HI, R_LO, DQ, R_HI, W_LO)
         else:
             u0 = tl.where(tl.abs(u0) == float("inf"), float("nan"), u0)
@@ -288,9 +302,11 @@ def _fwht_rows(x, N: tl.constexpr, P_HI: tl.constexpr, P_LO: tl.constexpr,
 def _load_pairs(x_base, rows, wbase, S, stride_xs, stride_xd, HEAD_DIM: tl.constexpr,
                 W_LO: tl.constexpr, WORDS: tl.constexpr, EVEN_S: tl.constexpr,
                 COALESCED: tl.constexpr = False, row0=0, N_ROWS: tl.constexpr = 1,
-                N_WHI: tl.constexpr = 1, LOG2_WHI: tl.constexpr = 0):
+                N_WHI: tl.constexpr = 1, LOG2_WHI: tl.constexpr = 0,
+                ROW_LIMIT: tl.constexpr = False, n_rows=0):
     """(lo, hi) float32 [.., W_LO]: columns (2k, 2k + 1) for the words k = wbase + i, i < W_LO,
-    rows `rows`; zero outside S x HEAD_DIM."""
+    rows `rows`; zero outside S x HEAD_DIM. COALESCED reads rows row0 .. row0 + N_ROWS - 1
+    instead (ROW_LIMIT: the first n_rows of them)."""
     if WORDS:
         # x_ptr is the bf16 input seen as int32 (strides in words): bf16 -> float32 is a 16-bit
         # shift, one integer op per value
@@ -300,10 +316,14 @@ def _load_pairs(x_base, rows, wbase, S, stride_xs, stride_xd, HEAD_DIM: tl.const
             # sectors; 16-byte pieces of 32 rows fetch each sector twice from L2 when L1 misses),
             # then whole rows into each thread: the split / join pairs of every word-index bit
             # ask for that layout, so the compiler converts once, through shared memory
-            r3 = tl.arange(0, N_ROWS)[None, :, None] + row0
+            i3 = tl.arange(0, N_ROWS)[None, :, None]
+            r3 = i3 + row0
             k3 = tl.arange(0, N_WHI)[:, None, None] * W_LO + tl.arange(0, W_LO)[None, None, :]
+            in_rows = (r3 < S) | EVEN_S
+            if ROW_LIMIT:
+                in_rows = in_rows & (i3 < n_rows)
             w3 = tl.load(x_base + r3.to(tl.int64) * stride_xs + k3 * stride_xd,
-                         mask=((r3 < S) | EVEN_S) & (k3 < HEAD_DIM // 2), other=0)
+                         mask=in_rows & (k3 < HEAD_DIM // 2), other=0)
             w = tl.reshape(tl.permute(w3, [1, 0, 2]), [N_ROWS, 1, 1, N_WHI, W_LO])
             for s in tl.static_range(LOG2_WHI):
                 w6 = tl.reshape(w, [N_ROWS, 1, 1, N_WHI // (2 << s), 2, (1 << s) * W_LO])
@@ -367,12 +387,14 @@ def _as_words(x: torch.Tensor):
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
-               config, res=None, key_perm=False, second=None):
+               config, res=None, key_perm=False, second=None, rows=None):
     """res: None, or the residual's buffer (same strides as data): also write the second term.
     key_perm: transposed output in the "mma" key order (bs a multiple of 16; data a view of
     rows padded to a multiple of 16). second: None, or (x2, data2, descale2, nb2, o2_strides),
     a second input quantised in the same launch with the same meta (DUAL; the caller,
-    quant/triton.py quantize_pair_triton, has checked that dual_ok)."""
+    quant/triton.py quantize_pair_triton, has checked that dual_ok). rows: None, or a
+    padded_rows.PaddedRows for x's packed rows (ROW_MAP; data and descale sized for rows.rows;
+    the caller has checked `row_map_ok`)."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -387,7 +409,7 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
     if res is not None:
         meta["enable_fp_fusion"] = False        # y - float(y8) from the rounded y (see kernel)
     kernel = _pairs_kernel
-    if config is None and _env("FP8ATTN_TUNE") != "all":
+    if config is None and (_env("FP8ATTN_TUNE") != "all" or rows is not None):
         # the first config that fits (as `_prune_pairs`), launched without the autotuner's and
         # heuristics' Python layers: at ~0.11 ms a launch, host time is not negligible
         c = _pairs_first_config(tp["P"], bs, rotate, transpose)
@@ -402,6 +424,11 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
     if key_perm and (bs % 16 or (config is not None and config["BLOCK_S"] % 16)):
         raise ValueError(f"key order 'mma' needs scale groups ({bs}) and BLOCK_S in multiples "
                          f"of 16")
+    if rows is not None:
+        # the tile map is made for the launch's tile size: a fixed config, rows masked
+        meta.update(ROW_MAP=True, map_ptr=rows.tiles(config["BLOCK_S"]), S_SRC=S,
+                    EVEN_S=False)
+        S = rows.rows
     s_store = -(-S // 16) * 16 if key_perm else S
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
     if second is not None:
@@ -418,6 +445,15 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                     stride_o2h=o2[1], stride_o2s=o2[2])
     kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
                  *xin.stride(), *o_strides, **meta)
+
+
+def row_map_ok(x, tp, bs, rotate, transpose, rows) -> bool:
+    """`_pairs_kernel` can write x's packed rows into the padded layout `rows` (ROW_MAP): it
+    takes the tile, x is one batch of packed rows, and its first config's tiles divide the
+    alignment (one sequence a tile)."""
+    if x.shape[0] != 1 or not _pairs_ok(x, tp, bs, rotate, transpose):
+        return False
+    return rows.align % _pairs_first_config(tp["P"], bs, rotate, transpose).kwargs["BLOCK_S"] == 0
 
 
 def dual_ok(x, x2, words: bool) -> bool:

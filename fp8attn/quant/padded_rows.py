@@ -1,0 +1,106 @@
+"""Packed variable-length rows laid out again with every sequence starting at a multiple of
+`align` rows: how varlen K and V reach the attention kernel (fp8attn.attention.ops), so each KV
+tile and each scale block belongs to one sequence.
+
+The quantiser writes K and V straight into that layout where its kernel can
+(`quant/triton_pairs.py`, ROW_MAP: each output tile reads its sequence's rows, zeros after);
+`pad_rows` is the same layout as a copy, for the reference and for the kernels without it.
+The layout can be built on the device without reading the offsets on the host, so a CUDA graph
+can capture it: the padded length is the worst case for the sizes, not the one the offsets
+give."""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+
+@dataclasses.dataclass(frozen=True)
+class PaddedRows:
+    """Sequence i's packed rows cu[i] .. cu[i + 1] - 1 go to rows starts[i] .. of a buffer of
+    `rows` rows (zeros between sequences and after the last).
+
+    cu: (nseq + 1,) int32 offsets; starts: (nseq,) int32, multiples of `align` (what the
+    attention kernel takes as kv_starts); total: the packed rows; rows: total + nseq *
+    (align - 1) rounded up to `align` (room for any offsets). int32 as FA3's cu_seqlens."""
+
+    cu: torch.Tensor
+    starts: torch.Tensor
+    align: int
+    total: int
+    rows: int
+    _tiles: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+
+    def dest(self) -> torch.Tensor:
+        """(total,) int64: the padded row of every packed row."""
+        cu = self.cu
+        packed = torch.arange(self.total, device=cu.device, dtype=torch.int32)
+        seq = torch.searchsorted(cu[1:], packed, right=True)     # the sequence holding each row
+        return (packed - cu[seq] + self.starts[seq]).to(torch.int64)
+
+    def tiles(self, block: int) -> torch.Tensor:
+        """(rows // block, 2) int32 for `block` (a divisor of align): output tile t holds the
+        packed rows first .. first + count - 1, [first, count], then zero rows (count 0 for
+        tiles between sequences or past the last)."""
+        if self.align % block or self.rows % block:
+            raise ValueError(f"tiles of {block} rows do not divide the alignment {self.align}")
+        if block not in self._tiles:                 # K's and V's launches share the map
+            self._tiles[block] = self._make_tiles(block)
+        return self._tiles[block]
+
+    def _make_tiles(self, block: int) -> torch.Tensor:
+        cu, starts = self.cu, self.starts
+        t0 = torch.arange(0, self.rows, block, device=cu.device, dtype=torch.int32)
+        # the sequence whose padded span holds the tile: the last one starting at or before it
+        # (empty sequences share their start with the next one; right=True skips them)
+        seq = (torch.searchsorted(starts, t0, right=True) - 1).clamp_(min=0)
+        first = (cu[seq] + (t0 - starts[seq])).clamp_(0, self.total)
+        count = (cu[seq + 1] - first).clamp_(0, block)
+        return torch.stack([first, count], 1).to(torch.int32)
+
+    def to(self, device: torch.device) -> PaddedRows:
+        """This layout on `device`, with its tiles for `align` (those the quantiser uses) in the
+        same single copy: built on the host from offsets the caller read there anyway, it costs
+        one transfer instead of a dozen small device ops' launches (host time)."""
+        n, nt = self.cu.numel(), self.rows // self.align
+        packed = torch.cat([self.cu, self.starts, self.tiles(self.align).flatten()]).to(device)
+        moved = dataclasses.replace(self, cu=packed[:n], starts=packed[n:2 * n - 1], _tiles={})
+        moved._tiles[self.align] = packed[2 * n - 1:].view(nt, 2)
+        return moved
+
+
+def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
+    """The layout for packed rows split by cu (int32 or int64 offsets, nseq + 1 of them, on the
+    data's device or on the host (then PaddedRows.to); trusted: the caller checks them where
+    it can read them)."""
+    cu = cu.to(torch.int32)
+    nseq = cu.numel() - 1
+    lens = cu[1:] - cu[:-1]
+    padded = (lens + align - 1) // align * align
+    starts = (torch.cumsum(padded, 0) - padded).to(torch.int32)
+    rows = (total + nseq * (align - 1) + align - 1) // align * align
+    return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows)
+
+
+def pad_rows(x: torch.Tensor, layout: PaddedRows) -> torch.Tensor:
+    """x (1, H, total, D) -> (1, H, layout.rows, D): the rows moved to the padded layout, zeros
+    elsewhere (a new tensor, rows contiguous as a (rows, H, D) buffer's view)."""
+    if x.shape[0] != 1 or x.shape[2] != layout.total:
+        raise ValueError(f"pad_rows takes (1, H, {layout.total}, D) packed rows, got "
+                         f"{tuple(x.shape)}")
+    rows = x[0].transpose(0, 1)                                            # (total, H, D)
+    out = rows.new_zeros((layout.rows,) + tuple(rows.shape[1:]))
+    copy_rows(out, layout.dest(), rows)
+    return out.transpose(0, 1).unsqueeze(0)
+
+
+def copy_rows(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None:
+    """dst[index[i]] = src[i] for rows of a contiguous dst, moving 8-byte words where a row
+    allows: torch's index_copy_ goes element by element, and on 2-byte elements it took 0.1 ms
+    for 64 MB of bf16 K (H200, session 31), a quarter of the attention kernel's time."""
+    src = src.reshape(src.shape[0], -1)
+    flat = dst.view(dst.shape[0], -1)
+    row_bytes = flat.shape[1] * flat.element_size()
+    if row_bytes % 8 == 0 and src.is_contiguous() and src.data_ptr() % 8 == 0:
+        flat, src = flat.view(torch.int64), src.view(torch.int64)
+    flat.index_copy_(0, index, src)

@@ -1,0 +1,135 @@
+"""Varlen K / V in padded rows (fp8attn.quant.padded_rows): the layout, the copy, and the
+quantiser writing straight into it (`_pairs_kernel` ROW_MAP, interpreter on the CPU) with the
+bits of quantising the padded copy."""
+import pytest
+import torch
+
+from fp8attn import Recipe
+from fp8attn.quant import quantize_qkv
+from fp8attn.quant.padded_rows import copy_rows, pad_rows, padded_rows
+
+
+def _cu(lens, device="cpu"):
+    return torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32,
+                        device=device)
+
+
+def _packed(lens, h, d, seed, dtype=torch.bfloat16, device="cpu"):
+    """(1, H, total, D) view of packed (total, H, D) rows, as the varlen call hands them over."""
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(sum(lens), h, d, generator=g) * 3).to(dtype).to(device)
+    return x.permute(1, 0, 2).unsqueeze(0)
+
+
+def test_layout_and_copy():
+    k = _packed([50, 300, 45], 2, 64, 0)
+    layout = padded_rows(_cu([50, 300, 45]), 395, 128)
+    # room for the worst case (395 + 3 * 127 rows, rounded up to 128): a shape from the sizes
+    # alone, so the offsets are never read on the host
+    assert layout.starts.tolist() == [0, 128, 512] and layout.rows == 896
+    kp = pad_rows(k, layout)
+    assert kp.shape == (1, 2, 896, 64)
+    assert torch.equal(kp[:, :, 128:428], k[:, :, 50:350])
+    assert torch.equal(kp[:, :, 512:557], k[:, :, 350:])
+    assert not kp[:, :, 50:128].any() and not kp[:, :, 428:512].any() and not kp[:, :, 557:].any()
+    # tile t: [first packed row, count]; 128-row tiles, then 64-row ones
+    assert layout.tiles(128).tolist() == [[0, 50], [50, 128], [178, 128], [306, 44], [350, 45],
+                                          [395, 0], [395, 0]]
+    assert layout.tiles(64)[:4].tolist() == [[0, 50], [64, 0], [50, 64], [114, 64]]
+    with pytest.raises(ValueError, match="divide"):
+        layout.tiles(96)
+
+
+def test_layout_moved_in_one_copy_equals_the_one_built_there(device):
+    """PaddedRows.to: built on the host and moved (the eager varlen call) = built on the
+    device from the offsets there (the CUDA-graph path), its tiles included."""
+    cu = _cu([50, 0, 300, 45, 0])
+    moved = padded_rows(cu, 395, 128).to(device)
+    there = padded_rows(cu.to(device), 395, 128)
+    for a, b in ((moved.cu, there.cu), (moved.starts, there.starts),
+                 (moved.tiles(128), there.tiles(128)), (moved.tiles(64), there.tiles(64))):
+        assert a.device == b.device and a.dtype == b.dtype == torch.int32
+        assert torch.equal(a, b)
+    assert moved.rows == there.rows == 1152 and torch.equal(moved.dest(), there.dest())
+
+
+def test_layout_with_empty_and_aligned_sequences():
+    cu = _cu([128, 256, 0, 16])                       # aligned, one empty
+    layout = padded_rows(cu, 400, 128)
+    assert layout.starts.tolist() == [0, 128, 384, 384] and layout.rows == 1024
+    k = _packed([128, 256, 0, 16], 1, 8, 1)
+    kp = pad_rows(k, layout)
+    assert torch.equal(kp[:, :, :400], k) and not kp[:, :, 400:].any()
+    assert layout.tiles(128).tolist() == [[0, 128], [128, 128], [256, 128], [384, 16]] + \
+        [[400, 0]] * 4
+
+
+@pytest.mark.parametrize("dtype,shape,transpose", [(torch.bfloat16, (10, 3, 8), False),
+                                                   (torch.float16, (10, 1, 3), False),
+                                                   (torch.bfloat16, (10, 8, 4), True)])
+def test_copy_rows_any_row_size_and_layout(dtype, shape, transpose):
+    """copy_rows moves rows as 8-byte words where it can (rows of 48 bytes), 2-byte elements
+    where not (6 bytes), and copies a non-contiguous source first."""
+    src = torch.randn(shape).to(dtype)
+    if transpose:
+        src = src.transpose(1, 2)
+    dst = torch.zeros((16,) + tuple(src.shape[1:]), dtype=dtype)
+    index = torch.tensor([0, 2, 3, 5, 6, 7, 9, 11, 12, 15])
+    copy_rows(dst, index, src)
+    want = torch.zeros_like(dst)
+    want[index] = src
+    assert torch.equal(dst, want)
+
+
+def _same(a, b):
+    assert a.data.shape == b.data.shape and a.block_size == b.block_size
+    assert torch.equal(a.data.view(torch.uint8), b.data.view(torch.uint8))
+    assert torch.equal(a.descale, b.descale)
+
+
+@pytest.mark.parametrize("d,dtype,recipe,in_pass", [
+    (64, torch.bfloat16, Recipe(), (True, True)),
+    (128, torch.float16, Recipe(), (True, True)),
+    (32, torch.float32, Recipe(fmt="e5m2"), (True, True)),     # float32: not as words
+    (64, torch.bfloat16, Recipe(hadamard=False), (True, True)),
+    (96, torch.bfloat16, Recipe(), (False, True)),             # K's 12 x 8 rotation: the copy
+    (256, torch.bfloat16, Recipe(block_kv=256), (False, False)),   # no config: the copies
+])
+def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, device,
+                                                         monkeypatch):
+    """K (rotated) and V (transposed) quantised into padded rows give the bits of quantising
+    the padded copies, in the kernel's own pass where it takes the layout (else from the copy),
+    NaN rows and empty sequences included; the torch reference agrees."""
+    import fp8attn.quant.triton as qt
+    seen = []
+    run = qt._run_pairs
+
+    def spy(*args, **kwargs):
+        if kwargs.get("rows") is not None:
+            seen.append("V" if args[11] else "K")            # args[11]: transpose
+        return run(*args, **kwargs)
+    monkeypatch.setattr(qt, "_run_pairs", spy)
+    lens = [70, 0, 300, 5]
+    q = _packed(lens, 4, d, 2, dtype, device)
+    k, v = _packed(lens, 2, d, 3, dtype, device), _packed(lens, 2, d, 4, dtype, device)
+    k[0, 1, 80, 3] = float("nan")
+    layout = padded_rows(_cu(lens, device), sum(lens), recipe.block_kv)
+    got = quantize_qkv(q, k, v, recipe, backend="triton", kv_rows=layout)
+    assert ("K" in seen, "V" in seen) == in_pass
+    want = quantize_qkv(q, pad_rows(k, layout), pad_rows(v, layout), recipe, backend="triton")
+    ref = quantize_qkv(q, k, v, recipe, backend="torch", kv_rows=layout)
+    for g, w in zip(got, want):
+        _same(g, w)
+    assert got[1].data.shape[2] == layout.rows and got[2].data.shape[3] == layout.rows
+    # the reference rounds the rotation's sums in another order (test_quant allows a one-ulp
+    # move of a value): compared here on the layout and the blocks' descales
+    for g, r in zip(got[1:], ref[1:]):
+        assert g.data.shape == r.data.shape
+        torch.testing.assert_close(g.descale, r.descale, rtol=1e-6, atol=0)
+
+
+def test_kv_rows_must_match_the_packed_rows(device):
+    layout = padded_rows(_cu([10, 20]), 30, 128)
+    x = _packed([10, 20], 1, 64, 5, device=device)
+    with pytest.raises(ValueError, match="30 packed rows"):
+        quantize_qkv(x, x[:, :, :29], x[:, :, :29], Recipe(), backend="triton", kv_rows=layout)
