@@ -678,10 +678,14 @@ for stage in "$@"; do
         # session 32: K / V quantised straight into the padded rows (quant/padded_rows.py)
         timeout 300 $PY -m pytest -q -n 8 -rf --tb=short tests/test_padded_rows.py \
             tests/test_quant.py 2>&1 | tail -6 | tee "$OUT/pytest_quant.log"
+        timeout 200 $PY -m pytest -q -n 8 -rf --tb=short tests/test_api.py 2>&1 | tail -6 \
+            | tee "$OUT/pytest_api.log"
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6
         timeout 120 $PY benchmarks/experiments/probe_varlen_profile.py 2>&1 \
-            | grep -v "^ *warn" | tee "$OUT/probe_varlen_profile.log" | tail -40 ;;
+            | grep -v "^ *warn" | tee "$OUT/probe_varlen_profile.log" | tail -40
+        timeout 120 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
+            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
     shapes)
         timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
             --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;

@@ -155,6 +155,38 @@ def test_varlen_under_cuda_graph_capture():
                                                                causal=True)), seed
 
 
+# (offsets, max_seqlen_q, whether the offsets are wrong as cu_seqlens_k too)
+@pytest.mark.parametrize("bounds,max_q,keys_bad", [
+    ([0, 10 ** 7, 1407], 1100, True),               # far past the rows
+    ([0, 1300, 5, 1407], 1300, True),               # decreasing
+    ([-10 ** 6, 700, 1407], 1407, True),            # negative
+    ([0, 700, 2 ** 31 - 1], 1407, True),            # past the total
+    ([0, 700, 1407], 100, False)])                  # only max_seqlen_q too short
+@pytest.mark.parametrize("head_dim", [128, 96])        # 96: K from the padded copy
+def test_varlen_bad_offsets_raise_after_the_launches(bounds, max_q, keys_bad, head_dim):
+    """On the GPU the offsets are checked on the host after the launches (no wait for the GPU
+    before them): bad ones still raise the ValueError, and the kernels, which clamp every
+    offset into the buffers, touched nothing outside them: the CUDA context works and the next
+    call gives the bits of a call before."""
+    g = torch.Generator(device="cuda").manual_seed(17)
+    total = 1407
+    q = outliers(total, 8, head_dim, gen=g).bfloat16()
+    k, v = (outliers(total, 2, head_dim, gen=g).bfloat16() for _ in range(2))
+    good = torch.tensor([0, 700, total], dtype=torch.int32, device="cuda")
+    want = fp8attn.flash_attn_varlen_func(q, k, v, good, good, 707, 707, causal=True)
+    bad = torch.tensor(bounds, dtype=torch.int32, device="cuda")
+    good_k = good if len(bounds) == 3 else torch.tensor([0, 700, 700, total], dtype=torch.int32,
+                                                        device="cuda")
+    with pytest.raises(ValueError, match="cu_seqlens_q|max_seqlen_q"):
+        fp8attn.flash_attn_varlen_func(q, k, v, bad, good_k, max_q, 1407, causal=True)
+    if keys_bad:
+        with pytest.raises(ValueError, match="cu_seqlens_k"):
+            fp8attn.flash_attn_varlen_func(q, k, v, good_k, bad, 1407, 1407, causal=True)
+    torch.cuda.synchronize()
+    again = fp8attn.flash_attn_varlen_func(q, k, v, good, good, 707, 707, causal=True)
+    assert torch.equal(again, want)
+
+
 def test_nan_semantics_on_hardware():
     g = torch.Generator(device="cuda").manual_seed(5)
     q, k, v = (torch.randn(1, 2, 300, 64, generator=g, device="cuda") for _ in range(3))

@@ -315,6 +315,9 @@ def test_kv_alignment_picks_per_tile_descales():
     assert triton_fwd._kv_tiles_aligned(a)
     assert not triton_fwd._kv_tiles_aligned({**a, "kv_align": 24, "k_block": 8, "v_block": 8})
     assert triton_fwd._kv_tiles_aligned({**a, "kv_align": 32, "k_block": 8, "v_block": 8})
+    # nor in a buffer whose length is not a multiple of kv_align (the kernel clamps each start
+    # to the buffer: the clamped start must stay a multiple of 16)
+    assert not triton_fwd._kv_tiles_aligned({**a, "seqlen_k_arg": 4000})
 
 
 def test_negative_scale_and_fp32_output(triton_backend, device):

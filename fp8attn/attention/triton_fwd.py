@@ -223,16 +223,22 @@ def _attn_fwd(Q, QL, K, VT, QD, KD, VD, O, LSE, CU_Q, CU_K, CU_KV,
             # longest rows first: fewer idle SMs at the end of a causal launch
             pid_m = tl.num_programs(0) - 1 - pid_m
     if IS_VARLEN:
-        q_pos0 = tl.load(CU_Q + off_b)
-        seqlen_q = tl.load(CU_Q + off_b + 1) - q_pos0
+        # every offset clamped into the buffers (seqlen_q_arg / seqlen_k_arg rows): an eager
+        # call on the GPU checks the offsets on the host only after its launches, and a
+        # CUDA graph trusts them, so bad ones must not take a read or a write outside
+        q_pos0 = tl.minimum(tl.maximum(tl.load(CU_Q + off_b), 0), seqlen_q_arg)
+        seqlen_q = tl.minimum(tl.maximum(tl.load(CU_Q + off_b + 1), q_pos0),
+                              seqlen_q_arg) - q_pos0
         # CU_KV: each sequence's first row in K and V^T (CU_K itself, or starts padded to
         # kv_align rows by the caller; the heuristics read kv_align), CU_K its length
-        kv_pos0 = tl.load(CU_KV + off_b)
+        kv_pos0 = tl.minimum(tl.maximum(tl.load(CU_KV + off_b), 0), seqlen_k_arg)
         if KV_ALIGNED:
-            # starts padded to a multiple of 16 rows: without the hint V^T's rows (keys
+            # starts padded to a multiple of 16 rows (and the padded buffer's length one of
+            # kv_align, so the clamp keeps that): without the hint V^T's rows (keys
             # contiguous, starting at kv_pos0) load a byte at a time instead of 16
             kv_pos0 = tl.multiple_of(kv_pos0, 16)
-        seqlen_k = tl.load(CU_K + off_b + 1) - tl.load(CU_K + off_b)
+        seqlen_k = tl.minimum(tl.maximum(tl.load(CU_K + off_b + 1) - tl.load(CU_K + off_b), 0),
+                              seqlen_k_arg - kv_pos0)
         off_z = 0
     else:
         q_pos0 = 0
@@ -420,12 +426,14 @@ def _prune(configs, named_args, **kwargs):
 def _kv_tiles_aligned(a) -> bool:
     """Whether K / V tile t of a sequence starts at a multiple of BLOCK_N in its scale blocks'
     coordinates: always for dense calls; for varlen ones when the caller padded each sequence's
-    K / V start to kv_align rows, a multiple of both blocks (ops._pad_kv_starts)."""
+    K / V start to kv_align rows, a multiple of both blocks and of 16, in a buffer of a multiple
+    of kv_align rows (quant/padded_rows.py; the kernel's clamp of a start to the buffer then
+    keeps it a multiple of 16)."""
     if not a["IS_VARLEN"]:
         return True
     align = a.get("kv_align", 0) or 0
     return (align > 0 and align % 16 == 0 and align % a["k_block"] == 0
-            and align % a["v_block"] == 0)
+            and align % a["v_block"] == 0 and a["seqlen_k_arg"] % align == 0)
 
 
 def _v_per_col(a):

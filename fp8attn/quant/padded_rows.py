@@ -5,9 +5,9 @@ tile and each scale block belongs to one sequence.
 The quantiser writes K and V straight into that layout where its kernel can
 (`quant/triton_pairs.py`, ROW_MAP: each output tile reads its sequence's rows, zeros after);
 `pad_rows` is the same layout as a copy, for the reference and for the kernels without it.
-The layout can be built on the device without reading the offsets on the host, so a CUDA graph
-can capture it: the padded length is the worst case for the sizes, not the one the offsets
-give."""
+The layout is built on the device without reading the offsets on the host, so a CUDA graph
+can capture it and an eager call need not wait for the GPU: the padded length is the worst
+case for the sizes, not the one the offsets give."""
 from __future__ import annotations
 
 import dataclasses
@@ -32,11 +32,13 @@ class PaddedRows:
     _tiles: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def dest(self) -> torch.Tensor:
-        """(total,) int64: the padded row of every packed row."""
+        """(total,) int64: the padded row of every packed row (clamped into the buffer, as
+        every index here, so that offsets not yet checked cannot index outside it)."""
         cu = self.cu
         packed = torch.arange(self.total, device=cu.device, dtype=torch.int32)
         seq = torch.searchsorted(cu[1:], packed, right=True)     # the sequence holding each row
-        return (packed - cu[seq] + self.starts[seq]).to(torch.int64)
+        seq.clamp_(max=max(self.starts.numel() - 1, 0))
+        return (packed - cu[seq] + self.starts[seq]).to(torch.int64).clamp_(0, self.rows - 1)
 
     def tiles(self, block: int) -> torch.Tensor:
         """(rows // block, 2) int32 for `block` (a divisor of align): output tile t holds the
@@ -58,21 +60,11 @@ class PaddedRows:
         count = (cu[seq + 1] - first).clamp_(0, block)
         return torch.stack([first, count], 1).to(torch.int32)
 
-    def to(self, device: torch.device) -> PaddedRows:
-        """This layout on `device`, with its tiles for `align` (those the quantiser uses) in the
-        same single copy: built on the host from offsets the caller read there anyway, it costs
-        one transfer instead of a dozen small device ops' launches (host time)."""
-        n, nt = self.cu.numel(), self.rows // self.align
-        packed = torch.cat([self.cu, self.starts, self.tiles(self.align).flatten()]).to(device)
-        moved = dataclasses.replace(self, cu=packed[:n], starts=packed[n:2 * n - 1], _tiles={})
-        moved._tiles[self.align] = packed[2 * n - 1:].view(nt, 2)
-        return moved
-
 
 def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
     """The layout for packed rows split by cu (int32 or int64 offsets, nseq + 1 of them, on the
-    data's device or on the host (then PaddedRows.to); trusted: the caller checks them where
-    it can read them)."""
+    data's device; not read on the host: the caller checks them, before or after the
+    launches, and every index derived here is clamped into the buffers)."""
     cu = cu.to(torch.int32)
     nseq = cu.numel() - 1
     lens = cu[1:] - cu[:-1]
