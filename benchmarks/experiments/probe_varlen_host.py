@@ -2,7 +2,8 @@
 2.26 ms wall a call for 0.62 ms of GPU work, probe_varlen_profile.py). Per call: host (issue
 time of a loop, common.loop_us; the call reads cu_seqlens on the host, so it waits for the GPU
 each time), wall, GPU (one-call CUDA graph); then a cProfile of 50 calls, by own time and
-fp8attn's functions by cumulative time. The same for the tokens as one dense call.
+fp8attn's functions by cumulative time. The same for the tokens as one dense call; causal and
+not.
 
     PYTHONPATH=$PWD python benchmarks/experiments/probe_varlen_host.py
 """
@@ -45,10 +46,13 @@ def main():
     torch.manual_seed(0)
     q, k, v = (torch.randn(N * S, H, D, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     cu = torch.arange(0, N * S + 1, S, device="cuda", dtype=torch.int32)
+    qd, kd, vd = (x.view(N, S, H, D) for x in (q, k, v))
     with torch.no_grad():
-        profile("varlen", lambda: fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, S, S))
-        qd, kd, vd = (x.view(N, S, H, D) for x in (q, k, v))
-        profile("dense", lambda: fp8attn.flash_attn_func(qd, kd, vd), calls=50)
+        for causal in (False, True):
+            profile(f"varlen causal={causal}", lambda: fp8attn.flash_attn_varlen_func(
+                q, k, v, cu, cu, S, S, causal=causal))
+            profile(f"dense causal={causal}", lambda: fp8attn.flash_attn_func(
+                qd, kd, vd, causal=causal))
 
 
 if __name__ == "__main__":
