@@ -97,8 +97,9 @@ def _same(a, b):
 def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, device,
                                                          monkeypatch):
     """K (rotated) and V (transposed) quantised into padded rows give the bits of quantising
-    the padded copies, in the kernel's own pass where it takes the layout (else from the copy),
-    NaN rows and empty sequences included; the torch reference agrees."""
+    the padded copies, in the kernel's own pass where it takes the layout (K in Q's launch;
+    else from the copy), NaN rows and empty sequences included, and Q its own bits; the torch
+    reference agrees."""
     import fp8attn.quant.triton as qt
     seen = []
     run = qt._run_pairs
@@ -106,6 +107,8 @@ def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pa
     def spy(*args, **kwargs):
         if kwargs.get("rows") is not None:
             seen.append("V" if args[11] else "K")            # args[11]: transpose
+            # K into padded rows shares Q's launch (Q as it is, K mapped)
+            assert args[11] or kwargs.get("second") is not None
         return run(*args, **kwargs)
     monkeypatch.setattr(qt, "_run_pairs", spy)
     lens = [70, 0, 300, 5]

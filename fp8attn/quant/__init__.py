@@ -125,11 +125,11 @@ def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Reci
         raise ValueError(f"kv_rows: k and v must hold one batch of {kv_rows.total} packed rows, "
                          f"got {tuple(k.shape)} and {tuple(v.shape)}")
     if (used[0] == used[1] == "triton" and recipe.q_terms == 1 and recipe.q_search == 1
-            and q.numel() and k.numel() and kv_rows is None):
+            and q.numel() and k.numel()):
         # one launch for Q and K where the kernel can (same bits; one launch's host time less)
         from .triton import quantize_pair_triton
         q8, k8 = quantize_pair_triton(q, k, fmt, g, recipe.block_q, recipe.block_kv,
-                                      signs=signs)
+                                      signs=signs, k_rows=kv_rows)
     else:
         q8 = _quantize_checked(q, fmt, q_gran, recipe.block_q, signs, False, used[0],
                                recipe.q_terms == 2, recipe.q_search)

@@ -501,32 +501,36 @@ def _plain_outputs(x: torch.Tensor, dtype8, nb: int, rows: int | None = None):
 
 
 def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity: str,
-                         block_q: int, block_k: int, *, signs: torch.Tensor | None = None
+                         block_q: int, block_k: int, *, signs: torch.Tensor | None = None,
+                         k_rows: PaddedRows | None = None
                          ) -> tuple[QuantizedTensor, QuantizedTensor]:
     """quantize_triton(q, ...) and quantize_triton(k, ...) (natural layout, one FP8 term, no
     scale search) in one `_pairs_kernel` launch where both take that kernel with the same meta
     (same dtype, head dim, scale group size and column stride): the same bits, one launch's
     host time less (H200, 2026-11-30: 599 -> 520 us of host time a call at (4, 4096, 16, 128)
-    causal, benchmarks/RESULTS.md session 9).
+    causal, benchmarks/RESULTS.md session 9). k_rows: quantize_triton's `rows` for k (varlen
+    K into padded rows; the same launch where `row_map_ok`).
     Otherwise two launches."""
     B, H, S, D = q.shape
+    s_k = k.shape[-2] if k_rows is None else k_rows.rows          # K's output rows
     bs = group_block_size(granularity, S, block_q)
     tp = _tile_params(D, signs is not None)
     var = default_variant(D, signs is not None)
     one = (_fused_groups(granularity, bs, tp["M_PAD"] * tp["P"]) and var["layout"] == 2
            and _env("FP8ATTN_TUNE") != "all")
-    if not (one and group_block_size(granularity, k.shape[-2], block_k) == bs
+    if not (one and group_block_size(granularity, s_k, block_k) == bs
             and _pairs_ok(q, tp, bs, signs is not None, False)
-            and dual_ok(q, k, var.get("words", True))):
+            and dual_ok(q, k, var.get("words", True))
+            and (k_rows is None or row_map_ok(k, tp, bs, signs is not None, False, k_rows))):
         return (quantize_triton(q, fmt, granularity, block_q, signs=signs),
-                quantize_triton(k, fmt, granularity, block_k, signs=signs))
+                quantize_triton(k, fmt, granularity, block_k, signs=signs, rows=k_rows))
     dtype8 = fp8_dtype(fmt)
-    nb_q, nb_k = -(-S // bs), -(-k.shape[-2] // bs)
+    nb_q, nb_k = -(-S // bs), -(-s_k // bs)
     data_q, o_q, desc_q = _plain_outputs(q, dtype8, nb_q)
-    data_k, o_k, desc_k = _plain_outputs(k, dtype8, nb_k)
+    data_k, o_k, desc_k = _plain_outputs(k, dtype8, nb_k, s_k)
     signs_arg = _signs_arg(signs, small_factor_tensor(tp["M"], q.device))
     _run_pairs(q, data_q, desc_q, signs_arg, signs is not None, nb_q, bs, tp, fmt, o_q, var,
-               False, None, second=(k, data_k, desc_k, nb_k, o_k))
+               False, None, second=(k, data_k, desc_k, nb_k, o_k), rows=k_rows)
     return (QuantizedTensor(data=data_q, descale=desc_q, block_size=bs, fmt=fmt),
             QuantizedTensor(data=data_k, descale=desc_k, block_size=bs, fmt=fmt))
 

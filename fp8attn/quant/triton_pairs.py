@@ -105,7 +105,8 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     not with RESIDUAL or KEY_PERM).
     ROW_MAP (varlen K / V into padded rows, quant/padded_rows.py): x holds S_SRC packed rows and
     output tile t (S rows in all, EVEN_S off) takes the rows map_ptr[2t] .. + map_ptr[2t + 1]
-    - 1 of x, then zero rows (not with DUAL, RESIDUAL or KEY_PERM)."""
+    - 1 of x, then zero rows (not with RESIDUAL or KEY_PERM; with DUAL, for the second tensor
+    only: varlen Q as it is, K into padded rows)."""
     pid = tl.program_id(0)
     if DUAL:
         second = pid >= N_FIRST
@@ -143,11 +144,17 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     jj = tl.arange(0, W_HI)[None, None, None, :, None]
     rows = row0 + rh * R_LO + rl                                     # [R_HI, 1, R_LO, 1, 1]
     if ROW_MAP:
-        # rows past the tile's count read row S_SRC: masked, so zero
-        src0 = tl.load(map_ptr + 2 * tile)
-        n_src = tl.load(map_ptr + 2 * tile + 1)
-        src = tl.where(rows - row0 < n_src, src0 + rows - row0, S_SRC)
-        s_in = S_SRC
+        # rows past the tile's count read row S_SRC: masked, so zero. With DUAL the first
+        # tensor's programs read their own rows (as without the map)
+        if DUAL:
+            src0 = tl.load(map_ptr + 2 * tile, mask=second, other=row0)
+            n_src = tl.load(map_ptr + 2 * tile + 1, mask=second, other=BLOCK_S)
+            s_in = tl.where(second, S_SRC, S)
+        else:
+            src0 = tl.load(map_ptr + 2 * tile)
+            n_src = tl.load(map_ptr + 2 * tile + 1)
+            s_in = S_SRC
+        src = tl.where(rows - row0 < n_src, src0 + rows - row0, s_in)
     else:
         src0 = row0
         n_src = BLOCK_S
@@ -393,8 +400,8 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
     rows padded to a multiple of 16). second: None, or (x2, data2, descale2, nb2, o2_strides),
     a second input quantised in the same launch with the same meta (DUAL; the caller,
     quant/triton.py quantize_pair_triton, has checked that dual_ok). rows: None, or a
-    padded_rows.PaddedRows for x's packed rows (ROW_MAP; data and descale sized for rows.rows;
-    the caller has checked `row_map_ok`)."""
+    padded_rows.PaddedRows for x's packed rows, or with `second` for x2's (ROW_MAP; that
+    tensor's data and descale sized for rows.rows; the caller has checked `row_map_ok`)."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -425,20 +432,24 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
         raise ValueError(f"key order 'mma' needs scale groups ({bs}) and BLOCK_S in multiples "
                          f"of 16")
     if rows is not None:
-        # the tile map is made for the launch's tile size: a fixed config, rows masked
-        meta.update(ROW_MAP=True, map_ptr=rows.tiles(config["BLOCK_S"]), S_SRC=S,
-                    EVEN_S=False)
-        S = rows.rows
+        # the tile map is made for the launch's tile size: a fixed config, rows masked; with
+        # `second`, the second tensor is the one in padded rows
+        meta.update(ROW_MAP=True, map_ptr=rows.tiles(config["BLOCK_S"]), EVEN_S=False,
+                    S_SRC=(S if second is None else second[0].shape[2]))
+        if second is None:
+            S = rows.rows
     s_store = -(-S // 16) * 16 if key_perm else S
     grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
     if second is not None:
         x2, data2, descale2, nb2, o2 = second
         B2, H2, S2, _ = x2.shape
+        if rows is not None:
+            S2 = rows.rows                                  # output rows (ROW_MAP above)
         xin2 = _as_words(x2) if words else x2
-        rows = config["BLOCK_S"]
-        meta["EVEN_S"] = S % rows == 0 and S2 % rows == 0
-        n_first = B * H * triton.cdiv(S, rows)
-        grid = (n_first + B2 * H2 * triton.cdiv(S2, rows),)
+        block = config["BLOCK_S"]
+        meta["EVEN_S"] = S % block == 0 and S2 % block == 0 and rows is None
+        n_first = B * H * triton.cdiv(S, block)
+        grid = (n_first + B2 * H2 * triton.cdiv(S2, block),)
         meta.update(DUAL=True, x2_ptr=xin2, out2_ptr=data2, descale2_ptr=descale2, H2=H2, S2=S2,
                     NB2=nb2, N_FIRST=n_first, stride_x2b=xin2.stride(0),
                     stride_x2h=xin2.stride(1), stride_x2s=xin2.stride(2), stride_o2b=o2[0],
