@@ -134,8 +134,9 @@ def test_unsupported_arguments(no_work):
 @pytest.mark.parametrize("backend", ["emulation", "triton"])
 def test_varlen_bad_offsets(monkeypatch, backend, cu_q, cu_k, max_q, match):
     """cu_seqlens that do not partition the packed rows, or a max_seqlen_q below the longest
-    query sequence, raise a ValueError naming them before any kernel runs (the emulation, and
-    the Triton path through the interpreter)."""
+    query sequence, raise a ValueError naming them: before any kernel runs on the CPU (the
+    emulation, and the Triton path through the interpreter), after the launches on the GPU
+    (test_attention_gpu.py checks nothing outside the buffers was touched)."""
     if backend == "triton":
         pytest.importorskip("triton")
         if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":

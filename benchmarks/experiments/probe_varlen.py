@@ -16,7 +16,7 @@ Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved ca
   fa3_fp8       FA3's varlen call on e4m3 casts of the inputs, descales of one (kernel only)
   fa3_bf16      FA3's varlen call in bf16
 Each with do_bench (host time included) and, where the call can be captured in a CUDA graph, GPU
-time ("_gpu": our varlen call reads cu_seqlens on the host to check it, so it has none).
+time ("_gpu"; our varlen call captures since session 31).
 """
 from __future__ import annotations
 
