@@ -44,7 +44,7 @@ def built_off_pool(build, *args):
     return value
 
 
-def _capturing(device: torch.device) -> bool:
+def capturing(device: torch.device) -> bool:
     """Whether `device`'s current stream is capturing a CUDA graph (False off CUDA, without
     touching CUDA: CPU-only torch builds)."""
     if device.type != "cuda":
@@ -73,7 +73,7 @@ def cached_table(cache: dict, key, device, build, *args, in_capture=None):
     if table is not None:
         return table
     device = torch.device(device)
-    if _capturing(device):
+    if capturing(device):
         if in_capture is not None:
             return in_capture(*args)
         name = getattr(build, "__qualname__", repr(build))

@@ -241,7 +241,7 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
 
 
 def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, monkeypatch):
-    """Under a CUDA-graph capture (faked here: ops._capturing patched) the varlen call skips its
+    """Under a CUDA-graph capture (faked here: ops.capturing patched) the varlen call skips its
     host checks of cu_seqlens (they would sync) and gives the bits of the checked call; the
     emulation, which needs them on the host, says it cannot be captured."""
     from fp8attn.attention import ops
@@ -254,7 +254,7 @@ def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, 
 
     def no_host_check(*args):
         raise AssertionError("cu_seqlens checked on the host during a capture")
-    monkeypatch.setattr(ops, "_capturing", lambda dev: True)
+    monkeypatch.setattr(ops, "capturing", lambda dev: True)
     monkeypatch.setattr(ops, "_check_cu", no_host_check)
     got = fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200, causal=True)
     assert torch.equal(got, want)

@@ -53,7 +53,7 @@ def test_cached_table_builds_once_per_key_and_never_evicts():
 
 
 def test_capturing_is_false_off_cuda():
-    assert not device_tables._capturing(torch.device("cpu"))
+    assert not device_tables.capturing(torch.device("cpu"))
 
 
 def _never_built(*args):
@@ -61,8 +61,8 @@ def _never_built(*args):
 
 
 def test_cached_table_miss_under_capture_uses_in_capture_uncached(monkeypatch):
-    """The capture branch, faked: _capturing patched to True, so CUDA is never touched."""
-    monkeypatch.setattr(device_tables, "_capturing", lambda device: True)
+    """The capture branch, faked: capturing patched to True, so CUDA is never touched."""
+    monkeypatch.setattr(device_tables, "capturing", lambda device: True)
     cache, seen = {}, []
 
     def on_stream(n):
@@ -77,7 +77,7 @@ def test_cached_table_miss_under_capture_uses_in_capture_uncached(monkeypatch):
 
 
 def test_cached_table_miss_under_capture_without_in_capture_raises(monkeypatch):
-    monkeypatch.setattr(device_tables, "_capturing", lambda device: True)
+    monkeypatch.setattr(device_tables, "capturing", lambda device: True)
     cache = {}
     with pytest.raises(RuntimeError, match="warm-up call") as info:
         cached_table(cache, (7, "cuda"), "cuda", _never_built, 7, "cuda")
@@ -94,7 +94,7 @@ def test_causal_schedule_cached_once_and_none_under_capture(monkeypatch):
     t = gluon_fwd.causal_schedule_for(*args)
     assert torch.equal(t, gluon_fwd._causal_schedule(*args))
     assert gluon_fwd.causal_schedule_for(*args) is t
-    monkeypatch.setattr(device_tables, "_capturing", lambda device: True)
+    monkeypatch.setattr(device_tables, "capturing", lambda device: True)
     other = (4, 6, 6, 8, 512, 512, 128, 128, 2, torch.device("cpu"))
     assert gluon_fwd.causal_schedule_for(*other) is None
     assert list(gluon_fwd._SCHEDULES) == [args]

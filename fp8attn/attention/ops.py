@@ -21,7 +21,7 @@ import os
 
 import torch
 
-from ..device_tables import _capturing
+from ..device_tables import capturing
 from ..quant.padded_rows import padded_rows
 from ..recipe import Recipe
 
@@ -266,7 +266,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                          f"{cu_seqlens_k.numel()}")
     emulate = _backend(q.device) == "emulation"
     pending = None
-    if _capturing(q.device):
+    if capturing(q.device):
         # a CUDA-graph capture cannot read the offsets: it trusts cu_seqlens and max_seqlen_q,
         # as FA3's call does (the kernels clamp every offset into the buffers)
         if emulate:
