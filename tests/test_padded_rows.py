@@ -40,16 +40,39 @@ def test_layout_and_copy():
         layout.tiles(96)
 
 
-def test_layout_of_bad_offsets_stays_inside_the_buffers():
+@pytest.mark.parametrize("built_by", ["kernel", "torch"])
+def test_layout_of_bad_offsets_stays_inside_the_buffers(built_by, monkeypatch):
     """Offsets not checked yet (the GPU call checks them after its launches) give indices
     inside the buffers: a device-side index error would end the CUDA context."""
-    for cu in ([0, 30, 10, 45], [0, 10 ** 6, 45, 45], [-7, 20, 45, 40], [0, 20, 30, 30]):
+    import fp8attn.quant.padded_rows as pr
+    monkeypatch.setattr(pr, "_kernel_builds", lambda cu: built_by == "kernel")
+    for cu in ([0, 30, 10, 45], [0, 10 ** 6, 45, 45], [-7, 20, 45, 40], [0, 20, 30, 30],
+               [0, 2 ** 31 - 1, 45], [0, -2 ** 31, 45]):
         layout = padded_rows(torch.tensor(cu, dtype=torch.int32), 45, 128)
         dest, tiles = layout.dest(), layout.tiles(128)
         assert dest.min() >= 0 and dest.max() < layout.rows
         assert (tiles[:, 0] >= 0).all() and (tiles[:, 0] <= 45).all()
         assert (tiles[:, 1] >= 0).all() and (tiles[:, 1] <= 128).all()
         pad_rows(torch.ones(1, 2, 45, 8), layout)
+
+
+@pytest.mark.parametrize("align", [128, 256, 384])
+def test_layout_kernel_matches_the_torch_ops(align, device, monkeypatch):
+    """padded_rows' one-launch kernel (CUDA, the interpreter) gives the torch ops' starts and
+    tiles: empty sequences, one sequence, more sequences than the kernel's chunk of 1024."""
+    import fp8attn.quant.padded_rows as pr
+    g = torch.Generator().manual_seed(align)
+    cases = [[50, 0, 300, 45, 0], [0, 0], [5], [2048] * 8,
+             torch.randint(0, 300, (1500,), generator=g).tolist()]
+    for lens in cases:
+        cu = _cu(lens, device)
+        monkeypatch.setattr(pr, "_kernel_builds", lambda cu: True)
+        got = padded_rows(cu, sum(lens), align)
+        monkeypatch.setattr(pr, "_kernel_builds", lambda cu: False)
+        want = padded_rows(cu, sum(lens), align)
+        assert torch.equal(got.starts, want.starts), lens[:8]
+        assert torch.equal(got.tiles(align), want.tiles(align)), lens[:8]
+        assert torch.equal(got.tiles(align // 2), want.tiles(align // 2)), lens[:8]
 
 
 def test_layout_with_empty_and_aligned_sequences():

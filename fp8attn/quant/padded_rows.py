@@ -11,8 +11,11 @@ case for the sizes, not the one the offsets give."""
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import torch
+import triton
+import triton.language as tl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,15 +67,63 @@ class PaddedRows:
 def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
     """The layout for packed rows split by cu (int32 or int64 offsets, nseq + 1 of them, on the
     data's device; not read on the host: the caller checks them, before or after the
-    launches, and every index derived here is clamped into the buffers)."""
+    launches, and every index derived here is clamped into the buffers). On CUDA (and in
+    Triton's interpreter) one launch of `_layout_kernel` makes the starts and the tiles for
+    `align`; elsewhere torch ops (the reference the tests hold the kernel to)."""
     cu = cu.to(torch.int32)
     nseq = cu.numel() - 1
-    lens = cu[1:] - cu[:-1]
+    rows = (total + nseq * (align - 1) + align - 1) // align * align
+    if _kernel_builds(cu):
+        starts = torch.empty(nseq, dtype=torch.int32, device=cu.device)
+        tiles = torch.empty(rows // align, 2, dtype=torch.int32, device=cu.device)
+        # the layout's dozen small torch ops took about a fifth of a varlen call's host time
+        # (H200, session 32); one launch instead
+        _layout_kernel[(1,)](cu, starts, tiles, nseq, total, rows // align, ALIGN=align,
+                             BLOCK=1024)
+        return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
+                          _tiles={align: tiles})
+    lens = (cu[1:] - cu[:-1]).clamp_(min=0)
     padded = (lens + align - 1) // align * align
     starts = (torch.cumsum(padded, 0) - padded).to(torch.int32)
-    rows = (total + nseq * (align - 1) + align - 1) // align * align
     return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows)
 
+
+def _kernel_builds(cu: torch.Tensor) -> bool:
+    return cu.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@triton.jit
+def _layout_kernel(cu_ptr, starts_ptr, tiles_ptr, nseq, total, n_tiles, ALIGN: tl.constexpr,
+                   BLOCK: tl.constexpr):
+    """One program: PaddedRows' starts (nseq,) and tile map for ALIGN-row tiles (n_tiles, 2)
+    from cu, as padded_rows' torch ops and PaddedRows._make_tiles make them. Every tile starts
+    as [total, 0] (no rows); then the sequences in chunks of BLOCK (a running sum carries the
+    starts over) write their tiles, one tile of each sequence a step. Lengths below 0 count as
+    0 and every store is masked to the buffers: the offsets may not have been checked yet."""
+    for c in range(0, n_tiles, BLOCK):
+        t = c + tl.arange(0, BLOCK)
+        tl.store(tiles_ptr + 2 * t, tl.zeros([BLOCK], tl.int32) + total, mask=t < n_tiles)
+        tl.store(tiles_ptr + 2 * t + 1, tl.zeros([BLOCK], tl.int32), mask=t < n_tiles)
+    tl.debug_barrier()                  # those stores land before the sequences' ones below
+    carry = tl.sum(tl.zeros([BLOCK], tl.int32), 0)
+    for c in range(0, nseq, BLOCK):
+        i = c + tl.arange(0, BLOCK)
+        ok = i < nseq
+        lo = tl.load(cu_ptr + i, mask=ok, other=0)
+        hi = tl.load(cu_ptr + i + 1, mask=ok, other=0)
+        pad = (tl.maximum(hi - lo, 0) + ALIGN - 1) // ALIGN * ALIGN
+        start = carry + tl.cumsum(pad, 0) - pad
+        tl.store(starts_ptr + i, start, mask=ok)
+        n_mine = pad // ALIGN                                   # tiles of each sequence
+        t0 = start // ALIGN
+        for j in range(0, tl.minimum(tl.max(n_mine, 0), n_tiles)):
+            t = t0 + j
+            first = tl.minimum(tl.maximum(lo + j * ALIGN, 0), total)
+            count = tl.minimum(tl.maximum(hi - first, 0), ALIGN)
+            put = ok & (j < n_mine) & (t >= 0) & (t < n_tiles)
+            tl.store(tiles_ptr + 2 * t, first, mask=put)
+            tl.store(tiles_ptr + 2 * t + 1, count, mask=put)
+        carry += tl.sum(pad, 0)
 
 def pad_rows(x: torch.Tensor, layout: PaddedRows) -> torch.Tensor:
     """x (1, H, total, D) -> (1, H, layout.rows, D): the rows moved to the padded layout, zeros
