@@ -147,8 +147,8 @@
 #           and packed with FP8ATTN_VARLEN_ALIGN=0) beside FA3's varlen calls (FP8, BF16) and
 #           the same tokens as one dense call (experiments/probe_varlen.py); since session 32
 #           also the quantiser's GPU tests and the call's profile              (~4 min)
-#   s32final session 32's final code: the attention, API, quantiser, padded-rows, device-table
-#           and dispatch GPU tests, then probe_varlen.py and probe_varlen_host.py   (~8 min)
+#   s32final session 32's final code: the attention, API, padded-rows and device-table GPU
+#           tests, then probe_varlen.py and probe_varlen_host.py                (~6 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -689,13 +689,13 @@ for stage in "$@"; do
         timeout 120 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
             | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
     s32final)
-        # session 32's final code: the GPU tests of everything it touched (the tl kernel's
-        # varlen clamps, the quantiser's ROW_MAP, the layout kernel, the device tables), then
-        # the varlen speed and host time
+        # session 32's final code: the GPU tests of what changed last (the tl kernel's varlen
+        # clamps, the layout kernel, the device tables; the quantiser's ROW_MAP passed the
+        # varlen stage), then the varlen speed and host time
         timeout 330 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
             tests/test_attention_triton.py tests/test_api.py tests/test_two_term_q.py \
-            tests/test_padded_rows.py tests/test_quant.py tests/test_device_tables.py \
-            tests/test_gluon_dispatch.py 2>&1 | tail -12 | tee "$OUT/pytest_final.log"
+            tests/test_padded_rows.py tests/test_device_tables.py 2>&1 | tail -12 \
+            | tee "$OUT/pytest_final.log"
         timeout 140 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6
         timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
