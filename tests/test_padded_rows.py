@@ -41,19 +41,19 @@ def test_layout_and_copy():
 
 
 @pytest.mark.parametrize("built_by", ["kernel", "torch"])
-def test_layout_of_bad_offsets_stays_inside_the_buffers(built_by, monkeypatch):
+def test_layout_of_bad_offsets_stays_inside_the_buffers(built_by, device, monkeypatch):
     """Offsets not checked yet (the GPU call checks them after its launches) give indices
     inside the buffers: a device-side index error would end the CUDA context."""
     import fp8attn.quant.padded_rows as pr
     monkeypatch.setattr(pr, "_kernel_builds", lambda cu: built_by == "kernel")
     for cu in ([0, 30, 10, 45], [0, 10 ** 6, 45, 45], [-7, 20, 45, 40], [0, 20, 30, 30],
                [0, 2 ** 31 - 1, 45], [0, -2 ** 31, 45]):
-        layout = padded_rows(torch.tensor(cu, dtype=torch.int32), 45, 128)
+        layout = padded_rows(torch.tensor(cu, dtype=torch.int32, device=device), 45, 128)
         dest, tiles = layout.dest(), layout.tiles(128)
         assert dest.min() >= 0 and dest.max() < layout.rows
         assert (tiles[:, 0] >= 0).all() and (tiles[:, 0] <= 45).all()
         assert (tiles[:, 1] >= 0).all() and (tiles[:, 1] <= 128).all()
-        pad_rows(torch.ones(1, 2, 45, 8), layout)
+        pad_rows(torch.ones(1, 2, 45, 8, device=device), layout)
 
 
 @pytest.mark.parametrize("align", [128, 256, 384])
