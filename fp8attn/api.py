@@ -260,7 +260,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     the default block scales, K and V are quantised into rows where each sequence starts on a
     scale block (FP8ATTN_VARLEN_ALIGN=0 keeps them packed; skipped where that could more than
     double them), so the Triton kernel reads K and V descales per tile. H200 (session 32), GPU
-    time: 0.58-0.78x FA3 BF16's varlen call; 0.75x / 0.68x the same tokens as one dense call,
+    time: 0.63-0.83x FA3 BF16's varlen call; 0.78x / 0.72x the same tokens as one dense call,
     non-causal / causal.
     cu_seqlens and max_seqlen_q are checked on the host: on the CPU before the work, on the GPU
     after the launches are queued (no wait for the GPU before them; the kernels clamp every
