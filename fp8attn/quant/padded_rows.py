@@ -76,8 +76,8 @@ def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
     if _kernel_builds(cu):
         starts = torch.empty(nseq, dtype=torch.int32, device=cu.device)
         tiles = torch.empty(rows // align, 2, dtype=torch.int32, device=cu.device)
-        # the layout's dozen small torch ops took about a fifth of a varlen call's host time
-        # (H200, session 32); one launch instead
+        # the torch ops below (about twenty small launches with _make_tiles) took about a
+        # fifth of a varlen call's host time (H200, session 32); one launch instead
         _layout_kernel[(1,)](cu, starts, tiles, nseq, total, rows // align, ALIGN=align,
                              BLOCK=1024)
         return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
@@ -124,6 +124,7 @@ def _layout_kernel(cu_ptr, starts_ptr, tiles_ptr, nseq, total, n_tiles, ALIGN: t
             tl.store(tiles_ptr + 2 * t, first, mask=put)
             tl.store(tiles_ptr + 2 * t + 1, count, mask=put)
         carry += tl.sum(pad, 0)
+
 
 def pad_rows(x: torch.Tensor, layout: PaddedRows) -> torch.Tensor:
     """x (1, H, total, D) -> (1, H, layout.rows, D): the rows moved to the padded layout, zeros
