@@ -277,6 +277,11 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
             raise ValueError(f"{_fmt_t(name, t)}: expected 3 dims (total, heads, head_dim)")
+        if t.dtype in FP8_INPUT_DTYPES:
+            # check_qkv's message would point to descales this function does not take
+            raise TypeError(f"{_fmt_t(name, t)}: flash_attn_varlen_func takes float16, bfloat16 "
+                            "or float32 inputs and quantises them itself; pre-quantised FP8 "
+                            "inputs go to flash_attn_func (dense batches) with their descales")
     check_qkv(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), layout="bshd", recipe=recipe,
               allow_gqa=True)
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):

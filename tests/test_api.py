@@ -149,6 +149,15 @@ def test_varlen_bad_offsets(monkeypatch, backend, cu_q, cu_k, max_q, match):
         fp8attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, 50)
 
 
+def test_varlen_fp8_inputs_say_where_they_go():
+    """Pre-quantised FP8 inputs: flash_attn_varlen_func has no descale arguments, so its error
+    says so instead of asking for descales."""
+    q = torch.randn(10, 2, 64).to(torch.float8_e4m3fn)
+    cu = torch.tensor([0, 10], dtype=torch.int32)
+    with pytest.raises(TypeError, match="varlen_func takes float16.*flash_attn_func"):
+        fp8attn.flash_attn_varlen_func(q, q, q, cu, cu, 10, 10)
+
+
 def test_backward_says_forward_only():
     """The ops have no backward: calling it raises an error that says so (torch's default names
     only the op's internals); under no_grad the output needs no graph."""
