@@ -178,7 +178,8 @@ def _check_descale(name: str, d, batch: int, heads: tuple, device) -> torch.Tens
     return d.float()
 
 
-def _check_fp8_inputs(q, k, v, q_descale, k_descale, v_descale, recipe):
+def _check_fp8_inputs(q, k, v, q_descale, k_descale, v_descale, recipe, batch=None):
+    """batch: the descales' first dim where it is not q's (varlen: the sequences)."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -202,6 +203,7 @@ def _check_fp8_inputs(q, k, v, q_descale, k_descale, v_descale, recipe):
         raise ValueError(f"{_fmt_t('k', k)}: seqlen_k is 0, attention is undefined")
     if d > 256 or d < 8:
         raise ValueError(f"head dim {d} unsupported: fp8attn supports head dims 8..256")
+    b = b if batch is None else batch
     qd = _check_descale("q_descale", q_descale, b, (hkv, hq), q.device)
     if qd.shape[1] != hq:
         qd = qd.repeat_interleave(hq // hkv, 1)
@@ -249,7 +251,8 @@ def _check_causal_flag(causal) -> str | None:
 
 
 def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
-                           softmax_scale=None, causal=False, *, recipe=None, return_lse=False):
+                           softmax_scale=None, causal=False, *, recipe=None, return_lse=False,
+                           q_descale=None, k_descale=None, v_descale=None):
     """Variable-length FP8 attention, FlashAttention-3 style: sequences packed along dim 0.
 
     q (total_q, Hq, D), k / v (total_k, Hkv, D), float16 / bfloat16 / float32; cu_seqlens_q / _k
@@ -267,23 +270,19 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     offset into their buffers, so bad ones raise the ValueError without a read or write
     outside). Under a CUDA-graph capture the call reads nothing on the host and, like FA3's,
     trusts them.
+    Already-quantised FP8 inputs (all float8_e4m3fn or all float8_e5m2), as FA3's varlen call
+    takes them: q/k/v_descale float32 (nseq, Hkv) (q_descale may also be (nseq, Hq)), or one
+    element, or None (1); output bfloat16. K and V are copied into the padded layout (V
+    head-dim major); no recipe.
     Returns out (total_q, Hq, D) in q's dtype, and with return_lse also lse float32 (Hq, total_q).
     """
-    from .attention.ops import fp8_attention_varlen
+    from .attention.ops import fp8_attention_varlen, fp8_attention_varlen_quantized
     causal = _check_causal_flag(causal)
-    recipe = _check_recipe(recipe)
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
         if t.dim() != 3:
             raise ValueError(f"{_fmt_t(name, t)}: expected 3 dims (total, heads, head_dim)")
-        if t.dtype in FP8_INPUT_DTYPES:
-            # check_qkv's message would point to descales this function does not take
-            raise TypeError(f"{_fmt_t(name, t)}: flash_attn_varlen_func takes float16, bfloat16 "
-                            "or float32 inputs and quantises them itself; pre-quantised FP8 "
-                            "inputs go to flash_attn_func (dense batches) with their descales")
-    check_qkv(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), layout="bshd", recipe=recipe,
-              allow_gqa=True)
     for name, cu in (("cu_seqlens_q", cu_seqlens_q), ("cu_seqlens_k", cu_seqlens_k)):
         if not isinstance(cu, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(cu).__name__}")
@@ -295,6 +294,23 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     for name, m in (("max_seqlen_q", max_seqlen_q), ("max_seqlen_k", max_seqlen_k)):
         if isinstance(m, bool) or not isinstance(m, int) or m < 0:
             raise ValueError(f"{name} must be a non-negative int, got {m!r}")
+    fp8 = q.dtype in FP8_INPUT_DTYPES
+    if fp8:
+        qd, kd, vd = _check_fp8_inputs(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), q_descale,
+                                       k_descale, v_descale, recipe,
+                                       batch=cu_seqlens_q.numel() - 1)
+    else:
+        if any(d is not None for d in (q_descale, k_descale, v_descale)):
+            raise ValueError("q/k/v_descale go with pre-quantised FP8 inputs; these inputs are "
+                             f"{q.dtype} and get quantised by the recipe")
+        recipe = _check_recipe(recipe)
+        check_qkv(q.unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0), layout="bshd", recipe=recipe,
+                  allow_gqa=True)
     scale = _softmax_scale(softmax_scale, q.shape[-1])
+    if fp8:
+        return fp8_attention_varlen_quantized(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                                              qd, kd, vd, causal=causal, softmax_scale=scale,
+                                              return_lse=return_lse)
     return fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal=causal,
                                 softmax_scale=scale, recipe=recipe, return_lse=return_lse)
+

@@ -149,13 +149,21 @@ def test_varlen_bad_offsets(monkeypatch, backend, cu_q, cu_k, max_q, match):
         fp8attn.flash_attn_varlen_func(q, k, v, cu_q, cu_k, max_q, 50)
 
 
-def test_varlen_fp8_inputs_say_where_they_go():
-    """Pre-quantised FP8 inputs: flash_attn_varlen_func has no descale arguments, so its error
-    says so instead of asking for descales."""
+def test_varlen_fp8_input_errors():
+    """Pre-quantised varlen inputs: descales per (sequence, head), no recipe, one FP8 dtype;
+    descales with float inputs are refused."""
     q = torch.randn(10, 2, 64).to(torch.float8_e4m3fn)
-    cu = torch.tensor([0, 10], dtype=torch.int32)
-    with pytest.raises(TypeError, match="varlen_func takes float16.*flash_attn_func"):
-        fp8attn.flash_attn_varlen_func(q, q, q, cu, cu, 10, 10)
+    cu = torch.tensor([0, 4, 10], dtype=torch.int32)
+    one = torch.ones(2, 2)
+    varlen = fp8attn.flash_attn_varlen_func
+    with pytest.raises(ValueError, match=r"k_descale.*expected \(batch=2"):
+        varlen(q, q, q, cu, cu, 6, 6, q_descale=one, k_descale=torch.ones(3, 2))
+    with pytest.raises(TypeError, match="recipe applies to bf16"):
+        varlen(q, q, q, cu, cu, 6, 6, recipe=Recipe())
+    with pytest.raises(TypeError, match="share one dtype"):
+        varlen(q, q.to(torch.float8_e5m2), q, cu, cu, 6, 6)
+    with pytest.raises(ValueError, match="go with pre-quantised FP8 inputs"):
+        varlen(q.float(), q.float(), q.float(), cu, cu, 6, 6, v_descale=one)
 
 
 def test_backward_says_forward_only():

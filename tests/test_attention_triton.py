@@ -240,6 +240,57 @@ def test_varlen_aligned_kv_matches_each_sequence_alone(triton_backend, device, m
         assert torch.equal(lse[:, a:b], alone_lse[0]), i
 
 
+def _rel_rmse(a, b):
+    return ((a.float() - b.float()).pow(2).mean().sqrt() / b.float().pow(2).mean().sqrt()).item()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
+    """Pre-quantised FP8 varlen inputs with FA3's per-(sequence, K / V head) descales, GQA,
+    empty sequences: each sequence's output and LSE are a dense FP8 call's on that sequence
+    with its descales (up to float32 rounding: the varlen kernel applies K / V descales per
+    block, the dense call per head), near the float64 oracle on the dequantised inputs, and
+    the emulation agrees."""
+    g = torch.Generator().manual_seed(21)
+    lens_q, lens_k = [30, 1, 200, 0, 7], [50, 64, 180, 10, 0]
+    cu_q, cu_k = (torch.tensor([0] + torch.tensor(x).cumsum(0).tolist(), dtype=torch.int32,
+                               device=device) for x in (lens_q, lens_k))
+    hq, hkv, d, n = 4, 2, 64, len(lens_q)
+    q = (torch.randn(sum(lens_q), hq, d, generator=g) * 3).to(torch.float8_e4m3fn).to(device)
+    k, v = ((torch.randn(sum(lens_k), hkv, d, generator=g) * 3).to(torch.float8_e4m3fn)
+            .to(device) for _ in range(2))
+    qd, kd, vd = ((torch.rand(n, hkv, generator=g) + 0.5).to(device) for _ in range(3))
+    args = (q, k, v, cu_q, cu_k, max(lens_q), max(lens_k))
+    kw = dict(causal=causal, return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd)
+    out, lse = fp8attn.flash_attn_varlen_func(*args, **kw)
+    assert out.dtype == torch.bfloat16 and out.shape == q.shape and lse.shape == (hq, q.shape[0])
+    for i in range(n):
+        a, b, c, e = cu_q[i].item(), cu_q[i + 1].item(), cu_k[i].item(), cu_k[i + 1].item()
+        if a == b:
+            continue
+        if c == e:
+            assert not out[a:b].any() and (lse[:, a:b] == float("-inf")).all()
+            continue
+        dense, dense_lse = fp8attn.flash_attn_func(
+            q[None, a:b], k[None, c:e], v[None, c:e], causal=causal, return_lse=True,
+            q_descale=qd[i:i + 1], k_descale=kd[i:i + 1], v_descale=vd[i:i + 1])
+        assert _rel_rmse(out[a:b], dense[0]) < 1e-2, i
+        fin = torch.isfinite(dense_lse[0])              # bottom-right rows without keys: -inf
+        assert torch.equal(torch.isfinite(lse[:, a:b]), fin), i
+        assert (lse[:, a:b] - dense_lse[0])[fin].abs().max().item() < 1e-3, i
+        g_rep = hq // hkv
+        deq = [(x[s0:s1].float() * dd[i].repeat_interleave(r)[None, :, None]).transpose(0, 1)[None]
+               for x, s0, s1, dd, r in ((q, a, b, qd, g_rep), (k, c, e, kd, 1), (v, c, e, vd, 1))]
+        ref = attention_oracle(*deq, causal="bottom_right" if causal else None)
+        assert _rel_rmse(out[a:b].transpose(0, 1)[None], ref) < 3e-2, i
+    monkeypatch.setenv("FP8ATTN_BACKEND", "emulation")
+    emu, emu_lse = fp8attn.flash_attn_varlen_func(*args, **kw)
+    assert _rel_rmse(out, emu) < 1e-2
+    fin = torch.isfinite(emu_lse)
+    assert torch.equal(fin, torch.isfinite(lse))
+    assert (lse[fin] - emu_lse[fin]).abs().max().item() < 1e-3
+
+
 def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, monkeypatch):
     """Under a CUDA-graph capture (faked here: ops.capturing patched) the varlen call skips its
     host checks of cu_seqlens (they would sync) and gives the bits of the checked call; the

@@ -261,30 +261,11 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
                     hadamard=hadamard, seed=seed, q_terms=q_terms,
                     q_search=q_search)
-    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
-        raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
-                         f"{cu_seqlens_k.numel()}")
     emulate = _backend(q.device) == "emulation"
-    pending = None
-    if capturing(q.device):
-        # a CUDA-graph capture cannot read the offsets: it trusts cu_seqlens and max_seqlen_q,
-        # as FA3's call does (the kernels clamp every offset into the buffers)
-        if emulate:
-            raise RuntimeError("flash_attn_varlen_func: the emulation (FP8ATTN_BACKEND=emulation) "
-                               "reads cu_seqlens on the host, which a CUDA-graph capture cannot")
-    elif emulate or not q.is_cuda:
-        cu_q, cu_k = torch.cat([cu_seqlens_q, cu_seqlens_k]).cpu().chunk(2)
-        _check_offsets(cu_q, cu_k, q.shape[0], k.shape[0], max_seqlen_q)
-        if emulate:
-            return _varlen_emulation(q, k, v, cu_q, cu_k, _CAUSAL[causal], softmax_scale,
-                                     recipe, return_lse)
-    else:
-        # on the GPU the offsets travel to the host while the launches are queued and are
-        # checked after them (the kernels clamp every offset into the buffers, so bad ones
-        # cannot reach outside before the check raises): checked first, every call would wait
-        # for the GPU to finish the work queued before it (H200, session 32: 1.65 ms a call
-        # for 0.6 ms of GPU work at 8 x 2048 tokens)
-        pending = _offsets_to_host(cu_seqlens_q, cu_seqlens_k)
+    host, pending = _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
+    if emulate:
+        return _varlen_emulation(q, k, v, *host, _CAUSAL[causal], softmax_scale, recipe,
+                                 return_lse)
     align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
     # K and V quantised straight into rows where each sequence starts at a multiple of align
     kv_rows = padded_rows(cu_seqlens_k, k.shape[0], align) if align else None
@@ -300,11 +281,41 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                   cu_seqlens_q=cu_seqlens_q.to(torch.int32),
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
                   max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align)
+    _varlen_offsets_checked(pending, q, k, max_seqlen_q)
+    return out, (res[1][0] if return_lse else _no_lse(q.device))
+
+
+def _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate: bool):
+    """(host, pending) for a varlen call: host = (cu_q, cu_k) on the host, checked, where the
+    call reads them first (the CPU paths; the emulation needs them), else None; pending = what
+    _varlen_offsets_checked checks after the launches (eager GPU calls), else None."""
+    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
+        raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
+                         f"{cu_seqlens_k.numel()}")
+    if capturing(q.device):
+        # a CUDA-graph capture cannot read the offsets: it trusts cu_seqlens and max_seqlen_q,
+        # as FA3's call does (the kernels clamp every offset into the buffers)
+        if emulate:
+            raise RuntimeError("flash_attn_varlen_func: the emulation (FP8ATTN_BACKEND=emulation) "
+                               "reads cu_seqlens on the host, which a CUDA-graph capture cannot")
+        return None, None
+    if emulate or not q.is_cuda:
+        cu_q, cu_k = torch.cat([cu_seqlens_q, cu_seqlens_k]).cpu().chunk(2)
+        _check_offsets(cu_q, cu_k, q.shape[0], k.shape[0], max_seqlen_q)
+        return (cu_q, cu_k), None
+    # on the GPU the offsets travel to the host while the launches are queued and are checked
+    # after them (the kernels clamp every offset into the buffers, so bad ones cannot reach
+    # outside before the check raises): checked first, every call would wait for the GPU to
+    # finish the work queued before it (H200, session 32: 1.65 ms a call for 0.6 ms of GPU
+    # work at 8 x 2048 tokens)
+    return None, _offsets_to_host(cu_seqlens_q, cu_seqlens_k)
+
+
+def _varlen_offsets_checked(pending, q, k, max_seqlen_q) -> None:
     if pending is not None:
         host, copied = pending
         copied.synchronize()
         _check_offsets(*host.chunk(2), q.shape[0], k.shape[0], max_seqlen_q)
-    return out, (res[1][0] if return_lse else _no_lse(q.device))
 
 
 _attention_varlen = torch.library.custom_op("fp8attn::attention_varlen", mutates_args=())(
@@ -316,6 +327,101 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, 
       block_q, block_kv, hadamard, seed, q_terms, q_search, return_lse):
     lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
     return torch.empty_like(q, memory_format=torch.contiguous_format), lse
+
+
+VARLEN_FP8_ALIGN = 128     # pre-quantised varlen K / V: each sequence starts on a 128-row block
+
+
+def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                               cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
+                               max_seqlen_q: int, q_descale: torch.Tensor,
+                               k_descale: torch.Tensor, v_descale: torch.Tensor, causal: str,
+                               softmax_scale: float, return_lse: bool
+                               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pre-quantised FP8 varlen inputs, descales (nseq, H) per sequence and head (FA3's).
+
+    The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
+    sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
+    major) with one descale per 128-row block, which holds one sequence's rows."""
+    from ..quant.padded_rows import pad_rows
+    from ..quant.reference import QuantizedTensor
+    fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
+    emulate = _backend(q.device) == "emulation"
+    host, pending = _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
+    if emulate:
+        return _varlen_fp8_emulation(q, k, v, *host, q_descale, k_descale, v_descale,
+                                     _CAUSAL[causal], softmax_scale, return_lse, fmt)
+    align = VARLEN_FP8_ALIGN
+    layout = padded_rows(cu_seqlens_k, k.shape[0], align)
+    nseq = cu_seqlens_q.numel() - 1
+    # every row's / block's sequence (clamped: the offsets may not have been checked yet)
+    rows_q = torch.arange(q.shape[0], device=q.device, dtype=torch.int32)
+    seq_q = torch.searchsorted(cu_seqlens_q[1:], rows_q, right=True).clamp_(max=nseq - 1)
+    blocks = torch.arange(0, layout.rows, align, device=q.device, dtype=torch.int32)
+    seq_kv = (torch.searchsorted(layout.starts, blocks, right=True) - 1).clamp_(0, nseq - 1)
+    q8 = QuantizedTensor(data=q.permute(1, 0, 2).unsqueeze(0), fmt=fmt, block_size=1,
+                         descale=q_descale.t()[:, seq_q].unsqueeze(0).contiguous())
+    k8 = QuantizedTensor(data=pad_rows(k.permute(1, 0, 2).unsqueeze(0), layout), fmt=fmt,
+                         block_size=align,
+                         descale=k_descale.t()[:, seq_kv].unsqueeze(0).contiguous())
+    vt = pad_rows(v.permute(1, 0, 2).unsqueeze(0), layout).transpose(-1, -2).contiguous()
+    v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True,
+                         descale=v_descale.t()[:, seq_kv].unsqueeze(0).contiguous())
+    out = torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)
+    res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
+                  out_dtype=torch.bfloat16, return_lse=return_lse,
+                  out=out.permute(1, 0, 2).unsqueeze(0), cu_seqlens_q=cu_seqlens_q,
+                  cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max(int(max_seqlen_q), 1),
+                  kv_starts=layout.starts, kv_align=align)
+    _varlen_offsets_checked(pending, q, k, max_seqlen_q)
+    return out, (res[1][0] if return_lse else _no_lse(q.device))
+
+
+def _varlen_fp8_emulation(q, k, v, cu_q, cu_k, q_descale, k_descale, v_descale, causal,
+                          softmax_scale, return_lse, fmt):
+    """One _emulate_quantized call per sequence (CPU), its descales one group per head."""
+    from ..quant.reference import QuantizedTensor
+    out = torch.zeros(q.shape, dtype=torch.bfloat16, device=q.device)
+    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32,
+                     device=q.device)
+    for i in range(cu_q.numel() - 1):
+        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
+        if q1 == q0 or k1 == k0:
+            continue
+
+        def qt(x, d, transposed=False):
+            d = d[i].float().reshape(1, -1, 1)
+            data = x.transpose(0, 1).unsqueeze(0)
+            return QuantizedTensor(data=data.transpose(-1, -2) if transposed else data,
+                                   descale=d, block_size=data.shape[2], fmt=fmt,
+                                   transposed=transposed)
+        o, l = _emulate_quantized(qt(q[q0:q1], q_descale), qt(k[k0:k1], k_descale),
+                                  qt(v[k0:k1], v_descale, True), causal, softmax_scale)
+        out[q0:q1] = o[0].transpose(0, 1).to(torch.bfloat16)
+        lse[:, q0:q1] = l[0]
+    return out, (lse if return_lse else _no_lse(q.device))
+
+
+_attention_varlen_fp8 = torch.library.custom_op("fp8attn::attention_varlen_fp8",
+                                                mutates_args=())(_attention_varlen_fp8_impl)
+
+
+@_attention_varlen_fp8.register_fake
+def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, q_descale, k_descale, v_descale, causal,
+      softmax_scale, return_lse):
+    lse = q.new_empty((q.shape[1], q.shape[0]) if return_lse else (0,), dtype=torch.float32)
+    return q.new_empty(q.shape, dtype=torch.bfloat16), lse
+
+
+def fp8_attention_varlen_quantized(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int,
+                                   q_descale, k_descale, v_descale, *, causal,
+                                   softmax_scale: float, return_lse: bool = False):
+    """FP8 q (total_q, Hq, D), k / v (total_k, Hkv, D), descales float32 (nseq, Hq) for q and
+    (nseq, Hkv) for k and v (validated by the caller); out bf16 (total_q, Hq, D)."""
+    out, lse = _dispatch(_attention_varlen_fp8, _attention_varlen_fp8_impl, q, k, v,
+                         cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), q_descale, k_descale,
+                         v_descale, _causal_arg(causal), float(softmax_scale), return_lse)
+    return (out, lse) if return_lse else out
 
 
 def _no_backward(ctx, *grads):
@@ -330,7 +436,7 @@ def _keep_nothing(ctx, inputs, output):
 
 
 # torch's own error for an op without a formula names its internals only; this says what it is
-for _op in (_attention, _attention_fp8, _attention_varlen):
+for _op in (_attention, _attention_fp8, _attention_varlen, _attention_varlen_fp8):
     _op.register_autograd(_no_backward, setup_context=_keep_nothing)
 
 

@@ -147,4 +147,6 @@ def copy_rows(dst: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> None
     row_bytes = flat.shape[1] * flat.element_size()
     if row_bytes % 8 == 0 and src.is_contiguous() and src.data_ptr() % 8 == 0:
         flat, src = flat.view(torch.int64), src.view(torch.int64)
+    elif flat.element_size() == 1:
+        flat, src = flat.view(torch.uint8), src.view(torch.uint8)    # FP8: bytes
     flat.index_copy_(0, index, src)
