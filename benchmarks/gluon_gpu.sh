@@ -149,6 +149,8 @@
 #           also the quantiser's GPU tests and the call's profile              (~4 min)
 #   s32final session 32's final code: the attention, API, padded-rows and device-table GPU
 #           tests, then probe_varlen.py and probe_varlen_host.py                (~6 min)
+#   fp8varlen session 32's pre-quantised FP8 varlen inputs: their GPU tests, then
+#           probe_varlen.py (its ours_fp8 row beside FA3's FP8 varlen call)    (~3 min)
 # Usage (on the device machine, wheels carried in .whl):
 #   pip install --no-deps --target /tmp/site .whl/*.whl
 #   PYTHONPATH=/tmp/site:$PWD OUT=$OUT bash benchmarks/gluon_gpu.sh tests check
@@ -700,6 +702,14 @@ for stage in "$@"; do
             2>&1 | grep -v "^ *warn" | tail -6
         timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
             | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+    fp8varlen)
+        # session 32 (written, not yet run: no device time left): pre-quantised FP8 varlen
+        # inputs on the GPU, then timed beside FA3's FP8 varlen call (probe_varlen's ours_fp8)
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_triton.py \
+            tests/test_api.py tests/test_padded_rows.py -k "varlen or padded or layout or fp8" \
+            2>&1 | tail -6 | tee "$OUT/pytest_fp8varlen.log"
+        timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
     shapes)
         timeout 420 $PY benchmarks/experiments/probe_model_shapes.py \
             --json "$OUT/probe_model_shapes.json" 2>&1 | grep -v "^ *warn" | tail -20 ;;

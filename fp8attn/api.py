@@ -273,7 +273,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     Already-quantised FP8 inputs (all float8_e4m3fn or all float8_e5m2), as FA3's varlen call
     takes them: q/k/v_descale float32 (nseq, Hkv) (q_descale may also be (nseq, Hq)), or one
     element, or None (1); output bfloat16. K and V are copied into the padded layout (V
-    head-dim major); no recipe.
+    head-dim major); no recipe. (Session 32: checked through Triton's interpreter; not yet run
+    on a GPU.)
     Returns out (total_q, Hq, D) in q's dtype, and with return_lse also lse float32 (Hq, total_q).
     """
     from .attention.ops import fp8_attention_varlen, fp8_attention_varlen_quantized
