@@ -381,25 +381,16 @@ def _varlen_fp8_emulation(q, k, v, cu_q, cu_k, q_descale, k_descale, v_descale, 
                           softmax_scale, return_lse, fmt):
     """One _emulate_quantized call per sequence (CPU), its descales one group per head."""
     from ..quant.reference import QuantizedTensor
-    out = torch.zeros(q.shape, dtype=torch.bfloat16, device=q.device)
-    lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32,
-                     device=q.device)
-    for i in range(cu_q.numel() - 1):
-        q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
-        if q1 == q0 or k1 == k0:
-            continue
 
+    def attend(i, q0, q1, k0, k1):
         def qt(x, d, transposed=False):
-            d = d[i].float().reshape(1, -1, 1)
             data = x.transpose(0, 1).unsqueeze(0)
             return QuantizedTensor(data=data.transpose(-1, -2) if transposed else data,
-                                   descale=d, block_size=data.shape[2], fmt=fmt,
-                                   transposed=transposed)
-        o, l = _emulate_quantized(qt(q[q0:q1], q_descale), qt(k[k0:k1], k_descale),
+                                   descale=d[i].float().reshape(1, -1, 1),
+                                   block_size=data.shape[2], fmt=fmt, transposed=transposed)
+        return _emulate_quantized(qt(q[q0:q1], q_descale), qt(k[k0:k1], k_descale),
                                   qt(v[k0:k1], v_descale, True), causal, softmax_scale)
-        out[q0:q1] = o[0].transpose(0, 1).to(torch.bfloat16)
-        lse[:, q0:q1] = l[0]
-    return out, (lse if return_lse else _no_lse(q.device))
+    return _per_sequence(q, cu_q, cu_k, torch.bfloat16, attend, return_lse)
 
 
 _attention_varlen_fp8 = torch.library.custom_op("fp8attn::attention_varlen_fp8",
@@ -490,24 +481,34 @@ def _check_cu(cu: torch.Tensor, total: int, name: str) -> None:
                          f"{total}; got {cu.tolist()[:8]}{'...' if cu.numel() > 8 else ''}")
 
 
-def _varlen_emulation(q, k, v, cu_q, cu_k, causal, softmax_scale, recipe, return_lse):
-    """One emulation call per sequence (scale groups restart at each sequence here, while the
-    kernel's run along the packed rows: same numerics, slightly different groups)."""
-    from .reference import fp8_flash_emulation
-    out = torch.zeros_like(q)
+def _per_sequence(q, cu_q, cu_k, out_dtype, attend, return_lse):
+    """The CPU emulations' varlen loop: attend(i, q0, q1, k0, k1) -> (out (1, Hq, s, D), lse
+    (1, Hq, s)) of sequence i, written into packed (total_q, Hq, D) / (Hq, total_q) results;
+    sequences without queries or keys are skipped (zeros, LSE -inf)."""
+    out = torch.zeros(q.shape, dtype=out_dtype, device=q.device)
     lse = torch.full((q.shape[1], q.shape[0]), float("-inf"), dtype=torch.float32,
                      device=q.device)
     for i in range(cu_q.numel() - 1):
         q0, q1, k0, k1 = int(cu_q[i]), int(cu_q[i + 1]), int(cu_k[i]), int(cu_k[i + 1])
         if q1 == q0 or k1 == k0:
             continue
-        o, l = fp8_flash_emulation(*(x[a:b].transpose(0, 1).unsqueeze(0) for x, a, b in
+        o, l = attend(i, q0, q1, k0, k1)
+        out[q0:q1] = o[0].transpose(0, 1).to(out_dtype)
+        lse[:, q0:q1] = l[0]
+    return out, (lse if return_lse else _no_lse(q.device))
+
+
+def _varlen_emulation(q, k, v, cu_q, cu_k, causal, softmax_scale, recipe, return_lse):
+    """One emulation call per sequence (scale groups restart at each sequence here, while the
+    kernel's run along the packed rows: same numerics, slightly different groups)."""
+    from .reference import fp8_flash_emulation
+
+    def attend(i, q0, q1, k0, k1):
+        return fp8_flash_emulation(*(x[a:b].transpose(0, 1).unsqueeze(0) for x, a, b in
                                      ((q, q0, q1), (k, k0, k1), (v, k0, k1))),
                                    causal=causal, softmax_scale=softmax_scale, recipe=recipe,
                                    return_lse=True)
-        out[q0:q1] = o[0].transpose(0, 1)
-        lse[:, q0:q1] = l[0]
-    return out, (lse if return_lse else _no_lse(q.device))
+    return _per_sequence(q, cu_q, cu_k, q.dtype, attend, return_lse)
 
 
 def fp8_attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q: int, *, causal,
