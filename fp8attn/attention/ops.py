@@ -456,9 +456,9 @@ def _offsets_to_host(cu_q: torch.Tensor, cu_k: torch.Tensor):
     has completed; nothing waits here."""
     both = torch.cat([cu_q, cu_k])
     host = torch.empty(both.shape, dtype=both.dtype, pin_memory=True)
-    host.copy_(both, non_blocking=True)
+    host.copy_(both, non_blocking=True)          # on the offsets' device's current stream
     copied = torch.cuda.Event()
-    copied.record()
+    copied.record(torch.cuda.current_stream(both.device))   # that stream, whichever is current
     return host, copied
 
 
