@@ -343,7 +343,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
     sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
     major) with one descale per 128-row block, which holds one sequence's rows."""
-    from ..quant.padded_rows import pad_rows
+    from ..quant.padded_rows import pad_rows, row_sequences
     from ..quant.reference import QuantizedTensor
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
@@ -353,12 +353,9 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
     align = VARLEN_FP8_ALIGN
     layout = padded_rows(cu_seqlens_k, k.shape[0], align)
-    nseq = cu_seqlens_q.numel() - 1
     # every row's / block's sequence (clamped: the offsets may not have been checked yet)
-    rows_q = torch.arange(q.shape[0], device=q.device, dtype=torch.int32)
-    seq_q = torch.searchsorted(cu_seqlens_q[1:], rows_q, right=True).clamp_(max=nseq - 1)
-    blocks = torch.arange(0, layout.rows, align, device=q.device, dtype=torch.int32)
-    seq_kv = (torch.searchsorted(layout.starts, blocks, right=True) - 1).clamp_(0, nseq - 1)
+    seq_q = row_sequences(cu_seqlens_q, q.shape[0])
+    seq_kv = layout.block_sequences(align)
     q8 = QuantizedTensor(data=q.permute(1, 0, 2).unsqueeze(0), fmt=fmt, block_size=1,
                          descale=q_descale.t()[:, seq_q].unsqueeze(0).contiguous())
     k8 = QuantizedTensor(data=pad_rows(k.permute(1, 0, 2).unsqueeze(0), layout), fmt=fmt,

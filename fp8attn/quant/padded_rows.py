@@ -32,16 +32,18 @@ class PaddedRows:
     align: int
     total: int
     rows: int
-    _tiles: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
+    _cache: dict = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
     def dest(self) -> torch.Tensor:
         """(total,) int64: the padded row of every packed row (clamped into the buffer, as
-        every index here, so that offsets not yet checked cannot index outside it)."""
-        cu = self.cu
-        packed = torch.arange(self.total, device=cu.device, dtype=torch.int32)
-        seq = torch.searchsorted(cu[1:], packed, right=True)     # the sequence holding each row
-        seq.clamp_(max=max(self.starts.numel() - 1, 0))
-        return (packed - cu[seq] + self.starts[seq]).to(torch.int64).clamp_(0, self.rows - 1)
+        every index here, so that offsets not yet checked cannot index outside it). Made once
+        per layout: K's and V's copies share it."""
+        if "dest" not in self._cache:
+            packed = torch.arange(self.total, device=self.cu.device, dtype=torch.int32)
+            seq = row_sequences(self.cu, self.total)
+            self._cache["dest"] = ((packed - self.cu[seq] + self.starts[seq]).to(torch.int64)
+                                   .clamp_(0, self.rows - 1))
+        return self._cache["dest"]
 
     def tiles(self, block: int) -> torch.Tensor:
         """(rows // block, 2) int32 for `block` (a divisor of align): output tile t holds the
@@ -49,19 +51,32 @@ class PaddedRows:
         tiles between sequences or past the last)."""
         if self.align % block or self.rows % block:
             raise ValueError(f"tiles of {block} rows do not divide the alignment {self.align}")
-        if block not in self._tiles:                 # K's and V's launches share the map
-            self._tiles[block] = self._make_tiles(block)
-        return self._tiles[block]
+        if ("tiles", block) not in self._cache:      # K's and V's launches share the map
+            self._cache["tiles", block] = self._make_tiles(block)
+        return self._cache["tiles", block]
+
+    def block_sequences(self, block: int) -> torch.Tensor:
+        """(rows // block,) int64: the sequence whose padded span holds each block of `block`
+        rows, the last one starting at or before it (empty sequences share their start with
+        the next one; right=True skips them); clamped to a sequence."""
+        t0 = torch.arange(0, self.rows, block, device=self.cu.device, dtype=torch.int32)
+        seq = torch.searchsorted(self.starts, t0, right=True) - 1
+        return seq.clamp_(0, max(self.starts.numel() - 1, 0))
 
     def _make_tiles(self, block: int) -> torch.Tensor:
         cu, starts = self.cu, self.starts
         t0 = torch.arange(0, self.rows, block, device=cu.device, dtype=torch.int32)
-        # the sequence whose padded span holds the tile: the last one starting at or before it
-        # (empty sequences share their start with the next one; right=True skips them)
-        seq = (torch.searchsorted(starts, t0, right=True) - 1).clamp_(min=0)
+        seq = self.block_sequences(block)
         first = (cu[seq] + (t0 - starts[seq])).clamp_(0, self.total)
         count = (cu[seq + 1] - first).clamp_(0, block)
         return torch.stack([first, count], 1).to(torch.int32)
+
+
+def row_sequences(cu: torch.Tensor, total: int) -> torch.Tensor:
+    """(total,) int64: the sequence holding each packed row of offsets cu (int32), clamped to a
+    sequence (offsets not yet checked)."""
+    rows = torch.arange(total, device=cu.device, dtype=torch.int32)
+    return torch.searchsorted(cu[1:], rows, right=True).clamp_(max=max(cu.numel() - 2, 0))
 
 
 def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
@@ -81,7 +96,7 @@ def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
         _layout_kernel[(1,)](cu, starts, tiles, nseq, total, rows // align, ALIGN=align,
                              BLOCK=1024)
         return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
-                          _tiles={align: tiles})
+                          _cache={("tiles", align): tiles})
     lens = (cu[1:] - cu[:-1]).clamp_(min=0)
     padded = (lens + align - 1) // align * align
     starts = (torch.cumsum(padded, 0) - padded).to(torch.int32)
