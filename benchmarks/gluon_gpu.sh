@@ -149,6 +149,7 @@
 #           also the quantiser's GPU tests and the call's profile              (~4 min)
 #   s32final session 32's final code: the attention, API, padded-rows and device-table GPU
 #           tests, then probe_varlen.py and probe_varlen_host.py                (~6 min)
+#   s33     session 33: FP8 varlen inputs packed by one kernel: tests, profile, speed (~4 min)
 #   fp8varlen session 32's pre-quantised FP8 varlen inputs: their GPU tests, then
 #           probe_varlen.py (its ours_fp8 row beside FA3's FP8 varlen call)    (~3 min)
 # Usage (on the device machine, wheels carried in .whl):
@@ -708,6 +709,16 @@ for stage in "$@"; do
         timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_triton.py \
             tests/test_api.py tests/test_padded_rows.py -k "varlen or padded or layout or fp8" \
             2>&1 | tail -6 | tee "$OUT/pytest_fp8varlen.log"
+        timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s33)
+        # session 33: FP8 varlen inputs with K / V packed by one kernel (padded_rows.pack_fp8_kv);
+        # the tests (FP8 varlen, padded rows), the call's kernels, then the speed
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_triton.py \
+            tests/test_api.py tests/test_padded_rows.py -k "varlen or padded or pack or fp8" \
+            2>&1 | tail -8 | tee "$OUT/pytest_s33.log"
+        timeout 120 $PY benchmarks/experiments/probe_varlen_profile.py 2>&1 \
+            | grep -v "^ *warn" | tee "$OUT/probe_varlen_profile.log" | tail -40
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
     shapes)

@@ -244,6 +244,11 @@ def _rel_rmse(a, b):
     return ((a.float() - b.float()).pow(2).mean().sqrt() / b.float().pow(2).mean().sqrt()).item()
 
 
+# Four units of the FP8 tensor core's ~13-bit accumulator (FACTS.md's "FP22") on the sum of the
+# absolute products: the GPU's bound on a score's (and so the LSE's) accumulation error.
+_FP8_ACC_UNITS = 2.0 ** -11
+
+
 @pytest.mark.parametrize("causal", [False, True])
 def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
     """Pre-quantised FP8 varlen inputs with FA3's per-(sequence, K / V head) descales, GQA,
@@ -264,6 +269,7 @@ def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
     kw = dict(causal=causal, return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd)
     out, lse = fp8attn.flash_attn_varlen_func(*args, **kw)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape and lse.shape == (hq, q.shape[0])
+    acc_bound = torch.zeros_like(lse)       # each row's LSE error from FP8 accumulation on a GPU
     for i in range(n):
         a, b, c, e = cu_q[i].item(), cu_q[i + 1].item(), cu_k[i].item(), cu_k[i + 1].item()
         if a == b:
@@ -283,12 +289,21 @@ def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
                for x, s0, s1, dd, r in ((q, a, b, qd, g_rep), (k, c, e, kd, 1), (v, c, e, vd, 1))]
         ref = attention_oracle(*deq, causal="bottom_right" if causal else None)
         assert _rel_rmse(out[a:b].transpose(0, 1)[None], ref) < 3e-2, i
+        abs_dots = (deq[0].abs() @ deq[1].repeat_interleave(g_rep, 1).abs().transpose(-1, -2))
+        acc_bound[:, a:b] = _FP8_ACC_UNITS * abs_dots[0].amax(-1) * d ** -0.5
     monkeypatch.setenv("FP8ATTN_BACKEND", "emulation")
     emu, emu_lse = fp8attn.flash_attn_varlen_func(*args, **kw)
     assert _rel_rmse(out, emu) < 1e-2
     fin = torch.isfinite(emu_lse)
     assert torch.equal(fin, torch.isfinite(lse))
-    assert (lse[fin] - emu_lse[fin]).abs().max().item() < 1e-3
+    diff = (lse - emu_lse)[fin].abs()
+    assert diff.mean().item() < 1e-3
+    # the interpreter's dots are exact in fp32; a GPU's FP8 tensor core keeps ~13 mantissa bits
+    # in its accumulator, so its scores (and LSE) move with the sum of |q_d k_d|, not |q . k|
+    # (H200, 2026-12-02: 9.5e-3 at most where this bound is 1.1e-2-3.9e-2 over the rows; a
+    # wrong sequence's descale would move the LSE by several units)
+    allowed = 1e-3 + (acc_bound[fin] if q.is_cuda else 0.0)
+    assert (diff <= allowed).all(), (diff.max().item(), (diff - allowed).max().item())
 
 
 def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, monkeypatch):

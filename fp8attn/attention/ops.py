@@ -343,7 +343,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
     sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
     major) with one descale per 128-row block, which holds one sequence's rows."""
-    from ..quant.padded_rows import pad_rows, row_sequences
+    from ..quant.padded_rows import pack_fp8_kv, row_sequences
     from ..quant.reference import QuantizedTensor
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
@@ -353,17 +353,13 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
     align = VARLEN_FP8_ALIGN
     layout = padded_rows(cu_seqlens_k, k.shape[0], align)
-    # every row's / block's sequence (clamped: the offsets may not have been checked yet)
+    # every row's sequence (clamped: the offsets may not have been checked yet)
     seq_q = row_sequences(cu_seqlens_q, q.shape[0])
-    seq_kv = layout.block_sequences(align)
     q8 = QuantizedTensor(data=q.permute(1, 0, 2).unsqueeze(0), fmt=fmt, block_size=1,
                          descale=q_descale.t()[:, seq_q].unsqueeze(0).contiguous())
-    k8 = QuantizedTensor(data=pad_rows(k.permute(1, 0, 2).unsqueeze(0), layout), fmt=fmt,
-                         block_size=align,
-                         descale=k_descale.t()[:, seq_kv].unsqueeze(0).contiguous())
-    vt = pad_rows(v.permute(1, 0, 2).unsqueeze(0), layout).transpose(-1, -2).contiguous()
-    v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True,
-                         descale=v_descale.t()[:, seq_kv].unsqueeze(0).contiguous())
+    kp, vt, kd, vd = pack_fp8_kv(k, v, k_descale, v_descale, layout)
+    k8 = QuantizedTensor(data=kp, fmt=fmt, block_size=align, descale=kd)
+    v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True, descale=vd)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=torch.bfloat16, return_lse=return_lse,
