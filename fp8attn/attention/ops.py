@@ -22,6 +22,7 @@ import os
 import torch
 
 from ..device_tables import capturing
+from ..device_guard import on_inputs_device
 from ..quant.padded_rows import padded_rows
 from ..recipe import Recipe
 
@@ -86,6 +87,7 @@ def _no_lse(device):
 # ----------------------------------------------------------------------------------------------
 # bf16 / fp16 / fp32 inputs, (B, H, S, D) ("bhsd", torch) or (B, S, H, D) ("bshd", FlashAttention)
 
+@on_inputs_device
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
                softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
                hadamard: bool, seed: int, q_terms: int, q_search: int,
@@ -191,6 +193,7 @@ def _emulate_quantized(q8, k8, v8, causal, softmax_scale, block_n: int = 128):
     return out, lse
 
 
+@on_inputs_device
 def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
                    k_descale: torch.Tensor, v_descale: torch.Tensor, causal: str,
                    softmax_scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -253,6 +256,7 @@ def fp8_attention_quantized(q, k, v, q_descale, k_descale, v_descale, *, causal,
 # ----------------------------------------------------------------------------------------------
 # variable-length batches, packed (total, H, D)
 
+@on_inputs_device
 def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                       cu_seqlens_k: torch.Tensor, max_seqlen_q: int, causal: str,
                       softmax_scale: float, fmt: str, granularity: str, block_q: int,
@@ -332,6 +336,7 @@ def _(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale, 
 VARLEN_FP8_ALIGN = 128     # pre-quantised varlen K / V: each sequence starts on a 128-row block
 
 
+@on_inputs_device
 def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor,
                                max_seqlen_q: int, q_descale: torch.Tensor,

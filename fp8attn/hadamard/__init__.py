@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..device_guard import on_inputs_device
 from .reference import (fwht_reference, hadamard_matrix, hadamard_signs, is_supported_dim,
                         random_hadamard_reference, split_dim)
 
@@ -35,6 +36,7 @@ def _check(x, backend) -> str:
     return backend
 
 
+@on_inputs_device
 def hadamard_transform(x: torch.Tensor, *, inverse: bool = False, backend: str | None = None
                        ) -> torch.Tensor:
     """Orthonormal Walsh-Hadamard transform along the last dim: y = x @ H_d.T (H_d of
@@ -46,6 +48,7 @@ def hadamard_transform(x: torch.Tensor, *, inverse: bool = False, backend: str |
     return hadamard_transform_triton(x, inverse=inverse)
 
 
+@on_inputs_device
 def random_hadamard_transform(x: torch.Tensor, seed: int, *, inverse: bool = False,
                               backend: str | None = None) -> torch.Tensor:
     """y = fwht(x * signs) with signs = hadamard_signs(d, seed); inverse: x = fwht^-1(y) * signs.

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..device_guard import on_inputs_device
 from ..formats import check_fmt
 from ..hadamard.reference import cached_hadamard_signs, split_dim
 from ..recipe import GRANULARITIES, Recipe
@@ -53,6 +54,7 @@ def _check(x, fmt, granularity, block, signs, transpose, backend, name="x") -> s
     return backend
 
 
+@on_inputs_device
 def quantize(x: torch.Tensor, fmt: str = "e4m3", granularity: str = "block", block: int = 128, *,
              signs: torch.Tensor | None = None, transpose: bool = False,
              residual: bool = False, search: int = 1, key_order: str = "natural",
@@ -97,6 +99,7 @@ def _quantize_checked(x, fmt, granularity, block, signs, transpose, backend: str
                            residual=residual, search=search, key_order=key_order, rows=rows)
 
 
+@on_inputs_device
 def quantize_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, recipe: Recipe, *,
                  backend: str | None = None, v_key_order: str = "natural",
                  kv_rows: PaddedRows | None = None
