@@ -150,6 +150,8 @@
 #   s32final session 32's final code: the attention, API, padded-rows and device-table GPU
 #           tests, then probe_varlen.py and probe_varlen_host.py                (~6 min)
 #   s33     session 33: FP8 varlen inputs packed by one kernel: tests, profile, speed (~4 min)
+#   s33b    session 33: GPU tests under the device guard, FP8 (B, S, H, D) inputs' layout
+#           copies beside FA3's FP8 call (probe_fp8_inputs.py)                  (~6 min)
 #   multigpu session 33, on two GPUs: inputs on a GPU that is not the current one, then the
 #           GPU tests of the entry points guarded for it                        (~5 min)
 #   fp8varlen session 32's pre-quantised FP8 varlen inputs: their GPU tests, then
@@ -723,6 +725,17 @@ for stage in "$@"; do
             | grep -v "^ *warn" | tee "$OUT/probe_varlen_profile.log" | tail -40
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s33b)
+        # session 33: the GPU tests of the entry points under the device guard (one GPU:
+        # the guard is a no-op there, the two-GPU test skips), then FP8 (B, S, H, D) inputs
+        # through flash_attn_func: what the layout copies cost beside FA3's FP8 call
+        timeout 400 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
+            tests/test_attention_triton.py tests/test_api.py tests/test_padded_rows.py \
+            tests/test_hadamard.py tests/test_gluon_dispatch.py tests/test_quant.py \
+            tests/test_multi_gpu.py tests/test_two_term_q.py 2>&1 | tail -12 \
+            | tee "$OUT/pytest_guarded.log"
+        timeout 150 $PY benchmarks/experiments/probe_fp8_inputs.py \
+            --json "$OUT/probe_fp8_inputs.json" 2>&1 | grep -v "^ *warn" | tail -12 ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points
