@@ -208,21 +208,19 @@ def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_des
 
     # the kernel wants V head-dim major, contiguous along the sequence: one copy, in the key
     # order of the kernel that will take the call. The Gluon kernel also needs Q and K
-    # contiguous in (B, H, S, D): two more copies of FP8 data where it takes the call (not
-    # timed; by bytes moved ~6% of its time at 4k keys, where it runs 1.1-1.3x the tl kernel)
-    from ..quant.key_order import to_mma
+    # contiguous in (B, H, S, D): two more copies of FP8 data where it takes the call
+    # (quant/fp8_inputs.py: one pass each)
+    from ..quant.fp8_inputs import by_head, v_head_dim_major
     from .gluon_dispatch import v_key_order_for
     qh, kh = q.transpose(1, 2), k.transpose(1, 2)
     order = v_key_order_for(qh, kh, fmt=fmt, granularity="head", block_kv=max(sk, 1),
                             causal=_CAUSAL[causal], varlen=False, two_terms=False,
                             out_dtype=torch.bfloat16, lse=return_lse, contiguous=True)
     if order == "mma":
-        qh, kh = qh.contiguous(), kh.contiguous()
+        qh, kh = by_head(q), by_head(k)
     q8 = qt(qh, q_descale, sq)
     k8 = qt(kh, k_descale, sk)
-    vt = v.permute(0, 2, 3, 1)
-    v8 = qt(to_mma(vt) if order == "mma" else vt.contiguous(), v_descale, sk, transposed=True,
-            key_order=order)
+    v8 = qt(v_head_dim_major(v, order), v_descale, sk, transposed=True, key_order=order)
     if _backend(q.device) == "emulation":
         out, lse = _emulate_quantized(q8, k8, v8, _CAUSAL[causal], softmax_scale)
         return (out.transpose(1, 2).to(torch.bfloat16).contiguous(),
@@ -348,7 +346,8 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
     sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
     major) with one descale per 128-row block, which holds one sequence's rows."""
-    from ..quant.padded_rows import pack_fp8_kv, row_sequences
+    from ..quant.fp8_inputs import pack_fp8_kv
+    from ..quant.padded_rows import row_sequences
     from ..quant.reference import QuantizedTensor
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
