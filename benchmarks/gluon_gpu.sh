@@ -732,7 +732,7 @@ for stage in "$@"; do
         timeout 400 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
             tests/test_attention_triton.py tests/test_api.py tests/test_padded_rows.py \
             tests/test_hadamard.py tests/test_gluon_dispatch.py tests/test_quant.py \
-            tests/test_multi_gpu.py tests/test_two_term_q.py 2>&1 | tail -12 \
+            tests/test_multi_gpu.py tests/test_two_term_q.py tests/test_fp8_inputs.py 2>&1 | tail -12 \
             | tee "$OUT/pytest_guarded.log"
         timeout 150 $PY benchmarks/experiments/probe_fp8_inputs.py \
             --json "$OUT/probe_fp8_inputs.json" 2>&1 | grep -v "^ *warn" | tail -12 ;;

@@ -4,6 +4,7 @@ would FA3's; the call lays them out for the kernel first (V^T head-dim major in 
 the kernel reads; Q and K as (B, H, S, D) where the Gluon kernel takes it). Per case, GPU time
 (one-call CUDA graph) and do_bench, TFLOP/s:
   ours_api     flash_attn_func on the FP8 inputs (layout copies + kernel)
+  ours_api_torch_v  the same with V^T laid out by torch's copies (before session 33)
   fa3_fp8      FA3's FP8 call on the same FP8 inputs
 and the CUDA kernels of one ours_api call (torch.profiler): the attention kernel's share
 against the copies'.
@@ -39,6 +40,17 @@ def kernels_of(fn):
     return sorted(ks, key=lambda x: -x[1])[:6]
 
 
+def _torch_v(fn):
+    """fn with V^T laid out by torch's copies (the layout before session 33's kernel)."""
+    import fp8attn.quant.fp8_inputs as fi
+    builds = fi._kernel_builds
+    fi._kernel_builds = lambda x: False
+    try:
+        return fn()
+    finally:
+        fi._kernel_builds = builds
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json")
@@ -56,7 +68,7 @@ def main():
             flops = attn_flops(b, h, s, s, d, causal)
             api = (lambda: fp8attn.flash_attn_func(q, k, v, causal=causal, q_descale=one,
                                                    k_descale=one, v_descale=one))
-            calls = {"ours_api": api}
+            calls = {"ours_api": api, "ours_api_torch_v": lambda: _torch_v(api)}
             if fa3 is not None:
                 calls["fa3_fp8"] = lambda: fa3_out(fa3.flash_attn_func(
                     q, k, v, causal=causal, q_descale=one, k_descale=one, v_descale=one))
@@ -66,7 +78,8 @@ def main():
                     row[name] = round(flops / bench_ms(fn) * 1e-9, 1)
                     row[name + "_gpu"] = round(flops / graph_bench_ms(fn) * 1e-9, 1)
             if row.get("fa3_fp8_gpu"):
-                row["api/fa3_gpu"] = round(row["ours_api_gpu"] / row["fa3_fp8_gpu"], 3)
+                for mine in ("ours_api", "ours_api_torch_v"):
+                    row[f"{mine}/fa3_gpu"] = round(row[mine + "_gpu"] / row["fa3_fp8_gpu"], 3)
             row["kernels"] = [(n[:60], round(ms, 4)) for n, ms in kernels_of(api)]
             print(json.dumps(row), flush=True)
             rows.append(row)
