@@ -726,16 +726,16 @@ for stage in "$@"; do
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
     s33b)
-        # session 33: the GPU tests of the entry points under the device guard (one GPU:
-        # the guard is a no-op there, the two-GPU test skips), then FP8 (B, S, H, D) inputs
-        # through flash_attn_func: what the layout copies cost beside FA3's FP8 call
-        timeout 400 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
+        # session 33: FP8 (B, S, H, D) inputs through flash_attn_func (what the layout copies
+        # cost beside FA3's FP8 call), then the GPU tests of the entry points under the device
+        # guard (one GPU: the guard is a no-op there, the two-GPU test skips)
+        timeout 170 $PY benchmarks/experiments/probe_fp8_inputs.py \
+            --json "$OUT/probe_fp8_inputs.json" 2>&1 | grep -v "^ *warn" | tail -12
+        timeout 380 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
             tests/test_attention_triton.py tests/test_api.py tests/test_padded_rows.py \
             tests/test_hadamard.py tests/test_gluon_dispatch.py tests/test_quant.py \
-            tests/test_multi_gpu.py tests/test_two_term_q.py tests/test_fp8_inputs.py 2>&1 | tail -12 \
-            | tee "$OUT/pytest_guarded.log"
-        timeout 150 $PY benchmarks/experiments/probe_fp8_inputs.py \
-            --json "$OUT/probe_fp8_inputs.json" 2>&1 | grep -v "^ *warn" | tail -12 ;;
+            tests/test_multi_gpu.py tests/test_two_term_q.py tests/test_fp8_inputs.py 2>&1 \
+            | tail -12 | tee "$OUT/pytest_guarded.log" ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points
