@@ -16,10 +16,12 @@ import torch
 
 def on_inputs_device(fn):
     """fn(x, ...) run with x's CUDA device current (and so that device's current stream); a
-    no-op off CUDA and when it is current already."""
+    no-op off CUDA, when it is current already, and for an x that is not a tensor (fn's own
+    checks say what is wrong with it)."""
     @functools.wraps(fn)
     def run(x, *args, **kwargs):
-        if x.is_cuda and x.device.index != torch.cuda.current_device():
+        if (isinstance(x, torch.Tensor) and x.is_cuda
+                and x.device.index != torch.cuda.current_device()):
             with torch.cuda.device(x.device):
                 return fn(x, *args, **kwargs)
         return fn(x, *args, **kwargs)
