@@ -152,6 +152,7 @@
 #   s33     session 33: FP8 varlen inputs packed by one kernel: tests, profile, speed (~4 min)
 #   s33b    session 33: GPU tests under the device guard, FP8 (B, S, H, D) inputs' layout
 #           copies beside FA3's FP8 call (probe_fp8_inputs.py)                  (~6 min)
+#   s33final session 33's last changes: tests, varlen host time and speed    (~6 min)
 #   multigpu session 33, on two GPUs: inputs on a GPU that is not the current one, then the
 #           GPU tests of the entry points guarded for it                        (~5 min)
 #   fp8varlen session 32's pre-quantised FP8 varlen inputs: their GPU tests, then
@@ -736,6 +737,17 @@ for stage in "$@"; do
             tests/test_hadamard.py tests/test_gluon_dispatch.py tests/test_quant.py \
             tests/test_multi_gpu.py tests/test_two_term_q.py tests/test_fp8_inputs.py 2>&1 \
             | tail -12 | tee "$OUT/pytest_guarded.log" ;;
+    s33final)
+        # session 33's last changes: the device guard's mend (hadamard's argument errors), the
+        # varlen offsets checked in numpy; then varlen host time and speed
+        timeout 240 $PY -m pytest -q -n 12 -rf --tb=short tests/test_hadamard.py \
+            tests/test_fp8_inputs.py tests/test_api.py tests/test_attention_triton.py \
+            tests/test_attention_gpu.py 2>&1 | tail -8 \
+            | tee "$OUT/pytest_s33final.log"
+        timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
+            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log"
+        timeout 150 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points
