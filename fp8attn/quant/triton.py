@@ -35,7 +35,10 @@ software rounding (`round_to_fp8_grid`) run only under the interpreter, whose ca
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import torch
 import triton
@@ -319,12 +322,15 @@ def _qr_mask(m: int) -> int:
     return sum(1 << r for r in {(a * a) % q for a in range(1, q)})
 
 
-def _tile_params(d: int, rotate: bool) -> dict:
+@functools.lru_cache(maxsize=None)
+def _tile_params(d: int, rotate: bool) -> Mapping:
+    """The quantiser's tile constants for head dim d (read-only: one mapping per (d, rotate),
+    cached: every call of the attention functions asks for them several times)."""
     if rotate:
-        return tile_params(d)
+        return MappingProxyType(tile_params(d))
     # no rotation: any head dim, one group of the next power of two, masked
     p = triton.next_power_of_2(d)
-    return dict(M=1, M_PAD=1, P=p, LOG2_P=p.bit_length() - 1, NORM=1.0)
+    return MappingProxyType(dict(M=1, M_PAD=1, P=p, LOG2_P=p.bit_length() - 1, NORM=1.0))
 
 
 def default_variant(d: int, rotate: bool) -> dict:

@@ -3,6 +3,7 @@ power-of-two head dims >= 8 (rotation up to 128); `quant/triton.py` routes to it
 other cases. Design and measured numbers: `quant/triton.py` `default_variant`."""
 from __future__ import annotations
 
+import functools
 import weakref
 
 import torch
@@ -379,7 +380,9 @@ def _pairs_ok(x, tp, bs, rotate, transpose) -> bool:
     return _pairs_first_config(p, bs, rotate, transpose) is not None
 
 
+@functools.lru_cache(maxsize=None)
 def _pairs_first_config(p, bs, rotate, transpose):
+    """The first of PAIRS_CONFIGS that fits (a module constant: cached per tile)."""
     return next((c for c in PAIRS_CONFIGS
                  if _pairs_fits(c.kwargs, c.num_warps, p, bs, rotate, transpose)), None)
 
