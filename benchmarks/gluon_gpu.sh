@@ -153,6 +153,8 @@
 #   s33b    session 33: GPU tests under the device guard, FP8 (B, S, H, D) inputs' layout
 #           copies beside FA3's FP8 call (probe_fp8_inputs.py)                  (~6 min)
 #   s33final session 33's last changes: tests, varlen host time and speed    (~6 min)
+#   s33last  session 33's last call: quantiser tests, the varlen FP8-cache example on
+#           the GPU, varlen host time                                           (~5 min)
 #   multigpu session 33, on two GPUs: inputs on a GPU that is not the current one, then the
 #           GPU tests of the entry points guarded for it                        (~5 min)
 #   fp8varlen session 32's pre-quantised FP8 varlen inputs: their GPU tests, then
@@ -748,6 +750,17 @@ for stage in "$@"; do
             | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log"
         timeout 150 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s33last)
+        # session 33's last GPU call: the quantiser's cached tile constants (every path), the
+        # varlen FP8-cache example on the kernels, varlen host time again
+        timeout 260 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py \
+            tests/test_q_search.py tests/test_fp8_inputs.py tests/test_examples.py \
+            tests/test_attention_gpu.py tests/test_api.py tests/test_padded_rows.py 2>&1 \
+            | tail -8 | tee "$OUT/pytest_s33last.log"
+        timeout 60 $PY examples/varlen_fp8_cache.py --device cuda 2>&1 | grep -v "^ *warn" \
+            | tee "$OUT/varlen_fp8_cache_cuda.md"
+        timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
+            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points
