@@ -152,9 +152,11 @@ def test_flash_attn_func_layout_gqa_and_lse(triton_backend, device):
     assert (lse.double() - ref_lse).abs().max().item() < 0.1
 
 
-def test_prequantised_fp8_inputs(triton_backend, device, monkeypatch):
+@pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_prequantised_fp8_inputs(triton_backend, device, monkeypatch, fp8):
     """FP8 inputs with FA3-style (B, Hkv) descales: kernel vs the CPU emulation and the oracle of
-    the dequantised values."""
+    the dequantised values; e4m3 and e5m2 (an e5m2 KV cache: P in e5m2 too, so about twice
+    e4m3's error)."""
     g = torch.Generator().manual_seed(6)
     q = torch.randn(1, 90, 4, 64, generator=g).to(device)
     k = torch.randn(1, 120, 2, 64, generator=g).to(device) * 3
@@ -162,9 +164,9 @@ def test_prequantised_fp8_inputs(triton_backend, device, monkeypatch):
     qd = torch.tensor([[0.5, 2.0]], device=device)
     kd = torch.tensor([[1.0, 3.0]], device=device)
     vd = torch.tensor([[5.0, 0.25]], device=device)
-    q8 = (q / qd.repeat_interleave(2, 1)[:, None, :, None]).to(torch.float8_e4m3fn)
-    k8 = (k / kd[:, None, :, None]).to(torch.float8_e4m3fn)
-    v8 = (v / vd[:, None, :, None]).to(torch.float8_e4m3fn)
+    q8 = (q / qd.repeat_interleave(2, 1)[:, None, :, None]).to(fp8)
+    k8 = (k / kd[:, None, :, None]).to(fp8)
+    v8 = (v / vd[:, None, :, None]).to(fp8)
     out, lse = fp8attn.flash_attn_func(q8, k8, v8, causal=True, q_descale=qd, k_descale=kd,
                                        v_descale=vd, return_lse=True)
     assert out.dtype == torch.bfloat16 and out.shape == q.shape
@@ -249,8 +251,9 @@ def _rel_rmse(a, b):
 _FP8_ACC_UNITS = 2.0 ** -11
 
 
-@pytest.mark.parametrize("causal", [False, True])
-def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
+@pytest.mark.parametrize("causal,fp8", [(False, torch.float8_e4m3fn), (True, torch.float8_e4m3fn),
+                                        (True, torch.float8_e5m2)])
+def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal, fp8):
     """Pre-quantised FP8 varlen inputs with FA3's per-(sequence, K / V head) descales, GQA,
     empty sequences: each sequence's output and LSE are a dense FP8 call's on that sequence
     with its descales (up to float32 rounding: the varlen kernel applies K / V descales per
@@ -261,9 +264,9 @@ def test_varlen_fp8_inputs(triton_backend, device, monkeypatch, causal):
     cu_q, cu_k = (torch.tensor([0] + torch.tensor(x).cumsum(0).tolist(), dtype=torch.int32,
                                device=device) for x in (lens_q, lens_k))
     hq, hkv, d, n = 4, 2, 64, len(lens_q)
-    q = (torch.randn(sum(lens_q), hq, d, generator=g) * 3).to(torch.float8_e4m3fn).to(device)
-    k, v = ((torch.randn(sum(lens_k), hkv, d, generator=g) * 3).to(torch.float8_e4m3fn)
-            .to(device) for _ in range(2))
+    q = (torch.randn(sum(lens_q), hq, d, generator=g) * 3).to(fp8).to(device)
+    k, v = ((torch.randn(sum(lens_k), hkv, d, generator=g) * 3).to(fp8).to(device)
+            for _ in range(2))
     qd, kd, vd = ((torch.rand(n, hkv, generator=g) + 0.5).to(device) for _ in range(3))
     args = (q, k, v, cu_q, cu_k, max(lens_q), max(lens_k))
     kw = dict(causal=causal, return_lse=True, q_descale=qd, k_descale=kd, v_descale=vd)
