@@ -467,7 +467,7 @@ def _check_offsets(cu_q: torch.Tensor, cu_k: torch.Tensor, total_q: int, total_k
     beyond the dense call's (session 33, launches stubbed)."""
     a_q = _check_cu(cu_q, total_q, "cu_seqlens_q")
     _check_cu(cu_k, total_k, "cu_seqlens_k")
-    longest = int(numpy.diff(a_q).max()) if a_q.size > 1 else 0
+    longest = int(numpy.diff(a_q).max())          # _check_cu: at least two offsets
     if longest > max_seqlen_q:
         raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
                          f"({longest})")
