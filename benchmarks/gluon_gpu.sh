@@ -167,6 +167,17 @@ set -o pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-benchmarks/results}
 PY=${PYTHON:-python3}
+s34host() {   # $1 rounds of (old tree, new tree) host-time probes, alternating
+    for round in $(seq "$1"); do
+        if [ -d .old_s33 ]; then
+            timeout 120 $PY benchmarks/experiments/probe_host_time.py --package .old_s33 \
+                --tag old --no-peers 2>&1 | grep -v "^ *warn" | tee -a "$OUT/probe_host_time.jsonl"
+        fi
+        timeout 150 $PY benchmarks/experiments/probe_host_time.py --tag new 2>&1 \
+            | grep -v "^ *warn" | tee -a "$OUT/probe_host_time.jsonl"
+    done
+}
+
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for stage in "$@"; do
@@ -761,6 +772,18 @@ for stage in "$@"; do
             | tee "$OUT/varlen_fp8_cache_cuda.md"
         timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
             | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+    s34)
+        # session 34: repeated calls straight to the compiled kernels (kernel_launch.launch_call:
+        # the quantiser, the tl attention kernel, the layout kernels), varlen offsets checked
+        # once per tensor; the GPU tests of those paths, then host time against the tree in
+        # .old_s33 (git archive of session 33's last commit, carried) and FA3, alternating
+        timeout 330 $PY -m pytest -q -n 12 -rf --tb=short tests/test_varlen_offsets.py \
+            tests/test_kernel_launch.py tests/test_fp8_inputs.py tests/test_padded_rows.py \
+            tests/test_quant.py tests/test_attention_gpu.py tests/test_attention_triton.py \
+            tests/test_api.py 2>&1 | tail -12 | tee "$OUT/pytest_s34.log"
+        s34host 1 ;;
+    s34host)
+        s34host 2 ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points

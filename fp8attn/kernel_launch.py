@@ -15,11 +15,18 @@ the same compiled kernel: every constexpr, every integer argument's value, every
 and 16-byte alignment, every tensor descriptor's block shape, layout, dtype and base alignment,
 the launch options (num_warps, ...), and the device.
 
+`launch_call` builds that key from the arguments themselves, for kernels whose launches are
+not worth a plan of their own (the quantiser's, the tl attention kernel's, the FP8-input layout
+kernels'): on the H200's host, Triton's binding took about 100 us of a launch under cProfile
+(session 33, results/probe_varlen_host_s33last.log), four launches a varlen call.
+
 FP8ATTN_FAST_LAUNCH=0 sends every call through the JIT path (for debugging)."""
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+
+import torch
 
 MAX_ENTRIES = 512       # (kernel, key, grid) entries kept; the oldest is dropped beyond
 _RUNNERS: OrderedDict = OrderedDict()
@@ -54,6 +61,35 @@ def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
                                defaults)
             while len(_RUNNERS) > MAX_ENTRIES:
                 _RUNNERS.popitem(last=False)
+
+
+def launch_call(kernel, grid: tuple, *args, **kwargs) -> None:
+    """kernel[grid](*args, **kwargs) through `launch`, keyed on the arguments (`spec_key`).
+    kernel: a @triton.jit function (not an autotuner or heuristics wrapper: the caller picks
+    the config and passes it, launch options included); grid: a tuple."""
+    if not hasattr(kernel, "params"):        # Triton's interpreter: nothing to skip
+        kernel[grid](*args, **kwargs)
+        return
+    if args:
+        kwargs = dict(zip(kernel.arg_names, args), **kwargs)
+    launch(kernel, grid, spec_key(kwargs), kwargs)
+
+
+def spec_key(kwargs: dict) -> tuple:
+    """Everything Triton specialises a launch on, from its arguments: each tensor's dtype, its
+    data's 16-byte alignment and (the first's) device; every other value with its type
+    (integers by value cover Triton's == 1 and % 16 specialisations; floats by value, since
+    constexprs can be floats); the names, in order."""
+    parts = []
+    device = None
+    for v in kwargs.values():
+        if isinstance(v, torch.Tensor):
+            if device is None:
+                device = v.device
+            parts.append((v.dtype, v.data_ptr() % 16 == 0))
+        else:
+            parts.append((v.__class__, v))      # True == 1 == 1.0 as dict keys
+    return tuple(kwargs), tuple(parts), device
 
 
 def clear() -> None:

@@ -313,7 +313,7 @@ def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, 
     """Under a CUDA-graph capture (faked here: ops.capturing patched) the varlen call skips its
     host checks of cu_seqlens (they would sync) and gives the bits of the checked call; the
     emulation, which needs them on the host, says it cannot be captured."""
-    from fp8attn.attention import ops
+    from fp8attn.attention import varlen_offsets
     g = torch.Generator().manual_seed(16)
     lens = [100, 0, 200, 60]
     cu = torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32,
@@ -323,8 +323,8 @@ def test_varlen_under_capture_reads_nothing_on_the_host(triton_backend, device, 
 
     def no_host_check(*args):
         raise AssertionError("cu_seqlens checked on the host during a capture")
-    monkeypatch.setattr(ops, "capturing", lambda dev: True)
-    monkeypatch.setattr(ops, "_check_cu", no_host_check)
+    monkeypatch.setattr(varlen_offsets, "capturing", lambda dev: True)
+    monkeypatch.setattr(varlen_offsets, "check_cu", no_host_check)
     got = fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200, causal=True)
     assert torch.equal(got, want)
     monkeypatch.setenv("FP8ATTN_BACKEND", "emulation")

@@ -178,3 +178,37 @@ def test_gluon_launch_plan_refuses_bad_inputs_every_call(monkeypatch):
     assert not gluon_fwd._PLANS and not fake.jit_calls
     call()
     assert len(fake.jit_calls) == 1 and len(gluon_fwd._PLANS) == 1
+
+
+class FakeJitNamed(FakeJit):
+    """FakeJit with the argument names launch_call maps positional arguments to."""
+
+    def __init__(self, names):
+        super().__init__([Param(n) for n in names])
+        self.arg_names = names    # FakeJit has .params: a compiled kernel, not the interpreter
+
+
+def test_launch_call_names_positional_arguments_and_keys_on_their_specialisation():
+    k = FakeJitNamed(["x", "n", "scale", "BLOCK"])
+    a = torch.zeros(64)
+    kernel_launch.launch_call(k, (2,), a, 16, 0.5, BLOCK=32, num_warps=4)
+    assert k.jit_calls == [((2,), dict(x=a, n=16, scale=0.5, BLOCK=32, num_warps=4))]
+    b = torch.ones(64)                               # a new tensor of the same kind: direct
+    kernel_launch.launch_call(k, (2,), b, 16, 0.5, BLOCK=32, num_warps=4)
+    assert len(k.direct_calls) == 1 and k.direct_calls[0][1][0] is b
+    # every change Triton could specialise on takes the JIT path again: an int's value, a
+    # float constexpr's value, a dtype, the data's 16-byte alignment, a launch option
+    for args, kw in (((b, 17, 0.5), {}), ((b, 16, 0.25), {}), ((b.double(), 16, 0.5), {}),
+                     ((b[1:], 16, 0.5), {}), ((b, 16, 0.5), dict(num_warps=8))):
+        kernel_launch.launch_call(k, (2,), *args, **{"BLOCK": 32, "num_warps": 4, **kw})
+    assert len(k.jit_calls) == 6 and len(k.direct_calls) == 1
+
+
+def test_spec_key_ignores_values_and_places_but_not_kinds_of_tensors():
+    key = kernel_launch.spec_key
+    x, y = torch.zeros(32), torch.ones(32)
+    assert key(dict(a=x, n=3)) == key(dict(a=y, n=3))
+    assert key(dict(a=x, n=3)) != key(dict(b=x, n=3))          # names count
+    assert key(dict(a=x, n=3)) != key(dict(a=x.half(), n=3))
+    assert key(dict(a=x, n=3)) != key(dict(a=x[2:], n=3))       # 8 bytes in: not 16-aligned
+    assert key(dict(a=x, n=True)) != key(dict(a=x, n=1)) != key(dict(a=x, n=1.0))

@@ -19,13 +19,12 @@ from __future__ import annotations
 import math
 import os
 
-import numpy
 import torch
 
-from ..device_tables import capturing
 from ..device_guard import on_inputs_device
 from ..quant.padded_rows import padded_rows
 from ..recipe import Recipe
+from .varlen_offsets import offsets_checked, varlen_offsets
 
 _CAUSAL = {"none": None, "top_left": "top_left", "bottom_right": "bottom_right"}
 
@@ -265,7 +264,7 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                     hadamard=hadamard, seed=seed, q_terms=q_terms,
                     q_search=q_search)
     emulate = _backend(q.device) == "emulation"
-    host, pending = _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
+    host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
     if emulate:
         return _varlen_emulation(q, k, v, *host, _CAUSAL[causal], softmax_scale, recipe,
                                  return_lse)
@@ -284,41 +283,8 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                   cu_seqlens_q=cu_seqlens_q.to(torch.int32),
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
                   max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align)
-    _varlen_offsets_checked(pending, q, k, max_seqlen_q)
+    offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
-
-
-def _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate: bool):
-    """(host, pending) for a varlen call: host = (cu_q, cu_k) on the host, checked, where the
-    call reads them first (the CPU paths; the emulation needs them), else None; pending = what
-    _varlen_offsets_checked checks after the launches (eager GPU calls), else None."""
-    if cu_seqlens_q.numel() != cu_seqlens_k.numel():
-        raise ValueError(f"cu_seqlens_q has {cu_seqlens_q.numel()} entries, cu_seqlens_k "
-                         f"{cu_seqlens_k.numel()}")
-    if capturing(q.device):
-        # a CUDA-graph capture cannot read the offsets: it trusts cu_seqlens and max_seqlen_q,
-        # as FA3's call does (the kernels clamp every offset into the buffers)
-        if emulate:
-            raise RuntimeError("flash_attn_varlen_func: the emulation (FP8ATTN_BACKEND=emulation) "
-                               "reads cu_seqlens on the host, which a CUDA-graph capture cannot")
-        return None, None
-    if emulate or not q.is_cuda:
-        cu_q, cu_k = torch.cat([cu_seqlens_q, cu_seqlens_k]).cpu().chunk(2)
-        _check_offsets(cu_q, cu_k, q.shape[0], k.shape[0], max_seqlen_q)
-        return (cu_q, cu_k), None
-    # on the GPU the offsets travel to the host while the launches are queued and are checked
-    # after them (the kernels clamp every offset into the buffers, so bad ones cannot reach
-    # outside before the check raises): checked first, every call would wait for the GPU to
-    # finish the work queued before it (H200, session 32: 1.65 ms a call for 0.6 ms of GPU
-    # work at 8 x 2048 tokens)
-    return None, _offsets_to_host(cu_seqlens_q, cu_seqlens_k)
-
-
-def _varlen_offsets_checked(pending, q, k, max_seqlen_q) -> None:
-    if pending is not None:
-        host, copied = pending
-        copied.synchronize()
-        _check_offsets(*host.chunk(2), q.shape[0], k.shape[0], max_seqlen_q)
 
 
 _attention_varlen = torch.library.custom_op("fp8attn::attention_varlen", mutates_args=())(
@@ -352,7 +318,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     from ..quant.reference import QuantizedTensor
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
-    host, pending = _varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
+    host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
     if emulate:
         return _varlen_fp8_emulation(q, k, v, *host, q_descale, k_descale, v_descale,
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
@@ -371,7 +337,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                   out=out.permute(1, 0, 2).unsqueeze(0), cu_seqlens_q=cu_seqlens_q,
                   cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max(int(max_seqlen_q), 1),
                   kv_starts=layout.starts, kv_align=align)
-    _varlen_offsets_checked(pending, q, k, max_seqlen_q)
+    offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
 
@@ -447,41 +413,6 @@ def _kv_align(recipe: Recipe, nseq: int, total_k: int) -> int:
     if flag != "1" and nseq * recipe.block_kv > max(total_k, 1):
         return 0
     return recipe.block_kv
-
-
-def _offsets_to_host(cu_q: torch.Tensor, cu_k: torch.Tensor):
-    """(a pinned host buffer, an event): cu_q then cu_k copied into the buffer once the event
-    has completed; nothing waits here."""
-    both = torch.cat([cu_q, cu_k])
-    host = torch.empty(both.shape, dtype=both.dtype, pin_memory=True)
-    host.copy_(both, non_blocking=True)          # on the offsets' device's current stream
-    copied = torch.cuda.Event()
-    copied.record(torch.cuda.current_stream(both.device))   # that stream, whichever is current
-    return host, copied
-
-
-def _check_offsets(cu_q: torch.Tensor, cu_k: torch.Tensor, total_q: int, total_k: int,
-                   max_seqlen_q: int) -> None:
-    """Raise a ValueError naming the first wrong offset argument (host tensors). In numpy:
-    torch's ops on a few host ints cost about 5 us each, a fifth of a varlen call's host time
-    beyond the dense call's (session 33, launches stubbed)."""
-    a_q = _check_cu(cu_q, total_q, "cu_seqlens_q")
-    _check_cu(cu_k, total_k, "cu_seqlens_k")
-    longest = int(numpy.diff(a_q).max())          # _check_cu: at least two offsets
-    if longest > max_seqlen_q:
-        raise ValueError(f"max_seqlen_q={max_seqlen_q} is below the longest query sequence "
-                         f"({longest})")
-
-
-def _check_cu(cu: torch.Tensor, total: int, name: str):
-    """cu's values as a numpy array, checked: at least 2, from 0, never decreasing, to total."""
-    a = cu.numpy()
-    if a.size < 2:
-        raise ValueError(f"{name} needs at least 2 entries (nseq + 1), got {a.size}")
-    if a[0] != 0 or a[-1] != total or (a[1:] < a[:-1]).any():
-        raise ValueError(f"{name} must start at 0, never decrease and end at the packed length "
-                         f"{total}; got {a[:8].tolist()}{'...' if a.size > 8 else ''}")
-    return a
 
 
 def _per_sequence(q, cu_q, cu_k, out_dtype, attend, return_lse):

@@ -43,6 +43,7 @@ import triton
 import triton.language as tl
 
 from ..quant.key_order import check_key_order, to_natural
+from .. import kernel_launch
 from . import gluon_dispatch
 
 LOG2E = 1.4426950408889634  # 1 / ln 2
@@ -565,12 +566,13 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
         else:
             # the tuned config of this key, launched without the autotuner's and heuristics'
             # Python layers (about a third of the host time of a short attention call)
+            # (and after the first call of a kind, without Triton's argument binding either)
             bn = best.kwargs["BLOCK_N"]
             heur = dict(v_block=v_block, k_block=k_block, seqlen_k_arg=Sk, IS_VARLEN=varlen,
                         BLOCK_N=bn, kv_align=kv_align)
-            _attn_fwd_tuned.fn.fn[grid](*args, **meta, **best.all_kwargs(),
-                                        V_PER_COL=_v_per_col(heur), K_MODE=_k_mode(heur),
-                                        KV_ALIGNED=_kv_tiles_aligned(heur))
+            kernel_launch.launch_call(_attn_fwd_tuned.fn.fn, grid(best.kwargs), *args, **meta,
+                                      **best.all_kwargs(), V_PER_COL=_v_per_col(heur),
+                                      K_MODE=_k_mode(heur), KV_ALIGNED=_kv_tiles_aligned(heur))
     else:
         split = 2 if meta["HEAD_DIM_PAD"] >= 256 else 1
         _attn_fwd_heur[grid](*args, **meta, **{"SPLIT": split, "ONE_LOOP": False,

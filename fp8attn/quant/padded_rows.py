@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import kernel_launch
+
 
 @dataclasses.dataclass(frozen=True)
 class PaddedRows:
@@ -93,8 +95,8 @@ def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
         tiles = torch.empty(rows // align, 2, dtype=torch.int32, device=cu.device)
         # the torch ops below (about twenty small launches with _make_tiles) took about a
         # fifth of a varlen call's host time (H200, session 32); one launch instead
-        _layout_kernel[(1,)](cu, starts, tiles, nseq, total, rows // align, ALIGN=align,
-                             BLOCK=1024)
+        kernel_launch.launch_call(_layout_kernel, (1,), cu, starts, tiles, nseq, total,
+                                  rows // align, ALIGN=align, BLOCK=1024)
         return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
                           _cache={("tiles", align): tiles})
     lens = (cu[1:] - cu[:-1]).clamp_(min=0)

@@ -10,6 +10,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import kernel_launch
 from ..formats import fp8_max
 from .key_order import mma_key_tl
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
@@ -457,8 +458,15 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                     NB2=nb2, N_FIRST=n_first, stride_x2b=xin2.stride(0),
                     stride_x2h=xin2.stride(1), stride_x2s=xin2.stride(2), stride_o2b=o2[0],
                     stride_o2h=o2[1], stride_o2s=o2[2])
-    kernel[grid](xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
-                 *xin.stride(), *o_strides, **meta)
+    args = (xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
+            *xin.stride(), *o_strides)
+    if kernel is _pairs_kernel:             # the autotuner (FP8ATTN_TUNE=all)
+        kernel[grid](*args, **meta)
+    else:
+        # a fixed config: straight to the compiled kernel after the first call of a kind
+        if callable(grid):
+            grid = grid(meta)
+        kernel_launch.launch_call(kernel, grid, *args, **meta)
 
 
 def row_map_ok(x, tp, bs, rotate, transpose, rows) -> bool:

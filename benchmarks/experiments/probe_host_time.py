@@ -1,0 +1,88 @@
+"""Host time of the public calls beside FA3's (session 34): what an eager model pays per
+attention call before the GPU does any work. Per call kind: host = the time to issue 100 calls
+(no synchronisation) / 100, wall = until the GPU has finished them, GPU = one-call CUDA graph
+(where the call can be captured). A call whose host time exceeds its GPU time leaves the GPU
+idle in an eager loop.
+
+Cases: one short prefill (1 x 1024 tokens, 16 heads, hdim 128: GPU work of tens of us, so the
+host decides) and 8 x 2048 (the varlen probes' case): flash_attn_func (bf16 in), the same
+tokens through flash_attn_varlen_func, and both on pre-quantised FP8 inputs; FA3's BF16 and
+FP8 calls on the same tensors.
+
+`--package DIR` imports fp8attn from DIR first (an older tree, to compare in one run: run the
+script once per tree, alternating, in separate processes; `--no-peers` skips FA3's calls).
+Prints one JSON line per call and case.
+
+    PYTHONPATH=$PWD python benchmarks/experiments/probe_host_time.py [--package DIR] [--tag T]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--package", help="a folder holding the fp8attn to import")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--calls", type=int, default=100)
+    ap.add_argument("--no-peers", action="store_true", help="skip FA3's calls")
+    a = ap.parse_args()
+    sys.path[:0] = ([a.package] if a.package else []) + [os.path.dirname(HERE),
+                                                         os.path.dirname(os.path.dirname(HERE))]
+    import torch
+    import fp8attn
+    from common import fa3_out, graph_ms, load_fa3, loop_us
+    fa3, why = load_fa3()
+    print(f"# {a.tag}: fp8attn from {os.path.dirname(fp8attn.__file__)}; fa3: {why or 'ok'}",
+          flush=True)
+    H, D = 16, 128
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for nseq, s in ((1, 1024), (8, 2048)):
+            q, k, v = (torch.randn(nseq * s, H, D, device="cuda", dtype=torch.bfloat16)
+                       for _ in range(3))
+            cu = torch.arange(0, nseq * s + 1, s, device="cuda", dtype=torch.int32)
+            qd, kd, vd = (x.view(nseq, s, H, D) for x in (q, k, v))
+            q8, k8, v8 = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
+            qd8, kd8, vd8 = (x.view(nseq, s, H, D) for x in (q8, k8, v8))
+            one = torch.ones(nseq, H, device="cuda")
+            for causal in (False, True):
+                calls = {
+                    "ours_dense": lambda: fp8attn.flash_attn_func(qd, kd, vd, causal=causal),
+                    "ours_varlen": lambda: fp8attn.flash_attn_varlen_func(
+                        q, k, v, cu, cu, s, s, causal=causal),
+                    "ours_dense_fp8": lambda: fp8attn.flash_attn_func(
+                        qd8, kd8, vd8, causal=causal, q_descale=one, k_descale=one,
+                        v_descale=one),
+                    "ours_varlen_fp8": lambda: fp8attn.flash_attn_varlen_func(
+                        q8, k8, v8, cu, cu, s, s, causal=causal, q_descale=one,
+                        k_descale=one, v_descale=one)}
+                if fa3 is not None and not a.no_peers:
+                    calls.update({
+                        "fa3_bf16": lambda: fa3_out(fa3.flash_attn_func(qd, kd, vd,
+                                                                        causal=causal)),
+                        "fa3_varlen_bf16": lambda: fa3_out(fa3.flash_attn_varlen_func(
+                            q, k, v, cu, cu, s, s, causal=causal)),
+                        "fa3_fp8": lambda: fa3_out(fa3.flash_attn_func(
+                            qd8, kd8, vd8, causal=causal, q_descale=one, k_descale=one,
+                            v_descale=one))})
+                for name, fn in calls.items():
+                    host, wall = loop_us(fn, n=a.calls)
+                    try:
+                        gpu = graph_ms(fn, calls=1, replays=7) * 1e3
+                    except Exception:  # noqa: BLE001 - a call that cannot be captured
+                        gpu = None
+                    print(json.dumps(dict(tag=a.tag, call=name, nseq=nseq, seqlen=s,
+                                          causal=causal, host_us=round(host, 1),
+                                          wall_us=round(wall, 1),
+                                          gpu_us=None if gpu is None else round(gpu, 1))),
+                          flush=True)
+
+
+if __name__ == "__main__":
+    main()
