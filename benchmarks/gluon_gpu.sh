@@ -173,8 +173,9 @@ s34host() {   # $1 rounds of (old tree, new tree) host-time probes, alternating
             timeout 120 $PY benchmarks/experiments/probe_host_time.py --package .old_s33 \
                 --tag old --no-peers 2>&1 | grep -v "^ *warn" | tee -a "$OUT/probe_host_time.jsonl"
         fi
-        timeout 150 $PY benchmarks/experiments/probe_host_time.py --tag new 2>&1 \
-            | grep -v "^ *warn" | tee -a "$OUT/probe_host_time.jsonl"
+        timeout 200 $PY benchmarks/experiments/probe_host_time.py --tag new --jit \
+            $([ "$round" = 1 ] && echo --profile) 2>&1 | grep -v "^ *warn" \
+            | tee -a "$OUT/probe_host_time.jsonl" | grep -v "^ .*[0-9] "
     done
 }
 
@@ -783,7 +784,7 @@ for stage in "$@"; do
             tests/test_api.py 2>&1 | tail -12 | tee "$OUT/pytest_s34.log"
         s34host 1 ;;
     s34host)
-        s34host 2 ;;
+        s34host 1 ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points

@@ -2,7 +2,8 @@
 attention call before the GPU does any work. Per call kind: host = the time to issue 100 calls
 (no synchronisation) / 100, wall = until the GPU has finished them, GPU = one-call CUDA graph
 (where the call can be captured). A call whose host time exceeds its GPU time leaves the GPU
-idle in an eager loop.
+idle in an eager loop. Each call is read `--repeats` times, alternating with the others; the
+minimum and the median are printed (host noise only adds time).
 
 Cases: one short prefill (1 x 1024 tokens, 16 heads, hdim 128: GPU work of tens of us, so the
 host decides) and 8 x 2048 (the varlen probes' case): flash_attn_func (bf16 in), the same
@@ -31,6 +32,12 @@ def main():
     ap.add_argument("--tag", default="")
     ap.add_argument("--calls", type=int, default=100)
     ap.add_argument("--no-peers", action="store_true", help="skip FA3's calls")
+    ap.add_argument("--repeats", type=int, default=3, help="readings of each call, alternating")
+    ap.add_argument("--jit", action="store_true",
+                    help="also read our calls with FP8ATTN_FAST_LAUNCH=0 (every launch through "
+                         "Triton's JIT path), in the same process")
+    ap.add_argument("--profile", action="store_true",
+                    help="then a cProfile of the 8 x 2048 dense and varlen bf16 calls")
     a = ap.parse_args()
     sys.path[:0] = ([a.package] if a.package else []) + [os.path.dirname(HERE),
                                                          os.path.dirname(os.path.dirname(HERE))]
@@ -71,18 +78,56 @@ def main():
                         "fa3_fp8": lambda: fa3_out(fa3.flash_attn_func(
                             qd8, kd8, vd8, causal=causal, q_descale=one, k_descale=one,
                             v_descale=one))})
-                for name, fn in calls.items():
-                    host, wall = loop_us(fn, n=a.calls)
+                rows = {}
+                for rep in range(a.repeats):    # alternating: host noise spreads over all
+                    for name, fn in calls.items():
+                        modes = ([("", None), ("_jit", "0")] if a.jit and name.startswith("ours")
+                                 else [("", None)])
+                        for suffix, flag in modes:
+                            if flag is None:
+                                os.environ.pop("FP8ATTN_FAST_LAUNCH", None)
+                            else:
+                                os.environ["FP8ATTN_FAST_LAUNCH"] = flag
+                            host, wall = loop_us(fn, n=a.calls)
+                            rows.setdefault(name + suffix, []).append((host, wall))
+                        os.environ.pop("FP8ATTN_FAST_LAUNCH", None)
+                for name, got in rows.items():
+                    fn = calls[name.removesuffix("_jit")]
                     try:
                         gpu = graph_ms(fn, calls=1, replays=7) * 1e3
                     except Exception:  # noqa: BLE001 - a call that cannot be captured
                         gpu = None
-                    print(json.dumps(dict(tag=a.tag, call=name, nseq=nseq, seqlen=s,
-                                          causal=causal, host_us=round(host, 1),
-                                          wall_us=round(wall, 1),
-                                          gpu_us=None if gpu is None else round(gpu, 1))),
-                          flush=True)
+                    hosts = sorted(h for h, _ in got)
+                    print(json.dumps(dict(
+                        tag=a.tag, call=name, nseq=nseq, seqlen=s, causal=causal,
+                        host_us_min=round(hosts[0], 1), host_us_median=round(
+                            hosts[len(hosts) // 2], 1),
+                        wall_us_median=round(sorted(w for _, w in got)[len(got) // 2], 1),
+                        gpu_us=None if gpu is None else round(gpu, 1))), flush=True)
+        if a.profile:
+            profile(lambda: fp8attn.flash_attn_func(qd, kd, vd), "dense bf16 8x2048")
+            profile(lambda: fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, s, s),
+                    "varlen bf16 8x2048")
 
+
+def profile(fn, name, calls=50):
+    """cProfile of `calls` calls: own time, top 30."""
+    import cProfile
+    import io
+    import pstats
+    import torch
+    fn()
+    torch.cuda.synchronize()
+    pr = cProfile.Profile()
+    pr.enable()
+    for _ in range(calls):
+        fn()
+    pr.disable()
+    torch.cuda.synchronize()
+    buf = io.StringIO()
+    pstats.Stats(pr, stream=buf).sort_stats("tottime").print_stats(30)
+    print(f"== profile {name}, {calls} calls")
+    print("\n".join(line for line in buf.getvalue().splitlines() if line.strip()), flush=True)
 
 if __name__ == "__main__":
     main()
