@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
+#   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
+#           kernels (kernel_launch.launch_call), varlen offsets checked once per tensor: GPU
+#           tests, then host time of the tree beside .old_s33 (session 33's) and FA3
+#           (benchmarks/experiments/probe_host_time.py)                        (~4-8 min)
 #   tests   the GPU tests of the attention kernels, the API, the quantiser, the rotation and the
 #           device tables (CUDA-graph captures), with the Gluon path on
 #           (tests/test_gluon_dispatch.py holds it to the tl kernel bit for bit), and the
@@ -785,6 +789,23 @@ for stage in "$@"; do
         s34host 1 ;;
     s34host)
         s34host 1 ;;
+    s34final)
+        # session 34's final code: the GPU tests of the launch paths (the tl kernel is the
+        # Gluon dispatch tests' reference), then host time of the old and new trees in
+        # alternating processes, two rounds
+        timeout 300 $PY -m pytest -q -n 12 -rf --tb=short tests/test_varlen_offsets.py \
+            tests/test_kernel_launch.py tests/test_fp8_inputs.py tests/test_padded_rows.py \
+            tests/test_quant.py tests/test_attention_gpu.py tests/test_attention_triton.py \
+            tests/test_api.py tests/test_two_term_q.py tests/test_gluon_dispatch.py 2>&1 \
+            | tail -12 | tee "$OUT/pytest_s34final.log"
+        for round in 1 2; do
+            timeout 70 $PY benchmarks/experiments/probe_host_time.py --package .old_s33 \
+                --tag old --no-peers --repeats 2 2>&1 | grep -v "^ *warn" \
+                >> "$OUT/probe_host_time.jsonl"
+            timeout 90 $PY benchmarks/experiments/probe_host_time.py --tag new --repeats 2 \
+                2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        done
+        grep -c '^{' "$OUT/probe_host_time.jsonl" ;;
     multigpu)
         # session 33 (two GPUs): calls with inputs on a GPU other than the current one
         # (fp8attn/device_guard.py), then the GPU tests of the guarded entry points

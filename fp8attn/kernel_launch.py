@@ -28,6 +28,7 @@ from collections import OrderedDict
 
 import torch
 
+_Tensor = torch.Tensor    # bound once: spec_key looks it up for every argument of every launch
 MAX_ENTRIES = 512       # (kernel, key, grid) entries kept; the oldest is dropped beyond
 _RUNNERS: OrderedDict = OrderedDict()
 
@@ -80,16 +81,15 @@ def spec_key(kwargs: dict) -> tuple:
     data's 16-byte alignment and (the first's) device; every other value with its type
     (integers by value cover Triton's == 1 and % 16 specialisations; floats by value, since
     constexprs can be floats); the names, in order."""
-    parts = []
+    # one comprehension: this runs for every launch (about 10 us for 35 arguments, CPU)
+    parts = tuple([(v.dtype, v.data_ptr() % 16 == 0) if isinstance(v, _Tensor)
+                   else (v.__class__, v) for v in kwargs.values()])   # True == 1 == 1.0 as keys
     device = None
     for v in kwargs.values():
-        if isinstance(v, torch.Tensor):
-            if device is None:
-                device = v.device
-            parts.append((v.dtype, v.data_ptr() % 16 == 0))
-        else:
-            parts.append((v.__class__, v))      # True == 1 == 1.0 as dict keys
-    return tuple(kwargs), tuple(parts), device
+        if isinstance(v, _Tensor):
+            device = v.device
+            break
+    return tuple(kwargs), parts, device
 
 
 def clear() -> None:
