@@ -44,6 +44,7 @@ import triton.language as tl
 
 from ..quant.key_order import check_key_order, to_natural
 from .. import kernel_launch
+from ..host_ints import cdiv, next_power_of_2
 from . import gluon_dispatch
 
 LOG2E = 1.4426950408889634  # 1 / ln 2
@@ -470,7 +471,7 @@ _BEST: dict = {}   # launch key -> the autotuner's choice for it (see attention_
 
 def _tune_bucket(seqlen_q: int, seqlen_k: int, batch_heads: int) -> int:
     def b(x):
-        return min(triton.next_power_of_2(max(int(x), 1)), 1 << 16)
+        return min(next_power_of_2(max(int(x), 1)), 1 << 16)
     return b(seqlen_q) * (1 << 20) + b(seqlen_k) * 16 + min(batch_heads.bit_length(), 15)
 
 
@@ -539,7 +540,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     kv_align = int(kv_align) if varlen and kv_starts is not None else 0
     meta = dict(CAUSAL=CAUSAL_MODES[causal], HEAD_DIM=D,
                 # FP8 MMAs reduce over 32 elements at least: pad (masked) small head dims
-                HEAD_DIM_PAD=max(triton.next_power_of_2(D), 32), IS_VARLEN=varlen,
+                HEAD_DIM_PAD=max(next_power_of_2(D), 32), IS_VARLEN=varlen,
                 RETURN_LSE=return_lse, P_SHIFT=8 if q8.dtype == torch.float8_e4m3fn else 15,
                 ACC_MODE=ACC_MODES[acc_mode], INTERPRET=os.environ.get("TRITON_INTERPRET") == "1",
                 Q_TERMS=1 if q_lo is None else 2)
@@ -554,7 +555,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             tune_key, kv_align)
 
     def grid(m):
-        return (triton.cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
+        return (cdiv(m_extent, m["BLOCK_M"]), nseq * Hq)
 
     if config is None:
         key = (meta["HEAD_DIM_PAD"], meta["CAUSAL"], varlen, tune_key, meta["ACC_MODE"],

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 
 from .. import kernel_launch
+from ..host_ints import cdiv, next_power_of_2
 from .key_order import mma_key_tl, padded_len, to_mma
 from .padded_rows import PaddedRows, _kernel_builds, pad_rows
 
@@ -42,9 +43,9 @@ def v_head_dim_major(v: torch.Tensor, key_order: str) -> torch.Tensor:
         v_in = v if v.stride(-1) == 1 else v.contiguous()
         block = 64
         kernel_launch.launch_call(
-            _v_head_dim_major_kernel, (triton.cdiv(s_out, block), b * h), v_in.view(torch.uint8), vt.view(torch.uint8), s, s_out, h, d, v_in.stride(0),
-            v_in.stride(1), v_in.stride(2), MMA=mma, BLOCK_S=block,
-            D_P=triton.next_power_of_2(d), num_warps=4)
+            _v_head_dim_major_kernel, (cdiv(s_out, block), b * h), v_in.view(torch.uint8),
+            vt.view(torch.uint8), s, s_out, h, d, v_in.stride(0), v_in.stride(1),
+            v_in.stride(2), MMA=mma, BLOCK_S=block, D_P=next_power_of_2(d), num_warps=4)
         return vt[..., :s]
     vt = v.permute(0, 2, 3, 1)
     return to_mma(vt) if mma else vt.contiguous()
@@ -93,12 +94,12 @@ def pack_fp8_kv(k: torch.Tensor, v: torch.Tensor, k_descale: torch.Tensor,
         k_in, v_in = (x if x.stride(-1) == 1 else x.contiguous() for x in (k, v))
         k_ds, v_ds = k_descale.float(), v_descale.float()
         kernel_launch.launch_call(
-            _pack_fp8_kv_kernel, (n_blocks, h), k_in.view(torch.uint8), v_in.view(torch.uint8), kp.view(torch.uint8),
-            vt.view(torch.uint8), layout.tiles(align), layout.cu, k_ds, v_ds, kd, vd,
+            _pack_fp8_kv_kernel, (n_blocks, h), k_in.view(torch.uint8), v_in.view(torch.uint8),
+            kp.view(torch.uint8), vt.view(torch.uint8), layout.tiles(align), layout.cu, k_ds, v_ds, kd, vd,
             layout.cu.numel() - 1, layout.total, layout.rows, n_blocks, d,
             k_in.stride(0), k_in.stride(1), v_in.stride(0), v_in.stride(1),
             k_ds.stride(0), k_ds.stride(1), v_ds.stride(0), v_ds.stride(1),
-            ALIGN=align, D_P=triton.next_power_of_2(d), SEARCH=_search_steps(layout.cu.numel()),
+            ALIGN=align, D_P=next_power_of_2(d), SEARCH=_search_steps(layout.cu.numel()),
             num_warps=4)
         return kp, vt, kd, vd
     kp = pad_rows(k.permute(1, 0, 2).unsqueeze(0), layout)

@@ -46,6 +46,7 @@ import triton.language as tl
 
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
+from ..host_ints import cdiv
 from .key_order import to_mma
 from .reference import QuantizedTensor, cached_search_factors, group_block_size
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
@@ -584,7 +585,7 @@ def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_
     if config is not None:                  # a forced config: the jitted function, no autotuning
         kernel = _quant_kernel.fn
         meta.update(config)
-    grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
+    grid = lambda m: (B * H * cdiv(S, m["BLOCK_S"]),)
     kernel[grid](x, data, res, descale, scale if scale is not None else descale,
                  row_amax if row_amax is not None else descale, signs_arg, hm, search_tab,
                  H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)

@@ -11,6 +11,7 @@ import triton
 import triton.language as tl
 
 from .. import kernel_launch
+from ..host_ints import cdiv
 from ..formats import fp8_max
 from .key_order import mma_key_tl
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
@@ -443,7 +444,7 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
         if second is None:
             S = rows.rows
     s_store = -(-S // 16) * 16 if key_perm else S
-    grid = lambda m: (B * H * triton.cdiv(S, m["BLOCK_S"]),)
+    grid = lambda m: (B * H * cdiv(S, m["BLOCK_S"]),)
     if second is not None:
         x2, data2, descale2, nb2, o2 = second
         B2, H2, S2, _ = x2.shape
@@ -452,8 +453,8 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
         xin2 = _as_words(x2) if words else x2
         block = config["BLOCK_S"]
         meta["EVEN_S"] = S % block == 0 and S2 % block == 0 and rows is None
-        n_first = B * H * triton.cdiv(S, block)
-        grid = (n_first + B2 * H2 * triton.cdiv(S2, block),)
+        n_first = B * H * cdiv(S, block)
+        grid = (n_first + B2 * H2 * cdiv(S2, block),)
         meta.update(DUAL=True, x2_ptr=xin2, out2_ptr=data2, descale2_ptr=descale2, H2=H2, S2=S2,
                     NB2=nb2, N_FIRST=n_first, stride_x2b=xin2.stride(0),
                     stride_x2h=xin2.stride(1), stride_x2s=xin2.stride(2), stride_o2b=o2[0],
