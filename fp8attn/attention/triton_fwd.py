@@ -42,9 +42,9 @@ import torch
 import triton
 import triton.language as tl
 
-from ..quant.key_order import check_key_order, to_natural
 from .. import kernel_launch
 from ..host_ints import cdiv, next_power_of_2
+from ..quant.key_order import check_key_order, to_natural
 from . import gluon_dispatch
 
 LOG2E = 1.4426950408889634  # 1 / ln 2

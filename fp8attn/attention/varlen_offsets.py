@@ -20,6 +20,7 @@ writes outside them; the results of bad offsets are garbage either way).
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import numpy
 import torch
@@ -65,12 +66,12 @@ def offsets_checked(pending) -> None:
     _remember(pending.cu_q, pending.cu_k, pending.lengths)
 
 
-class _Pending:
-    __slots__ = ("host", "copied", "cu_q", "cu_k", "lengths")
-
-    def __init__(self, host, copied, cu_q, cu_k, lengths):
-        self.host, self.copied, self.cu_q, self.cu_k, self.lengths = (host, copied, cu_q, cu_k,
-                                                                      lengths)
+class _Pending(NamedTuple):
+    host: torch.Tensor          # pinned: cu_q then cu_k, once `copied` has completed
+    copied: torch.cuda.Event
+    cu_q: torch.Tensor
+    cu_k: torch.Tensor
+    lengths: tuple              # (total_q, total_k, max_seqlen_q) checked against
 
 
 def _versions(cu_q, cu_k):

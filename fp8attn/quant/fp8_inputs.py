@@ -95,7 +95,8 @@ def pack_fp8_kv(k: torch.Tensor, v: torch.Tensor, k_descale: torch.Tensor,
         k_ds, v_ds = k_descale.float(), v_descale.float()
         kernel_launch.launch_call(
             _pack_fp8_kv_kernel, (n_blocks, h), k_in.view(torch.uint8), v_in.view(torch.uint8),
-            kp.view(torch.uint8), vt.view(torch.uint8), layout.tiles(align), layout.cu, k_ds, v_ds, kd, vd,
+            kp.view(torch.uint8), vt.view(torch.uint8), layout.tiles(align), layout.cu, k_ds,
+            v_ds, kd, vd,
             layout.cu.numel() - 1, layout.total, layout.rows, n_blocks, d,
             k_in.stride(0), k_in.stride(1), v_in.stride(0), v_in.stride(1),
             k_ds.stride(0), k_ds.stride(1), v_ds.stride(0), v_ds.stride(1),

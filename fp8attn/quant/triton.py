@@ -46,7 +46,7 @@ import triton.language as tl
 
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
-from ..host_ints import cdiv
+from ..host_ints import cdiv, next_power_of_2
 from .key_order import to_mma
 from .reference import QuantizedTensor, cached_search_factors, group_block_size
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
@@ -330,7 +330,7 @@ def _tile_params(d: int, rotate: bool) -> Mapping:
     if rotate:
         return MappingProxyType(tile_params(d))
     # no rotation: any head dim, one group of the next power of two, masked
-    p = triton.next_power_of_2(d)
+    p = next_power_of_2(d)
     return MappingProxyType(dict(M=1, M_PAD=1, P=p, LOG2_P=p.bit_length() - 1, NORM=1.0))
 
 

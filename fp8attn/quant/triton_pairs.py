@@ -11,8 +11,8 @@ import triton
 import triton.language as tl
 
 from .. import kernel_launch
-from ..host_ints import cdiv
 from ..formats import fp8_max
+from ..host_ints import cdiv
 from .key_order import mma_key_tl
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env
 
