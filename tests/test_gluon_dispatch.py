@@ -904,7 +904,10 @@ def test_gpu_gluon_repeated_call_through_the_compiled_kernel_same_bits(causal, s
         ref = _run(q8, k8, v8, causal, config=TL_128, lse=False)     # a forced config: tl
         got = _run(q8, k8, v8, causal, lse=False)
         assert len(spy) == seed and torch.equal(got, ref)
-    assert len(kernel_launch._RUNNERS) == 1      # the first call kept its compiled kernel
+    # the first call kept its compiled kernel (the other entries: the quantiser's launches,
+    # which go through kernel_launch too since session 34)
+    from fp8attn.attention.gluon_fwd import _attn_fwd_gluon
+    assert [key[0] for key in kernel_launch._RUNNERS].count(id(_attn_fwd_gluon)) == 1
 
 
 @pytest.mark.gpu
