@@ -67,12 +67,17 @@ def test_layout_kernel_matches_the_torch_ops(align, device, monkeypatch):
     for lens in cases:
         cu = _cu(lens, device)
         monkeypatch.setattr(pr, "_kernel_builds", lambda cu: True)
-        got = padded_rows(cu, sum(lens), align)
+        got = padded_rows(cu, sum(lens), align, sequences=True)
         monkeypatch.setattr(pr, "_kernel_builds", lambda cu: False)
         want = padded_rows(cu, sum(lens), align)
         assert torch.equal(got.starts, want.starts), lens[:8]
         assert torch.equal(got.tiles(align), want.tiles(align)), lens[:8]
         assert torch.equal(got.tiles(align // 2), want.tiles(align // 2)), lens[:8]
+        # each tile's sequence (the Gluon kernel's varlen items), where the tile has rows
+        used = want.tiles(align)[:, 1] > 0
+        seqs = got.tile_sequences()
+        assert seqs.dtype == torch.int32 and seqs.shape == (want.rows // align,)
+        assert torch.equal(seqs[used], want.tile_sequences()[used]), lens[:8]
 
 
 def test_layout_with_empty_and_aligned_sequences():
@@ -84,6 +89,7 @@ def test_layout_with_empty_and_aligned_sequences():
     assert torch.equal(kp[:, :, :400], k) and not kp[:, :, 400:].any()
     assert layout.tiles(128).tolist() == [[0, 128], [128, 128], [256, 128], [384, 16]] + \
         [[400, 0]] * 4
+    assert layout.tile_sequences()[:4].tolist() == [0, 1, 1, 3]
 
 
 @pytest.mark.parametrize("dtype,shape,transpose", [(torch.bfloat16, (10, 3, 8), False),
@@ -106,7 +112,7 @@ def test_copy_rows_any_row_size_and_layout(dtype, shape, transpose):
 def _same(a, b):
     assert a.data.shape == b.data.shape and a.block_size == b.block_size
     assert torch.equal(a.data.view(torch.uint8), b.data.view(torch.uint8))
-    assert torch.equal(a.descale, b.descale)
+    assert torch.equal(a.descale, b.descale) and a.key_order == b.key_order
 
 
 @pytest.mark.parametrize("d,dtype,recipe,in_pass", [
@@ -117,12 +123,14 @@ def _same(a, b):
     (96, torch.bfloat16, Recipe(), (False, True)),             # K's 12 x 8 rotation: the copy
     (256, torch.bfloat16, Recipe(block_kv=256), (False, False)),   # no config: the copies
 ])
-def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, device,
-                                                         monkeypatch):
+@pytest.mark.parametrize("v_order", ["natural", "mma"])
+def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, v_order,
+                                                         device, monkeypatch):
     """K (rotated) and V (transposed) quantised into padded rows give the bits of quantising
     the padded copies, in the kernel's own pass where it takes the layout (K in Q's launch;
     else from the copy), NaN rows and empty sequences included, and Q its own bits; the torch
-    reference agrees."""
+    reference agrees. V^T in the "mma" key order (what the Gluon kernel reads) too: the keys
+    of each 16-key group permuted inside the same pass, zero keys included."""
     import fp8attn.quant.triton as qt
     seen = []
     run = qt._run_pairs
@@ -139,9 +147,11 @@ def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pa
     k, v = _packed(lens, 2, d, 3, dtype, device), _packed(lens, 2, d, 4, dtype, device)
     k[0, 1, 80, 3] = float("nan")
     layout = padded_rows(_cu(lens, device), sum(lens), recipe.block_kv)
-    got = quantize_qkv(q, k, v, recipe, backend="triton", kv_rows=layout)
+    got = quantize_qkv(q, k, v, recipe, backend="triton", kv_rows=layout, v_key_order=v_order)
     assert ("K" in seen, "V" in seen) == in_pass
-    want = quantize_qkv(q, pad_rows(k, layout), pad_rows(v, layout), recipe, backend="triton")
+    assert got[2].key_order == v_order
+    want = quantize_qkv(q, pad_rows(k, layout), pad_rows(v, layout), recipe, backend="triton",
+                        v_key_order=v_order)
     ref = quantize_qkv(q, k, v, recipe, backend="torch", kv_rows=layout)
     for g, w in zip(got, want):
         _same(g, w)

@@ -65,6 +65,14 @@ class PaddedRows:
         seq = torch.searchsorted(self.starts, t0, right=True) - 1
         return seq.clamp_(0, max(self.starts.numel() - 1, 0))
 
+    def tile_sequences(self) -> torch.Tensor:
+        """(rows // align,) int32: the sequence of each `align`-row tile (block_sequences;
+        made by the layout's own launch where padded_rows(..., sequences=True) built it): what
+        the Gluon attention kernel's varlen items read for the query tiles."""
+        if "seqs" not in self._cache:
+            self._cache["seqs"] = self.block_sequences(self.align).to(torch.int32)
+        return self._cache["seqs"]
+
     def _make_tiles(self, block: int) -> torch.Tensor:
         cu, starts = self.cu, self.starts
         t0 = torch.arange(0, self.rows, block, device=cu.device, dtype=torch.int32)
@@ -81,24 +89,30 @@ def row_sequences(cu: torch.Tensor, total: int) -> torch.Tensor:
     return torch.searchsorted(cu[1:], rows, right=True).clamp_(max=max(cu.numel() - 2, 0))
 
 
-def padded_rows(cu: torch.Tensor, total: int, align: int) -> PaddedRows:
+def padded_rows(cu: torch.Tensor, total: int, align: int,
+                sequences: bool = False) -> PaddedRows:
     """The layout for packed rows split by cu (int32 or int64 offsets, nseq + 1 of them, on the
     data's device; not read on the host: the caller checks them, before or after the
     launches, and every index derived here is clamped into the buffers). On CUDA (and in
     Triton's interpreter) one launch of `_layout_kernel` makes the starts and the tiles for
-    `align`; elsewhere torch ops (the reference the tests hold the kernel to)."""
+    `align` (sequences: and each tile's sequence, PaddedRows.tile_sequences); elsewhere torch
+    ops (the reference the tests hold the kernel to)."""
     cu = cu.to(torch.int32)
     nseq = cu.numel() - 1
     rows = (total + nseq * (align - 1) + align - 1) // align * align
     if _kernel_builds(cu):
         starts = torch.empty(nseq, dtype=torch.int32, device=cu.device)
         tiles = torch.empty(rows // align, 2, dtype=torch.int32, device=cu.device)
+        cache = {("tiles", align): tiles}
+        if sequences:
+            cache["seqs"] = torch.empty(rows // align, dtype=torch.int32, device=cu.device)
         # the torch ops below (about twenty small launches with _make_tiles) took about a
         # fifth of a varlen call's host time (H200, session 32); one launch instead
-        kernel_launch.launch_call(_layout_kernel, (1,), cu, starts, tiles, nseq, total,
-                                  rows // align, ALIGN=align, BLOCK=1024)
+        kernel_launch.launch_call(_layout_kernel, (1,), cu, starts, tiles,
+                                  cache.get("seqs", tiles), nseq, total, rows // align,
+                                  ALIGN=align, BLOCK=1024, SEQS=sequences)
         return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
-                          _cache={("tiles", align): tiles})
+                          _cache=cache)
     lens = (cu[1:] - cu[:-1]).clamp_(min=0)
     padded = (lens + align - 1) // align * align
     starts = (torch.cumsum(padded, 0) - padded).to(torch.int32)
@@ -110,17 +124,22 @@ def _kernel_builds(cu: torch.Tensor) -> bool:
 
 
 @triton.jit
-def _layout_kernel(cu_ptr, starts_ptr, tiles_ptr, nseq, total, n_tiles, ALIGN: tl.constexpr,
-                   BLOCK: tl.constexpr):
+def _layout_kernel(cu_ptr, starts_ptr, tiles_ptr, seqs_ptr, nseq, total, n_tiles,
+                   ALIGN: tl.constexpr, BLOCK: tl.constexpr, SEQS: tl.constexpr = False):
     """One program: PaddedRows' starts (nseq,) and tile map for ALIGN-row tiles (n_tiles, 2)
-    from cu, as padded_rows' torch ops and PaddedRows._make_tiles make them. Every tile starts
-    as [total, 0] (no rows); then the sequences in chunks of BLOCK (a running sum carries the
-    starts over) write their tiles, one tile of each sequence a step. Lengths below 0 count as
-    0 and every store is masked to the buffers: the offsets may not have been checked yet."""
+    from cu, as padded_rows' torch ops and PaddedRows._make_tiles make them (SEQS: also each
+    tile's sequence (n_tiles,), as tile_sequences'). Every tile starts as [total, 0] (no rows;
+    sequence 0 where no sequence has it, as block_sequences' clamp gives for tiles before the
+    first non-empty sequence); then the sequences in chunks of BLOCK (a running sum carries
+    the starts over) write their tiles, one tile of each sequence a step. Lengths below 0
+    count as 0 and every store is masked to the buffers: the offsets may not have been
+    checked yet."""
     for c in range(0, n_tiles, BLOCK):
         t = c + tl.arange(0, BLOCK)
         tl.store(tiles_ptr + 2 * t, tl.zeros([BLOCK], tl.int32) + total, mask=t < n_tiles)
         tl.store(tiles_ptr + 2 * t + 1, tl.zeros([BLOCK], tl.int32), mask=t < n_tiles)
+        if SEQS:
+            tl.store(seqs_ptr + t, tl.zeros([BLOCK], tl.int32), mask=t < n_tiles)
     tl.debug_barrier()                  # those stores land before the sequences' ones below
     carry = tl.sum(tl.zeros([BLOCK], tl.int32), 0)
     for c in range(0, nseq, BLOCK):
@@ -140,6 +159,8 @@ def _layout_kernel(cu_ptr, starts_ptr, tiles_ptr, nseq, total, n_tiles, ALIGN: t
             put = ok & (j < n_mine) & (t >= 0) & (t < n_tiles)
             tl.store(tiles_ptr + 2 * t, first, mask=put)
             tl.store(tiles_ptr + 2 * t + 1, count, mask=put)
+            if SEQS:
+                tl.store(seqs_ptr + t, i, mask=put)
         carry += tl.sum(pad, 0)
 
 

@@ -410,8 +410,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     fused = _fused_groups(granularity, bs, d_pad)
     if rows is not None and not (
             fused and var["layout"] == 2 and config is None and not residual and search == 1
-            and key_order == "natural" and row_map_ok(x, tp, bs, signs is not None, transpose,
-                                                      rows)):
+            and (key_order == "natural" or bs % 16 == 0)
+            and row_map_ok(x, tp, bs, signs is not None, transpose, rows)):
         return quantize_triton(pad_rows(x, rows), fmt, granularity, block, signs=signs,
                                transpose=transpose, butterfly=butterfly, variant=variant,
                                config=config, residual=residual, search=search,

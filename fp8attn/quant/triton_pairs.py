@@ -108,8 +108,9 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     not with RESIDUAL or KEY_PERM).
     ROW_MAP (varlen K / V into padded rows, quant/padded_rows.py): x holds S_SRC packed rows and
     output tile t (S rows in all, EVEN_S off) takes the rows map_ptr[2t] .. + map_ptr[2t + 1]
-    - 1 of x, then zero rows (not with RESIDUAL or KEY_PERM; with DUAL, for the second tensor
-    only: varlen Q as it is, K into padded rows)."""
+    - 1 of x, then zero rows (not with RESIDUAL; with KEY_PERM, V^T's keys permuted inside each
+    tile as above, the zero rows included; with DUAL, for the second tensor only: varlen Q as it
+    is, K into padded rows)."""
     pid = tl.program_id(0)
     if DUAL:
         second = pid >= N_FIRST
@@ -157,7 +158,10 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
             src0 = tl.load(map_ptr + 2 * tile)
             n_src = tl.load(map_ptr + 2 * tile + 1)
             s_in = S_SRC
-        src = tl.where(rows - row0 < n_src, src0 + rows - row0, s_in)
+        # KEY_PERM: the tile starts on a 16-row group, so the permutation is the same relative
+        # to it (mma_key_tl only changes the position inside its group)
+        r_in = mma_key_tl(rows - row0) if KEY_PERM else rows - row0
+        src = tl.where(r_in < n_src, src0 + r_in, s_in)
     else:
         src0 = row0
         n_src = BLOCK_S
