@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
+#   s35     session 35: varlen calls on the Gluon kernel (gluon_fwd._varlen_item): its GPU
+#           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
+#           probe_varlen.py (ours on the Gluon kernel, ours_tl on the Triton kernel, FA3)
+#                                                                               (~5 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
 #           kernels (kernel_launch.launch_call), varlen offsets checked once per tensor: GPU
 #           tests, then host time of the tree beside .old_s33 (session 33's) and FA3
@@ -777,6 +781,15 @@ for stage in "$@"; do
             | tee "$OUT/varlen_fp8_cache_cuda.md"
         timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
             | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+    s35)
+        timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            -k "varlen" 2>&1 | tail -15 | tee "$OUT/pytest_s35_gluon_varlen.log"
+        timeout 240 $PY -m pytest -q -n 12 -rf --tb=short tests/test_attention_gpu.py \
+            tests/test_attention_triton.py tests/test_padded_rows.py tests/test_api.py \
+            tests/test_varlen_offsets.py tests/test_fp8_inputs.py tests/test_examples.py \
+            2>&1 | tail -15 | tee "$OUT/pytest_s35.log"
+        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
     s34)
         # session 34: repeated calls straight to the compiled kernels (kernel_launch.launch_call:
         # the quantiser, the tl attention kernel, the layout kernels), varlen offsets checked

@@ -56,11 +56,13 @@ def test_by_head_moves_words_and_keeps_the_bits(device):
 
 @pytest.mark.parametrize("fmt,d", [(torch.float8_e4m3fn, 64), (torch.float8_e5m2, 96),
                                    (torch.float8_e4m3fn, 256)])
-def test_pack_fp8_kv_kernel_matches_the_copies(fmt, d, device, monkeypatch):
+@pytest.mark.parametrize("order", ["natural", "mma"])
+def test_pack_fp8_kv_kernel_matches_the_copies(fmt, d, order, device, monkeypatch):
     """pack_fp8_kv's one launch (CUDA, the interpreter) gives the bits of pad_rows, torch's
     transpose and the block_sequences gather: empty sequences (first, middle, last), a
     sequence of exactly one block, head dims that are not powers of two, strided inputs and
-    descales; and bad offsets stay inside the buffers."""
+    descales; V^T in either key order (the "mma" one: to_mma of the copy); and bad offsets
+    stay inside the buffers."""
     import fp8attn.quant.fp8_inputs as fi
     g = torch.Generator().manual_seed(d)
     for lens in ([0, 50, 0, 128, 300, 1, 0], [5], [0, 0, 7]):
@@ -71,9 +73,9 @@ def test_pack_fp8_kv_kernel_matches_the_copies(fmt, d, device, monkeypatch):
         kd, vd = ds[..., 0].t(), ds[..., 1].t()                      # (nseq, H), strided
         layout = padded_rows(_cu(lens, device), sum(lens), 128)
         monkeypatch.setattr(fi, "_kernel_builds", lambda cu: True)
-        got = fi.pack_fp8_kv(k, v, kd, vd, layout)
+        got = fi.pack_fp8_kv(k, v, kd, vd, layout, key_order=order)
         monkeypatch.setattr(fi, "_kernel_builds", lambda cu: False)
-        want = fi.pack_fp8_kv(k, v, kd, vd, layout)
+        want = fi.pack_fp8_kv(k, v, kd, vd, layout, key_order=order)
         for a, b in zip(got, want):
             assert a.shape == b.shape and a.dtype == b.dtype, lens
             assert torch.equal(a.view(torch.uint8) if a.element_size() == 1 else a,
@@ -83,5 +85,5 @@ def test_pack_fp8_kv_kernel_matches_the_copies(fmt, d, device, monkeypatch):
     one = torch.ones(3, 1, device=device)
     for cu in ([0, 30, 10, 45], [0, 10 ** 6, 45, 45], [-7, 20, 45, 40], [0, -2 ** 31, 40, 45]):
         layout = padded_rows(torch.tensor(cu, dtype=torch.int32, device=device), 45, 128)
-        kp, vt, kd, vd = fi.pack_fp8_kv(kv[:, :1], kv[:, 1:], one, one, layout)
+        kp, vt, kd, vd = fi.pack_fp8_kv(kv[:, :1], kv[:, 1:], one, one, layout, key_order=order)
         assert (kd == 1).all() and (vd == 1).all()

@@ -1565,3 +1565,85 @@ def test_bench_markdown_gpu_time_columns():
     assert head.endswith("| kernel / FA3 FP8, GPU time | e2e / FA3 BF16, GPU time |")
     assert head.count("|") == sep.count("|") == row.count("|")
     assert row.endswith("| 465 | 514 | 200 | 400 | 1.68 | 0.25 | 0.90 | 0.50 |")
+
+
+def _varlen_inputs(lens_q, lens_k, hq, hkv, seed, recipe=Recipe()):
+    """Packed bf16 Q / K / V of the sequences, quantised as the varlen call does (K / V into
+    padded rows, V^T in the "mma" key order), and the attention_fwd_fp8 varlen arguments."""
+    from fp8attn.quant.padded_rows import padded_rows
+
+    def cu(lens):
+        return torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32,
+                            device="cuda")
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    q = torch.randn(sum(lens_q), hq, 128, generator=g, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(sum(lens_k), hkv, 128, generator=g, device="cuda",
+                        dtype=torch.bfloat16) for _ in range(2))
+    cu_q, cu_k = cu(lens_q), cu(lens_k)
+    rows = padded_rows(cu_k, sum(lens_k), 128)
+    q8, k8, v8 = quantize_qkv(*(x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v)), recipe,
+                              kv_rows=rows, v_key_order="mma")
+    return q8, k8, v8, dict(cu_seqlens_q=cu_q, cu_seqlens_k=cu_k,
+                            max_seqlen_q=max(max(lens_q), 1), kv_starts=rows.starts,
+                            kv_align=128)
+
+
+def _run_varlen(q8, k8, v8, varlen, causal=None, config=None):
+    out, lse = triton_fwd.attention_fwd_fp8(
+        q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
+        k_block=k8.block_size, v_block=v8.block_size, softmax_scale=128 ** -0.5, causal=causal,
+        return_lse=True, config=config, v_key_order=v8.key_order, **varlen)
+    return out, lse
+
+
+def test_reason_takes_varlen_at_head_dim_128_with_padded_kv():
+    """Varlen batches (session 35): head dim 128, K / V in padded rows, one Q term; the
+    packed totals stand for seqlen_q / seqlen_k (a bottom-right batch may hold more queries
+    than keys)."""
+    vl = dict(GOOD, varlen=True, kv_aligned=True)
+    assert gluon_dispatch.reason(**vl) is None
+    assert gluon_dispatch.reason(**dict(vl, causal="bottom_right", seqlen_q=9000, lse=True)) \
+        is None
+    for change in (dict(kv_aligned=False), dict(head_dim=96), dict(head_dim=64),
+                   dict(head_dim=256), dict(two_terms=True)):
+        assert "varlen" in gluon_dispatch.reason(**dict(vl, **change)), change
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("lens_q,lens_k,hq,hkv,causal", [
+    # empty sequences, tails, a one-row sequence, GQA
+    ([1000, 0, 2100, 129, 1, 640], None, 4, 2, None),
+    ([4096] * 4, None, 8, 8, None),
+    ([1000, 0, 2100, 129, 1, 640], None, 4, 2, "bottom_right"),
+    # keys != queries per sequence: no keys at all (zeros, LSE -inf), rows before their first
+    # key (bottom-right with fewer keys than queries), more keys than queries
+    ([1000, 300, 2100, 129, 5], [1000, 0, 2300, 64, 700], 4, 2, "bottom_right"),
+    ([1000, 300, 2100, 129, 5], [1000, 0, 2300, 64, 700], 4, 4, None),
+])
+@pytest.mark.parametrize("store", ["tma", "plain"])
+def test_gpu_gluon_varlen_same_bits_as_tl_kernel(lens_q, lens_k, hq, hkv, causal, store, spy,
+                                                 monkeypatch):
+    """The Gluon kernel's varlen items (every sequence's 128-row query tiles, K / V from the
+    padded rows) give the tl kernel's varlen bits with the same 128-key tiles, output and LSE;
+    with the dispatched TMA store of full warpgroup rows, and with plain stores only."""
+    if store == "plain":
+        for name in ("VARIANT_VARLEN", "VARIANT_VARLEN_CAUSAL"):
+            monkeypatch.setattr(gluon_dispatch, name,
+                                dict(getattr(gluon_dispatch, name), tma_store=0))
+    q8, k8, v8, varlen = _varlen_inputs(lens_q, lens_k or lens_q, hq, hkv, seed=sum(lens_q))
+    ref, ref_lse = _run_varlen(q8, k8, v8, varlen, causal, config=TL_128)
+    assert not spy
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    got, got_lse = _run_varlen(q8, k8, v8, varlen, causal)
+    assert spy == ["mma"]
+    assert not got.isnan().any()
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
+    # a second call of the kind (the compiled kernel straight away) on other sequences of
+    # the same sizes: the tables are arguments, not part of the plan
+    lens2 = list(reversed(lens_q)) if lens_k is None else lens_q
+    q8, k8, v8, varlen = _varlen_inputs(lens2, lens_k or lens2, hq, hkv, seed=7)
+    ref, ref_lse = _run_varlen(q8, k8, v8, varlen, causal, config=TL_128)
+    got, got_lse = _run_varlen(q8, k8, v8, varlen, causal)
+    assert torch.equal(got, ref) and torch.equal(got_lse, ref_lse)

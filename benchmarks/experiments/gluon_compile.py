@@ -33,11 +33,12 @@ VARIANTS = gluon_attn.VARIANTS
 
 
 def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16", trace=False,
-          v_rows=0, **kw):
+          v_rows=0, varlen=False, **kw):
     """causal: 0, 1 (top-left) or 2 (bottom-right); causal and lse: mode pingpong with overlap
     only. kv_block: the K and V descale block (compile-time; 0 = one per head). out: the output
     type (bf16, fp16, fp32). v_rows: rows of V^T a head when not head_dim (0), a head dim
-    below 128 on the 128 kernel (gluon_dispatch.kernel_head_dim)."""
+    below 128 on the 128 kernel (gluon_dispatch.kernel_head_dim). varlen: the VARLEN form
+    (gluon_dispatch.VARIANT_VARLEN*)."""
     cfg = gluon_attn.kernel_config(**kw)
     out_types = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     num_warps = cfg.pop("num_warps")
@@ -55,7 +56,7 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
         descs["o_desc"] = descs["q_desc"]
     consts = dict(cfg, HEAD_DIM=head_dim, P_SHIFT=8, CAUSAL=causal, RETURN_LSE=lse,
                   V_ROWS=v_rows, k_block=kv_block, v_block=kv_block, Q_TERMS=q_terms,
-                  TRACE=trace)
+                  TRACE=trace, VARLEN=varlen)
     fn = gluon_attn._attn_fwd_gluon
     sig, attrs = {}, {}
     for i, n in enumerate(fn.arg_names):
@@ -73,6 +74,9 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
             sig[n] = "*fp32"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n == "SCHED":
+            # a varlen launch passes q_descale there (no schedule): nothing may read it
+            sig[n] = "*fp32" if varlen else "*i32"
+        elif n in ("CU_Q", "CU_K", "KV_STARTS", "Q_TILES", "Q_TILE_SEQ"):
             sig[n] = "*i32"
         elif n == "TRACE_PTR":
             sig[n] = "*i64"

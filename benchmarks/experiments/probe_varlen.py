@@ -1,6 +1,7 @@
 """Variable-length batches (`flash_attn_varlen_func`), ours beside FA3's varlen calls in the same
-run, and the same tokens as one dense call beside them: the dispatch sends varlen calls to the
-Triton kernel (the Gluon kernel takes dense ones only), so the dense row shows what that costs.
+run, and the same tokens as one dense call beside them. Since session 35 the dispatch sends
+head-dim-128 varlen calls to the Gluon kernel; the ours_tl row keeps them on the Triton kernel
+(the path before), so the two are read in the same run.
 
     PYTHONPATH=/tmp/site:$PWD python benchmarks/experiments/probe_varlen.py [--json out.json]
 
@@ -10,15 +11,20 @@ Cases (hdim 128, 16 query / key-value heads, bf16 randn, about 16k packed tokens
 Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved causal):
   ours          fp8attn.flash_attn_varlen_func on the bf16 inputs (rotate + quantise + attend;
                 K / V starts padded to the scale blocks, the default since session 31)
-  ours_packed   the same with FP8ATTN_VARLEN_ALIGN=0 (K / V packed as given; session 30's
-                "ours" row, when its "ours_aligned" row was the padded form)
+  ours_plain    the same with the Gluon kernel's varlen variants storing every output row with
+                plain stores (tma_store=0; the default stores a warpgroup's full rows by TMA)
+  ours_tl       the same on the Triton kernel (gluon_dispatch.reason refusing varlen calls, so
+                V^T is quantised in natural order, as before session 35)
+  ours_packed   (--packed) the same with FP8ATTN_VARLEN_ALIGN=0 (K / V packed as given;
+                session 30's "ours" row, when its "ours_aligned" row was the padded form)
   ours_dense    fp8attn.flash_attn_func on the dense batch (uniform only)
   ours_fp8      fp8attn.flash_attn_varlen_func on the e4m3 casts with descales of one (since
                 session 32: K / V copied into the padded layout, then the kernel)
   fa3_fp8       FA3's varlen call on e4m3 casts of the inputs, descales of one (kernel only)
   fa3_bf16      FA3's varlen call in bf16
 Each with do_bench (host time included) and, where the call can be captured in a CUDA graph, GPU
-time ("_gpu"; our varlen call captures since session 31).
+time ("_gpu"; our varlen call captures since session 31); ratios "a/b" of do_bench, "a/b_gpu"
+of GPU time.
 """
 from __future__ import annotations
 
@@ -60,6 +66,37 @@ def packed(fn):
     return run
 
 
+def on_tl_kernel(fn):
+    """fn with the Gluon dispatch refusing varlen calls (the Triton kernel, natural-order V^T)."""
+    from fp8attn.attention import gluon_dispatch
+    real = gluon_dispatch.reason
+
+    def refuse_varlen(**kw):
+        return "varlen off (probe)" if kw.get("varlen") else real(**kw)
+
+    def run():
+        gluon_dispatch.reason = refuse_varlen
+        try:
+            return fn()
+        finally:
+            gluon_dispatch.reason = real
+    return run
+
+
+def plain_stores(fn):
+    """fn with the Gluon kernel's varlen variants on plain stores only (tma_store=0)."""
+    from fp8attn.attention import gluon_dispatch as gd
+    real = gd.VARIANT_VARLEN, gd.VARIANT_VARLEN_CAUSAL
+
+    def run():
+        gd.VARIANT_VARLEN, gd.VARIANT_VARLEN_CAUSAL = (dict(v, tma_store=0) for v in real)
+        try:
+            return fn()
+        finally:
+            gd.VARIANT_VARLEN, gd.VARIANT_VARLEN_CAUSAL = real
+    return run
+
+
 def timed(fn) -> tuple[float, float | None]:
     ms = bench_ms(fn)
     try:
@@ -72,6 +109,7 @@ def timed(fn) -> tuple[float, float | None]:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="")
+    ap.add_argument("--packed", action="store_true", help="also the packed K / V form")
     a = ap.parse_args()
     if not torch.cuda.is_available():
         print("CUDA is absent: nothing to time here (run this on the device machine)")
@@ -90,10 +128,11 @@ def main():
         one = torch.ones(len(lens), H, device="cuda", dtype=torch.float32)
         for causal in (False, True):
             flops = sum(4.0 * H * s * s * D for s in lens) / (2 if causal else 1)
-            calls = {"ours": lambda: fp8attn.flash_attn_varlen_func(
-                q, k, v, cu, cu, mx, mx, causal=causal),
-                     "ours_packed": packed(lambda: fp8attn.flash_attn_varlen_func(
-                         q, k, v, cu, cu, mx, mx, causal=causal))}
+            def ours():
+                return fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx, causal=causal)
+            calls = {"ours": ours, "ours_plain": plain_stores(ours), "ours_tl": on_tl_kernel(ours)}
+            if a.packed:
+                calls["ours_packed"] = packed(ours)
             if case == "uniform":
                 qd, kd, vd = (x.view(len(lens), lens[0], H, D) for x in (q, k, v))
                 calls["ours_dense"] = lambda: fp8attn.flash_attn_func(qd, kd, vd, causal=causal)
@@ -113,10 +152,12 @@ def main():
                 ms, gpu = timed(fn)
                 row[name] = round(flops / ms * 1e-9, 1)
                 row[name + "_gpu"] = None if gpu is None else round(flops / gpu * 1e-9, 1)
-            for peer in ("fa3_fp8", "fa3_bf16", "ours_dense"):
-                if row.get(peer):
-                    for mine in ("ours", "ours_packed", "ours_fp8"):
-                        row[f"{mine}/{peer}"] = round(row[mine] / row[peer], 3)
+            for peer in ("fa3_fp8", "fa3_bf16", "ours_dense", "ours_tl"):
+                for mine in ("ours", "ours_plain", "ours_packed", "ours_fp8"):
+                    for sfx in ("", "_gpu"):
+                        if row.get(peer + sfx) and row.get(mine + sfx) and mine != peer:
+                            row[f"{mine}/{peer}{sfx}"] = round(row[mine + sfx] / row[peer + sfx],
+                                                               3)
             print(json.dumps(row), flush=True)
             rows.append(row)
     if a.json:

@@ -12,7 +12,11 @@ is faster from 1k keys at head dim 128, 512 at 256 (128-key tiles; 64-key ones f
 The calls it
 takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
-    e4m3 Q / K / V, not varlen, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
+    e4m3 Q / K / V, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
+    varlen batches (session 35) at head dim 128 with K / V in padded rows (each sequence
+    starting on a KV tile: ops._kv_align, and the FP8-input call's packing), one Q term,
+    causal (bottom-right per sequence) or not, LSE or not: VARIANT_VARLEN*, items over every
+    sequence's query tiles (gluon_fwd._varlen_item);
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
     one or two Q terms (Recipe.q_terms); the same for head dims 80 / 96 / 112 on the 128
     kernel since session 29 (kernel_head_dim);
@@ -98,6 +102,7 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from typing import NamedTuple
 
 import torch
 import triton
@@ -137,9 +142,15 @@ import triton
 VARIANT = dict(mode="pingpong", stages=3, overlap=True, unroll2=True, persistent=True,
                tma_store=1)
 VARIANT_LONG = dict(VARIANT, tma_store=0)
+# varlen batches (session 35): the persistent forms, items over every sequence's query tiles
+# (gluon_fwd._varlen_item); a warpgroup's output rows through the TMA store where all of them
+# are in the sequence, plain stores for a sequence's last rows (a TMA store there would write
+# into the next sequence's rows)
+VARIANT_VARLEN = VARIANT
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q_bufs=2)
+VARIANT_VARLEN_CAUSAL = CAUSAL_PERSISTENT_VARIANT
 # Session 17: with the item loop compiled without LLVM's loop-invariant code motion
 # (gluon_fwd._consumer_persistent) the persistent causal kernel keeps its softmax under P @ V
 # and runs 484 / 741 / 842 TFLOP/s bottom-right at 1k / 4k / 16k keys, against 439 / 679 / 779
@@ -329,11 +340,34 @@ def _vt_layout_ok(vt8: torch.Tensor) -> bool:
             and vt8.stride(0) == H * D * rs)
 
 
+class VarlenTables(NamedTuple):
+    """A varlen launch's device tables (B = 1, sequences packed): cu_q / cu_k int32 (nseq + 1,)
+    offsets, kv_starts int32 (nseq,) each sequence's first row in K / V^T's padded rows
+    (quant/padded_rows.py), q_tiles int32 (n_t, 2) the 128-row query tiles of Q's padded layout
+    ([first packed row, count]; count 0: no rows) and q_tile_seq (n_t,) their sequences."""
+    cu_q: torch.Tensor
+    cu_k: torch.Tensor
+    kv_starts: torch.Tensor
+    q_tiles: torch.Tensor
+    q_tile_seq: torch.Tensor
+
+
+def varlen_tables(cu_q: torch.Tensor, cu_k: torch.Tensor, kv_starts: torch.Tensor,
+                  total_q: int) -> VarlenTables:
+    """The tables of a varlen launch: the query tiles from one launch of padded_rows' layout
+    kernel over cu_q (offsets not read on the host, so the call stays capturable)."""
+    from ..quant.padded_rows import padded_rows
+    layout = padded_rows(cu_q, total_q, CAUSAL_BLOCK_M, sequences=True)
+    return VarlenTables(cu_q, cu_k, kv_starts, layout.tiles(CAUSAL_BLOCK_M),
+                        layout.tile_sequences())
+
+
 def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
             out_dtype, acc_mode: str, config, v_key_order: str = "natural",
-            lse: bool = False) -> str | None:
+            lse: bool = False, kv_aligned: bool = False) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot
-    (v_key_order: vt8's, quant/key_order.py; lse: whether the call returns the LSE)."""
+    (v_key_order: vt8's, quant/key_order.py; lse: whether the call returns the LSE;
+    kv_aligned: varlen K / V in padded rows, every sequence starting on a KV tile)."""
     off = _off(q8)
     if off is not None:
         return off
@@ -347,7 +381,7 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
                     and (q_lo is None or q_lo.is_contiguous())),
         aligned=all(t.data_ptr() % 16 == 0 for t in (q8, k8, q_lo, vt8) if t is not None),
         vt_ok=_vt_layout_ok(vt8),
-        mma_order=v_key_order == "mma")
+        mma_order=v_key_order == "mma", kv_aligned=kv_aligned)
 
 
 def _off(x: torch.Tensor) -> str | None:
@@ -371,8 +405,9 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
            vt_ok: bool, mma_order: bool = True, lse: bool = False,
-           aligned: bool = True) -> str | None:
-    """The checks of why_not on plain values (testable without a GPU)."""
+           aligned: bool = True, kv_aligned: bool = False) -> str | None:
+    """The checks of why_not on plain values (testable without a GPU). Varlen: seqlen_q /
+    seqlen_k are the packed rows (the threshold applies to the batch's keys)."""
     hd = kernel_head_dim(head_dim)
     bn = tile_keys(hd or head_dim, k_block, v_block, seqlen_k)
     min_k = {64: MIN_SEQLEN_K_D64 if causal is None else MIN_SEQLEN_K_D64_CAUSAL,
@@ -389,9 +424,13 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (hd is not None, lambda: f"head dim {head_dim} (only {tuple(TILE_KEYS)}, and multiples "
                                  "of 16 between them up to 128)"),
         (hd != 256 or not lse, lambda: "head dim 256 with the LSE"),
-        (causal != "bottom_right" or seqlen_k >= seqlen_q,
+        (causal != "bottom_right" or seqlen_k >= seqlen_q or varlen,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
-        (not varlen, lambda: "varlen batches"),
+        # varlen (session 35): the persistent head-dim-128 kernel over the query tiles of
+        # all sequences, K / V in padded rows (ops._kv_align)
+        (not varlen or (hd == head_dim == 128 and kv_aligned and not two_terms),
+         lambda: "varlen batches other than head dim 128 with K / V in padded rows and one Q "
+                 "term"),
         (not two_terms or hd == 128, lambda: f"two-term Q at head dim {head_dim}"),
         (out_dtype in OUT_DTYPES,
          lambda: f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),
@@ -419,11 +458,12 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
 
 def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: str,
                     block_kv: int, causal, varlen: bool, two_terms: bool, out_dtype,
-                    contiguous: bool = True, lse: bool = False) -> str:
+                    contiguous: bool = True, lse: bool = False,
+                    kv_aligned: bool = False) -> str:
     """The key order to write V^T in for a call on q (.., Sq, D) and k (.., Sk, D), decided
     before quantisation: "mma" where why_not will accept the quantised call, else "natural".
     contiguous: whether the FP8 Q and K the kernel gets will be contiguous (the quantiser's
-    output is; V^T rows are aligned either way)."""
+    output is; V^T rows are aligned either way). kv_aligned: why_not's."""
     from ..formats import fp8_dtype
     from ..quant.reference import group_block_size
     if _off(q) is not None:
@@ -434,18 +474,26 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
         dtype=fp8_dtype(fmt), head_dim=q.shape[-1], seqlen_q=q.shape[-2], seqlen_k=k.shape[-2],
         k_block=kv_block, v_block=kv_block, causal=causal, varlen=varlen, two_terms=two_terms,
         out_dtype=out_dtype, acc_mode="tile", forced_config=False, contiguous=contiguous,
-        vt_ok=True, lse=lse)
+        vt_ok=True, lse=lse, kv_aligned=kv_aligned)
     return "mma" if why is None else "natural"
 
 
 def launch(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: int, k_block: int,
            v_block: int, softmax_scale: float, out: torch.Tensor,
-           lse=None, v_key_order: str = "natural", causal=None, q_lo=None) -> torch.Tensor:
+           lse=None, v_key_order: str = "natural", causal=None, q_lo=None,
+           varlen=None) -> torch.Tensor:
     """Run the Gluon kernel into out (B, Hq, Sq, D) of OUT_DTYPES (and lse (B, Hq, Sq) float32, if
-    given), any strides; why_not(...) was None."""
+    given), any strides; why_not(...) was None. varlen: gluon_fwd.VarlenTables of a varlen
+    call (VARIANT_VARLEN / VARIANT_VARLEN_CAUSAL)."""
     from .gluon_fwd import gluon_attention_fwd
     d = kernel_head_dim(q8.shape[-1])
     bn = tile_keys(d, k_block, v_block, k8.shape[-2])
+    if varlen is not None:
+        variant = VARIANT_VARLEN if causal is None else VARIANT_VARLEN_CAUSAL
+        return gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block,
+                                   k_block, v_block, softmax_scale, out=out, block_n=bn,
+                                   lse=lse, causal=causal, v_key_order=v_key_order,
+                                   varlen=varlen, **variant)
     if causal == "bottom_right" and q8.shape[-2] == k8.shape[-2]:
         # the top-left mask when there are as many queries as keys; the kernel's top-left form
         # ran faster there, same bits (H200, 2026-11-30 21:07 UTC, hdim 128, GPU time: 465

@@ -11,10 +11,10 @@ Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6" and "Sessio
 It reads V^T in the "mma" key order (quant/key_order.py; _pack_p says why);
 gluon_attention_fwd permutes a natural-order V^T first.
 
-Non-varlen, head dims 64, 128 and 256 (256: mode "pingpong" without overlap, P @ V in four
-quarter-width parts: _tile_split), e4m3, per-tile K and V descales (K_MODE 1, V_PER_COL False
-of triton_fwd.py), per-row Q descale, P_SHIFT 8, two-level accumulation, output bf16; causal
-masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
+Head dims 64, 128 and 256 (varlen batches at 128 only: VARLEN, _varlen_item; 256: mode
+"pingpong" without overlap, P @ V in four quarter-width parts: _tile_split), e4m3, per-tile K
+and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q descale, P_SHIFT 8,
+two-level accumulation, output bf16; causal masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
 RETURN_LSE / Q_TERMS; bit-identical to the tl kernel on the GPU). gluon_dispatch.py says which
 of these the package launches (hdim 64: the three-consumer form below).
 Numerics are those of triton_fwd.py, step for step:
@@ -80,7 +80,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from .. import kernel_launch
 from ..device_tables import cached_table
 from ..quant.key_order import padded_view, to_mma
-from .gluon_dispatch import TILE_KEYS, kernel_head_dim
+from .gluon_dispatch import TILE_KEYS, VarlenTables, kernel_head_dim
 
 LOG2E = 1.4426950408889634
 # TRACE (a debugging aid, off in every launch the package makes): clock stamps of the first
@@ -90,24 +90,26 @@ MODES = {"plain": 0, "ws": 1, "pingpong": 2}
 
 
 @gluon.jit
-def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, start_n, slot):
-    """TMA loads of one K tile (BLOCK_N, D) and one V^T tile (D, BLOCK_N) into ring slot `slot`."""
+def _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, start_n, slot,
+              vt_col0=0):
+    """TMA loads of one K tile (BLOCK_N, D) and one V^T tile (D, BLOCK_N) into ring slot `slot`
+    (vt_col0: the first key column of V^T's rows, a varlen sequence's start)."""
     kb = k_full.index(slot)
     vb = v_full.index(slot)
     mbarrier.expect(kb, k_desc.block_type.nbytes)
     tma.async_copy_global_to_shared(k_desc, [kv_row0 + start_n, 0], kb, k_smem.index(slot))
     mbarrier.expect(vb, v_desc.block_type.nbytes)
-    tma.async_copy_global_to_shared(v_desc, [vt_row0, start_n], vb, v_smem.index(slot))
+    tma.async_copy_global_to_shared(v_desc, [vt_row0, vt_col0 + start_n], vb, v_smem.index(slot))
 
 
 @gluon.jit
 def _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty, kv_row0,
-               vt_row0, start_n, slot, ph, SPLIT_EMPTY: gl.constexpr):
+               vt_row0, start_n, slot, ph, SPLIT_EMPTY: gl.constexpr, vt_col0=0):
     """Load the KV tile at start_n into ring slot `slot` once the slot's previous tile is
     released (parity ph). SPLIT_EMPTY: K is released by kv_empty (after Q K^T) and V by v_empty
     (after P @ V), so the next K load starts while the previous P @ V still reads its V (the
     overlapped consumer needs K one tile ahead); otherwise kv_empty releases both (the
-    head-dim > 128 consumers)."""
+    head-dim > 128 consumers). vt_col0: _issue_kv's."""
     if SPLIT_EMPTY:
         kb = k_full.index(slot)
         mbarrier.wait(kv_empty.index(slot), ph)
@@ -116,11 +118,12 @@ def _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty
         vb = v_full.index(slot)
         mbarrier.wait(v_empty.index(slot), ph)
         mbarrier.expect(vb, v_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(v_desc, [vt_row0, start_n], vb, v_smem.index(slot))
+        tma.async_copy_global_to_shared(v_desc, [vt_row0, vt_col0 + start_n], vb,
+                                        v_smem.index(slot))
     else:
         mbarrier.wait(kv_empty.index(slot), ph)
         _issue_kv(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_row0, vt_row0, start_n,
-                  slot)
+                  slot, vt_col0)
 
 
 @gluon.jit
@@ -486,17 +489,19 @@ def _tile_split(acc0, acc1, acc2, acc3, m_i, l_i, vs_prev, q_s, k_smem, v_smem, 
 def _consumer_init(QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
                    stride_kdz, stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale,
                    ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
-                   NW: gl.constexpr):
+                   NW: gl.constexpr, q_off=0):
     """A consumer's rows: their Q descale times the softmax scale, the K / V descale row
-    pointers of this head, and the online-softmax state (m = -inf, l = 0, acc = 0)."""
+    pointers of this head, and the online-softmax state (m = -inf, l = 0, acc = 0).
+    q_off (varlen): the packed row of the sequence's first query, where Q's descale rows
+    count from (start_m and seqlen_q are the sequence's)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     rows = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, s_layout))
     row_ok = rows < seqlen_q
-    qd = gl.load(QD + off_b * stride_qdz + off_h * stride_qdh + rows // q_block, mask=row_ok,
-                 other=1.0)
+    qd = gl.load(QD + off_b * stride_qdz + off_h * stride_qdh + (q_off + rows) // q_block,
+                 mask=row_ok, other=1.0)
     row_scale0 = qd * qk_scale
     kd_ptr = KD + off_b * stride_kdz + off_kvh * stride_kdh
     vd_ptr = VD + off_b * stride_vdz + off_kvh * stride_vdh
@@ -518,19 +523,37 @@ def _tma_store_tile(tile, o_desc, o_smem, coord, PENDING: gl.constexpr = 0):
 
 
 @gluon.jit
+def _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od,
+                seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr, NW: gl.constexpr, q_off):
+    """Plain stores of a consumer's output rows (_consumer_store's), those below seqlen_q."""
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
+    ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
+    o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
+              + gl.expand_dims((q_off + orow).to(gl.int64) * stride_om, 1)
+              + gl.expand_dims(ocol * stride_od, 0))
+    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+
+
+@gluon.jit
 def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
                     RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8, o_desc=0,
                     o_smem=0, TMA_STORE: gl.constexpr = 0, O_COL: gl.constexpr = 0,
-                    PENDING: gl.constexpr = 0):
+                    PENDING: gl.constexpr = 0, q_off=0, VARLEN: gl.constexpr = False):
     """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
     RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py.
     TMA_STORE: out goes through o_smem (this warpgroup's (1, 1, ROWS, HEAD_DIM) tile) and one
     asynchronous TMA store of o_desc ((B, H, Sq, D) view of O: rows past Sq are clipped), so
     the warps go on while it drains; the previous item's store has left o_smem first.
     O_COL, PENDING (TMA_STORE 1): the tile's first column in o_desc (O already points at it,
-    for plain stores) and _tma_store_tile's PENDING."""
+    for plain stores) and _tma_store_tile's PENDING. q_off (varlen): the packed row of the
+    sequence's first query; rows from seqlen_q on (the sequence's) are not stored. VARLEN with
+    TMA_STORE 1: a warpgroup's rows all in the sequence go through the TMA store, the others
+    (the sequence's last rows) through plain masked stores (a TMA store would write into the
+    next sequence's rows, which another CTA writes)."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     no_key = l_i == 0.0
@@ -544,21 +567,24 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
         o_lo, o_hi = gl.split(gl.permute(gl.reshape(out, [ROWS, 2, HD2]), (0, 2, 1)))
         _tma_store_tile(o_lo, o_desc, o_smem, [off_b, off_h, start_m + row0, 0])
         _tma_store_tile(o_hi, o_desc, o_smem, [off_b, off_h, start_m + row0, HD2])
+    elif TMA_STORE and VARLEN:
+        if start_m + row0 + ROWS <= seqlen_q:
+            _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, q_off + start_m + row0, O_COL],
+                            PENDING)
+        else:
+            _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om,
+                        stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off)
     elif TMA_STORE:
         _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, start_m + row0, O_COL], PENDING)
     else:
-        orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
-        ocol = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, o_layout))
-        o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
-                  + gl.expand_dims(orow.to(gl.int64) * stride_om, 1)
-                  + gl.expand_dims(ocol * stride_od, 0))
-        gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+        _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om,
+                    stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off)
     if RETURN_LSE:
         lse2 = m_i + gl.log2(l_safe) - P_SHIFT
         lse = gl.where(no_key, float("-inf"), lse2 * 0.6931471805599453)  # ln 2
         lrow = start_m + row0 + gl.arange(0, ROWS, layout=l_i.type.layout)
         l_ptrs = (LSE + off_b.to(gl.int64) * stride_lz + off_h.to(gl.int64) * stride_lh
-                  + lrow.to(gl.int64) * stride_lm)
+                  + (q_off + lrow).to(gl.int64) * stride_lm)
         gl.store(l_ptrs, lse, mask=lrow < seqlen_q)
 
 
@@ -919,7 +945,8 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               g0=0, turn_phase=0, q_phase=0, q_empty=0, ARRIVE_Q_EMPTY: gl.constexpr = False,
               tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
               TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
-              WG_BOUNDS: gl.constexpr = False, q_base=0):
+              WG_BOUNDS: gl.constexpr = False, q_base=0, q_off=0,
+              VARLEN: gl.constexpr = False):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2),
@@ -942,7 +969,9 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
     WG_BOUNDS (causal, without turns: the three-consumer kernel): the warpgroup computes only
     its own rows' tiles, unmasked below its own diagonal (the tl kernel's 64-row blocks), at
-    most two masked; the CTA's tiles past its rows it only releases (_release_tiles)."""
+    most two masked; the CTA's tiles past its rows it only releases (_release_tiles).
+
+    q_off, VARLEN (varlen): _consumer_init's and _consumer_store's."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
@@ -950,7 +979,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     row_scale0, kd_ptr, vd_ptr, m_i, l_i, acc = _consumer_init(
         QD, KD, VD, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh, stride_kdz,
         stride_kdh, stride_vdz, stride_vdh, seqlen_q, q_block, qk_scale, ROWS, BLOCK_N, HEAD_DIM,
-        NW)
+        NW, q_off)
     other_turn = 1 - my_turn
     if not PINGPONG:
         # no turns to count: a constant, as the loops below carry it (a non-constexpr
@@ -1088,7 +1117,8 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
 
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
-                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, o_desc, o_smem, TMA_STORE)
+                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, o_desc, o_smem, TMA_STORE,
+                    q_off=q_off, VARLEN=VARLEN)
     if CAUSAL != 0 and WG_BOUNDS:
         _release_tiles(k_full, v_full, kv_empty, v_empty, g0 + n_tiles, g0 + block_tiles, STAGES)
     _stamp(tptr, 6, TRACE)
@@ -1247,6 +1277,37 @@ def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_he
 
 
 @gluon.jit
+def _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES,
+                 Q_TILE_SEQ, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                 CAUSAL: gl.constexpr):
+    """Varlen work item k: query tile k % n_t (VarlenTables.q_tiles) of head k // n_t, as
+    (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end, causal_off,
+    rows): start_m the tile's first query in its sequence, q_off the sequence's first packed
+    row, sq / sk its query / key counts, kv_start its first row in K's padded rows, n_tiles
+    the KV tiles the item loads (0: nothing to load), rows the tile's queries (0: an empty
+    tile, nothing to store). seqlen_q / seqlen_k: the packed Q rows and K's padded rows; every
+    offset is clamped into them, as the tl kernel's (cu_seqlens are checked after the launch).
+    Shared by the producer and the consumers, so they skip the same items."""
+    t = k % n_t
+    off_h = k // n_t
+    first = gl.load(Q_TILES + 2 * t)
+    rows = gl.load(Q_TILES + 2 * t + 1)
+    seq = gl.load(Q_TILE_SEQ + t)
+    q_off = gl.minimum(gl.maximum(gl.load(CU_Q + seq), 0), seqlen_q)
+    q_end = gl.minimum(gl.maximum(gl.load(CU_Q + seq + 1), q_off), seqlen_q)
+    kv_start = gl.minimum(gl.maximum(gl.load(KV_STARTS + seq), 0), seqlen_k)
+    sk = gl.minimum(gl.maximum(gl.load(CU_K + seq + 1) - gl.load(CU_K + seq), 0),
+                    seqlen_k - kv_start)
+    sq = q_end - q_off
+    start_m = first - q_off
+    kv_end, full_end, causal_off = _causal_bounds(start_m, sq, sk, BLOCK_M, CAUSAL)
+    n_tiles = gl.cdiv(kv_end, BLOCK_N)
+    n_tiles = gl.where(rows > 0, n_tiles, 0)
+    return (start_m, q_off, sq, sk, off_h, off_h // GQA_GROUP, kv_start, n_tiles, kv_end,
+            full_end, causal_off, rows)
+
+
+@gluon.jit
 def _load_q(q_desc, ql_desc, q_smem, q_bar, row, Q_BOX: gl.constexpr, Q_LOADS: gl.constexpr,
             Q_TERMS: gl.constexpr, q_base=0):
     """TMA loads of a block's Q terms (rows [row, row + Q_LOADS * Q_BOX) of the flattened Q)
@@ -1269,38 +1330,79 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          BLOCK_N: gl.constexpr, VT_ROWS: gl.constexpr, STAGES: gl.constexpr,
                          Q_TERMS: gl.constexpr, CAUSAL: gl.constexpr, TRACE_PTR=0,
                          TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1,
-                         Q_BUFS: gl.constexpr = 1, SPLIT_EMPTY: gl.constexpr = True):
+                         Q_BUFS: gl.constexpr = 1, SPLIT_EMPTY: gl.constexpr = True,
+                         VARLEN: gl.constexpr = False, CU_Q=0, CU_K=0, KV_STARTS=0, Q_TILES=0,
+                         Q_TILE_SEQ=0, n_t=1):
     """_producer for persistent CTAs: per work item, Q (once every consumer is done with the
     Q that used its buffer before: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and
     then its K / V tiles (causal: those below the item's kv_end), the ring position g running
     on across items (the consumers count the same way). Q_BUFS = 2: item it's Q in buffer
     it % 2, so the next item's Q loads while this item's last Q K^T still reads the other.
     SPLIT_EMPTY: _fill_slot's (False: the head-dim > 128 consumers). VT_ROWS: rows of V^T a
-    head (the kernel's VT_ROWS)."""
+    head (the kernel's VT_ROWS). VARLEN: the items are _varlen_item's (B = 1; seqlen_q /
+    seqlen_k the packed Q rows and K's padded rows), w = pid, pid + grid, ..., and those
+    without a KV tile to load are skipped (the consumers skip the same)."""
     g = 0
     it = 0
-    first, end, step = _item_loop(SCHED, n_work, CAUSAL)
-    for k in range(first, end, step):
-        start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, _, _ = _item_at(
-            SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads, BLOCK_M,
-            VT_ROWS, CAUSAL)
-        n_tiles = gl.cdiv(kv_end, BLOCK_N)
-        tptr = _trace_slot(TRACE_PTR, 2, it)
-        _stamp(tptr, 0, TRACE)
-        qb = it % Q_BUFS
-        mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
-        _stamp(tptr, 1, TRACE)
-        _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb), off_hz * seqlen_q + start_m,
-                BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS, qb * Q_TERMS)
-        for j in range(n_tiles):
-            gg = g + j
-            slot = gg % STAGES
-            ph = ((gg // STAGES) & 1) ^ 1
-            _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                       kv_row0, vt_row0, j * BLOCK_N, slot, ph, SPLIT_EMPTY)
-        _stamp(tptr, 2, TRACE)
-        g += n_tiles
-        it += 1
+    if VARLEN:
+        for k in range(gl.program_id(0), n_work, gl.num_programs(0)):
+            (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
+             _) = _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS,
+                               Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL)
+            if n_tiles > 0:
+                qb = it % Q_BUFS
+                mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
+                _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb),
+                        off_h * seqlen_q + q_off + start_m, BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS,
+                        qb * Q_TERMS)
+                for j in range(n_tiles):
+                    gg = g + j
+                    _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                               off_kvh * seqlen_k + kv_start, off_kvh * VT_ROWS, j * BLOCK_N,
+                               gg % STAGES, ((gg // STAGES) & 1) ^ 1, SPLIT_EMPTY, kv_start)
+                g += n_tiles
+                it += 1
+    else:
+        first, end, step = _item_loop(SCHED, n_work, CAUSAL)
+        for k in range(first, end, step):
+            start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, _, _ = _item_at(
+                SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads, BLOCK_M,
+                VT_ROWS, CAUSAL)
+            n_tiles = gl.cdiv(kv_end, BLOCK_N)
+            tptr = _trace_slot(TRACE_PTR, 2, it)
+            _stamp(tptr, 0, TRACE)
+            qb = it % Q_BUFS
+            mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
+            _stamp(tptr, 1, TRACE)
+            _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb), off_hz * seqlen_q + start_m,
+                    BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS, qb * Q_TERMS)
+            for j in range(n_tiles):
+                gg = g + j
+                slot = gg % STAGES
+                ph = ((gg // STAGES) & 1) ^ 1
+                _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                           kv_row0, vt_row0, j * BLOCK_N, slot, ph, SPLIT_EMPTY)
+            _stamp(tptr, 2, TRACE)
+            g += n_tiles
+            it += 1
+
+
+@gluon.jit
+def _store_no_keys(O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od,
+                   seqlen_q, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
+                   NW: gl.constexpr, LSE, stride_lz, stride_lh, stride_lm,
+                   RETURN_LSE: gl.constexpr, P_SHIFT: gl.constexpr, q_off):
+    """_consumer_store for rows that see no key: zeros, and LSE -inf (plain stores)."""
+    s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, BLOCK_N, 32])
+    o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
+                                                       instr_shape=[16, HEAD_DIM, 32])
+    m_i = gl.full([ROWS], float("-inf"), gl.float32, gl.SliceLayout(1, s_layout))
+    l_i = gl.zeros([ROWS], gl.float32, gl.SliceLayout(1, s_layout))
+    acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
+    _consumer_store(acc, l_i, 1.0, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
+                    stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
+                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off=q_off)
 
 
 @gluon.jit
@@ -1318,7 +1420,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
                          TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
                          WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                         ITEM_LICM: gl.constexpr = False):
+                         ITEM_LICM: gl.constexpr = False, VARLEN: gl.constexpr = False, CU_Q=0,
+                         CU_K=0, KV_STARTS=0, Q_TILES=0, Q_TILE_SEQ=0, n_t=1):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item.
     TURNS=False: no ping-pong turns (the two warpgroups run free, for head dims where the
@@ -1328,31 +1431,70 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
     With it, LLVM hoisted the masked steps' column indices (gl.arange: 32 registers a set,
     two sets) out of the item loop, so they stayed live through every tile loop; ptxas then
     ran short of registers and waited for each tile's P @ V before starting the next tile's
-    softmax (no overlap in the SASS), and spilled (8-448 B at hdim 128)."""
+    softmax (no overlap in the SASS), and spilled (8-448 B at hdim 128).
+
+    VARLEN: _producer_persistent's items; an item with queries but no KV tile (a sequence
+    without keys, or causal rows before its first key) stores zeros (LSE -inf) and waits for
+    nothing."""
     g = 0
     it = 0
     turn_phase = 0
-    first, end, step = _item_loop(SCHED, n_work, CAUSAL)
-    # (tl.range: Gluon has no range of its own with disable_licm)
-    for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
-        (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
-         causal_off) = _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k,
-                                section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
-        tptr = _trace_slot(TRACE_PTR, my_turn, it)
-        qb = it % Q_BUFS
-        turn_phase = _ovl_work(
-            q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn,
-            QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
-            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
-            stride_od,
-            seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
-            ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
-            causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
-            g0=g, turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
-            ARRIVE_Q_EMPTY=True, tptr=tptr, TRACE=TRACE, o_desc=o_desc, o_smem=o_smem,
-            TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX, WG_BOUNDS=WG_BOUNDS, q_base=qb * Q_TERMS)
-        g += gl.cdiv(kv_end, BLOCK_N)
-        it += 1
+    if VARLEN:
+        for k in tl.range(gl.program_id(0), n_work, gl.num_programs(0),
+                          disable_licm=not ITEM_LICM):
+            (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end,
+             causal_off, rows) = _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
+                                              KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N,
+                                              CAUSAL)
+            zero = off_h * 0                    # off_b: one batch (a tensor: .to() below)
+            kd_i = KD
+            vd_i = VD
+            if k_block != 0:
+                kd_i = KD + kv_start // k_block
+            if v_block != 0:
+                vd_i = VD + kv_start // v_block
+            if n_tiles > 0:
+                qb = it % Q_BUFS
+                turn_phase = _ovl_work(
+                    q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty,
+                    turn, QD, kd_i, vd_i, O, row0, start_m, zero, off_h, off_kvh, stride_qdz,
+                    stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz,
+                    stride_oh, stride_om, stride_od, sq, sk, q_block, k_block, v_block,
+                    qk_scale, my_turn, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS,
+                    UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh,
+                    stride_lm, RETURN_LSE, Q_TERMS, g0=g, turn_phase=turn_phase,
+                    q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb), ARRIVE_Q_EMPTY=True,
+                    o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
+                    q_base=qb * Q_TERMS, q_off=q_off, VARLEN=True)
+                g += n_tiles
+                it += 1
+            elif rows > 0:
+                _store_no_keys(O, row0, start_m, zero, off_h, stride_oz, stride_oh, stride_om,
+                               stride_od, sq, ROWS, BLOCK_N, HEAD_DIM, NW, LSE, stride_lz,
+                               stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off)
+    else:
+        first, end, step = _item_loop(SCHED, n_work, CAUSAL)
+        # (tl.range: Gluon has no range of its own with disable_licm)
+        for k in tl.range(first, end, step, disable_licm=not ITEM_LICM):
+            (start_m, off_hz, off_b, off_h, off_kvh, kv_row0, vt_row0, kv_end, full_end,
+             causal_off) = _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k,
+                                    section_heads, BLOCK_M, HEAD_DIM, CAUSAL)
+            tptr = _trace_slot(TRACE_PTR, my_turn, it)
+            qb = it % Q_BUFS
+            turn_phase = _ovl_work(
+                q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn,
+                QD, KD, VD, O, row0, start_m, off_b, off_h, off_kvh, stride_qdz, stride_qdh,
+                stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+                stride_od,
+                seqlen_q, seqlen_k, q_block, k_block, v_block, qk_scale, my_turn,
+                ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end,
+                causal_off, CAUSAL, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS,
+                g0=g, turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1,
+                q_empty=q_empty.index(qb), ARRIVE_Q_EMPTY=True, tptr=tptr, TRACE=TRACE,
+                o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
+                WG_BOUNDS=WG_BOUNDS, q_base=qb * Q_TERMS)
+            g += gl.cdiv(kv_end, BLOCK_N)
+            it += 1
     if TMA_STORE:
         tma.store_wait(0)       # o_smem must outlive the last store
 
@@ -1432,7 +1574,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     SPLIT: gl.constexpr = 0, TRACE_PTR=0, TRACE: gl.constexpr = False,
                     TMA_STORE: gl.constexpr = 0, CONSUMERS: gl.constexpr = 2,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
-                    ITEM_LICM: gl.constexpr = False, V_ROWS: gl.constexpr = 0):
+                    ITEM_LICM: gl.constexpr = False, V_ROWS: gl.constexpr = 0,
+                    VARLEN: gl.constexpr = False, CU_Q=0, CU_K=0, KV_STARTS=0, Q_TILES=0,
+                    Q_TILE_SEQ=0, n_t=1):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1441,7 +1585,10 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     w, w + grid, ... (non-causal) or the items SCHED lists for it (causal, _causal_schedule),
     in _work_item's order (section_heads: causal only); otherwise the grid is (n_m, B * H) and
     one CTA one item. V_ROWS: rows of V^T a head where that is not HEAD_DIM (0: HEAD_DIM), the
-    true head dim of a call run on a wider kernel (gluon_dispatch.kernel_head_dim)."""
+    true head dim of a call run on a wider kernel (gluon_dispatch.kernel_head_dim).
+    VARLEN (persistent, two consumers, tma_store 0 / 1): one batch of packed sequences, items
+    (query tile of VarlenTables.q_tiles, head), n_work = n_t * H (_varlen_item); seqlen_q is
+    the packed Q rows, seqlen_k K's padded rows, CAUSAL 2 per sequence."""
     VT_ROWS: gl.constexpr = HEAD_DIM if V_ROWS == 0 else V_ROWS
     pid_m = gl.program_id(0)
     if CAUSAL != 0:
@@ -1584,7 +1731,8 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh, stride_lm,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile0,
-                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
+                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1594,12 +1742,14 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     STAGES, P_SHIFT, 4, UNROLL2, LSE, stride_lz, stride_lh,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile1,
-                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM)),
+                                    TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
                                     SCHED, BLOCK_M, BLOCK_N, VT_ROWS, STAGES, Q_TERMS,
-                                    CAUSAL, TRACE_PTR, TRACE, 1, Q_BUFS)),
+                                    CAUSAL, TRACE_PTR, TRACE, 1, Q_BUFS, True, VARLEN, CU_Q,
+                                    CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
@@ -2129,7 +2279,8 @@ def out_tile_layout(rows: int, head_dim: int, tma_store: int, dtype: torch.dtype
 
 def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k_block, v_block,
                         softmax_scale, out=None, causal=None, lse=None,
-                        v_key_order: str = "natural", q_lo=None, trace=None, **variant):
+                        v_key_order: str = "natural", q_lo=None, trace=None,
+                        varlen: VarlenTables | None = None, **variant):
     """FP8 attention forward on already-quantised inputs (CUDA, Hopper).
 
     variant: the kernel's options, kernel_config's keyword arguments (mode, block_n, stages,
@@ -2163,6 +2314,11 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     trace: None, or an int64 CUDA tensor (CTAs, 3, TRACE_ITEMS, 8) that a persistent launch fills
     with clock stamps per work item (a debugging aid: benchmarks/experiments/gluon_trace.py),
     the head-dim > 128 kernel per KV tile (gluon_trace_tiles.py).
+    varlen: None, or the VarlenTables of one batch of packed sequences (B = 1): q8 (1, Hq,
+    total_q, D), k8 / vt8 in padded rows (each sequence starting on a KV tile, k_block and
+    v_block multiples of block_n), out / lse over the packed rows; head dim 128, persistent
+    variants with tma_store 0 or 1 (1: a warpgroup's rows all in the sequence through TMA, a
+    sequence's last rows through plain stores), causal None or "bottom_right" (per sequence).
     The host work after the first call of a kind (the shapes, strides, dtypes, alignments and
     variant: _launch_plan's key) is cached: the checks, the launch constants, and the compiled
     kernel (fp8attn.kernel_launch, which skips Triton's per-call argument binding).
@@ -2172,7 +2328,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         out = torch.empty(q8.shape, dtype=torch.bfloat16, device=q8.device)
     d = q8.shape[-1]
     hd = kernel_head_dim(d)
-    if hd not in (None, d) and out.shape[-1] == d and not _stores_with_tma(variant, out):
+    if hd not in (None, d) and out.shape[-1] == d and not _stores_with_tma(variant, out) \
+            and varlen is None:
         # a head dim run on the 128 kernel with plain stores, which would write all 128
         # columns: into a 128-wide buffer, then its first d columns into out (head dims the
         # kernel cannot run go on to _launch_plan's error)
@@ -2183,12 +2340,13 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         return out.copy_(wide[..., :d])
     key = (_meta(q8), _meta(k8), _meta(vt8), _meta(q_lo), _meta(q_descale), _meta(k_descale),
            _meta(v_descale), _meta(out), _meta(lse), _meta(trace), q_block, k_block, v_block,
-           causal, v_key_order, tuple(variant.items()), q8.device)
+           causal, v_key_order, tuple(variant.items()), q8.device,
+           None if varlen is None else tuple(map(_meta, varlen)))
     plan = _PLANS.get(key)
     if plan is None:
         plan = _launch_plan(q8, k8, vt8, q_lo, (q_descale, k_descale, v_descale), out, lse,
                             trace, q_block, k_block, v_block, causal, v_key_order,
-                            variant)._replace(key=key)
+                            variant, varlen)._replace(key=key)
         if len(_PLANS) >= MAX_PLANS:
             _PLANS.clear()
         _PLANS[key] = plan
@@ -2215,7 +2373,10 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
         o_desc=_descriptor(out, plan.o_desc) if plan.o_desc else q_desc,
         QD=q_descale, KD=k_descale, VD=v_descale, O=out, LSE=out if lse is None else lse,
         qk_scale=float(softmax_scale) * LOG2E, SCHED=sched,
-        TRACE_PTR=q_descale if trace is None else trace))
+        TRACE_PTR=q_descale if trace is None else trace,
+        **({} if varlen is None else dict(CU_Q=varlen.cu_q, CU_K=varlen.cu_k,
+                                          KV_STARTS=varlen.kv_starts, Q_TILES=varlen.q_tiles,
+                                          Q_TILE_SEQ=varlen.q_tile_seq))))
     return out
 
 
@@ -2253,6 +2414,30 @@ class _Plan(NamedTuple):
     schedule: tuple | None  # causal_schedule_for's arguments (persistent causal launches)
 
 
+def _check_varlen(varlen: VarlenTables, cfg: dict, B: int, D: int, HD: int, causal_mode: int,
+                  q_lo, block_n: int, k_block: int, v_block: int) -> None:
+    """What a varlen launch needs (gluon_attention_fwd's varlen)."""
+    if not (cfg["PERSISTENT"] and cfg["CONSUMERS"] == 2 and cfg["OVERLAP"] and D == HD == 128
+            and cfg["TMA_STORE"] in (0, 1)):
+        raise ValueError("varlen needs head dim 128 and a persistent two-consumer variant with "
+                         "overlap, tma_store 0 or 1")
+    if B != 1 or causal_mode == 1 or q_lo is not None:
+        raise ValueError("varlen takes one batch of packed sequences, causal None or "
+                         "'bottom_right', one Q term")
+    if k_block % block_n or v_block % block_n:
+        raise ValueError(f"varlen: k_block {k_block} and v_block {v_block} must be multiples of "
+                         f"block_n {block_n} (K / V in padded rows, one descale a tile)")
+    n_t = varlen.q_tiles.shape[0]
+    for name, t, shape in (("cu_q", varlen.cu_q, None), ("cu_k", varlen.cu_k, None),
+                           ("kv_starts", varlen.kv_starts, None),
+                           ("q_tiles", varlen.q_tiles, (n_t, 2)),
+                           ("q_tile_seq", varlen.q_tile_seq, (n_t,))):
+        if t.dtype != torch.int32 or not t.is_contiguous() or (shape and t.shape != shape):
+            raise ValueError(f"varlen {name}: want a contiguous int32 tensor"
+                             + (f" of shape {shape}" if shape else "")
+                             + f", got {t.dtype} {tuple(t.shape)}")
+
+
 def _descriptor(base, params):
     """A TensorDescriptor over base with params (shape, strides, block, layout) that
     _launch_plan validated: built without the constructor's checks, which took about a third of
@@ -2271,9 +2456,9 @@ def _validated(base, shape, strides, block, layout) -> tuple:
 
 
 def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block, v_block,
-                 causal, v_key_order, variant: dict) -> _Plan:
+                 causal, v_key_order, variant: dict, varlen=None) -> _Plan:
     """gluon_attention_fwd's checks and launch constants for a kind of call; keeps no tensor.
-    variant: kernel_config's keyword arguments."""
+    variant: kernel_config's keyword arguments; varlen: gluon_attention_fwd's."""
     from ..quant.key_order import check_key_order, padded_len
     cfg = kernel_config(**variant)
     overlapped = cfg["MODE"] == MODES["pingpong"] and cfg["OVERLAP"]
@@ -2323,7 +2508,9 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     if split and not (cfg["MODE"] == MODES["pingpong"] and not cfg["OVERLAP"]):
         raise ValueError(f"head dim {D} (> 128: P @ V in four parts) needs mode 'pingpong' "
                          f"with overlap=False, so no lse and one Q term")
-    if causal_mode == 2 and Sk < Sq:
+    if varlen is not None:
+        _check_varlen(varlen, cfg, B, D, HD, causal_mode, q_lo, block_n, k_block, v_block)
+    elif causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
     if (k_block < Sk and k_block % block_n) or (v_block < Sk and v_block % block_n):
@@ -2338,9 +2525,13 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     n_m = triton.cdiv(Sq, bm)
     section = _section_heads(Sk, D)
     n_work = n_m * B * Hq
+    n_t = 1
+    if varlen is not None:
+        n_t = varlen.q_tiles.shape[0]
+        n_work = n_t * Hq
     grid = (min(n_work, _sm_count(q8.device)),) if persistent else (n_m, B * Hq)
     schedule = None
-    if persistent and causal_mode:
+    if persistent and causal_mode and varlen is None:
         schedule = (n_m, B * Hq, section, grid[0], Sq, Sk, bm, block_n, causal_mode,
                     q8.device)
     if tma_store and not (persistent or split or cfg["CONSUMERS"] == 3):
@@ -2375,7 +2566,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
         H=Hq, GQA_GROUP=Hq // Hkv, seqlen_q=Sq, seqlen_k=Sk, q_block=q_block, k_block=k_block,
         v_block=v_block, n_m=n_m, n_work=n_work, section_heads=section, HEAD_DIM=HD, P_SHIFT=8,
         CAUSAL=causal_mode, RETURN_LSE=lse is not None, Q_TERMS=1 if q_lo is None else 2,
-        TRACE=trace is not None, V_ROWS=0 if D == HD else D, **cfg)
+        TRACE=trace is not None, V_ROWS=0 if D == HD else D, VARLEN=varlen is not None,
+        n_t=n_t, **cfg)
     for name, t in zip("qkv", descales):
         constants.update(zip((f"stride_{name}dz", f"stride_{name}dh"), t.stride()[:2]))
     constants.update(zip(("stride_oz", "stride_oh", "stride_om", "stride_od"), out.stride()))

@@ -48,7 +48,8 @@ def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
     backend = "triton" if q.is_cuda or os.environ.get("TRITON_INTERPRET") == "1" else "torch"
     order = v_key_order_for(q, k, fmt=recipe.fmt, granularity=recipe.granularity,
                             block_kv=recipe.block_kv, causal=causal, varlen=varlen,
-                            two_terms=recipe.q_terms == 2, out_dtype=out_dtype, lse=lse)
+                            two_terms=recipe.q_terms == 2, out_dtype=out_dtype, lse=lse,
+                            kv_aligned=kv_rows is not None and kv_rows.align % 128 == 0)
     return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order, kv_rows=kv_rows)
 
 
@@ -313,9 +314,10 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
     sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
     major) with one descale per 128-row block, which holds one sequence's rows."""
-    from ..quant.fp8_inputs import pack_fp8_kv
+    from ..quant.fp8_inputs import by_head, pack_fp8_kv
     from ..quant.padded_rows import row_sequences
     from ..quant.reference import QuantizedTensor
+    from .gluon_dispatch import v_key_order_for
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
     host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
@@ -326,11 +328,22 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     layout = padded_rows(cu_seqlens_k, k.shape[0], align)
     # every row's sequence (clamped: the offsets may not have been checked yet)
     seq_q = row_sequences(cu_seqlens_q, q.shape[0])
-    q8 = QuantizedTensor(data=q.permute(1, 0, 2).unsqueeze(0), fmt=fmt, block_size=1,
+    qh = q.permute(1, 0, 2).unsqueeze(0)
+    # V^T in the key order of the kernel that will take the call (the Gluon kernel's "mma"
+    # order at head dim 128, written by the same packing pass); that kernel reads Q by head
+    # through TMA: a (1, H, total, D) copy first (one byte an element)
+    order = v_key_order_for(qh, k.permute(1, 0, 2).unsqueeze(0), fmt=fmt, granularity="block",
+                            block_kv=align, causal=_CAUSAL[causal], varlen=True,
+                            two_terms=False, out_dtype=torch.bfloat16, lse=return_lse,
+                            kv_aligned=True)
+    if order == "mma":
+        qh = by_head(q.unsqueeze(0))
+    q8 = QuantizedTensor(data=qh, fmt=fmt, block_size=1,
                          descale=q_descale.t()[:, seq_q].unsqueeze(0).contiguous())
-    kp, vt, kd, vd = pack_fp8_kv(k, v, k_descale, v_descale, layout)
+    kp, vt, kd, vd = pack_fp8_kv(k, v, k_descale, v_descale, layout, key_order=order)
     k8 = QuantizedTensor(data=kp, fmt=fmt, block_size=align, descale=kd)
-    v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True, descale=vd)
+    v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True, descale=vd,
+                         key_order=order)
     out = torch.empty(q.shape, dtype=torch.bfloat16, device=q.device)
     res = _launch(q8, k8, v8, causal=_CAUSAL[causal], softmax_scale=softmax_scale,
                   out_dtype=torch.bfloat16, return_lse=return_lse,

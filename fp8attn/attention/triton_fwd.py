@@ -519,14 +519,17 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
         out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
     check_key_order(v_key_order)
+    kv_aligned = varlen and kv_starts is not None and kv_align > 0 and kv_align % 128 == 0
     if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
                               varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
-                              config=config, v_key_order=v_key_order, lse=return_lse) is None \
+                              config=config, v_key_order=v_key_order, lse=return_lse,
+                              kv_aligned=kv_aligned) is None \
             and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
             lse=lse if return_lse else None, v_key_order=v_key_order, causal=causal,
-            q_lo=q_lo):
+            q_lo=q_lo, varlen=gluon_dispatch.varlen_tables(
+                cu_seqlens_q, cu_seqlens_k, kv_starts, Sq) if varlen else None):
         return (out, lse) if return_lse else out
     if v_key_order == "mma":
         vt8 = to_natural(vt8)

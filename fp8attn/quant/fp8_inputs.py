@@ -74,12 +74,13 @@ def _v_head_dim_major_kernel(v_ptr, vt_ptr, S, S_OUT, H, D, sv_b, sv_s, sv_h,
 
 
 def pack_fp8_kv(k: torch.Tensor, v: torch.Tensor, k_descale: torch.Tensor,
-                v_descale: torch.Tensor, layout: PaddedRows):
+                v_descale: torch.Tensor, layout: PaddedRows, key_order: str = "natural"):
     """Pre-quantised varlen K / V (total, H, D), FP8, with descales (nseq, H) per sequence and
     head, in the attention kernel's form: K (1, H, rows, D), V head-dim major (1, H, D, rows),
     both in the padded layout, and one descale per `layout.align`-row block (1, H, rows //
     align), its sequence's (block_sequences; blocks between sequences take a clamped one, and
-    their rows are zeros).
+    their rows are zeros). key_order: V^T's ("mma": the Gluon kernel's, quant/key_order.py;
+    each 16-key group of a block permuted, in the same pass).
 
     On CUDA (and in Triton's interpreter) one launch of `_pack_fp8_kv_kernel`; elsewhere, and
     as the reference the tests hold the kernel to, pad_rows and torch's transpose: on an H200
@@ -101,10 +102,12 @@ def pack_fp8_kv(k: torch.Tensor, v: torch.Tensor, k_descale: torch.Tensor,
             k_in.stride(0), k_in.stride(1), v_in.stride(0), v_in.stride(1),
             k_ds.stride(0), k_ds.stride(1), v_ds.stride(0), v_ds.stride(1),
             ALIGN=align, D_P=next_power_of_2(d), SEARCH=_search_steps(layout.cu.numel()),
-            num_warps=4)
+            V_MMA=key_order == "mma", num_warps=4)
         return kp, vt, kd, vd
     kp = pad_rows(k.permute(1, 0, 2).unsqueeze(0), layout)
     vt = pad_rows(v.permute(1, 0, 2).unsqueeze(0), layout).transpose(-1, -2).contiguous()
+    if key_order == "mma":
+        vt = to_mma(vt)
     seq = layout.block_sequences(align)
     kd, vd = (x.float().t()[:, seq].unsqueeze(0).contiguous() for x in (k_descale, v_descale))
     return kp, vt, kd, vd
@@ -119,11 +122,13 @@ def _search_steps(n: int) -> int:
 def _pack_fp8_kv_kernel(k_ptr, v_ptr, kp_ptr, vt_ptr, tiles_ptr, cu_ptr, kds_ptr, vds_ptr,
                         kd_ptr, vd_ptr, nseq, total, rows, n_blocks, D, sk_row, sk_head, sv_row,
                         sv_head, skd_seq, skd_head, svd_seq, svd_head, ALIGN: tl.constexpr,
-                        D_P: tl.constexpr, SEARCH: tl.constexpr):
+                        D_P: tl.constexpr, SEARCH: tl.constexpr, V_MMA: tl.constexpr = False):
     """Program (block, head): the block's packed K / V rows (the tile map's [first, count])
     as bytes into K's padded rows and V's transposed columns, zeros after them, and the
     block's descales: those of the last sequence starting at or before it in the padded
-    layout, found as the sequence of the block's first packed row (binary search of cu)."""
+    layout, found as the sequence of the block's first packed row (binary search of cu).
+    V_MMA: V^T's column r of the block takes the block's row mma_key(r) (the "mma" key order:
+    ALIGN is a multiple of 16, so the groups of the block are the layout's)."""
     t = tl.program_id(0)
     h = tl.program_id(1)
     first = tl.load(tiles_ptr + 2 * t)
@@ -134,6 +139,10 @@ def _pack_fp8_kv_kernel(k_ptr, v_ptr, kp_ptr, vt_ptr, tiles_ptr, cu_ptr, kds_ptr
     # bad offsets (checked after the launches) can give a count past the packed rows
     take = (r[:, None] < count) & (src < total) & (c[None, :] < D)
     kb = tl.load(k_ptr + src * sk_row + h * sk_head + c[None, :], mask=take, other=0)
+    if V_MMA:
+        rv = mma_key_tl(r[:, None])
+        src = (first + rv).to(tl.int64)
+        take = (rv < count) & (src < total) & (c[None, :] < D)
     vb = tl.load(v_ptr + src * sv_row + h * sv_head + c[None, :], mask=take, other=0)
     row = (t * ALIGN + r[:, None]).to(tl.int64)
     col = c[None, :] < D
