@@ -5,6 +5,7 @@
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
 #           probe_varlen.py (ours on the Gluon kernel, ours_tl on the Triton kernel, FA3)
 #                                                                               (~5 min)
+#   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
 #           kernels (kernel_launch.launch_call), varlen offsets checked once per tensor: GPU
 #           tests, then host time of the tree beside .old_s33 (session 33's) and FA3
@@ -789,6 +790,16 @@ for stage in "$@"; do
             tests/test_varlen_offsets.py tests/test_fp8_inputs.py tests/test_examples.py \
             2>&1 | tail -15 | tee "$OUT/pytest_s35.log"
         timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6
+        timeout 120 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
+            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+    s35final)
+        # session 35's final code: causal varlen items heads minor; the varlen bits tests,
+        # the varlen GPU tests (capture, bad offsets), then the speed
+        timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            tests/test_attention_gpu.py tests/test_attention_triton.py -k "varlen" 2>&1 \
+            | tail -8 | tee "$OUT/pytest_s35final.log"
+        timeout 150 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
     s34)
         # session 34: repeated calls straight to the compiled kernels (kernel_launch.launch_call:

@@ -264,8 +264,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     scale block (FP8ATTN_VARLEN_ALIGN=0 keeps them packed; skipped where that could more than
     double them), so the kernels read K and V descales per tile. Head dim 128 runs the Gluon
     kernel (its work items every sequence's query tiles; session 35), other head dims the
-    Triton kernel. H200 (session 35), GPU time: 0.70-0.99x FA3 BF16's varlen call; 0.94x /
-    0.84x the same tokens as one dense call, non-causal / causal.
+    Triton kernel. H200 (session 35), GPU time: 0.74-1.00x FA3 BF16's varlen call; 0.94x /
+    0.85x the same tokens as one dense call, non-causal / causal.
     cu_seqlens and max_seqlen_q are checked on the host: on the CPU before the work, on the GPU
     after the launches are queued (no wait for the GPU before them; the kernels clamp every
     offset into their buffers, so bad ones raise the ValueError without a read or write
@@ -275,7 +275,7 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     takes them: q/k/v_descale float32 (nseq, Hkv) (q_descale may also be (nseq, Hq)), or one
     element, or None (1); output bfloat16. One kernel copies K and V into the padded layout (V
     head-dim major) with a descale per 128-row block; no recipe. H200 (session 35), GPU time:
-    0.64-0.82x FA3 FP8's varlen call at 16k packed tokens, hdim 128.
+    0.65-0.83x FA3 FP8's varlen call at 16k packed tokens, hdim 128.
     Returns out (total_q, Hq, D) in q's dtype, and with return_lse also lse float32 (Hq, total_q).
     """
     from .attention.ops import fp8_attention_varlen, fp8_attention_varlen_quantized

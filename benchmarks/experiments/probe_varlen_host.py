@@ -2,8 +2,8 @@
 2.26 ms wall a call for 0.62 ms of GPU work, probe_varlen_profile.py). Per call: host (issue
 time of a loop, common.loop_us; the call reads cu_seqlens on the host, so it waits for the GPU
 each time), wall, GPU (one-call CUDA graph); then a cProfile of 50 calls, by own time and
-fp8attn's functions by cumulative time. The same for the tokens as one dense call; causal and
-not.
+fp8attn's functions by cumulative time. The same for the tokens as one dense call, and (since
+session 35, when varlen calls went to the Gluon kernel) on the Triton kernel; causal and not.
 
     PYTHONPATH=$PWD python benchmarks/experiments/probe_varlen_host.py
 """
@@ -20,6 +20,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
 from common import graph_ms, loop_us  # noqa: E402
+from probe_varlen import on_tl_kernel  # noqa: E402
 
 H, D, N, S = 16, 128, 8, 2048
 
@@ -49,8 +50,11 @@ def main():
     qd, kd, vd = (x.view(N, S, H, D) for x in (q, k, v))
     with torch.no_grad():
         for causal in (False, True):
-            profile(f"varlen causal={causal}", lambda: fp8attn.flash_attn_varlen_func(
-                q, k, v, cu, cu, S, S, causal=causal))
+            def varlen():
+                return fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, S, S, causal=causal)
+            profile(f"varlen causal={causal}", varlen)
+            # session 35: the same call on the Triton kernel (its path before that session)
+            profile(f"varlen (Triton kernel) causal={causal}", on_tl_kernel(varlen))
             profile(f"dense causal={causal}", lambda: fp8attn.flash_attn_func(
                 qd, kd, vd, causal=causal))
 

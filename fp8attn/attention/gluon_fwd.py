@@ -14,9 +14,10 @@ gluon_attention_fwd permutes a natural-order V^T first.
 Head dims 64, 128 and 256 (varlen batches at 128 only: VARLEN, _varlen_item; 256: mode
 "pingpong" without overlap, P @ V in four quarter-width parts: _tile_split), e4m3, per-tile K
 and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q descale, P_SHIFT 8,
-two-level accumulation, output bf16; causal masks, the LSE output and Q's second FP8 term in mode pingpong with overlap only (CAUSAL /
-RETURN_LSE / Q_TERMS; bit-identical to the tl kernel on the GPU). gluon_dispatch.py says which
-of these the package launches (hdim 64: the three-consumer form below).
+two-level accumulation, output bf16; causal masks, the LSE output and Q's second FP8 term in
+mode pingpong with overlap only (CAUSAL / RETURN_LSE / Q_TERMS; bit-identical to the tl kernel
+on the GPU). gluon_dispatch.py says which of these the package launches (hdim 64: the
+three-consumer form below).
 Numerics are those of triton_fwd.py, step for step:
     row_scale = q_descale[row] * softmax_scale * log2(e) * k_descale[tile]
     m_new = max(m_i, rowmax(qk) * row_scale);  alpha = exp2(m_i - m_new)
@@ -1277,10 +1278,13 @@ def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_he
 
 
 @gluon.jit
-def _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES,
+def _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES,
                  Q_TILE_SEQ, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                  CAUSAL: gl.constexpr):
-    """Varlen work item k: query tile k % n_t (VarlenTables.q_tiles) of head k // n_t, as
+    """Varlen work item k: query tile k % n_t (VarlenTables.q_tiles) of head k // n_t; causal,
+    tile k // H of head k % H (heads minor: H200, session 35, 16k packed tokens, GPU time, 374
+    / 437 TFLOP/s on 8 x 2048 / seven mixed lengths; 371 / 408 heads major in an earlier run,
+    334 / 386 with the tiles sorted longest first in the same run; RESULTS.md "Session 35"), as
     (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end, causal_off,
     rows): start_m the tile's first query in its sequence, q_off the sequence's first packed
     row, sq / sk its query / key counts, kv_start its first row in K's padded rows, n_tiles
@@ -1288,8 +1292,12 @@ def _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS, Q
     tile, nothing to store). seqlen_q / seqlen_k: the packed Q rows and K's padded rows; every
     offset is clamped into them, as the tl kernel's (cu_seqlens are checked after the launch).
     Shared by the producer and the consumers, so they skip the same items."""
-    t = k % n_t
-    off_h = k // n_t
+    if CAUSAL != 0:
+        t = k // H
+        off_h = k % H
+    else:
+        t = k % n_t
+        off_h = k // n_t
     first = gl.load(Q_TILES + 2 * t)
     rows = gl.load(Q_TILES + 2 * t + 1)
     seq = gl.load(Q_TILE_SEQ + t)
@@ -1347,8 +1355,8 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     if VARLEN:
         for k in range(gl.program_id(0), n_work, gl.num_programs(0)):
             (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
-             _) = _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS,
-                               Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL)
+             _) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
+                               KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL)
             if n_tiles > 0:
                 qb = it % Q_BUFS
                 mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
@@ -1443,9 +1451,9 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
         for k in tl.range(gl.program_id(0), n_work, gl.num_programs(0),
                           disable_licm=not ITEM_LICM):
             (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end,
-             causal_off, rows) = _varlen_item(k, n_t, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
-                                              KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N,
-                                              CAUSAL)
+             causal_off, rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q,
+                                              CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M,
+                                              BLOCK_N, CAUSAL)
             zero = off_h * 0                    # off_b: one batch (a tensor: .to() below)
             kd_i = KD
             vd_i = VD
