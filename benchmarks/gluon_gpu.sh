@@ -188,6 +188,13 @@ s34host() {   # $1 rounds of (old tree, new tree) host-time probes, alternating
     done
 }
 
+varlen_speed() {   # $1 / $2: time limits of probe_varlen.py (speed) and probe_varlen_host.py
+    timeout "$1" $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+        2>&1 | grep -v "^ *warn" | tail -6
+    timeout "$2" $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
+        | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log"
+}
+
 mkdir -p "$OUT"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 for stage in "$@"; do
@@ -727,10 +734,7 @@ for stage in "$@"; do
             tests/test_attention_triton.py tests/test_api.py tests/test_two_term_q.py \
             tests/test_padded_rows.py tests/test_device_tables.py 2>&1 | tail -12 \
             | tee "$OUT/pytest_final.log"
-        timeout 140 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
-            2>&1 | grep -v "^ *warn" | tail -6
-        timeout 90 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
-            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+        varlen_speed 140 90 ;;
     fp8varlen)
         # session 32 (written, not yet run: no device time left): pre-quantised FP8 varlen
         # inputs on the GPU, then timed beside FA3's FP8 varlen call (probe_varlen's ours_fp8)
@@ -789,10 +793,7 @@ for stage in "$@"; do
             tests/test_attention_triton.py tests/test_padded_rows.py tests/test_api.py \
             tests/test_varlen_offsets.py tests/test_fp8_inputs.py tests/test_examples.py \
             2>&1 | tail -15 | tee "$OUT/pytest_s35.log"
-        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
-            2>&1 | grep -v "^ *warn" | tail -6
-        timeout 120 $PY benchmarks/experiments/probe_varlen_host.py 2>&1 \
-            | grep -v "^ *warn" > "$OUT/probe_varlen_host.log"; grep "^==" "$OUT/probe_varlen_host.log" ;;
+        varlen_speed 200 120 ;;
     s35final)
         # session 35's final code: causal varlen items heads minor; the varlen bits tests,
         # the varlen GPU tests (capture, bad offsets), then the speed

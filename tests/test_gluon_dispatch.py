@@ -1600,11 +1600,11 @@ def test_reason_takes_varlen_at_head_dim_128_with_padded_kv():
     """Varlen batches (session 35): head dim 128, K / V in padded rows, one Q term; the
     packed totals stand for seqlen_q / seqlen_k (a bottom-right batch may hold more queries
     than keys)."""
-    vl = dict(GOOD, varlen=True, kv_aligned=True)
+    vl = dict(GOOD, varlen=True, kv_align=128)
     assert gluon_dispatch.reason(**vl) is None
     assert gluon_dispatch.reason(**dict(vl, causal="bottom_right", seqlen_q=9000, lse=True)) \
         is None
-    for change in (dict(kv_aligned=False), dict(head_dim=96), dict(head_dim=64),
+    for change in (dict(kv_align=0), dict(kv_align=64), dict(head_dim=96), dict(head_dim=64),
                    dict(head_dim=256), dict(two_terms=True)):
         assert "varlen" in gluon_dispatch.reason(**dict(vl, **change)), change
 

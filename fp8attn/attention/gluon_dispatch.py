@@ -364,10 +364,11 @@ def varlen_tables(cu_q: torch.Tensor, cu_k: torch.Tensor, kv_starts: torch.Tenso
 
 def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_lo,
             out_dtype, acc_mode: str, config, v_key_order: str = "natural",
-            lse: bool = False, kv_aligned: bool = False) -> str | None:
+            lse: bool = False, kv_align: int = 0) -> str | None:
     """None if the call can go to the Gluon kernel, else the first reason it cannot
     (v_key_order: vt8's, quant/key_order.py; lse: whether the call returns the LSE;
-    kv_aligned: varlen K / V in padded rows, every sequence starting on a KV tile)."""
+    kv_align: varlen K / V rows padded so that each sequence starts at a multiple of it, 0
+    packed as given)."""
     off = _off(q8)
     if off is not None:
         return off
@@ -381,7 +382,7 @@ def why_not(q8, k8, vt8, *, k_block: int, v_block: int, causal, varlen: bool, q_
                     and (q_lo is None or q_lo.is_contiguous())),
         aligned=all(t.data_ptr() % 16 == 0 for t in (q8, k8, q_lo, vt8) if t is not None),
         vt_ok=_vt_layout_ok(vt8),
-        mma_order=v_key_order == "mma", kv_aligned=kv_aligned)
+        mma_order=v_key_order == "mma", kv_align=kv_align)
 
 
 def _off(x: torch.Tensor) -> str | None:
@@ -405,7 +406,7 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
            k_block: int, v_block: int, causal, varlen: bool, two_terms: bool,
            out_dtype, acc_mode: str, forced_config: bool, contiguous: bool,
            vt_ok: bool, mma_order: bool = True, lse: bool = False,
-           aligned: bool = True, kv_aligned: bool = False) -> str | None:
+           aligned: bool = True, kv_align: int = 0) -> str | None:
     """The checks of why_not on plain values (testable without a GPU). Varlen: seqlen_q /
     seqlen_k are the packed rows (the threshold applies to the batch's keys)."""
     hd = kernel_head_dim(head_dim)
@@ -427,8 +428,9 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (causal != "bottom_right" or seqlen_k >= seqlen_q or varlen,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         # varlen (session 35): the persistent head-dim-128 kernel over the query tiles of
-        # all sequences, K / V in padded rows (ops._kv_align)
-        (not varlen or (hd == head_dim == 128 and kv_aligned and not two_terms),
+        # all sequences, K / V in padded rows (ops._kv_align), every sequence on a KV tile
+        (not varlen or (hd == head_dim == 128 and kv_align > 0 and kv_align % bn == 0
+                        and not two_terms),
          lambda: "varlen batches other than head dim 128 with K / V in padded rows and one Q "
                  "term"),
         (not two_terms or hd == 128, lambda: f"two-term Q at head dim {head_dim}"),
@@ -459,11 +461,11 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
 def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: str,
                     block_kv: int, causal, varlen: bool, two_terms: bool, out_dtype,
                     contiguous: bool = True, lse: bool = False,
-                    kv_aligned: bool = False) -> str:
+                    kv_align: int = 0) -> str:
     """The key order to write V^T in for a call on q (.., Sq, D) and k (.., Sk, D), decided
     before quantisation: "mma" where why_not will accept the quantised call, else "natural".
     contiguous: whether the FP8 Q and K the kernel gets will be contiguous (the quantiser's
-    output is; V^T rows are aligned either way). kv_aligned: why_not's."""
+    output is; V^T rows are aligned either way). kv_align: why_not's."""
     from ..formats import fp8_dtype
     from ..quant.reference import group_block_size
     if _off(q) is not None:
@@ -474,7 +476,7 @@ def v_key_order_for(q: torch.Tensor, k: torch.Tensor, *, fmt: str, granularity: 
         dtype=fp8_dtype(fmt), head_dim=q.shape[-1], seqlen_q=q.shape[-2], seqlen_k=k.shape[-2],
         k_block=kv_block, v_block=kv_block, causal=causal, varlen=varlen, two_terms=two_terms,
         out_dtype=out_dtype, acc_mode="tile", forced_config=False, contiguous=contiguous,
-        vt_ok=True, lse=lse, kv_aligned=kv_aligned)
+        vt_ok=True, lse=lse, kv_align=kv_align)
     return "mma" if why is None else "natural"
 
 

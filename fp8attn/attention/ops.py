@@ -49,7 +49,7 @@ def _quantize_qkv(q, k, v, recipe: Recipe, *, causal=None, varlen: bool = False,
     order = v_key_order_for(q, k, fmt=recipe.fmt, granularity=recipe.granularity,
                             block_kv=recipe.block_kv, causal=causal, varlen=varlen,
                             two_terms=recipe.q_terms == 2, out_dtype=out_dtype, lse=lse,
-                            kv_aligned=kv_rows is not None and kv_rows.align % 128 == 0)
+                            kv_align=0 if kv_rows is None else kv_rows.align)
     return quantize_qkv(q, k, v, recipe, backend=backend, v_key_order=order, kv_rows=kv_rows)
 
 
@@ -335,7 +335,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     order = v_key_order_for(qh, k.permute(1, 0, 2).unsqueeze(0), fmt=fmt, granularity="block",
                             block_kv=align, causal=_CAUSAL[causal], varlen=True,
                             two_terms=False, out_dtype=torch.bfloat16, lse=return_lse,
-                            kv_aligned=True)
+                            kv_align=align)
     if order == "mma":
         qh = by_head(q.unsqueeze(0))
     q8 = QuantizedTensor(data=qh, fmt=fmt, block_size=1,

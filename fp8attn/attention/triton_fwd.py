@@ -519,11 +519,10 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
         out = torch.empty((B, Hq, Sq, D), dtype=out_dtype, device=q8.device)
     lse = torch.empty((B, Hq, Sq), dtype=torch.float32, device=q8.device) if return_lse else out
     check_key_order(v_key_order)
-    kv_aligned = varlen and kv_starts is not None and kv_align > 0 and kv_align % 128 == 0
     if gluon_dispatch.why_not(q8, k8, vt8, k_block=k_block, v_block=v_block, causal=causal,
                               varlen=varlen, q_lo=q_lo, out_dtype=out.dtype, acc_mode=acc_mode,
                               config=config, v_key_order=v_key_order, lse=return_lse,
-                              kv_aligned=kv_aligned) is None \
+                              kv_align=kv_align if kv_starts is not None else 0) is None \
             and gluon_dispatch.try_launch(
             q8, k8, vt8, q_descale, k_descale, v_descale, q_block=q_block, k_block=k_block,
             v_block=v_block, softmax_scale=softmax_scale, out=out,
