@@ -5,6 +5,8 @@
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
 #           probe_varlen.py (ours on the Gluon kernel, ours_tl on the Triton kernel, FA3)
 #                                                                               (~5 min)
+#   s36     session 36: varlen items handed out as CTAs come free: the varlen GPU tests, then
+#           probe_varlen.py with the static order beside, host time           (~6 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
 #           kernels (kernel_launch.launch_call), varlen offsets checked once per tensor: GPU
@@ -794,6 +796,14 @@ for stage in "$@"; do
             tests/test_varlen_offsets.py tests/test_fp8_inputs.py tests/test_examples.py \
             2>&1 | tail -15 | tee "$OUT/pytest_s35.log"
         varlen_speed 200 120 ;;
+    s36)
+        # session 36: varlen items handed to CTAs as they come free (dynamic=True, causal tiles
+        # longest first); the varlen bits tests (dynamic, plain stores, static order), the
+        # varlen GPU tests (capture, bad offsets), then the speed (ours_static: the old order)
+        timeout 170 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            tests/test_attention_gpu.py tests/test_attention_triton.py -k "varlen" 2>&1 \
+            | tail -8 | tee "$OUT/pytest_s36.log"
+        varlen_speed 200 100 ;;
     s35final)
         # session 35's final code: causal varlen items heads minor; the varlen bits tests,
         # the varlen GPU tests (capture, bad offsets), then the speed

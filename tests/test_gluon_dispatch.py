@@ -1621,16 +1621,19 @@ def test_reason_takes_varlen_at_head_dim_128_with_padded_kv():
     ([1000, 300, 2100, 129, 5], [1000, 0, 2300, 64, 700], 4, 2, "bottom_right"),
     ([1000, 300, 2100, 129, 5], [1000, 0, 2300, 64, 700], 4, 4, None),
 ])
-@pytest.mark.parametrize("store", ["tma", "plain"])
+@pytest.mark.parametrize("store", ["tma", "plain", "other_order"])
 def test_gpu_gluon_varlen_same_bits_as_tl_kernel(lens_q, lens_k, hq, hkv, causal, store, spy,
                                                  monkeypatch):
     """The Gluon kernel's varlen items (every sequence's 128-row query tiles, K / V from the
     padded rows) give the tl kernel's varlen bits with the same 128-key tiles, output and LSE;
-    with the dispatched TMA store of full warpgroup rows, and with plain stores only."""
-    if store == "plain":
-        for name in ("VARIANT_VARLEN", "VARIANT_VARLEN_CAUSAL"):
-            monkeypatch.setattr(gluon_dispatch, name,
-                                dict(getattr(gluon_dispatch, name), tma_store=0))
+    with the dispatched TMA store of full warpgroup rows, with plain stores only, and with the
+    items in the order the dispatch does not use (other_order: dynamic, handed out as CTAs
+    come free, where it is static, and the other way round)."""
+    for name in ("VARIANT_VARLEN", "VARIANT_VARLEN_CAUSAL"):
+        variant = getattr(gluon_dispatch, name)
+        change = dict(tma_store=0) if store == "plain" else dict(
+            dynamic=not variant.get("dynamic", False)) if store == "other_order" else {}
+        monkeypatch.setattr(gluon_dispatch, name, dict(variant, **change))
     q8, k8, v8, varlen = _varlen_inputs(lens_q, lens_k or lens_q, hq, hkv, seed=sum(lens_q))
     ref, ref_lse = _run_varlen(q8, k8, v8, varlen, causal, config=TL_128)
     assert not spy

@@ -74,8 +74,9 @@ def build(head_dim=128, causal=0, lse=False, kv_block=128, q_terms=1, out="bf16"
             sig[n] = "*fp32"
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n == "SCHED":
-            # a varlen launch passes q_descale there (no schedule): nothing may read it
-            sig[n] = "*fp32" if varlen else "*i32"
+            # a varlen launch passes q_descale there (no schedule: nothing may read it), or
+            # its int32 work buffer with dynamic=True
+            sig[n] = "*fp32" if varlen and not cfg["DYNAMIC"] else "*i32"
         elif n in ("CU_Q", "CU_K", "KV_STARTS", "Q_TILES", "Q_TILE_SEQ"):
             sig[n] = "*i32"
         elif n == "TRACE_PTR":

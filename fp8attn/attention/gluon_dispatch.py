@@ -145,12 +145,18 @@ VARIANT_LONG = dict(VARIANT, tma_store=0)
 # varlen batches (session 35): the persistent forms, items over every sequence's query tiles
 # (gluon_fwd._varlen_item); a warpgroup's output rows through the TMA store where all of them
 # are in the sequence, plain stores for a sequence's last rows (a TMA store there would write
-# into the next sequence's rows)
+# into the next sequence's rows). Session 36: causal items are handed out as CTAs come free
+# (dynamic: gluon_fwd._take_item; each sequence's tiles longest first) instead of items pid,
+# pid + grid, ...: 395 / 440 TFLOP/s against 375 / 437 on 8 x 2048 / probe_varlen.py's mixed
+# lengths (H200, GPU time, results/probe_varlen_s36b.json). Non-causal items stay in the
+# static order: handed out they read 559 / 576 against 581 / 560 (4% lost on equal
+# sequences, 3% won on mixed ones). benchmarks/experiments/varlen_balance_sim.py predicted
+# more for both (static: the worst CTA 1.25x the mean work causal, 1.30x mixed non-causal)
 VARIANT_VARLEN = VARIANT
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q_bufs=2)
-VARIANT_VARLEN_CAUSAL = CAUSAL_PERSISTENT_VARIANT
+VARIANT_VARLEN_CAUSAL = dict(CAUSAL_PERSISTENT_VARIANT, dynamic=True)
 # Session 17: with the item loop compiled without LLVM's loop-invariant code motion
 # (gluon_fwd._consumer_persistent) the persistent causal kernel keeps its softmax under P @ V
 # and runs 484 / 741 / 842 TFLOP/s bottom-right at 1k / 4k / 16k keys, against 439 / 679 / 779

@@ -11,7 +11,8 @@ Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6" and "Sessio
 It reads V^T in the "mma" key order (quant/key_order.py; _pack_p says why);
 gluon_attention_fwd permutes a natural-order V^T first.
 
-Head dims 64, 128 and 256 (varlen batches at 128 only: VARLEN, _varlen_item; 256: mode
+Head dims 64, 128 and 256 (varlen batches at 128 only: VARLEN, _varlen_item, the items handed
+to CTAs as they come free by a counter in device memory, DYNAMIC / _take_item; 256: mode
 "pingpong" without overlap, P @ V in four quarter-width parts: _tile_split), e4m3, per-tile K
 and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q descale, P_SHIFT 8,
 two-level accumulation, output bf16; causal masks, the LSE output and Q's second FP8 term in
@@ -1280,7 +1281,7 @@ def _item_at(SCHED, k, n_m, n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_he
 @gluon.jit
 def _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES,
                  Q_TILE_SEQ, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                 CAUSAL: gl.constexpr):
+                 CAUSAL: gl.constexpr, LONGEST_FIRST: gl.constexpr = False):
     """Varlen work item k: query tile k % n_t (VarlenTables.q_tiles) of head k // n_t; causal,
     tile k // H of head k % H (heads minor: H200, session 35, 16k packed tokens, GPU time, 374
     / 437 TFLOP/s on 8 x 2048 / seven mixed lengths; 371 / 408 heads major in an earlier run,
@@ -1291,10 +1292,15 @@ def _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS
     the KV tiles the item loads (0: nothing to load), rows the tile's queries (0: an empty
     tile, nothing to store). seqlen_q / seqlen_k: the packed Q rows and K's padded rows; every
     offset is clamped into them, as the tl kernel's (cu_seqlens are checked after the launch).
-    Shared by the producer and the consumers, so they skip the same items."""
+    Shared by the producer and the consumers, so they skip the same items. LONGEST_FIRST
+    (causal, the DYNAMIC schedule): a sequence's tiles in reverse (_tile_longest_first)."""
     if CAUSAL != 0:
         t = k // H
         off_h = k % H
+        if LONGEST_FIRST:
+            # each sequence's tiles from its last (most keys) to its first: with items handed
+            # out as CTAs come free (DYNAMIC), the short ones fill in at the end
+            t = _tile_longest_first(t, n_t, seqlen_q, CU_Q, Q_TILES, Q_TILE_SEQ, BLOCK_M)
     else:
         t = k % n_t
         off_h = k // n_t
@@ -1313,6 +1319,51 @@ def _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS
     n_tiles = gl.where(rows > 0, n_tiles, 0)
     return (start_m, q_off, sq, sk, off_h, off_h // GQA_GROUP, kv_start, n_tiles, kv_end,
             full_end, causal_off, rows)
+
+
+@gluon.jit
+def _tile_longest_first(t, n_t, seqlen_q, CU_Q, Q_TILES, Q_TILE_SEQ, BLOCK_M: gl.constexpr):
+    """Query tile t's mirror within its sequence (tile j of n -> tile n - 1 - j): a bijection
+    on each sequence's tiles (tiles without rows map to themselves), clamped into the table
+    (the offsets are checked after the launch)."""
+    rows = gl.load(Q_TILES + 2 * t + 1)
+    seq = gl.load(Q_TILE_SEQ + t)
+    lo = gl.minimum(gl.maximum(gl.load(CU_Q + seq), 0), seqlen_q)
+    hi = gl.minimum(gl.maximum(gl.load(CU_Q + seq + 1), lo), seqlen_q)
+    j = (gl.load(Q_TILES + 2 * t) - lo) // BLOCK_M
+    mirror = t + gl.cdiv(hi - lo, BLOCK_M) - 1 - 2 * j
+    return gl.where(rows > 0, gl.minimum(gl.maximum(mirror, 0), n_t - 1), t)
+
+
+@gluon.jit
+def _take_item(WORK):
+    """The DYNAMIC varlen schedule: the launch's next item, WORK[0] taken and advanced
+    atomically by the producer (items go to CTAs as they come free: a greedy
+    longest-processing-time schedule with the items in order). Items from n_work on mean: no
+    more. Taken before the wait for the Q buffer (_publish_item), so that the atomic's round
+    trip runs under the item before."""
+    return gl.atomic_add(WORK, 1)
+
+
+@gluon.jit
+def _publish_item(WORK, q_bar, q_empty, k, it, Q_BUFS: gl.constexpr):
+    """Once both consumers are done with the Q buffer item `it` takes (q_empty), item k goes
+    into the CTA's slot for that buffer, WORK[1 + pid * Q_BUFS + it % Q_BUFS], and the
+    producer arrives on the buffer's item barrier (q_bar.index(Q_BUFS + buffer)): mbarrier
+    arrive / wait order memory within the CTA, so the consumers read the slot after their wait
+    (_published_item), before the item's Q has landed."""
+    qb = it % Q_BUFS
+    mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
+    gl.store(WORK + 1 + gl.program_id(0) * Q_BUFS + qb, k)
+    mbarrier.arrive(q_bar.index(Q_BUFS + qb))
+
+
+@gluon.jit
+def _published_item(WORK, q_bar, it, Q_BUFS: gl.constexpr):
+    """The DYNAMIC schedule, consumer side: item it's index, as _publish_item published it."""
+    qb = it % Q_BUFS
+    mbarrier.wait(q_bar.index(Q_BUFS + qb), (it // Q_BUFS) & 1)
+    return gl.load(WORK + 1 + gl.program_id(0) * Q_BUFS + qb, volatile=True)
 
 
 @gluon.jit
@@ -1340,7 +1391,7 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                          TRACE: gl.constexpr = False, Q_LOADS: gl.constexpr = 1,
                          Q_BUFS: gl.constexpr = 1, SPLIT_EMPTY: gl.constexpr = True,
                          VARLEN: gl.constexpr = False, CU_Q=0, CU_K=0, KV_STARTS=0, Q_TILES=0,
-                         Q_TILE_SEQ=0, n_t=1):
+                         Q_TILE_SEQ=0, n_t=1, DYNAMIC: gl.constexpr = False):
     """_producer for persistent CTAs: per work item, Q (once every consumer is done with the
     Q that used its buffer before: q_empty; in Q_LOADS boxes of BLOCK_M / Q_LOADS rows) and
     then its K / V tiles (causal: those below the item's kv_end), the ring position g running
@@ -1349,10 +1400,37 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     SPLIT_EMPTY: _fill_slot's (False: the head-dim > 128 consumers). VT_ROWS: rows of V^T a
     head (the kernel's VT_ROWS). VARLEN: the items are _varlen_item's (B = 1; seqlen_q /
     seqlen_k the packed Q rows and K's padded rows), w = pid, pid + grid, ..., and those
-    without a KV tile to load are skipped (the consumers skip the same)."""
+    without a KV tile to load are skipped (the consumers skip the same). DYNAMIC (varlen):
+    the items come from the launch's counter instead (SCHED: its work buffer, _take_item),
+    every one published to the consumers in turn on the Q buffers (_publish_item), the last
+    one from n_work on (the end); an item without a KV tile completes its buffer's q_bar
+    phase by a plain arrive, so that the phases keep counting items."""
     g = 0
     it = 0
-    if VARLEN:
+    if VARLEN and DYNAMIC:
+        k = _take_item(SCHED)
+        _publish_item(SCHED, q_bar, q_empty, k, it, Q_BUFS)
+        while k < n_work:
+            (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
+             _) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
+                               KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, True)
+            qb = it % Q_BUFS
+            if n_tiles > 0:
+                _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb),
+                        off_h * seqlen_q + q_off + start_m, BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS,
+                        qb * Q_TERMS)
+                for j in range(n_tiles):
+                    gg = g + j
+                    _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                               off_kvh * seqlen_k + kv_start, off_kvh * VT_ROWS, j * BLOCK_N,
+                               gg % STAGES, ((gg // STAGES) & 1) ^ 1, SPLIT_EMPTY, kv_start)
+                g += n_tiles
+            else:
+                mbarrier.arrive(q_bar.index(qb))
+            k = _take_item(SCHED)
+            it += 1
+            _publish_item(SCHED, q_bar, q_empty, k, it, Q_BUFS)
+    elif VARLEN:
         for k in range(gl.program_id(0), n_work, gl.num_programs(0)):
             (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
              _) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
@@ -1414,6 +1492,54 @@ def _store_no_keys(O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_
 
 
 @gluon.jit
+def _varlen_work(k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                 kv_empty, v_empty, turn, QD, KD, VD, O, row0, H, GQA_GROUP, stride_qdz,
+                 stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz,
+                 stride_oh, stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
+                 qk_scale, my_turn, ROWS: gl.constexpr, BLOCK_M: gl.constexpr,
+                 BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr, STAGES: gl.constexpr,
+                 P_SHIFT: gl.constexpr, NW: gl.constexpr, UNROLL2: gl.constexpr, LSE, stride_lz,
+                 stride_lh, stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
+                 CAUSAL: gl.constexpr, TURNS: gl.constexpr, o_desc, o_smem,
+                 TMA_STORE: gl.constexpr, MASKED_MAX: gl.constexpr, Q_BUFS: gl.constexpr, CU_Q,
+                 CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC: gl.constexpr):
+    """A consumer warpgroup's varlen item k (_varlen_item; g / it: the ring position and the
+    items that took a Q buffer so far): _ovl_work on its KV tiles, or zeros (LSE -inf) for
+    queries without a key. DYNAMIC: every item took a Q buffer turn, so one without a KV tile
+    releases its buffer at once. Returns (turn_phase, the item's KV tiles)."""
+    (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end, causal_off,
+     rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS,
+                          Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, DYNAMIC)
+    zero = off_h * 0                    # off_b: one batch (a tensor: .to() below)
+    kd_i = KD
+    vd_i = VD
+    if k_block != 0:
+        kd_i = KD + kv_start // k_block
+    if v_block != 0:
+        vd_i = VD + kv_start // v_block
+    qb = it % Q_BUFS
+    if n_tiles > 0:
+        turn_phase = _ovl_work(
+            q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty, turn, QD,
+            kd_i, vd_i, O, row0, start_m, zero, off_h, off_kvh, stride_qdz, stride_qdh,
+            stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz, stride_oh, stride_om,
+            stride_od, sq, sk, q_block, k_block, v_block, qk_scale, my_turn, ROWS, BLOCK_N,
+            HEAD_DIM, STAGES, P_SHIFT, NW, TURNS, UNROLL2, kv_end, full_end, causal_off, CAUSAL,
+            LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, g0=g,
+            turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
+            ARRIVE_Q_EMPTY=True, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
+            MASKED_MAX=MASKED_MAX, q_base=qb * Q_TERMS, q_off=q_off, VARLEN=True)
+    else:
+        if DYNAMIC:
+            mbarrier.arrive(q_empty.index(qb))      # the slot is read: the buffer is free
+        if rows > 0:
+            _store_no_keys(O, row0, start_m, zero, off_h, stride_oz, stride_oh, stride_om,
+                           stride_od, sq, ROWS, BLOCK_N, HEAD_DIM, NW, LSE, stride_lz,
+                           stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off)
+    return turn_phase, n_tiles
+
+
+@gluon.jit
 def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full, kv_empty,
                          v_empty, turn, QD, KD, VD, O, row0, n_m, n_work, H, GQA_GROUP,
                          stride_qdz, stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh,
@@ -1429,7 +1555,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
                          WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
                          ITEM_LICM: gl.constexpr = False, VARLEN: gl.constexpr = False, CU_Q=0,
-                         CU_K=0, KV_STARTS=0, Q_TILES=0, Q_TILE_SEQ=0, n_t=1):
+                         CU_K=0, KV_STARTS=0, Q_TILES=0, Q_TILE_SEQ=0, n_t=1,
+                         DYNAMIC: gl.constexpr = False):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item.
     TURNS=False: no ping-pong turns (the two warpgroups run free, for head dims where the
@@ -1443,43 +1570,44 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
 
     VARLEN: _producer_persistent's items; an item with queries but no KV tile (a sequence
     without keys, or causal rows before its first key) stores zeros (LSE -inf) and waits for
-    nothing."""
+    nothing. DYNAMIC: the items _take_item hands the producer, read from the CTA's slot
+    (_published_item), every one taking a Q buffer turn (an item without a KV tile releases it
+    at once, without waiting for its q_bar phase: the producer completes that phase before it
+    publishes the next item)."""
     g = 0
     it = 0
     turn_phase = 0
-    if VARLEN:
+    if VARLEN and DYNAMIC:
+        k = _published_item(SCHED, q_bar, it, Q_BUFS)
+        # (no loop-invariant code motion, as the static item loop below: session 17)
+        while tl.condition(k < n_work, disable_licm=not ITEM_LICM):
+            turn_phase, n_tiles = _varlen_work(
+                k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                kv_empty, v_empty, turn, QD, KD, VD, O, row0, H, GQA_GROUP, stride_qdz,
+                stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz,
+                stride_oh, stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
+                qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
+                UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
+                o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
+                Q_TILE_SEQ, n_t, DYNAMIC)
+            g += n_tiles
+            it += 1             # every item takes a Q buffer turn
+            k = _published_item(SCHED, q_bar, it, Q_BUFS)
+    elif VARLEN:
         for k in tl.range(gl.program_id(0), n_work, gl.num_programs(0),
                           disable_licm=not ITEM_LICM):
-            (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end,
-             causal_off, rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q,
-                                              CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M,
-                                              BLOCK_N, CAUSAL)
-            zero = off_h * 0                    # off_b: one batch (a tensor: .to() below)
-            kd_i = KD
-            vd_i = VD
-            if k_block != 0:
-                kd_i = KD + kv_start // k_block
-            if v_block != 0:
-                vd_i = VD + kv_start // v_block
-            if n_tiles > 0:
-                qb = it % Q_BUFS
-                turn_phase = _ovl_work(
-                    q_smem, k_smem, v_smem, q_bar.index(qb), k_full, v_full, kv_empty, v_empty,
-                    turn, QD, kd_i, vd_i, O, row0, start_m, zero, off_h, off_kvh, stride_qdz,
-                    stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz,
-                    stride_oh, stride_om, stride_od, sq, sk, q_block, k_block, v_block,
-                    qk_scale, my_turn, ROWS, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW, TURNS,
-                    UNROLL2, kv_end, full_end, causal_off, CAUSAL, LSE, stride_lz, stride_lh,
-                    stride_lm, RETURN_LSE, Q_TERMS, g0=g, turn_phase=turn_phase,
-                    q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb), ARRIVE_Q_EMPTY=True,
-                    o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE, MASKED_MAX=MASKED_MAX,
-                    q_base=qb * Q_TERMS, q_off=q_off, VARLEN=True)
+            turn_phase, n_tiles = _varlen_work(
+                k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
+                kv_empty, v_empty, turn, QD, KD, VD, O, row0, H, GQA_GROUP, stride_qdz,
+                stride_qdh, stride_kdz, stride_kdh, stride_vdz, stride_vdh, stride_oz,
+                stride_oh, stride_om, stride_od, seqlen_q, seqlen_k, q_block, k_block, v_block,
+                qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
+                UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
+                o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
+                Q_TILE_SEQ, n_t, DYNAMIC)
+            if n_tiles > 0:     # items without a KV tile took no Q buffer
                 g += n_tiles
                 it += 1
-            elif rows > 0:
-                _store_no_keys(O, row0, start_m, zero, off_h, stride_oz, stride_oh, stride_om,
-                               stride_od, sq, ROWS, BLOCK_N, HEAD_DIM, NW, LSE, stride_lz,
-                               stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off)
     else:
         first, end, step = _item_loop(SCHED, n_work, CAUSAL)
         # (tl.range: Gluon has no range of its own with disable_licm)
@@ -1584,7 +1712,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                     WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
                     ITEM_LICM: gl.constexpr = False, V_ROWS: gl.constexpr = 0,
                     VARLEN: gl.constexpr = False, CU_Q=0, CU_K=0, KV_STARTS=0, Q_TILES=0,
-                    Q_TILE_SEQ=0, n_t=1):
+                    Q_TILE_SEQ=0, n_t=1, DYNAMIC: gl.constexpr = False):
     """CAUSAL (mode pingpong, with overlap up to head dim 128, without above; 1 top-left, 2
     bottom-right as triton_fwd.py's CAUSAL_MODES): every row must see key 0 (bottom-right
     needs seqlen_k >= seqlen_q).
@@ -1596,7 +1724,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     true head dim of a call run on a wider kernel (gluon_dispatch.kernel_head_dim).
     VARLEN (persistent, two consumers, tma_store 0 / 1): one batch of packed sequences, items
     (query tile of VarlenTables.q_tiles, head), n_work = n_t * H (_varlen_item); seqlen_q is
-    the packed Q rows, seqlen_k K's padded rows, CAUSAL 2 per sequence."""
+    the packed Q rows, seqlen_k K's padded rows, CAUSAL 2 per sequence. DYNAMIC (varlen):
+    the items go to CTAs as they come free (_take_item), SCHED being the launch's work
+    buffer (int32, 1 + grid * Q_BUFS, WORK[0] zero)."""
     VT_ROWS: gl.constexpr = HEAD_DIM if V_ROWS == 0 else V_ROWS
     pid_m = gl.program_id(0)
     if CAUSAL != 0:
@@ -1621,14 +1751,16 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                        q_desc.layout)
     k_smem = gl.allocate_shared_memory(k_desc.dtype, [STAGES, BLOCK_N, HEAD_DIM], k_desc.layout)
     v_smem = gl.allocate_shared_memory(v_desc.dtype, [STAGES, HEAD_DIM, BLOCK_N], v_desc.layout)
-    q_bar = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+    # DYNAMIC: Q_BUFS more barriers, the item barriers of _publish_item
+    Q_BARS: gl.constexpr = 2 * Q_BUFS if DYNAMIC else Q_BUFS
+    q_bar = gl.allocate_shared_memory(gl.int64, [Q_BARS, 1], mbarrier.MBarrierLayout())
     k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     kv_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
     N_CONSUMERS: gl.constexpr = CONSUMERS if MODE == 2 else 1
-    for b in gl.static_range(Q_BUFS):
+    for b in gl.static_range(Q_BARS):
         mbarrier.init(q_bar.index(b), count=1)
     for s in gl.static_range(STAGES):
         mbarrier.init(k_full.index(s), count=1)
@@ -1740,7 +1872,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile0,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
-                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1751,13 +1883,13 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile1,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
-                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
                                     SCHED, BLOCK_M, BLOCK_N, VT_ROWS, STAGES, Q_TERMS,
                                     CAUSAL, TRACE_PTR, TRACE, 1, Q_BUFS, True, VARLEN, CU_Q,
-                                    CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t)),
+                                    CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC)),
         ], [4, 1], [CONSUMER_REGS, PRODUCER_REGS])
         return
 
@@ -2082,7 +2214,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                   persistent: bool = False, pv_pipe: bool = False, tma_store: int = 0,
                   consumers: int = 2, wg_bounds: bool = False, q_bufs: int = 1,
                   item_licm: bool = False, q_regs: bool = False, tree_max: bool = False,
-                  pv_eighths: bool = False) -> dict:
+                  pv_eighths: bool = False, dynamic: bool = False) -> dict:
     """Constexprs and launch options of one variant. overlap: the intra-warpgroup pipeline of
     _consumer_ovl (modes ws and pingpong only). turns=False: mode pingpong without the turn
     barriers (two independent consumer warpgroups). unroll2: overlap loop unrolled by two.
@@ -2107,7 +2239,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
     as a tree (_row_max); pv_eighths: each P @ V quarter as two eighth-width GEMMs
     (_pv_quarter_in_eighths; not with pv_pipe: the eighths pipelined measured slower, causal
     or not, and were removed in session 23); all head dims above 128 (_consumer_split's SPLIT
-    bits)."""
+    bits). dynamic (persistent, varlen launches only): items handed to CTAs as they come free
+    from a counter in device memory, causal tiles longest first within each sequence
+    (_take_item), instead of items pid, pid + grid, ..."""
     if consumers not in (2, 3) or (consumers == 3 and not (
             mode == "pingpong" and overlap and not turns and tma_store in (0, 1)
             and block_m == 192)):
@@ -2133,6 +2267,9 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                          "was measured with them)")
     if q_bufs not in (1, 2) or (q_bufs == 2 and not persistent):
         raise ValueError("q_bufs: 1, or 2 with persistent=True")
+    if dynamic and not (persistent and consumers == 2 and overlap):
+        raise ValueError("dynamic needs persistent=True with two consumers and overlap (the "
+                         "varlen items)")
     if item_licm and not persistent:
         raise ValueError("item_licm needs persistent=True (the item loop)")
     if tma_store not in (0, 1, 2) or (tma_store and not (
@@ -2146,7 +2283,7 @@ def kernel_config(mode: str = "ws", block_n: int = 128, stages: int = 2,
                 TURNS=turns, UNROLL2=unroll2, PERSISTENT=persistent,
                 SPLIT=int(pv_pipe) | int(q_regs) << 1 | int(tree_max) << 2 | int(pv_eighths) << 3,
                 TMA_STORE=int(tma_store), CONSUMERS=consumers, WG_BOUNDS=wg_bounds,
-                Q_BUFS=q_bufs, ITEM_LICM=item_licm, num_warps=num_warps)
+                Q_BUFS=q_bufs, ITEM_LICM=item_licm, DYNAMIC=dynamic, num_warps=num_warps)
 
 
 @functools.lru_cache(maxsize=None)
@@ -2359,6 +2496,10 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
             _PLANS.clear()
         _PLANS[key] = plan
     sched = q_descale
+    if plan.constants["DYNAMIC"]:
+        # the work counter (zero) and each CTA's item slots (_take_item, _publish_item)
+        sched = torch.zeros(1 + plan.grid[0] * plan.constants["Q_BUFS"], dtype=torch.int32,
+                            device=q8.device)
     if plan.schedule is not None:
         sched = causal_schedule_for(*plan.schedule)
         if sched is None:       # capturing, table not built yet: one CTA per block, same bits
@@ -2518,6 +2659,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
                          f"with overlap=False, so no lse and one Q term")
     if varlen is not None:
         _check_varlen(varlen, cfg, B, D, HD, causal_mode, q_lo, block_n, k_block, v_block)
+    elif cfg["DYNAMIC"]:
+        raise ValueError("dynamic schedules varlen items; this launch has no varlen tables")
     elif causal_mode == 2 and Sk < Sq:
         raise ValueError(f"bottom-right causal with seqlen_q {Sq} > seqlen_k {Sk}: rows without "
                          f"keys are not handled by this kernel")
