@@ -7,6 +7,7 @@
 #                                                                               (~5 min)
 #   s36     session 36: varlen items handed out as CTAs come free: the varlen GPU tests, then
 #           probe_varlen.py with the static order beside, host time           (~6 min)
+#   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
 #           kernels (kernel_launch.launch_call), varlen offsets checked once per tensor: GPU
@@ -800,10 +801,20 @@ for stage in "$@"; do
         # session 36: varlen items handed to CTAs as they come free (dynamic=True, causal tiles
         # longest first); the varlen bits tests (dynamic, plain stores, static order), the
         # varlen GPU tests (capture, bad offsets), then the speed (ours_static: the old order)
-        timeout 170 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
-            tests/test_attention_gpu.py tests/test_attention_triton.py -k "varlen" 2>&1 \
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
+            tests/test_padded_rows.py tests/test_fp8_inputs.py -k "varlen" 2>&1 \
             | tail -8 | tee "$OUT/pytest_s36.log"
         varlen_speed 200 100 ;;
+    s36final)
+        # session 36's final code: non-causal varlen handed out too, with two Q buffers; the
+        # varlen tests, then the speed
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+            tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
+            tests/test_padded_rows.py tests/test_fp8_inputs.py -k "varlen" 2>&1 \
+            | tail -8 | tee "$OUT/pytest_s36final.log"
+        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
     s35final)
         # session 35's final code: causal varlen items heads minor; the varlen bits tests,
         # the varlen GPU tests (capture, bad offsets), then the speed

@@ -145,14 +145,14 @@ VARIANT_LONG = dict(VARIANT, tma_store=0)
 # varlen batches (session 35): the persistent forms, items over every sequence's query tiles
 # (gluon_fwd._varlen_item); a warpgroup's output rows through the TMA store where all of them
 # are in the sequence, plain stores for a sequence's last rows (a TMA store there would write
-# into the next sequence's rows). Session 36: causal items are handed out as CTAs come free
-# (dynamic: gluon_fwd._take_item; each sequence's tiles longest first) instead of items pid,
-# pid + grid, ...: 395 / 440 TFLOP/s against 375 / 437 on 8 x 2048 / probe_varlen.py's mixed
-# lengths (H200, GPU time, results/probe_varlen_s36b.json). Non-causal items stay in the
-# static order: handed out they read 559 / 576 against 581 / 560 (4% lost on equal
-# sequences, 3% won on mixed ones). benchmarks/experiments/varlen_balance_sim.py predicted
-# more for both (static: the worst CTA 1.25x the mean work causal, 1.30x mixed non-causal)
-VARIANT_VARLEN = VARIANT
+# into the next sequence's rows). Session 36: items are handed out as CTAs come free
+# (dynamic: gluon_fwd._take_item; causal: each sequence's tiles longest first) instead of
+# items pid, pid + grid, ...; non-causal with two Q buffers. H200, GPU time, 8 x 2048 /
+# probe_varlen.py's mixed lengths (results/probe_varlen_s36c.json): causal 392 / 436 TFLOP/s
+# against 372 / 436 static; non-causal 570 / 584 against 578 / 557 (one Q buffer: 558 / 578).
+# benchmarks/experiments/varlen_balance_sim.py predicted more (static: the worst CTA 1.25x
+# the mean work on 8 x 2048 causal, 1.30x on the mixed lengths non-causal)
+VARIANT_VARLEN = dict(VARIANT, dynamic=True, q_bufs=2)
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q_bufs=2)
