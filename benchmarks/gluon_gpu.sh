@@ -191,6 +191,13 @@ s34host() {   # $1 rounds of (old tree, new tree) host-time probes, alternating
     done
 }
 
+varlen_tests() {   # $1: the log's tag; every varlen test of the GPU-facing modules
+    timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
+        tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
+        tests/test_padded_rows.py tests/test_fp8_inputs.py -k "varlen" 2>&1 \
+        | tail -8 | tee "$OUT/pytest_$1.log"
+}
+
 varlen_speed() {   # $1 / $2: time limits of probe_varlen.py (speed) and probe_varlen_host.py
     timeout "$1" $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
         2>&1 | grep -v "^ *warn" | tail -6
@@ -801,18 +808,12 @@ for stage in "$@"; do
         # session 36: varlen items handed to CTAs as they come free (dynamic=True, causal tiles
         # longest first); the varlen bits tests (dynamic, plain stores, static order), the
         # varlen GPU tests (capture, bad offsets), then the speed (ours_static: the old order)
-        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
-            tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
-            tests/test_padded_rows.py tests/test_fp8_inputs.py -k "varlen" 2>&1 \
-            | tail -8 | tee "$OUT/pytest_s36.log"
+        varlen_tests s36
         varlen_speed 200 100 ;;
     s36final)
-        # session 36's final code: non-causal varlen handed out too, with two Q buffers; the
-        # varlen tests, then the speed
-        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_gluon_dispatch.py \
-            tests/test_attention_gpu.py tests/test_attention_triton.py tests/test_api.py \
-            tests/test_padded_rows.py tests/test_fp8_inputs.py -k "varlen" 2>&1 \
-            | tail -8 | tee "$OUT/pytest_s36final.log"
+        # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
+        # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)
+        varlen_tests s36final
         timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
     s35final)
