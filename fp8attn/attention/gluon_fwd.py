@@ -1383,6 +1383,25 @@ def _load_q(q_desc, ql_desc, q_smem, q_bar, row, Q_BOX: gl.constexpr, Q_LOADS: g
 
 
 @gluon.jit
+def _load_varlen_item(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar_b, k_full,
+                      v_full, kv_empty, v_empty, g, qb, start_m, q_off, off_h, off_kvh, kv_start,
+                      n_tiles, seqlen_q, seqlen_k, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                      VT_ROWS: gl.constexpr, STAGES: gl.constexpr, Q_TERMS: gl.constexpr,
+                      Q_LOADS: gl.constexpr, SPLIT_EMPTY: gl.constexpr):
+    """_producer_persistent's loads for a varlen item (_varlen_item's fields) with n_tiles > 0,
+    once its Q buffer qb is free: Q onto q_bar_b, then its KV tiles into the ring from
+    position g. Returns the ring position after them."""
+    _load_q(q_desc, ql_desc, q_smem, q_bar_b, off_h * seqlen_q + q_off + start_m,
+            BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS, qb * Q_TERMS)
+    for j in range(n_tiles):
+        gg = g + j
+        _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
+                   off_kvh * seqlen_k + kv_start, off_kvh * VT_ROWS, j * BLOCK_N, gg % STAGES,
+                   ((gg // STAGES) & 1) ^ 1, SPLIT_EMPTY, kv_start)
+    return g + n_tiles
+
+
+@gluon.jit
 def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem, q_bar,
                          q_empty, k_full, v_full, kv_empty, v_empty, n_m, n_work, H, GQA_GROUP,
                          seqlen_q, seqlen_k, section_heads, SCHED, BLOCK_M: gl.constexpr,
@@ -1416,15 +1435,11 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                                KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, True)
             qb = it % Q_BUFS
             if n_tiles > 0:
-                _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb),
-                        off_h * seqlen_q + q_off + start_m, BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS,
-                        qb * Q_TERMS)
-                for j in range(n_tiles):
-                    gg = g + j
-                    _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                               off_kvh * seqlen_k + kv_start, off_kvh * VT_ROWS, j * BLOCK_N,
-                               gg % STAGES, ((gg // STAGES) & 1) ^ 1, SPLIT_EMPTY, kv_start)
-                g += n_tiles
+                g = _load_varlen_item(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
+                                      q_bar.index(qb), k_full, v_full, kv_empty, v_empty, g, qb,
+                                      start_m, q_off, off_h, off_kvh, kv_start, n_tiles,
+                                      seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, VT_ROWS, STAGES,
+                                      Q_TERMS, Q_LOADS, SPLIT_EMPTY)
             else:
                 mbarrier.arrive(q_bar.index(qb))
             k = _take_item(SCHED)
@@ -1438,15 +1453,11 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
             if n_tiles > 0:
                 qb = it % Q_BUFS
                 mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
-                _load_q(q_desc, ql_desc, q_smem, q_bar.index(qb),
-                        off_h * seqlen_q + q_off + start_m, BLOCK_M // Q_LOADS, Q_LOADS, Q_TERMS,
-                        qb * Q_TERMS)
-                for j in range(n_tiles):
-                    gg = g + j
-                    _fill_slot(k_desc, v_desc, k_smem, v_smem, k_full, v_full, kv_empty, v_empty,
-                               off_kvh * seqlen_k + kv_start, off_kvh * VT_ROWS, j * BLOCK_N,
-                               gg % STAGES, ((gg // STAGES) & 1) ^ 1, SPLIT_EMPTY, kv_start)
-                g += n_tiles
+                g = _load_varlen_item(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
+                                      q_bar.index(qb), k_full, v_full, kv_empty, v_empty, g, qb,
+                                      start_m, q_off, off_h, off_kvh, kv_start, n_tiles,
+                                      seqlen_q, seqlen_k, BLOCK_M, BLOCK_N, VT_ROWS, STAGES,
+                                      Q_TERMS, Q_LOADS, SPLIT_EMPTY)
                 it += 1
     else:
         first, end, step = _item_loop(SCHED, n_work, CAUSAL)
