@@ -7,6 +7,8 @@
 #                                                                               (~5 min)
 #   s36     session 36: varlen items handed out as CTAs come free: the varlen GPU tests, then
 #           probe_varlen.py with the static order beside, host time           (~6 min)
+#   s37     session 37: non-causal varlen items handed out on two Q buffers (the dispatch):
+#           the varlen GPU tests, then probe_varlen.py                        (~4 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -810,6 +812,10 @@ for stage in "$@"; do
         # varlen GPU tests (capture, bad offsets), then the speed (ours_static: the old order)
         varlen_tests s36
         varlen_speed 200 100 ;;
+    s37)
+        varlen_tests s37
+        timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6 ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
         # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)

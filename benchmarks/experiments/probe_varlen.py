@@ -14,8 +14,10 @@ Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved ca
   ours_plain    the same with the Gluon kernel's varlen variants storing every output row with
                 plain stores (tma_store=0; the default stores a warpgroup's full rows by TMA)
   ours_static   the same with the items in the static order pid, pid + grid, ... (dynamic=False;
-                the dispatch hands them out as CTAs come free since session 36)
-  ours_q1       the same with one Q buffer (the dispatch has two since session 36)
+                the dispatch hands them out as CTAs come free: causal since session 36,
+                non-causal since session 37)
+  ours_static_q1  the static order with one Q buffer (session 36's non-causal dispatch)
+  ours_q1       the same as ours with one Q buffer (the dispatch has two)
   ours_tl       the same on the Triton kernel (gluon_dispatch.reason refusing varlen calls, so
                 V^T is quantised in natural order, as before session 35)
   ours_packed   (--packed) the same with FP8ATTN_VARLEN_ALIGN=0 (K / V packed as given;
@@ -137,6 +139,7 @@ def main():
                 return fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx, causal=causal)
             calls = {"ours": ours, "ours_plain": plain_stores(ours),
                      "ours_static": plain_stores(ours, dynamic=False),
+                     "ours_static_q1": plain_stores(ours, dynamic=False, q_bufs=1),
                      "ours_q1": plain_stores(ours, q_bufs=1),
                      "ours_tl": on_tl_kernel(ours)}
             if a.packed:
@@ -161,8 +164,8 @@ def main():
                 row[name] = round(flops / ms * 1e-9, 1)
                 row[name + "_gpu"] = None if gpu is None else round(flops / gpu * 1e-9, 1)
             for peer in ("fa3_fp8", "fa3_bf16", "ours_dense", "ours_tl", "ours_static"):
-                for mine in ("ours", "ours_plain", "ours_static", "ours_q1", "ours_packed",
-                             "ours_fp8"):
+                for mine in ("ours", "ours_plain", "ours_static", "ours_static_q1", "ours_q1",
+                             "ours_packed", "ours_fp8"):
                     for sfx in ("", "_gpu"):
                         if row.get(peer + sfx) and row.get(mine + sfx) and mine != peer:
                             row[f"{mine}/{peer}{sfx}"] = round(row[mine + sfx] / row[peer + sfx],

@@ -145,13 +145,12 @@ VARIANT_LONG = dict(VARIANT, tma_store=0)
 # varlen batches (session 35): the persistent forms, items over every sequence's query tiles
 # (gluon_fwd._varlen_item); a warpgroup's output rows through the TMA store where all of them
 # are in the sequence, plain stores for a sequence's last rows (a TMA store there would write
-# into the next sequence's rows). Session 36: causal items are handed out as CTAs come free
-# (dynamic: gluon_fwd._take_item; each sequence's tiles longest first) instead of items pid,
-# pid + grid, ...: 392 / 436 TFLOP/s against 372 / 436 static on 8 x 2048 / probe_varlen.py's
-# mixed lengths (H200, GPU time, results/probe_varlen_s36c.json). Non-causal ones stay
-# static: handed out with two Q buffers they read 570 / 584 against 578 / 557, but that form
-# has not had its GPU bits test yet (no device time left in session 36); one Q buffer 558 / 578
-VARIANT_VARLEN = VARIANT
+# into the next sequence's rows). Since sessions 36 / 37 the items are handed out as CTAs come
+# free (dynamic: gluon_fwd._take_item; causal: each sequence's tiles longest first) instead of
+# items pid, pid + grid, ...; causal 392 / 436 TFLOP/s against 372 / 436 static on 8 x 2048 /
+# probe_varlen.py's mixed lengths, non-causal with two Q buffers 570 / 584 against 578 / 557
+# (H200, GPU time, results/probe_varlen_s36c.json; one Q buffer: 558 / 578)
+VARIANT_VARLEN = dict(VARIANT, dynamic=True, q_bufs=2)
 TMA_STORE_MAX_SEQLEN_K = 8192       # non-causal: VARIANT up to here, VARIANT_LONG beyond
 CAUSAL_VARIANT = dict(mode="pingpong", stages=3, overlap=True)
 CAUSAL_PERSISTENT_VARIANT = dict(CAUSAL_VARIANT, persistent=True, tma_store=1, q_bufs=2)
