@@ -9,6 +9,8 @@
 #           probe_varlen.py with the static order beside, host time           (~6 min)
 #   s37     session 37: non-causal varlen items handed out on two Q buffers (the dispatch):
 #           the varlen GPU tests, then probe_varlen.py                        (~4 min)
+#   s37d96  session 37: varlen head dims 80 / 96 on the 128 kernel: the varlen GPU tests, then
+#           probe_varlen.py --head-dim 96                                     (~4 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -816,6 +818,10 @@ for stage in "$@"; do
         varlen_tests s37
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
             2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s37d96)
+        varlen_tests s37d96
+        timeout 240 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
+            --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
         # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)

@@ -1567,17 +1567,18 @@ def test_bench_markdown_gpu_time_columns():
     assert row.endswith("| 465 | 514 | 200 | 400 | 1.68 | 0.25 | 0.90 | 0.50 |")
 
 
-def _varlen_inputs(lens_q, lens_k, hq, hkv, seed, recipe=Recipe()):
-    """Packed bf16 Q / K / V of the sequences, quantised as the varlen call does (K / V into
-    padded rows, V^T in the "mma" key order), and the attention_fwd_fp8 varlen arguments."""
+def _varlen_inputs(lens_q, lens_k, hq, hkv, seed, recipe=Recipe(), d=128):
+    """Packed bf16 Q / K / V of the sequences (head dim d), quantised as the varlen call does
+    (K / V into padded rows, V^T in the "mma" key order), and the attention_fwd_fp8 varlen
+    arguments."""
     from fp8attn.quant.padded_rows import padded_rows
 
     def cu(lens):
         return torch.tensor([0] + torch.tensor(lens).cumsum(0).tolist(), dtype=torch.int32,
                             device="cuda")
     g = torch.Generator(device="cuda").manual_seed(seed)
-    q = torch.randn(sum(lens_q), hq, 128, generator=g, device="cuda", dtype=torch.bfloat16)
-    k, v = (torch.randn(sum(lens_k), hkv, 128, generator=g, device="cuda",
+    q = torch.randn(sum(lens_q), hq, d, generator=g, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(sum(lens_k), hkv, d, generator=g, device="cuda",
                         dtype=torch.bfloat16) for _ in range(2))
     cu_q, cu_k = cu(lens_q), cu(lens_k)
     rows = padded_rows(cu_k, sum(lens_k), 128)
@@ -1588,25 +1589,28 @@ def _varlen_inputs(lens_q, lens_k, hq, hkv, seed, recipe=Recipe()):
                             kv_align=128)
 
 
-def _run_varlen(q8, k8, v8, varlen, causal=None, config=None):
+def _run_varlen(q8, k8, v8, varlen, causal=None, config=None, out=None):
     out, lse = triton_fwd.attention_fwd_fp8(
         q8.data, k8.data, v8.data, q8.descale, k8.descale, v8.descale, q_block=q8.block_size,
         k_block=k8.block_size, v_block=v8.block_size, softmax_scale=128 ** -0.5, causal=causal,
-        return_lse=True, config=config, v_key_order=v8.key_order, **varlen)
+        return_lse=True, config=config, v_key_order=v8.key_order, out=out, **varlen)
     return out, lse
 
 
-def test_reason_takes_varlen_at_head_dim_128_with_padded_kv():
-    """Varlen batches (session 35): head dim 128, K / V in padded rows, one Q term; the
-    packed totals stand for seqlen_q / seqlen_k (a bottom-right batch may hold more queries
-    than keys)."""
+def test_reason_takes_varlen_at_head_dims_80_to_128_with_padded_kv():
+    """Varlen batches (session 35): head dim 128 (80 / 96 / 112 on its kernel since session
+    37), K / V in padded rows, one Q term; the packed totals stand for seqlen_q / seqlen_k (a
+    bottom-right batch may hold more queries than keys)."""
     vl = dict(GOOD, varlen=True, kv_align=128)
     assert gluon_dispatch.reason(**vl) is None
     assert gluon_dispatch.reason(**dict(vl, causal="bottom_right", seqlen_q=9000, lse=True)) \
         is None
-    for change in (dict(kv_align=0), dict(kv_align=64), dict(head_dim=96), dict(head_dim=64),
-                   dict(head_dim=256), dict(two_terms=True)):
-        assert "varlen" in gluon_dispatch.reason(**dict(vl, **change)), change
+    for change in (dict(kv_align=0), dict(kv_align=64), dict(head_dim=64), dict(head_dim=256),
+                   dict(two_terms=True)):
+        assert "varlen" in (gluon_dispatch.reason(**dict(vl, **change)) or ""), change
+    # head dims 80 / 96 / 112 on the 128 kernel (session 37)
+    for d in (80, 96, 112):
+        assert gluon_dispatch.reason(**dict(vl, head_dim=d)) is None, d
 
 
 @pytest.mark.gpu
@@ -1650,3 +1654,31 @@ def test_gpu_gluon_varlen_same_bits_as_tl_kernel(lens_q, lens_k, hq, hkv, causal
     ref, ref_lse = _run_varlen(q8, k8, v8, varlen, causal, config=TL_128)
     got, got_lse = _run_varlen(q8, k8, v8, varlen, causal)
     assert torch.equal(got, ref) and torch.equal(got_lse, ref_lse)
+
+
+@pytest.mark.gpu
+@needs_gluon
+@pytest.mark.parametrize("d", [96, 80])
+@pytest.mark.parametrize("causal", [None, "bottom_right"])
+@pytest.mark.parametrize("store", ["tma", "plain"])
+def test_gpu_gluon_varlen_head_dim_below_128_same_bits_as_tl_kernel(d, causal, store, spy,
+                                                                    monkeypatch):
+    """Head dims 80 / 96 on the 128 kernel (session 37): the tl kernel's bits, output and LSE;
+    the output a view of wider rows, whose columns past d (where the kernel's plain stores of
+    a sequence's last rows, or of every row with tma_store 0, would put the 128-wide tile's
+    rest) keep their sentinel."""
+    if store == "plain":
+        for name in ("VARIANT_VARLEN", "VARIANT_VARLEN_CAUSAL"):
+            monkeypatch.setattr(gluon_dispatch, name,
+                                dict(getattr(gluon_dispatch, name), tma_store=0))
+    lens = [1000, 0, 2100, 129, 1, 640]
+    q8, k8, v8, varlen = _varlen_inputs(lens, lens, 4, 2, seed=d, d=d)
+    ref, ref_lse = _run_varlen(q8, k8, v8, varlen, causal, config=TL_128)
+    assert not spy
+    monkeypatch.delenv("FP8ATTN_GLUON", raising=False)
+    wide = torch.full((1, 4, sum(lens), 128), 7.0, device="cuda", dtype=torch.bfloat16)
+    got, got_lse = _run_varlen(q8, k8, v8, varlen, causal, out=wide[..., :d])
+    assert spy == ["mma"]
+    assert torch.equal(got, ref)
+    assert torch.equal(got_lse, ref_lse)
+    assert bool((wide[..., d:] == 7.0).all())

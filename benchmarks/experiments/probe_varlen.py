@@ -1,11 +1,12 @@
 """Variable-length batches (`flash_attn_varlen_func`), ours beside FA3's varlen calls in the same
 run, and the same tokens as one dense call beside them. Since session 35 the dispatch sends
-head-dim-128 varlen calls to the Gluon kernel; the ours_tl row keeps them on the Triton kernel
-(the path before), so the two are read in the same run.
+head-dim-128 varlen calls to the Gluon kernel (80 / 96 / 112 since session 37); the ours_tl row
+keeps them on the Triton kernel (the path before), so the two are read in the same run.
 
     PYTHONPATH=/tmp/site:$PWD python benchmarks/experiments/probe_varlen.py [--json out.json]
+        [--head-dim 96]
 
-Cases (hdim 128, 16 query / key-value heads, bf16 randn, about 16k packed tokens), causal and not:
+Cases (hdim 128 unless --head-dim, 16 query / key-value heads, bf16 randn, about 16k packed tokens), causal and not:
   uniform   8 sequences of 2048 (the dense comparison is exact: (8, 2048, 16, 128))
   mixed     lengths drawn uniformly from 256..4096 (seeded) until 16k tokens
 Rows (TFLOP/s of the sequences' own FLOPs: the sum of 4 * H * s^2 * D, halved causal):
@@ -117,7 +118,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="")
     ap.add_argument("--packed", action="store_true", help="also the packed K / V form")
+    ap.add_argument("--head-dim", type=int, default=D, help="e.g. 96 (Phi-3's)")
     a = ap.parse_args()
+    d = a.head_dim
     if not torch.cuda.is_available():
         print("CUDA is absent: nothing to time here (run this on the device machine)")
         return
@@ -129,12 +132,12 @@ def main():
         cu = torch.tensor([0] + lens, device="cuda", dtype=torch.int32).cumsum(0, dtype=torch.int32)
         total, mx = int(cu[-1]), max(lens)
         g = torch.Generator(device="cuda").manual_seed(len(lens))
-        q, k, v = (torch.randn(total, H, D, generator=g, device="cuda", dtype=torch.bfloat16)
+        q, k, v = (torch.randn(total, H, d, generator=g, device="cuda", dtype=torch.bfloat16)
                    for _ in range(3))
         q8, k8, v8 = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
         one = torch.ones(len(lens), H, device="cuda", dtype=torch.float32)
         for causal in (False, True):
-            flops = sum(4.0 * H * s * s * D for s in lens) / (2 if causal else 1)
+            flops = sum(4.0 * H * s * s * d for s in lens) / (2 if causal else 1)
             def ours():
                 return fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, mx, mx, causal=causal)
             calls = {"ours": ours, "ours_plain": plain_stores(ours),
@@ -145,7 +148,7 @@ def main():
             if a.packed:
                 calls["ours_packed"] = packed(ours)
             if case == "uniform":
-                qd, kd, vd = (x.view(len(lens), lens[0], H, D) for x in (q, k, v))
+                qd, kd, vd = (x.view(len(lens), lens[0], H, d) for x in (q, k, v))
                 calls["ours_dense"] = lambda: fp8attn.flash_attn_func(qd, kd, vd, causal=causal)
             # pre-quantised inputs (session 32): K / V copied into the padded layout, then the
             # kernel; FA3's descale shape (nseq, heads)
@@ -158,7 +161,8 @@ def main():
                     v_descale=one))
                 calls["fa3_bf16"] = lambda: fa3_out(fa3.flash_attn_varlen_func(
                     q, k, v, cu, cu, mx, mx, causal=causal))
-            row = dict(case=case, nseq=len(lens), total=total, max_seqlen=mx, causal=causal)
+            row = dict(case=case, nseq=len(lens), total=total, max_seqlen=mx, causal=causal,
+                       head_dim=d)
             for name, fn in calls.items():
                 ms, gpu = timed(fn)
                 row[name] = round(flops / ms * 1e-9, 1)

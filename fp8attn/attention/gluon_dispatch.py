@@ -13,8 +13,9 @@ The calls it
 takes:
     CUDA sm_90, Triton 3.6 (Gluon's API moves between releases), not the interpreter;
     e4m3 Q / K / V, bf16 / fp16 / fp32 output, two-level accumulation ("tile");
-    varlen batches (session 35) at head dim 128 with K / V in padded rows (each sequence
-    starting on a KV tile: ops._kv_align, and the FP8-input call's packing), one Q term,
+    varlen batches (session 35) at head dim 128 (80 / 96 / 112 since session 37) with K / V
+    in padded rows (each sequence starting on a KV tile: ops._kv_align, and the FP8-input
+    call's packing), one Q term,
     causal (bottom-right per sequence) or not, LSE or not: VARIANT_VARLEN*, items over every
     sequence's query tiles (gluon_fwd._varlen_item);
     head dim 128: causal or not (bottom-right masks with seqlen_k >= seqlen_q), LSE or not,
@@ -432,11 +433,11 @@ def reason(*, capability, triton_version: str, dtype, head_dim: int, seqlen_q: i
         (causal != "bottom_right" or seqlen_k >= seqlen_q or varlen,
          lambda: f"bottom-right causal with seqlen_q {seqlen_q} > seqlen_k {seqlen_k}"),
         # varlen (session 35): the persistent head-dim-128 kernel over the query tiles of
-        # all sequences, K / V in padded rows (ops._kv_align), every sequence on a KV tile
-        (not varlen or (hd == head_dim == 128 and kv_align > 0 and kv_align % bn == 0
-                        and not two_terms),
-         lambda: "varlen batches other than head dim 128 with K / V in padded rows and one Q "
-                 "term"),
+        # all sequences, K / V in padded rows (ops._kv_align), every sequence on a KV tile;
+        # head dims 80 / 96 / 112 on it since session 37
+        (not varlen or (hd == 128 and kv_align > 0 and kv_align % bn == 0 and not two_terms),
+         lambda: "varlen batches other than head dims 80-128 with K / V in padded rows and "
+                 "one Q term"),
         (not two_terms or hd == 128, lambda: f"two-term Q at head dim {head_dim}"),
         (out_dtype in OUT_DTYPES,
          lambda: f"output {out_dtype} (only {', '.join(map(str, OUT_DTYPES))})"),

@@ -526,8 +526,11 @@ def _tma_store_tile(tile, o_desc, o_smem, coord, PENDING: gl.constexpr = 0):
 
 @gluon.jit
 def _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od,
-                seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr, NW: gl.constexpr, q_off):
-    """Plain stores of a consumer's output rows (_consumer_store's), those below seqlen_q."""
+                seqlen_q, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr, NW: gl.constexpr, q_off,
+                OUT_COLS: gl.constexpr = 0):
+    """Plain stores of a consumer's output rows (_consumer_store's), those below seqlen_q;
+    OUT_COLS: only the first OUT_COLS columns (a head dim below 128 on the 128 kernel: out has
+    no more; 0: all HEAD_DIM)."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     orow = start_m + row0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, o_layout))
@@ -535,7 +538,11 @@ def _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, strid
     o_ptrs = (O + off_b.to(gl.int64) * stride_oz + off_h.to(gl.int64) * stride_oh
               + gl.expand_dims((q_off + orow).to(gl.int64) * stride_om, 1)
               + gl.expand_dims(ocol * stride_od, 0))
-    gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    if OUT_COLS == 0:
+        gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1))
+    else:
+        gl.store(o_ptrs, out, mask=gl.expand_dims(orow < seqlen_q, 1)
+                 & gl.expand_dims(ocol < OUT_COLS, 0))
 
 
 @gluon.jit
@@ -544,7 +551,8 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
                     NW: gl.constexpr, m_i=0, LSE=0, stride_lz=0, stride_lh=0, stride_lm=0,
                     RETURN_LSE: gl.constexpr = False, P_SHIFT: gl.constexpr = 8, o_desc=0,
                     o_smem=0, TMA_STORE: gl.constexpr = 0, O_COL: gl.constexpr = 0,
-                    PENDING: gl.constexpr = 0, q_off=0, VARLEN: gl.constexpr = False):
+                    PENDING: gl.constexpr = 0, q_off=0, VARLEN: gl.constexpr = False,
+                    OUT_COLS: gl.constexpr = 0):
     """out = acc * vs / l (0 for rows that saw no key), stored for the consumer's rows; with
     RETURN_LSE also lse = (m + log2 l - P_SHIFT) * ln 2 (-inf without keys), as triton_fwd.py.
     TMA_STORE: out goes through o_smem (this warpgroup's (1, 1, ROWS, HEAD_DIM) tile) and one
@@ -555,7 +563,8 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
     sequence's first query; rows from seqlen_q on (the sequence's) are not stored. VARLEN with
     TMA_STORE 1: a warpgroup's rows all in the sequence go through the TMA store, the others
     (the sequence's last rows) through plain masked stores (a TMA store would write into the
-    next sequence's rows, which another CTA writes)."""
+    next sequence's rows, which another CTA writes). OUT_COLS: _store_rows's (the TMA store
+    clips the columns past the tensor's itself)."""
     o_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, HEAD_DIM, 32])
     no_key = l_i == 0.0
@@ -575,12 +584,12 @@ def _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, str
                             PENDING)
         else:
             _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om,
-                        stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off)
+                        stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off, OUT_COLS)
     elif TMA_STORE:
         _tma_store_tile(out, o_desc, o_smem, [off_b, off_h, start_m + row0, O_COL], PENDING)
     else:
         _store_rows(out, O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om,
-                    stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off)
+                    stride_od, seqlen_q, ROWS, HEAD_DIM, NW, q_off, OUT_COLS)
     if RETURN_LSE:
         lse2 = m_i + gl.log2(l_safe) - P_SHIFT
         lse = gl.where(no_key, float("-inf"), lse2 * 0.6931471805599453)  # ln 2
@@ -948,7 +957,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
               tptr=0, TRACE: gl.constexpr = False, o_desc=0, o_smem=0,
               TMA_STORE: gl.constexpr = 0, MASKED_MAX: gl.constexpr = 2,
               WG_BOUNDS: gl.constexpr = False, q_base=0, q_off=0,
-              VARLEN: gl.constexpr = False):
+              VARLEN: gl.constexpr = False, OUT_COLS: gl.constexpr = 0):
     """_consumer with the softmax of tile j under the P @ V GEMM of tile j-1 (same numerics:
     every tile's update is the same expression, only the issue order changes).
     q_smem (Q_TERMS, BLOCK_M, HEAD_DIM): Q's FP8 terms (the second: Recipe.q_terms == 2),
@@ -1120,7 +1129,7 @@ def _ovl_work(q_smem, k_smem, v_smem, q_bar, k_full, v_full, kv_empty, v_empty, 
     _consumer_store(acc, l_i, vs, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
                     stride_lh, stride_lm, RETURN_LSE, P_SHIFT, o_desc, o_smem, TMA_STORE,
-                    q_off=q_off, VARLEN=VARLEN)
+                    q_off=q_off, VARLEN=VARLEN, OUT_COLS=OUT_COLS)
     if CAUSAL != 0 and WG_BOUNDS:
         _release_tiles(k_full, v_full, kv_empty, v_empty, g0 + n_tiles, g0 + block_tiles, STAGES)
     _stamp(tptr, 6, TRACE)
@@ -1488,7 +1497,8 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
 def _store_no_keys(O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_om, stride_od,
                    seqlen_q, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, HEAD_DIM: gl.constexpr,
                    NW: gl.constexpr, LSE, stride_lz, stride_lh, stride_lm,
-                   RETURN_LSE: gl.constexpr, P_SHIFT: gl.constexpr, q_off):
+                   RETURN_LSE: gl.constexpr, P_SHIFT: gl.constexpr, q_off,
+                   OUT_COLS: gl.constexpr = 0):
     """_consumer_store for rows that see no key: zeros, and LSE -inf (plain stores)."""
     s_layout: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[NW, 1],
                                                        instr_shape=[16, BLOCK_N, 32])
@@ -1499,7 +1509,7 @@ def _store_no_keys(O, row0, start_m, off_b, off_h, stride_oz, stride_oh, stride_
     acc = gl.zeros([ROWS, HEAD_DIM], gl.float32, o_layout)
     _consumer_store(acc, l_i, 1.0, O, row0, start_m, off_b, off_h, stride_oz, stride_oh,
                     stride_om, stride_od, seqlen_q, ROWS, HEAD_DIM, NW, m_i, LSE, stride_lz,
-                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off=q_off)
+                    stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off=q_off, OUT_COLS=OUT_COLS)
 
 
 @gluon.jit
@@ -1513,11 +1523,13 @@ def _varlen_work(k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k
                  stride_lh, stride_lm, RETURN_LSE: gl.constexpr, Q_TERMS: gl.constexpr,
                  CAUSAL: gl.constexpr, TURNS: gl.constexpr, o_desc, o_smem,
                  TMA_STORE: gl.constexpr, MASKED_MAX: gl.constexpr, Q_BUFS: gl.constexpr, CU_Q,
-                 CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC: gl.constexpr):
+                 CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC: gl.constexpr,
+                 OUT_COLS: gl.constexpr = 0):
     """A consumer warpgroup's varlen item k (_varlen_item; g / it: the ring position and the
     items that took a Q buffer so far): _ovl_work on its KV tiles, or zeros (LSE -inf) for
     queries without a key. DYNAMIC: every item took a Q buffer turn, so one without a KV tile
-    releases its buffer at once. Returns (turn_phase, the item's KV tiles)."""
+    releases its buffer at once. OUT_COLS: _store_rows's. Returns (turn_phase, the item's KV
+    tiles)."""
     (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end, causal_off,
      rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS,
                           Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, DYNAMIC)
@@ -1539,14 +1551,15 @@ def _varlen_work(k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k
             LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, g0=g,
             turn_phase=turn_phase, q_phase=(it // Q_BUFS) & 1, q_empty=q_empty.index(qb),
             ARRIVE_Q_EMPTY=True, o_desc=o_desc, o_smem=o_smem, TMA_STORE=TMA_STORE,
-            MASKED_MAX=MASKED_MAX, q_base=qb * Q_TERMS, q_off=q_off, VARLEN=True)
+            MASKED_MAX=MASKED_MAX, q_base=qb * Q_TERMS, q_off=q_off, VARLEN=True,
+            OUT_COLS=OUT_COLS)
     else:
         if DYNAMIC:
             mbarrier.arrive(q_empty.index(qb))      # the slot is read: the buffer is free
         if rows > 0:
             _store_no_keys(O, row0, start_m, zero, off_h, stride_oz, stride_oh, stride_om,
                            stride_od, sq, ROWS, BLOCK_N, HEAD_DIM, NW, LSE, stride_lz,
-                           stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off)
+                           stride_lh, stride_lm, RETURN_LSE, P_SHIFT, q_off, OUT_COLS)
     return turn_phase, n_tiles
 
 
@@ -1567,7 +1580,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                          WG_BOUNDS: gl.constexpr = False, Q_BUFS: gl.constexpr = 1,
                          ITEM_LICM: gl.constexpr = False, VARLEN: gl.constexpr = False, CU_Q=0,
                          CU_K=0, KV_STARTS=0, Q_TILES=0, Q_TILE_SEQ=0, n_t=1,
-                         DYNAMIC: gl.constexpr = False):
+                         DYNAMIC: gl.constexpr = False, OUT_COLS: gl.constexpr = 0):
     """A consumer warpgroup of a persistent CTA: _ovl_work per work item, with the ring
     position, the ping-pong phase and the Q buffer (Q_BUFS) carried from item to item.
     TURNS=False: no ping-pong turns (the two warpgroups run free, for head dims where the
@@ -1584,7 +1597,8 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
     nothing. DYNAMIC: the items _take_item hands the producer, read from the CTA's slot
     (_published_item), every one taking a Q buffer turn (an item without a KV tile releases it
     at once, without waiting for its q_bar phase: the producer completes that phase before it
-    publishes the next item)."""
+    publishes the next item). OUT_COLS (varlen): _store_rows's, the output's head dim where it
+    is below HEAD_DIM."""
     g = 0
     it = 0
     turn_phase = 0
@@ -1600,7 +1614,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                 qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
                 UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
                 o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
-                Q_TILE_SEQ, n_t, DYNAMIC)
+                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)
             g += n_tiles
             it += 1             # every item takes a Q buffer turn
             k = _published_item(SCHED, q_bar, it, Q_BUFS)
@@ -1615,7 +1629,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                 qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
                 UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
                 o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
-                Q_TILE_SEQ, n_t, DYNAMIC)
+                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)
             if n_tiles > 0:     # items without a KV tile took no Q buffer
                 g += n_tiles
                 it += 1
@@ -1870,6 +1884,9 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
     elif PERSISTENT:
         mbarrier.arrive(turn.index(0))
         HALF_P: gl.constexpr = BLOCK_M // 2
+        # a varlen call's plain stores keep to the output's columns (V_ROWS: its head dim where
+        # that is below HEAD_DIM); the dense calls take a HEAD_DIM-wide output there
+        OUT_COLS: gl.constexpr = V_ROWS if VARLEN else 0
         o_smem, o_tile0, o_tile1, o_tile2 = _out_tiles(o_desc, BLOCK_M, HEAD_DIM, CONSUMERS,
                                                        TMA_STORE)
         gl.warp_specialize([
@@ -1883,7 +1900,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile0,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
-                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC)),
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)),
             (_consumer_persistent, (q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                                     kv_empty, v_empty, turn, QD, KD, VD, O, HALF_P, n_m, n_work,
                                     H, GQA_GROUP, stride_qdz, stride_qdh, stride_kdz,
@@ -1894,7 +1911,7 @@ def _attn_fwd_gluon(q_desc, ql_desc, k_desc, v_desc, o_desc, QD, KD, VD, O, LSE,
                                     stride_lm, RETURN_LSE, Q_TERMS, section_heads, SCHED, CAUSAL,
                                     TURNS, TRACE_PTR, TRACE, o_desc, o_tile1,
                                     TMA_STORE, 2, False, Q_BUFS, ITEM_LICM, VARLEN, CU_Q, CU_K,
-                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC)),
+                                    KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)),
             (_producer_persistent, (q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
                                     q_bar, q_empty, k_full, v_full, kv_empty, v_empty, n_m,
                                     n_work, H, GQA_GROUP, seqlen_q, seqlen_k, section_heads,
@@ -2472,7 +2489,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     the head-dim > 128 kernel per KV tile (gluon_trace_tiles.py).
     varlen: None, or the VarlenTables of one batch of packed sequences (B = 1): q8 (1, Hq,
     total_q, D), k8 / vt8 in padded rows (each sequence starting on a KV tile, k_block and
-    v_block multiples of block_n), out / lse over the packed rows; head dim 128, persistent
+    v_block multiples of block_n), out / lse over the packed rows; the head-dim-128 kernel
+    (head dims 80 / 96 / 112 on it too: the plain stores keep to out's D columns), persistent
     variants with tma_store 0 or 1 (1: a warpgroup's rows all in the sequence through TMA, a
     sequence's last rows through plain stores), causal None or "bottom_right" (per sequence).
     The host work after the first call of a kind (the shapes, strides, dtypes, alignments and
@@ -2577,10 +2595,10 @@ class _Plan(NamedTuple):
 def _check_varlen(varlen: VarlenTables, cfg: dict, B: int, D: int, HD: int, causal_mode: int,
                   q_lo, block_n: int, k_block: int, v_block: int) -> None:
     """What a varlen launch needs (gluon_attention_fwd's varlen)."""
-    if not (cfg["PERSISTENT"] and cfg["CONSUMERS"] == 2 and cfg["OVERLAP"] and D == HD == 128
+    if not (cfg["PERSISTENT"] and cfg["CONSUMERS"] == 2 and cfg["OVERLAP"] and HD == 128
             and cfg["TMA_STORE"] in (0, 1)):
-        raise ValueError("varlen needs head dim 128 and a persistent two-consumer variant with "
-                         "overlap, tma_store 0 or 1")
+        raise ValueError("varlen needs the head-dim-128 kernel (head dims 80 to 128) and a "
+                         "persistent two-consumer variant with overlap, tma_store 0 or 1")
     if B != 1 or causal_mode == 1 or q_lo is not None:
         raise ValueError("varlen takes one batch of packed sequences, causal None or "
                          "'bottom_right', one Q term")
