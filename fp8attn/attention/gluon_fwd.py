@@ -2720,7 +2720,8 @@ def _launch_plan(q8, k8, vt8, q_lo, descales, out, lse, trace, q_block, k_block,
     o_strides = _tma_strides(out)
     if o_strides is None:
         tma_store = cfg["TMA_STORE"] = 0
-    if out.shape[-1] < HD and not tma_store:
+    # (varlen calls' plain stores keep to out's columns: the kernel's OUT_COLS)
+    if out.shape[-1] < HD and not tma_store and varlen is None:
         raise ValueError(f"head dim {D} on the {HD} kernel stores through TMA only (plain stores "
                          f"write {HD} columns: gluon_attention_fwd passes a {HD}-wide out)")
     if trace is not None:
