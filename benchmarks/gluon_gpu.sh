@@ -11,6 +11,8 @@
 #           the varlen GPU tests, then probe_varlen.py                        (~4 min)
 #   s37d96  session 37: varlen head dims 80 / 96 on the 128 kernel: the varlen GPU tests, then
 #           probe_varlen.py --head-dim 96                                     (~4 min)
+#   s37split session 37: probe_varlen_split.py (the quantiser and the attention launch of a
+#           varlen call timed apart beside the dense call's), hdim 128 and 96    (~2 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -823,6 +825,11 @@ for stage in "$@"; do
         varlen_tests s37d96
         timeout 240 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
             --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s37split)
+        for d in 128 96; do
+            timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \
+                --json "$OUT/probe_varlen_split_d$d.json" 2>&1 | grep -v "^ *warn" | tail -3
+        done ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
         # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)
