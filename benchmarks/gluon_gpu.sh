@@ -13,6 +13,10 @@
 #           probe_varlen.py --head-dim 96                                     (~4 min)
 #   s37split session 37: probe_varlen_split.py (the quantiser and the attention launch of a
 #           varlen call timed apart beside the dense call's), hdim 128 and 96    (~2 min)
+#   s38rowmap (branch s37-quant-row-map) varlen K at head dims 80 / 96 / 112 / 256 quantised
+#           into padded rows by _quant_kernel's ROW_MAP instead of from a copy: the
+#           quantiser's GPU tests, the varlen tests, then the split and speed probes at 96
+#                                                                               (~6 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -830,6 +834,14 @@ for stage in "$@"; do
             timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \
                 --json "$OUT/probe_varlen_split_d$d.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s38rowmap)
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_padded_rows.py \
+            tests/test_quant.py 2>&1 | tail -8 | tee "$OUT/pytest_rowmap.log"
+        varlen_tests s38rowmap
+        timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim 96 \
+            --json "$OUT/probe_varlen_split_d96.json" 2>&1 | grep -v "^ *warn" | tail -3
+        timeout 150 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
+            --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
         # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)

@@ -116,39 +116,50 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("d,dtype,recipe,in_pass", [
-    (64, torch.bfloat16, Recipe(), (True, True)),
-    (128, torch.float16, Recipe(), (True, True)),
-    (32, torch.float32, Recipe(fmt="e5m2"), (True, True)),     # float32: not as words
-    (64, torch.bfloat16, Recipe(hadamard=False), (True, True)),
-    (96, torch.bfloat16, Recipe(), (False, True)),             # K's 12 x 8 rotation: the copy
-    (256, torch.bfloat16, Recipe(block_kv=256), (False, False)),   # no config: the copies
+    (64, torch.bfloat16, Recipe(), ("pairs", "pairs")),
+    (128, torch.float16, Recipe(), ("pairs", "pairs")),
+    (32, torch.float32, Recipe(fmt="e5m2"), ("pairs", "pairs")),     # float32: not as words
+    (64, torch.bfloat16, Recipe(hadamard=False), ("pairs", "pairs")),
+    # K's 12 x 8 rotation: _quant_kernel's row map (session 37; a copy before)
+    (96, torch.bfloat16, Recipe(), ("map", "pairs")),
+    # no pairs config: _quant_kernel's row map for both (the copies before session 37)
+    (256, torch.bfloat16, Recipe(block_kv=256), ("map", "map")),
+    # K in two passes (no one-pass tile for 512-row groups): the row map in both
+    (64, torch.bfloat16, Recipe(block_kv=512), ("map", "map")),
 ])
 @pytest.mark.parametrize("v_order", ["natural", "mma"])
 def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, v_order,
                                                          device, monkeypatch):
     """K (rotated) and V (transposed) quantised into padded rows give the bits of quantising
-    the padded copies, in the kernel's own pass where it takes the layout (K in Q's launch;
-    else from the copy), NaN rows and empty sequences included, and Q its own bits; the torch
-    reference agrees. V^T in the "mma" key order (what the Gluon kernel reads) too: the keys
-    of each 16-key group permuted inside the same pass, zero keys included."""
+    the padded copies, in the kernels' own pass (in_pass: "pairs", `_pairs_kernel`, K in Q's
+    launch; "map", `_quant_kernel`'s row map), NaN rows and empty sequences included, and Q
+    its own bits; the torch reference agrees. V^T in the "mma" key order (what the Gluon
+    kernel reads) too: the keys of each 16-key group permuted inside the same pass, zero keys
+    included (after `_quant_kernel`: by the gather, as for any of its outputs)."""
     import fp8attn.quant.triton as qt
-    seen = []
-    run = qt._run_pairs
+    seen = {}
+    run_pairs, run = qt._run_pairs, qt._run
 
-    def spy(*args, **kwargs):
+    def spy_pairs(*args, **kwargs):
         if kwargs.get("rows") is not None:
-            seen.append("V" if args[11] else "K")            # args[11]: transpose
+            seen["V" if args[11] else "K"] = "pairs"           # args[11]: transpose
             # K into padded rows shares Q's launch (Q as it is, K mapped)
             assert args[11] or kwargs.get("second") is not None
-        return run(*args, **kwargs)
-    monkeypatch.setattr(qt, "_run_pairs", spy)
+        return run_pairs(*args, **kwargs)
+
+    def spy(*args, **meta):
+        if meta.get("ROW_MAP"):
+            seen["V" if meta["TRANSPOSE"] else "K"] = "map"
+        return run(*args, **meta)
+    monkeypatch.setattr(qt, "_run_pairs", spy_pairs)
+    monkeypatch.setattr(qt, "_run", spy)
     lens = [70, 0, 300, 5]
     q = _packed(lens, 4, d, 2, dtype, device)
     k, v = _packed(lens, 2, d, 3, dtype, device), _packed(lens, 2, d, 4, dtype, device)
     k[0, 1, 80, 3] = float("nan")
     layout = padded_rows(_cu(lens, device), sum(lens), recipe.block_kv)
     got = quantize_qkv(q, k, v, recipe, backend="triton", kv_rows=layout, v_key_order=v_order)
-    assert ("K" in seen, "V" in seen) == in_pass
+    assert (seen.get("K"), seen.get("V")) == in_pass
     assert got[2].key_order == v_order
     want = quantize_qkv(q, pad_rows(k, layout), pad_rows(v, layout), recipe, backend="triton",
                         v_key_order=v_order)
