@@ -17,6 +17,10 @@
 #           into padded rows by _quant_kernel's ROW_MAP instead of from a copy: the
 #           quantiser's GPU tests, the varlen tests, then the split and speed probes at 96
 #                                                                               (~6 min)
+#   s38fields (branch s37-varlen-item-fields) the handed-out varlen items' table lookups
+#           done by the producer and published with the item (one slot read a consumer
+#           instead of a chain of dependent loads): the varlen tests, then probe_varlen.py and
+#           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -842,6 +846,12 @@ for stage in "$@"; do
             --json "$OUT/probe_varlen_split_d96.json" 2>&1 | grep -v "^ *warn" | tail -3
         timeout 150 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
             --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s38fields)
+        varlen_tests s38fields
+        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6
+        timeout 100 $PY benchmarks/experiments/probe_varlen_split.py \
+            --json "$OUT/probe_varlen_split_d128.json" 2>&1 | grep -v "^ *warn" | tail -3 ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
         # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)
