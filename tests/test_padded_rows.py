@@ -179,3 +179,34 @@ def test_kv_rows_must_match_the_packed_rows(device):
     x = _packed([10, 20], 1, 64, 5, device=device)
     with pytest.raises(ValueError, match="30 packed rows"):
         quantize_qkv(x, x[:, :, :29], x[:, :, :29], Recipe(), backend="triton", kv_rows=layout)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_varlen_query_tiles_from_the_keys_layout(shared, device, monkeypatch):
+    """ops.varlen_layouts: one offsets tensor for queries and keys (self-attention) gives one
+    layout launch whose tiles and sequences are the query tiles the Gluon kernel reads (the
+    tables gluon_dispatch.varlen_tables makes on its own otherwise, the same values); two
+    tensors (or another alignment) give none, and the launch makes its own."""
+    from fp8attn.attention import gluon_dispatch, ops
+    from fp8attn.quant import padded_rows as pr
+    launches = []
+    real = pr.padded_rows
+
+    def counted(*args, **kwargs):
+        launches.append(kwargs.get("sequences", False))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(pr, "padded_rows", counted)
+    monkeypatch.setattr(ops, "padded_rows", counted)
+    lens = [300, 0, 129, 1, 640]
+    cu = _cu(lens, device)
+    cu_k = cu if shared else cu.clone()
+    total = sum(lens)
+    kv, q_layout = ops.varlen_layouts(cu, cu_k, total, total, 128)
+    assert (q_layout is kv) == shared and (q_layout is None) == (not shared)
+    got = gluon_dispatch.varlen_tables(cu, cu_k, kv.starts, total, q_layout)
+    assert launches == ([True] if shared else [False, True])
+    want = gluon_dispatch.varlen_tables(cu, cu_k, kv.starts, total)
+    assert torch.equal(got.q_tiles, want.q_tiles)
+    assert torch.equal(got.q_tile_seq, want.q_tile_seq)
+    # another alignment: K's layout is not the query tiles'
+    assert ops.varlen_layouts(cu, cu, total, total, 256)[1] is None
