@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from fp8attn.output_files import writable
 from fp8attn.recipe import Recipe
 
 from .calibrate import SCALE_METHODS, TENSOR_NAMES, CalibratedRecipe, LayerCalibration
@@ -70,7 +71,7 @@ def save_recipe(calib: CalibratedRecipe, path) -> Path:
     """Write <path>.json and <path>.safetensors; returns the JSON path."""
     from safetensors.torch import save_file
     jpath, tpath = _paths(path)
-    jpath.parent.mkdir(parents=True, exist_ok=True)
+    writable(jpath)
     tensors, layers = {}, []
     for name, lc in calib.layers.items():
         if "/" in name:
@@ -249,8 +250,7 @@ def export_kv_cache_scales(calib: CalibratedRecipe, path, *, per_head: bool = Fa
             if not math.isfinite(float(t.max())):
                 raise ValueError(f"layer {name!r}: non-finite {kind}_scale")
             out[f"{name}.{suffix.format(kind=kind)}"] = t
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    save_file(out, str(path), metadata={"format": "fp8-kv-cache-scales", "kv_fmt": calib.kv_fmt,
+    save_file(out, str(writable(path)), metadata={"format": "fp8-kv-cache-scales", "kv_fmt": calib.kv_fmt,
                                         "convention": "x ~= x8 * scale",
                                         "granularity": "per_kv_head" if per_head else "per_layer"})
     return out

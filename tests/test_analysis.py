@@ -110,7 +110,7 @@ def test_evaluate_claims_can_fail():
 
 
 def test_cli_report_json(tmp_path, capsys):
-    path = tmp_path / "r.json"
+    path = tmp_path / "out" / "r.json"          # a folder that does not exist yet
     assert main(["report", "--heads", "2", "--seqlen", "256", "--head-dim", "64", "--seed", "3",
                  "--causal", "--json", str(path)]) == 0
     printed = capsys.readouterr().out

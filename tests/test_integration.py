@@ -416,3 +416,13 @@ def test_bert_triton_kernel_matches_emulation(monkeypatch, device):
     assert 0 < fp8_err < 0.05
     assert metrics.relative_l2(ker[real], emu[real]) <= 0.25 * fp8_err
     assert metrics.relative_l2(ker[real], base[real]) <= 1.25 * fp8_err
+
+
+def test_report_files_go_into_folders_that_do_not_exist_yet(tmp_path):
+    """`fp8attn evaluate --json out/report.json` in a fresh checkout: the folder is made."""
+    import json
+
+    from fp8attn.integration.report import write_json
+    path = tmp_path / "out" / "deeper" / "report.json"
+    write_json({"rmse": 1.5e-2}, path)
+    assert json.loads(path.read_text()) == {"rmse": 1.5e-2}

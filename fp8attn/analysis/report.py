@@ -28,6 +28,8 @@ import json
 import math
 import time
 
+from ..output_files import writable
+
 PAPER_RMSE = {
     "standard_fp16": 3.2e-4,
     "flash_fp16": 1.9e-4,
@@ -229,7 +231,7 @@ def plot(data: dict, path: str) -> None:
     axes[1].set_title("FA3 outlier distribution (std 10)")
     axes[1].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(writable(path), dpi=120)
     plt.close(fig)
 
 
@@ -270,7 +272,7 @@ def _cmd(args) -> int:
         result["sweep"] = data
         print(f"plot written to {args.plot} ({time.perf_counter() - t:.1f} s)")
     if args.json:
-        with open(args.json, "w") as f:
+        with open(writable(args.json), "w") as f:
             json.dump(_finite(result), f, indent=2)
         print(f"numbers written to {args.json}")
     if args.strict and not all(c["passed"] for c in result["claims"]):

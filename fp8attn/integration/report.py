@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from ..output_files import writable
 from ..recipe import Recipe
 from .core import AttentionCall
 
@@ -153,7 +154,7 @@ def format_rotation_table(results: dict, on: str, off: str) -> str:
 
 
 def write_json(report: dict, path) -> None:
-    with open(path, "w") as f:
+    with open(writable(path), "w") as f:
         json.dump(report, f, indent=1, allow_nan=True)
 
 
@@ -186,7 +187,7 @@ def plot_heatmap(results: dict, path, keys: list[str], metric: str = "sqnr_db") 
         ax.set_yticks(range(len(names)), labels, fontsize=7)
         fig.colorbar(im, ax=ax)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(writable(path), dpi=110)
     plt.close(fig)
 
 
