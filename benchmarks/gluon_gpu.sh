@@ -218,6 +218,12 @@ varlen_tests() {   # $1: the log's tag; every varlen test of the GPU-facing modu
         | tail -8 | tee "$OUT/pytest_$1.log"
 }
 
+varlen_check() {   # $1: the log's tag, $2: head dim, $3: probe_varlen.py's time limit
+    varlen_tests "$1"
+    timeout "$3" $PY benchmarks/experiments/probe_varlen.py --head-dim "$2" \
+        --json "$OUT/probe_varlen_d$2.json" 2>&1 | grep -v "^ *warn" | tail -6
+}
+
 varlen_speed() {   # $1 / $2: time limits of probe_varlen.py (speed) and probe_varlen_host.py
     timeout "$1" $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
         2>&1 | grep -v "^ *warn" | tail -6
@@ -831,13 +837,9 @@ for stage in "$@"; do
         varlen_tests s36
         varlen_speed 200 100 ;;
     s37)
-        varlen_tests s37
-        timeout 240 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
-            2>&1 | grep -v "^ *warn" | tail -6 ;;
+        varlen_check s37 128 240 ;;
     s37d96)
-        varlen_tests s37d96
-        timeout 240 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
-            --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
+        varlen_check s37d96 96 240 ;;
     s37split)
         for d in 128 96; do
             timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \
@@ -868,11 +870,9 @@ for stage in "$@"; do
                 --json "$OUT/probe_varlen_d$d.json" 2>&1 | grep -v "^ *warn" | tail -4
         done ;;
     s36final)
-        # session 36's final code: the varlen tests, then the speed (set VARIANT_VARLEN to
-        # dict(VARIANT, dynamic=True, q_bufs=2) first to check that non-causal form)
-        varlen_tests s36final
-        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
-            2>&1 | grep -v "^ *warn" | tail -6 ;;
+        # session 36's final code: the varlen tests, then the speed (its untested non-causal
+        # form, two Q buffers handed out, is the dispatch since session 37)
+        varlen_check s36final 128 200 ;;
     s35final)
         # session 35's final code: causal varlen items heads minor; the varlen bits tests,
         # the varlen GPU tests (capture, bad offsets), then the speed

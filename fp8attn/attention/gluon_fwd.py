@@ -11,8 +11,9 @@ Fastest variant (H200, 2026-11-30, benchmarks/RESULTS.md "Session 6" and "Sessio
 It reads V^T in the "mma" key order (quant/key_order.py; _pack_p says why);
 gluon_attention_fwd permutes a natural-order V^T first.
 
-Head dims 64, 128 and 256 (varlen batches at 128 only: VARLEN, _varlen_item, the items handed
-to CTAs as they come free by a counter in device memory, DYNAMIC / _take_item; 256: mode
+Head dims 64, 128 and 256 (varlen batches on the 128 kernel only, head dims 80-128 since
+session 37: VARLEN, _varlen_item, the items handed to CTAs as they come free by a counter in
+device memory, DYNAMIC / _take_item; 256: mode
 "pingpong" without overlap, P @ V in four quarter-width parts: _tile_split), e4m3, per-tile K
 and V descales (K_MODE 1, V_PER_COL False of triton_fwd.py), per-row Q descale, P_SHIFT 8,
 two-level accumulation, output bf16; causal masks, the LSE output and Q's second FP8 term in
