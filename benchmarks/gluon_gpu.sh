@@ -13,6 +13,19 @@
 #           probe_varlen.py --head-dim 96                                     (~4 min)
 #   s37split session 37: probe_varlen_split.py (the quantiser and the attention launch of a
 #           varlen call timed apart beside the dense call's), hdim 128 and 96    (~2 min)
+#   s38rowmap (branch s37-quant-row-map) varlen K at head dims 80 / 96 / 112 / 256 quantised
+#           into padded rows by _quant_kernel's ROW_MAP instead of from a copy: the
+#           quantiser's GPU tests, the varlen tests, then the split and speed probes at 96
+#                                                                               (~6 min)
+#   s38fields (branch s37-varlen-item-fields) the handed-out varlen items' table lookups
+#           done by the producer and published with the item (one slot read a consumer
+#           instead of a chain of dependent loads): the varlen tests, then probe_varlen.py and
+#           probe_varlen_split.py (hdim 128)                                     (~5 min)
+#   s38pending (branch s37-pending: s37-quant-row-map + s37-varlen-item-fields +
+#           s37-shared-layout) all three in one call: test_padded_rows.py, the varlen tests,
+#           then probe_varlen.py at hdim 128 and 96 and probe_varlen_split.py at both
+#           (session 37's readings to compare with: results/probe_varlen_s37.json,
+#           probe_varlen_d96_s37.json, probe_varlen_split_d{128,96}_s37.json)  (~7-8 min)
 #   s36final session 36's final code: the varlen GPU tests, then probe_varlen.py (~4 min)
 #   s35final session 35's final code: the varlen GPU tests, then probe_varlen.py (~3 min)
 #   s34 / s34host / s34final  session 34: direct launches of the quantiser, tl and layout
@@ -831,6 +844,30 @@ for stage in "$@"; do
         for d in 128 96; do
             timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \
                 --json "$OUT/probe_varlen_split_d$d.json" 2>&1 | grep -v "^ *warn" | tail -3
+        done ;;
+    s38rowmap)
+        timeout 200 $PY -m pytest -q -n 12 -rf --tb=short tests/test_padded_rows.py \
+            tests/test_quant.py 2>&1 | tail -8 | tee "$OUT/pytest_rowmap.log"
+        varlen_tests s38rowmap
+        timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim 96 \
+            --json "$OUT/probe_varlen_split_d96.json" 2>&1 | grep -v "^ *warn" | tail -3
+        timeout 150 $PY benchmarks/experiments/probe_varlen.py --head-dim 96 \
+            --json "$OUT/probe_varlen_d96.json" 2>&1 | grep -v "^ *warn" | tail -6 ;;
+    s38fields)
+        varlen_tests s38fields
+        timeout 200 $PY benchmarks/experiments/probe_varlen.py --json "$OUT/probe_varlen.json" \
+            2>&1 | grep -v "^ *warn" | tail -6
+        timeout 100 $PY benchmarks/experiments/probe_varlen_split.py \
+            --json "$OUT/probe_varlen_split_d128.json" 2>&1 | grep -v "^ *warn" | tail -3 ;;
+    s38pending)
+        timeout 120 $PY -m pytest -q -n 12 -rf --tb=short tests/test_padded_rows.py 2>&1 \
+            | tail -6 | tee "$OUT/pytest_padded_rows.log"
+        varlen_tests s38pending
+        for d in 128 96; do
+            timeout 45 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \
+                --json "$OUT/probe_varlen_split_d$d.json" 2>&1 | grep -v "^ *warn" | tail -2
+            timeout 130 $PY benchmarks/experiments/probe_varlen.py --head-dim $d \
+                --json "$OUT/probe_varlen_d$d.json" 2>&1 | grep -v "^ *warn" | tail -4
         done ;;
     s36final)
         # session 36's final code: the varlen tests, then the speed (its untested non-causal

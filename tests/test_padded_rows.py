@@ -116,39 +116,50 @@ def _same(a, b):
 
 
 @pytest.mark.parametrize("d,dtype,recipe,in_pass", [
-    (64, torch.bfloat16, Recipe(), (True, True)),
-    (128, torch.float16, Recipe(), (True, True)),
-    (32, torch.float32, Recipe(fmt="e5m2"), (True, True)),     # float32: not as words
-    (64, torch.bfloat16, Recipe(hadamard=False), (True, True)),
-    (96, torch.bfloat16, Recipe(), (False, True)),             # K's 12 x 8 rotation: the copy
-    (256, torch.bfloat16, Recipe(block_kv=256), (False, False)),   # no config: the copies
+    (64, torch.bfloat16, Recipe(), ("pairs", "pairs")),
+    (128, torch.float16, Recipe(), ("pairs", "pairs")),
+    (32, torch.float32, Recipe(fmt="e5m2"), ("pairs", "pairs")),     # float32: not as words
+    (64, torch.bfloat16, Recipe(hadamard=False), ("pairs", "pairs")),
+    # K's 12 x 8 rotation: _quant_kernel's row map (session 37; a copy before)
+    (96, torch.bfloat16, Recipe(), ("map", "pairs")),
+    # no pairs config: _quant_kernel's row map for both (the copies before session 37)
+    (256, torch.bfloat16, Recipe(block_kv=256), ("map", "map")),
+    # K in two passes (no one-pass tile for 512-row groups): the row map in both
+    (64, torch.bfloat16, Recipe(block_kv=512), ("map", "map")),
 ])
 @pytest.mark.parametrize("v_order", ["natural", "mma"])
 def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pass, v_order,
                                                          device, monkeypatch):
     """K (rotated) and V (transposed) quantised into padded rows give the bits of quantising
-    the padded copies, in the kernel's own pass where it takes the layout (K in Q's launch;
-    else from the copy), NaN rows and empty sequences included, and Q its own bits; the torch
-    reference agrees. V^T in the "mma" key order (what the Gluon kernel reads) too: the keys
-    of each 16-key group permuted inside the same pass, zero keys included."""
+    the padded copies, in the kernels' own pass (in_pass: "pairs", `_pairs_kernel`, K in Q's
+    launch; "map", `_quant_kernel`'s row map), NaN rows and empty sequences included, and Q
+    its own bits; the torch reference agrees. V^T in the "mma" key order (what the Gluon
+    kernel reads) too: the keys of each 16-key group permuted inside the same pass, zero keys
+    included (after `_quant_kernel`: by the gather, as for any of its outputs)."""
     import fp8attn.quant.triton as qt
-    seen = []
-    run = qt._run_pairs
+    seen = {}
+    run_pairs, run = qt._run_pairs, qt._run
 
-    def spy(*args, **kwargs):
+    def spy_pairs(*args, **kwargs):
         if kwargs.get("rows") is not None:
-            seen.append("V" if args[11] else "K")            # args[11]: transpose
+            seen["V" if args[11] else "K"] = "pairs"           # args[11]: transpose
             # K into padded rows shares Q's launch (Q as it is, K mapped)
             assert args[11] or kwargs.get("second") is not None
-        return run(*args, **kwargs)
-    monkeypatch.setattr(qt, "_run_pairs", spy)
+        return run_pairs(*args, **kwargs)
+
+    def spy(*args, **meta):
+        if meta.get("ROW_MAP"):
+            seen["V" if meta["TRANSPOSE"] else "K"] = "map"
+        return run(*args, **meta)
+    monkeypatch.setattr(qt, "_run_pairs", spy_pairs)
+    monkeypatch.setattr(qt, "_run", spy)
     lens = [70, 0, 300, 5]
     q = _packed(lens, 4, d, 2, dtype, device)
     k, v = _packed(lens, 2, d, 3, dtype, device), _packed(lens, 2, d, 4, dtype, device)
     k[0, 1, 80, 3] = float("nan")
     layout = padded_rows(_cu(lens, device), sum(lens), recipe.block_kv)
     got = quantize_qkv(q, k, v, recipe, backend="triton", kv_rows=layout, v_key_order=v_order)
-    assert ("K" in seen, "V" in seen) == in_pass
+    assert (seen.get("K"), seen.get("V")) == in_pass
     assert got[2].key_order == v_order
     want = quantize_qkv(q, pad_rows(k, layout), pad_rows(v, layout), recipe, backend="triton",
                         v_key_order=v_order)
@@ -168,3 +179,34 @@ def test_kv_rows_must_match_the_packed_rows(device):
     x = _packed([10, 20], 1, 64, 5, device=device)
     with pytest.raises(ValueError, match="30 packed rows"):
         quantize_qkv(x, x[:, :, :29], x[:, :, :29], Recipe(), backend="triton", kv_rows=layout)
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_varlen_query_tiles_from_the_keys_layout(shared, device, monkeypatch):
+    """ops.varlen_layouts: one offsets tensor for queries and keys (self-attention) gives one
+    layout launch whose tiles and sequences are the query tiles the Gluon kernel reads (the
+    tables gluon_dispatch.varlen_tables makes on its own otherwise, the same values); two
+    tensors (or another alignment) give none, and the launch makes its own."""
+    from fp8attn.attention import gluon_dispatch, ops
+    from fp8attn.quant import padded_rows as pr
+    launches = []
+    real = pr.padded_rows
+
+    def counted(*args, **kwargs):
+        launches.append(kwargs.get("sequences", False))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(pr, "padded_rows", counted)
+    monkeypatch.setattr(ops, "padded_rows", counted)
+    lens = [300, 0, 129, 1, 640]
+    cu = _cu(lens, device)
+    cu_k = cu if shared else cu.clone()
+    total = sum(lens)
+    kv, q_layout = ops.varlen_layouts(cu, cu_k, total, total, 128)
+    assert (q_layout is kv) == shared and (q_layout is None) == (not shared)
+    got = gluon_dispatch.varlen_tables(cu, cu_k, kv.starts, total, q_layout)
+    assert launches == ([True] if shared else [False, True])
+    want = gluon_dispatch.varlen_tables(cu, cu_k, kv.starts, total)
+    assert torch.equal(got.q_tiles, want.q_tiles)
+    assert torch.equal(got.q_tile_seq, want.q_tile_seq)
+    # another alignment: K's layout is not the query tiles'
+    assert ops.varlen_layouts(cu, cu, total, total, 256)[1] is None

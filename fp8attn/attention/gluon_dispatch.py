@@ -358,11 +358,15 @@ class VarlenTables(NamedTuple):
 
 
 def varlen_tables(cu_q: torch.Tensor, cu_k: torch.Tensor, kv_starts: torch.Tensor,
-                  total_q: int) -> VarlenTables:
+                  total_q: int, q_layout=None) -> VarlenTables:
     """The tables of a varlen launch: the query tiles from one launch of padded_rows' layout
-    kernel over cu_q (offsets not read on the host, so the call stays capturable)."""
+    kernel over cu_q (offsets not read on the host, so the call stays capturable), or from
+    q_layout where the caller has that layout already (ops.varlen_layouts: K's, when the
+    queries' offsets are the keys' tensor)."""
     from ..quant.padded_rows import padded_rows
-    layout = padded_rows(cu_q, total_q, CAUSAL_BLOCK_M, sequences=True)
+    layout = q_layout
+    if layout is None or layout.align != CAUSAL_BLOCK_M or layout.total != total_q:
+        layout = padded_rows(cu_q, total_q, CAUSAL_BLOCK_M, sequences=True)
     return VarlenTables(cu_q, cu_k, kv_starts, layout.tiles(CAUSAL_BLOCK_M),
                         layout.tile_sequences())
 

@@ -1322,8 +1322,15 @@ def _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS
     kv_start = gl.minimum(gl.maximum(gl.load(KV_STARTS + seq), 0), seqlen_k)
     sk = gl.minimum(gl.maximum(gl.load(CU_K + seq + 1) - gl.load(CU_K + seq), 0),
                     seqlen_k - kv_start)
-    sq = q_end - q_off
-    start_m = first - q_off
+    return _varlen_fields(first - q_off, q_off, q_end - q_off, sk, off_h, kv_start, rows,
+                          GQA_GROUP, BLOCK_M, BLOCK_N, CAUSAL)
+
+
+@gluon.jit
+def _varlen_fields(start_m, q_off, sq, sk, off_h, kv_start, rows, GQA_GROUP,
+                   BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr):
+    """_varlen_item's tuple from what its table lookups give (ITEM_WORDS of them: start_m,
+    q_off, sq, sk, off_h, kv_start, rows); the rest is arithmetic."""
     kv_end, full_end, causal_off = _causal_bounds(start_m, sq, sk, BLOCK_M, CAUSAL)
     n_tiles = gl.cdiv(kv_end, BLOCK_N)
     n_tiles = gl.where(rows > 0, n_tiles, 0)
@@ -1355,25 +1362,46 @@ def _take_item(WORK):
     return gl.atomic_add(WORK, 1)
 
 
+# int32 words of a CTA's item slot in the DYNAMIC schedule's work buffer: the item's index and
+# _varlen_fields' seven looked-up values (32 bytes: the consumers' loads of one slot are one
+# round trip to L2)
+ITEM_WORDS = gl.constexpr(8)
+
+
 @gluon.jit
-def _publish_item(WORK, q_bar, q_empty, k, it, Q_BUFS: gl.constexpr):
-    """Once both consumers are done with the Q buffer item `it` takes (q_empty), item k goes
-    into the CTA's slot for that buffer, WORK[1 + pid * Q_BUFS + it % Q_BUFS], and the
-    producer arrives on the buffer's item barrier (q_bar.index(Q_BUFS + buffer)): mbarrier
-    arrive / wait order memory within the CTA, so the consumers read the slot after their wait
-    (_published_item), before the item's Q has landed."""
+def _publish_item(WORK, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start, rows,
+                  Q_BUFS: gl.constexpr):
+    """Once both consumers are done with the Q buffer item `it` takes (q_empty), item k and its
+    looked-up values (_varlen_lookup) go into the CTA's slot for that buffer, ITEM_WORDS words
+    from WORK[1 + (pid * Q_BUFS + it % Q_BUFS) * ITEM_WORDS], and the producer arrives on the
+    buffer's item barrier (q_bar.index(Q_BUFS + buffer)): mbarrier arrive / wait order memory
+    within the CTA, so the consumers read the slot after their wait (_published_item), before
+    the item's Q has landed, without the tables' chain of dependent loads."""
     qb = it % Q_BUFS
     mbarrier.wait(q_empty.index(qb), ((it // Q_BUFS) & 1) ^ 1)
-    gl.store(WORK + 1 + gl.program_id(0) * Q_BUFS + qb, k)
+    slot = WORK + 1 + (gl.program_id(0) * Q_BUFS + qb) * ITEM_WORDS
+    gl.store(slot, k)
+    gl.store(slot + 1, start_m)
+    gl.store(slot + 2, q_off)
+    gl.store(slot + 3, sq)
+    gl.store(slot + 4, sk)
+    gl.store(slot + 5, off_h)
+    gl.store(slot + 6, kv_start)
+    gl.store(slot + 7, rows)
     mbarrier.arrive(q_bar.index(Q_BUFS + qb))
 
 
 @gluon.jit
 def _published_item(WORK, q_bar, it, Q_BUFS: gl.constexpr):
-    """The DYNAMIC schedule, consumer side: item it's index, as _publish_item published it."""
+    """The DYNAMIC schedule, consumer side: item it's slot as _publish_item wrote it, (k,
+    start_m, q_off, sq, sk, off_h, kv_start, rows)."""
     qb = it % Q_BUFS
     mbarrier.wait(q_bar.index(Q_BUFS + qb), (it // Q_BUFS) & 1)
-    return gl.load(WORK + 1 + gl.program_id(0) * Q_BUFS + qb, volatile=True)
+    slot = WORK + 1 + (gl.program_id(0) * Q_BUFS + qb) * ITEM_WORDS
+    return (gl.load(slot, volatile=True), gl.load(slot + 1, volatile=True),
+            gl.load(slot + 2, volatile=True), gl.load(slot + 3, volatile=True),
+            gl.load(slot + 4, volatile=True), gl.load(slot + 5, volatile=True),
+            gl.load(slot + 6, volatile=True), gl.load(slot + 7, volatile=True))
 
 
 @gluon.jit
@@ -1437,12 +1465,17 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     g = 0
     it = 0
     if VARLEN and DYNAMIC:
+        # each item's table lookups here, before the wait for its Q buffer, and published
+        # with it: the consumers then read one slot instead of the tables' chain of dependent
+        # loads (the end's index looks up the last item, clamped into the tables, unused)
         k = _take_item(SCHED)
-        _publish_item(SCHED, q_bar, q_empty, k, it, Q_BUFS)
+        (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, _, _, _,
+         rows) = _varlen_item(gl.minimum(k, n_work - 1), n_t, H, GQA_GROUP, seqlen_q, seqlen_k,
+                              CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N,
+                              CAUSAL, True)
+        _publish_item(SCHED, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start,
+                      rows, Q_BUFS)
         while k < n_work:
-            (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
-             _) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
-                               KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, True)
             qb = it % Q_BUFS
             if n_tiles > 0:
                 g = _load_varlen_item(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem,
@@ -1454,7 +1487,12 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                 mbarrier.arrive(q_bar.index(qb))
             k = _take_item(SCHED)
             it += 1
-            _publish_item(SCHED, q_bar, q_empty, k, it, Q_BUFS)
+            (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, _, _, _,
+             rows) = _varlen_item(gl.minimum(k, n_work - 1), n_t, H, GQA_GROUP, seqlen_q,
+                                  seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M,
+                                  BLOCK_N, CAUSAL, True)
+            _publish_item(SCHED, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start,
+                          rows, Q_BUFS)
     elif VARLEN:
         for k in range(gl.program_id(0), n_work, gl.num_programs(0)):
             (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
@@ -1525,15 +1563,23 @@ def _varlen_work(k, g, it, turn_phase, q_smem, k_smem, v_smem, q_bar, q_empty, k
                  CAUSAL: gl.constexpr, TURNS: gl.constexpr, o_desc, o_smem,
                  TMA_STORE: gl.constexpr, MASKED_MAX: gl.constexpr, Q_BUFS: gl.constexpr, CU_Q,
                  CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, n_t, DYNAMIC: gl.constexpr,
-                 OUT_COLS: gl.constexpr = 0):
+                 OUT_COLS: gl.constexpr = 0, slot=None):
     """A consumer warpgroup's varlen item k (_varlen_item; g / it: the ring position and the
     items that took a Q buffer so far): _ovl_work on its KV tiles, or zeros (LSE -inf) for
-    queries without a key. DYNAMIC: every item took a Q buffer turn, so one without a KV tile
-    releases its buffer at once. OUT_COLS: _store_rows's. Returns (turn_phase, the item's KV
-    tiles)."""
-    (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end, causal_off,
-     rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K, KV_STARTS,
-                          Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, DYNAMIC)
+    queries without a key. DYNAMIC: the item's looked-up values come in slot (as
+    _published_item read them; unread otherwise), and every item took a Q buffer turn, so one
+    without a KV tile releases its buffer at once. OUT_COLS: _store_rows's. Returns
+    (turn_phase, the item's KV tiles)."""
+    if DYNAMIC:
+        (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end,
+         causal_off, rows) = _varlen_fields(slot[0], slot[1], slot[2], slot[3], slot[4],
+                                            slot[5], slot[6], GQA_GROUP, BLOCK_M, BLOCK_N,
+                                            CAUSAL)
+    else:
+        (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, kv_end, full_end,
+         causal_off, rows) = _varlen_item(k, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q, CU_K,
+                                          KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N,
+                                          CAUSAL)
     zero = off_h * 0                    # off_b: one batch (a tensor: .to() below)
     kd_i = KD
     vd_i = VD
@@ -1604,7 +1650,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
     it = 0
     turn_phase = 0
     if VARLEN and DYNAMIC:
-        k = _published_item(SCHED, q_bar, it, Q_BUFS)
+        k, sm, so, sq, sk, sh, sv, sr = _published_item(SCHED, q_bar, it, Q_BUFS)
         # (no loop-invariant code motion, as the static item loop below: session 17)
         while tl.condition(k < n_work, disable_licm=not ITEM_LICM):
             turn_phase, n_tiles = _varlen_work(
@@ -1615,10 +1661,10 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                 qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
                 UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
                 o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
-                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)
+                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS, (sm, so, sq, sk, sh, sv, sr))
             g += n_tiles
             it += 1             # every item takes a Q buffer turn
-            k = _published_item(SCHED, q_bar, it, Q_BUFS)
+            k, sm, so, sq, sk, sh, sv, sr = _published_item(SCHED, q_bar, it, Q_BUFS)
     elif VARLEN:
         for k in tl.range(gl.program_id(0), n_work, gl.num_programs(0),
                           disable_licm=not ITEM_LICM):
@@ -1630,7 +1676,7 @@ def _consumer_persistent(q_smem, k_smem, v_smem, q_bar, q_empty, k_full, v_full,
                 qk_scale, my_turn, ROWS, BLOCK_M, BLOCK_N, HEAD_DIM, STAGES, P_SHIFT, NW,
                 UNROLL2, LSE, stride_lz, stride_lh, stride_lm, RETURN_LSE, Q_TERMS, CAUSAL, TURNS,
                 o_desc, o_smem, TMA_STORE, MASKED_MAX, Q_BUFS, CU_Q, CU_K, KV_STARTS, Q_TILES,
-                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS)
+                Q_TILE_SEQ, n_t, DYNAMIC, OUT_COLS, (k, k, k, k, k, k, k))   # (slot: unread)
             if n_tiles > 0:     # items without a KV tile took no Q buffer
                 g += n_tiles
                 it += 1
@@ -2528,8 +2574,8 @@ def gluon_attention_fwd(q8, k8, vt8, q_descale, k_descale, v_descale, q_block, k
     sched = q_descale
     if plan.constants["DYNAMIC"]:
         # the work counter (zero) and each CTA's item slots (_take_item, _publish_item)
-        sched = torch.zeros(1 + plan.grid[0] * plan.constants["Q_BUFS"], dtype=torch.int32,
-                            device=q8.device)
+        sched = torch.zeros(1 + plan.grid[0] * plan.constants["Q_BUFS"] * ITEM_WORDS.value,
+                            dtype=torch.int32, device=q8.device)
     if plan.schedule is not None:
         sched = causal_schedule_for(*plan.schedule)
         if sched is None:       # capturing, table not built yet: one CTA per block, same bits

@@ -271,7 +271,8 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                                  return_lse)
     align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
     # K and V quantised straight into rows where each sequence starts at a multiple of align
-    kv_rows = padded_rows(cu_seqlens_k, k.shape[0], align) if align else None
+    kv_rows, q_layout = varlen_layouts(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0],
+                                       align) if align else (None, None)
     # (total, H, D) -> (1, H, total, D) views; scale groups run along the packed rows
     qh, kh, vh = (x.permute(1, 0, 2).unsqueeze(0) for x in (q, k, v))
     q8, k8, v8 = _quantize_qkv(qh, kh, vh, recipe, causal=_CAUSAL[causal], varlen=True,
@@ -283,7 +284,8 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                   out=out.permute(1, 0, 2).unsqueeze(0),
                   cu_seqlens_q=cu_seqlens_q.to(torch.int32),
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
-                  max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align)
+                  max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align,
+                  q_layout=q_layout)
     offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
@@ -325,7 +327,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         return _varlen_fp8_emulation(q, k, v, *host, q_descale, k_descale, v_descale,
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
     align = VARLEN_FP8_ALIGN
-    layout = padded_rows(cu_seqlens_k, k.shape[0], align)
+    layout, q_layout = varlen_layouts(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], align)
     # every row's sequence (clamped: the offsets may not have been checked yet)
     seq_q = row_sequences(cu_seqlens_q, q.shape[0])
     qh = q.permute(1, 0, 2).unsqueeze(0)
@@ -349,7 +351,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                   out_dtype=torch.bfloat16, return_lse=return_lse,
                   out=out.permute(1, 0, 2).unsqueeze(0), cu_seqlens_q=cu_seqlens_q,
                   cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max(int(max_seqlen_q), 1),
-                  kv_starts=layout.starts, kv_align=align)
+                  kv_starts=layout.starts, kv_align=align, q_layout=q_layout)
     offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
@@ -426,6 +428,18 @@ def _kv_align(recipe: Recipe, nseq: int, total_k: int) -> int:
     if flag != "1" and nseq * recipe.block_kv > max(total_k, 1):
         return 0
     return recipe.block_kv
+
+
+def varlen_layouts(cu_q: torch.Tensor, cu_k: torch.Tensor, total_q: int, total_k: int,
+                   align: int):
+    """K / V's padded rows (padded_rows(cu_k, total_k, align)) and, where it is the same
+    layout, the one the Gluon kernel's query tiles are read from (else None: the launch makes
+    its own, gluon_dispatch.varlen_tables): self-attention batches pass one offsets tensor
+    for both, and then one layout launch makes both (with each tile's sequence)."""
+    from .gluon_dispatch import CAUSAL_BLOCK_M
+    same = cu_q is cu_k and total_q == total_k and align == CAUSAL_BLOCK_M
+    layout = padded_rows(cu_k, total_k, align, sequences=same)
+    return layout, (layout if same else None)
 
 
 def _per_sequence(q, cu_q, cu_k, out_dtype, attend, return_lse):

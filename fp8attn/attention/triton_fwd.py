@@ -480,7 +480,8 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
                       out_dtype=torch.bfloat16, return_lse: bool = False, out=None,
                       cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
                       acc_mode: str = "tile", config: dict | None = None, q_lo=None,
-                      v_key_order: str = "natural", kv_starts=None, kv_align: int = 0):
+                      v_key_order: str = "natural", kv_starts=None, kv_align: int = 0,
+                      q_layout=None):
     """Launch the kernel on already-quantised inputs.
 
     q8 (B, Hq, Sq, D), k8 (B, Hkv, Sk, D), vt8 (B, Hkv, D, Sk): FP8 (e4m3fn or e5m2, all the same);
@@ -489,6 +490,9 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
     kv_starts (varlen): int32 (nseq,) first row of each sequence in k8 / vt8 when they are not
     cu_seqlens_k[:-1] (sequences padded apart), and kv_align > 0 the multiple of rows they all
     are (a multiple of k_block and v_block: then K / V descales are read once per tile).
+    q_layout (varlen): optional padded_rows.PaddedRows of cu_seqlens_q in 128-row tiles with
+    their sequences (the Gluon kernel's query tiles; gluon_dispatch.varlen_tables makes them
+    otherwise).
     out: optional (B, Hq, Sq, D) tensor (any strides) of out_dtype to write into.
     config: skip autotuning, e.g. {"BLOCK_M": 64, "BLOCK_N": 128, "num_warps": 4, "num_stages": 3}
     (SPLIT, the number of head-dim slices of P @ V (1, 2 or 4), defaults to 2 for head dims above
@@ -528,7 +532,7 @@ def attention_fwd_fp8(q8, k8, vt8, q_descale, k_descale, v_descale, *, q_block: 
             v_block=v_block, softmax_scale=softmax_scale, out=out,
             lse=lse if return_lse else None, v_key_order=v_key_order, causal=causal,
             q_lo=q_lo, varlen=gluon_dispatch.varlen_tables(
-                cu_seqlens_q, cu_seqlens_k, kv_starts, Sq) if varlen else None):
+                cu_seqlens_q, cu_seqlens_k, kv_starts, Sq, q_layout) if varlen else None):
         return (out, lse) if return_lse else out
     if v_key_order == "mma":
         vt8 = to_natural(vt8)

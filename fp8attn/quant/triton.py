@@ -103,7 +103,9 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
                   TRANSPOSE: tl.constexpr, BUTTERFLY: tl.constexpr, LAYOUT: tl.constexpr,
                   P_LO: tl.constexpr, LOG2_LO: tl.constexpr, SOFT_CAST: tl.constexpr,
                   SOFT_AMAX: tl.constexpr, STORE_2D: tl.constexpr, RESIDUAL: tl.constexpr,
-                  SEARCH: tl.constexpr, QR_MASK: tl.constexpr, BLOCK_S: tl.constexpr):
+                  SEARCH: tl.constexpr, QR_MASK: tl.constexpr, BLOCK_S: tl.constexpr,
+                  ROW_MAP: tl.constexpr = False, MAP_ALIGN: tl.constexpr = 1, map_ptr=None,
+                  S_SRC=None):
     """x (B, H, S, D) any strides -> out FP8 at out[b, h, s, d] = out_ptr + b*stride_ob + h*stride_oh
     + s*stride_os + d*stride_od (the launcher passes (B, H, S, D) or (B, H, D, S_pad) strides).
     descale / scale: float32 (B, H, NB) contiguous; row_amax: float32 (B, H, S) contiguous.
@@ -122,7 +124,11 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
     RESIDUAL (MODE_FUSED / MODE_CAST): also store cast(y - float(cast(y))), the second FP8 term of
     the same y = x * scale, at res_ptr with out_ptr's strides.
     SEARCH > 1 (MODE_FUSED, GROUP 1): each row's scale is the best of SEARCH candidates
-    (quant.reference.search_row_scales; search_ptr holds its (2, SEARCH) factor table)."""
+    (quant.reference.search_row_scales; search_ptr holds its (2, SEARCH) factor table).
+    ROW_MAP (varlen K / V into padded rows, quant/padded_rows.py; B == 1): x holds S_SRC
+    packed rows, the output S rows; output row r of tile t = r // MAP_ALIGN is packed row
+    map_ptr[2t] + r - t * MAP_ALIGN while that offset is below the tile's count map_ptr[2t + 1],
+    else a zero row: the bits of quantising padded_rows.pad_rows' copy, without the copy."""
     pid = tl.program_id(0)
     n_tiles = tl.cdiv(S, BLOCK_S)
     bh = pid // n_tiles
@@ -140,8 +146,22 @@ def _quant_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, scale_ptr, row_amax_ptr,
         col = tl.arange(0, P_HI)[:, None, None] * P_LO + tl.arange(0, P_LO)[None, None, :]
         r3 = rows[None, :, None]
     mask = (r3 < S) & (col < HEAD_DIM)
-    x_offs = r3.to(tl.int64) * stride_xs + col * stride_xd
-    x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=mask, other=0.0)
+    if ROW_MAP:
+        t_row = rows // MAP_ALIGN
+        src0 = tl.load(map_ptr + 2 * t_row, mask=rows < S, other=0)
+        n_src = tl.load(map_ptr + 2 * t_row + 1, mask=rows < S, other=0)
+        r_in = rows - t_row * MAP_ALIGN
+        src = tl.where(r_in < n_src, src0 + r_in, S_SRC)    # S_SRC: masked below, a zero row
+        if LAYOUT == 0:
+            x_r3 = src[:, None, None]
+        else:
+            x_r3 = src[None, :, None]
+        x_mask = (x_r3 < S_SRC) & (col < HEAD_DIM)
+    else:
+        x_r3 = r3
+        x_mask = mask
+    x_offs = x_r3.to(tl.int64) * stride_xs + col * stride_xd
+    x = tl.load(x_ptr + b * stride_xb + h * stride_xh + x_offs, mask=x_mask, other=0.0)
     x = x.to(tl.float32)
     x = tl.where(tl.abs(x) == float("inf"), float("nan"), x)         # as the reference: Inf -> NaN
     if HAS_SIGNS:
@@ -395,8 +415,9 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     same pass where `_pairs_kernel` runs with scale groups of a multiple of 16 rows, else by
     one gather after the kernel (key_order.to_mma).
     rows: None, or a PaddedRows for x's packed rows (x of batch 1): quantise them into that
-    layout (S = rows.rows), in the same pass where `_pairs_kernel` takes it, else from a copy
-    (padded_rows.pad_rows).
+    layout (S = rows.rows), in the same pass where `_pairs_kernel` takes it or the tile goes to
+    `_quant_kernel` anyway (ROW_MAP; e.g. K's 12 x 8 rotation at head dim 96, session 37), else
+    from a copy (padded_rows.pad_rows).
     """
     B, H, S, D = x.shape
     if rows is not None:
@@ -408,8 +429,13 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     dev = x.device
     var = {**default_variant(D, signs is not None), **(variant or {})}
     fused = _fused_groups(granularity, bs, d_pad)
-    if rows is not None and not (
-            fused and var["layout"] == 2 and config is None and not residual and search == 1
+    # the tile goes to `_pairs_kernel` (it has no scale search: `_quant_kernel` then)
+    pairs = (fused and var["layout"] == 2 and search == 1
+             and _pairs_ok(x, tp, bs, signs is not None, transpose))
+    # K / V into padded rows by `_quant_kernel` (ROW_MAP) where it takes the tile anyway
+    quant_map = rows is not None and not pairs and x.shape[0] == 1 and search == 1
+    if rows is not None and not quant_map and not (
+            pairs and config is None and not residual
             and (key_order == "natural" or bs % 16 == 0)
             and row_map_ok(x, tp, bs, signs is not None, transpose, rows)):
         return quantize_triton(pad_rows(x, rows), fmt, granularity, block, signs=signs,
@@ -443,8 +469,7 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
     signs_arg = _signs_arg(signs, hm)
     p_lo = min(8, tp["P"])
 
-    if rows is not None or (fused and var["layout"] == 2
-                            and _pairs_ok(x, tp, bs, signs is not None, transpose)):
+    if pairs:
         in_kernel = key_order == "mma" and bs % 16 == 0
         _run_pairs(x, data, descale, signs_arg, signs is not None, nb, bs, tp, fmt, o_strides, var,
                    transpose, config, res, key_perm=in_kernel, rows=rows)
@@ -466,6 +491,9 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
         common["enable_fp_fusion"] = False      # y - float(cast(y)) from the rounded y
     args = (x, data, data if res is None else res, descale,
             cached_search_factors(search, dev) if search > 1 else descale)
+    if quant_map:
+        common.update(ROW_MAP=True, MAP_ALIGN=rows.align, map_ptr=rows.tiles(rows.align),
+                      S_SRC=rows.total)
     if fused:
         _run(args, None, None, signs_arg, hm, B, H, S, D, nb, bs, x.stride(), o_strides, config,
              MODE=MODE_FUSED, GROUP=bs, **common)
