@@ -264,8 +264,8 @@ def flash_attn_varlen_func(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, ma
     scale block (FP8ATTN_VARLEN_ALIGN=0 keeps them packed; skipped where that could more than
     double them), so the kernels read K and V descales per tile. Head dims 80 to 128 run the
     Gluon kernel (its work items every sequence's query tiles, handed to the CTAs as they come
-    free; sessions 35-37), 64 and 256 the Triton kernel. H200 (session 37), GPU time, hdim
-    128: 0.75-0.96x FA3 BF16's varlen call; 0.92x / 0.88x the same tokens as one dense call,
+    free; sessions 35-38), 64 and 256 the Triton kernel. H200 (session 38), GPU time, hdim
+    128: 0.80-1.01x FA3 BF16's varlen call; 0.95x / 0.91x the same tokens as one dense call,
     non-causal / causal.
     cu_seqlens and max_seqlen_q are checked on the host: on the CPU before the work, on the GPU
     after the launches are queued (no wait for the GPU before them; the kernels clamp every
