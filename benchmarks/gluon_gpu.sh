@@ -21,6 +21,10 @@
 #           done by the producer and published with the item (one slot read a consumer
 #           instead of a chain of dependent loads): the varlen tests, then probe_varlen.py and
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
+#   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
+#           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s38configs the quantiser's launches under other configs, the layout launch under other
+#           block sizes (probe_quant_configs.py)                                (~2 min)
 #   s38pending (branch s37-pending: s37-quant-row-map + s37-varlen-item-fields +
 #           s37-shared-layout) all three in one call: test_padded_rows.py, the varlen tests,
 #           then probe_varlen.py at hdim 128 and 96 and probe_varlen_split.py at both
@@ -840,6 +844,16 @@ for stage in "$@"; do
         varlen_check s37 128 240 ;;
     s37d96)
         varlen_check s37d96 96 240 ;;
+    s38quant)
+        # the dense quantiser's steps apart (Q + K launch, V, all three) beside a copy, an
+        # empty graph and the varlen layout launch; then with every config autotuned
+        for tune in "" all; do
+            FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
+                --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
+        done ;;
+    s38configs)
+        timeout 300 $PY benchmarks/experiments/probe_quant_configs.py \
+            --json "$OUT/probe_quant_configs.json" 2>&1 | grep -v "^ *warn" | tail -40 ;;
     s37split)
         for d in 128 96; do
             timeout 100 $PY benchmarks/experiments/probe_varlen_split.py --head-dim $d \

@@ -59,7 +59,7 @@ def test_layout_of_bad_offsets_stays_inside_the_buffers(built_by, device, monkey
 @pytest.mark.parametrize("align", [128, 256, 384])
 def test_layout_kernel_matches_the_torch_ops(align, device, monkeypatch):
     """padded_rows' one-launch kernel (CUDA, the interpreter) gives the torch ops' starts and
-    tiles: empty sequences, one sequence, more sequences than the kernel's chunk of 1024."""
+    tiles: empty sequences, one sequence, more sequences than the kernel's chunk (LAYOUT_BLOCK)."""
     import fp8attn.quant.padded_rows as pr
     g = torch.Generator().manual_seed(align)
     cases = [[50, 0, 300, 45, 0], [0, 0], [5], [2048] * 8,

@@ -89,6 +89,13 @@ def row_sequences(cu: torch.Tensor, total: int) -> torch.Tensor:
     return torch.searchsorted(cu[1:], rows, right=True).clamp_(max=max(cu.numel() - 2, 0))
 
 
+# sequences (and tiles) per step of `_layout_kernel`: each step's loop runs one iteration per
+# tile of its longest sequence over all BLOCK lanes. 8 x 2048 tokens: 1.4 us above an empty
+# graph at 128 against 8.2 us at 1024; 64 x 256: 1.0 against 1.9 (H200, session 38,
+# results/probe_quant_configs_s38.json)
+LAYOUT_BLOCK = 128
+
+
 def padded_rows(cu: torch.Tensor, total: int, align: int,
                 sequences: bool = False) -> PaddedRows:
     """The layout for packed rows split by cu (int32 or int64 offsets, nseq + 1 of them, on the
@@ -110,7 +117,7 @@ def padded_rows(cu: torch.Tensor, total: int, align: int,
         # fifth of a varlen call's host time (H200, session 32); one launch instead
         kernel_launch.launch_call(_layout_kernel, (1,), cu, starts, tiles,
                                   cache.get("seqs", tiles), nseq, total, rows // align,
-                                  ALIGN=align, BLOCK=1024, SEQS=sequences)
+                                  ALIGN=align, BLOCK=LAYOUT_BLOCK, SEQS=sequences)
         return PaddedRows(cu=cu, starts=starts, align=align, total=total, rows=rows,
                           _cache=cache)
     lens = (cu[1:] - cu[:-1]).clamp_(min=0)
