@@ -23,6 +23,8 @@
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s38a    varlen + padded-rows tests, probe_varlen_split at 128, host time with cProfile
+#           (probe_host_time.py --profile)                                      (~4 min)
 #   s38configs the quantiser's launches under other configs, the layout launch under other
 #           block sizes (probe_quant_configs.py)                                (~2 min)
 #   s38pending (branch s37-pending: s37-quant-row-map + s37-varlen-item-fields +
@@ -851,6 +853,17 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s38a)
+        # the layout launch's 128-sequence steps: the varlen and padded-rows tests, the split
+        # probe at hdim 128; then host time of the public calls with a cProfile of each
+        timeout 60 $PY -m pytest -q -n 12 -rf --tb=short tests/test_padded_rows.py 2>&1 \
+            | tail -3 | tee "$OUT/pytest_padded_rows.log"
+        varlen_tests s38a
+        timeout 60 $PY benchmarks/experiments/probe_varlen_split.py --head-dim 128 \
+            --json "$OUT/probe_varlen_split_d128.json" 2>&1 | grep -v "^ *warn" | tail -2
+        timeout 200 $PY benchmarks/experiments/probe_host_time.py --tag s38 --repeats 3 \
+            --profile 2>&1 | grep -v "^ *warn" > "$OUT/probe_host_time.log"
+        grep '^{' "$OUT/probe_host_time.log" | cut -c1-200 ;;
     s38configs)
         timeout 300 $PY benchmarks/experiments/probe_quant_configs.py \
             --json "$OUT/probe_quant_configs.json" 2>&1 | grep -v "^ *warn" | tail -40 ;;
