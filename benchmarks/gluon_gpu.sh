@@ -23,6 +23,8 @@
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s38triple V in Q's and K's quantiser launch: quantiser / API / attention GPU tests, the
+#           quantiser's and varlen call's steps, host time against out/old_s38 (~6-7 min)
 #   s38a    varlen + padded-rows tests, probe_varlen_split at 128, host time with cProfile
 #           (probe_host_time.py --profile)                                      (~4 min)
 #   s38configs the quantiser's launches under other configs, the layout launch under other
@@ -853,6 +855,26 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s38triple)
+        # V in Q's and K's quantiser launch: the quantiser / key-order / padded-rows / API /
+        # attention GPU tests, the quantiser's and the varlen call's steps, then host time of
+        # the tree before (out/old_s38, carried) and this one in alternating processes
+        timeout 240 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py \
+            tests/test_key_order.py tests/test_padded_rows.py tests/test_api.py \
+            tests/test_attention_gpu.py tests/test_fp8_inputs.py 2>&1 | tail -8 \
+            | tee "$OUT/pytest_s38triple.log"
+        timeout 60 $PY benchmarks/experiments/probe_quant_split.py \
+            --json "$OUT/probe_quant_split.json" 2>&1 | grep -v "^ *warn" | tail -2
+        timeout 60 $PY benchmarks/experiments/probe_varlen_split.py --head-dim 128 \
+            --json "$OUT/probe_varlen_split_d128.json" 2>&1 | grep -v "^ *warn" | tail -2
+        for round in 1 2; do
+            timeout 70 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
+                --tag old --no-peers --repeats 2 2>&1 | grep -v "^ *warn" \
+                >> "$OUT/probe_host_time.jsonl"
+            timeout 70 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
+                --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        done
+        grep -c '^{' "$OUT/probe_host_time.jsonl" ;;
     s38a)
         # the layout launch's 128-sequence steps: the varlen and padded-rows tests, the split
         # probe at hdim 128; then host time of the public calls with a cProfile of each

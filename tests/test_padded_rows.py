@@ -143,8 +143,10 @@ def test_quantize_into_padded_rows_same_bits_as_the_copy(d, dtype, recipe, in_pa
     def spy_pairs(*args, **kwargs):
         if kwargs.get("rows") is not None:
             seen["V" if args[11] else "K"] = "pairs"           # args[11]: transpose
-            # K into padded rows shares Q's launch (Q as it is, K mapped)
+            # K into padded rows shares Q's launch (Q as it is, K mapped), and so may V
             assert args[11] or kwargs.get("second") is not None
+            if kwargs.get("third") is not None:
+                seen["V"] = "pairs"
         return run_pairs(*args, **kwargs)
 
     def spy(*args, **meta):

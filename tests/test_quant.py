@@ -7,6 +7,7 @@ from fp8attn import Recipe, quantize
 from fp8attn.formats import finite_amax
 from fp8attn.hadamard import hadamard_signs, random_hadamard_reference
 from fp8attn.quant import QuantizedTensor, quantize_qkv, quantize_reference
+from fp8attn.quant.key_order import padded_view
 from fp8attn.quant.triton import S_ALIGN, quantize_triton
 
 GRANS = ("block", "token", "head", "tensor")
@@ -181,38 +182,49 @@ def test_quantize_qkv_follows_the_recipe(device):
     assert ref[0].block_size == 1 and not ref[0].transposed and ref[2].transposed
 
 
-@pytest.mark.parametrize("hq,hkv,sq,sk,dtype,recipe,one_launch", [
-    (4, 2, 100, 200, torch.bfloat16, Recipe(), True),         # GQA, tails, (B, S, H, D) views
-    (2, 2, 64, 300, torch.float16, Recipe(), True),
-    (2, 1, 130, 70, torch.bfloat16, Recipe(hadamard=False), True),
-    (2, 2, 50, 90, torch.float32, Recipe(granularity="token"), True),   # not as words
-    (2, 2, 50, 90, torch.bfloat16, Recipe(granularity="head"), False),  # groups of 50 vs 90
-    (2, 2, 64, 64, torch.bfloat16, Recipe(q_terms=2), False),           # Q's second term
+@pytest.mark.parametrize("hq,hkv,sq,sk,dtype,recipe,v_order,launches", [
+    # GQA, tails, (B, S, H, D) views; V^T in the Gluon kernel's key order
+    (4, 2, 100, 200, torch.bfloat16, Recipe(), "mma", "qkv"),
+    (2, 2, 64, 300, torch.float16, Recipe(), "natural", "qkv"),
+    (2, 1, 130, 70, torch.bfloat16, Recipe(hadamard=False), "mma", "qkv"),
+    # not as words; V's first config (128 rows) is not Q's (64 rows, 2 warps)
+    (2, 2, 50, 90, torch.float32, Recipe(granularity="token"), "natural", "qk"),
+    (2, 2, 50, 90, torch.bfloat16, Recipe(granularity="head"), "natural", ""),  # 50 vs 90
+    (2, 2, 64, 64, torch.bfloat16, Recipe(q_terms=2), "natural", ""),           # Q's 2nd term
 ])
-def test_quantize_qkv_one_launch_for_q_and_k_same_bits(hq, hkv, sq, sk, dtype, recipe,
-                                                        one_launch, device, monkeypatch):
-    """Q and K share one launch of the pairs kernel where they can (quantize_pair_triton),
-    with the bits of two separate launches, NaN rows included."""
+def test_quantize_qkv_one_launch_same_bits(hq, hkv, sq, sk, dtype, recipe, v_order, launches,
+                                           device, monkeypatch):
+    """Q and K share one launch of the pairs kernel where they can (quantize_pair_triton), and
+    V joins it where its tiles take the same config (launches "qkv"), with the bits of
+    separate launches, NaN rows included."""
     import fp8attn.quant.triton as qt
     seen = []
     run = qt._run_pairs
 
     def spy(*args, **kwargs):
-        seen.append(kwargs.get("second") is not None)
+        if kwargs.get("second") is not None:
+            seen.append("qkv" if kwargs.get("third") is not None else "qk")
         return run(*args, **kwargs)
     monkeypatch.setattr(qt, "_run_pairs", spy)
     q = _x((1, sq, hq, 64), 30, dtype, device).transpose(1, 2)
     k = _x((1, sk, hkv, 64), 31, dtype, device).transpose(1, 2)
     v = _x((1, hkv, sk, 64), 32, dtype, device)
     q[0, 1, 3, 5] = float("nan")
-    q8, k8, _ = quantize_qkv(q, k, v, recipe, backend="triton")
-    assert (True in seen) == one_launch
+    v[0, 0, 7, 2] = float("nan")
+    q8, k8, v8 = quantize_qkv(q, k, v, recipe, backend="triton", v_key_order=v_order)
+    assert seen == ([launches] if launches else [])
     signs = hadamard_signs(64, recipe.seed, device) if recipe.hadamard else None
-    for got, x, block in ((q8, q, recipe.block_q), (k8, k, recipe.block_kv)):
-        ref = quantize(x, recipe.fmt, recipe.granularity, block, signs=signs, backend="triton",
-                       residual=got is q8 and recipe.q_terms == 2)
-        assert got.block_size == ref.block_size
-        assert torch.equal(got.data.view(torch.uint8), ref.data.view(torch.uint8))
+    for got, x, block, tr in ((q8, q, recipe.block_q, False), (k8, k, recipe.block_kv, False),
+                              (v8, v, recipe.block_kv, True)):
+        ref = quantize(x, recipe.fmt, recipe.granularity, block, signs=None if tr else signs,
+                       backend="triton", residual=got is q8 and recipe.q_terms == 2,
+                       transpose=tr, key_order=v_order if tr else "natural")
+        assert got.block_size == ref.block_size and got.key_order == ref.key_order
+        assert got.data.shape == ref.data.shape and got.data.stride() == ref.data.stride()
+        assert torch.equal(padded_view(got.data).view(torch.uint8) if tr else
+                           got.data.view(torch.uint8),
+                           padded_view(ref.data).view(torch.uint8) if tr else
+                           ref.data.view(torch.uint8))
         assert torch.equal(got.descale, ref.descale)
 
 

@@ -51,7 +51,7 @@ from .key_order import to_mma
 from .reference import QuantizedTensor, cached_search_factors, group_block_size
 from .triton_cast import _MBITS_EMIN, _cast_fp8, _env, round_to_fp8_grid
 from .padded_rows import PaddedRows, pad_rows
-from .triton_pairs import _pairs_ok, _run_pairs, dual_ok, row_map_ok
+from .triton_pairs import _pairs_first_config, _pairs_ok, _run_pairs, dual_ok, row_map_ok
 
 MODE_FUSED, MODE_AMAX, MODE_CAST = 0, 1, 2
 MAX_TILE = 32768        # elements of one [BLOCK_S, D_PAD] register tile (fp32: 128 KB per program)
@@ -454,14 +454,8 @@ def quantize_triton(x: torch.Tensor, fmt: str, granularity: str, block: int, *,
                                       search=search)
     dtype8 = fp8_dtype(fmt)
     if transpose:
-        s_pad = -(-S // S_ALIGN) * S_ALIGN
-        full = torch.empty(B, H, D, s_pad, dtype=dtype8, device=dev)
-        if s_pad > S:
-            full[..., S:].zero_()
-        data = full[..., :S]
-        o_strides = (full.stride(0), full.stride(1), 1, full.stride(2))
+        data, o_strides, descale, full = _transposed_outputs(x, dtype8, nb, S)
         res = torch.zeros_like(full)[..., :S] if residual else None
-        descale = torch.empty(B, H, nb, dtype=torch.float32, device=dev)
     else:
         data, o_strides, descale = _plain_outputs(x, dtype8, nb, S)
         res = torch.empty_like(data) if residual else None
@@ -537,15 +531,17 @@ def _plain_outputs(x: torch.Tensor, dtype8, nb: int, rows: int | None = None):
 
 def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity: str,
                          block_q: int, block_k: int, *, signs: torch.Tensor | None = None,
-                         k_rows: PaddedRows | None = None
-                         ) -> tuple[QuantizedTensor, QuantizedTensor]:
+                         k_rows: PaddedRows | None = None, v: torch.Tensor | None = None,
+                         v_key_order: str = "natural"):
     """quantize_triton(q, ...) and quantize_triton(k, ...) (natural layout, one FP8 term, no
     scale search) in one `_pairs_kernel` launch where both take that kernel with the same meta
     (same dtype, head dim, scale group size and column stride): the same bits, one launch's
     host time less (H200, 2026-11-30: 599 -> 520 us of host time a call at (4, 4096, 16, 128)
     causal, benchmarks/RESULTS.md session 9). k_rows: quantize_triton's `rows` for k (varlen
-    K into padded rows; the same launch where `row_map_ok`).
-    Otherwise two launches."""
+    K into padded rows; the same launch where `row_map_ok`), and for v.
+    Otherwise two launches. Returns (q8, k8, v8): v given, V^T (quantize_triton(v,
+    transpose=True, key_order=v_key_order, rows=k_rows)'s bits) from the same launch where
+    `_triple_ok`, else v8 None (the caller quantises V)."""
     B, H, S, D = q.shape
     s_k = k.shape[-2] if k_rows is None else k_rows.rows          # K's output rows
     bs = group_block_size(granularity, S, block_q)
@@ -558,16 +554,62 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
             and dual_ok(q, k, var.get("words", True))
             and (k_rows is None or row_map_ok(k, tp, bs, signs is not None, False, k_rows))):
         return (quantize_triton(q, fmt, granularity, block_q, signs=signs),
-                quantize_triton(k, fmt, granularity, block_k, signs=signs, rows=k_rows))
+                quantize_triton(k, fmt, granularity, block_k, signs=signs, rows=k_rows), None)
     dtype8 = fp8_dtype(fmt)
     nb_q, nb_k = -(-S // bs), -(-s_k // bs)
     data_q, o_q, desc_q = _plain_outputs(q, dtype8, nb_q)
     data_k, o_k, desc_k = _plain_outputs(k, dtype8, nb_k, s_k)
     signs_arg = _signs_arg(signs, small_factor_tensor(tp["M"], q.device))
+    v8 = third = None
+    if v is not None and _triple_ok(q, v, tp, bs, signs is not None, var, k_rows, v_key_order):
+        v8, third = _v_outputs(v, dtype8, bs, k_rows, fmt, v_key_order)
     _run_pairs(q, data_q, desc_q, signs_arg, signs is not None, nb_q, bs, tp, fmt, o_q, var,
-               False, None, second=(k, data_k, desc_k, nb_k, o_k), rows=k_rows)
+               False, None, second=(k, data_k, desc_k, nb_k, o_k), rows=k_rows, third=third)
     return (QuantizedTensor(data=data_q, descale=desc_q, block_size=bs, fmt=fmt),
-            QuantizedTensor(data=data_k, descale=desc_k, block_size=bs, fmt=fmt))
+            QuantizedTensor(data=data_k, descale=desc_k, block_size=bs, fmt=fmt), v8)
+
+
+def _triple_ok(q, v, tp, bs, rotate, var, rows, key_order) -> bool:
+    """V (transposed, not rotated) can join Q's and K's `_pairs_kernel` launch (TRIPLE):
+    quantize_triton would run V's tile on that kernel, in the same pass for its key order and
+    rows, with the same P and variant; V's first config has Q's BLOCK_S and launch options;
+    the same dtype, device, head dim, column stride and wordness (dual_ok)."""
+    tp_v = _tile_params(v.shape[-1], False)
+    if (tp_v["P"] != tp["P"] or v.numel() == 0 or default_variant(v.shape[-1], False) != var
+            or (key_order != "natural" and bs % 16)
+            or not _pairs_ok(v, tp_v, bs, False, True) or not dual_ok(q, v, True)
+            or (rows is not None and not row_map_ok(v, tp_v, bs, False, True, rows))):
+        return False
+    a = _pairs_first_config(tp["P"], bs, rotate, False)
+    b = _pairs_first_config(tp["P"], bs, False, True)
+    return (a.kwargs["BLOCK_S"] == b.kwargs["BLOCK_S"] and a.num_warps == b.num_warps
+            and a.maxnreg == b.maxnreg)
+
+
+def _v_outputs(v: torch.Tensor, dtype8, bs: int, rows: PaddedRows | None, fmt: str,
+               key_order: str):
+    """V^T's outputs as quantize_triton(v, transpose=True) makes them: (the QuantizedTensor,
+    _run_pairs' `third`)."""
+    S = v.shape[2] if rows is None else rows.rows
+    nb = -(-S // bs)
+    data, o_strides, descale, _ = _transposed_outputs(v, dtype8, nb, S)
+    v8 = QuantizedTensor(data=data, descale=descale, block_size=bs, fmt=fmt, transposed=True,
+                         key_order=key_order)
+    return v8, (v, data, descale, nb, o_strides, key_order == "mma")
+
+
+def _transposed_outputs(x: torch.Tensor, dtype8, nb: int, rows: int):
+    """(data, its strides as the kernels index them (b, h, s, d), descale (B, H, nb) float32,
+    the whole buffer) for x's `rows` rows stored transposed: data a (B, H, D, rows) view of a
+    (B, H, D, S_pad) buffer, S_pad = rows rounded up to S_ALIGN, zeros past `rows`."""
+    B, H, _, D = x.shape
+    s_pad = -(-rows // S_ALIGN) * S_ALIGN
+    full = torch.empty(B, H, D, s_pad, dtype=dtype8, device=x.device)
+    if s_pad > rows:
+        full[..., rows:].zero_()
+    descale = torch.empty(B, H, nb, dtype=torch.float32, device=x.device)
+    return (full[..., :rows], (full.stride(0), full.stride(1), 1, full.stride(2)), descale,
+            full)
 
 
 def _in_order(qt: QuantizedTensor, key_order: str) -> QuantizedTensor:

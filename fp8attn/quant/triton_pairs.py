@@ -73,7 +73,13 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
                   map_ptr=None, S_SRC=None, DUAL: tl.constexpr = False,
                   x2_ptr=None, out2_ptr=None, descale2_ptr=None, H2=None, S2=None, NB2=None,
                   N_FIRST=None, stride_x2b=None, stride_x2h=None, stride_x2s=None,
-                  stride_o2b=None, stride_o2h=None, stride_o2s=None):
+                  stride_o2b=None, stride_o2h=None, stride_o2s=None,
+                  TRIPLE: tl.constexpr = False, x3_ptr=None, out3_ptr=None, descale3_ptr=None,
+                  H3=None, S3=None, S3_STORE=None, NB3=None, N_THIRD=None, stride_x3b=None,
+                  stride_x3h=None, stride_x3s=None, stride_o3b=None, stride_o3h=None,
+                  stride_o3s=None, stride_o3d=None, R_LO3: tl.constexpr = 4,
+                  DQ3: tl.constexpr = 4, KEY_PERM3: tl.constexpr = False,
+                  EVEN_S3: tl.constexpr = False, ROW_MAP3: tl.constexpr = False):
     """MODE_FUSED for head dims P = 2**k (>= 8, HEAD_DIM <= P, even), rotation without a 12 / 20
     factor. x (B, H, S, HEAD_DIM) -> out at out_ptr + b*stride_ob + h*stride_oh + s*stride_os
     + d*stride_od; descale float32 (B, H, NB) contiguous.
@@ -110,8 +116,54 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     output tile t (S rows in all, EVEN_S off) takes the rows map_ptr[2t] .. + map_ptr[2t + 1]
     - 1 of x, then zero rows (not with RESIDUAL; with KEY_PERM, V^T's keys permuted inside each
     tile as above, the zero rows included; with DUAL, for the second tensor only: varlen Q as it
-    is, K into padded rows)."""
+    is, K into padded rows).
+    TRIPLE (with DUAL: Q, K and V in one launch; the last wave of V's launch was one sixth full
+    and every launch costs host time): programs from N_THIRD on take x3 (V: no rotation, stored
+    transposed: stride_o3s == 1) with their own H3, S3, S3_STORE, NB3, strides, tile layout
+    (R_LO3, DQ3: V's first config, same BLOCK_S and launch options), KEY_PERM3, EVEN_S3 and
+    ROW_MAP3 (varlen V into padded rows: the same tile map as K's); the same GROUP, WORDS and
+    column stride as Q and K."""
     pid = tl.program_id(0)
+    if TRIPLE:
+        if pid >= N_THIRD:
+            _pairs_tile(pid - N_THIRD, False, x3_ptr, out3_ptr, out3_ptr, descale3_ptr, signs_ptr,
+                        map_ptr, H3, S3, S3_STORE, NB3, S_SRC, stride_x3b, stride_x3h,
+                        stride_x3s, stride_xd, stride_o3b, stride_o3h, stride_o3s, stride_o3d,
+                        HEAD_DIM, P, 1.0, False, GROUP, FP8_MAX, MBITS, EMIN, WORDS,
+                        SOFT_CAST, False, -1, EVEN_S3, False, False, KEY_PERM3, R_LO3, DQ3,
+                        BLOCK_S, ROW_MAP3, False)
+        else:
+            _first_two(pid, x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, map_ptr, H, S,
+                       S_STORE, NB, S_SRC, stride_xb, stride_xh, stride_xs, stride_xd,
+                       stride_ob, stride_oh, stride_os, stride_od, x2_ptr, out2_ptr,
+                       descale2_ptr, H2, S2, NB2, N_FIRST, stride_x2b, stride_x2h, stride_x2s,
+                       stride_o2b, stride_o2h, stride_o2s, HEAD_DIM, P, NORM, HAS_SIGNS, GROUP,
+                       FP8_MAX, MBITS, EMIN, WORDS, SOFT_CAST, STORE_2D, SIGN_BITS, EVEN_S,
+                       COALESCED, RESIDUAL, KEY_PERM, R_LO, DQ, BLOCK_S, ROW_MAP, DUAL)
+    else:
+        _first_two(pid, x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, map_ptr, H, S, S_STORE,
+                   NB, S_SRC, stride_xb, stride_xh, stride_xs, stride_xd, stride_ob, stride_oh,
+                   stride_os, stride_od, x2_ptr, out2_ptr, descale2_ptr, H2, S2, NB2, N_FIRST,
+                   stride_x2b, stride_x2h, stride_x2s, stride_o2b, stride_o2h, stride_o2s,
+                   HEAD_DIM, P, NORM, HAS_SIGNS, GROUP, FP8_MAX, MBITS, EMIN, WORDS, SOFT_CAST,
+                   STORE_2D, SIGN_BITS, EVEN_S, COALESCED, RESIDUAL, KEY_PERM, R_LO, DQ, BLOCK_S,
+                   ROW_MAP, DUAL)
+
+
+@triton.jit
+def _first_two(pid, x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, map_ptr, H, S, S_STORE, NB,
+               S_SRC, stride_xb, stride_xh, stride_xs, stride_xd, stride_ob, stride_oh,
+               stride_os, stride_od, x2_ptr, out2_ptr, descale2_ptr, H2, S2, NB2, N_FIRST,
+               stride_x2b, stride_x2h, stride_x2s, stride_o2b, stride_o2h, stride_o2s,
+               HEAD_DIM: tl.constexpr, P: tl.constexpr, NORM: tl.constexpr,
+               HAS_SIGNS: tl.constexpr, GROUP: tl.constexpr, FP8_MAX: tl.constexpr,
+               MBITS: tl.constexpr, EMIN: tl.constexpr, WORDS: tl.constexpr,
+               SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr, SIGN_BITS: tl.constexpr,
+               EVEN_S: tl.constexpr, COALESCED: tl.constexpr, RESIDUAL: tl.constexpr,
+               KEY_PERM: tl.constexpr, R_LO: tl.constexpr, DQ: tl.constexpr,
+               BLOCK_S: tl.constexpr, ROW_MAP: tl.constexpr, DUAL: tl.constexpr):
+    """The programs of x and (DUAL) of x2: _pairs_kernel's tile of either."""
+    second = pid < 0
     if DUAL:
         second = pid >= N_FIRST
         pid = tl.where(second, pid - N_FIRST, pid)
@@ -128,6 +180,26 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
         stride_ob = tl.where(second, stride_o2b, stride_ob)
         stride_oh = tl.where(second, stride_o2h, stride_oh)
         stride_os = tl.where(second, stride_o2s, stride_os)
+    _pairs_tile(pid, second, x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, map_ptr, H, S,
+                S_STORE, NB, S_SRC, stride_xb, stride_xh, stride_xs, stride_xd, stride_ob,
+                stride_oh, stride_os, stride_od, HEAD_DIM, P, NORM, HAS_SIGNS, GROUP, FP8_MAX,
+                MBITS, EMIN, WORDS, SOFT_CAST, STORE_2D, SIGN_BITS, EVEN_S, COALESCED, RESIDUAL,
+                KEY_PERM, R_LO, DQ, BLOCK_S, ROW_MAP, DUAL)
+
+
+@triton.jit
+def _pairs_tile(pid, second, x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, map_ptr, H, S,
+                S_STORE, NB, S_SRC, stride_xb, stride_xh, stride_xs, stride_xd, stride_ob,
+                stride_oh, stride_os, stride_od, HEAD_DIM: tl.constexpr, P: tl.constexpr,
+                NORM: tl.constexpr, HAS_SIGNS: tl.constexpr, GROUP: tl.constexpr,
+                FP8_MAX: tl.constexpr, MBITS: tl.constexpr, EMIN: tl.constexpr,
+                WORDS: tl.constexpr, SOFT_CAST: tl.constexpr, STORE_2D: tl.constexpr,
+                SIGN_BITS: tl.constexpr, EVEN_S: tl.constexpr, COALESCED: tl.constexpr,
+                RESIDUAL: tl.constexpr, KEY_PERM: tl.constexpr, R_LO: tl.constexpr,
+                DQ: tl.constexpr, BLOCK_S: tl.constexpr, ROW_MAP: tl.constexpr,
+                DUAL: tl.constexpr):
+    """Program pid's tile of one tensor (_pairs_kernel's docstring; second: DUAL's second
+    tensor, the one ROW_MAP maps)."""
     W: tl.constexpr = P // 2
     W_LO: tl.constexpr = 4 if W >= 4 else W                          # 16-byte vectors
     W_HI: tl.constexpr = W // W_LO // DQ
@@ -403,14 +475,17 @@ def _as_words(x: torch.Tensor):
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
-               config, res=None, key_perm=False, second=None, rows=None):
+               config, res=None, key_perm=False, second=None, rows=None, third=None):
     """res: None, or the residual's buffer (same strides as data): also write the second term.
     key_perm: transposed output in the "mma" key order (bs a multiple of 16; data a view of
     rows padded to a multiple of 16). second: None, or (x2, data2, descale2, nb2, o2_strides),
     a second input quantised in the same launch with the same meta (DUAL; the caller,
     quant/triton.py quantize_pair_triton, has checked that dual_ok). rows: None, or a
     padded_rows.PaddedRows for x's packed rows, or with `second` for x2's (ROW_MAP; that
-    tensor's data and descale sized for rows.rows; the caller has checked `row_map_ok`)."""
+    tensor's data and descale sized for rows.rows; the caller has checked `row_map_ok`), and
+    with `third` for x3's too. third: None, or (x3, data3, descale3, nb3, o3_strides,
+    key_perm3), with `second`: V (not rotated, transposed) in the same launch (TRIPLE; the
+    caller, quant/triton.py quantize_pair_triton, has checked `_triple_ok`)."""
     B, H, S, D = x.shape
     xw = _as_words(x)
     words = xw is not None and var.get("words", True)
@@ -463,6 +538,22 @@ def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, 
                     NB2=nb2, N_FIRST=n_first, stride_x2b=xin2.stride(0),
                     stride_x2h=xin2.stride(1), stride_x2s=xin2.stride(2), stride_o2b=o2[0],
                     stride_o2h=o2[1], stride_o2s=o2[2])
+    if third is not None:
+        x3, data3, descale3, nb3, o3, key_perm3 = third
+        B3, H3, S3, _ = x3.shape
+        if rows is not None:
+            S3 = rows.rows
+        xin3 = _as_words(x3) if words else x3
+        v_cfg = _pairs_first_config(tp["P"], bs, False, True).kwargs
+        n_third = grid[0]
+        grid = (n_third + B3 * H3 * cdiv(S3, block),)
+        meta.update(TRIPLE=True, x3_ptr=xin3, out3_ptr=data3, descale3_ptr=descale3, H3=H3,
+                    S3=S3, S3_STORE=-(-S3 // 16) * 16 if key_perm3 else S3, NB3=nb3,
+                    N_THIRD=n_third, stride_x3b=xin3.stride(0), stride_x3h=xin3.stride(1),
+                    stride_x3s=xin3.stride(2), stride_o3b=o3[0], stride_o3h=o3[1],
+                    stride_o3s=o3[2], stride_o3d=o3[3], R_LO3=v_cfg["R_LO"], DQ3=v_cfg["DQ"],
+                    KEY_PERM3=key_perm3, EVEN_S3=S3 % block == 0 and rows is None,
+                    ROW_MAP3=rows is not None)
     args = (xin, data, data if res is None else res, descale, signs_arg, H, S, s_store, nb,
             *xin.stride(), *o_strides)
     if kernel is _pairs_kernel:             # the autotuner (FP8ATTN_TUNE=all)
