@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import sys
 import tempfile
@@ -210,3 +211,10 @@ def environment() -> dict:
         info["device"] = torch.cuda.get_device_name()
         info["capability"] = ".".join(map(str, torch.cuda.get_device_capability()))
     return info
+
+
+def write_json(path: str, obj) -> None:
+    """A probe's rows to `path` (indented JSON); nothing for an empty path (no --json)."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(obj, fh, indent=1)

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
-                    graph_bench_ms, kernel_only, load_fa3)
+                    graph_bench_ms, kernel_only, load_fa3, write_json)
 
 
 def parse_cells(text: str) -> list[tuple[int, int, bool]]:
@@ -92,9 +92,7 @@ def main():
                         ratio_gpu=summary(rows, "ratio_gpu"))
         print(f"# {key} ours / FA3 FP8: do_bench {json.dumps(out[key]['ratio'])}, "
               f"GPU time {json.dumps(out[key]['ratio_gpu'])}", flush=True)
-        if a.json:
-            with open(a.json, "w") as fh:
-                json.dump(out, fh, indent=1)
+        write_json(a.json, out)
         torch.cuda.empty_cache()
 
 

@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
-from common import attn_flops, bench_ms, fa3_out, graph_bench_ms, load_fa3  # noqa: E402
+from common import attn_flops, bench_ms, fa3_out, graph_bench_ms, load_fa3, write_json  # noqa: E402
 
 CASES = [(4, 4096, 16, 128), (1, 16384, 16, 128), (8, 2048, 32, 64), (4, 4096, 8, 256)]
 
@@ -83,9 +83,7 @@ def main():
             row["kernels"] = [(n[:60], round(ms, 4)) for n, ms in kernels_of(api)]
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
-                    graph_bench_ms, kernel_only, load_fa3)
+                    graph_bench_ms, kernel_only, load_fa3, write_json)
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -105,9 +105,7 @@ def main():
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 torch.cuda.empty_cache()
-        if a.json:
-            with open(a.json, "w") as fh:
-                json.dump(rows, fh, indent=1)
+        write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms  # noqa: E402
+from common import graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn import kernel_launch  # noqa: E402
 from fp8attn.hadamard.reference import cached_hadamard_signs  # noqa: E402
@@ -125,9 +125,7 @@ def main():
             rows.append(dict(r, shape=[B, S, H, 128]))
     for nseq, seqlen in ((8, 2048), (64, 256)):
         rows += time_layout(nseq, seqlen)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms  # noqa: E402
+from common import graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn.hadamard.reference import cached_hadamard_signs  # noqa: E402
 from fp8attn.quant import quantize  # noqa: E402
@@ -45,9 +45,7 @@ def main():
                        M=tp["M"], P=tp["P"])
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

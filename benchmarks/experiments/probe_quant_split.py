@@ -23,7 +23,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms  # noqa: E402
+from common import graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention import ops  # noqa: E402
@@ -87,9 +87,7 @@ def main():
         row["pairs_configs"] = sorted({str(c) for c in getattr(_pairs_kernel, "cache", {}).values()})
         print(json.dumps(row), flush=True)
         rows.append(row)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

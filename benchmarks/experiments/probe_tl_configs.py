@@ -22,7 +22,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import attn_flops, bench_ms, fa3_out, load_fa3, quantized_randn  # noqa: E402
+from common import attn_flops, bench_ms, fa3_out, load_fa3, quantized_randn, write_json  # noqa: E402
 
 
 def parse_config(text: str) -> dict:
@@ -91,9 +91,7 @@ def main():
     for n, t in med.items():
         fa = f", {t / med['fa3_fp8']:.3f}" if "fa3_fp8" in med else ""
         print(f"# {n}: {t:.0f} ({t / med['autotuned']:.3f}{fa})")
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -42,7 +42,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import bench_ms, fa3_out, graph_bench_ms, load_fa3  # noqa: E402
+from common import bench_ms, fa3_out, graph_bench_ms, load_fa3, write_json  # noqa: E402
 
 import fp8attn  # noqa: E402
 
@@ -176,9 +176,7 @@ def main():
                                                                3)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ which step holds the difference was not known.
         [--head-dim 128] [--tiny]
 
 Batch: 8 sequences of 2048 (16 heads) as (8, 2048, 16, D) and packed, causal and not. --tiny
-(2 x 256, 2 heads) checks that the script runs, on the CPU too (TRITON_INTERPRET=1: the
-Triton kernels in the interpreter, no timing).
+(2 x 256, 2 heads) checks that the script runs, on the CPU too (TRITON_INTERPRET=1
+FP8ATTN_TUNE=minimal: the Triton kernels in the interpreter with one config each, no timing;
+without the second, the Triton kernel's autotuner asks for a GPU).
 Rows, microseconds: quant / kernel / call for dense and varlen (call: the public function),
 layout (padded_rows alone), the ratios varlen / dense of each, and the largest difference
 between the two public calls' outputs.
@@ -25,7 +26,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms  # noqa: E402
+from common import graph_bench_ms, write_json  # noqa: E402
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -112,9 +113,7 @@ def main():
                 row[f"{step}_varlen/dense"] = round(var / dense, 3)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    if a.json:
-        with open(a.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+    write_json(a.json, rows)
 
 
 if __name__ == "__main__":

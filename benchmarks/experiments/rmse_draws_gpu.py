@@ -22,7 +22,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import fa3_accuracy_inputs, fa3_fp8_per_head, load_fa3  # noqa: E402
+from common import fa3_accuracy_inputs, fa3_fp8_per_head, load_fa3, write_json  # noqa: E402
 
 import fp8attn  # noqa: E402
 from fp8attn.attention.reference import attention_oracle  # noqa: E402
@@ -76,9 +76,7 @@ def main():
         print(json.dumps(rows[-1]), flush=True)
     res = dict(rows=rows, **{k: summary(rows, k) for k in ("ours", "fa3_fp8_hadamard", "ratio")})
     print(json.dumps({k: v for k, v in res.items() if k != "rows"}))
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=1)
+    write_json(a.json, res)
 
 
 if __name__ == "__main__":
