@@ -23,6 +23,7 @@
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s38direct branch s38-quant-direct: the quantiser's GPU tests                (~1-2 min)
 #   s38triple V in Q's and K's quantiser launch: quantiser / API / attention GPU tests, the
 #           quantiser's and varlen call's steps, host time against out/old_s38 (~6-7 min)
 #   s38a    varlen + padded-rows tests, probe_varlen_split at 128, host time with cProfile
@@ -855,6 +856,12 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s38direct)
+        # branch s38-quant-direct: _quant_kernel's chosen config launched straight through
+        # kernel_launch after the autotuner's first call; the quantiser's GPU tests
+        timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py \
+            tests/test_two_term_q.py tests/test_q_search.py tests/test_padded_rows.py 2>&1 \
+            | tail -6 | tee "$OUT/pytest_s38direct.log" ;;
     s38triple)
         # V in Q's and K's quantiser launch: the quantiser / key-order / padded-rows / API /
         # attention GPU tests, the quantiser's and the varlen call's steps, then host time of

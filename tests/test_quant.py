@@ -386,3 +386,27 @@ def test_signs_changed_in_place_are_seen(device):
     second = quantize_triton(x, "e4m3", "block", 8, signs=signs, variant=dict(layout=2))
     assert_same_quantization(second, quantize_reference(x, "e4m3", "block", 8, signs=signs))
     assert not torch.equal(first.data.float(), second.data.float())
+
+
+def test_quant_kernel_repeated_call_launches_the_chosen_config(device, monkeypatch):
+    """After the autotuner's first call of a kind, `_quant_kernel` launches the config it chose
+    through kernel_launch (no autotuner, no JIT binding): the same bits."""
+    import fp8attn.quant.triton as qt
+    from fp8attn import kernel_launch
+    launched = []
+    real = kernel_launch.launch_call
+
+    def spy(kernel, grid, *args, **kwargs):
+        if kernel is qt._quant_kernel.fn:
+            launched.append(kwargs["BLOCK_S"])
+        return real(kernel, grid, *args, **kwargs)
+    monkeypatch.setattr(kernel_launch, "launch_call", spy)
+    monkeypatch.setattr(qt, "_CHOSEN", {})
+    x = _x((1, 2, 70, 96), 40, torch.bfloat16, device)          # 12 x 8 rotation: _quant_kernel
+    signs = hadamard_signs(96, 0, device)
+    first = quantize(x, "e4m3", "block", 128, signs=signs, backend="triton")
+    assert launched == [] and len(qt._CHOSEN) == 1
+    second = quantize(x, "e4m3", "block", 128, signs=signs, backend="triton")
+    assert launched == [next(iter(qt._CHOSEN.values())).kwargs["BLOCK_S"]]
+    assert torch.equal(first.data.view(torch.uint8), second.data.view(torch.uint8))
+    assert torch.equal(first.descale, second.descale)

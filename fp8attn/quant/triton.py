@@ -44,6 +44,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .. import kernel_launch
 from ..formats import fp8_dtype, fp8_max, scales_from_amax
 from ..hadamard.triton import DEFAULT_BUTTERFLY, hadamard_tile, small_factor_tensor, tile_params
 from ..host_ints import cdiv, next_power_of_2
@@ -648,17 +649,36 @@ def _search_in_kernel(layout: int, tp: dict, x: torch.Tensor) -> bool:
     return tp["M"] > 1 or 32 <= tp["P"] <= 128
 
 
+# the config the autotuner chose for each of its keys (see _run)
+_CHOSEN: dict = {}
+
+
 def _run(args, scale, row_amax, signs_arg, hm, B, H, S, D, nb, bs, x_strides, o_strides, config,
          **meta):
+    """One launch of `_quant_kernel`. config: None (the autotuner's choice) or a forced
+    dict(BLOCK_S, num_warps[, maxnreg]). The autotuner picks a config once per key (its
+    constexprs and the arguments' dtypes, not the sizes); after that first call the chosen
+    config is launched straight through kernel_launch, as `_pairs_kernel`'s is: the autotuner's
+    and the JIT binder's Python took about 0.1 ms of host time a launch (session 33), and
+    this kernel quantises Q and K at head dims 80 / 96 / 256, two-term Q and the scale search."""
     x, data, res, descale, search_tab = args
-    kernel = _quant_kernel
+    tensors = (x, data, res, descale, scale if scale is not None else descale,
+               row_amax if row_amax is not None else descale, signs_arg, hm, search_tab)
+    call_args = (*tensors, H, S, nb, bs, *x_strides, *o_strides)
     if config is not None:                  # a forced config: the jitted function, no autotuning
-        kernel = _quant_kernel.fn
         meta.update(config)
-    grid = lambda m: (B * H * cdiv(S, m["BLOCK_S"]),)
-    kernel[grid](x, data, res, descale, scale if scale is not None else descale,
-                 row_amax if row_amax is not None else descale, signs_arg, hm, search_tab,
-                 H, S, nb, bs, *x_strides, *o_strides, HEAD_DIM=D, **meta)
+        kernel_launch.launch_call(_quant_kernel.fn, (B * H * cdiv(S, config["BLOCK_S"]),),
+                                  *call_args, HEAD_DIM=D, **meta)
+        return
+    key = (tuple(meta.get(k) for k in _quant_kernel.keys), _env("FP8ATTN_TUNE"),
+           tuple(t.dtype for t in tensors), meta.get("map_ptr") is not None, x.device)
+    chosen = _CHOSEN.get(key) if kernel_launch.enabled() else None
+    if chosen is None:
+        _quant_kernel[lambda m: (B * H * cdiv(S, m["BLOCK_S"]),)](*call_args, HEAD_DIM=D, **meta)
+        _CHOSEN[key] = _quant_kernel.best_config
+        return
+    kernel_launch.launch_call(_quant_kernel.fn, (B * H * cdiv(S, chosen.kwargs["BLOCK_S"]),),
+                              *call_args, HEAD_DIM=D, **meta, **chosen.all_kwargs())
 
 
 def _group_amax(row_amax: torch.Tensor, granularity: str, bs: int, nb: int) -> torch.Tensor:
