@@ -23,6 +23,8 @@
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s39host host time of session 38's quantiser launch changes against out/old_s38 (carried;
+#           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96  (~8 min)
 #   s38direct branch s38-quant-direct: the quantiser's GPU tests                (~1-2 min)
 #   s38triple V in Q's and K's quantiser launch: quantiser / API / attention GPU tests, the
 #           quantiser's and varlen call's steps, host time against out/old_s38 (~6-7 min)
@@ -856,6 +858,20 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s39host)
+        # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched
+        # directly) against the tree before them: out/old_s38 = `git archive 991f52d fp8attn`
+        # (carry it), alternating processes, hdim 128 and 96, three rounds
+        for round in 1 2 3; do
+            for d in 128 96; do
+                timeout 80 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
+                    --tag old --no-peers --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" \
+                    >> "$OUT/probe_host_time.jsonl"
+                timeout 80 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
+                    --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+            done
+        done
+        grep -c '^{' "$OUT/probe_host_time.jsonl" ;;
     s38direct)
         # branch s38-quant-direct: _quant_kernel's chosen config launched straight through
         # kernel_launch after the autotuner's first call; the quantiser's GPU tests

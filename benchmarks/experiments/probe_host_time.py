@@ -5,8 +5,8 @@ attention call before the GPU does any work. Per call kind: host = the time to i
 idle in an eager loop. Each call is read `--repeats` times, alternating with the others; the
 minimum and the median are printed (host noise only adds time).
 
-Cases: one short prefill (1 x 1024 tokens, 16 heads, hdim 128: GPU work of tens of us, so the
-host decides) and 8 x 2048 (the varlen probes' case): flash_attn_func (bf16 in), the same
+Cases: one short prefill (1 x 1024 tokens, 16 heads, hdim 128 or --head-dim: GPU work of tens
+of us, so the host decides) and 8 x 2048 (the varlen probes' case): flash_attn_func (bf16 in), the same
 tokens through flash_attn_varlen_func, and both on pre-quantised FP8 inputs; FA3's BF16 and
 FP8 calls on the same tensors.
 
@@ -36,6 +36,8 @@ def main():
     ap.add_argument("--jit", action="store_true",
                     help="also read our calls with FP8ATTN_FAST_LAUNCH=0 (every launch through "
                          "Triton's JIT path), in the same process")
+    ap.add_argument("--head-dim", type=int, default=128,
+                    help="96 / 80 / 256: Q and K go through _quant_kernel, not the pairs kernel")
     ap.add_argument("--profile", action="store_true",
                     help="then a cProfile of the 8 x 2048 dense and varlen bf16 calls")
     a = ap.parse_args()
@@ -47,7 +49,7 @@ def main():
     fa3, why = load_fa3()
     print(f"# {a.tag}: fp8attn from {os.path.dirname(fp8attn.__file__)}; fa3: {why or 'ok'}",
           flush=True)
-    H, D = 16, 128
+    H, D = 16, a.head_dim
     torch.manual_seed(0)
     with torch.no_grad():
         for nseq, s in ((1, 1024), (8, 2048)):
@@ -99,7 +101,7 @@ def main():
                         gpu = None
                     hosts = sorted(h for h, _ in got)
                     print(json.dumps(dict(
-                        tag=a.tag, call=name, nseq=nseq, seqlen=s, causal=causal,
+                        tag=a.tag, call=name, nseq=nseq, seqlen=s, causal=causal, head_dim=D,
                         host_us_min=round(hosts[0], 1), host_us_median=round(
                             hosts[len(hosts) // 2], 1),
                         wall_us_median=round(sorted(w for _, w in got)[len(got) // 2], 1),
