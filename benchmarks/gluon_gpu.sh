@@ -24,7 +24,7 @@
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
 #   s39host host time of session 38's quantiser launch changes against out/old_s38 (carried;
-#           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96  (~8 min)
+#           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96  (~7 min)
 #   s38direct branch s38-quant-direct: the quantiser's GPU tests                (~1-2 min)
 #   s38triple V in Q's and K's quantiser launch: quantiser / API / attention GPU tests, the
 #           quantiser's and varlen call's steps, host time against out/old_s38 (~6-7 min)
@@ -861,13 +861,14 @@ for stage in "$@"; do
     s39host)
         # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched
         # directly) against the tree before them: out/old_s38 = `git archive 991f52d fp8attn`
-        # (carry it), alternating processes, hdim 128 and 96, three rounds
-        for round in 1 2 3; do
+        # (carry it), alternating processes, hdim 128 and 96, two rounds (a first process
+        # compiles its tree's kernels: about 60 s)
+        for round in 1 2; do
             for d in 128 96; do
-                timeout 80 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
+                timeout 75 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
                     --tag old --no-peers --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" \
                     >> "$OUT/probe_host_time.jsonl"
-                timeout 80 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
+                timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
                     --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
             done
         done
