@@ -562,7 +562,7 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
     data_k, o_k, desc_k = _plain_outputs(k, dtype8, nb_k, s_k)
     signs_arg = _signs_arg(signs, small_factor_tensor(tp["M"], q.device))
     v8 = third = None
-    if v is not None and _triple_ok(q, v, tp, bs, signs is not None, var, k_rows, v_key_order):
+    if v is not None and _triple_ok(q, v, tp, bs, signs is not None, k_rows, v_key_order):
         v8, third = _v_outputs(v, dtype8, bs, k_rows, fmt, v_key_order)
     _run_pairs(q, data_q, desc_q, signs_arg, signs is not None, nb_q, bs, tp, fmt, o_q, var,
                False, None, second=(k, data_k, desc_k, nb_k, o_k), rows=k_rows, third=third)
@@ -570,14 +570,15 @@ def quantize_pair_triton(q: torch.Tensor, k: torch.Tensor, fmt: str, granularity
             QuantizedTensor(data=data_k, descale=desc_k, block_size=bs, fmt=fmt), v8)
 
 
-def _triple_ok(q, v, tp, bs, rotate, var, rows, key_order) -> bool:
+def _triple_ok(q, v, tp, bs, rotate, rows, key_order) -> bool:
     """V (transposed, not rotated) can join Q's and K's `_pairs_kernel` launch (TRIPLE):
     quantize_triton would run V's tile on that kernel, in the same pass for its key order and
-    rows, with the same P and variant; V's first config has Q's BLOCK_S and launch options;
-    the same dtype, device, head dim, column stride and wordness (dual_ok)."""
+    rows, with the same P; V's first config has Q's BLOCK_S and launch options; the same
+    dtype, device, head dim, column stride and wordness (dual_ok). V's variant
+    (default_variant(d, False)) is Q's `var` wherever Q's tile takes the pairs kernel: both
+    come from the same environment, and a forced layout applies to both (M == 1, P >= 8)."""
     tp_v = _tile_params(v.shape[-1], False)
-    if (tp_v["P"] != tp["P"] or v.numel() == 0 or default_variant(v.shape[-1], False) != var
-            or (key_order != "natural" and bs % 16)
+    if (tp_v["P"] != tp["P"] or v.numel() == 0 or (key_order != "natural" and bs % 16)
             or not _pairs_ok(v, tp_v, bs, False, True) or not dual_ok(q, v, True)
             or (rows is not None and not row_map_ok(v, tp_v, bs, False, True, rows))):
         return False

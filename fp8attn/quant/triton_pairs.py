@@ -465,13 +465,17 @@ def _pairs_first_config(p, bs, rotate, transpose):
                  if _pairs_fits(c.kwargs, c.num_warps, p, bs, rotate, transpose)), None)
 
 
+def _wordable(x: torch.Tensor) -> bool:
+    """Whether x can be viewed as int32 words, one per bf16 column pair (_as_words)."""
+    if x.dtype != torch.bfloat16 or x.storage_offset() % 2:
+        return False
+    st = x.stride()
+    return st[-1] == 1 and not any(s % 2 for s in st[:-1])
+
+
 def _as_words(x: torch.Tensor):
     """x viewed as int32 (one word per bf16 column pair) if its layout allows, else None."""
-    if x.dtype != torch.bfloat16 or x.stride(-1) != 1 or x.storage_offset() % 2:
-        return None
-    if any(st % 2 for st in x.stride()[:-1]):
-        return None
-    return x.view(torch.int32)
+    return x.view(torch.int32) if _wordable(x) else None
 
 
 def _run_pairs(x, data, descale, signs_arg, rotate, nb, bs, tp, fmt, o_strides, var, transpose,
@@ -580,7 +584,7 @@ def dual_ok(x, x2, words: bool) -> bool:
     if (x2.dtype != x.dtype or x2.device != x.device or x2.shape[-1] != x.shape[-1]
             or x2.stride(-1) != x.stride(-1)):
         return False
-    return (_as_words(x2) is not None) == (_as_words(x) is not None) or not words
+    return not words or _wordable(x2) == _wordable(x)
 
 
 _SIGN_BITS: dict = {}
