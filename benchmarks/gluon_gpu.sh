@@ -24,7 +24,8 @@
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
 #   s39host host time of session 38's quantiser launch changes against out/old_s38 (carried;
-#           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96  (~7 min)
+#           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96, after the
+#           quantiser's GPU tests                                               (~9 min)
 #   s38direct branch s38-quant-direct: the quantiser's GPU tests                (~1-2 min)
 #   s38triple V in Q's and K's quantiser launch: quantiser / API / attention GPU tests, the
 #           quantiser's and varlen call's steps, host time against out/old_s38 (~6-7 min)
@@ -862,7 +863,11 @@ for stage in "$@"; do
         # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched
         # directly) against the tree before them: out/old_s38 = `git archive 991f52d fp8attn`
         # (carry it), alternating processes, hdim 128 and 96, two rounds (a first process
-        # compiles its tree's kernels: about 60 s)
+        # compiles its tree's kernels: about 60 s); first the quantiser's GPU tests (its host
+        # path's last commits came after session 38's last GPU run)
+        timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py \
+            tests/test_key_order.py tests/test_padded_rows.py tests/test_api.py 2>&1 | tail -4 \
+            | tee "$OUT/pytest_s39host.log"
         for round in 1 2; do
             for d in 128 96; do
                 timeout 75 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
