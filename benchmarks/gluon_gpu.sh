@@ -870,10 +870,10 @@ for stage in "$@"; do
             | tee "$OUT/pytest_s39host.log"
         for round in 1 2; do
             for d in 128 96; do
-                timeout 75 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
+                timeout 60 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
                     --tag old --no-peers --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" \
                     >> "$OUT/probe_host_time.jsonl"
-                timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
+                timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag new --no-peers \
                     --repeats 2 --head-dim $d 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
             done
         done
