@@ -1392,6 +1392,25 @@ def _publish_item(WORK, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv
 
 
 @gluon.jit
+def _take_varlen_item(SCHED, q_bar, q_empty, it, n_work, n_t, H, GQA_GROUP, seqlen_q, seqlen_k,
+                      CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M: gl.constexpr,
+                      BLOCK_N: gl.constexpr, CAUSAL: gl.constexpr, Q_BUFS: gl.constexpr):
+    """The DYNAMIC varlen schedule, producer side: the next item k (_take_item), its table
+    lookups (_varlen_item) made before the wait for its Q buffer and published with it
+    (_publish_item), so the consumers read one slot instead of the tables' chain of dependent
+    loads; past the end, k's lookups are the last item's (clamped into the tables, unused).
+    Returns (k, start_m, q_off, off_h, off_kvh, kv_start, n_tiles)."""
+    k = _take_item(SCHED)
+    (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, _, _, _,
+     rows) = _varlen_item(gl.minimum(k, n_work - 1), n_t, H, GQA_GROUP, seqlen_q, seqlen_k,
+                          CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL,
+                          True)
+    _publish_item(SCHED, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start, rows,
+                  Q_BUFS)
+    return k, start_m, q_off, off_h, off_kvh, kv_start, n_tiles
+
+
+@gluon.jit
 def _published_item(WORK, q_bar, it, Q_BUFS: gl.constexpr):
     """The DYNAMIC schedule, consumer side: item it's slot as _publish_item wrote it, (k,
     start_m, q_off, sq, sk, off_h, kv_start, rows)."""
@@ -1465,16 +1484,9 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
     g = 0
     it = 0
     if VARLEN and DYNAMIC:
-        # each item's table lookups here, before the wait for its Q buffer, and published
-        # with it: the consumers then read one slot instead of the tables' chain of dependent
-        # loads (the end's index looks up the last item, clamped into the tables, unused)
-        k = _take_item(SCHED)
-        (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, _, _, _,
-         rows) = _varlen_item(gl.minimum(k, n_work - 1), n_t, H, GQA_GROUP, seqlen_q, seqlen_k,
-                              CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N,
-                              CAUSAL, True)
-        _publish_item(SCHED, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start,
-                      rows, Q_BUFS)
+        k, start_m, q_off, off_h, off_kvh, kv_start, n_tiles = _take_varlen_item(
+            SCHED, q_bar, q_empty, it, n_work, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q,
+            CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, Q_BUFS)
         while k < n_work:
             qb = it % Q_BUFS
             if n_tiles > 0:
@@ -1485,14 +1497,10 @@ def _producer_persistent(q_desc, ql_desc, k_desc, v_desc, q_smem, k_smem, v_smem
                                       Q_TERMS, Q_LOADS, SPLIT_EMPTY)
             else:
                 mbarrier.arrive(q_bar.index(qb))
-            k = _take_item(SCHED)
             it += 1
-            (start_m, q_off, sq, sk, off_h, off_kvh, kv_start, n_tiles, _, _, _,
-             rows) = _varlen_item(gl.minimum(k, n_work - 1), n_t, H, GQA_GROUP, seqlen_q,
-                                  seqlen_k, CU_Q, CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M,
-                                  BLOCK_N, CAUSAL, True)
-            _publish_item(SCHED, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start,
-                          rows, Q_BUFS)
+            k, start_m, q_off, off_h, off_kvh, kv_start, n_tiles = _take_varlen_item(
+                SCHED, q_bar, q_empty, it, n_work, n_t, H, GQA_GROUP, seqlen_q, seqlen_k, CU_Q,
+                CU_K, KV_STARTS, Q_TILES, Q_TILE_SEQ, BLOCK_M, BLOCK_N, CAUSAL, Q_BUFS)
     elif VARLEN:
         for k in range(gl.program_id(0), n_work, gl.num_programs(0)):
             (start_m, q_off, _, _, off_h, off_kvh, kv_start, n_tiles, _, _, _,
