@@ -124,6 +124,8 @@ def _pairs_kernel(x_ptr, out_ptr, res_ptr, descale_ptr, signs_ptr, H, S, S_STORE
     ROW_MAP3 (varlen V into padded rows: the same tile map as K's); the same GROUP, WORDS and
     column stride as Q and K."""
     pid = tl.program_id(0)
+    # _first_two's call twice: an `if` on a runtime value compiles both branches, so V's stays
+    # under the constexpr TRIPLE (launches without V compile as before it)
     if TRIPLE:
         if pid >= N_THIRD:
             _pairs_tile(pid - N_THIRD, False, x3_ptr, out3_ptr, out3_ptr, descale3_ptr, signs_ptr,
