@@ -863,11 +863,12 @@ for stage in "$@"; do
         # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched
         # directly) against the tree before them: out/old_s38 = `git archive 991f52d fp8attn`
         # (carry it), alternating processes, hdim 128 and 96, two rounds (a first process
-        # compiles its tree's kernels: about 60 s); first the quantiser's GPU tests (its host
-        # path's last commits came after session 38's last GPU run)
+        # compiles its tree's kernels: about 60 s); first the quantiser's and the varlen GPU
+        # tests (commits after session 38's last GPU run)
         timeout 150 $PY -m pytest -q -n 12 -rf --tb=short tests/test_quant.py \
             tests/test_key_order.py tests/test_padded_rows.py tests/test_api.py 2>&1 | tail -4 \
             | tee "$OUT/pytest_s39host.log"
+        varlen_tests s39varlen      # _take_varlen_item (session 38's review): offline PTX only
         for round in 1 2; do
             for d in 128 96; do
                 timeout 60 $PY benchmarks/experiments/probe_host_time.py --package out/old_s38 \
