@@ -20,13 +20,19 @@ not worth a plan of their own (the quantiser's, the tl attention kernel's, the F
 kernels'): on the H200's host, Triton's binding took about 100 us of a launch under cProfile
 (session 33, results/probe_varlen_host_s33last.log), four launches a varlen call.
 
-FP8ATTN_FAST_LAUNCH=0 sends every call through the JIT path (for debugging)."""
+FP8ATTN_FAST_LAUNCH=0 sends every call through the JIT path (for debugging).
+
+While `call_plan` records a call, `launch` and `launch_call` hand it each launch: a compiled
+kernel's launcher and its arguments in order (under the interpreter: the kernel, grid and
+arguments). A launch through Triton's JIT path rules the plan out."""
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
 
 import torch
+
+from .call_plan import recording
 
 _Tensor = torch.Tensor    # bound once: spec_key looks it up for every argument of every launch
 MAX_ENTRIES = 512       # (kernel, key, grid) entries kept; the oldest is dropped beyond
@@ -42,15 +48,24 @@ def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
     ones through the compiled kernel it returned. key: hashable (see the module docstring), or
     None for the JIT path every time. kwargs: every argument by name, launch options included
     (options are fixed by the key: they are not passed again)."""
+    rec = recording()
     if key is None or not enabled():
+        if rec is not None:
+            rec.bad.append("a launch through Triton's JIT path")
         kernel[grid](**kwargs)
         return
     entry = (id(kernel), key, grid)
     hit = _RUNNERS.get(entry)
     if hit is not None and hit[0] is kernel:
         _, runner, names, defaults = hit
-        runner(*[kwargs.get(n, d) for n, d in zip(names, defaults)])
+        values = [kwargs.get(n, d) for n, d in zip(names, defaults)]
+        if rec is None:
+            runner(*values)
+        else:
+            rec.launch(("runner", runner, values), lambda: runner(*values))
         return
+    if rec is not None:
+        rec.bad.append("a launch through Triton's JIT path")
     compiled = kernel[grid](**kwargs)
     if hasattr(compiled, "__getitem__") and hasattr(kernel, "params"):
         names = [p.name for p in kernel.params]
@@ -69,7 +84,12 @@ def launch_call(kernel, grid: tuple, *args, **kwargs) -> None:
     kernel: a @triton.jit function (not an autotuner or heuristics wrapper: the caller picks
     the config and passes it, launch options included); grid: a tuple."""
     if not hasattr(kernel, "params"):        # Triton's interpreter: nothing to skip
-        kernel[grid](*args, **kwargs)
+        rec = recording()
+        if rec is None:
+            kernel[grid](*args, **kwargs)
+        else:
+            rec.launch(("interp", kernel, grid, args, kwargs),
+                       lambda: kernel[grid](*args, **kwargs))
         return
     if args:
         kwargs = dict(zip(kernel.arg_names, args), **kwargs)

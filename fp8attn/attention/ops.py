@@ -21,6 +21,7 @@ import os
 
 import torch
 
+from ..call_plan import planned
 from ..device_guard import on_inputs_device
 from ..quant.padded_rows import padded_rows
 from ..recipe import Recipe
@@ -89,6 +90,7 @@ def _no_lse(device):
 # bf16 / fp16 / fp32 inputs, (B, H, S, D) ("bhsd", torch) or (B, S, H, D) ("bshd", FlashAttention)
 
 @on_inputs_device
+@planned
 def _attention_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: str, causal: str,
                softmax_scale: float, fmt: str, granularity: str, block_q: int, block_kv: int,
                hadamard: bool, seed: int, q_terms: int, q_search: int,
@@ -195,6 +197,7 @@ def _emulate_quantized(q8, k8, v8, causal, softmax_scale, block_n: int = 128):
 
 
 @on_inputs_device
+@planned
 def _attention_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_descale: torch.Tensor,
                    k_descale: torch.Tensor, v_descale: torch.Tensor, causal: str,
                    softmax_scale: float, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,371 @@
+"""Replaying a public call's kernel launches, for a call of a kind already seen, without the
+Python that decided them.
+
+An eager bf16 attention call spends most of its host time in this package's own Python: the
+dispatch decisions, the quantiser's and the attention kernel's launch set-up (about 955
+Python function calls a call under cProfile, H200 host, session 38). Up to 8 x 2048 tokens that
+host time was longer than the GPU work. For a given kind of call (every argument's shape,
+strides, dtype, device, storage offset and 16-byte alignment (what Triton and
+this package decide on), every other argument's value, the environment
+variables the package reads) that Python always ends in the same launches with the same
+arguments, except for where the tensors live.
+
+`planned(impl)` wraps an implementation function. The first call of a kind runs it as it is
+(it compiles and autotunes). The second runs it under a recorder:
+  - a TorchDispatchMode sees every aten op. Allowed: allocations (empty, zeros, full, ...) and
+    views. Any other op (a copy, arithmetic, a host read such as `.item()`) means the kind
+    gets no plan.
+  - `kernel_launch` hands over each launch it makes through a compiled kernel's launcher, with
+    its arguments in order (or, under Triton's interpreter, the kernel, grid and arguments).
+  - Triton's launch hook (on the GPU) or the interpreter's grid executor counts every launch.
+    A launch that did not come through `kernel_launch` means no plan.
+Each tensor argument of a recorded launch is then located: a byte offset into one of the
+call's inputs or into one of its allocations, or, for a tensor that existed before the call
+(a cached device table), a constant that the plan keeps alive. An integer argument that
+points into any of those means no plan. Later calls of the kind then:
+  - allocate afresh (outputs are never shared between calls);
+  - launch the recorded kernels with the pointers moved to the new tensors;
+  - return the new outputs.
+Same kernels, same arguments: the same bits (tests/test_call_plan.py; GPU: test_api).
+
+Only eager calls on CUDA tensors are planned, and CPU calls under TRITON_INTERPRET=1 (for the
+tests). A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
+`clear()` forgets them. A change the key cannot see needs `clear()`, such as a monkeypatched
+module attribute in a test.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import threading
+from collections import OrderedDict
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+MAX_PLANS = 256         # kinds of call kept (the oldest dropped beyond)
+TRIES = 2               # recordings that may fail before a kind is run without a plan for good
+# every environment variable the package reads (tests/test_call_plan.py checks the source for
+# others): a plan holds the decisions they steered
+ENV_NAMES = ("TRITON_INTERPRET", "FP8ATTN_BACKEND", "FP8ATTN_GLUON", "FP8ATTN_FAST_LAUNCH",
+             "FP8ATTN_TUNE", "FP8ATTN_VARLEN_ALIGN", "FP8ATTN_QUANT_LAYOUT",
+             "FP8ATTN_QUANT_SOFT", "FP8ATTN_QUANT_STORE2D", "FP8ATTN_PLAN")
+
+_PLANS: OrderedDict = OrderedDict()     # key -> _Plan, or None: this kind runs unplanned
+_SEEN: dict = {}                        # key -> calls so far (before it has a plan)
+_LOCAL = threading.local()              # .recorder: the _Recorder of this thread's recording
+
+_aten = torch.ops.aten
+# allocations, replayed through torch's own functions of the same schema (the OpOverload's
+# Python __call__ costs about as much again)
+_ALLOCS = {_aten.empty.memory_format: torch.empty, _aten.empty_strided.default: torch.empty_strided,
+           _aten.zeros.default: torch.zeros, _aten.full.default: torch.full,
+           _aten.ones.default: torch.ones}
+_VIEWS = {_aten.view.default, _aten.view.dtype, _aten.transpose.int, _aten.permute.default,
+          _aten.unsqueeze.default, _aten.squeeze.dim, _aten.squeeze.default,
+          _aten.as_strided.default, _aten.slice.Tensor, _aten.select.int, _aten.expand.default,
+          _aten.alias.default, _aten.detach.default, _aten.t.default, _aten._unsafe_view.default}
+# in-place fills of the call's own allocations (a padded buffer's tail zeroed), replayed
+_FILLS = {_aten.zero_.default, _aten.fill_.Scalar}
+_Tensor = torch.Tensor
+
+try:
+    _ENV_DATA = os.environ._data                        # CPython: the bytes-keyed dict behind
+    _ENV_KEYS = tuple(os.environ.encodekey(n) for n in ENV_NAMES)
+except AttributeError:                                  # pragma: no cover (other Pythons)
+    _ENV_DATA, _ENV_KEYS = None, ()
+
+
+def _env() -> tuple:
+    if _ENV_DATA is not None:
+        return tuple(map(_ENV_DATA.get, _ENV_KEYS))     # ~0.3 us against ~1 us a name
+    return tuple(map(os.environ.get, ENV_NAMES))
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def enabled() -> bool:
+    return os.environ.get("FP8ATTN_PLAN", "").strip() != "0"
+
+
+def clear() -> None:
+    """Forget every plan (the next two calls of each kind take the full path again)."""
+    _PLANS.clear()
+    _SEEN.clear()
+
+
+def planned(impl):
+    """impl(*args) (positional tensors and plain values) with its launches replayed for kinds of
+    call already recorded; see the module docstring."""
+    @functools.wraps(impl)
+    def run(*args):
+        first = args[0]
+        if not (first.is_cuda or _interpreting()) or not enabled() or (
+                first.is_cuda and torch.cuda.is_current_stream_capturing()):
+            return impl(*args)
+        key = (impl, _env(), tuple([
+            (a.shape, a.stride(), a.dtype, a.device, a.storage_offset(), a.data_ptr() % 16)
+            if isinstance(a, _Tensor) else (a.__class__, a) for a in args]))
+        plan = _PLANS.get(key, False)
+        if plan:
+            return plan.replay(args)
+        if plan is None:
+            return impl(*args)
+        seen = _SEEN.get(key, 0)
+        _SEEN[key] = seen + 1
+        if seen == 0 or seen > TRIES or getattr(_LOCAL, "recorder", None) is not None:
+            return impl(*args)
+        result, plan = _record(impl, args)
+        if plan is not None or seen == TRIES:
+            _PLANS[key] = plan
+            _SEEN.pop(key, None)
+            while len(_PLANS) > MAX_PLANS:
+                _PLANS.popitem(last=False)
+        return result
+    run.plain = impl
+    return run
+
+
+def recording() -> "_Recorder | None":
+    """The recorder of this thread's recording call, if one is running (kernel_launch)."""
+    return getattr(_LOCAL, "recorder", None)
+
+
+class _Recorder(TorchDispatchMode):
+    """What one call does: its allocations (aten op, args, output), its launches, anything that
+    rules a plan out (`bad`)."""
+
+    def __init__(self):
+        super().__init__()
+        # in call order: ("alloc", func, args, kwargs, output), ("fill", func, args, kwargs),
+        # ("runner", runner, args) or ("interp", kernel, grid, args, kwargs)
+        self.events: list = []
+        self.bad: list = []
+        self.paused = False
+        self.counted = 0                # launches Triton saw
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if self.paused or func in _VIEWS:
+            return out
+        if func in _ALLOCS and isinstance(out, _Tensor):
+            self.events.append(("alloc", func, args, kwargs or {}, out))
+        elif func in _FILLS:
+            self.events.append(("fill", func, args, kwargs or {}))
+        else:
+            self.bad.append(str(func))
+        return out
+
+    def launch(self, entry: tuple, run) -> None:
+        """Record a launch (kernel_launch's) and run it, aten ops inside unrecorded (the
+        interpreter copies tensors)."""
+        self.events.append(entry)
+        self.paused = True
+        try:
+            run()
+        finally:
+            self.paused = False
+
+    def count(self, *_args, **_kwargs) -> None:
+        self.counted += 1
+
+
+def _record(impl, args):
+    """(impl(*args), its _Plan or None)."""
+    rec = _Recorder()
+    undo = _count_launches(rec)
+    _LOCAL.recorder = rec
+    try:
+        with rec:
+            result = impl(*args)
+    finally:
+        _LOCAL.recorder = None
+        undo()
+    if os.environ.get("FP8ATTN_PLAN_DEBUG"):
+        print("plan recording:", rec.bad[:8], rec.counted, [e[0] for e in rec.events])
+    if rec.bad or rec.counted != sum(e[0] in ("runner", "interp") for e in rec.events):
+        return result, None
+    return result, _Plan.build(rec, args, result)
+
+
+def _count_launches(rec: _Recorder):
+    """Have Triton count rec's launches (the GPU's launch hook, the interpreter's grid
+    executor); returns the undo."""
+    if _interpreting():
+        from triton.runtime.interpreter import GridExecutor
+        call = GridExecutor.__call__
+
+        def counted(self, *a, **k):
+            rec.count()
+            return call(self, *a, **k)
+        GridExecutor.__call__ = counted
+        return lambda: setattr(GridExecutor, "__call__", call)
+    from triton import knobs
+    knobs.runtime.launch_enter_hook.add(rec.count)
+    return lambda: knobs.runtime.launch_enter_hook.remove(rec.count)
+
+
+class _NoPlan(Exception):
+    pass
+
+
+class _Addr:
+    """A device address where Triton reads a tensor's `data_ptr()` (a TMA descriptor's base)."""
+    __slots__ = ("ptr",)
+
+    def __init__(self, ptr: int):
+        self.ptr = ptr
+
+    def data_ptr(self) -> int:
+        return self.ptr
+
+
+class _Plan:
+    """The steps of a kind of call, its tensors as (source, byte offset): source i < n_args is
+    the call's i-th argument, the rest its allocations in order."""
+
+    def __init__(self, steps, outputs, constants):
+        # ("alloc", func, args, kwargs), ("fill", func, view, args, kwargs),
+        # ("runner", runner, values, pointers, descriptors) or
+        # ("interp", kernel, grid, args, kwargs, views)
+        self.steps = steps
+        self.outputs = outputs          # ([source index or view], result is a tuple)
+        self.constants = constants      # tensors from before the call, kept alive
+
+    @classmethod
+    def build(cls, rec: _Recorder, args: tuple, result):
+        n_args = len(args)
+        sources = [a if isinstance(a, _Tensor) else None for a in args]
+        sources += [e[4] for e in rec.events if e[0] == "alloc"]
+        by_storage = {}
+        for i, t in enumerate(sources):
+            if t is not None:
+                by_storage.setdefault(t.untyped_storage()._cdata, i)
+        spans = [(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+                 for t in sources if t is not None]
+        constants = []
+
+        def locate(t: _Tensor):
+            """(source, byte offset) of t, or (None, t) for a tensor from before the call."""
+            i = by_storage.get(t.untyped_storage()._cdata)
+            if i is None:
+                constants.append(t)
+                return None, t
+            return i, t.data_ptr() - sources[i].data_ptr()
+
+        def view_of(t: _Tensor) -> tuple:
+            i, off = locate(t)
+            if i is not None and (sources[i].storage_offset() * sources[i].element_size()
+                                  + off) % t.element_size():
+                raise _NoPlan("a view that does not start on an element of its dtype")
+            return (i, off, t.dtype, tuple(t.shape), t.stride())
+
+        def check_int(v) -> None:
+            if isinstance(v, int) and not isinstance(v, bool) and v > 4096 and any(
+                    lo <= v < lo + n for lo, n in spans):
+                raise _NoPlan("an integer argument points into the call's tensors")
+
+        try:
+            steps = [cls._step(e, n_args, locate, view_of, check_int) for e in rec.events]
+            flat = result if isinstance(result, tuple) else (result,)
+            outputs = []
+            for t in flat:
+                i, off = locate(t) if isinstance(t, _Tensor) else (None, None)
+                if i is None or i < n_args:
+                    raise _NoPlan("an output that is not one of the call's allocations")
+                same = (off == 0 and t.dtype == sources[i].dtype and t.shape == sources[i].shape
+                        and t.stride() == sources[i].stride())
+                outputs.append(i if same else view_of(t))
+        except _NoPlan:
+            return None
+        return cls(steps, (outputs, isinstance(result, tuple)), constants)
+
+    @staticmethod
+    def _step(event: tuple, n_args: int, locate, view_of, check_int) -> tuple:
+        kind = event[0]
+        if kind == "alloc":
+            _, func, a, kw, _ = event
+            return ("alloc", _ALLOCS[func], a, kw)
+        if kind == "fill":
+            _, func, a, kw = event
+            view = view_of(a[0])
+            if view[0] is None or view[0] < n_args or any(
+                    isinstance(x, _Tensor) for x in a[1:]):
+                raise _NoPlan("a fill of a tensor that is not the call's allocation")
+            return ("fill", func, view, a[1:], kw)
+        if kind == "runner":
+            _, runner, values = event
+            values, ptrs, descs = list(values), [], []
+            for pos, v in enumerate(values):
+                if isinstance(v, _Tensor):
+                    i, off = locate(v)
+                    if i is not None:
+                        ptrs.append((pos, i, off))
+                elif isinstance(getattr(v, "base", None), _Tensor) and hasattr(v, "block_shape"):
+                    i, off = locate(v.base)         # a TMA descriptor
+                    if i is not None:
+                        descs.append((pos, i, off, v.__class__, dict(vars(v))))
+                else:
+                    check_int(v)
+            return ("runner", runner, values, ptrs, descs)
+        _, kernel, grid, a, kw = event
+        views = {}
+        for name, v in list(enumerate(a)) + list(kw.items()):
+            if isinstance(v, _Tensor):
+                views[name] = view_of(v)
+            elif hasattr(v, "block_shape") or isinstance(v, (tuple, list)):
+                raise _NoPlan("a descriptor or tuple argument under the interpreter")
+            else:
+                check_int(v)
+        return ("interp", kernel, grid, list(a), dict(kw), views)
+
+    def replay(self, args: tuple):
+        sources = list(args)
+        ptr = [a.data_ptr() if isinstance(a, _Tensor) else 0 for a in args]
+        for step in self.steps:
+            kind = step[0]
+            if kind == "runner":
+                _, runner, values, ptrs, descs = step
+                values = values.copy()
+                for pos, i, off in ptrs:
+                    values[pos] = ptr[i] + off
+                for pos, i, off, cls, fields in descs:
+                    d = object.__new__(cls)
+                    d.__dict__.update(fields)
+                    d.base = _Addr(ptr[i] + off)
+                    values[pos] = d
+                runner(*values)
+            elif kind == "alloc":
+                t = step[1](*step[2], **step[3])
+                sources.append(t)
+                ptr.append(t.data_ptr())
+            elif kind == "fill":
+                _, func, view, a, kw = step
+                func(_view(sources, view), *a, **kw)
+            else:
+                _, kernel, grid, a, kw, views = step
+                a, kw = a.copy(), kw.copy()
+                for name, view in views.items():
+                    t = _view(sources, view)
+                    if isinstance(name, int):
+                        a[name] = t
+                    else:
+                        kw[name] = t
+                kernel[grid](*a, **kw)
+        outputs, is_tuple = self.outputs
+        outs = [sources[o] if isinstance(o, int) else _view(sources, o) for o in outputs]
+        return tuple(outs) if is_tuple else outs[0]
+
+
+def _view(sources: list, view: tuple) -> _Tensor:
+    """The tensor (source, byte offset, dtype, shape, stride) names in this call's sources (a
+    constant's tensor itself)."""
+    i, off, dtype, shape, stride = view
+    if i is None:
+        return off
+    base = sources[i]
+    elem = (base.storage_offset() * base.element_size() + off) // dtype.itemsize
+    return torch.empty(0, dtype=dtype, device=base.device).set_(
+        base.untyped_storage(), elem, shape, stride)
