@@ -23,6 +23,8 @@
 #           probe_varlen_split.py (hdim 128)                                     (~5 min)
 #   s38quant where the dense quantiser's time goes (probe_quant_split.py), default configs and
 #           FP8ATTN_TUNE=all                                                    (~2 min)
+#   s39plan call plans (fp8attn/call_plan.py): dense / FP8-input / dispatch / device-table
+#           GPU tests with plans on, then host time with and without plans        (~9 min)
 #   s39host host time of session 38's quantiser launch changes against out/old_s38 (carried;
 #           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96, after the
 #           quantiser's GPU tests                                               (~9 min)
@@ -859,6 +861,19 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s39plan)
+        # call plans (fp8attn/call_plan.py): the GPU tests of the dense calls with plans on (the
+        # third call of a kind in a test replays), then host time with plans and without
+        timeout 330 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py tests/test_api.py \
+            tests/test_attention_gpu.py tests/test_fp8_inputs.py tests/test_device_tables.py \
+            tests/test_gluon_dispatch.py 2>&1 | tail -12 | tee "$OUT/pytest_s39plan.log"
+        for round in 1 2; do
+            timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
+                $([ $round = 2 ] && echo --no-peers) 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+            FP8ATTN_PLAN=0 timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag noplan \
+                --no-peers --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        done
+        ;;
     s39host)
         # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched
         # directly) against the tree before them: out/old_s38 = `git archive 991f52d fp8attn`

@@ -61,6 +61,8 @@ _aten = torch.ops.aten
 _ALLOCS = {_aten.empty.memory_format: torch.empty, _aten.empty_strided.default: torch.empty_strided,
            _aten.zeros.default: torch.zeros, _aten.full.default: torch.full,
            _aten.ones.default: torch.ones}
+# allocations shaped after a tensor: replayed as torch.empty_strided of the output's layout
+_ALLOCS_LIKE = {_aten.empty_like.default, _aten.new_empty.default}
 _VIEWS = {_aten.view.default, _aten.view.dtype, _aten.transpose.int, _aten.permute.default,
           _aten.unsqueeze.default, _aten.squeeze.dim, _aten.squeeze.default,
           _aten.as_strided.default, _aten.slice.Tensor, _aten.select.int, _aten.expand.default,
@@ -139,7 +141,8 @@ class _Recorder(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        # in call order: ("alloc", func, args, kwargs, output), ("fill", func, args, kwargs),
+        # in call order: ("alloc", torch function, args, kwargs, output), ("fill", aten op,
+        # args, kwargs),
         # ("runner", runner, args) or ("interp", kernel, grid, args, kwargs)
         self.events: list = []
         self.bad: list = []
@@ -151,7 +154,10 @@ class _Recorder(TorchDispatchMode):
         if self.paused or func in _VIEWS:
             return out
         if func in _ALLOCS and isinstance(out, _Tensor):
-            self.events.append(("alloc", func, args, kwargs or {}, out))
+            self.events.append(("alloc", _ALLOCS[func], args, kwargs or {}, out))
+        elif func in _ALLOCS_LIKE and isinstance(out, _Tensor):
+            self.events.append(("alloc", torch.empty_strided, (out.shape, out.stride()),
+                                dict(dtype=out.dtype, device=out.device), out))
         elif func in _FILLS:
             self.events.append(("fill", func, args, kwargs or {}))
         else:
@@ -287,7 +293,7 @@ class _Plan:
         kind = event[0]
         if kind == "alloc":
             _, func, a, kw, _ = event
-            return ("alloc", _ALLOCS[func], a, kw)
+            return ("alloc", func, a, kw)
         if kind == "fill":
             _, func, a, kw = event
             view = view_of(a[0])

@@ -25,3 +25,14 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture
 def device():
     return torch.device("cuda" if HAS_CUDA else "cpu")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_call_plans():
+    """Each test starts without recorded call plans (fp8attn.call_plan): a test that
+    monkeypatches a module between calls must see its patch take effect, not a plan recorded
+    before it."""
+    from fp8attn import call_plan
+    call_plan.clear()
+    yield
+    call_plan.clear()

@@ -1,0 +1,238 @@
+"""fp8attn.call_plan: a kind of call recorded once, then its allocations and launches replayed.
+
+Under Triton's interpreter (CPU): the public calls give the same bits with plans as without
+(FP8ATTN_PLAN=0) on new data, the plan is really used, and everything the recorder cannot
+replay (another aten op, a launch past kernel_launch, an integer that is an address) leaves
+the kind without a plan. The compiled-kernel path (integer pointers, TMA descriptors moved to
+the new tensors) with a stand-in for Triton's compiled kernel; on a GPU, the public calls again.
+"""
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+import triton
+import triton.language as tl
+
+import fp8attn
+from fp8attn import Recipe, call_plan, kernel_launch
+
+GPU = torch.cuda.is_available()
+DEV = "cuda" if GPU else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def triton_backend(monkeypatch):
+    """The Triton kernels (through the interpreter on the CPU): the emulation has no plan."""
+    monkeypatch.setenv("FP8ATTN_BACKEND", "triton")
+
+
+def _bits(t):
+    return t.view(torch.int16) if t.element_size() == 2 else t.view(torch.int32)
+
+
+def _same(a, b):
+    return a.shape == b.shape and a.dtype == b.dtype and torch.equal(_bits(a), _bits(b))
+
+
+def _unplanned(fn, *args, **kwargs):
+    os.environ["FP8ATTN_PLAN"] = "0"
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        del os.environ["FP8ATTN_PLAN"]
+
+
+def _planned_kinds():
+    return [p for p in call_plan._PLANS.values() if p is not None]
+
+
+CASES = [
+    # (flash_attn_func or sdpa, q shape (B, S, Hq, D) / (B, Hq, S, D), Hkv, Sk, kwargs, planned)
+    ("flash", (1, 70, 4, 64), 4, 70, dict(causal=True), True),
+    ("flash", (1, 33, 4, 64), 2, 90, dict(causal=True, return_lse=True), True),
+    ("flash", (2, 40, 2, 96), 2, 40, dict(recipe=Recipe(q_terms=2)), True),
+    ("sdpa", (1, 2, 50, 64), 1, 50, dict(is_causal=True), True),
+    # per-head scales come from torch reductions (amax ...): no plan, the same bits
+    ("sdpa", (1, 2, 50, 64), 2, 50, dict(recipe=Recipe(granularity="head")), False),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: f"{c[0]}-{c[1]}-{c[2]}-{c[3]}")
+def test_planned_calls_give_the_bits_of_unplanned_ones(case):
+    kind, qshape, hkv, sk, kwargs, planned = case
+    g = torch.Generator().manual_seed(1)
+    if kind == "flash":
+        b, sq, _, d = qshape
+        kshape = (b, sk, hkv, d)
+        fn = fp8attn.flash_attn_func
+    else:
+        b, _, sq, d = qshape
+        kshape = (b, hkv, sk, d)
+        fn = fp8attn.scaled_dot_product_attention
+        kwargs = dict(kwargs, enable_gqa=True)
+    outs = []
+    for _ in range(4):            # the first call compiles, the second records, two replays
+        q = torch.randn(qshape, generator=g).to(DEV, torch.bfloat16)
+        k, v = (torch.randn(kshape, generator=g).to(DEV, torch.bfloat16) for _ in range(2))
+        got = fn(q, k, v, **kwargs)
+        want = _unplanned(fn, q, k, v, **kwargs)
+        got, want = (got, want) if isinstance(got, tuple) else ((got,), (want,))
+        assert all(_same(x, y) for x, y in zip(got, want))
+        outs.append(got[0])
+    assert len(_planned_kinds()) == planned
+    # every call its own output
+    assert len({o.data_ptr() for o in outs}) == len(outs)
+
+
+def test_an_fp8_input_call_is_planned_and_gives_the_same_bits():
+    g = torch.Generator().manual_seed(2)
+    for _ in range(4):
+        q, k, v = (torch.randn(1, 48, 2, 64, generator=g).to(DEV).to(torch.float8_e4m3fn)
+                   for _ in range(3))
+        qd, kd, vd = (torch.rand(1, 2, generator=g).to(DEV) + 0.5 for _ in range(3))
+        got = fp8attn.flash_attn_func(q, k, v, causal=True, q_descale=qd, k_descale=kd,
+                                      v_descale=vd)
+        want = _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True, q_descale=qd,
+                          k_descale=kd, v_descale=vd)
+        assert _same(got, want)
+    # on the GPU, where the Gluon kernel takes the call, Q and K are copied by torch
+    # (fp8_inputs.by_head): no plan there
+    if not GPU:
+        assert len(_planned_kinds()) == 1
+
+
+def test_an_op_the_recorder_cannot_replay_leaves_the_kind_unplanned():
+    # a negative softmax scale flips Q's sign bits with a torch op (ops._launch): not a plan
+    g = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        q, k, v = (torch.randn(1, 40, 2, 64, generator=g).to(DEV, torch.bfloat16)
+                   for _ in range(3))
+        got = fp8attn.flash_attn_func(q, k, v, softmax_scale=-0.1)
+        assert _same(got, _unplanned(fp8attn.flash_attn_func, q, k, v, softmax_scale=-0.1))
+    assert list(call_plan._PLANS.values()) == [None]
+
+
+def test_the_environment_variables_the_package_reads_are_in_the_key():
+    src = "\n".join(p.read_text() for p in Path(fp8attn.__file__).parent.rglob("*.py"))
+    names = set(re.findall(r'(?:environ(?:\.get)?\(?\[?|_env\()"([A-Z][A-Z0-9_]+)"', src))
+    not_on_the_call_path = {"FP8ATTN_MINILM_DIR", "FP8ATTN_PLAN_DEBUG"}   # a model folder
+    assert names - not_on_the_call_path <= set(call_plan.ENV_NAMES), names
+    assert {"FP8ATTN_BACKEND", "FP8ATTN_TUNE", "TRITON_INTERPRET"} <= names   # the regex works
+
+
+# ---------------------------------------------------------------------------------------------
+# the recorder on small functions of its own (the interpreter on the CPU, the GPU where present)
+
+@triton.jit
+def _add_one(x_ptr, y_ptr, n, unused, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    m = offs < n
+    tl.store(y_ptr + offs, tl.load(x_ptr + offs, mask=m) + 1.0, mask=m)
+
+
+def _through_kernel_launch(x, tag: str):
+    y = torch.empty_like(x) if tag == "empty_like" else torch.empty(x.shape, device=x.device)
+    kernel_launch.launch_call(_add_one, (1,), x, y, x.numel(), 0, BLOCK=64)
+    return y
+
+
+def _direct_launch(x, tag: str):
+    y = torch.empty(x.shape, device=x.device)
+    _add_one[(1,)](x, y, x.numel(), 0, BLOCK=64)
+    return y
+
+
+def _address_as_int(x, tag: str):
+    y = torch.empty(x.shape, device=x.device)
+    kernel_launch.launch_call(_add_one, (1,), x, y, x.numel(), y.data_ptr(), BLOCK=64)
+    return y
+
+
+def _in_place(x, tag: str):
+    y = torch.empty(x.shape, device=x.device)
+    kernel_launch.launch_call(_add_one, (1,), x, y, x.numel(), 0, BLOCK=64)
+    return y.mul_(2)
+
+
+@pytest.mark.parametrize("impl, planned", [(_through_kernel_launch, True), (_direct_launch, False),
+                                           (_address_as_int, False), (_in_place, False)],
+                         ids=lambda x: getattr(x, "__name__", str(x)))
+def test_the_recorder_plans_only_what_it_can_replay(impl, planned):
+    run = call_plan.planned(impl)
+    for i in range(5):
+        x = torch.arange(50, dtype=torch.float32, device=DEV) * (i + 1)
+        want = (x + 1) * (2 if impl is _in_place else 1)
+        assert torch.equal(run(x, "empty"), want)
+    assert [p is not None for p in call_plan._PLANS.values()] == [planned]
+
+
+def test_an_allocation_shaped_after_a_tensor_is_replayed():
+    run = call_plan.planned(_through_kernel_launch)
+    for i in range(4):
+        x = torch.arange(20, dtype=torch.float32, device=DEV) + i
+        assert torch.equal(run(x, "empty_like"), x + 1)
+    assert len(_planned_kinds()) == 1
+
+
+def test_a_new_kind_of_call_is_recorded_on_its_own():
+    run = call_plan.planned(_through_kernel_launch)
+    for n in (10, 10, 10, 30, 30, 30, 10):
+        x = torch.rand(n, device=DEV)
+        assert torch.equal(run(x, "empty"), x + 1)
+    assert len(_planned_kinds()) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the compiled-kernel path: pointers as integers, TMA descriptors over the new tensors
+
+class _Compiled:
+    """A stand-in for Triton's CompiledKernel[grid]: records its arguments, and tells the
+    recorder it launched (Triton's launch hook)."""
+    calls: list = []
+
+    def __getitem__(self, grid):
+        def runner(*args):
+            _Compiled.calls.append(args)
+            rec = call_plan.recording()
+            if rec is not None:
+                rec.count()
+        return runner
+
+
+class _FakeJit:
+    def __init__(self, names):
+        self.params = [type("P", (), dict(name=n, has_default=False, default=None))()
+                       for n in names]
+
+    def __getitem__(self, grid):
+        return lambda **kwargs: _Compiled()
+
+
+class _Desc:
+    def __init__(self, base, block_shape):
+        self.base, self.block_shape, self.shape = base, block_shape, list(base.shape)
+
+
+def test_replayed_launches_get_the_new_tensors_addresses(monkeypatch):
+    monkeypatch.setattr(call_plan, "_count_launches", lambda rec: (lambda: None))
+    monkeypatch.delenv("FP8ATTN_FAST_LAUNCH", raising=False)
+    kernel_launch.clear()
+    _Compiled.calls = []
+    kern = _FakeJit(["x", "tail", "desc", "n"])
+
+    def impl(x):
+        y = torch.empty(8, 4, device=x.device)
+        kernel_launch.launch(kern, (2,), ("k",), dict(x=x, tail=y[4:], desc=_Desc(x[1:], [2, 4]),
+                                                      n=7))
+        return y
+    run = call_plan.planned(impl)
+    xs = [torch.rand(6, 4, device=DEV) for _ in range(4)]
+    ys = [run(x) for x in xs]
+    assert len(_planned_kinds()) == 1
+    # calls: the JIT's first (not recorded here), the direct launch recorded, two replays
+    for x, y, args in zip(xs[2:], ys[2:], _Compiled.calls[-2:]):
+        xp, tail, desc, n = args
+        assert xp == x.data_ptr() and tail == y[4:].data_ptr() and n == 7
+        assert desc.base.data_ptr() == x[1:].data_ptr() and desc.block_shape == [2, 4]
