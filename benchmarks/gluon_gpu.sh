@@ -25,6 +25,8 @@
 #           FP8ATTN_TUNE=all                                                    (~2 min)
 #   s39plan call plans (fp8attn/call_plan.py): dense / FP8-input / dispatch / device-table
 #           GPU tests with plans on, then host time with and without plans        (~9 min)
+#   s39plan2 call plans with torch copies replayed: plan / FP8-input / API GPU tests, then
+#           host time with and without plans                                    (~4-5 min)
 #   s39host host time of session 38's quantiser launch changes against out/old_s38 (carried;
 #           `git archive 991f52d fp8attn | tar -x -C out/old_s38`), hdim 128 / 96, after the
 #           quantiser's GPU tests                                               (~9 min)
@@ -873,6 +875,15 @@ for stage in "$@"; do
             FP8ATTN_PLAN=0 timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag noplan \
                 --no-peers --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         done
+        ;;
+    s39plan2)
+        # call plans replaying torch copies (clone / copy_): FP8 inputs on the Gluon kernel
+        timeout 150 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py \
+            tests/test_fp8_inputs.py tests/test_api.py 2>&1 | tail -6 | tee "$OUT/pytest_s39plan2.log"
+        timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
+            --no-peers 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        FP8ATTN_PLAN=0 timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag noplan \
+            --no-peers --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         ;;
     s39host)
         # host time of session 38's quantiser launches (Q, K and V in one; _quant_kernel launched

@@ -67,8 +67,11 @@ _VIEWS = {_aten.view.default, _aten.view.dtype, _aten.transpose.int, _aten.permu
           _aten.unsqueeze.default, _aten.squeeze.dim, _aten.squeeze.default,
           _aten.as_strided.default, _aten.slice.Tensor, _aten.select.int, _aten.expand.default,
           _aten.alias.default, _aten.detach.default, _aten.t.default, _aten._unsafe_view.default}
-# in-place fills of the call's own allocations (a padded buffer's tail zeroed), replayed
-_FILLS = {_aten.zero_.default, _aten.fill_.Scalar}
+# device ops on the call's own tensors, replayed on the new ones: fills of its allocations (a
+# padded buffer's tail zeroed), copies into them, and clones (`.contiguous()` of a transposed
+# view; a clone's output is a new tensor of the call, as an allocation's)
+_OPS = {_aten.zero_.default, _aten.fill_.Scalar, _aten.copy_.default, _aten.clone.default}
+_IN_PLACE = {_aten.zero_.default, _aten.fill_.Scalar, _aten.copy_.default}
 _Tensor = torch.Tensor
 
 try:
@@ -141,8 +144,8 @@ class _Recorder(TorchDispatchMode):
 
     def __init__(self):
         super().__init__()
-        # in call order: ("alloc", torch function, args, kwargs, output), ("fill", aten op,
-        # args, kwargs),
+        # in call order: ("alloc", torch function, args, kwargs, output), ("op", aten op,
+        # args, kwargs, output if it is a new tensor (a clone) else None),
         # ("runner", runner, args) or ("interp", kernel, grid, args, kwargs)
         self.events: list = []
         self.bad: list = []
@@ -158,8 +161,9 @@ class _Recorder(TorchDispatchMode):
         elif func in _ALLOCS_LIKE and isinstance(out, _Tensor):
             self.events.append(("alloc", torch.empty_strided, (out.shape, out.stride()),
                                 dict(dtype=out.dtype, device=out.device), out))
-        elif func in _FILLS:
-            self.events.append(("fill", func, args, kwargs or {}))
+        elif func in _OPS:
+            self.events.append(("op", func, args, kwargs or {},
+                                None if func in _IN_PLACE else out))
         else:
             self.bad.append(str(func))
         return out
@@ -228,12 +232,21 @@ class _Addr:
         return self.ptr
 
 
+class _Arg:
+    """A tensor argument of a replayed op: its view (_view's) of the call's sources."""
+    __slots__ = ("view",)
+
+    def __init__(self, view: tuple):
+        self.view = view
+
+
 class _Plan:
     """The steps of a kind of call, its tensors as (source, byte offset): source i < n_args is
     the call's i-th argument, the rest its allocations in order."""
 
     def __init__(self, steps, outputs, constants):
-        # ("alloc", func, args, kwargs), ("fill", func, view, args, kwargs),
+        # ("alloc", func, args, kwargs), ("op", func, args (tensors as views), kwargs, whether
+        # its output is a new source),
         # ("runner", runner, values, pointers, descriptors) or
         # ("interp", kernel, grid, args, kwargs, views)
         self.steps = steps
@@ -244,7 +257,7 @@ class _Plan:
     def build(cls, rec: _Recorder, args: tuple, result):
         n_args = len(args)
         sources = [a if isinstance(a, _Tensor) else None for a in args]
-        sources += [e[4] for e in rec.events if e[0] == "alloc"]
+        sources += [e[4] for e in rec.events if e[0] in ("alloc", "op") and e[4] is not None]
         by_storage = {}
         for i, t in enumerate(sources):
             if t is not None:
@@ -294,13 +307,16 @@ class _Plan:
         if kind == "alloc":
             _, func, a, kw, _ = event
             return ("alloc", func, a, kw)
-        if kind == "fill":
-            _, func, a, kw = event
-            view = view_of(a[0])
-            if view[0] is None or view[0] < n_args or any(
-                    isinstance(x, _Tensor) for x in a[1:]):
-                raise _NoPlan("a fill of a tensor that is not the call's allocation")
-            return ("fill", func, view, a[1:], kw)
+        if kind == "op":
+            _, func, a, kw, out = event
+            tensors = [x for x in a if isinstance(x, _Tensor)]
+            if any(isinstance(x, _Tensor) for x in kw.values()) or len(
+                    {x.device for x in tensors}) > 1:
+                raise _NoPlan("a tensor keyword or a copy between devices")
+            views = [_Arg(view_of(x)) if isinstance(x, _Tensor) else x for x in a]
+            if out is None and (views[0].view[0] is None or views[0].view[0] < n_args):
+                raise _NoPlan("an in-place op on a tensor that is not the call's own")
+            return ("op", func, views, kw, out is not None)
         if kind == "runner":
             _, runner, values = event
             values, ptrs, descs = list(values), [], []
@@ -347,9 +363,12 @@ class _Plan:
                 t = step[1](*step[2], **step[3])
                 sources.append(t)
                 ptr.append(t.data_ptr())
-            elif kind == "fill":
-                _, func, view, a, kw = step
-                func(_view(sources, view), *a, **kw)
+            elif kind == "op":
+                _, func, a, kw, new = step
+                t = func(*[_view(sources, x.view) if isinstance(x, _Arg) else x for x in a], **kw)
+                if new:
+                    sources.append(t)
+                    ptr.append(t.data_ptr())
             else:
                 _, kernel, grid, a, kw, views = step
                 a, kw = a.copy(), kw.copy()

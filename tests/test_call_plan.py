@@ -97,10 +97,9 @@ def test_an_fp8_input_call_is_planned_and_gives_the_same_bits():
         want = _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True, q_descale=qd,
                           k_descale=kd, v_descale=vd)
         assert _same(got, want)
-    # on the GPU, where the Gluon kernel takes the call, Q and K are copied by torch
-    # (fp8_inputs.by_head): no plan there
-    if not GPU:
-        assert len(_planned_kinds()) == 1
+    # on the GPU, where the Gluon kernel takes the call, torch copies Q and K by head
+    # (fp8_inputs.by_head): clones, replayed
+    assert len(_planned_kinds()) == 1
 
 
 def test_an_op_the_recorder_cannot_replay_leaves_the_kind_unplanned():
@@ -236,3 +235,35 @@ def test_replayed_launches_get_the_new_tensors_addresses(monkeypatch):
         xp, tail, desc, n = args
         assert xp == x.data_ptr() and tail == y[4:].data_ptr() and n == 7
         assert desc.base.data_ptr() == x[1:].data_ptr() and desc.block_shape == [2, 4]
+
+
+def _copies(x, tag: str):
+    # a clone of a transposed input (`.contiguous()`), a kernel into a wider buffer, then its
+    # part copied into the output (gluon_fwd's padded head dims), the output's tail zeroed
+    xc = x.t().contiguous()
+    wide = torch.zeros(xc.numel() + 3, device=x.device)
+    kernel_launch.launch_call(_add_one, (1,), xc, wide[3:], xc.numel(), 0, BLOCK=64)
+    out = torch.empty(xc.numel() + 2, device=x.device)
+    out[-2:].zero_()
+    out[:-2].copy_(wide[3:])
+    return out
+
+
+def _copy_into_input(x, tag: str):
+    y = _through_kernel_launch(x, tag)
+    x.copy_(y)              # writes the caller's tensor: not the call's own, no plan
+    return y
+
+
+def test_copies_between_the_calls_own_tensors_are_replayed():
+    run = call_plan.planned(_copies)
+    for i in range(4):
+        x = torch.rand(4, 6, device=DEV)
+        want = torch.cat([x.t().flatten() + 1, torch.zeros(2, device=DEV)])
+        assert torch.equal(run(x, ""), want)
+    assert len(_planned_kinds()) == 1
+    run = call_plan.planned(_copy_into_input)
+    for i in range(4):
+        x = torch.rand(8, device=DEV)
+        assert torch.equal(run(x.clone(), "empty"), x + 1)
+    assert [p is not None for p in call_plan._PLANS.values()] == [True, False]
