@@ -6,15 +6,17 @@ dispatch decisions, the quantiser's and the attention kernel's launch set-up (ab
 Python function calls a call under cProfile, H200 host, session 38). Up to 8 x 2048 tokens that
 host time was longer than the GPU work. For a given kind of call (every argument's shape,
 strides, dtype, device, storage offset and 16-byte alignment (what Triton and
-this package decide on), every other argument's value, the environment
+this package decide on), which of them share a buffer, every other argument's value, the environment
 variables the package reads) that Python always ends in the same launches with the same
 arguments, except for where the tensors live.
 
 `planned(impl)` wraps an implementation function. The first call of a kind runs it as it is
 (it compiles and autotunes). The second runs it under a recorder:
-  - a TorchDispatchMode sees every aten op. Allowed: allocations (empty, zeros, full, ...) and
-    views. Any other op (a copy, arithmetic, a host read such as `.item()`) means the kind
-    gets no plan.
+  - a TorchDispatchMode sees every aten op. Allowed: allocations (empty, zeros, full, ...),
+    views, and fills, copies and clones of the call's own tensors on one device (replayed on
+    the new ones). Any other op means the kind gets no plan: arithmetic, a copy into the
+    caller's tensor, a copy to the host or any host read such as `.item()` (the host would
+    decide on values).
   - `kernel_launch` hands over each launch it makes through a compiled kernel's launcher, with
     its arguments in order (or, under Triton's interpreter, the kernel, grid and arguments).
   - Triton's launch hook (on the GPU) or the interpreter's grid executor counts every launch.
@@ -43,7 +45,9 @@ from collections import OrderedDict
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-MAX_PLANS = 256         # kinds of call kept (the oldest dropped beyond)
+MAX_PLANS = 256         # kinds of call kept (the least recently used dropped beyond)
+MAX_SEEN = 4096         # kinds counted before a plan (all forgotten beyond: shapes that change
+                        # every call, as a decode loop's, must not grow it without bound)
 TRIES = 2               # recordings that may fail before a kind is run without a plan for good
 # every environment variable the package reads (tests/test_call_plan.py checks the source for
 # others): a plan holds the decisions they steered
@@ -112,13 +116,16 @@ def planned(impl):
             return impl(*args)
         key = (impl, _env(), tuple([
             (a.shape, a.stride(), a.dtype, a.device, a.storage_offset(), a.data_ptr() % 16)
-            if isinstance(a, _Tensor) else (a.__class__, a) for a in args]))
+            if isinstance(a, _Tensor) else (a.__class__, a) for a in args]), _shared(args))
         plan = _PLANS.get(key, False)
         if plan:
+            _PLANS.move_to_end(key)
             return plan.replay(args)
         if plan is None:
             return impl(*args)
         seen = _SEEN.get(key, 0)
+        if len(_SEEN) >= MAX_SEEN:
+            _SEEN.clear()
         _SEEN[key] = seen + 1
         if seen == 0 or seen > TRIES or getattr(_LOCAL, "recorder", None) is not None:
             return impl(*args)
@@ -129,8 +136,16 @@ def planned(impl):
             while len(_PLANS) > MAX_PLANS:
                 _PLANS.popitem(last=False)
         return result
-    run.plain = impl
     return run
+
+
+def _shared(args: tuple) -> tuple:
+    """Which tensor arguments share a buffer (q, k, v views of one packed projection): for
+    each, the first argument with the same storage base address, its own index if none. A
+    plan finds its tensors by buffer, so this is part of the kind."""
+    bases = [a.data_ptr() - a.storage_offset() * a.element_size()
+             if isinstance(a, _Tensor) else None for a in args]
+    return tuple([bases.index(b) for b in bases])
 
 
 def recording() -> "_Recorder | None":

@@ -267,3 +267,42 @@ def test_copies_between_the_calls_own_tensors_are_replayed():
         x = torch.rand(8, device=DEV)
         assert torch.equal(run(x.clone(), "empty"), x + 1)
     assert [p is not None for p in call_plan._PLANS.values()] == [True, False]
+
+
+def test_inputs_sharing_a_buffer_and_inputs_that_do_not_are_different_kinds():
+    # q, k, v views of one packed (B, S, 3, H, D) buffer, then of three buffers with the same
+    # shapes, strides and offsets: a plan recorded on the first must not read the second's
+    # k and v from q's buffer
+    g = torch.Generator().manual_seed(5)
+
+    def packed(i):
+        return torch.randn(1, 40, 3, 2, 64, generator=g).to(DEV, torch.bfloat16).unbind(2)[i]
+    for _ in range(3):
+        qkv = torch.randn(1, 40, 3, 2, 64, generator=g).to(DEV, torch.bfloat16).unbind(2)
+        fp8attn.flash_attn_func(*qkv, causal=True)
+    assert len(_planned_kinds()) == 1
+    for _ in range(3):
+        q, k, v = packed(0), packed(1), packed(2)
+        assert _same(fp8attn.flash_attn_func(q, k, v, causal=True),
+                     _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [96, 128])
+def test_gpu_planned_calls_on_the_gluon_kernel(d):
+    # 2k keys: the Gluon kernel takes bf16 calls at head dims 96 (padded to the 128 kernel) and
+    # 128, and FP8 inputs at 128 (Q and K copied by head first)
+    from fp8attn.attention import gluon_dispatch
+    assert gluon_dispatch.enabled()
+    g = torch.Generator(device="cuda").manual_seed(6)
+    for _ in range(4):
+        q, k, v = (torch.randn(2, 2048, 4, d, device="cuda", generator=g, dtype=torch.bfloat16)
+                   for _ in range(3))
+        for causal in (False, True):
+            assert _same(fp8attn.flash_attn_func(q, k, v, causal=causal),
+                         _unplanned(fp8attn.flash_attn_func, q, k, v, causal=causal))
+        if d == 128:
+            q8, k8, v8 = (x.to(torch.float8_e4m3fn) for x in (q, k, v))
+            got = fp8attn.flash_attn_func(q8, k8, v8, causal=True)
+            assert _same(got, _unplanned(fp8attn.flash_attn_func, q8, k8, v8, causal=True))
+    assert len(_planned_kinds()) == (3 if d == 128 else 2), list(call_plan._PLANS.values())

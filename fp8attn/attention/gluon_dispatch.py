@@ -567,6 +567,8 @@ def try_launch(*args, **kwargs) -> bool:
         return True
     except Exception as e:  # noqa: BLE001 - any compile / launch error: fall back, say so
         _failed.append(f"{type(e).__name__}: {str(e)[:300]}")
+        from .. import call_plan
+        call_plan.clear()       # plans recorded with Gluon launches: the tl kernel from now on
         warnings.warn(f"fp8attn: the Gluon attention kernel failed ({_failed[0]}); using the "
                       "Triton kernel from now on (same results). FP8ATTN_GLUON=0 skips it.",
                       RuntimeWarning, stacklevel=3)
