@@ -31,7 +31,10 @@ points into any of those means no plan. Later calls of the kind then:
 Same kernels, same arguments: the same bits (tests/test_call_plan.py; GPU: test_api).
 
 Only eager calls on CUDA tensors are planned, and CPU calls under TRITON_INTERPRET=1 (for the
-tests). A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
+tests). On CUDA every host read of a value is an aten op (a copy to the host, `.item()`);
+on the CPU, `.numpy()` and `.tolist()` read without one, which is why CPU calls outside the
+interpreter's tests are never planned, and why only functions that read no values on the
+host (not varlen's `cu_seqlens`) are wrapped. A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
 `clear()` forgets them. A change the key cannot see needs `clear()`, such as a monkeypatched
 module attribute in a test.
 """
