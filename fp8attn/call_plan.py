@@ -35,7 +35,7 @@ tests). On CUDA every host read of a value is an aten op (a copy to the host, `.
 on the CPU, `.numpy()` and `.tolist()` read without one, which is why CPU calls outside the
 interpreter's tests are never planned, and why only functions that read no values on the
 host (not varlen's `cu_seqlens`) are wrapped. A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
-`clear()` forgets them. A change the key cannot see needs `clear()`, such as a monkeypatched
+`clear()` forgets them; `refusals()` says why recent kinds got none. A change the key cannot see needs `clear()`, such as a monkeypatched
 module attribute in a test.
 """
 from __future__ import annotations
@@ -60,6 +60,7 @@ ENV_NAMES = ("TRITON_INTERPRET", "FP8ATTN_BACKEND", "FP8ATTN_GLUON", "FP8ATTN_FA
 
 _PLANS: OrderedDict = OrderedDict()     # key -> _Plan, or None: this kind runs unplanned
 _SEEN: dict = {}                        # key -> calls so far (before it has a plan)
+_REFUSALS: OrderedDict = OrderedDict()  # (function name, why) of recordings without a plan
 _LOCAL = threading.local()              # .recorder: the _Recorder of this thread's recording
 
 _aten = torch.ops.aten
@@ -211,11 +212,30 @@ def _record(impl, args):
     finally:
         _LOCAL.recorder = None
         undo()
-    if os.environ.get("FP8ATTN_PLAN_DEBUG"):
-        print("plan recording:", rec.bad[:8], rec.counted, [e[0] for e in rec.events])
-    if rec.bad or rec.counted != sum(e[0] in ("runner", "interp") for e in rec.events):
-        return result, None
-    return result, _Plan.build(rec, args, result)
+    recorded = sum(e[0] in ("runner", "interp") for e in rec.events)
+    why = (", ".join(dict.fromkeys(rec.bad)) if rec.bad else None) or (
+        f"{rec.counted} launches, {recorded} through kernel_launch"
+        if rec.counted != recorded else None)
+    if why is None:
+        try:
+            return result, _Plan.build(rec, args, result)
+        except _NoPlan as e:
+            why = str(e)
+    _refused(impl, why)
+    return result, None
+
+
+def _refused(impl, why: str) -> None:
+    _REFUSALS[impl.__name__, why] = None
+    _REFUSALS.move_to_end((impl.__name__, why))
+    while len(_REFUSALS) > 32:
+        _REFUSALS.popitem(last=False)
+
+
+def refusals() -> list:
+    """(function, reason) of the latest recordings that made no plan, oldest first: why a kind
+    of call runs the full path (a debugging aid)."""
+    return list(_REFUSALS)
 
 
 def _count_launches(rec: _Recorder):
@@ -273,6 +293,7 @@ class _Plan:
 
     @classmethod
     def build(cls, rec: _Recorder, args: tuple, result):
+        """The plan of a recording (raises _NoPlan with the reason where there is none)."""
         n_args = len(args)
         sources = [a if isinstance(a, _Tensor) else None for a in args]
         sources += [e[4] for e in rec.events if e[0] in ("alloc", "op") and e[4] is not None]
@@ -304,19 +325,15 @@ class _Plan:
                     lo <= v < lo + n for lo, n in spans):
                 raise _NoPlan("an integer argument points into the call's tensors")
 
-        try:
-            steps = [cls._step(e, n_args, locate, view_of, check_int) for e in rec.events]
-            flat = result if isinstance(result, tuple) else (result,)
-            outputs = []
-            for t in flat:
-                i, off = locate(t) if isinstance(t, _Tensor) else (None, None)
-                if i is None or i < n_args:
-                    raise _NoPlan("an output that is not one of the call's allocations")
-                same = (off == 0 and t.dtype == sources[i].dtype and t.shape == sources[i].shape
-                        and t.stride() == sources[i].stride())
-                outputs.append(i if same else view_of(t))
-        except _NoPlan:
-            return None
+        steps = [cls._step(e, n_args, locate, view_of, check_int) for e in rec.events]
+        outputs = []
+        for t in result if isinstance(result, tuple) else (result,):
+            i, off = locate(t) if isinstance(t, _Tensor) else (None, None)
+            if i is None or i < n_args:
+                raise _NoPlan("an output that is not one of the call's allocations")
+            same = (off == 0 and t.dtype == sources[i].dtype and t.shape == sources[i].shape
+                    and t.stride() == sources[i].stride())
+            outputs.append(i if same else view_of(t))
         return cls(steps, (outputs, isinstance(result, tuple)), constants)
 
     @staticmethod
