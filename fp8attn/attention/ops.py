@@ -12,7 +12,9 @@ q_search).
 Each op picks its backend when it runs (api.select_backend): the Triton kernel on CUDA (or on the
 CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRET=1), else the
 PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
-(api.py); ops only re-check what needs tensor values (cu_seqlens).
+(api.py); ops only re-check what needs tensor values (cu_seqlens). The dense implementations
+(bf16 / fp16 / fp32 and FP8 inputs) replay a call plan from the third eager call of a kind on
+(fp8attn/call_plan.py); the varlen ones read cu_seqlens on the host and are not planned.
 """
 from __future__ import annotations
 
