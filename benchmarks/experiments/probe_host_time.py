@@ -12,7 +12,10 @@ FP8 calls on the same tensors.
 
 `--package DIR` imports fp8attn from DIR first (an older tree, to compare in one run: run the
 script once per tree, alternating, in separate processes; `--no-peers` skips FA3's calls).
-Prints one JSON line per call and case.
+Prints one JSON line per call and case. The dense calls replay call plans (fp8attn/call_plan.py,
+since session 39) from their third call on, which every reading here is past; FP8ATTN_PLAN=0
+reads them without (session 39: 94-95 us a dense bf16 call with plans, 320-326 without,
+`results/probe_host_time_s39plan.jsonl`).
 
     PYTHONPATH=$PWD python benchmarks/experiments/probe_host_time.py [--package DIR] [--tag T]
 """
