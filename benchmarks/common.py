@@ -213,6 +213,15 @@ def environment() -> dict:
     return info
 
 
+def cuda_absent(what: str = "time") -> bool:
+    """True, after saying so, where there is no CUDA device: the probes then stop (they
+    import and run their argument parsing on a CPU machine, and exit 0)."""
+    if torch.cuda.is_available():
+        return False
+    print(f"CUDA is absent: nothing to {what} here (run this on the device machine)")
+    return True
+
+
 def write_json(path: str, obj) -> None:
     """A probe's rows to `path` (indented JSON); nothing for an empty path (no --json)."""
     if path:

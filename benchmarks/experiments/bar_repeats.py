@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
-                    graph_bench_ms, kernel_only, load_fa3, write_json)
+                    graph_bench_ms, kernel_only, load_fa3, write_json, cuda_absent)
 
 
 def parse_cells(text: str) -> list[tuple[int, int, bool]]:
@@ -67,8 +67,7 @@ def main():
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     cells = parse_cells(a.cells)
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     fa3, why = load_fa3()
     if fa3 is None:

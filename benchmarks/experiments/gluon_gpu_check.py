@@ -179,8 +179,8 @@ def main():
     CAUSAL = a.causal or None
     BLOCK_KV = a.block_kv
     seqlens = [int(x) for x in a.seqlens.split(",")]
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to check here (run this on the device machine)")
+    from common import cuda_absent
+    if cuda_absent("check"):
         return
     if a.one:
         run_variant(a.one, seqlens)

@@ -18,13 +18,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
-from common import bench_ms, graph_ms, host_probe_inputs, kernel_only, loop_us  # noqa: E402
+from common import (bench_ms, cuda_absent, graph_ms, host_probe_inputs, kernel_only,  # noqa: E402
+                    loop_us)
 from fp8attn.attention import gluon_dispatch  # noqa: E402
 
 
 def main():
-    if not torch.cuda.is_available():
-        print("CUDA is absent")
+    if cuda_absent():
         return
     for s in (1024, 4096):
         (q, k, v), quant, out = host_probe_inputs(s)

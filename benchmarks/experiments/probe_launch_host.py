@@ -26,7 +26,7 @@ sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 import fp8attn  # noqa: E402
 from common import (bench_ms, fa3_out, graph_ms, host_probe_inputs, kernel_only,  # noqa: E402
-                    load_fa3, loop_us)
+                    load_fa3, loop_us, cuda_absent)
 from fp8attn.attention import gluon_dispatch  # noqa: E402
 
 
@@ -34,8 +34,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent")
+    if cuda_absent():
         return
     gluon_dispatch.MIN_SEQLEN_K = 1024
     fa3, why = load_fa3()

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from common import (attn_flops, bench_ms, dispatch_quantized, fa3_out,  # noqa: E402
-                    graph_bench_ms, kernel_only, load_fa3, write_json)
+                    graph_bench_ms, kernel_only, load_fa3, write_json, cuda_absent)
 
 import fp8attn  # noqa: E402
 from fp8attn import Recipe  # noqa: E402
@@ -90,8 +90,7 @@ def main():
     ap.add_argument("--shapes", default=",".join(SHAPES))
     ap.add_argument("--json", default="")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     fa3, why = load_fa3()
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; fa3: {why or 'ok'}",

@@ -23,7 +23,7 @@ import torch
 import triton
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms, write_json  # noqa: E402
+from common import cuda_absent, graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn import kernel_launch  # noqa: E402
 from fp8attn.hadamard.reference import cached_hadamard_signs  # noqa: E402
@@ -105,8 +105,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     g = torch.Generator(device="cuda").manual_seed(0)
     rows = []

@@ -17,7 +17,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms, write_json  # noqa: E402
+from common import cuda_absent, graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn.hadamard.reference import cached_hadamard_signs  # noqa: E402
 from fp8attn.quant import quantize  # noqa: E402
@@ -29,8 +29,7 @@ def main():
     ap.add_argument("--dims", default="64,80,96,128")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     rows = []
     for d in (int(x) for x in a.dims.split(",")):

@@ -23,7 +23,7 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import graph_bench_ms, write_json  # noqa: E402
+from common import cuda_absent, graph_bench_ms, write_json  # noqa: E402
 
 from fp8attn import Recipe  # noqa: E402
 from fp8attn.attention import ops  # noqa: E402
@@ -63,8 +63,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default="")
     a = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     from fp8attn.quant.triton_pairs import _pairs_kernel
     g = torch.Generator(device="cuda").manual_seed(0)

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.dirname(HERE), os.path.dirname(os.path.dirname(HERE))]
 
 from common import (attn_flops, bench_ms, fa3_out, graph_bench_ms, host_probe_inputs,  # noqa: E402
-                    kernel_only, load_fa3, loop_us)
+                    kernel_only, load_fa3, loop_us, cuda_absent)
 
 
 def main():
@@ -34,8 +34,7 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--seqlens", default="1024,2048")
     args = ap.parse_args()
-    if not torch.cuda.is_available():
-        print("CUDA is absent")
+    if cuda_absent():
         return
     from fp8attn.attention import gluon_dispatch
     from fp8attn.attention.gluon_fwd import gluon_attention_fwd

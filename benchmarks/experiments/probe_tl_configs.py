@@ -22,7 +22,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import attn_flops, bench_ms, fa3_out, load_fa3, quantized_randn, write_json  # noqa: E402
+from common import (attn_flops, bench_ms, cuda_absent, fa3_out, load_fa3,  # noqa: E402
+                    quantized_randn, write_json)
 
 
 def parse_config(text: str) -> dict:
@@ -45,8 +46,7 @@ def main():
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     configs = {c: parse_config(c) for c in a.configs.split(",")}
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     from fp8attn.attention.triton_fwd import attention_fwd_fp8
     d, s = a.head_dim, a.seqlen

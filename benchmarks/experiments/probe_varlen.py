@@ -42,7 +42,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import bench_ms, fa3_out, graph_bench_ms, load_fa3, write_json  # noqa: E402
+from common import (bench_ms, cuda_absent, fa3_out, graph_bench_ms, load_fa3,  # noqa: E402
+                    write_json)
 
 import fp8attn  # noqa: E402
 
@@ -121,8 +122,7 @@ def main():
     ap.add_argument("--head-dim", type=int, default=D, help="e.g. 96 (Phi-3's)")
     a = ap.parse_args()
     d = a.head_dim
-    if not torch.cuda.is_available():
-        print("CUDA is absent: nothing to time here (run this on the device machine)")
+    if cuda_absent():
         return
     fa3, why = load_fa3()
     print(f"# {torch.cuda.get_device_name()} torch {torch.__version__}; fa3: {why or 'ok'}")
