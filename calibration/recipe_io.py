@@ -250,7 +250,8 @@ def export_kv_cache_scales(calib: CalibratedRecipe, path, *, per_head: bool = Fa
             if not math.isfinite(float(t.max())):
                 raise ValueError(f"layer {name!r}: non-finite {kind}_scale")
             out[f"{name}.{suffix.format(kind=kind)}"] = t
-    save_file(out, str(writable(path)), metadata={"format": "fp8-kv-cache-scales", "kv_fmt": calib.kv_fmt,
-                                        "convention": "x ~= x8 * scale",
-                                        "granularity": "per_kv_head" if per_head else "per_layer"})
+    save_file(out, str(writable(path)),
+              metadata={"format": "fp8-kv-cache-scales", "kv_fmt": calib.kv_fmt,
+                        "convention": "x ~= x8 * scale",
+                        "granularity": "per_kv_head" if per_head else "per_layer"})
     return out

@@ -104,9 +104,11 @@ def enabled() -> bool:
 
 
 def clear() -> None:
-    """Forget every plan (the next two calls of each kind take the full path again)."""
+    """Forget every plan and refusal (the next two calls of each kind take the full path
+    again)."""
     _PLANS.clear()
     _SEEN.clear()
+    _REFUSALS.clear()
 
 
 def planned(impl):
@@ -131,7 +133,7 @@ def planned(impl):
         if len(_SEEN) >= MAX_SEEN:
             _SEEN.clear()
         _SEEN[key] = seen + 1
-        if seen == 0 or seen > TRIES or getattr(_LOCAL, "recorder", None) is not None:
+        if seen == 0 or seen > TRIES or recording() is not None:
             return impl(*args)
         result, plan = _record(impl, args)
         if plan is not None or seen == TRIES:
@@ -213,10 +215,11 @@ def _record(impl, args):
         _LOCAL.recorder = None
         undo()
     recorded = sum(e[0] in ("runner", "interp") for e in rec.events)
-    why = (", ".join(dict.fromkeys(rec.bad)) if rec.bad else None) or (
-        f"{rec.counted} launches, {recorded} through kernel_launch"
-        if rec.counted != recorded else None)
-    if why is None:
+    if rec.bad:
+        why = ", ".join(dict.fromkeys(rec.bad))
+    elif rec.counted != recorded:
+        why = f"{rec.counted} launches, {recorded} through kernel_launch"
+    else:
         try:
             return result, _Plan.build(rec, args, result)
         except _NoPlan as e:

@@ -1372,7 +1372,7 @@ ITEM_WORDS = gl.constexpr(8)
 def _publish_item(WORK, q_bar, q_empty, k, it, start_m, q_off, sq, sk, off_h, kv_start, rows,
                   Q_BUFS: gl.constexpr):
     """Once both consumers are done with the Q buffer item `it` takes (q_empty), item k and its
-    looked-up values (_varlen_lookup) go into the CTA's slot for that buffer, ITEM_WORDS words
+    looked-up values (_varlen_item) go into the CTA's slot for that buffer, ITEM_WORDS words
     from WORK[1 + (pid * Q_BUFS + it % Q_BUFS) * ITEM_WORDS], and the producer arrives on the
     buffer's item barrier (q_bar.index(Q_BUFS + buffer)): mbarrier arrive / wait order memory
     within the CTA, so the consumers read the slot after their wait (_published_item), before
