@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
+#   s40     session 40: varlen call plans (ops._varlen_on_device): the call-plan tests, every
+#           varlen test, the dense GPU tests against the final call-plan code, then host time
+#           with plans and without                                              (~8 min)
+#   s40bench bench_attention.py's whole sweep (as benchfull) with call plans on      (~4-5 min)
 #   s35     session 35: varlen calls on the Gluon kernel (gluon_fwd._varlen_item): its GPU
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
 #           probe_varlen.py (ours on the Gluon kernel, ours_tl on the Triton kernel, FA3)
@@ -863,6 +867,19 @@ for stage in "$@"; do
             FP8ATTN_TUNE=$tune timeout 150 $PY benchmarks/experiments/probe_quant_split.py \
                 --json "$OUT/probe_quant_split${tune:+_$tune}.json" 2>&1 | grep -v "^ *warn" | tail -3
         done ;;
+    s40)
+        timeout 330 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py tests/test_api.py \
+            tests/test_attention_gpu.py tests/test_fp8_inputs.py tests/test_device_tables.py \
+            tests/test_gluon_dispatch.py tests/test_varlen_offsets.py tests/test_padded_rows.py \
+            tests/test_attention_triton.py 2>&1 | tail -12 | tee "$OUT/pytest_s40.log"
+        timeout 110 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
+            2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        FP8ATTN_PLAN=0 timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag noplan \
+            --no-peers --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        ;;
+    s40bench)
+        timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \
+            --out "$OUT" 2>&1 | tail -50 | tee "$OUT/bench_full.log" ;;
     s39plan)
         # call plans (fp8attn/call_plan.py): the GPU tests of the dense calls with plans on (the
         # third call of a kind in a test replays), then host time with plans and without

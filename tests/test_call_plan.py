@@ -293,6 +293,48 @@ def test_inputs_sharing_a_buffer_and_inputs_that_do_not_are_different_kinds():
                      _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True))
 
 
+def _random_offsets(g, total, nseq, device):
+    """nseq + 1 int32 offsets splitting total rows at random (empty sequences possible)."""
+    cuts = torch.sort(torch.randint(0, total + 1, (nseq - 1,), generator=g)).values
+    return torch.cat([torch.tensor([0]), cuts, torch.tensor([total])]).to(device, torch.int32)
+
+
+@pytest.mark.parametrize("total_q,total_k,causal,align", [
+    (300, 300, True, "1"), (150, 260, False, "1"), (150, 260, True, "0")])
+def test_a_varlen_plan_holds_for_other_offsets_of_the_same_shape(total_q, total_k, causal, align,
+                                                                 monkeypatch):
+    # the plan replays the device work only (the layout kernel reads the offsets), so each
+    # call's new offsets give the bits of the unplanned call on them; max_seqlen_q is part of
+    # the kind, so it is held at the total here. FP8ATTN_VARLEN_ALIGN=1: K and V in padded
+    # rows (the layout kernel's tables; unset, these short sequences stay packed)
+    monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", align)
+    g = torch.Generator().manual_seed(7)
+    for _ in range(4):
+        q = torch.randn(total_q, 2, 64, generator=g).to(DEV, torch.bfloat16)
+        k, v = (torch.randn(total_k, 2, 64, generator=g).to(DEV, torch.bfloat16)
+                for _ in range(2))
+        cu_q = _random_offsets(g, total_q, 3, DEV)
+        cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, 3, DEV)
+        args = (q, k, v, cu_q, cu_k, total_q, total_k)
+        got = fp8attn.flash_attn_varlen_func(*args, causal=causal, return_lse=True)
+        want = _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal,
+                          return_lse=True)
+        assert all(_same(x, y) for x, y in zip(got, want))
+    assert len(_planned_kinds()) == 1, call_plan.refusals()
+
+
+def test_varlen_offsets_are_still_checked_on_a_planned_kind():
+    g = torch.Generator().manual_seed(8)
+    q, k, v = (torch.randn(200, 2, 64, generator=g).to(DEV, torch.bfloat16) for _ in range(3))
+    for _ in range(3):
+        cu = _random_offsets(g, 200, 3, DEV)
+        fp8attn.flash_attn_varlen_func(q, k, v, cu, cu, 200, 200)
+    assert len(_planned_kinds()) == 1
+    bad = torch.tensor([0, 150, 120, 200], dtype=torch.int32, device=DEV)   # decreasing
+    with pytest.raises(ValueError, match="never decrease"):
+        fp8attn.flash_attn_varlen_func(q, k, v, bad, bad, 200, 200)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("d", [96, 128])
 def test_gpu_planned_calls_on_the_gluon_kernel(d):
@@ -312,3 +354,23 @@ def test_gpu_planned_calls_on_the_gluon_kernel(d):
             got = fp8attn.flash_attn_func(q8, k8, v8, causal=True)
             assert _same(got, _unplanned(fp8attn.flash_attn_func, q8, k8, v8, causal=True))
     assert len(_planned_kinds()) == (3 if d == 128 else 2), list(call_plan._PLANS.values())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("d", [64, 128])
+def test_gpu_varlen_plans_on_new_offsets(d):
+    # hdim 128: the Gluon kernel's varlen items (query tiles from the layout kernel); 64: the
+    # Triton kernel. New offsets every call, self-attention and cross
+    g = torch.Generator().manual_seed(9)
+    for _ in range(4):
+        for total_q, total_k, causal in ((4096, 4096, True), (4096, 4096, False),
+                                         (1024, 3000, False)):
+            q = torch.randn(total_q, 4, d, generator=g).to("cuda", torch.bfloat16)
+            k, v = (torch.randn(total_k, 2, d, generator=g).to("cuda", torch.bfloat16)
+                    for _ in range(2))
+            cu_q = _random_offsets(g, total_q, 4, "cuda")
+            cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, 4, "cuda")
+            args = (q, k, v, cu_q, cu_k, total_q, total_k)
+            got = fp8attn.flash_attn_varlen_func(*args, causal=causal)
+            assert _same(got, _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal))
+    assert len(_planned_kinds()) == 3, call_plan.refusals()

@@ -14,7 +14,9 @@ CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRE
 PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
 (api.py); ops only re-check what needs tensor values (cu_seqlens). The dense implementations
 (bf16 / fp16 / fp32 and FP8 inputs) replay a call plan from the third eager call of a kind on
-(fp8attn/call_plan.py); the varlen ones read cu_seqlens on the host and are not planned.
+(fp8attn/call_plan.py); so does the bf16 / fp16 / fp32 varlen one's device work, after the
+offsets' host check (varlen_offsets). The FP8 varlen one finds each query row's sequence with
+torch ops and is not planned.
 """
 from __future__ import annotations
 
@@ -266,14 +268,32 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                       softmax_scale: float, fmt: str, granularity: str, block_q: int,
                       block_kv: int, hadamard: bool, seed: int, q_terms: int,
                       q_search: int, return_lse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    emulate = _backend(q.device) == "emulation"
+    # the offsets' host check stays outside the plan: it runs on every call (varlen_offsets
+    # remembers offsets that passed, so a model's later layers skip the copy)
+    host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
+    if emulate:
+        recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
+                        hadamard=hadamard, seed=seed, q_terms=q_terms, q_search=q_search)
+        return _varlen_emulation(q, k, v, *host, _CAUSAL[causal], softmax_scale, recipe,
+                                 return_lse)
+    res = _varlen_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal,
+                            softmax_scale, fmt, granularity, block_q, block_kv, hadamard, seed,
+                            q_terms, q_search, return_lse)
+    offsets_checked(pending)
+    return res
+
+
+@planned
+def _varlen_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, causal, softmax_scale,
+                      fmt, granularity, block_q, block_kv, hadamard, seed, q_terms, q_search,
+                      return_lse):
+    """A varlen call's device work: launches and allocations only, the offsets read by the
+    kernels alone (padded_rows' layout kernel included), so a plan of it holds for any
+    offsets of the same shapes (tests/test_call_plan.py replays it on others)."""
     recipe = Recipe(fmt=fmt, granularity=granularity, block_q=block_q, block_kv=block_kv,
                     hadamard=hadamard, seed=seed, q_terms=q_terms,
                     q_search=q_search)
-    emulate = _backend(q.device) == "emulation"
-    host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
-    if emulate:
-        return _varlen_emulation(q, k, v, *host, _CAUSAL[causal], softmax_scale, recipe,
-                                 return_lse)
     align = _kv_align(recipe, cu_seqlens_k.numel() - 1, k.shape[0])
     # K and V quantised straight into rows where each sequence starts at a multiple of align
     kv_rows, q_layout = varlen_layouts(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0],
@@ -291,7 +311,6 @@ def _attention_varlen_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu
                   cu_seqlens_k=cu_seqlens_k.to(torch.int32),
                   max_seqlen_q=max(int(max_seqlen_q), 1), kv_starts=kv_starts, kv_align=align,
                   q_layout=q_layout)
-    offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
 
