@@ -4,6 +4,8 @@
 #   s40     session 40: varlen call plans (ops._varlen_on_device): the call-plan tests, every
 #           varlen test, the dense GPU tests against the final call-plan code, then host time
 #           with plans and without                                              (~8 min)
+#   s40b    one workspace for a plan's intermediates, FP8 varlen plans (row_descales): the
+#           planned calls' GPU tests, then host time with plans                (~6 min)
 #   s40bench bench_attention.py's whole sweep (as benchfull) with call plans on      (~4-5 min)
 #   s35     session 35: varlen calls on the Gluon kernel (gluon_fwd._varlen_item): its GPU
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
@@ -876,6 +878,13 @@ for stage in "$@"; do
             2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         FP8ATTN_PLAN=0 timeout 60 $PY benchmarks/experiments/probe_host_time.py --tag noplan \
             --no-peers --repeats 2 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        ;;
+    s40b)
+        timeout 300 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py tests/test_api.py \
+            tests/test_attention_gpu.py tests/test_fp8_inputs.py tests/test_gluon_dispatch.py \
+            tests/test_padded_rows.py 2>&1 | tail -12 | tee "$OUT/pytest_s40b.log"
+        timeout 100 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
+            2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         ;;
     s40bench)
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \

@@ -337,6 +337,7 @@ class _Plan:
             same = (off == 0 and t.dtype == sources[i].dtype and t.shape == sources[i].shape
                     and t.stride() == sources[i].stride())
             outputs.append(i if same else view_of(t))
+        steps, outputs = _one_workspace(steps, outputs, sources, n_args)
         return cls(steps, (outputs, isinstance(result, tuple)), constants)
 
     @staticmethod
@@ -420,6 +421,81 @@ class _Plan:
         outputs, is_tuple = self.outputs
         outs = [sources[o] if isinstance(o, int) else _view(sources, o) for o in outputs]
         return tuple(outs) if is_tuple else outs[0]
+
+
+WORKSPACE_ALIGN = 512      # bytes between a workspace's tensors: the CUDA caching allocator's
+
+
+def _one_workspace(steps: list, outputs: list, sources: list, n_args: int):
+    """(steps, outputs) with the call's uninitialised intermediates (torch.empty allocations
+    that are not outputs: the quantised Q / K / V, their descales, a varlen call's layout
+    tables) carved from one allocation at the start: each torch.empty is a few microseconds of
+    host time, and a varlen call makes eleven. Outputs stay allocations of their own (a view
+    would keep the intermediates' memory alive). Sources are renumbered: the call's arguments,
+    the workspace, then the other allocations and clones in order."""
+    out_ids = {o if isinstance(o, int) else o[0] for o in outputs}
+    created = [i for i in range(n_args, len(sources)) if sources[i] is not None]
+    alloc_ids = iter(created)
+    merged, size, device = {}, 0, None
+    for step in steps:                      # allocation steps and new sources, both in order
+        if step[0] == "op" and not step[4]:
+            continue
+        if step[0] not in ("alloc", "op"):
+            continue
+        i = next(alloc_ids)
+        t = sources[i]
+        if (step[0] == "alloc" and step[1] in (torch.empty, torch.empty_strided)
+                and i not in out_ids and not step[3].get("pin_memory")
+                and t.storage_offset() == 0 and device in (None, t.device)):
+            device = t.device
+            merged[i] = size
+            size += -(-t.untyped_storage().nbytes() // WORKSPACE_ALIGN) * WORKSPACE_ALIGN
+    if len(merged) < 2:
+        return steps, outputs
+    ws = n_args
+    where = {i: (i, 0) for i in range(n_args)}
+    nxt = n_args + 1
+    for i in created:
+        if i in merged:
+            where[i] = (ws, merged[i])
+        else:
+            where[i], nxt = (nxt, 0), nxt + 1
+
+    def moved(i, off):
+        if i is None:
+            return None, off
+        j, base = where[i]
+        return j, base + off
+
+    def moved_view(view):
+        i, off, *rest = view
+        return (*moved(i, off), *rest)
+
+    new_steps = [("alloc", torch.empty, (size,), dict(dtype=torch.uint8, device=device))]
+    alloc_ids = iter(created)
+    for step in steps:
+        kind = step[0]
+        if kind == "alloc":
+            if next(alloc_ids) in merged:
+                continue
+            new_steps.append(step)
+        elif kind == "op":
+            if step[4]:
+                next(alloc_ids)
+            _, func, views, kw, new = step
+            new_steps.append(("op", func, [_Arg(moved_view(x.view)) if isinstance(x, _Arg)
+                                           else x for x in views], kw, new))
+        elif kind == "runner":
+            _, runner, values, ptrs, descs = step
+            new_steps.append(("runner", runner, values,
+                              [(pos, *moved(i, off)) for pos, i, off in ptrs],
+                              [(pos, *moved(i, off), c, f) for pos, i, off, c, f in descs]))
+        else:
+            _, kernel, grid, a, kw, views = step
+            new_steps.append(("interp", kernel, grid, a, kw,
+                              {n: moved_view(v) for n, v in views.items()}))
+    new_outputs = [where[o][0] if isinstance(o, int) else moved_view(o) for o in outputs]
+    return new_steps, new_outputs
 
 
 def _view(sources: list, view: tuple) -> _Tensor:

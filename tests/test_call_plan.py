@@ -293,6 +293,24 @@ def test_inputs_sharing_a_buffer_and_inputs_that_do_not_are_different_kinds():
                      _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True))
 
 
+def test_intermediates_come_from_one_workspace_and_outputs_from_their_own():
+    g = torch.Generator().manual_seed(10)
+    outs = []
+    for _ in range(4):
+        q, k, v = (torch.randn(1, 64, 2, 64, generator=g).to(DEV, torch.bfloat16)
+                   for _ in range(3))
+        out, lse = fp8attn.flash_attn_func(q, k, v, causal=True, return_lse=True)
+        assert _same(out, _unplanned(fp8attn.flash_attn_func, q, k, v, causal=True))
+        outs.append((out, lse))
+    (plan,) = _planned_kinds()
+    allocs = [s for s in plan.steps if s[0] == "alloc"]
+    # the workspace (q8, k8, V^T and their descales), the output and the LSE
+    assert len(allocs) == 3 and allocs[0][2][0] % call_plan.WORKSPACE_ALIGN == 0
+    for out, lse in outs[2:]:           # replayed: each output owns exactly its bytes
+        for t in (out, lse):
+            assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def _random_offsets(g, total, nseq, device):
     """nseq + 1 int32 offsets splitting total rows at random (empty sequences possible)."""
     cuts = torch.sort(torch.randint(0, total + 1, (nseq - 1,), generator=g)).values
@@ -320,6 +338,31 @@ def test_a_varlen_plan_holds_for_other_offsets_of_the_same_shape(total_q, total_
         want = _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal,
                           return_lse=True)
         assert all(_same(x, y) for x, y in zip(got, want))
+    assert len(_planned_kinds()) == 1, call_plan.refusals()
+
+
+def _fp8_varlen_args(g, total_q, total_k, hq, hkv, d, nseq, device):
+    q = torch.randn(total_q, hq, d, generator=g).to(device).to(torch.float8_e4m3fn)
+    k, v = (torch.randn(total_k, hkv, d, generator=g).to(device).to(torch.float8_e4m3fn)
+            for _ in range(2))
+    cu_q = _random_offsets(g, total_q, nseq, device)
+    cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, nseq, device)
+    descales = dict(q_descale=torch.rand(nseq, hq, generator=g).to(device) + 0.5,
+                    k_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5,
+                    v_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5)
+    return (q, k, v, cu_q, cu_k, total_q, total_k), descales
+
+
+@pytest.mark.parametrize("total_q,total_k,causal", [(300, 300, True), (150, 260, False)])
+def test_an_fp8_varlen_plan_holds_for_other_offsets(total_q, total_k, causal):
+    # pre-quantised varlen inputs: K / V packed by one kernel, Q's per-row descales by another
+    # (row_descales), so the plan holds for new offsets and descales of the same shapes
+    g = torch.Generator().manual_seed(12)
+    for _ in range(4):
+        args, descales = _fp8_varlen_args(g, total_q, total_k, 2, 1, 64, 3, DEV)
+        got = fp8attn.flash_attn_varlen_func(*args, causal=causal, **descales)
+        want = _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal, **descales)
+        assert _same(got, want)
     assert len(_planned_kinds()) == 1, call_plan.refusals()
 
 
@@ -373,4 +416,9 @@ def test_gpu_varlen_plans_on_new_offsets(d):
             args = (q, k, v, cu_q, cu_k, total_q, total_k)
             got = fp8attn.flash_attn_varlen_func(*args, causal=causal)
             assert _same(got, _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal))
-    assert len(_planned_kinds()) == 3, call_plan.refusals()
+            if d == 128:            # pre-quantised: the Gluon kernel, Q copied by head
+                args, descales = _fp8_varlen_args(g, total_q, total_k, 4, 2, d, 4, "cuda")
+                got = fp8attn.flash_attn_varlen_func(*args, causal=causal, **descales)
+                assert _same(got, _unplanned(fp8attn.flash_attn_varlen_func, *args,
+                                             causal=causal, **descales))
+    assert len(_planned_kinds()) == (6 if d == 128 else 3), call_plan.refusals()

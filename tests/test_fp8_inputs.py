@@ -87,3 +87,24 @@ def test_pack_fp8_kv_kernel_matches_the_copies(fmt, d, order, device, monkeypatc
         layout = padded_rows(torch.tensor(cu, dtype=torch.int32, device=device), 45, 128)
         kp, vt, kd, vd = fi.pack_fp8_kv(kv[:, :1], kv[:, 1:], one, one, layout, key_order=order)
         assert (kd == 1).all() and (vd == 1).all()
+
+
+def test_row_descales_kernel_matches_the_gather(device, monkeypatch):
+    """row_descales' launch (CUDA, the interpreter) gives the bits of row_sequences' gather:
+    empty sequences (first, middle, last), one sequence, strided descales, a row block past
+    the packed rows; bad offsets take a clamped sequence's descale, inside the buffers."""
+    import fp8attn.quant.fp8_inputs as fi
+    g = torch.Generator().manual_seed(11)
+    for lens in ([0, 50, 0, 128, 300, 1, 0], [5], [0, 0, 7], [256, 256]):
+        ds = (torch.rand(3, len(lens), generator=g) + 0.5).to(device).t()   # (nseq, H)
+        cu = _cu(lens, device)
+        monkeypatch.setattr(fi, "_kernel_builds", lambda cu: True)
+        got = fi.row_descales(ds, cu, sum(lens))
+        monkeypatch.setattr(fi, "_kernel_builds", lambda cu: False)
+        want = fi.row_descales(ds, cu, sum(lens))
+        assert got.shape == want.shape == (1, 3, sum(lens)) and torch.equal(got, want), lens
+    monkeypatch.setattr(fi, "_kernel_builds", lambda cu: True)
+    ds = torch.arange(1.0, 4.0, device=device).reshape(3, 1)
+    for cu in ([0, 30, 10, 45], [0, 10 ** 6, 45, 45], [-7, 20, 45, 40]):
+        got = fi.row_descales(ds, torch.tensor(cu, dtype=torch.int32, device=device), 45)
+        assert got.shape == (1, 1, 45) and ((got >= 1) & (got <= 3)).all()

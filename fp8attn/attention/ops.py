@@ -14,9 +14,8 @@ CPU through Triton's interpreter with FP8ATTN_BACKEND=triton and TRITON_INTERPRE
 PyTorch emulation of the same numerics (attention/reference.py). Callers validate shapes first
 (api.py); ops only re-check what needs tensor values (cu_seqlens). The dense implementations
 (bf16 / fp16 / fp32 and FP8 inputs) replay a call plan from the third eager call of a kind on
-(fp8attn/call_plan.py); so does the bf16 / fp16 / fp32 varlen one's device work, after the
-offsets' host check (varlen_offsets). The FP8 varlen one finds each query row's sequence with
-torch ops and is not planned.
+(fp8attn/call_plan.py); so do the varlen ones' device work, after the offsets' host check
+(varlen_offsets).
 """
 from __future__ import annotations
 
@@ -339,21 +338,29 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
 
     The kernel takes them as it takes the quantiser's output: Q with one descale per row (its
     sequence's), K and V copied into the padded layout (quant/padded_rows.py; V head-dim
-    major) with one descale per 128-row block, which holds one sequence's rows."""
-    from ..quant.fp8_inputs import by_head, pack_fp8_kv
-    from ..quant.padded_rows import row_sequences
-    from ..quant.reference import QuantizedTensor
-    from .gluon_dispatch import v_key_order_for
+    major) with one descale per 128-row block, which holds one sequence's rows. As the bf16
+    call: the offsets' host check here, the device work planned."""
     fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     emulate = _backend(q.device) == "emulation"
     host, pending = varlen_offsets(q, k, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, emulate)
     if emulate:
         return _varlen_fp8_emulation(q, k, v, *host, q_descale, k_descale, v_descale,
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
+    res = _varlen_fp8_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, q_descale,
+                                k_descale, v_descale, causal, softmax_scale, return_lse)
+    offsets_checked(pending)
+    return res
+
+
+@planned
+def _varlen_fp8_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, q_descale,
+                          k_descale, v_descale, causal, softmax_scale, return_lse):
+    from ..quant.fp8_inputs import by_head, pack_fp8_kv, row_descales
+    from ..quant.reference import QuantizedTensor
+    from .gluon_dispatch import v_key_order_for
+    fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     align = VARLEN_FP8_ALIGN
     layout, q_layout = varlen_layouts(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], align)
-    # every row's sequence (clamped: the offsets may not have been checked yet)
-    seq_q = row_sequences(cu_seqlens_q, q.shape[0])
     qh = q.permute(1, 0, 2).unsqueeze(0)
     # V^T in the key order of the kernel that will take the call (the Gluon kernel's "mma"
     # order at head dim 128, written by the same packing pass); that kernel reads Q by head
@@ -365,7 +372,7 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
     if order == "mma":
         qh = by_head(q.unsqueeze(0))
     q8 = QuantizedTensor(data=qh, fmt=fmt, block_size=1,
-                         descale=q_descale.t()[:, seq_q].unsqueeze(0).contiguous())
+                         descale=row_descales(q_descale, cu_seqlens_q, q.shape[0]))
     kp, vt, kd, vd = pack_fp8_kv(k, v, k_descale, v_descale, layout, key_order=order)
     k8 = QuantizedTensor(data=kp, fmt=fmt, block_size=align, descale=kd)
     v8 = QuantizedTensor(data=vt, fmt=fmt, block_size=align, transposed=True, descale=vd,
@@ -376,7 +383,6 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                   out=out.permute(1, 0, 2).unsqueeze(0), cu_seqlens_q=cu_seqlens_q,
                   cu_seqlens_k=cu_seqlens_k, max_seqlen_q=max(int(max_seqlen_q), 1),
                   kv_starts=layout.starts, kv_align=align, q_layout=q_layout)
-    offsets_checked(pending)
     return out, (res[1][0] if return_lse else _no_lse(q.device))
 
 

@@ -18,7 +18,7 @@ import triton.language as tl
 from .. import kernel_launch
 from ..host_ints import cdiv, next_power_of_2
 from .key_order import mma_key_tl, padded_len, to_mma
-from .padded_rows import PaddedRows, _kernel_builds, pad_rows
+from .padded_rows import PaddedRows, _kernel_builds, pad_rows, row_sequences
 
 
 def by_head(x: torch.Tensor) -> torch.Tensor:
@@ -113,6 +113,53 @@ def pack_fp8_kv(k: torch.Tensor, v: torch.Tensor, k_descale: torch.Tensor,
     return kp, vt, kd, vd
 
 
+def row_descales(descale: torch.Tensor, cu: torch.Tensor, total: int) -> torch.Tensor:
+    """Descales per sequence and head (nseq, H) -> one per packed row, (1, H, total) float32:
+    each row takes its sequence's (clamped to a sequence: the offsets may not have been
+    checked yet). On CUDA (and in Triton's interpreter) one launch of `_row_descales_kernel`,
+    so a call plan can replay it (the torch ops, the reference here, are a gather a plan
+    cannot replay)."""
+    h = descale.shape[1]
+    if _kernel_builds(cu) and descale.device == cu.device and total > 0:
+        out = torch.empty(1, h, total, dtype=torch.float32, device=cu.device)
+        ds = descale.float()
+        block = 256
+        kernel_launch.launch_call(_row_descales_kernel, (cdiv(total, block), h), cu, ds, out,
+                                  cu.numel() - 1, total, ds.stride(0), ds.stride(1),
+                                  BLOCK=block, SEARCH=_search_steps(cu.numel()), num_warps=4)
+        return out
+    seq = row_sequences(cu, total)
+    return descale.float().t()[:, seq].unsqueeze(0).contiguous()
+
+
+@triton.jit
+def _row_descales_kernel(cu_ptr, ds_ptr, out_ptr, nseq, total, s_seq, s_head,
+                         BLOCK: tl.constexpr, SEARCH: tl.constexpr):
+    """Program (row block, head): out[0, head, row] = ds[sequence of row, head]."""
+    h = tl.program_id(1)
+    row = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    seq = _sequence_of(cu_ptr, row, nseq, SEARCH)
+    ok = row < total
+    tl.store(out_ptr + h.to(tl.int64) * total + row,
+             tl.load(ds_ptr + seq * s_seq + h * s_head, mask=ok, other=0.0), mask=ok)
+
+
+@triton.jit
+def _sequence_of(cu_ptr, row, nseq, SEARCH: tl.constexpr):
+    """The sequence holding packed row(s) `row` (a scalar or a block): the number of cu[1:]
+    entries <= row, as row_sequences' searchsorted (right=True), by binary search, clamped to
+    a sequence."""
+    lo = row * 0
+    hi = row * 0 + nseq
+    for _ in range(SEARCH):
+        live = lo < hi
+        mid = (lo + hi) // 2
+        at_or_before = tl.load(cu_ptr + 1 + mid, mask=live, other=0) <= row
+        lo = tl.where(live & at_or_before, mid + 1, lo)
+        hi = tl.where(live & ~at_or_before, mid, hi)
+    return tl.minimum(lo, nseq - 1)
+
+
 def _search_steps(n: int) -> int:
     """Binary-search steps that narrow n offsets to one (at least one)."""
     return max(int(n - 1).bit_length(), 1)
@@ -148,16 +195,6 @@ def _pack_fp8_kv_kernel(k_ptr, v_ptr, kp_ptr, vt_ptr, tiles_ptr, cu_ptr, kds_ptr
     col = c[None, :] < D
     tl.store(kp_ptr + (h * rows + row) * D + c[None, :], kb, mask=col)
     tl.store(vt_ptr + (h * D + c[None, :]).to(tl.int64) * rows + row, vb, mask=col)
-    # the sequence holding packed row `first`: the number of cu[1:] entries <= first, as
-    # row_sequences' searchsorted (right=True), clamped to a sequence
-    lo = 0
-    hi = nseq
-    for _ in range(SEARCH):
-        live = lo < hi
-        mid = (lo + hi) // 2
-        at_or_before = tl.load(cu_ptr + 1 + mid, mask=live, other=0) <= first
-        lo = tl.where(live & at_or_before, mid + 1, lo)
-        hi = tl.where(live & ~at_or_before, mid, hi)
-    seq = tl.minimum(lo, nseq - 1)
+    seq = _sequence_of(cu_ptr, first, nseq, SEARCH)
     tl.store(kd_ptr + h * n_blocks + t, tl.load(kds_ptr + seq * skd_seq + h * skd_head))
     tl.store(vd_ptr + h * n_blocks + t, tl.load(vds_ptr + seq * svd_seq + h * svd_head))
