@@ -6,6 +6,8 @@
 #           with plans and without                                              (~8 min)
 #   s40b    one workspace for a plan's intermediates, FP8 varlen plans (row_descales): the
 #           planned calls' GPU tests, then host time with plans                (~6 min)
+#   s40c    by_head as a Triton launch: the FP8-input and call-plan GPU tests, its GPU time
+#           beside torch's word copy, host time with plans                      (~4 min)
 #   s40bench bench_attention.py's whole sweep (as benchfull) with call plans on      (~4-5 min)
 #   s35     session 35: varlen calls on the Gluon kernel (gluon_fwd._varlen_item): its GPU
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
@@ -884,6 +886,14 @@ for stage in "$@"; do
             tests/test_attention_gpu.py tests/test_fp8_inputs.py tests/test_gluon_dispatch.py \
             tests/test_padded_rows.py 2>&1 | tail -12 | tee "$OUT/pytest_s40b.log"
         timeout 100 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
+            2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        ;;
+    s40c)
+        timeout 150 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py \
+            tests/test_fp8_inputs.py tests/test_api.py 2>&1 | tail -6 | tee "$OUT/pytest_s40c.log"
+        timeout 60 $PY benchmarks/experiments/probe_by_head.py 2>&1 | grep -v "^ *warn" \
+            | tee "$OUT/probe_by_head.log"
+        timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
             2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         ;;
     s40bench)

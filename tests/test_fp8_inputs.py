@@ -42,16 +42,20 @@ def test_v_head_dim_major_kernel_matches_torch(fmt, d, order, device, monkeypatc
             assert got.is_contiguous()
 
 
-def test_by_head_moves_words_and_keeps_the_bits(device):
-    from fp8attn.quant.fp8_inputs import by_head
+@pytest.mark.parametrize("kernel", [True, False])
+def test_by_head_keeps_the_bits(kernel, device, monkeypatch):
+    """The kernel (CUDA, the interpreter) and torch's word copy: strided heads and rows that
+    are not a power of two or a whole number of words."""
+    import fp8attn.quant.fp8_inputs as fi
+    monkeypatch.setattr(fi, "_kernel_builds", lambda x: kernel)
     g = torch.Generator().manual_seed(0)
-    x = (torch.randn(2, 33, 6, 64, generator=g) * 3).to(torch.float8_e4m3fn).to(device)
-    for t in (x, x[:, :, ::2], x[..., :24]):                # words; strided heads; 24-byte rows
-        got = by_head(t)
+    x = (torch.randn(2, 83, 6, 64, generator=g) * 3).to(torch.float8_e4m3fn).to(device)
+    for t in (x, x[:, :, ::2], x[..., :24], x[:, 1:]):   # strided heads; 24-byte rows; offset
+        got = fi.by_head(t)
         assert got.is_contiguous() and got.dtype == t.dtype
         assert torch.equal(_bits(got), _bits(t.transpose(1, 2).contiguous()))
     odd = (torch.randn(1, 5, 2, 12, generator=g)).to(torch.float8_e5m2).to(device)
-    assert torch.equal(_bits(by_head(odd)), _bits(odd.transpose(1, 2).contiguous()))
+    assert torch.equal(_bits(fi.by_head(odd)), _bits(odd.transpose(1, 2).contiguous()))
 
 
 @pytest.mark.parametrize("fmt,d", [(torch.float8_e4m3fn, 64), (torch.float8_e5m2, 96),
