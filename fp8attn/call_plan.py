@@ -34,7 +34,10 @@ Only eager calls on CUDA tensors are planned, and CPU calls under TRITON_INTERPR
 tests). On CUDA every host read of a value is an aten op (a copy to the host, `.item()`);
 on the CPU, `.numpy()` and `.tolist()` read without one, which is why CPU calls outside the
 interpreter's tests are never planned, and why only functions that read no values on the
-host (not varlen's `cu_seqlens`) are wrapped. A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
+host are wrapped: a varlen call checks `cu_seqlens` on the host first and plans only its
+device work (attention/ops.py), whose kernels read the offsets themselves. The call's
+uninitialised intermediates come from one workspace allocation at replay (_one_workspace).
+A CUDA-graph capture takes the full path. FP8ATTN_PLAN=0 turns plans off, and
 `clear()` forgets them; `refusals()` says why recent kinds got none. A change the key cannot see needs `clear()`, such as a monkeypatched
 module attribute in a test.
 """
