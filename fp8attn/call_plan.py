@@ -437,16 +437,13 @@ def _one_workspace(steps: list, outputs: list, sources: list, n_args: int):
     would keep the intermediates' memory alive). Sources are renumbered: the call's arguments,
     the workspace, then the other allocations and clones in order."""
     out_ids = {o if isinstance(o, int) else o[0] for o in outputs}
-    created = [i for i in range(n_args, len(sources)) if sources[i] is not None]
-    alloc_ids = iter(created)
+    ids = iter(range(n_args, len(sources)))
+    # the source each step creates (allocations and clones, in order), else None
+    made = [next(ids) if step[0] == "alloc" or (step[0] == "op" and step[4]) else None
+            for step in steps]
     merged, size, device = {}, 0, None
-    for step in steps:                      # allocation steps and new sources, both in order
-        if step[0] == "op" and not step[4]:
-            continue
-        if step[0] not in ("alloc", "op"):
-            continue
-        i = next(alloc_ids)
-        t = sources[i]
+    for step, i in zip(steps, made):
+        t = sources[i] if i is not None else None
         if (step[0] == "alloc" and step[1] in (torch.empty, torch.empty_strided)
                 and i not in out_ids and not step[3].get("pin_memory")
                 and t.storage_offset() == 0 and device in (None, t.device)):
@@ -458,7 +455,7 @@ def _one_workspace(steps: list, outputs: list, sources: list, n_args: int):
     ws = n_args
     where = {i: (i, 0) for i in range(n_args)}
     nxt = n_args + 1
-    for i in created:
+    for i in range(n_args, len(sources)):
         if i in merged:
             where[i] = (ws, merged[i])
         else:
@@ -475,16 +472,12 @@ def _one_workspace(steps: list, outputs: list, sources: list, n_args: int):
         return (*moved(i, off), *rest)
 
     new_steps = [("alloc", torch.empty, (size,), dict(dtype=torch.uint8, device=device))]
-    alloc_ids = iter(created)
-    for step in steps:
+    for step, i in zip(steps, made):
         kind = step[0]
         if kind == "alloc":
-            if next(alloc_ids) in merged:
-                continue
-            new_steps.append(step)
+            if i not in merged:
+                new_steps.append(step)
         elif kind == "op":
-            if step[4]:
-                next(alloc_ids)
             _, func, views, kw, new = step
             new_steps.append(("op", func, [_Arg(moved_view(x.view)) if isinstance(x, _Arg)
                                            else x for x in views], kw, new))

@@ -225,22 +225,27 @@ def test_replayed_launches_get_the_new_tensors_addresses(monkeypatch):
     monkeypatch.delenv("FP8ATTN_FAST_LAUNCH", raising=False)
     kernel_launch.clear()
     _Compiled.calls = []
-    kern = _FakeJit(["x", "tail", "desc", "n"])
+    kern = _FakeJit(["x", "tail", "desc", "n", "w", "w_desc"])
 
     def impl(x):
         y = torch.empty(8, 4, device=x.device)
+        # intermediates: replayed from one workspace, 512-byte aligned (w: 80 bytes)
+        w, w2 = torch.empty(5, 4, device=x.device), torch.empty(3, 4, device=x.device)
         kernel_launch.launch(kern, (2,), ("k",), dict(x=x, tail=y[4:], desc=_Desc(x[1:], [2, 4]),
-                                                      n=7))
+                                                      n=7, w=w, w_desc=_Desc(w2[1:], [2, 4])))
         return y
     run = call_plan.planned(impl)
     xs = [torch.rand(6, 4, device=DEV) for _ in range(4)]
     ys = [run(x) for x in xs]
-    assert len(_planned_kinds()) == 1
+    (plan,) = _planned_kinds()
+    assert [s[0] for s in plan.steps] == ["alloc", "alloc", "runner"]     # workspace, y
     # calls: the JIT's first (not recorded here), the direct launch recorded, two replays
     for x, y, args in zip(xs[2:], ys[2:], _Compiled.calls[-2:]):
-        xp, tail, desc, n = args
+        xp, tail, desc, n, w, w_desc = args
         assert xp == x.data_ptr() and tail == y[4:].data_ptr() and n == 7
         assert desc.base.data_ptr() == x[1:].data_ptr() and desc.block_shape == [2, 4]
+        assert w % call_plan.WORKSPACE_ALIGN == 0 or DEV == "cpu"
+        assert w_desc.base.data_ptr() - w == call_plan.WORKSPACE_ALIGN + 16
 
 
 def _copies(x, tag: str):
