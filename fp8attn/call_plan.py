@@ -60,6 +60,7 @@ TRIES = 2               # recordings that may fail before a kind is run without 
 ENV_NAMES = ("TRITON_INTERPRET", "FP8ATTN_BACKEND", "FP8ATTN_GLUON", "FP8ATTN_FAST_LAUNCH",
              "FP8ATTN_TUNE", "FP8ATTN_VARLEN_ALIGN", "FP8ATTN_QUANT_LAYOUT",
              "FP8ATTN_QUANT_SOFT", "FP8ATTN_QUANT_STORE2D", "FP8ATTN_PLAN")
+_PLAN_FLAG = ENV_NAMES.index("FP8ATTN_PLAN")      # read from the key's tuple: one read a call
 
 _PLANS: OrderedDict = OrderedDict()     # key -> _Plan, or None: this kind runs unplanned
 _SEEN: dict = {}                        # key -> calls so far (before it has a plan)
@@ -102,8 +103,9 @@ def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def enabled() -> bool:
-    return os.environ.get("FP8ATTN_PLAN", "").strip() != "0"
+def _off(flag) -> bool:
+    """Whether FP8ATTN_PLAN's value (str, or bytes from _ENV_DATA; None if unset) is "0"."""
+    return flag is not None and flag.strip() in ("0", b"0")
 
 
 def clear() -> None:
@@ -120,10 +122,11 @@ def planned(impl):
     @functools.wraps(impl)
     def run(*args):
         first = args[0]
-        if not (first.is_cuda or _interpreting()) or not enabled() or (
+        env = _env()
+        if not (first.is_cuda or _interpreting()) or _off(env[_PLAN_FLAG]) or (
                 first.is_cuda and torch.cuda.is_current_stream_capturing()):
             return impl(*args)
-        key = (impl, _env(), tuple([
+        key = (impl, env, tuple([
             (a.shape, a.stride(), a.dtype, a.device, a.storage_offset(), a.data_ptr() % 16)
             if isinstance(a, _Tensor) else (a.__class__, a) for a in args]), _shared(args))
         plan = _PLANS.get(key, False)

@@ -181,6 +181,16 @@ def test_an_allocation_shaped_after_a_tensor_is_replayed():
     assert len(_planned_kinds()) == 1
 
 
+@pytest.mark.parametrize("flag,plans", [("0", 0), (" 0 ", 0), ("1", 1), ("", 1)])
+def test_fp8attn_plan_0_turns_plans_off(flag, plans, monkeypatch):
+    monkeypatch.setenv("FP8ATTN_PLAN", flag)
+    run = call_plan.planned(_through_kernel_launch)
+    for i in range(4):
+        x = torch.arange(20, dtype=torch.float32, device=DEV) + i
+        assert torch.equal(run(x, "empty_like"), x + 1)
+    assert len(_planned_kinds()) == plans and (plans or not call_plan._SEEN)
+
+
 def test_a_new_kind_of_call_is_recorded_on_its_own():
     run = call_plan.planned(_through_kernel_launch)
     for n in (10, 10, 10, 30, 30, 30, 10):
