@@ -8,6 +8,9 @@
 #           planned calls' GPU tests, then host time with plans                (~6 min)
 #   s40c    by_head as a Triton launch: the FP8-input and call-plan GPU tests, its GPU time
 #           beside torch's word copy, host time with plans                      (~4 min)
+#   infmode varlen host time under torch.inference_mode (cu_seqlens are inference tensors: no
+#           version counter, so every call checks them and waits for the copy) beside no_grad,
+#           with plans (not run yet)                                            (~3 min)
 #   s40bench bench_attention.py's whole sweep (as benchfull) with call plans on      (~4-5 min)
 #   s35     session 35: varlen calls on the Gluon kernel (gluon_fwd._varlen_item): its GPU
 #           tests beside the tl kernel's bits, the varlen / padded-rows / API tests, then
@@ -895,6 +898,12 @@ for stage in "$@"; do
             | tee "$OUT/probe_by_head.log"
         timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
             2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        ;;
+    infmode)
+        for mode in "--inference-mode" ""; do
+            timeout 80 $PY benchmarks/experiments/probe_host_time.py --tag plan $mode --repeats 2 \
+                2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
+        done
         ;;
     s40bench)
         timeout 560 $PY benchmarks/bench_attention.py --no-cpu-emulation \

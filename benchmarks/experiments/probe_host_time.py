@@ -41,6 +41,11 @@ def main():
                          "Triton's JIT path), in the same process")
     ap.add_argument("--head-dim", type=int, default=128,
                     help="96 / 80 / 256: Q and K go through _quant_kernel, not the pairs kernel")
+    ap.add_argument("--inference-mode", action="store_true",
+                    help="make the inputs and run the calls under torch.inference_mode (as "
+                         "serving stacks do): cu_seqlens are then inference tensors, which have "
+                         "no version counter, so every varlen call copies them to the host and "
+                         "waits for that copy (attention/varlen_offsets.py)")
     ap.add_argument("--profile", action="store_true",
                     help="then a cProfile of the 8 x 2048 dense and varlen bf16 calls")
     a = ap.parse_args()
@@ -48,13 +53,15 @@ def main():
                                                          os.path.dirname(os.path.dirname(HERE))]
     import torch
     import fp8attn
-    from common import fa3_out, graph_ms, load_fa3, loop_us
+    from common import cuda_absent, fa3_out, graph_ms, load_fa3, loop_us
+    if cuda_absent():
+        return
     fa3, why = load_fa3()
     print(f"# {a.tag}: fp8attn from {os.path.dirname(fp8attn.__file__)}; fa3: {why or 'ok'}",
           flush=True)
     H, D = 16, a.head_dim
     torch.manual_seed(0)
-    with torch.no_grad():
+    with torch.inference_mode() if a.inference_mode else torch.no_grad():
         for nseq, s in ((1, 1024), (8, 2048)):
             q, k, v = (torch.randn(nseq * s, H, D, device="cuda", dtype=torch.bfloat16)
                        for _ in range(3))
@@ -104,7 +111,8 @@ def main():
                         gpu = None
                     hosts = sorted(h for h, _ in got)
                     print(json.dumps(dict(
-                        tag=a.tag, call=name, nseq=nseq, seqlen=s, causal=causal, head_dim=D,
+                        tag=a.tag, call=name, inference_mode=a.inference_mode, nseq=nseq,
+                        seqlen=s, causal=causal, head_dim=D,
                         host_us_min=round(hosts[0], 1), host_us_median=round(
                             hosts[len(hosts) // 2], 1),
                         wall_us_median=round(sorted(w for _, w in got)[len(got) // 2], 1),
