@@ -49,13 +49,8 @@ def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
     None for the JIT path every time. kwargs: every argument by name, launch options included
     (options are fixed by the key: they are not passed again)."""
     rec = recording()
-    if key is None or not enabled():
-        if rec is not None:
-            rec.bad.append("a launch through Triton's JIT path")
-        kernel[grid](**kwargs)
-        return
-    entry = (id(kernel), key, grid)
-    hit = _RUNNERS.get(entry)
+    entry = None if key is None or not enabled() else (id(kernel), key, grid)
+    hit = None if entry is None else _RUNNERS.get(entry)
     if hit is not None and hit[0] is kernel:
         _, runner, names, defaults = hit
         values = [kwargs.get(n, d) for n, d in zip(names, defaults)]
@@ -67,7 +62,7 @@ def launch(kernel, grid: tuple, key, kwargs: dict) -> None:
     if rec is not None:
         rec.bad.append("a launch through Triton's JIT path")
     compiled = kernel[grid](**kwargs)
-    if hasattr(compiled, "__getitem__") and hasattr(kernel, "params"):
+    if entry is not None and hasattr(compiled, "__getitem__") and hasattr(kernel, "params"):
         names = [p.name for p in kernel.params]
         defaults = [p.default if p.has_default else None for p in kernel.params]
         missing = [n for n, p in zip(names, kernel.params) if n not in kwargs and not p.has_default]

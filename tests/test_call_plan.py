@@ -332,6 +332,22 @@ def _random_offsets(g, total, nseq, device):
     return torch.cat([torch.tensor([0]), cuts, torch.tensor([total])]).to(device, torch.int32)
 
 
+def _varlen_args(g, total_q, total_k, hq, hkv, d, nseq, device, fp8=False):
+    """(positional arguments, keyword descales) of a varlen call on new data and new random
+    offsets (self-attention, total_q == total_k: one offsets tensor for both, as models pass
+    it); bf16, or e4m3 with descales per sequence and head."""
+    dtype = torch.float8_e4m3fn if fp8 else torch.bfloat16
+    q = torch.randn(total_q, hq, d, generator=g).to(device).to(dtype)
+    k, v = (torch.randn(total_k, hkv, d, generator=g).to(device).to(dtype) for _ in range(2))
+    cu_q = _random_offsets(g, total_q, nseq, device)
+    cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, nseq, device)
+    descales = {} if not fp8 else dict(
+        q_descale=torch.rand(nseq, hq, generator=g).to(device) + 0.5,
+        k_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5,
+        v_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5)
+    return (q, k, v, cu_q, cu_k, total_q, total_k), descales
+
+
 @pytest.mark.parametrize("total_q,total_k,causal,align", [
     (300, 300, True, "1"), (150, 260, False, "1"), (150, 260, True, "0")])
 def test_a_varlen_plan_holds_for_other_offsets_of_the_same_shape(total_q, total_k, causal, align,
@@ -343,29 +359,12 @@ def test_a_varlen_plan_holds_for_other_offsets_of_the_same_shape(total_q, total_
     monkeypatch.setenv("FP8ATTN_VARLEN_ALIGN", align)
     g = torch.Generator().manual_seed(7)
     for _ in range(4):
-        q = torch.randn(total_q, 2, 64, generator=g).to(DEV, torch.bfloat16)
-        k, v = (torch.randn(total_k, 2, 64, generator=g).to(DEV, torch.bfloat16)
-                for _ in range(2))
-        cu_q = _random_offsets(g, total_q, 3, DEV)
-        cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, 3, DEV)
-        args = (q, k, v, cu_q, cu_k, total_q, total_k)
+        args, _ = _varlen_args(g, total_q, total_k, 2, 2, 64, 3, DEV)
         got = fp8attn.flash_attn_varlen_func(*args, causal=causal, return_lse=True)
         want = _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal,
                           return_lse=True)
         assert all(_same(x, y) for x, y in zip(got, want))
     assert len(_planned_kinds()) == 1, call_plan.refusals()
-
-
-def _fp8_varlen_args(g, total_q, total_k, hq, hkv, d, nseq, device):
-    q = torch.randn(total_q, hq, d, generator=g).to(device).to(torch.float8_e4m3fn)
-    k, v = (torch.randn(total_k, hkv, d, generator=g).to(device).to(torch.float8_e4m3fn)
-            for _ in range(2))
-    cu_q = _random_offsets(g, total_q, nseq, device)
-    cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, nseq, device)
-    descales = dict(q_descale=torch.rand(nseq, hq, generator=g).to(device) + 0.5,
-                    k_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5,
-                    v_descale=torch.rand(nseq, hkv, generator=g).to(device) + 0.5)
-    return (q, k, v, cu_q, cu_k, total_q, total_k), descales
 
 
 @pytest.mark.parametrize("total_q,total_k,causal", [(300, 300, True), (150, 260, False)])
@@ -374,7 +373,7 @@ def test_an_fp8_varlen_plan_holds_for_other_offsets(total_q, total_k, causal):
     # (row_descales), so the plan holds for new offsets and descales of the same shapes
     g = torch.Generator().manual_seed(12)
     for _ in range(4):
-        args, descales = _fp8_varlen_args(g, total_q, total_k, 2, 1, 64, 3, DEV)
+        args, descales = _varlen_args(g, total_q, total_k, 2, 1, 64, 3, DEV, fp8=True)
         got = fp8attn.flash_attn_varlen_func(*args, causal=causal, **descales)
         want = _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal, **descales)
         assert _same(got, want)
@@ -423,16 +422,9 @@ def test_gpu_varlen_plans_on_new_offsets(d):
     for _ in range(4):
         for total_q, total_k, causal in ((4096, 4096, True), (4096, 4096, False),
                                          (1024, 3000, False)):
-            q = torch.randn(total_q, 4, d, generator=g).to("cuda", torch.bfloat16)
-            k, v = (torch.randn(total_k, 2, d, generator=g).to("cuda", torch.bfloat16)
-                    for _ in range(2))
-            cu_q = _random_offsets(g, total_q, 4, "cuda")
-            cu_k = cu_q if total_q == total_k else _random_offsets(g, total_k, 4, "cuda")
-            args = (q, k, v, cu_q, cu_k, total_q, total_k)
-            got = fp8attn.flash_attn_varlen_func(*args, causal=causal)
-            assert _same(got, _unplanned(fp8attn.flash_attn_varlen_func, *args, causal=causal))
-            if d == 128:            # pre-quantised: the Gluon kernel, Q copied by head
-                args, descales = _fp8_varlen_args(g, total_q, total_k, 4, 2, d, 4, "cuda")
+            # bf16; at 128 also pre-quantised (the Gluon kernel, Q copied by head)
+            for fp8 in (False, True) if d == 128 else (False,):
+                args, descales = _varlen_args(g, total_q, total_k, 4, 2, d, 4, "cuda", fp8)
                 got = fp8attn.flash_attn_varlen_func(*args, causal=causal, **descales)
                 assert _same(got, _unplanned(fp8attn.flash_attn_varlen_func, *args,
                                              causal=causal, **descales))

@@ -347,18 +347,17 @@ def _attention_varlen_fp8_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
         return _varlen_fp8_emulation(q, k, v, *host, q_descale, k_descale, v_descale,
                                      _CAUSAL[causal], softmax_scale, return_lse, fmt)
     res = _varlen_fp8_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, q_descale,
-                                k_descale, v_descale, causal, softmax_scale, return_lse)
+                                k_descale, v_descale, causal, softmax_scale, return_lse, fmt)
     offsets_checked(pending)
     return res
 
 
 @planned
 def _varlen_fp8_on_device(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, q_descale,
-                          k_descale, v_descale, causal, softmax_scale, return_lse):
+                          k_descale, v_descale, causal, softmax_scale, return_lse, fmt):
     from ..quant.fp8_inputs import by_head, pack_fp8_kv, row_descales
     from ..quant.reference import QuantizedTensor
     from .gluon_dispatch import v_key_order_for
-    fmt = "e4m3" if q.dtype == torch.float8_e4m3fn else "e5m2"
     align = VARLEN_FP8_ALIGN
     layout, q_layout = varlen_layouts(cu_seqlens_q, cu_seqlens_k, q.shape[0], k.shape[0], align)
     qh = q.permute(1, 0, 2).unsqueeze(0)
