@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Device calls for the Gluon fast path (fp8attn/attention/gluon_dispatch.py, on by default),
 # in stages that each fit one 10-minute call:
+#   s41     session 41: the call-plan / FP8-input / API GPU tests against session 40's
+#           final host-side code (run as `s41 infmode`)                         (~2 min)
+#   s41b    call plans under torch.inference_mode: the call-plan, varlen-offset and API GPU
+#           tests (run as `s41b infmode`)                                       (~2 min)
 #   s40     session 40: varlen call plans (ops._varlen_on_device): the call-plan tests, every
 #           varlen test, the dense GPU tests against the final call-plan code, then host time
 #           with plans and without                                              (~8 min)
@@ -899,9 +903,18 @@ for stage in "$@"; do
         timeout 75 $PY benchmarks/experiments/probe_host_time.py --tag plan --repeats 2 \
             2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         ;;
+    s41)
+        timeout 150 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py \
+            tests/test_fp8_inputs.py tests/test_api.py 2>&1 | tail -6 | tee "$OUT/pytest_s41.log" ;;
+    s41b)
+        # plans under torch.inference_mode (the recorder decomposes composite ops; tables built
+        # as ordinary tensors): the call-plan and varlen-offset GPU tests, then infmode
+        timeout 150 $PY -m pytest -q -n 14 -rf --tb=short tests/test_call_plan.py \
+            tests/test_varlen_offsets.py tests/test_api.py 2>&1 | tail -6 \
+            | tee "$OUT/pytest_s41b.log" ;;
     infmode)
         for mode in "--inference-mode" ""; do
-            timeout 80 $PY benchmarks/experiments/probe_host_time.py --tag plan $mode --repeats 2 \
+            timeout 110 $PY benchmarks/experiments/probe_host_time.py --tag plan $mode --repeats 2 \
                 2>&1 | grep -v "^ *warn" >> "$OUT/probe_host_time.jsonl"
         done
         ;;

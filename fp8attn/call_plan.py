@@ -180,6 +180,11 @@ class _Recorder(TorchDispatchMode):
         self.counted = 0                # launches Triton saw
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.paused and _composite(func):
+            # under torch.inference_mode composite ops (`.to`, `reshape`) reach the mode whole,
+            # no autograd key having decomposed them: record the ops they are made of
+            with self:
+                return func.decompose(*args, **(kwargs or {}))
         out = func(*args, **(kwargs or {}))
         if self.paused or func in _VIEWS:
             return out
@@ -207,6 +212,18 @@ class _Recorder(TorchDispatchMode):
 
     def count(self, *_args, **_kwargs) -> None:
         self.counted += 1
+
+
+_COMPOSITE: dict = {}
+
+
+def _composite(func) -> bool:
+    """Whether an aten op is defined by other aten ops (a CompositeImplicitAutograd kernel)."""
+    hit = _COMPOSITE.get(func)
+    if hit is None:
+        hit = _COMPOSITE[func] = torch._C._dispatch_has_kernel_for_dispatch_key(
+            func.name(), torch._C.DispatchKey.CompositeImplicitAutograd)
+    return hit
 
 
 def _record(impl, args):

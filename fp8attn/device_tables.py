@@ -81,9 +81,12 @@ def cached_table(cache: dict, key, device, build, *args, in_capture=None):
             f"fp8attn: the device table {name}{tuple(args)!r} is not built yet, and it cannot be "
             "built while a CUDA graph is being captured. Make one warm-up call with the same "
             "shapes and head dim (same recipe) outside the capture first.")
-    if device.type == "cuda":
-        table = built_off_pool(_build_and_wait, device, build, *args)
-    else:
-        table = build(*args)
+    # a table kept for good must be an ordinary tensor, whatever mode its first caller ran in:
+    # one built under torch.inference_mode would be an inference tensor (no version counter)
+    with torch.inference_mode(False):
+        if device.type == "cuda":
+            table = built_off_pool(_build_and_wait, device, build, *args)
+        else:
+            table = build(*args)
     # setdefault: if another thread stored one meanwhile, every caller keeps using that one
     return cache.setdefault(key, table)

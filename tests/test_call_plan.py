@@ -102,6 +102,34 @@ def test_an_fp8_input_call_is_planned_and_gives_the_same_bits():
     assert len(_planned_kinds()) == 1
 
 
+@pytest.mark.parametrize("kind", ["bf16", "fp8", "varlen"])
+def test_calls_under_inference_mode_are_planned(kind):
+    # serving stacks run under torch.inference_mode. There composite ops reach the recorder
+    # whole (a `.to` to where the signs already are), and a table first built there must not
+    # become an inference tensor: a new seed makes the call build its signs there. Session 41
+    # (H200): before this, no plan at all under inference_mode (dense host time 0.34 ms, not
+    # 0.08), and on the Triton path a crash on the signs' version counter
+    g = torch.Generator().manual_seed(13)
+    recipe = Recipe(seed=4100 + ["bf16", "fp8", "varlen"].index(kind))
+    with torch.inference_mode():
+        for _ in range(4):
+            if kind == "varlen":
+                args, _ = _varlen_args(g, 150, 150, 2, 2, 64, 3, DEV)
+                fn, kwargs = fp8attn.flash_attn_varlen_func, dict(causal=True, recipe=recipe)
+            else:
+                args = [torch.randn(1, 48, 2, 64, generator=g).to(DEV, torch.bfloat16)
+                        for _ in range(3)]
+                fn, kwargs = fp8attn.flash_attn_func, dict(causal=True, recipe=recipe)
+                if kind == "fp8":
+                    args = [a.to(torch.float8_e4m3fn) for a in args]
+                    kwargs = dict(causal=True)
+            got = fn(*args, **kwargs)
+            assert _same(got, _unplanned(fn, *args, **kwargs))
+    assert len(_planned_kinds()) == 1, call_plan.refusals()
+    from fp8attn.hadamard.reference import cached_hadamard_signs
+    assert not cached_hadamard_signs(64, recipe.seed, DEV).is_inference()
+
+
 def test_an_op_the_recorder_cannot_replay_leaves_the_kind_unplanned():
     # a negative softmax scale flips Q's sign bits with a torch op (ops._launch): not a plan
     g = torch.Generator().manual_seed(3)

@@ -35,6 +35,9 @@ def main():
     ap.add_argument("--varlen", action="store_true",
                     help="flash_attn_varlen_func on the same tokens as one sequence (on the CPU "
                          "its offsets are read and checked every call; on CUDA once)")
+    ap.add_argument("--inference-mode", action="store_true",
+                    help="make the inputs and run the calls under torch.inference_mode, as "
+                         "serving stacks do")
     a = ap.parse_args()
     os.environ["TRITON_INTERPRET"] = "1"            # before triton is imported
     os.environ["FP8ATTN_BACKEND"] = "triton"
@@ -49,16 +52,17 @@ def main():
     def stub(kernel, grid, *args, **kwargs):
         launches[0] += 1
     kernel_launch.launch_call = stub                # every module calls it through the module
-    q, k, v = (torch.randn(1, 1024, 16, a.head_dim, dtype=torch.bfloat16) for _ in range(3))
-
-    cu = torch.tensor([0, 1024], dtype=torch.int32)
+    mode = torch.inference_mode if a.inference_mode else torch.no_grad
+    with mode():
+        q, k, v = (torch.randn(1, 1024, 16, a.head_dim, dtype=torch.bfloat16) for _ in range(3))
+        cu = torch.tensor([0, 1024], dtype=torch.int32)
 
     def call():
         if a.varlen:
             return fp8attn.flash_attn_varlen_func(q[0], k[0], v[0], cu, cu, 1024, 1024,
                                                   causal=True)
         return fp8attn.flash_attn_func(q, k, v, causal=True)
-    with torch.no_grad():
+    with mode():
         for _ in range(10):
             call()
         launches[0] = 0

@@ -594,15 +594,22 @@ _SIGN_BITS: dict = {}
 
 def _sign_bits(signs: torch.Tensor) -> int:
     """The +-1 signs as an int (bit c set: column c negative), read to the host once per signs
-    tensor (cached_hadamard_signs hands out one tensor per (d, seed, device)) and version."""
+    tensor (cached_hadamard_signs hands out one tensor per (d, seed, device)) and version. An
+    inference tensor (made under torch.inference_mode) has no version: read every call."""
+    if signs.is_inference():
+        return _bits_of(signs)
     hit = _SIGN_BITS.get(id(signs))
     if hit is not None and hit[0]() is signs and hit[1] == signs._version:
         return hit[2]
-    neg = (signs.detach().float().cpu() < 0).tolist()
-    bits = sum(1 << c for c, n in enumerate(neg) if n)
+    bits = _bits_of(signs)
     if len(_SIGN_BITS) > 64:                       # drop entries of tensors freed since
         for k in [k for k, v in _SIGN_BITS.items() if v[0]() is None]:
             del _SIGN_BITS[k]
     _SIGN_BITS[id(signs)] = (weakref.ref(signs), signs._version, bits)
     return bits
+
+
+def _bits_of(signs: torch.Tensor) -> int:
+    neg = (signs.detach().float().cpu() < 0).tolist()
+    return sum(1 << c for c, n in enumerate(neg) if n)
 
