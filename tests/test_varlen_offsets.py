@@ -54,6 +54,19 @@ def test_inference_tensors_are_never_remembered():
     assert not vo._CHECKED and not vo._known_good(cu, cu, LENGTHS)
 
 
+def test_offsets_made_as_ordinary_tensors_are_remembered_under_inference_mode():
+    # the README's advice for serving loops: build a forward's cu_seqlens under
+    # torch.inference_mode(False), so the layers after the first skip the check; writes made
+    # in place under inference_mode still move such a tensor's version
+    with torch.inference_mode():
+        with torch.inference_mode(False):
+            cu = _cu([0, 10, 30])
+        vo._remember(cu, cu, LENGTHS)
+        assert vo._known_good(cu, cu, LENGTHS)
+        cu[1] = 20
+        assert not vo._known_good(cu, cu, LENGTHS)
+
+
 def test_the_memory_is_bounded(monkeypatch):
     monkeypatch.setattr(vo, "MAX_REMEMBERED", 3)
     keep = [_cu([0, 10, 30]) for _ in range(4)]
@@ -90,7 +103,12 @@ def test_checked_offsets_are_not_copied_to_the_host_again(monkeypatch):
         cu_inf = _cu([0, 700, 1407], "cuda")
         for _ in range(2):
             fp8attn.flash_attn_varlen_func(q, k, v, cu_inf, cu_inf, 707, 707, causal=True)
-    assert len(copies) == 5
+        assert len(copies) == 5
+        with torch.inference_mode(False):         # an ordinary tensor: checked once
+            cu_ord = _cu([0, 700, 1407], "cuda")
+        for _ in range(2):
+            fp8attn.flash_attn_varlen_func(q, k, v, cu_ord, cu_ord, 707, 707, causal=True)
+    assert len(copies) == 6
 
 
 @pytest.mark.gpu

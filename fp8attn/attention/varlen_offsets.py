@@ -11,8 +11,9 @@ the call still waits at its end for the copy, so the host cannot run ahead of th
 Offsets that passed are remembered by tensor (its identity and version counter) with the
 lengths they were checked against: a model's layers share one cu_seqlens per forward, so only
 the first layer's call copies and waits. A tensor changed in place by a torch op gets a new
-version and is checked again. Inference tensors (torch.inference_mode) have no version
-counter and are checked every call. Writes that bypass torch's version counter (a custom
+version and is checked again. Inference tensors (made under torch.inference_mode) have no
+version counter and are checked every call; offsets made under torch.inference_mode(False)
+are ordinary tensors, remembered even when the calls run under inference mode. Writes that bypass torch's version counter (a custom
 kernel filling a persistent buffer) are not seen: such offsets are not checked again, and the
 kernels' clamping is then all that stands between bad offsets and the buffers (no reads or
 writes outside them; the results of bad offsets are garbage either way).
